@@ -1,0 +1,40 @@
+// SHA-256 digests (libsodium) for everything an attacker could forge: parameters, checkpoints,
+// batches, step leaves. Canonical tensor bytes are the raw little-endian element bytes in order.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace tributary {
+
+using Digest = std::array<uint8_t, 32>;
+
+// Incremental SHA-256. Not thread-safe; one instance per stream.
+class Sha256 {
+ public:
+  Sha256();
+  void Update(std::span<const std::byte> bytes);
+  void Update(std::string_view text);
+  void UpdateU64(uint64_t value);  // little-endian, fixed width
+  Digest Finish();
+
+ private:
+  alignas(64) unsigned char state_[128];
+};
+
+Digest Sha256Of(std::span<const std::byte> bytes);
+Digest Sha256Of(std::string_view text);
+std::string ToHex(const Digest& digest);
+std::string ShortHex(const Digest& digest);  // first 12 hex chars, for logs
+Result<Digest> DigestFromHex(std::string_view hex);
+// Digest as raw 32-byte string (for protobuf bytes fields) and back.
+std::string DigestToBytes(const Digest& digest);
+Result<Digest> DigestFromBytes(std::string_view bytes);
+
+}  // namespace tributary
