@@ -1,0 +1,354 @@
+#include "net/connection.h"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <future>
+
+namespace tributary::net {
+namespace {
+std::string EndpointString(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown-peer";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+}  // namespace
+
+Connection::Connection(tcp::socket socket, uint32_t max_frame_bytes)
+    : strand_(asio::make_strand(socket.get_executor())),
+      socket_(std::move(socket)),
+      max_frame_bytes_(max_frame_bytes),
+      remote_(EndpointString(socket_)) {
+  boost::system::error_code ignored;
+  // Control frames are tiny and latency-bound; Nagle would add tens of ms per round trip.
+  socket_.set_option(tcp::no_delay(true), ignored);
+}
+
+Connection::~Connection() {
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+std::shared_ptr<Connection> Connection::Adopt(tcp::socket socket, uint32_t max_frame_bytes) {
+  return std::shared_ptr<Connection>(new Connection(std::move(socket), max_frame_bytes));
+}
+
+Result<std::shared_ptr<Connection>> Connection::Dial(asio::io_context& context,
+                                                     const std::string& host, uint16_t port,
+                                                     Deadline deadline, uint32_t max_frame_bytes) {
+  const std::string target = host + ":" + std::to_string(port);
+  boost::system::error_code ec;
+  tcp::resolver resolver(context);
+  auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) return Unavailable("cannot resolve " + target + ": " + ec.message());
+
+  auto socket = std::make_shared<tcp::socket>(context);
+  auto done = std::make_shared<std::promise<boost::system::error_code>>();
+  auto future = done->get_future();
+  asio::async_connect(*socket, endpoints,
+                      [done](const boost::system::error_code& e, const tcp::endpoint&) {
+                        done->set_value(e);
+                      });
+  if (future.wait_until(deadline) == std::future_status::timeout) {
+    asio::post(context, [socket] {
+      boost::system::error_code ignored;
+      socket->close(ignored);
+    });
+    future.wait();
+    return DeadlineExceeded("connecting to " + target + " timed out");
+  }
+  ec = future.get();
+  if (ec) return Unavailable("cannot connect to " + target + ": " + ec.message());
+  return Adopt(std::move(*socket), max_frame_bytes);
+}
+
+Status Connection::MapError(const boost::system::error_code& ec, size_t got, size_t wanted,
+                            const char* what) const {
+  if (ec == asio::error::eof) {
+    if (got == 0 && std::string_view(what) == "frame header") {
+      return Unavailable("peer " + remote_ + " closed the connection");
+    }
+    return ProtocolError("truncated frame from " + remote_ + ": got " + std::to_string(got) +
+                         " of " + std::to_string(wanted) + " bytes of " + what);
+  }
+  if (ec == asio::error::operation_aborted || closed_.load()) {
+    return Unavailable("connection to " + remote_ + " was closed");
+  }
+  return Unavailable(std::string(what) + " with " + remote_ + " failed: " + ec.message());
+}
+
+void Connection::AsyncReceive(ReceiveHandler handler) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, handler = std::move(handler)]() mutable {
+    if (self->closed_) {
+      handler(Unavailable("connection to " + self->remote_ + " is closed"));
+      return;
+    }
+    asio::async_read(
+        self->socket_, asio::buffer(self->header_),
+        asio::bind_executor(self->strand_, [self, handler = std::move(handler)](
+                                               const boost::system::error_code& ec,
+                                               size_t n) mutable {
+          if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "frame header"));
+          auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_);
+          if (!length.ok()) {
+            return handler(length.status().WithContext("from " + self->remote_));
+          }
+          const uint32_t wanted = *length;
+          self->body_.resize(wanted);
+          asio::async_read(
+              self->socket_, asio::buffer(self->body_),
+              asio::bind_executor(self->strand_, [self, wanted, handler = std::move(handler)](
+                                                     const boost::system::error_code& ec2,
+                                                     size_t got) mutable {
+                if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
+                self->bytes_received_ += kFrameHeaderBytes + got;
+                auto envelope = ParseEnvelope(self->body_);
+                if (!envelope.ok()) {
+                  return handler(envelope.status().WithContext("from " + self->remote_));
+                }
+                handler(std::move(envelope));
+              }));
+        }));
+  });
+}
+
+void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, into, handler = std::move(handler)]() mutable {
+    if (self->closed_) return handler(Unavailable("connection to " + self->remote_ + " is closed"));
+    asio::async_read(self->socket_, asio::buffer(into.data(), into.size()),
+                     asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
+                                                            const boost::system::error_code& ec,
+                                                            size_t got) mutable {
+                       self->bytes_received_ += got;
+                       if (ec) return handler(self->MapError(ec, got, into.size(), "tensor data"));
+                       handler(Status::Ok());
+                     }));
+  });
+}
+
+void Connection::AsyncSend(std::shared_ptr<const std::string> frame,
+                           std::span<const std::byte> tail, DoneHandler done) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, frame = std::move(frame), tail, done = std::move(done)]() mutable {
+    if (!self->write_failure_.ok() || self->closed_) {
+      if (done) {
+        done(self->write_failure_.ok()
+                 ? Unavailable("connection to " + self->remote_ + " is closed")
+                 : self->write_failure_);
+      }
+      return;
+    }
+    self->writes_.push_back({std::move(frame), tail, std::move(done)});
+    if (!self->writing_) self->StartNextWrite();
+  });
+}
+
+void Connection::AsyncSend(const v1::Envelope& envelope, DoneHandler done) {
+  auto frame = EncodeFrame(envelope, max_frame_bytes_);
+  if (!frame.ok()) {
+    if (done) done(frame.status());
+    return;
+  }
+  AsyncSend(std::make_shared<const std::string>(std::move(frame).value()), {}, std::move(done));
+}
+
+void Connection::StartNextWrite() {
+  if (writes_.empty()) {
+    writing_ = false;
+    auto waiters = std::move(flush_waiters_);
+    flush_waiters_.clear();
+    for (auto& w : waiters) w();
+    return;
+  }
+  writing_ = true;
+  const PendingWrite& w = writes_.front();
+  std::array<asio::const_buffer, 2> buffers{
+      w.frame ? asio::buffer(*w.frame) : asio::const_buffer(),
+      asio::buffer(w.tail.data(), w.tail.size())};
+  const size_t wanted = asio::buffer_size(buffers);
+  auto self = shared_from_this();
+  asio::async_write(socket_, buffers,
+                    asio::bind_executor(strand_, [self, wanted](const boost::system::error_code& ec,
+                                                                size_t n) {
+                      self->bytes_sent_ += n;
+                      PendingWrite done = std::move(self->writes_.front());
+                      self->writes_.pop_front();
+                      if (ec) {
+                        Status st = self->MapError(ec, n, wanted, "send");
+                        if (done.done) done.done(st);
+                        self->FailAllWrites(st);
+                        return;
+                      }
+                      if (done.done) done.done(Status::Ok());
+                      self->StartNextWrite();
+                    }));
+}
+
+void Connection::FailAllWrites(const Status& status) {
+  write_failure_ = status;
+  auto pending = std::move(writes_);
+  writes_.clear();
+  writing_ = false;
+  for (auto& w : pending) {
+    if (w.done) w.done(status);
+  }
+  auto waiters = std::move(flush_waiters_);
+  flush_waiters_.clear();
+  for (auto& w : waiters) w();
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+template <typename T, typename Start>
+T Connection::Await(Start start, Deadline deadline, const char* what) {
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  start(promise);
+  if (future.wait_until(deadline) == std::future_status::timeout) {
+    Close();  // cancels the operation; its handler still runs and fulfils the promise
+    future.wait();
+    return DeadlineExceeded(std::string(what) + " with " + remote_ + " timed out");
+  }
+  return future.get();
+}
+
+Result<v1::Envelope> Connection::Receive(Deadline deadline) {
+  return Await<Result<v1::Envelope>>(
+      [this](auto promise) {
+        AsyncReceive([promise](Result<v1::Envelope> r) { promise->set_value(std::move(r)); });
+      },
+      deadline, "receive");
+}
+
+Status Connection::ReceiveRaw(std::span<std::byte> into, Deadline deadline) {
+  return Await<Status>(
+      [this, into](auto promise) {
+        AsyncReceiveRaw(into, [promise](Status st) { promise->set_value(std::move(st)); });
+      },
+      deadline, "receive tensor data");
+}
+
+Status Connection::Send(const v1::Envelope& envelope, Deadline deadline) {
+  auto frame = EncodeFrame(envelope, max_frame_bytes_);
+  if (!frame.ok()) return frame.status();
+  auto shared = std::make_shared<const std::string>(std::move(frame).value());
+  return Await<Status>(
+      [this, shared](auto promise) {
+        AsyncSend(shared, {}, [promise](Status st) { promise->set_value(std::move(st)); });
+      },
+      deadline, "send");
+}
+
+Status Connection::QueueSend(const v1::Envelope& envelope, std::span<const std::byte> tail) {
+  auto frame = EncodeFrame(envelope, max_frame_bytes_);
+  if (!frame.ok()) return frame.status();
+  AsyncSend(std::make_shared<const std::string>(std::move(frame).value()), tail);
+  return Status::Ok();
+}
+
+Status Connection::Flush(Deadline deadline) {
+  auto self = shared_from_this();
+  return Await<Status>(
+      [self](auto promise) {
+        asio::dispatch(self->strand_, [self, promise] {
+          if (!self->write_failure_.ok()) return promise->set_value(self->write_failure_);
+          if (!self->writing_ && self->writes_.empty()) return promise->set_value(Status::Ok());
+          self->flush_waiters_.push_back(
+              [self, promise] { promise->set_value(self->write_failure_); });
+        });
+      },
+      deadline, "flush");
+}
+
+void Connection::Close() {
+  closed_ = true;
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self] {
+    boost::system::error_code ignored;
+    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    self->socket_.close(ignored);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Listener::Listener(tcp::acceptor acceptor)
+    : acceptor_(std::make_shared<tcp::acceptor>(std::move(acceptor))) {
+  boost::system::error_code ec;
+  port_ = acceptor_->local_endpoint(ec).port();
+}
+
+Listener::~Listener() { Close(); }
+
+Result<std::unique_ptr<Listener>> Listener::Bind(asio::io_context& context,
+                                                 const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return InvalidArgument("bad listen address '" + host + "': " + ec.message());
+  tcp::acceptor acceptor(context);
+  tcp::endpoint endpoint(address, port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Unavailable("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                       ec.message());
+  }
+  return std::unique_ptr<Listener>(new Listener(std::move(acceptor)));
+}
+
+void Listener::AcceptLoop(AcceptHandler handler, uint32_t max_frame_bytes) {
+  DoAccept(acceptor_, std::make_shared<AcceptHandler>(std::move(handler)), max_frame_bytes);
+}
+
+// Handlers hold the acceptor by shared_ptr, never `this`: the Listener may be destroyed while an
+// accept is still pending on the io thread.
+void Listener::DoAccept(std::shared_ptr<tcp::acceptor> acceptor,
+                        std::shared_ptr<AcceptHandler> handler, uint32_t max_frame_bytes) {
+  acceptor->async_accept([acceptor, handler, max_frame_bytes](const boost::system::error_code& ec,
+                                                              tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+    if (!ec) (*handler)(Connection::Adopt(std::move(socket), max_frame_bytes));
+    DoAccept(acceptor, handler, max_frame_bytes);
+  });
+}
+
+Result<std::shared_ptr<Connection>> Listener::Accept(Deadline deadline, uint32_t max_frame_bytes) {
+  using Outcome = std::pair<boost::system::error_code, tcp::socket>;
+  auto promise = std::make_shared<std::promise<Outcome>>();
+  auto future = promise->get_future();
+  acceptor_->async_accept([promise](const boost::system::error_code& ec, tcp::socket socket) {
+    promise->set_value({ec, std::move(socket)});
+  });
+  if (future.wait_until(deadline) == std::future_status::timeout) {
+    auto acceptor = acceptor_;
+    asio::post(acceptor->get_executor(), [acceptor] {
+      boost::system::error_code ignored;
+      acceptor->cancel(ignored);
+    });
+    future.wait();
+    return DeadlineExceeded("no connection arrived on port " + std::to_string(port_) + " in time");
+  }
+  auto [ec, socket] = future.get();
+  if (ec) return Unavailable("accept failed: " + ec.message());
+  return Connection::Adopt(std::move(socket), max_frame_bytes);
+}
+
+void Listener::Close() {
+  auto acceptor = acceptor_;
+  asio::post(acceptor->get_executor(), [acceptor] {
+    boost::system::error_code ignored;
+    acceptor->close(ignored);
+  });
+}
+
+}  // namespace tributary::net

@@ -1,0 +1,130 @@
+// Connection: one framed TCP stream (protocol v1) between two processes.
+//
+// Ownership and threads: a Connection owns its socket; every socket operation runs on the
+// Connection's strand, on the IoThread whose io_context it was made with. Two styles of use:
+//   * async (servers): AsyncReceive/AsyncSend; handlers run on the strand and must not block.
+//   * blocking with a deadline (worker threads, e.g. collectives): Receive/Send/ReceiveRaw/Flush.
+//     They wait for the async operation; on timeout the connection is closed (a stream that timed
+//     out mid-frame cannot be resynchronised) and DeadlineExceeded is returned.
+// At most one receive may be outstanding at a time; sends are queued and written in order.
+// Raw tails passed to AsyncSend/QueueSend are NOT copied: keep them alive until the completion
+// callback runs or Flush() returns.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "net/frame.h"
+
+namespace tributary::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using ReceiveHandler = std::function<void(Result<v1::Envelope>)>;
+  using DoneHandler = std::function<void(Status)>;
+
+  // Wraps an already-connected socket (from a Listener).
+  static std::shared_ptr<Connection> Adopt(tcp::socket socket,
+                                           uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+  // Connects to host:port, giving up at `deadline`. Blocking; never call on an IoThread.
+  static Result<std::shared_ptr<Connection>> Dial(asio::io_context& context,
+                                                  const std::string& host, uint16_t port,
+                                                  Deadline deadline,
+                                                  uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+  ~Connection();
+
+  // --- async API ---
+  void AsyncReceive(ReceiveHandler handler);
+  void AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler);
+  // Queues `frame` (already encoded) followed by the raw `tail` bytes.
+  void AsyncSend(std::shared_ptr<const std::string> frame, std::span<const std::byte> tail = {},
+                 DoneHandler done = {});
+  void AsyncSend(const v1::Envelope& envelope, DoneHandler done = {});
+
+  // --- blocking API (not on an IoThread) ---
+  Result<v1::Envelope> Receive(Deadline deadline);
+  Status ReceiveRaw(std::span<std::byte> into, Deadline deadline);
+  Status Send(const v1::Envelope& envelope, Deadline deadline);
+  // Queues envelope + tail without waiting; the first failure is reported by Flush().
+  Status QueueSend(const v1::Envelope& envelope, std::span<const std::byte> tail = {});
+  // Waits until every queued send is written (or failed).
+  Status Flush(Deadline deadline);
+
+  // Closes the socket; pending operations complete with Unavailable. Idempotent, thread-safe.
+  void Close();
+  bool closed() const { return closed_.load(); }
+  // "127.0.0.1:40312"; stable after close.
+  const std::string& remote() const { return remote_; }
+  uint64_t bytes_sent() const { return bytes_sent_.load(); }
+  uint64_t bytes_received() const { return bytes_received_.load(); }
+
+ private:
+  struct PendingWrite {
+    std::shared_ptr<const std::string> frame;
+    std::span<const std::byte> tail;
+    DoneHandler done;
+  };
+
+  Connection(tcp::socket socket, uint32_t max_frame_bytes);
+  void StartNextWrite();  // strand only
+  void FailAllWrites(const Status& status);  // strand only
+  Status MapError(const boost::system::error_code& ec, size_t got, size_t wanted,
+                  const char* what) const;
+  template <typename T, typename Start>
+  T Await(Start start, Deadline deadline, const char* what);
+
+  asio::strand<asio::any_io_executor> strand_;
+  tcp::socket socket_;
+  const uint32_t max_frame_bytes_;
+  std::string remote_;
+  std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> bytes_received_{0};
+
+  // Strand-only state.
+  std::array<std::byte, kFrameHeaderBytes> header_{};
+  std::vector<std::byte> body_;
+  std::deque<PendingWrite> writes_;
+  bool writing_ = false;
+  Status write_failure_;
+  std::vector<std::function<void()>> flush_waiters_;
+};
+
+// Listener: accepts TCP connections on host:port (port 0 = ephemeral) on an io_context.
+class Listener {
+ public:
+  using AcceptHandler = std::function<void(std::shared_ptr<Connection>)>;
+  static Result<std::unique_ptr<Listener>> Bind(asio::io_context& context, const std::string& host,
+                                                uint16_t port);
+  ~Listener();
+  uint16_t port() const { return port_; }
+  // Accepts forever, calling `handler` for each connection (on the io thread), until Close().
+  void AcceptLoop(AcceptHandler handler, uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+  // Blocking accept of one connection (not on an IoThread).
+  Result<std::shared_ptr<Connection>> Accept(Deadline deadline,
+                                             uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
+  void Close();
+
+ private:
+  explicit Listener(tcp::acceptor acceptor);
+  static void DoAccept(std::shared_ptr<tcp::acceptor> acceptor,
+                       std::shared_ptr<AcceptHandler> handler, uint32_t max_frame_bytes);
+  std::shared_ptr<tcp::acceptor> acceptor_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace tributary::net

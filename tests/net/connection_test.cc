@@ -1,0 +1,141 @@
+#include "net/connection.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
+
+#include "net/io_thread.h"
+
+namespace tributary::net {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ConnectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto listener = Listener::Bind(io_.context(), "127.0.0.1", 0);
+    ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+    listener_ = std::move(listener).value();
+  }
+
+  std::shared_ptr<Connection> DialListener() {
+    auto c = Connection::Dial(io_.context(), "127.0.0.1", listener_->port(), DeadlineAfter(2s));
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? *c : nullptr;
+  }
+
+  // A raw, unframed client so tests can send arbitrary bytes.
+  tcp::socket RawClient() {
+    tcp::socket s(raw_context_);
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    return s;
+  }
+
+  IoThread io_{"test-io"};
+  asio::io_context raw_context_;
+  std::unique_ptr<Listener> listener_;
+};
+
+TEST_F(ConnectionTest, SendAndReceiveEnvelopeAndRawTail) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+
+  v1::Envelope e = MakeEnvelope("job");
+  e.mutable_tensor()->set_nbytes(8);
+  const std::array<float, 2> payload{1.5f, -2.0f};
+  ASSERT_TRUE(client->QueueSend(e, std::as_bytes(std::span(payload))).ok());
+  ASSERT_TRUE(client->Flush(DeadlineAfter(2s)).ok());
+
+  auto got = (*server)->Receive(DeadlineAfter(2s));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->tensor().nbytes(), 8u);
+  std::array<float, 2> into{};
+  ASSERT_TRUE((*server)->ReceiveRaw(std::as_writable_bytes(std::span(into)), DeadlineAfter(2s)).ok());
+  EXPECT_EQ(into, payload);
+  EXPECT_GT(client->bytes_sent(), 8u);
+  EXPECT_EQ((*server)->bytes_received(), client->bytes_sent());
+}
+
+TEST_F(ConnectionTest, OversizedLengthIsRejectedWithoutReadingBody) {
+  auto raw = RawClient();
+  auto server = listener_->Accept(DeadlineAfter(2s), /*max_frame_bytes=*/1024);
+  ASSERT_TRUE(server.ok());
+  const unsigned char header[4] = {0x00, 0x00, 0x00, 0x40};  // 1 GiB
+  asio::write(raw, asio::buffer(header));
+  auto got = (*server)->Receive(DeadlineAfter(2s));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kProtocolError);
+  EXPECT_NE(got.status().message().find("exceeds the maximum"), std::string::npos);
+  EXPECT_NE(got.status().message().find("127.0.0.1"), std::string::npos) << "names the peer";
+}
+
+TEST_F(ConnectionTest, TruncatedFrameIsNamedAsSuch) {
+  auto raw = RawClient();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  const unsigned char partial[] = {100, 0, 0, 0, 1, 2, 3};  // promises 100, sends 3
+  asio::write(raw, asio::buffer(partial));
+  raw.close();
+  auto got = (*server)->Receive(DeadlineAfter(2s));
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("truncated frame"), std::string::npos)
+      << got.status().ToString();
+  EXPECT_NE(got.status().message().find("got 3 of 100"), std::string::npos);
+}
+
+TEST_F(ConnectionTest, RandomBytesAreMalformed) {
+  auto raw = RawClient();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  const unsigned char junk[] = {6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  asio::write(raw, asio::buffer(junk));
+  auto got = (*server)->Receive(DeadlineAfter(2s));
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("malformed frame"), std::string::npos)
+      << got.status().ToString();
+}
+
+TEST_F(ConnectionTest, SilentPeerHitsDeadlineAndConnectionCloses) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  auto start = Clock::now();
+  auto got = (*server)->Receive(DeadlineAfter(200ms));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_LT(SecondsSince(start), 2.0);
+  EXPECT_TRUE((*server)->closed());
+}
+
+TEST_F(ConnectionTest, PeerCloseIsUnavailable) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  client->Close();
+  auto got = (*server)->Receive(DeadlineAfter(2s));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(got.status().message().find("closed the connection"), std::string::npos);
+}
+
+TEST_F(ConnectionTest, DialToClosedPortFailsFast) {
+  uint16_t port = listener_->port();
+  listener_.reset();
+  std::this_thread::sleep_for(50ms);
+  auto c = Connection::Dial(io_.context(), "127.0.0.1", port, DeadlineAfter(2s));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(ConnectionTest, SendAfterCloseFailsInsteadOfHanging) {
+  auto client = DialListener();
+  client->Close();
+  Status st = client->Send(MakeError("job", v1::INTERNAL_ERROR, "x"), DeadlineAfter(1s));
+  EXPECT_FALSE(st.ok());
+}
+
+}  // namespace
+}  // namespace tributary::net
