@@ -1,0 +1,184 @@
+#include "runtime/job_spec.h"
+
+#include <toml++/toml.h>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/text_format.h>
+
+#include "core/digest.h"
+#include "core/files.h"
+
+namespace tributary::runtime {
+
+v1::JobSpec DefaultJobSpec() {
+  v1::JobSpec s;
+  s.set_name("moby-dick-chargpt");
+  s.set_seed(1234);
+  s.set_mode(v1::MODE_DILOCO);
+  s.set_model("gpt");
+  s.set_n_layer(2);
+  s.set_n_head(4);
+  s.set_d_model(128);
+  s.set_context(64);
+  s.set_mlp_hidden(256);
+  s.set_batch_size(32);
+  s.set_validation_fraction(0.1);
+  s.set_eval_batches(16);
+  s.set_inner_steps(50);
+  s.set_rounds(8);
+  s.set_inner_lr(3e-3);
+  s.set_weight_decay(0.01);
+  s.set_warmup_steps(20);
+  s.set_outer_lr(0.7);
+  s.set_outer_momentum(0.9);
+  s.set_grad_clip(1.0);
+  s.set_num_peers(4);
+  s.set_round_timeout_ms(120000);
+  s.set_checkpoint_every(0);
+  return s;
+}
+
+std::string ModeName(v1::Mode mode) {
+  switch (mode) {
+    case v1::MODE_DDP: return "ddp";
+    case v1::MODE_DILOCO: return "diloco";
+    default: return "unspecified";
+  }
+}
+
+Result<v1::Mode> ParseMode(const std::string& name) {
+  if (name == "ddp") return v1::MODE_DDP;
+  if (name == "diloco") return v1::MODE_DILOCO;
+  return InvalidArgument("unknown mode '" + name + "' (expected ddp or diloco)");
+}
+
+namespace {
+
+template <typename T>
+Result<T> Get(const toml::node& node, const std::string& key) {
+  auto v = node.value<T>();
+  if (!v) return InvalidArgument("job key '" + key + "' has the wrong type");
+  return *v;
+}
+
+Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
+  for (const auto& [k, node] : table) {
+    const std::string key(k.str());
+    auto as_u32 = [&](auto setter) -> Status {
+      TRIB_ASSIGN_OR_RETURN(int64_t v, Get<int64_t>(node, key));
+      if (v < 0 || v > UINT32_MAX) return InvalidArgument("job key '" + key + "' out of range");
+      (s.*setter)(static_cast<uint32_t>(v));
+      return Status::Ok();
+    };
+    auto as_f64 = [&](auto setter) -> Status {
+      TRIB_ASSIGN_OR_RETURN(double v, Get<double>(node, key));
+      (s.*setter)(v);
+      return Status::Ok();
+    };
+    Status st;
+    if (key == "name") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      s.set_name(v);
+    } else if (key == "seed") {
+      TRIB_ASSIGN_OR_RETURN(int64_t v, Get<int64_t>(node, key));
+      s.set_seed(static_cast<uint64_t>(v));
+    } else if (key == "mode") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      TRIB_ASSIGN_OR_RETURN(v1::Mode m, ParseMode(v));
+      s.set_mode(m);
+    } else if (key == "model") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      s.set_model(v);
+    } else if (key == "n_layer") st = as_u32(&v1::JobSpec::set_n_layer);
+    else if (key == "n_head") st = as_u32(&v1::JobSpec::set_n_head);
+    else if (key == "d_model") st = as_u32(&v1::JobSpec::set_d_model);
+    else if (key == "context") st = as_u32(&v1::JobSpec::set_context);
+    else if (key == "mlp_hidden") st = as_u32(&v1::JobSpec::set_mlp_hidden);
+    else if (key == "batch_size") st = as_u32(&v1::JobSpec::set_batch_size);
+    else if (key == "validation_fraction") st = as_f64(&v1::JobSpec::set_validation_fraction);
+    else if (key == "eval_batches") st = as_u32(&v1::JobSpec::set_eval_batches);
+    else if (key == "inner_steps") st = as_u32(&v1::JobSpec::set_inner_steps);
+    else if (key == "rounds") st = as_u32(&v1::JobSpec::set_rounds);
+    else if (key == "inner_lr") st = as_f64(&v1::JobSpec::set_inner_lr);
+    else if (key == "weight_decay") st = as_f64(&v1::JobSpec::set_weight_decay);
+    else if (key == "warmup_steps") st = as_u32(&v1::JobSpec::set_warmup_steps);
+    else if (key == "outer_lr") st = as_f64(&v1::JobSpec::set_outer_lr);
+    else if (key == "outer_momentum") st = as_f64(&v1::JobSpec::set_outer_momentum);
+    else if (key == "grad_clip") st = as_f64(&v1::JobSpec::set_grad_clip);
+    else if (key == "num_peers") st = as_u32(&v1::JobSpec::set_num_peers);
+    else if (key == "round_timeout_ms") st = as_u32(&v1::JobSpec::set_round_timeout_ms);
+    else if (key == "checkpoint_every") st = as_u32(&v1::JobSpec::set_checkpoint_every);
+    else return InvalidArgument("unknown job key '" + key + "'");
+    TRIB_RETURN_IF_ERROR(st);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec) {
+  // Debian's toml++ is built with exceptions; they stop here and become a Status.
+  toml::table root;
+  try {
+    root = toml::parse(toml_text);
+  } catch (const toml::parse_error& err) {
+    return InvalidArgument("job TOML line " + std::to_string(err.source().begin.line) + ": " +
+                           std::string(err.description()));
+  }
+  // Keys may sit at top level or under a [job] table.
+  if (const toml::table* job = root["job"].as_table()) {
+    for (const auto& [k, node] : root) {
+      if (k.str() != "job") return InvalidArgument("unknown top-level key '" + std::string(k.str()) + "'");
+    }
+    return ApplyTable(*job, spec);
+  }
+  return ApplyTable(root, spec);
+}
+
+Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec) {
+  auto text = ReadWholeFile(path);
+  if (!text.ok()) return text.status().WithContext("job file");
+  return ApplyTomlString(*text, spec).WithContext(path);
+}
+
+Status ValidateJobSpec(const v1::JobSpec& s) {
+  auto fail = [](const std::string& m) { return InvalidArgument("invalid job: " + m); };
+  if (s.mode() != v1::MODE_DDP && s.mode() != v1::MODE_DILOCO) return fail("mode must be ddp or diloco");
+  if (s.model() != "gpt" && s.model() != "mlp") return fail("model must be gpt or mlp");
+  if (s.n_layer() == 0 || s.n_head() == 0 || s.d_model() == 0) return fail("model sizes must be positive");
+  if (s.d_model() % s.n_head() != 0) return fail("d_model must be divisible by n_head");
+  if (s.context() < 2) return fail("context must be at least 2");
+  if (s.batch_size() == 0) return fail("batch_size must be positive");
+  if (s.inner_steps() == 0) return fail("inner_steps must be positive");
+  if (s.rounds() == 0) return fail("rounds must be positive");
+  if (!(s.inner_lr() > 0)) return fail("inner_lr must be positive");
+  if (!(s.validation_fraction() > 0 && s.validation_fraction() < 0.5)) {
+    return fail("validation_fraction must be in (0, 0.5)");
+  }
+  if (s.eval_batches() == 0) return fail("eval_batches must be positive");
+  if (s.num_peers() == 0 || s.num_peers() > 1024) return fail("num_peers must be in 1..1024");
+  if (s.round_timeout_ms() < 100) return fail("round_timeout_ms must be at least 100");
+  if (s.mode() == v1::MODE_DILOCO && !(s.outer_lr() > 0)) return fail("outer_lr must be positive");
+  if (!(s.outer_momentum() >= 0 && s.outer_momentum() < 1)) return fail("outer_momentum must be in [0,1)");
+  return Status::Ok();
+}
+
+std::string JobIdOf(const v1::JobSpec& spec) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    spec.SerializeToCodedStream(&coded);
+  }
+  return ToHex(Sha256Of(bytes)).substr(0, 16);
+}
+
+std::string DescribeJobSpec(const v1::JobSpec& spec) {
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(spec, &out);
+  return out;
+}
+
+}  // namespace tributary::runtime

@@ -1,0 +1,28 @@
+// JobSpec: everything that determines a training run (proto/tributary.proto, message JobSpec).
+// Defaults are the embedded demo job; a TOML file or flags override them. The job id is the
+// SHA-256 of the spec's deterministic serialisation, so two processes agree on the id iff they
+// agree on every field.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+#include "proto/tributary.pb.h"
+
+namespace tributary::runtime {
+
+namespace v1 = ::tributary::v1;
+
+v1::JobSpec DefaultJobSpec();
+// Applies the keys of a TOML file on top of `spec`. Unknown keys are an error (typos must not
+// silently train the wrong thing).
+Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec);
+Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec);
+Status ValidateJobSpec(const v1::JobSpec& spec);
+std::string JobIdOf(const v1::JobSpec& spec);  // 16 hex chars
+std::string ModeName(v1::Mode mode);            // "ddp" / "diloco"
+Result<v1::Mode> ParseMode(const std::string& name);
+// One line per field, for logs and `--print-spec`.
+std::string DescribeJobSpec(const v1::JobSpec& spec);
+
+}  // namespace tributary::runtime

@@ -1,0 +1,78 @@
+// Trainer: one worker's model, optimisers and round logic for the two modes.
+//
+//   ddp    : every inner step averages gradients across the group (Averager) and takes one
+//            shared AdamW step — classic data parallelism.
+//   diloco : H local AdamW steps without communication, then the pseudo-gradient
+//            Δ = θ_global − θ_local is averaged and an outer Nesterov-momentum SGD step updates
+//            θ_global (Douillard et al., DiLoCo). The inner AdamW state stays local.
+//
+// Batches are pure functions of (job seed, shard, num_shards, round, step), so a verifier can
+// recompute any step. On one machine and thread count the whole run is bit-reproducible, and a
+// checkpoint resumes it bit-exactly. Not thread-safe: one thread drives a Trainer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/digest.h"
+#include "core/status.h"
+#include "proto/tributary.pb.h"
+#include "runtime/training_data.h"
+
+namespace tributary::runtime {
+
+// Replaces `values` in place by their average over the group. Must give bit-identical results on
+// every member. For a single process it is the identity.
+using Averager = std::function<Status(std::span<float> values)>;
+
+struct RoundStats {
+  uint64_t round = 0;
+  double train_loss = 0;       // mean inner-step loss of this round
+  uint64_t tokens = 0;         // tokens this worker trained on this round
+  double compute_seconds = 0;  // forward + backward + optimiser
+  double comm_seconds = 0;     // time inside the Averager
+};
+
+struct WorkerPlacement {
+  uint32_t shard = 0;       // which slice of the train split this worker samples from
+  uint32_t num_shards = 1;
+  uint32_t batch_size = 0;  // 0 = the spec's batch_size
+};
+
+class Trainer {
+ public:
+  static Result<std::unique_ptr<Trainer>> Create(const v1::JobSpec& spec, TrainingData data,
+                                                 WorkerPlacement placement);
+  ~Trainer();
+
+  // Runs round `completed_rounds()`; on success completed_rounds() advances by one.
+  Result<RoundStats> RunRound(const Averager& average);
+  // Mean loss of θ on the job's fixed validation batches.
+  Result<double> EvalLoss();
+
+  uint64_t completed_rounds() const;
+  Digest ThetaDigest() const;  // SHA-256 of θ in canonical order (what peers compare)
+  int64_t num_parameters() const;
+  uint64_t tokens_per_round() const;
+
+  // Atomic write (temp + fsync + rename) of everything needed to continue bit-exactly; the file
+  // carries a SHA-256 of its payload and the job id, both checked on load.
+  Status SaveCheckpoint(const std::string& path) const;
+  Status LoadCheckpoint(const std::string& path);
+
+ private:
+  struct Impl;
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tributary::runtime
+
+namespace tributary::runtime {
+// Pins libtorch's intra-/inter-op threads and OpenBLAS's threads for this process. Bitwise
+// reproducibility holds only at a fixed thread count, so every worker of a job pins the same.
+void PinComputeThreads(int threads);
+}  // namespace tributary::runtime
