@@ -30,7 +30,7 @@ struct JobFlags {
   std::string mode;
   std::string model;
   int64_t rounds = -1, inner_steps = -1, peers = -1, batch_size = -1, seed = -1;
-  int64_t n_layer = -1, d_model = -1, round_timeout_ms = -1, checkpoint_every = -1;
+  int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -43,7 +43,9 @@ struct JobFlags {
     app->add_option("--batch-size", batch_size, "sequences per peer per step");
     app->add_option("--seed", seed, "job seed (model init and batches)");
     app->add_option("--n-layer", n_layer, "transformer layers");
+    app->add_option("--n-head", n_head, "attention heads");
     app->add_option("--d-model", d_model, "model width");
+    app->add_option("--context", context, "sequence length in tokens");
     app->add_option("--inner-lr", inner_lr, "peak inner AdamW learning rate");
     app->add_option("--outer-lr", outer_lr, "outer Nesterov learning rate (diloco)");
     app->add_option("--round-timeout-ms", round_timeout_ms, "deadline of one round");
@@ -64,7 +66,9 @@ struct JobFlags {
     if (batch_size >= 0) spec.set_batch_size(static_cast<uint32_t>(batch_size));
     if (seed >= 0) spec.set_seed(static_cast<uint64_t>(seed));
     if (n_layer >= 0) spec.set_n_layer(static_cast<uint32_t>(n_layer));
+    if (n_head >= 0) spec.set_n_head(static_cast<uint32_t>(n_head));
     if (d_model >= 0) spec.set_d_model(static_cast<uint32_t>(d_model));
+    if (context >= 0) spec.set_context(static_cast<uint32_t>(context));
     if (inner_lr > 0) spec.set_inner_lr(inner_lr);
     if (outer_lr > 0) spec.set_outer_lr(outer_lr);
     if (round_timeout_ms >= 0) spec.set_round_timeout_ms(static_cast<uint32_t>(round_timeout_ms));
@@ -189,6 +193,8 @@ int main(int argc, char** argv) {
                     "batch = batch_size × this (default: the job's peers)");
   train->add_option("--checkpoint", train_options.checkpoint_path, "checkpoint after each round");
   train->add_option("--resume", train_options.resume_from, "continue from this checkpoint");
+  train->add_option("--stop-after", train_options.stop_after_rounds,
+                    "stop once this many rounds are complete (the job keeps its length)");
   train->add_option("--threads", train_threads, "compute threads")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

@@ -336,6 +336,10 @@ Result<std::shared_ptr<Connection>> Listener::Accept(Deadline deadline, uint32_t
       acceptor->cancel(ignored);
     });
     future.wait();
+    auto [ec, socket] = future.get();
+    // The accept can complete just before the cancel runs; its peer believes it is connected,
+    // so hand the connection over instead of dropping it.
+    if (!ec) return Connection::Adopt(std::move(socket), max_frame_bytes);
     return DeadlineExceeded("no connection arrived on port " + std::to_string(port_) + " in time");
   }
   auto [ec, socket] = future.get();

@@ -61,11 +61,13 @@ Status CheckEnvelope(const v1::Envelope& envelope, const std::string& expected_j
 }
 
 v1::ErrorCode ErrorCodeFor(const Status& status) {
+  // Messages may carry context ("from 1.2.3.4:5: malformed frame ..."), so search, not prefix.
   const std::string& m = status.message();
-  if (m.rfind("wrong protocol version", 0) == 0) return v1::WRONG_PROTOCOL_VERSION;
-  if (m.rfind("unknown message type", 0) == 0) return v1::UNKNOWN_MESSAGE_TYPE;
-  if (m.rfind("wrong job id", 0) == 0) return v1::WRONG_JOB;
-  if (m.rfind("malformed frame", 0) == 0) return v1::MALFORMED_FRAME;
+  auto has = [&m](const char* words) { return m.find(words) != std::string::npos; };
+  if (has("wrong protocol version")) return v1::WRONG_PROTOCOL_VERSION;
+  if (has("unknown message type")) return v1::UNKNOWN_MESSAGE_TYPE;
+  if (has("wrong job id")) return v1::WRONG_JOB;
+  if (has("malformed frame") || has("truncated frame")) return v1::MALFORMED_FRAME;
   if (status.code() == StatusCode::kProtocolError) return v1::UNEXPECTED_MESSAGE;
   return v1::INTERNAL_ERROR;
 }

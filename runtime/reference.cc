@@ -1,5 +1,7 @@
 #include "runtime/reference.h"
 
+#include <algorithm>
+
 #include "core/clock.h"
 #include "core/digest.h"
 
@@ -25,7 +27,9 @@ Result<ReferenceOutcome> RunReference(const v1::JobSpec& job, const ReferenceOpt
   ReferenceOutcome out;
   out.rounds = trainer->completed_rounds();
   out.tokens = out.rounds * trainer->tokens_per_round();
-  while (trainer->completed_rounds() < spec.rounds()) {
+  const uint64_t last = options.stop_after_rounds ? std::min<uint64_t>(options.stop_after_rounds, spec.rounds())
+                                                 : spec.rounds();
+  while (trainer->completed_rounds() < last) {
     TRIB_ASSIGN_OR_RETURN(RoundStats stats, trainer->RunRound(alone));
     out.rounds = trainer->completed_rounds();
     out.tokens += stats.tokens;

@@ -18,6 +18,7 @@ struct ReferenceOptions {
   uint32_t equivalent_peers = 0;  // 0 = spec.num_peers(); batch = batch_size × this
   std::string checkpoint_path;    // written after every round when non-empty
   std::string resume_from;        // continue from this checkpoint when non-empty
+  uint64_t stop_after_rounds = 0; // stop early (e.g. to test resume); 0 = run the whole job
   std::function<void(const RoundStats&, double eval_loss)> on_round;  // optional progress
 };
 

@@ -1,0 +1,333 @@
+#include "collectives/ring.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+namespace tributary::collectives {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Accepting is done in short slices so that hellos on connections accepted earlier are noticed
+// while we also keep accepting: a silent connection must not block the real neighbour.
+constexpr Millis kAcceptSlice{10};
+constexpr Millis kRejectSendTimeout{1000};
+
+std::string Describe(const RingMember& m, const net::Connection* c) {
+  std::string out = "rank " + std::to_string(m.rank) + " '" + m.name + "' at ";
+  return out + (c ? c->remote() : m.host + ":" + std::to_string(m.port));
+}
+
+Status ValidateMembers(uint32_t my_rank, const std::vector<RingMember>& members) {
+  if (members.empty()) return InvalidArgument("ring needs at least one member");
+  if (my_rank >= members.size()) {
+    return InvalidArgument("rank " + std::to_string(my_rank) + " is outside a ring of " +
+                           std::to_string(members.size()));
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (members[i].rank != i) {
+      return InvalidArgument("ring members must be ordered by rank: position " +
+                             std::to_string(i) + " holds rank " +
+                             std::to_string(members[i].rank));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const RingMember& to,
+                                                       Deadline deadline) {
+  // The neighbour may not be listening yet (it forms its ring at about the same time).
+  Millis backoff{10};
+  for (;;) {
+    auto conn = net::Connection::Dial(io.context(), to.host, to.port, deadline);
+    if (conn.ok() || conn.status().code() != StatusCode::kUnavailable) return conn;
+    if (Clock::now() + backoff >= deadline) return conn;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, Millis{200});
+  }
+}
+
+Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32_t want_rank,
+                      uint64_t round) {
+  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
+  if (!env.has_hello()) return ProtocolError("expected a hello, got " + net::PayloadName(env));
+  const v1::Hello& h = env.hello();
+  if (h.role() != v1::ROLE_RING_NEIGHBOR) {
+    return ProtocolError("hello with role " + v1::Role_Name(h.role()) +
+                         " on the ring port (expected ROLE_RING_NEIGHBOR)");
+  }
+  if (h.rank() != want_rank) {
+    return ProtocolError("ring hello from rank " + std::to_string(h.rank()) + ", expected rank " +
+                         std::to_string(want_rank));
+  }
+  if (h.round() != round) {
+    return ProtocolError("ring hello for round " + std::to_string(h.round()) +
+                         ", expected round " + std::to_string(round));
+  }
+  return Status::Ok();
+}
+
+// What arrives while forming: hellos on accepted connections, and next's reply to our hello.
+// Filled by receive handlers on the io thread; shared with them so it outlives Form.
+struct Inbox {
+  struct Hello {
+    std::shared_ptr<net::Connection> conn;
+    Result<v1::Envelope> hello;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Hello> hellos;
+  std::optional<Result<v1::Envelope>> next_reply;
+
+  template <typename F>
+  void Update(F f) {
+    {
+      std::lock_guard lock(mu);
+      f();
+    }
+    cv.notify_all();
+  }
+};
+
+Status CheckNextReply(const Result<v1::Envelope>& reply, const std::string& job_id) {
+  if (!reply.ok()) return reply.status();
+  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*reply, job_id));
+  if (reply->has_error()) {
+    return FailedPrecondition("our ring hello was rejected (" +
+                              v1::ErrorCode_Name(reply->error().code()) +
+                              "): " + reply->error().message());
+  }
+  if (!reply->has_hello_ack()) {
+    return ProtocolError("expected hello_ack, got " + net::PayloadName(*reply));
+  }
+  return Status::Ok();
+}
+
+// The handshake of one rank after it greeted next: accept prev (rejecting everything else) and
+// answer it with HelloAck, while watching next's reply so a rejection fails Form at once.
+class Handshake {
+ public:
+  Handshake(Ring& ring, net::Listener& listener, std::shared_ptr<net::Connection> next)
+      : ring_(ring), listener_(listener), next_(std::move(next)) {
+    next_->AsyncReceive([inbox = inbox_](Result<v1::Envelope> reply) {
+      inbox->Update([&] { inbox->next_reply = std::move(reply); });
+    });
+  }
+
+  ~Handshake() {
+    for (auto& c : pending_) c->Close();
+  }
+
+  // Returns prev's connection once prev said hello and next acknowledged ours.
+  Result<std::shared_ptr<net::Connection>> Run(Deadline deadline) {
+    for (;;) {
+      if (auto reply = NextReply()) {
+        Status acked = CheckNextReply(*reply, ring_.job_id());
+        if (!acked.ok()) {
+          acked = acked.WithContext("next " + Describe(ring_.next_member(), next_.get()));
+          TellWaitingPeers(acked);
+          return acked;
+        }
+        next_acked_ = true;
+      }
+      if (!prev_) TRIB_RETURN_IF_ERROR(TakeValidHello(deadline));
+      if (prev_ && next_acked_) return prev_;
+      if (Clock::now() >= deadline) return DeadlineExceeded(Missing());
+      if (!prev_) TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
+      Wait(prev_ ? deadline : std::min(deadline, Clock::now() + kAcceptSlice));
+    }
+  }
+
+ private:
+  std::optional<Result<v1::Envelope>> NextReply() {
+    std::lock_guard lock(inbox_->mu);
+    return std::exchange(inbox_->next_reply, std::nullopt);
+  }
+
+  void Wait(Deadline until) {
+    std::unique_lock lock(inbox_->mu);
+    inbox_->cv.wait_until(lock, until, [&] {
+      return (!prev_ && !inbox_->hellos.empty()) || inbox_->next_reply.has_value();
+    });
+  }
+
+  std::string Missing() const {
+    if (!prev_) {
+      return "no valid ring hello from prev " + Describe(ring_.prev_member(), nullptr) +
+             " arrived in time";
+    }
+    return "next " + Describe(ring_.next_member(), next_.get()) + " did not acknowledge in time";
+  }
+
+  Status AcceptOne(Deadline deadline) {
+    auto conn = listener_.Accept(std::min(deadline, Clock::now() + kAcceptSlice));
+    if (!conn.ok()) {
+      if (conn.status().code() == StatusCode::kDeadlineExceeded) return Status::Ok();
+      return conn.status().WithContext("accepting ring connections");
+    }
+    pending_.push_back(*conn);
+    (*conn)->AsyncReceive([inbox = inbox_, conn = *conn](Result<v1::Envelope> hello) {
+      inbox->Update([&] { inbox->hellos.push_back({conn, std::move(hello)}); });
+    });
+    return Status::Ok();
+  }
+
+  // Sets prev_ (and acknowledges it) if prev's valid hello arrived; rejects every other one seen
+  // before it. Connections after it stay pending and are closed with the Handshake.
+  Status TakeValidHello(Deadline deadline) {
+    std::deque<Inbox::Hello> hellos;
+    {
+      std::lock_guard lock(inbox_->mu);
+      hellos.swap(inbox_->hellos);
+    }
+    for (auto& item : hellos) {
+      std::erase(pending_, item.conn);
+      if (!item.hello.ok()) {
+        spdlog::warn("ring rank {}: connection from {} failed before its hello: {}",
+                     ring_.rank(), item.conn->remote(), item.hello.status().ToString());
+        item.conn->Close();
+      } else if (Status valid = CheckRingHello(*item.hello, ring_.job_id(),
+                                               ring_.prev_member().rank, ring_.round());
+                 !valid.ok()) {
+        Reject(*item.conn, valid);
+      } else {
+        prev_ = item.conn;
+        return Acknowledge(deadline);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Acknowledge(Deadline deadline) {
+    v1::Envelope ack = net::MakeEnvelope(ring_.job_id());
+    ack.mutable_hello_ack()->set_server_name(ring_.self_member().name);
+    Status sent = prev_->Send(ack, deadline);
+    if (!sent.ok()) {
+      return sent.WithContext("acknowledging prev " + Describe(ring_.prev_member(), prev_.get()));
+    }
+    return Status::Ok();
+  }
+
+  // We give up; peers that already said hello (prev among them, typically) learn why at once
+  // instead of waiting for their deadline. Best effort, bounded by a short grace period.
+  void TellWaitingPeers(const Status& why) {
+    const Deadline grace = DeadlineAfter(2 * kAcceptSlice);
+    while (Clock::now() < grace && AcceptOne(grace).ok()) Wait(grace);
+    std::deque<Inbox::Hello> hellos;
+    {
+      std::lock_guard lock(inbox_->mu);  // not held while sending: handlers need it
+      hellos.swap(inbox_->hellos);
+    }
+    for (auto& item : hellos) {
+      if (!item.hello.ok()) continue;
+      Status invalid = CheckRingHello(*item.hello, ring_.job_id(), ring_.prev_member().rank,
+                                      ring_.round());
+      if (!invalid.ok()) {
+        Reject(*item.conn, invalid);
+      } else {
+        Reject(*item.conn, Aborted("rank " + std::to_string(ring_.rank()) +
+                                   " gave up forming the ring: " + why.message()),
+               v1::ROUND_FAILED);
+      }
+    }
+  }
+
+  void Reject(net::Connection& conn, const Status& why,
+              std::optional<v1::ErrorCode> code = std::nullopt) {
+    spdlog::error("ring rank {}: rejected ring connection from {}: {}", ring_.rank(),
+                  conn.remote(), why.ToString());
+    Status sent = conn.Send(
+        net::MakeError(ring_.job_id(), code.value_or(net::ErrorCodeFor(why)), why.message()),
+        DeadlineAfter(kRejectSendTimeout));
+    if (!sent.ok()) spdlog::warn("ring rank {}: {}", ring_.rank(), sent.ToString());
+    conn.Close();
+  }
+
+  Ring& ring_;
+  net::Listener& listener_;
+  std::shared_ptr<net::Connection> next_;
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::vector<std::shared_ptr<net::Connection>> pending_;
+  std::shared_ptr<net::Connection> prev_;
+  bool next_acked_ = false;
+};
+
+v1::Envelope RingHello(const std::string& job_id, const RingMember& me, uint64_t round) {
+  v1::Envelope env = net::MakeEnvelope(job_id);
+  v1::Hello* h = env.mutable_hello();
+  h->set_role(v1::ROLE_RING_NEIGHBOR);
+  h->set_peer_name(me.name);
+  h->set_rank(me.rank);
+  h->set_round(round);
+  return env;
+}
+
+}  // namespace
+
+Ring::Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round)
+    : rank_(rank), members_(std::move(members)), job_id_(std::move(job_id)), round_(round) {}
+
+Ring::~Ring() {
+  if (next_) next_->Close();
+  if (prev_) prev_->Close();
+}
+
+Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& listener,
+                                         uint32_t my_rank, const std::vector<RingMember>& members,
+                                         const std::string& job_id, uint64_t round,
+                                         Deadline deadline) {
+  if (io.InThisThread()) return FailedPrecondition("Ring::Form must not run on the io thread");
+  TRIB_RETURN_IF_ERROR(ValidateMembers(my_rank, members));
+  std::unique_ptr<Ring> ring(new Ring(my_rank, members, job_id, round));
+  if (ring->world() == 1) return ring;
+
+  const RingMember& me = members[my_rank];
+  const std::string ctx = "forming ring (rank " + std::to_string(my_rank) + " of " +
+                          std::to_string(ring->world()) + ", round " + std::to_string(round) + ")";
+  // Greeting next never waits on next's own progress (the kernel queues our connection and
+  // hello), so every rank reaches the handshake and formation cannot deadlock.
+  auto next = DialWithRetry(io, ring->next_member(), deadline);
+  if (!next.ok()) {
+    return next.status().WithContext(ctx + ": dialing next " + Describe(ring->next_member(), nullptr));
+  }
+  ring->next_ = std::move(next).value();
+  Status hello = ring->next_->Send(RingHello(job_id, me, round), deadline);
+  if (!hello.ok()) return hello.WithContext(ctx + ": greeting next " + ring->DescribeNext());
+
+  Handshake handshake(*ring, listener, ring->next_);
+  auto prev = handshake.Run(deadline);
+  if (!prev.ok()) return prev.status().WithContext(ctx);
+  ring->prev_ = std::move(prev).value();
+  return ring;
+}
+
+std::string Ring::DescribeNext() const { return Describe(next_member(), next_.get()); }
+std::string Ring::DescribePrev() const { return Describe(prev_member(), prev_.get()); }
+
+uint64_t Ring::bytes_sent() const {
+  return (next_ ? next_->bytes_sent() : 0) + (prev_ ? prev_->bytes_sent() : 0);
+}
+
+uint64_t Ring::bytes_received() const {
+  return (next_ ? next_->bytes_received() : 0) + (prev_ ? prev_->bytes_received() : 0);
+}
+
+void Ring::Abort() {
+  broken_ = true;
+  for (auto* conn : {next_.get(), prev_.get()}) {
+    if (conn == nullptr) continue;
+    conn->Close();
+    // An already-passed deadline makes Flush wait only for the queued writes to fail, which the
+    // close guarantees; after that no write can still read the caller's tensor.
+    (void)conn->Flush(Clock::now());
+  }
+}
+
+}  // namespace tributary::collectives

@@ -1,0 +1,83 @@
+// Ring: the data connections one rank holds in a ring of `world` ranks ordered by rank: an
+// outgoing Connection to rank+1 ("next") and an incoming one from rank-1 ("prev").
+//
+// Form() dials next, introduces itself with Hello{ROLE_RING_NEIGHBOR, rank, round}, and accepts
+// connections on the caller's listener until prev's valid Hello arrives; each side answers a
+// valid Hello with HelloAck, so a successful Form on every rank means the whole ring is up.
+// Anything else that connects meanwhile (wrong job, protocol version, round, rank, or silence)
+// is rejected with an Error frame, logged, and closed, and waiting goes on until the deadline.
+//
+// A Ring is used by one thread at a time. After any collective fails the ring is broken (both
+// connections closed, so the neighbours fail fast too) and a new one must be formed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "net/connection.h"
+#include "net/io_thread.h"
+
+namespace tributary::collectives {
+
+struct RingMember {
+  uint32_t rank = 0;
+  std::string host;  // where this rank's listener accepts ring connections
+  uint16_t port = 0;
+  std::string name;  // for logs and errors only
+};
+
+class Ring {
+ public:
+  // `members` must be ordered by rank (members[i].rank == i). World size 1 is valid and holds no
+  // connections. Blocking; must not run on `io`'s thread. Fails with DeadlineExceeded if the ring
+  // is not up by `deadline`, FailedPrecondition if a neighbour rejected our Hello.
+  static Result<std::unique_ptr<Ring>> Form(net::IoThread& io, net::Listener& listener,
+                                            uint32_t my_rank,
+                                            const std::vector<RingMember>& members,
+                                            const std::string& job_id, uint64_t round,
+                                            Deadline deadline);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  uint32_t rank() const { return rank_; }
+  uint32_t world() const { return static_cast<uint32_t>(members_.size()); }
+  uint64_t round() const { return round_; }
+  const std::string& job_id() const { return job_id_; }
+  const RingMember& self_member() const { return members_[rank_]; }
+  const RingMember& next_member() const { return members_[(rank_ + 1) % world()]; }
+  const RingMember& prev_member() const { return members_[(rank_ + world() - 1) % world()]; }
+
+  // Only when world() > 1.
+  net::Connection& next() { return *next_; }
+  net::Connection& prev() { return *prev_; }
+  // "rank 2 'peer-2' at 127.0.0.1:40312" (the connection's remote address), for errors.
+  std::string DescribeNext() const;
+  std::string DescribePrev() const;
+
+  // Bytes on both connections since Form, frames included.
+  uint64_t bytes_sent() const;
+  uint64_t bytes_received() const;
+
+  // Closes both connections and returns once no queued send can still read caller memory.
+  // Idempotent. Afterwards broken() is true and every collective on this ring fails.
+  void Abort();
+  bool broken() const { return broken_; }
+
+ private:
+  Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round);
+
+  uint32_t rank_;
+  std::vector<RingMember> members_;
+  std::string job_id_;
+  uint64_t round_;
+  std::shared_ptr<net::Connection> next_;
+  std::shared_ptr<net::Connection> prev_;
+  bool broken_ = false;
+};
+
+}  // namespace tributary::collectives

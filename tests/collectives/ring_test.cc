@@ -1,0 +1,154 @@
+#include "collectives/ring.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "collectives/allreduce.h"
+#include "tests/collectives/cluster.h"
+
+namespace tributary::collectives {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::LocalCluster;
+using testing::OnEveryRank;
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+v1::Envelope RingHello(const std::string& job_id, uint32_t rank, uint64_t round) {
+  v1::Envelope env = net::MakeEnvelope(job_id);
+  env.mutable_hello()->set_role(v1::ROLE_RING_NEIGHBOR);
+  env.mutable_hello()->set_rank(rank);
+  env.mutable_hello()->set_round(round);
+  return env;
+}
+
+class RingFormTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(RingFormTest, EveryRankGetsItsNeighbours) {
+  const uint32_t world = GetParam();
+  LocalCluster cluster(world);
+  auto rings = cluster.FormAll("job", 3);
+  for (uint32_t r = 0; r < world; ++r) {
+    ASSERT_NE(rings[r], nullptr);
+    EXPECT_EQ(rings[r]->rank(), r);
+    EXPECT_EQ(rings[r]->world(), world);
+    EXPECT_EQ(rings[r]->round(), 3u);
+    EXPECT_EQ(rings[r]->next_member().rank, (r + 1) % world);
+    EXPECT_EQ(rings[r]->prev_member().rank, (r + world - 1) % world);
+    if (world > 1) {
+      EXPECT_GT(rings[r]->bytes_sent(), 0u) << "hello and ack were counted";
+      EXPECT_GT(rings[r]->bytes_received(), 0u);
+    } else {
+      EXPECT_EQ(rings[r]->bytes_sent(), 0u);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Worlds, RingFormTest, ::testing::Values(1u, 2u, 3u, 5u));
+
+TEST(RingTest, BadHellosAreRejectedWhileTheRightNeighbourConnects) {
+  LocalCluster cluster(2);
+  net::IoThread tester("tester");
+  auto dial = [&] {
+    auto c = net::Connection::Dial(tester.context(), "127.0.0.1", cluster.members()[0].port,
+                                   DeadlineAfter(2s));
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return *c;
+  };
+  // Queued on rank 0's listener before its real prev (rank 1) even starts forming.
+  auto silent = dial();  // first in line: must not block the others
+  auto wrong_job = dial();
+  ASSERT_TRUE(wrong_job->Send(RingHello("other-job", 1, 1), DeadlineAfter(2s)).ok());
+  auto wrong_version = dial();
+  v1::Envelope old = RingHello("job", 1, 1);
+  old.set_protocol_version(net::kProtocolVersion + 1);
+  ASSERT_TRUE(wrong_version->Send(old, DeadlineAfter(2s)).ok());
+  auto wrong_rank = dial();
+  ASSERT_TRUE(wrong_rank->Send(RingHello("job", 0, 1), DeadlineAfter(2s)).ok());
+
+  auto rank0 = std::async(std::launch::async, [&] { return cluster.Form(0, "job", 1); });
+  struct Expectation {
+    std::shared_ptr<net::Connection> conn;
+    v1::ErrorCode code;
+    std::string words;
+  };
+  for (auto& [conn, code, words] :
+       std::vector<Expectation>{{wrong_job, v1::WRONG_JOB, "wrong job id"},
+                                {wrong_version, v1::WRONG_PROTOCOL_VERSION, "protocol version"},
+                                {wrong_rank, v1::UNEXPECTED_MESSAGE, "expected rank 1"}}) {
+    auto reply = conn->Receive(DeadlineAfter(5s));
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    ASSERT_TRUE(reply->has_error()) << net::PayloadName(*reply);
+    EXPECT_EQ(reply->error().code(), code) << reply->error().message();
+    EXPECT_TRUE(Contains(reply->error().message(), words)) << reply->error().message();
+    EXPECT_FALSE(conn->Receive(DeadlineAfter(2s)).ok()) << "rejected connections are closed";
+  }
+
+  auto rank1 = cluster.Form(1, "job", 1);
+  ASSERT_TRUE(rank1.ok()) << rank1.status().ToString();
+  auto ring0 = rank0.get();
+  ASSERT_TRUE(ring0.ok()) << ring0.status().ToString();
+  EXPECT_FALSE(silent->Receive(DeadlineAfter(2s)).ok()) << "left-over connections are closed";
+
+  std::vector<std::unique_ptr<Ring>> rings;
+  rings.push_back(std::move(ring0).value());
+  rings.push_back(std::move(rank1).value());
+  auto sums = OnEveryRank(2, [&](uint32_t r) {
+    std::vector<float> v{1.0f + r, 10.0f * (r + 1)};
+    auto st = RingAllreduce(*rings[r], v, {.tag = "t", .deadline = DeadlineAfter(5s)});
+    EXPECT_TRUE(st.ok()) << st.status().ToString();
+    return v;
+  });
+  EXPECT_EQ(sums[0], (std::vector<float>{3.0f, 30.0f}));
+  EXPECT_EQ(sums[1], sums[0]);
+}
+
+TEST(RingTest, MismatchedRoundIsRejectedWithoutWaitingForTheDeadline) {
+  LocalCluster cluster(2);
+  const auto start = Clock::now();
+  auto results = OnEveryRank(2, [&](uint32_t r) { return cluster.Form(r, "job", 7 + r, 3s); });
+  int rejected = 0;
+  for (auto& result : results) {
+    ASSERT_FALSE(result.ok());
+    if (result.status().code() != StatusCode::kFailedPrecondition) continue;
+    ++rejected;
+    EXPECT_TRUE(Contains(result.status().message(), "round")) << result.status().ToString();
+    EXPECT_TRUE(Contains(result.status().message(), "rank ")) << result.status().ToString();
+  }
+  // Each side rejects the other's hello; a side that gave up first may leave the other waiting
+  // (its connection never accepted), but at least one learns the reason at once.
+  EXPECT_GE(rejected, 1);
+  EXPECT_LT(SecondsSince(start), 3.5);
+}
+
+TEST(RingTest, MissingNeighbourMakesFormTimeOut) {
+  LocalCluster cluster(3);  // rank 2 never forms
+  auto results = OnEveryRank(2, [&](uint32_t r) { return cluster.Form(r, "job", 1, 300ms); });
+  for (auto& result : results) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), StatusCode::kDeadlineExceeded)
+        << result.status().ToString();
+    EXPECT_TRUE(Contains(result.status().message(), "rank 2")) << result.status().ToString();
+  }
+}
+
+TEST(RingTest, InvalidMembershipIsRejected) {
+  LocalCluster cluster(2);
+  auto members = cluster.members();
+  std::swap(members[0], members[1]);
+  auto unordered = Ring::Form(cluster.io(0), cluster.listener(0), 0, members, "job", 1,
+                              DeadlineAfter(1s));
+  ASSERT_FALSE(unordered.ok());
+  EXPECT_EQ(unordered.status().code(), StatusCode::kInvalidArgument);
+  auto outside = Ring::Form(cluster.io(0), cluster.listener(0), 2, cluster.members(), "job", 1,
+                            DeadlineAfter(1s));
+  ASSERT_FALSE(outside.ok());
+  EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tributary::collectives

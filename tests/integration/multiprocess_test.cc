@@ -1,0 +1,217 @@
+// End-to-end: the real `tributary` binary as separate coordinator and peer processes over
+// loopback TCP, on a small synthetic corpus and a tiny model so each case takes seconds.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "core/files.h"
+#include "launcher/process.h"
+#include "tests/common/test_corpus.h"
+
+namespace tributary {
+namespace {
+
+using namespace std::chrono_literals;
+using launcher::ChildProcess;
+
+std::string Slurp(const std::string& path) {
+  auto text = ReadWholeFile(path);
+  return text.ok() ? *text : std::string();
+}
+
+const std::vector<std::string> kTinyModel = {"--n-layer", "1",  "--n-head",     "2",
+                                             "--d-model", "32", "--context",    "32",
+                                             "--batch-size", "8", "--inner-lr", "0.01"};
+
+class Cluster {
+ public:
+  explicit Cluster(const std::string& tag) : dir_(::tributary::testing::FreshTempDir(tag)) {
+    corpus_ = ::tributary::testing::MakeTempCorpus(tag + "-corpus");
+  }
+  ~Cluster() {
+    coordinator_.reset();
+    peers_.clear();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(corpus_);
+  }
+
+  void StartCoordinator(std::vector<std::string> job_args) {
+    std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_,
+                                     "--port-file", dir_ + "/port"};
+    argv.insert(argv.end(), kTinyModel.begin(), kTinyModel.end());
+    argv.insert(argv.end(), job_args.begin(), job_args.end());
+    auto child = ChildProcess::Spawn(argv, {}, coordinator_log());
+    ASSERT_TRUE(child.ok()) << child.status().ToString();
+    coordinator_ = std::make_unique<ChildProcess>(std::move(child).value());
+    const auto deadline = DeadlineAfter(30s);
+    while (!FileExists(dir_ + "/port")) {
+      ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n" << Slurp(coordinator_log());
+      ASSERT_FALSE(coordinator_->Poll().has_value()) << Slurp(coordinator_log());
+      std::this_thread::sleep_for(20ms);
+    }
+    std::istringstream in(Slurp(dir_ + "/port"));
+    in >> port_ >> job_id_;
+  }
+
+  void StartPeer(const std::string& name, const std::string& job_id = "") {
+    std::vector<std::string> argv = {TRIBUTARY_BINARY, "peer", "--coordinator",
+                                     "127.0.0.1:" + std::to_string(port_), "--job",
+                                     job_id.empty() ? job_id_ : job_id, "--name", name,
+                                     "--data", corpus_};
+    auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}}, peer_log(name));
+    ASSERT_TRUE(child.ok()) << child.status().ToString();
+    peers_.emplace(name, std::move(child).value());
+  }
+
+  ChildProcess& peer(const std::string& name) { return peers_.at(name); }
+  ChildProcess& coordinator() { return *coordinator_; }
+  std::string coordinator_log() const { return dir_ + "/coordinator.log"; }
+  std::string peer_log(const std::string& name) const { return dir_ + "/" + name + ".log"; }
+  const std::string& corpus() const { return corpus_; }
+
+  // Waits until the coordinator log contains `text`.
+  bool WaitForLog(const std::string& text, std::chrono::seconds timeout) {
+    const auto deadline = DeadlineAfter(timeout);
+    while (Clock::now() < deadline) {
+      if (Slurp(coordinator_log()).find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+ private:
+  std::string dir_, corpus_, job_id_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> coordinator_;
+  std::map<std::string, ChildProcess> peers_;
+};
+
+struct RoundLine {
+  int round;
+  double train_loss, eval_loss;
+  std::string theta;
+};
+
+std::vector<RoundLine> ParseRounds(const std::string& log) {
+  std::vector<RoundLine> out;
+  std::regex re(R"(round (\d+) complete: \d+ peers, train loss ([0-9.]+), eval loss ([0-9.]+), θ ([0-9a-f]+))");
+  for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
+    out.push_back({std::stoi((*it)[1]), std::stod((*it)[2]), std::stod((*it)[3]), (*it)[4]});
+  }
+  return out;
+}
+
+std::string FinalTheta(const std::string& peer_log) {
+  std::smatch m;
+  std::regex re(R"(rounds, θ ([0-9a-f]{64}))");
+  return std::regex_search(peer_log, m, re) ? m[1].str() : "";
+}
+
+class ThreePeers : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
+  Cluster cluster("it-" + GetParam());
+  cluster.StartCoordinator({"--peers", "3", "--rounds", "4", "--inner-steps", "8", "--mode",
+                            GetParam(), "--round-timeout-ms", "60000"});
+  // A peer with the wrong job id is refused with a clear error and the job is unaffected.
+  cluster.StartPeer("intruder", "0123456789abcdef");
+  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
+
+  auto intruder = cluster.peer("intruder").Wait(DeadlineAfter(30s));
+  ASSERT_TRUE(intruder.ok());
+  EXPECT_EQ(*intruder, 1);
+  EXPECT_NE(Slurp(cluster.peer_log("intruder")).find("wrong job id"), std::string::npos)
+      << Slurp(cluster.peer_log("intruder"));
+
+  auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
+  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << Slurp(cluster.coordinator_log());
+  ASSERT_EQ(*code, 0) << Slurp(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1", "p2"}) {
+    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(peer.ok());
+    EXPECT_EQ(*peer, 0) << Slurp(cluster.peer_log(name));
+    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
+  EXPECT_EQ(thetas.begin()->size(), 64u);
+
+  auto rounds = ParseRounds(Slurp(cluster.coordinator_log()));
+  ASSERT_EQ(rounds.size(), 4u) << Slurp(cluster.coordinator_log());
+  EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss - 0.1);
+  EXPECT_LT(rounds.back().train_loss, rounds.front().train_loss);
+  EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp"),
+                         [](const auto& info) { return info.param; });
+
+TEST(Integration, PeerKilledMidRoundFailsTheOthersWithinTheDeadline) {
+  Cluster cluster("it-kill");
+  cluster.StartCoordinator({"--peers", "3", "--rounds", "50", "--inner-steps", "4", "--mode",
+                            "ddp", "--round-timeout-ms", "20000"});
+  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
+  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << Slurp(cluster.coordinator_log());
+  const auto killed_at = Clock::now();
+  cluster.peer("p2").Signal(SIGKILL);
+
+  for (const char* name : {"p0", "p1"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok()) << name << " hung after its neighbour died";
+    EXPECT_NE(*code, 0);
+    const std::string log = Slurp(cluster.peer_log(name));
+    EXPECT_NE(log.find("failed"), std::string::npos) << log;
+  }
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(30s));
+  ASSERT_TRUE(coord.ok());
+  EXPECT_NE(*coord, 0);
+  EXPECT_LT(SecondsSince(killed_at), 25.0) << "failure must surface within the round deadline";
+  const std::string log = Slurp(cluster.coordinator_log());
+  EXPECT_NE(log.find("aborted"), std::string::npos) << log;
+}
+
+TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
+  const std::string dir = ::tributary::testing::FreshTempDir("it-nocorpus");
+  auto child = ChildProcess::Spawn({TRIBUTARY_BINARY, "train", "--data", dir + "/nowhere"}, {},
+                                   dir + "/out.log");
+  ASSERT_TRUE(child.ok());
+  auto code = child->Wait(DeadlineAfter(60s));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(Slurp(dir + "/out.log").find("scripts/setup.sh"), std::string::npos)
+      << Slurp(dir + "/out.log");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Integration, TrainCommandResumesBitExactly) {
+  Cluster cluster("it-resume");  // only for its corpus and temp dir
+  const std::string ckpt = ::tributary::testing::FreshTempDir("it-ckpt") + "/ref.ckpt";
+  auto run = [&](std::vector<std::string> extra, const std::string& log) {
+    std::vector<std::string> argv = {TRIBUTARY_BINARY, "train", "--data", cluster.corpus(),
+                                     "--rounds", "4", "--inner-steps", "3", "--peers", "2"};
+    argv.insert(argv.end(), kTinyModel.begin(), kTinyModel.end());
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto child = ChildProcess::Spawn(argv, {}, log);
+    EXPECT_TRUE(child.ok());
+    auto code = child->Wait(DeadlineAfter(120s));
+    EXPECT_TRUE(code.ok() && *code == 0) << Slurp(log);
+    std::smatch m;
+    std::string text = Slurp(log);
+    std::regex re(R"(θ ([0-9a-f]{64}))");
+    return std::regex_search(text, m, re) ? m[1].str() : std::string("none");
+  };
+  const std::string base = ckpt + ".log";
+  const std::string straight = run({}, base + "1");
+  run({"--checkpoint", ckpt, "--stop-after", "2"}, base + "2");
+  const std::string resumed = run({"--resume", ckpt}, base + "3");
+  EXPECT_EQ(straight.size(), 64u);
+  EXPECT_EQ(resumed, straight);
+}
+
+}  // namespace
+}  // namespace tributary

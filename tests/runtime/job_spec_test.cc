@@ -1,0 +1,56 @@
+#include "runtime/job_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace tributary::runtime {
+namespace {
+
+TEST(JobSpecTest, DefaultIsValidAndIdIsStable) {
+  v1::JobSpec spec = DefaultJobSpec();
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  EXPECT_EQ(JobIdOf(spec), JobIdOf(DefaultJobSpec()));
+  EXPECT_EQ(JobIdOf(spec).size(), 16u);
+  spec.set_inner_steps(spec.inner_steps() + 1);
+  EXPECT_NE(JobIdOf(spec), JobIdOf(DefaultJobSpec())) << "any field must change the id";
+}
+
+TEST(JobSpecTest, TomlOverridesTopLevelOrJobTable) {
+  v1::JobSpec spec = DefaultJobSpec();
+  ASSERT_TRUE(ApplyTomlString("mode = \"ddp\"\nrounds = 3\ninner_lr = 0.01\n", spec).ok());
+  EXPECT_EQ(spec.mode(), v1::MODE_DDP);
+  EXPECT_EQ(spec.rounds(), 3u);
+  EXPECT_DOUBLE_EQ(spec.inner_lr(), 0.01);
+  ASSERT_TRUE(ApplyTomlString("[job]\nmodel = \"mlp\"\nnum_peers = 2\n", spec).ok());
+  EXPECT_EQ(spec.model(), "mlp");
+  EXPECT_EQ(spec.num_peers(), 2u);
+}
+
+TEST(JobSpecTest, BadTomlIsAClearError) {
+  v1::JobSpec spec = DefaultJobSpec();
+  Status typo = ApplyTomlString("inner_step = 5\n", spec);
+  EXPECT_EQ(typo.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(typo.message().find("unknown job key 'inner_step'"), std::string::npos);
+  Status type = ApplyTomlString("rounds = \"many\"\n", spec);
+  EXPECT_NE(type.message().find("wrong type"), std::string::npos);
+  Status syntax = ApplyTomlString("rounds = = 3\n", spec);
+  EXPECT_NE(syntax.message().find("line 1"), std::string::npos) << syntax.ToString();
+  Status mode = ApplyTomlString("mode = \"gossip\"\n", spec);
+  EXPECT_NE(mode.message().find("unknown mode"), std::string::npos);
+  Status missing = ApplyTomlFile("/nonexistent/job.toml", spec);
+  EXPECT_FALSE(missing.ok());
+}
+
+TEST(JobSpecTest, ValidationNamesTheProblem) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_d_model(130);  // not divisible by 4 heads
+  EXPECT_NE(ValidateJobSpec(spec).message().find("divisible"), std::string::npos);
+  spec = DefaultJobSpec();
+  spec.set_rounds(0);
+  EXPECT_FALSE(ValidateJobSpec(spec).ok());
+  spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_UNSPECIFIED);
+  EXPECT_FALSE(ValidateJobSpec(spec).ok());
+}
+
+}  // namespace
+}  // namespace tributary::runtime

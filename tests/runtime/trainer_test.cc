@@ -1,0 +1,228 @@
+#include "runtime/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/files.h"
+#include "runtime/job_spec.h"
+#include "runtime/reference.h"
+#include "runtime/training_data.h"
+#include "tests/common/test_corpus.h"
+
+namespace tributary::runtime {
+namespace {
+
+const Averager kAlone = [](std::span<float>) { return Status::Ok(); };
+
+v1::JobSpec TinySpec(v1::Mode mode) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(mode);
+  spec.set_n_layer(1);
+  spec.set_n_head(2);
+  spec.set_d_model(32);
+  spec.set_context(16);
+  spec.set_batch_size(4);
+  spec.set_inner_steps(3);
+  spec.set_rounds(4);
+  spec.set_warmup_steps(2);
+  spec.set_eval_batches(2);
+  spec.set_num_peers(1);
+  return spec;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    PinComputeThreads(1);
+    corpus_dir_ = new std::string(::tributary::testing::MakeTempCorpus("trainer"));
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*corpus_dir_);
+    delete corpus_dir_;
+  }
+
+  std::unique_ptr<Trainer> Make(const v1::JobSpec& spec) {
+    auto data = LoadTrainingData(*corpus_dir_, spec);
+    EXPECT_TRUE(data.ok()) << data.status().ToString();
+    auto trainer = Trainer::Create(spec, *data, WorkerPlacement{});
+    EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+    return trainer.ok() ? std::move(trainer).value() : nullptr;
+  }
+
+  static std::string* corpus_dir_;
+};
+std::string* TrainerTest::corpus_dir_ = nullptr;
+
+class TrainerModeTest : public TrainerTest, public ::testing::WithParamInterface<v1::Mode> {};
+
+TEST_P(TrainerModeTest, SameSpecGivesBitIdenticalTheta) {
+  auto a = Make(TinySpec(GetParam()));
+  auto b = Make(TinySpec(GetParam()));
+  EXPECT_EQ(a->ThetaDigest(), b->ThetaDigest()) << "initialisation must depend only on the seed";
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(a->RunRound(kAlone).ok());
+    ASSERT_TRUE(b->RunRound(kAlone).ok());
+  }
+  EXPECT_EQ(a->ThetaDigest(), b->ThetaDigest());
+  v1::JobSpec other = TinySpec(GetParam());
+  other.set_seed(99);
+  EXPECT_NE(Make(other)->ThetaDigest(), Make(TinySpec(GetParam()))->ThetaDigest());
+}
+
+TEST_P(TrainerModeTest, CheckpointResumesBitExactly) {
+  const v1::JobSpec spec = TinySpec(GetParam());
+  auto straight = Make(spec);
+  for (int r = 0; r < 4; ++r) ASSERT_TRUE(straight->RunRound(kAlone).ok());
+
+  const std::string dir = ::tributary::testing::FreshTempDir("ckpt");
+  const std::string path = dir + "/run.ckpt";
+  auto first = Make(spec);
+  for (int r = 0; r < 2; ++r) ASSERT_TRUE(first->RunRound(kAlone).ok());
+  ASSERT_TRUE(first->SaveCheckpoint(path).ok());
+  first.reset();
+
+  auto resumed = Make(spec);
+  Status loaded = resumed->LoadCheckpoint(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.ToString();
+  EXPECT_EQ(resumed->completed_rounds(), 2u);
+  for (int r = 0; r < 2; ++r) ASSERT_TRUE(resumed->RunRound(kAlone).ok());
+  EXPECT_EQ(resumed->ThetaDigest(), straight->ThetaDigest());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_P(TrainerModeTest, LossFallsOverRounds) {
+  v1::JobSpec spec = TinySpec(GetParam());
+  spec.set_inner_steps(10);
+  spec.set_inner_lr(1e-2);
+  auto trainer = Make(spec);
+  auto before = trainer->EvalLoss();
+  ASSERT_TRUE(before.ok());
+  for (int r = 0; r < 4; ++r) ASSERT_TRUE(trainer->RunRound(kAlone).ok());
+  auto after = trainer->EvalLoss();
+  ASSERT_TRUE(after.ok());
+  EXPECT_LT(*after, *before - 0.3) << "before " << *before << " after " << *after;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, TrainerModeTest, ::testing::Values(v1::MODE_DDP, v1::MODE_DILOCO),
+                         [](const auto& info) { return ModeName(info.param); });
+
+TEST_F(TrainerTest, CorruptForeignAndTruncatedCheckpointsAreRefused) {
+  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO);
+  const std::string dir = ::tributary::testing::FreshTempDir("ckpt-bad");
+  const std::string path = dir + "/run.ckpt";
+  auto trainer = Make(spec);
+  ASSERT_TRUE(trainer->RunRound(kAlone).ok());
+  ASSERT_TRUE(trainer->SaveCheckpoint(path).ok());
+  auto bytes = ReadWholeFile(path);
+  ASSERT_TRUE(bytes.ok());
+
+  std::string flipped = *bytes;
+  flipped[flipped.size() / 2] ^= 0x01;
+  ASSERT_TRUE(WriteFileAtomically(path + ".flipped", flipped).ok());
+  Status corrupt = Make(spec)->LoadCheckpoint(path + ".flipped");
+  EXPECT_EQ(corrupt.code(), StatusCode::kCorruption);
+  EXPECT_NE(corrupt.message().find("SHA-256"), std::string::npos);
+
+  ASSERT_TRUE(WriteFileAtomically(path + ".short", bytes->substr(0, 20)).ok());
+  EXPECT_EQ(Make(spec)->LoadCheckpoint(path + ".short").code(), StatusCode::kCorruption);
+
+  v1::JobSpec other = spec;
+  other.set_seed(5);
+  Status foreign = Make(other)->LoadCheckpoint(path);
+  EXPECT_EQ(foreign.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(foreign.message().find("belongs to job"), std::string::npos);
+
+  EXPECT_EQ(Make(spec)->LoadCheckpoint(dir + "/missing.ckpt").code(), StatusCode::kNotFound);
+
+  // A failed load leaves the trainer usable and unchanged.
+  auto fresh = Make(spec);
+  const Digest before = fresh->ThetaDigest();
+  (void)fresh->LoadCheckpoint(path + ".flipped");
+  EXPECT_EQ(fresh->ThetaDigest(), before);
+  EXPECT_EQ(fresh->completed_rounds(), 0u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(TrainerTest, AveragerFailureFailsTheRoundWithoutAdvancing) {
+  for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO}) {
+    auto trainer = Make(TinySpec(mode));
+    const Averager broken = [](std::span<float>) { return Unavailable("peer 2 closed the connection"); };
+    auto result = trainer->RunRound(broken);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(result.status().message().find("peer 2"), std::string::npos);
+    EXPECT_EQ(trainer->completed_rounds(), 0u);
+  }
+}
+
+TEST_F(TrainerTest, DilocoAppliesTheAveragedPseudoGradient) {
+  // Two trainers; one sees its pseudo-gradient replaced by zeros (as if the group cancelled it):
+  // with Δ = 0 the outer step must leave θ_global exactly at its round-start value.
+  auto zeroed = Make(TinySpec(v1::MODE_DILOCO));
+  const Digest start = zeroed->ThetaDigest();
+  const Averager zero = [](std::span<float> v) {
+    std::fill(v.begin(), v.end(), 0.0f);
+    return Status::Ok();
+  };
+  ASSERT_TRUE(zeroed->RunRound(zero).ok());
+  EXPECT_EQ(zeroed->ThetaDigest(), start);
+  auto normal = Make(TinySpec(v1::MODE_DILOCO));
+  ASSERT_TRUE(normal->RunRound(kAlone).ok());
+  EXPECT_NE(normal->ThetaDigest(), start);
+}
+
+TEST_F(TrainerTest, RunningPastTheLastRoundIsRefused) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DDP);
+  spec.set_rounds(1);
+  auto trainer = Make(spec);
+  ASSERT_TRUE(trainer->RunRound(kAlone).ok());
+  EXPECT_EQ(trainer->RunRound(kAlone).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(TrainerTest, MissingOrForeignCorpusIsAClearError) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DDP);
+  auto missing = LoadTrainingData("/nonexistent/moby-dick", spec);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("scripts/setup.sh"), std::string::npos);
+
+  spec.set_corpus_digest(std::string(32, '\x01'));
+  auto foreign = LoadTrainingData(*corpus_dir_, spec);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_EQ(foreign.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(foreign.status().message().find("same data"), std::string::npos);
+}
+
+TEST_F(TrainerTest, ReferenceTrainsTheCombinedBatchAndStopsAndResumes) {
+  v1::JobSpec job = TinySpec(v1::MODE_DILOCO);
+  job.set_num_peers(3);
+  const v1::JobSpec ref = ReferenceSpec(job, 0);
+  EXPECT_EQ(ref.mode(), v1::MODE_DDP);
+  EXPECT_EQ(ref.batch_size(), 12u);
+
+  ReferenceOptions full;
+  full.corpus_dir = *corpus_dir_;
+  auto straight = RunReference(job, full);
+  ASSERT_TRUE(straight.ok()) << straight.status().ToString();
+  EXPECT_EQ(straight->rounds, 4u);
+  EXPECT_EQ(straight->tokens, 4u * 3u * 12u * 16u);
+
+  const std::string dir = ::tributary::testing::FreshTempDir("ref");
+  ReferenceOptions half = full;
+  half.checkpoint_path = dir + "/ref.ckpt";
+  half.stop_after_rounds = 2;
+  auto first = RunReference(job, half);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->rounds, 2u);
+  ReferenceOptions rest = full;
+  rest.resume_from = dir + "/ref.ckpt";
+  auto second = RunReference(job, rest);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->theta_digest, straight->theta_digest);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tributary::runtime
