@@ -7,12 +7,15 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "core/digest.h"
 #include "core/files.h"
 #include "core/logging.h"
 #include "launcher/coordinator.h"
 #include "launcher/demo.h"
+#include "launcher/process.h"
 #include "models/corpus.h"
 #include "runtime/job_spec.h"
 #include "runtime/peer.h"
@@ -93,6 +96,18 @@ Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& text) 
   return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
 }
 
+// models::DefaultCorpusDir() is relative to the working directory; when that does not exist,
+// fall back to the checkout this binary was built in (<repo>/build/launcher/tributary).
+std::string DefaultCorpus() {
+  namespace fs = std::filesystem;
+  const std::string local = models::DefaultCorpusDir();
+  if (std::getenv("TRIBUTARY_DATA_DIR") || fs::exists(local)) return local;
+  const fs::path beside_build = fs::path(launcher::SelfExecutable()).parent_path() / "../../data/moby-dick";
+  std::error_code ec;
+  if (fs::exists(beside_build, ec)) return fs::canonical(beside_build, ec).string();
+  return local;
+}
+
 int Fail(const Status& status) {
   spdlog::error("{}", status.ToString());
   return 1;
@@ -144,7 +159,7 @@ int main(int argc, char** argv) {
 
   // demo
   JobFlags demo_flags;
-  std::string demo_data = models::DefaultCorpusDir(), demo_run_dir;
+  std::string demo_data = DefaultCorpus(), demo_run_dir;
   bool demo_no_reference = false;
   auto* demo = app.add_subcommand("demo", "run a local multi-peer training job end to end");
   demo_flags.Register(demo);
@@ -154,7 +169,7 @@ int main(int argc, char** argv) {
 
   // coordinator
   JobFlags coord_flags;
-  std::string coord_host = "127.0.0.1", coord_data = models::DefaultCorpusDir(), coord_port_file;
+  std::string coord_host = "127.0.0.1", coord_data = DefaultCorpus(), coord_port_file;
   int coord_port = 0;
   auto* coord = app.add_subcommand("coordinator", "serve one job to peers");
   coord_flags.Register(coord);
@@ -166,7 +181,7 @@ int main(int argc, char** argv) {
 
   // peer
   runtime::PeerOptions peer_options;
-  peer_options.corpus_dir = models::DefaultCorpusDir();
+  peer_options.corpus_dir = DefaultCorpus();
   std::string peer_coordinator;
   int peer_threads = 1;
   auto* peer = app.add_subcommand("peer", "join a coordinator and train");
@@ -183,7 +198,7 @@ int main(int argc, char** argv) {
   // train
   JobFlags train_flags;
   runtime::ReferenceOptions train_options;
-  train_options.corpus_dir = models::DefaultCorpusDir();
+  train_options.corpus_dir = DefaultCorpus();
   int train_threads = 1;
   int64_t train_equivalent = 0;
   auto* train = app.add_subcommand("train", "single-process reference training");

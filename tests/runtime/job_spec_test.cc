@@ -54,3 +54,17 @@ TEST(JobSpecTest, ValidationNamesTheProblem) {
 
 }  // namespace
 }  // namespace tributary::runtime
+
+namespace tributary::runtime {
+namespace {
+
+TEST(JobSpecTest, ShippedDemoTomlMatchesBuiltInDefaults) {
+  v1::JobSpec from_file;  // every field empty: the file must set each one
+  Status st = ApplyTomlFile(std::string(TRIBUTARY_SOURCE_DIR) + "/jobs/demo.toml", from_file);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(JobIdOf(from_file), JobIdOf(DefaultJobSpec()))
+      << DescribeJobSpec(from_file) << "\nvs\n" << DescribeJobSpec(DefaultJobSpec());
+}
+
+}  // namespace
+}  // namespace tributary::runtime
