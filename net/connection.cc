@@ -7,6 +7,9 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sodium.h>
+
+#include <cstring>
 #include <future>
 
 namespace tributary::net {
@@ -95,7 +98,8 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
                                                const boost::system::error_code& ec,
                                                size_t n) mutable {
           if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "frame header"));
-          auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_);
+          const uint32_t overhead = self->cipher_ ? kRecordOverhead : 0;
+          auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_ + overhead);
           if (!length.ok()) {
             return handler(length.status().WithContext("from " + self->remote_));
           }
@@ -108,6 +112,16 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
                                                      size_t got) mutable {
                 if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
                 self->bytes_received_ += kFrameHeaderBytes + got;
+                if (self->cipher_) {
+                  if (got < kRecordOverhead) {
+                    return handler(ProtocolError("malformed frame from " + self->remote_ +
+                                                 ": record shorter than its tag"));
+                  }
+                  std::vector<std::byte> plain(got - kRecordOverhead);
+                  Status opened = self->Open(self->body_, plain);
+                  if (!opened.ok()) return handler(opened);
+                  self->body_ = std::move(plain);
+                }
                 auto envelope = ParseEnvelope(self->body_);
                 if (!envelope.ok()) {
                   return handler(envelope.status().WithContext("from " + self->remote_));
@@ -122,14 +136,44 @@ void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler)
   auto self = shared_from_this();
   asio::dispatch(strand_, [self, into, handler = std::move(handler)]() mutable {
     if (self->closed_) return handler(Unavailable("connection to " + self->remote_ + " is closed"));
-    asio::async_read(self->socket_, asio::buffer(into.data(), into.size()),
-                     asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
-                                                            const boost::system::error_code& ec,
-                                                            size_t got) mutable {
-                       self->bytes_received_ += got;
-                       if (ec) return handler(self->MapError(ec, got, into.size(), "tensor data"));
-                       handler(Status::Ok());
-                     }));
+    if (!self->cipher_) {
+      asio::async_read(self->socket_, asio::buffer(into.data(), into.size()),
+                       asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
+                                                              const boost::system::error_code& ec,
+                                                              size_t got) mutable {
+                         self->bytes_received_ += got;
+                         if (ec) return handler(self->MapError(ec, got, into.size(), "tensor data"));
+                         handler(Status::Ok());
+                       }));
+      return;
+    }
+    // Encrypted: the raw bytes arrive as one record of exactly into.size() + tag.
+    asio::async_read(
+        self->socket_, asio::buffer(self->header_),
+        asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
+                                               const boost::system::error_code& ec,
+                                               size_t n) mutable {
+          if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "record header"));
+          uint32_t length = 0;
+          for (size_t i = 0; i < kFrameHeaderBytes; ++i) {
+            length |= static_cast<uint32_t>(std::to_integer<uint8_t>(self->header_[i])) << (8 * i);
+          }
+          if (length != into.size() + kRecordOverhead) {
+            return handler(ProtocolError("malformed frame from " + self->remote_ + ": tensor record of " +
+                                         std::to_string(length) + " bytes, expected " +
+                                         std::to_string(into.size() + kRecordOverhead)));
+          }
+          self->body_.resize(length);
+          asio::async_read(
+              self->socket_, asio::buffer(self->body_),
+              asio::bind_executor(self->strand_, [self, into, length, handler = std::move(handler)](
+                                                     const boost::system::error_code& ec2,
+                                                     size_t got) mutable {
+                self->bytes_received_ += kFrameHeaderBytes + got;
+                if (ec2) return handler(self->MapError(ec2, got, length, "tensor data"));
+                handler(self->Open(self->body_, into));
+              }));
+        }));
   });
 }
 
@@ -144,6 +188,18 @@ void Connection::AsyncSend(std::shared_ptr<const std::string> frame,
                  : self->write_failure_);
       }
       return;
+    }
+    if (self->cipher_) {
+      // Seal here, on the strand, so record counters follow the order records hit the wire.
+      std::string sealed;
+      if (frame) {
+        sealed = self->Seal(std::string_view(*frame).substr(kFrameHeaderBytes));
+      }
+      if (!tail.empty()) {
+        sealed += self->Seal(std::string_view(reinterpret_cast<const char*>(tail.data()), tail.size()));
+      }
+      frame = std::make_shared<const std::string>(std::move(sealed));
+      tail = {};
     }
     self->writes_.push_back({std::move(frame), tail, std::move(done)});
     if (!self->writing_) self->StartNextWrite();
@@ -266,6 +322,55 @@ Status Connection::Flush(Deadline deadline) {
         });
       },
       deadline, "flush");
+}
+
+void Connection::EnableEncryption(const SessionKeys& keys) {
+  encrypted_ = true;
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, keys] { self->cipher_ = Cipher{keys, 0, 0}; });
+}
+
+namespace {
+void CounterNonce(uint64_t counter, unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES]) {
+  std::memset(nonce, 0, crypto_aead_chacha20poly1305_IETF_NPUBBYTES);
+  for (int i = 0; i < 8; ++i) nonce[i] = static_cast<unsigned char>(counter >> (8 * i));
+}
+}  // namespace
+
+std::string Connection::Seal(std::string_view plaintext) {
+  const uint32_t length = static_cast<uint32_t>(plaintext.size() + kRecordOverhead);
+  std::string record(kFrameHeaderBytes + length, '\0');
+  for (size_t i = 0; i < kFrameHeaderBytes; ++i) record[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+  unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+  CounterNonce(cipher_->tx_counter++, nonce);
+  unsigned long long written = 0;
+  crypto_aead_chacha20poly1305_ietf_encrypt(
+      reinterpret_cast<unsigned char*>(record.data() + kFrameHeaderBytes), &written,
+      reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
+      reinterpret_cast<const unsigned char*>(record.data()), kFrameHeaderBytes, nullptr, nonce,
+      cipher_->keys.tx.data());
+  return record;
+}
+
+Status Connection::Open(std::span<const std::byte> record_body, std::span<std::byte> into) {
+  if (record_body.size() != into.size() + kRecordOverhead) {
+    return ProtocolError("malformed frame from " + remote_ + ": record size mismatch");
+  }
+  unsigned char header[kFrameHeaderBytes];
+  const uint32_t length = static_cast<uint32_t>(record_body.size());
+  for (size_t i = 0; i < kFrameHeaderBytes; ++i) header[i] = static_cast<unsigned char>(length >> (8 * i));
+  unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+  CounterNonce(cipher_->rx_counter, nonce);
+  unsigned long long plain_len = 0;
+  if (crypto_aead_chacha20poly1305_ietf_decrypt(
+          reinterpret_cast<unsigned char*>(into.data()), &plain_len, nullptr,
+          reinterpret_cast<const unsigned char*>(record_body.data()), record_body.size(), header,
+          sizeof(header), nonce, cipher_->keys.rx.data()) != 0) {
+    return ProtocolError("frame from " + remote_ +
+                         " failed authentication (forged, tampered, replayed or reordered)");
+  }
+  ++cipher_->rx_counter;
+  return Status::Ok();
 }
 
 void Connection::Close() {

@@ -19,6 +19,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -64,6 +65,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Waits until every queued send is written (or failed).
   Status Flush(Deadline deadline);
 
+  // From now on every frame and raw tail travels as an AEAD record (ChaCha20-Poly1305, implicit
+  // per-direction counters as nonces, the length prefix as associated data), so a forged,
+  // replayed, reordered or truncated record fails authentication and closes the connection.
+  // Call with no receive outstanding; sends queued earlier still go out in the clear.
+  struct SessionKeys {
+    std::array<uint8_t, 32> tx{};
+    std::array<uint8_t, 32> rx{};
+  };
+  void EnableEncryption(const SessionKeys& keys);
+  bool encrypted() const { return encrypted_.load(); }
+
   // Closes the socket; pending operations complete with Unavailable. Idempotent, thread-safe.
   void Close();
   bool closed() const { return closed_.load(); }
@@ -92,10 +104,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const uint32_t max_frame_bytes_;
   std::string remote_;
   std::atomic<bool> closed_{false};
+  std::atomic<bool> encrypted_{false};
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
 
   // Strand-only state.
+  struct Cipher {
+    SessionKeys keys;
+    uint64_t tx_counter = 0;
+    uint64_t rx_counter = 0;
+  };
+  std::optional<Cipher> cipher_;
+  std::string Seal(std::string_view plaintext);  // -> length-prefixed record
+  Status Open(std::span<const std::byte> record_body, std::span<std::byte> into);
   std::array<std::byte, kFrameHeaderBytes> header_{};
   std::vector<std::byte> body_;
   std::deque<PendingWrite> writes_;

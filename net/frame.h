@@ -20,6 +20,7 @@ namespace v1 = ::tributary::v1;
 inline constexpr uint32_t kProtocolVersion = 1;
 inline constexpr size_t kFrameHeaderBytes = 4;
 inline constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;  // control messages are small
+inline constexpr uint32_t kRecordOverhead = 16;  // AEAD tag added to each encrypted record
 
 // Validates the 4-byte length prefix: non-zero and at most `max_frame_bytes`.
 Result<uint32_t> DecodeFrameLength(std::span<const std::byte, kFrameHeaderBytes> header,
