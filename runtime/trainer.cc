@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "core/clock.h"
@@ -46,6 +47,75 @@ struct Trainer::Impl {
   torch::Tensor outer_momentum;  // DiLoCo only; undefined until the first outer step
   std::vector<models::Batch> validation;
   uint64_t completed_rounds = 0;
+
+  // The last committed state, restored by Abandon() and served to late joiners.
+  struct AdamSlot {
+    bool present = false;
+    int64_t step = 0;
+    torch::Tensor exp_avg, exp_avg_sq;
+  };
+  struct Snapshot {
+    torch::Tensor params;    // flat θ
+    torch::Tensor momentum;  // DiLoCo outer momentum (undefined before the first outer step)
+    std::vector<AdamSlot> adam;  // DDP: the shared AdamW state
+  };
+  Snapshot committed;
+  bool tentative = false;
+  // DiLoCo: the pseudo-gradient of round `delta_round`, kept so a retried round does not
+  // repeat its inner steps (and sends exactly the same contribution).
+  torch::Tensor cached_delta;
+  uint64_t delta_round = UINT64_MAX;
+  double cached_loss = 0;
+
+  std::vector<torch::Tensor> Params() const { return model->parameters(); }
+
+  torch::optim::AdamWParamState* AdamState(const torch::Tensor& p) const {
+    auto& state = inner->state();
+    auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+    if (it == state.end()) return nullptr;
+    return static_cast<torch::optim::AdamWParamState*>(it->second.get());
+  }
+
+  Snapshot TakeSnapshot() const {
+    Snapshot snap;
+    snap.params = models::FlattenParameters(*model);
+    if (outer_momentum.defined()) snap.momentum = outer_momentum.clone();
+    if (spec.mode() == v1::MODE_DDP) {
+      for (const auto& p : Params()) {
+        AdamSlot slot;
+        if (auto* st = AdamState(p)) {
+          slot.present = true;
+          slot.step = st->step();
+          slot.exp_avg = st->exp_avg().clone();
+          slot.exp_avg_sq = st->exp_avg_sq().clone();
+        }
+        snap.adam.push_back(std::move(slot));
+      }
+    }
+    return snap;
+  }
+
+  Status RestoreSnapshot(const Snapshot& snap) {
+    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, snap.params));
+    outer_momentum = snap.momentum.defined() ? snap.momentum.clone() : torch::Tensor();
+    if (spec.mode() == v1::MODE_DDP) {
+      auto params = Params();
+      auto& state = inner->state();
+      for (size_t i = 0; i < params.size() && i < snap.adam.size(); ++i) {
+        const std::string key = c10::guts::to_string(params[i].unsafeGetTensorImpl());
+        if (!snap.adam[i].present) {
+          state.erase(key);
+          continue;
+        }
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(snap.adam[i].step);
+        st->exp_avg(snap.adam[i].exp_avg.clone());
+        st->exp_avg_sq(snap.adam[i].exp_avg_sq.clone());
+        state[key] = std::move(st);
+      }
+    }
+    return Status::Ok();
+  }
 
   uint64_t TotalSteps() const { return uint64_t{spec.rounds()} * spec.inner_steps(); }
 
@@ -118,21 +188,29 @@ struct Trainer::Impl {
   Result<RoundStats> RunDilocoRound(const Averager& average) {
     RoundStats stats;
     const uint64_t round = completed_rounds;
-    torch::Tensor theta_global = models::FlattenParameters(*model);
-    double loss_sum = 0;
-    auto t0 = Clock::now();
-    for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
-      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step));
-      loss_sum += loss;
-      ClipAndStep(round * spec.inner_steps() + step);
+    if (delta_round != round) {
+      double loss_sum = 0;
+      auto t0 = Clock::now();
+      for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+        TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step));
+        loss_sum += loss;
+        ClipAndStep(round * spec.inner_steps() + step);
+      }
+      cached_delta = committed.params - models::FlattenParameters(*model);
+      delta_round = round;
+      cached_loss = loss_sum / spec.inner_steps();
+      stats.compute_seconds += SecondsSince(t0);
     }
-    torch::Tensor delta = theta_global - models::FlattenParameters(*model);
-    stats.compute_seconds += SecondsSince(t0);
-
+    // The averager works on a copy: the cached source must survive a failed collective.
+    torch::Tensor averaged = cached_delta.clone();
     auto t1 = Clock::now();
-    TRIB_RETURN_IF_ERROR(average(FloatSpan(delta)).WithContext(
-        "averaging the pseudo-gradient of round " + std::to_string(round)));
+    Status averaged_ok = average(FloatSpan(averaged)).WithContext(
+        "averaging the pseudo-gradient of round " + std::to_string(round));
     stats.comm_seconds += SecondsSince(t1);
+    if (!averaged_ok.ok()) {
+      (void)models::AssignFlatParameters(*model, committed.params);
+      return averaged_ok;
+    }
 
     auto t2 = Clock::now();
     // Nesterov momentum exactly as torch.optim.SGD(nesterov=True): buf = μ·buf + Δ (buf = Δ on
@@ -140,18 +218,138 @@ struct Trainer::Impl {
     const double mu = spec.outer_momentum();
     torch::NoGradGuard no_grad;
     if (!outer_momentum.defined()) {
-      outer_momentum = delta.clone();
+      outer_momentum = averaged.clone();
     } else {
-      outer_momentum.mul_(mu).add_(delta);
+      outer_momentum.mul_(mu).add_(averaged);
     }
-    torch::Tensor update = delta.add(outer_momentum, mu);
-    theta_global.sub_(update, spec.outer_lr());
+    torch::Tensor update = averaged.add(outer_momentum, mu);
+    torch::Tensor theta_global = committed.params.sub(update, spec.outer_lr());
     TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, theta_global));
     stats.compute_seconds += SecondsSince(t2);
-    stats.train_loss = loss_sum / spec.inner_steps();
+    stats.train_loss = cached_loss;
     return stats;
   }
+
+  // Canonical bytes of the committed global state (see Trainer::ExportCommittedState).
+  std::string EncodeState() const;
+  Status DecodeState(std::string_view bytes);
 };
+
+namespace {
+constexpr std::string_view kStateMagic = "TRIBSTATE1";
+
+void PutU64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutFloats(std::string& out, const torch::Tensor& t) {
+  torch::Tensor c = t.contiguous().to(torch::kFloat32);
+  PutU64(out, static_cast<uint64_t>(c.numel()));
+  out.append(reinterpret_cast<const char*>(c.data_ptr<float>()), c.numel() * sizeof(float));
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  Result<uint64_t> U64() {
+    if (data_.size() - pos_ < 8) return Corruption("state is truncated");
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(data_[pos_ + i])) << (8 * i);
+    pos_ += 8;
+    return v;
+  }
+  Result<std::string_view> Bytes(uint64_t n) {
+    if (n > data_.size() - pos_) return Corruption("state is truncated");
+    auto out = data_.substr(pos_, n);
+    pos_ += n;
+    return out;
+  }
+  // Reads a float array and checks it has `expected` elements.
+  Result<torch::Tensor> Floats(int64_t expected, const char* what) {
+    TRIB_ASSIGN_OR_RETURN(uint64_t n, U64());
+    if (n != static_cast<uint64_t>(expected)) {
+      return Corruption(std::string(what) + " has " + std::to_string(n) + " elements, expected " +
+                        std::to_string(expected));
+    }
+    TRIB_ASSIGN_OR_RETURN(std::string_view raw, Bytes(n * sizeof(float)));
+    torch::Tensor t = torch::empty({expected}, torch::kFloat32);
+    std::memcpy(t.data_ptr<float>(), raw.data(), raw.size());
+    return t;
+  }
+  bool done() const { return pos_ == data_.size(); }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+}  // namespace
+
+std::string Trainer::Impl::EncodeState() const {
+  std::string out(kStateMagic);
+  PutU64(out, job_id.size());
+  out += job_id;
+  PutU64(out, completed_rounds);
+  PutFloats(out, committed.params);
+  PutU64(out, committed.momentum.defined() ? 1 : 0);
+  if (committed.momentum.defined()) PutFloats(out, committed.momentum);
+  PutU64(out, committed.adam.size());
+  for (const AdamSlot& slot : committed.adam) {
+    PutU64(out, slot.present ? 1 : 0);
+    if (!slot.present) continue;
+    PutU64(out, static_cast<uint64_t>(slot.step));
+    PutFloats(out, slot.exp_avg);
+    PutFloats(out, slot.exp_avg_sq);
+  }
+  return out;
+}
+
+Status Trainer::Impl::DecodeState(std::string_view bytes) {
+  if (bytes.substr(0, kStateMagic.size()) != kStateMagic) return Corruption("not a Tributary state");
+  Reader in(bytes.substr(kStateMagic.size()));
+  TRIB_ASSIGN_OR_RETURN(uint64_t id_len, in.U64());
+  if (id_len > 256) return Corruption("state has an absurd job id length");
+  TRIB_ASSIGN_OR_RETURN(std::string_view id, in.Bytes(id_len));
+  if (id != job_id) return FailedPrecondition("state belongs to job " + std::string(id) + ", not " + job_id);
+  TRIB_ASSIGN_OR_RETURN(uint64_t rounds, in.U64());
+  if (rounds > spec.rounds()) return Corruption("state claims round " + std::to_string(rounds));
+  Snapshot snap;
+  const int64_t n = models::NumParameters(*model);
+  TRIB_ASSIGN_OR_RETURN(snap.params, in.Floats(n, "θ"));
+  TRIB_ASSIGN_OR_RETURN(uint64_t has_momentum, in.U64());
+  if (has_momentum > 1) return Corruption("bad momentum flag");
+  if (has_momentum) {
+    TRIB_ASSIGN_OR_RETURN(snap.momentum, in.Floats(n, "outer momentum"));
+  }
+  TRIB_ASSIGN_OR_RETURN(uint64_t slots, in.U64());
+  const auto params = Params();
+  const size_t want_slots = spec.mode() == v1::MODE_DDP ? params.size() : 0;
+  if (slots != want_slots) return Corruption("state has " + std::to_string(slots) + " optimiser slots");
+  for (size_t i = 0; i < slots; ++i) {
+    AdamSlot slot;
+    TRIB_ASSIGN_OR_RETURN(uint64_t present, in.U64());
+    if (present > 1) return Corruption("bad optimiser slot flag");
+    if (present) {
+      slot.present = true;
+      TRIB_ASSIGN_OR_RETURN(uint64_t step, in.U64());
+      slot.step = static_cast<int64_t>(step);
+      TRIB_ASSIGN_OR_RETURN(torch::Tensor a, in.Floats(params[i].numel(), "AdamW exp_avg"));
+      TRIB_ASSIGN_OR_RETURN(torch::Tensor b, in.Floats(params[i].numel(), "AdamW exp_avg_sq"));
+      slot.exp_avg = a.view(params[i].sizes());
+      slot.exp_avg_sq = b.view(params[i].sizes());
+    }
+    snap.adam.push_back(std::move(slot));
+  }
+  if (!in.done()) return Corruption("state has trailing bytes");
+  for (const torch::Tensor* t : {&snap.params, &snap.momentum}) {
+    if (t->defined() && !torch::isfinite(*t).all().item<bool>()) return Corruption("state has non-finite values");
+  }
+  TRIB_RETURN_IF_ERROR(RestoreSnapshot(snap));
+  committed = std::move(snap);
+  completed_rounds = rounds;
+  tentative = false;
+  delta_round = UINT64_MAX;
+  cached_delta = torch::Tensor();
+  return Status::Ok();
+}
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
@@ -183,21 +381,63 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const v1::JobSpec& spec, Traini
                                                               static_cast<int>(spec.context())));
   // Fail now, not mid-round, if this worker's shard cannot produce batches.
   TRIB_RETURN_IF_ERROR(impl->BatchFor(0, 0).status());
+  impl->committed = impl->TakeSnapshot();
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
 Result<RoundStats> Trainer::RunRound(const Averager& average) {
+  TRIB_ASSIGN_OR_RETURN(RoundStats stats, TryRound(average));
+  TRIB_RETURN_IF_ERROR(Commit());
+  return stats;
+}
+
+Result<RoundStats> Trainer::TryRound(const Averager& average) {
+  if (impl_->tentative) return FailedPrecondition("a tentative round is pending: Commit or Abandon it");
   if (impl_->completed_rounds >= impl_->spec.rounds()) {
     return FailedPrecondition("all " + std::to_string(impl_->spec.rounds()) +
                               " rounds of the job are done");
   }
   Result<RoundStats> stats = impl_->spec.mode() == v1::MODE_DDP ? impl_->RunDdpRound(average)
                                                                 : impl_->RunDilocoRound(average);
-  if (!stats.ok()) return stats;
-  stats->round = impl_->completed_rounds++;
+  if (!stats.ok()) {
+    // Leave nothing half-applied: the caller may retry from the committed state.
+    (void)impl_->RestoreSnapshot(impl_->committed);
+    return stats;
+  }
+  impl_->tentative = true;
+  stats->round = impl_->completed_rounds;
   stats->tokens = tokens_per_round();
   return stats;
 }
+
+Status Trainer::Commit() {
+  if (!impl_->tentative) return FailedPrecondition("no tentative round to commit");
+  impl_->committed = impl_->TakeSnapshot();
+  impl_->tentative = false;
+  impl_->completed_rounds++;
+  impl_->cached_delta = torch::Tensor();
+  impl_->delta_round = UINT64_MAX;
+  return Status::Ok();
+}
+
+void Trainer::Abandon() {
+  if (!impl_->tentative) return;
+  (void)impl_->RestoreSnapshot(impl_->committed);
+  impl_->tentative = false;
+}
+
+bool Trainer::has_tentative_round() const { return impl_->tentative; }
+
+Result<std::string> Trainer::ExportCommittedState() const { return impl_->EncodeState(); }
+
+Status Trainer::ImportState(std::string_view bytes) {
+  if (impl_->tentative) return FailedPrecondition("cannot import state over a tentative round");
+  Status st = impl_->DecodeState(bytes);
+  if (!st.ok()) (void)impl_->RestoreSnapshot(impl_->committed);
+  return st;
+}
+
+Digest Trainer::CommittedStateDigest() const { return Sha256Of(impl_->EncodeState()); }
 
 Result<double> Trainer::EvalLoss() { return models::EvaluateLoss(*impl_->model, impl_->validation); }
 
@@ -209,6 +449,7 @@ uint64_t Trainer::tokens_per_round() const {
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path) const {
+  if (impl_->tentative) return FailedPrecondition("cannot checkpoint a tentative round");
   std::ostringstream payload;
   try {
     torch::serialize::OutputArchive archive;
@@ -276,6 +517,8 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
       impl_->outer_momentum = torch::Tensor();
     }
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
+    impl_->committed = impl_->TakeSnapshot();
+    impl_->delta_round = UINT64_MAX;
   } catch (const c10::Error& e) {
     return Corruption("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
   }

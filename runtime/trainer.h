@@ -50,6 +50,23 @@ class Trainer {
 
   // Runs round `completed_rounds()`; on success completed_rounds() advances by one.
   Result<RoundStats> RunRound(const Averager& average);
+
+  // Tentative rounds, for groups whose members may fail mid-round. TryRound runs round
+  // completed_rounds() but keeps the previous state; Commit() makes the result permanent,
+  // Abandon() restores exactly the last committed state. A DiLoCo round retried after Abandon()
+  // reuses its pseudo-gradient (the inner steps are not repeated; the source buffer is kept).
+  // DDP rounds repeat their steps from the committed state.
+  Result<RoundStats> TryRound(const Averager& average);
+  Status Commit();
+  void Abandon();
+  bool has_tentative_round() const;
+
+  // The state every member of a group shares after a committed round (θ plus outer momentum in
+  // DiLoCo, θ plus the AdamW state in DDP), in a canonical byte form: what a late joiner
+  // downloads. StateDigest covers all of it; importing checks the job id and the digest.
+  Result<std::string> ExportCommittedState() const;
+  Status ImportState(std::string_view bytes);
+  Digest CommittedStateDigest() const;
   // Mean loss of θ on the job's fixed validation batches.
   Result<double> EvalLoss();
 

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <limits>
 
 #include "core/files.h"
 #include "runtime/job_spec.h"
@@ -223,6 +225,102 @@ TEST_F(TrainerTest, ReferenceTrainsTheCombinedBatchAndStopsAndResumes) {
   EXPECT_EQ(second->theta_digest, straight->theta_digest);
   std::filesystem::remove_all(dir);
 }
+
+}  // namespace
+}  // namespace tributary::runtime
+
+namespace tributary::runtime {
+namespace {
+
+class TentativeTest : public TrainerModeTest {};
+
+TEST_P(TentativeTest, AbandonRestoresTheCommittedStateExactly) {
+  auto t = Make(TinySpec(GetParam()));
+  ASSERT_TRUE(t->RunRound(kAlone).ok());
+  const Digest committed_theta = t->ThetaDigest();
+  const Digest committed_state = t->CommittedStateDigest();
+  ASSERT_TRUE(t->TryRound(kAlone).ok());
+  EXPECT_TRUE(t->has_tentative_round());
+  EXPECT_NE(t->ThetaDigest(), committed_theta);
+  EXPECT_EQ(t->TryRound(kAlone).status().code(), StatusCode::kFailedPrecondition);
+  t->Abandon();
+  EXPECT_EQ(t->ThetaDigest(), committed_theta);
+  EXPECT_EQ(t->CommittedStateDigest(), committed_state);
+  EXPECT_EQ(t->completed_rounds(), 1u);
+}
+
+TEST_P(TentativeTest, RetryAfterAFailedCollectiveEqualsAnUninterruptedRound) {
+  auto straight = Make(TinySpec(GetParam()));
+  ASSERT_TRUE(straight->RunRound(kAlone).ok());
+  ASSERT_TRUE(straight->RunRound(kAlone).ok());
+
+  auto retried = Make(TinySpec(GetParam()));
+  ASSERT_TRUE(retried->RunRound(kAlone).ok());
+  // DDP averages every step: fail the second; DiLoCo averages once per round: fail that one.
+  const int failing_call = GetParam() == v1::MODE_DDP ? 2 : 1;
+  int calls = 0;
+  const Averager dies_midway = [&calls, failing_call](std::span<float>) {
+    return ++calls == failing_call ? Unavailable("neighbour died") : Status::Ok();
+  };
+  auto failed = retried->TryRound(dies_midway);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_FALSE(retried->has_tentative_round());
+  ASSERT_TRUE(retried->TryRound(kAlone).ok());
+  ASSERT_TRUE(retried->Commit().ok());
+  // DiLoCo reuses its pseudo-gradient (inner steps not repeated); DDP restores AdamW too.
+  EXPECT_EQ(retried->ThetaDigest(), straight->ThetaDigest());
+  EXPECT_EQ(retried->CommittedStateDigest(), straight->CommittedStateDigest());
+}
+
+TEST_P(TentativeTest, ExportedStateMakesALateJoinerIdentical) {
+  auto veteran = Make(TinySpec(GetParam()));
+  for (int r = 0; r < 2; ++r) ASSERT_TRUE(veteran->RunRound(kAlone).ok());
+  auto state = veteran->ExportCommittedState();
+  ASSERT_TRUE(state.ok());
+  auto joiner = Make(TinySpec(GetParam()));
+  Status imported = joiner->ImportState(*state);
+  ASSERT_TRUE(imported.ok()) << imported.ToString();
+  EXPECT_EQ(joiner->completed_rounds(), 2u);
+  EXPECT_EQ(joiner->ThetaDigest(), veteran->ThetaDigest());
+  EXPECT_EQ(joiner->CommittedStateDigest(), veteran->CommittedStateDigest());
+  // In a group every member applies the same averaged update; stand in for that average with
+  // one fixed vector so both end the round identical although their local steps differ.
+  const Averager group_average = [](std::span<float> v) {
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 1e-4f * static_cast<float>(i % 7);
+    return Status::Ok();
+  };
+  ASSERT_TRUE(veteran->RunRound(group_average).ok());
+  ASSERT_TRUE(joiner->RunRound(group_average).ok());
+  EXPECT_EQ(joiner->ThetaDigest(), veteran->ThetaDigest());
+}
+
+TEST_P(TentativeTest, BadStateIsRejectedAndChangesNothing) {
+  auto veteran = Make(TinySpec(GetParam()));
+  ASSERT_TRUE(veteran->RunRound(kAlone).ok());
+  const std::string good = *veteran->ExportCommittedState();
+  auto joiner = Make(TinySpec(GetParam()));
+  const Digest before = joiner->CommittedStateDigest();
+
+  std::string truncated = good.substr(0, good.size() - 3);
+  EXPECT_EQ(joiner->ImportState(truncated).code(), StatusCode::kCorruption);
+  EXPECT_EQ(joiner->ImportState(good + "x").code(), StatusCode::kCorruption);
+  EXPECT_EQ(joiner->ImportState("garbage").code(), StatusCode::kCorruption);
+  std::string nan = good;
+  // The first θ value sits after magic, id length, id, rounds and the element count.
+  const size_t first_value = 10 + 8 + 16 + 8 + 8;
+  const float bad = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(nan.data() + first_value, &bad, sizeof(bad));
+  EXPECT_EQ(joiner->ImportState(nan).code(), StatusCode::kCorruption);
+  v1::JobSpec other = TinySpec(GetParam());
+  other.set_seed(77);
+  auto foreign = Make(other);
+  EXPECT_EQ(foreign->ImportState(good).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(joiner->CommittedStateDigest(), before);
+  EXPECT_EQ(joiner->completed_rounds(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, TentativeTest, ::testing::Values(v1::MODE_DDP, v1::MODE_DILOCO),
+                         [](const auto& info) { return ModeName(info.param); });
 
 }  // namespace
 }  // namespace tributary::runtime
