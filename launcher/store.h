@@ -1,0 +1,70 @@
+// CoordinatorStore: the coordinator's durable state in SQLite (WAL, synchronous=FULL): jobs,
+// peers (by public key), committed rounds and every round report. A round is recorded *before*
+// the coordinator tells peers it is committed, so a coordinator killed at any instant restarts
+// from a round every peer also has (or can sync). Not thread-safe: the coordinator's strand
+// owns it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+struct sqlite3;
+
+namespace tributary::launcher {
+
+struct StoredJob {
+  std::string job_id;
+  std::string spec_bytes;      // serialised v1::JobSpec
+  std::string researcher_key;  // hex, empty for jobs started by a local command
+  std::string signature;       // researcher's signature over spec_bytes (raw), may be empty
+};
+
+struct RoundRecord {
+  uint64_t round = 0;            // the round that completed (0-based)
+  std::string theta_digest;      // 32 raw bytes
+  std::string state_digest;      // 32 raw bytes: SHA-256 of the canonical committed state
+  std::vector<std::string> members;  // peer keys (hex) whose contribution is in this round
+  double train_loss = 0;
+  double eval_loss = -1;
+  uint64_t tokens = 0;
+  uint64_t bytes = 0;
+  double wall_seconds = 0;
+};
+
+struct StoredPeer {
+  std::string key;  // hex
+  std::string name;
+  uint32_t shard = 0;
+  uint64_t rounds_contributed = 0;
+  std::string hardware;  // human-readable summary
+};
+
+class CoordinatorStore {
+ public:
+  // `path` may be ":memory:" for tests.
+  static Result<std::unique_ptr<CoordinatorStore>> Open(const std::string& path);
+  ~CoordinatorStore();
+
+  Status PutJob(const StoredJob& job);  // idempotent for the same id and bytes
+  Result<std::vector<StoredJob>> Jobs();
+  Status RecordRound(const std::string& job_id, const RoundRecord& record);
+  Result<std::optional<RoundRecord>> LastRound(const std::string& job_id);
+  Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
+  Status UpsertPeer(const std::string& job_id, const StoredPeer& peer);
+  Result<std::vector<StoredPeer>> Peers(const std::string& job_id);
+  Status RecordReport(const std::string& job_id, uint64_t round, uint32_t attempt,
+                      const std::string& peer_key, const std::string& theta_digest);
+  Status MarkJobFinished(const std::string& job_id, const std::string& outcome);
+  Result<std::string> JobOutcome(const std::string& job_id);  // "" while running
+
+ private:
+  explicit CoordinatorStore(sqlite3* db) : db_(db) {}
+  Status Exec(const std::string& sql);
+  sqlite3* db_;
+};
+
+}  // namespace tributary::launcher

@@ -1,0 +1,67 @@
+#include "launcher/store.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tests/common/test_corpus.h"
+
+namespace tributary::launcher {
+namespace {
+
+TEST(StoreTest, RoundsPeersAndJobsSurviveReopening) {
+  const std::string dir = ::tributary::testing::FreshTempDir("store");
+  const std::string path = dir + "/coordinator.db";
+  {
+    auto store = CoordinatorStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->PutJob({"job-a", "spec-bytes", "", ""}).ok());
+    ASSERT_TRUE((*store)->PutJob({"job-a", "spec-bytes", "", ""}).ok()) << "idempotent";
+    ASSERT_TRUE((*store)->UpsertPeer("job-a", {"k1", "alice", 0, 0, "cpu x2"}).ok());
+    ASSERT_TRUE((*store)->UpsertPeer("job-a", {"k2", "bob", 1, 0, "cpu x4"}).ok());
+    RoundRecord r0;
+    r0.round = 0;
+    r0.theta_digest = std::string(32, 'a');
+    r0.state_digest = std::string(32, 'b');
+    r0.members = {"k1", "k2"};
+    r0.train_loss = 3.5;
+    ASSERT_TRUE((*store)->RecordRound("job-a", r0).ok());
+    RoundRecord r1 = r0;
+    r1.round = 1;
+    r1.members = {"k1"};
+    ASSERT_TRUE((*store)->RecordRound("job-a", r1).ok());
+    EXPECT_FALSE((*store)->RecordRound("job-a", r1).ok()) << "a round is committed once";
+    ASSERT_TRUE((*store)->RecordReport("job-a", 1, 0, "k1", std::string(32, 'a')).ok());
+  }
+  auto store = CoordinatorStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->Jobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].spec_bytes, "spec-bytes");
+  auto last = (*store)->LastRound("job-a");
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->round, 1u);
+  EXPECT_EQ((*last)->members, std::vector<std::string>{"k1"});
+  auto peers = (*store)->Peers("job-a");
+  ASSERT_TRUE(peers.ok());
+  ASSERT_EQ(peers->size(), 2u);
+  EXPECT_EQ((*peers)[0].rounds_contributed, 2u);
+  EXPECT_EQ((*peers)[1].rounds_contributed, 1u);
+  auto none = (*store)->LastRound("job-b");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE((*store)->MarkJobFinished("job-a", "ok").ok());
+  EXPECT_EQ(*(*store)->JobOutcome("job-a"), "ok");
+  EXPECT_EQ((*store)->JobOutcome("nope").status().code(), StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StoreTest, UnopenablePathIsAClearError) {
+  auto store = CoordinatorStore::Open("/nonexistent-dir/x/coordinator.db");
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("cannot open coordinator database"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tributary::launcher
