@@ -35,9 +35,7 @@ struct Layout {
   uint64_t LargestChunk() const { return numel / world + (numel % world != 0); }
 };
 
-bool NonFinite(float f) {
-  return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u;
-}
+bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
 
 // Branch-free so that it vectorises; FirstNonFinite then finds the culprit on the rare failure.
 bool AllFinite(std::span<const float> v) {
@@ -70,8 +68,7 @@ uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
 std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
 Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
-                          const std::string& tag, uint64_t numel, uint64_t offset,
-                          uint64_t count) {
+                          const std::string& tag, uint64_t numel, uint64_t offset, uint64_t count) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
   if (env.has_error()) {
     return Aborted("neighbour reported an error (" + v1::ErrorCode_Name(env.error().code()) +
@@ -94,8 +91,8 @@ Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
   if (h.offset() != offset || h.nbytes() != count * sizeof(float)) {
     return ProtocolError("wrong segment: offset " + std::to_string(h.offset()) + " with " +
                          std::to_string(h.nbytes()) + " bytes, expected offset " +
-                         std::to_string(offset) + " with " +
-                         std::to_string(count * sizeof(float)) + " bytes");
+                         std::to_string(offset) + " with " + std::to_string(count * sizeof(float)) +
+                         " bytes");
   }
   return Status::Ok();
 }
@@ -173,7 +170,9 @@ class RingAllreduceOp {
   }
 
  private:
-  uint32_t SendChunk(uint32_t step) const { return (ring_.rank() + world_ - step % world_) % world_; }
+  uint32_t SendChunk(uint32_t step) const {
+    return (ring_.rank() + world_ - step % world_) % world_;
+  }
   uint32_t RecvChunk(uint32_t step) const { return (SendChunk(step) + world_ - 1) % world_; }
 
   std::span<float> Segment(uint32_t chunk, uint64_t k) const {

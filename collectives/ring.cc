@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
+
+#include "net/secure_channel.h"
 
 namespace tributary::collectives {
 namespace {
@@ -33,9 +36,8 @@ Status ValidateMembers(uint32_t my_rank, const std::vector<RingMember>& members)
   }
   for (size_t i = 0; i < members.size(); ++i) {
     if (members[i].rank != i) {
-      return InvalidArgument("ring members must be ordered by rank: position " +
-                             std::to_string(i) + " holds rank " +
-                             std::to_string(members[i].rank));
+      return InvalidArgument("ring members must be ordered by rank: position " + std::to_string(i) +
+                             " holds rank " + std::to_string(members[i].rank));
     }
   }
   return Status::Ok();
@@ -55,7 +57,7 @@ Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const 
 }
 
 Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32_t want_rank,
-                      uint64_t round) {
+                      uint64_t round, uint32_t attempt) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
   if (!env.has_hello()) return ProtocolError("expected a hello, got " + net::PayloadName(env));
   const v1::Hello& h = env.hello();
@@ -68,8 +70,12 @@ Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32
                          std::to_string(want_rank));
   }
   if (h.round() != round) {
-    return ProtocolError("ring hello for round " + std::to_string(h.round()) +
-                         ", expected round " + std::to_string(round));
+    return ProtocolError("ring hello for round " + std::to_string(h.round()) + ", expected round " +
+                         std::to_string(round));
+  }
+  if (h.attempt() != attempt) {
+    return ProtocolError("ring hello for attempt " + std::to_string(h.attempt()) + " of round " +
+                         std::to_string(round) + ", expected attempt " + std::to_string(attempt));
   }
   return Status::Ok();
 }
@@ -80,6 +86,7 @@ struct Inbox {
   struct Hello {
     std::shared_ptr<net::Connection> conn;
     Result<v1::Envelope> hello;
+    std::optional<net::PublicKey> key;  // proven in the handshake, when the ring is secure
   };
   std::mutex mu;
   std::condition_variable cv;
@@ -114,20 +121,35 @@ Status CheckNextReply(const Result<v1::Envelope>& reply, const std::string& job_
 // answer it with HelloAck, while watching next's reply so a rejection fails Form at once.
 class Handshake {
  public:
-  Handshake(Ring& ring, net::Listener& listener, std::shared_ptr<net::Connection> next)
-      : ring_(ring), listener_(listener), next_(std::move(next)) {
-    next_->AsyncReceive([inbox = inbox_](Result<v1::Envelope> reply) {
-      inbox->Update([&] { inbox->next_reply = std::move(reply); });
-    });
-  }
+  // `greeting` completes once next is greeted (secure handshake + our hello). It runs on its own
+  // thread: with a secure handshake, greeting next waits for next's answer, and next answers
+  // only from its own Handshake::Run, so every rank must accept while it greets.
+  Handshake(Ring& ring, net::Listener& listener, std::shared_ptr<net::Connection> next,
+            std::future<Status> greeting)
+      : ring_(ring), listener_(listener), next_(std::move(next)), greeting_(std::move(greeting)) {}
 
   ~Handshake() {
     for (auto& c : pending_) c->Close();
+    if (greeting_.valid() &&
+        greeting_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      next_->Close();  // unblocks the greeting thread; the future's destructor joins it
+    }
   }
 
   // Returns prev's connection once prev said hello and next acknowledged ours.
   Result<std::shared_ptr<net::Connection>> Run(Deadline deadline) {
     for (;;) {
+      if (greeting_.valid() && greeting_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+        Status greeted = greeting_.get();
+        if (!greeted.ok()) {
+          greeted = greeted.WithContext("greeting next " + Describe(ring_.next_member(), next_.get()));
+          TellWaitingPeers(greeted);
+          return greeted;
+        }
+        next_->AsyncReceive([inbox = inbox_](Result<v1::Envelope> reply) {
+          inbox->Update([&] { inbox->next_reply = std::move(reply); });
+        });
+      }
       if (auto reply = NextReply()) {
         Status acked = CheckNextReply(*reply, ring_.job_id());
         if (!acked.ok()) {
@@ -141,7 +163,8 @@ class Handshake {
       if (prev_ && next_acked_) return prev_;
       if (Clock::now() >= deadline) return DeadlineExceeded(Missing());
       if (!prev_) TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
-      Wait(prev_ ? deadline : std::min(deadline, Clock::now() + kAcceptSlice));
+      const bool greeting = greeting_.valid();
+      Wait(prev_ && !greeting ? deadline : std::min(deadline, Clock::now() + kAcceptSlice));
     }
   }
 
@@ -173,9 +196,23 @@ class Handshake {
       return conn.status().WithContext("accepting ring connections");
     }
     pending_.push_back(*conn);
-    (*conn)->AsyncReceive([inbox = inbox_, conn = *conn](Result<v1::Envelope> hello) {
-      inbox->Update([&] { inbox->hellos.push_back({conn, std::move(hello)}); });
-    });
+    auto read_hello = [inbox = inbox_, conn = *conn](std::optional<net::PublicKey> key) {
+      conn->AsyncReceive([inbox, conn, key](Result<v1::Envelope> hello) {
+        inbox->Update([&] { inbox->hellos.push_back({conn, std::move(hello), key}); });
+      });
+    };
+    if (const net::Identity* id = ring_.identity()) {
+      net::AsyncServerHandshake(*conn, *id, ring_.job_id(),
+                                [inbox = inbox_, conn = *conn, read_hello](Result<net::PublicKey> key) {
+                                  if (!key.ok()) {
+                                    inbox->Update([&] { inbox->hellos.push_back({conn, key.status(), std::nullopt}); });
+                                    return;
+                                  }
+                                  read_hello(*key);
+                                });
+    } else {
+      read_hello(std::nullopt);
+    }
     return Status::Ok();
   }
 
@@ -190,17 +227,31 @@ class Handshake {
     for (auto& item : hellos) {
       std::erase(pending_, item.conn);
       if (!item.hello.ok()) {
-        spdlog::warn("ring rank {}: connection from {} failed before its hello: {}",
-                     ring_.rank(), item.conn->remote(), item.hello.status().ToString());
+        spdlog::warn("ring rank {}: connection from {} failed before its hello: {}", ring_.rank(),
+                     item.conn->remote(), item.hello.status().ToString());
         item.conn->Close();
       } else if (Status valid = CheckRingHello(*item.hello, ring_.job_id(),
-                                               ring_.prev_member().rank, ring_.round());
+                                               ring_.prev_member().rank, ring_.round(),
+                                               ring_.attempt());
                  !valid.ok()) {
         Reject(*item.conn, valid);
+      } else if (Status key = CheckPrevKey(item.key); !key.ok()) {
+        Reject(*item.conn, key, v1::AUTH_FAILED);
       } else {
         prev_ = item.conn;
         return Acknowledge(deadline);
       }
+    }
+    return Status::Ok();
+  }
+
+  Status CheckPrevKey(const std::optional<net::PublicKey>& key) const {
+    const net::PublicKey& want = ring_.prev_member().public_key;
+    if (!ring_.identity() || want == net::PublicKey{}) return Status::Ok();
+    if (!key || *key != want) {
+      return ProtocolError("ring connection proved key " + (key ? net::ShortKey(*key) : std::string("none")) +
+                           ", but prev " + Describe(ring_.prev_member(), nullptr) + " has key " +
+                           net::ShortKey(want));
     }
     return Status::Ok();
   }
@@ -228,12 +279,13 @@ class Handshake {
     for (auto& item : hellos) {
       if (!item.hello.ok()) continue;
       Status invalid = CheckRingHello(*item.hello, ring_.job_id(), ring_.prev_member().rank,
-                                      ring_.round());
+                                      ring_.round(), ring_.attempt());
       if (!invalid.ok()) {
         Reject(*item.conn, invalid);
       } else {
-        Reject(*item.conn, Aborted("rank " + std::to_string(ring_.rank()) +
-                                   " gave up forming the ring: " + why.message()),
+        Reject(*item.conn,
+               Aborted("rank " + std::to_string(ring_.rank()) +
+                       " gave up forming the ring: " + why.message()),
                v1::ROUND_FAILED);
       }
     }
@@ -241,8 +293,8 @@ class Handshake {
 
   void Reject(net::Connection& conn, const Status& why,
               std::optional<v1::ErrorCode> code = std::nullopt) {
-    spdlog::error("ring rank {}: rejected ring connection from {}: {}", ring_.rank(),
-                  conn.remote(), why.ToString());
+    spdlog::error("ring rank {}: rejected ring connection from {}: {}", ring_.rank(), conn.remote(),
+                  why.ToString());
     Status sent = conn.Send(
         net::MakeError(ring_.job_id(), code.value_or(net::ErrorCodeFor(why)), why.message()),
         DeadlineAfter(kRejectSendTimeout));
@@ -253,26 +305,35 @@ class Handshake {
   Ring& ring_;
   net::Listener& listener_;
   std::shared_ptr<net::Connection> next_;
+  std::future<Status> greeting_;
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
   std::vector<std::shared_ptr<net::Connection>> pending_;
   std::shared_ptr<net::Connection> prev_;
   bool next_acked_ = false;
 };
 
-v1::Envelope RingHello(const std::string& job_id, const RingMember& me, uint64_t round) {
+v1::Envelope RingHello(const std::string& job_id, const RingMember& me, uint64_t round,
+                       uint32_t attempt) {
   v1::Envelope env = net::MakeEnvelope(job_id);
   v1::Hello* h = env.mutable_hello();
   h->set_role(v1::ROLE_RING_NEIGHBOR);
   h->set_peer_name(me.name);
   h->set_rank(me.rank);
   h->set_round(round);
+  h->set_attempt(attempt);
   return env;
 }
 
 }  // namespace
 
-Ring::Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round)
-    : rank_(rank), members_(std::move(members)), job_id_(std::move(job_id)), round_(round) {}
+Ring::Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round,
+           uint32_t attempt, const net::Identity* identity)
+    : rank_(rank),
+      members_(std::move(members)),
+      job_id_(std::move(job_id)),
+      round_(round),
+      attempt_(attempt),
+      identity_(identity) {}
 
 Ring::~Ring() {
   if (next_) next_->Close();
@@ -282,10 +343,11 @@ Ring::~Ring() {
 Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& listener,
                                          uint32_t my_rank, const std::vector<RingMember>& members,
                                          const std::string& job_id, uint64_t round,
+                                         uint32_t attempt, const net::Identity* identity,
                                          Deadline deadline) {
   if (io.InThisThread()) return FailedPrecondition("Ring::Form must not run on the io thread");
   TRIB_RETURN_IF_ERROR(ValidateMembers(my_rank, members));
-  std::unique_ptr<Ring> ring(new Ring(my_rank, members, job_id, round));
+  std::unique_ptr<Ring> ring(new Ring(my_rank, members, job_id, round, attempt, identity));
   if (ring->world() == 1) return ring;
 
   const RingMember& me = members[my_rank];
@@ -293,15 +355,26 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
                           std::to_string(ring->world()) + ", round " + std::to_string(round) + ")";
   // Greeting next never waits on next's own progress (the kernel queues our connection and
   // hello), so every rank reaches the handshake and formation cannot deadlock.
-  auto next = DialWithRetry(io, ring->next_member(), deadline);
+  ring->send_io_ = std::make_unique<net::IoThread>("ring-send-" + std::to_string(my_rank));
+  auto next = DialWithRetry(*ring->send_io_, ring->next_member(), deadline);
   if (!next.ok()) {
-    return next.status().WithContext(ctx + ": dialing next " + Describe(ring->next_member(), nullptr));
+    return next.status().WithContext(ctx + ": dialing next " +
+                                     Describe(ring->next_member(), nullptr));
   }
   ring->next_ = std::move(next).value();
-  Status hello = ring->next_->Send(RingHello(job_id, me, round), deadline);
-  if (!hello.ok()) return hello.WithContext(ctx + ": greeting next " + ring->DescribeNext());
+  auto greeting = std::async(std::launch::async, [&ring, &me, identity, &job_id, round, attempt,
+                                                  deadline]() -> Status {
+    if (identity) {
+      const net::PublicKey& want = ring->next_member().public_key;
+      auto proven = net::ClientHandshake(
+          *ring->next_, *identity, job_id,
+          want == net::PublicKey{} ? std::nullopt : std::optional<net::PublicKey>(want), deadline);
+      if (!proven.ok()) return proven.status().WithContext("handshake");
+    }
+    return ring->next_->Send(RingHello(job_id, me, round, attempt), deadline);
+  });
 
-  Handshake handshake(*ring, listener, ring->next_);
+  Handshake handshake(*ring, listener, ring->next_, std::move(greeting));
   auto prev = handshake.Run(deadline);
   if (!prev.ok()) return prev.status().WithContext(ctx);
   ring->prev_ = std::move(prev).value();

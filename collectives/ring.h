@@ -7,8 +7,9 @@
 // Anything else that connects meanwhile (wrong job, protocol version, round, rank, or silence)
 // is rejected with an Error frame, logged, and closed, and waiting goes on until the deadline.
 //
-// A Ring is used by one thread at a time. After any collective fails the ring is broken (both
-// connections closed, so the neighbours fail fast too) and a new one must be formed.
+// A Ring is used by one thread at a time and owns one io thread (for next); prev lives on the
+// caller's io thread, which must outlive the Ring. After any collective fails the ring is broken
+// (both connections closed, so the neighbours fail fast too) and a new one must be formed.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "core/clock.h"
 #include "core/status.h"
 #include "net/connection.h"
+#include "net/identity.h"
 #include "net/io_thread.h"
 
 namespace tributary::collectives {
@@ -28,6 +30,7 @@ struct RingMember {
   std::string host;  // where this rank's listener accepts ring connections
   uint16_t port = 0;
   std::string name;  // for logs and errors only
+  net::PublicKey public_key{};  // with an identity, the handshake must prove this key (all zero: any)
 };
 
 class Ring {
@@ -35,11 +38,25 @@ class Ring {
   // `members` must be ordered by rank (members[i].rank == i). World size 1 is valid and holds no
   // connections. Blocking; must not run on `io`'s thread. Fails with DeadlineExceeded if the ring
   // is not up by `deadline`, FailedPrecondition if a neighbour rejected our Hello.
+  //
+  // With an `identity`, every ring connection first runs the authenticated handshake
+  // (net/secure_channel.h) and then carries only encrypted records; next must prove
+  // members[next].public_key and prev members[prev].public_key. `attempt` tells retries of one
+  // round apart, so a connection left over from a failed attempt is rejected.
   static Result<std::unique_ptr<Ring>> Form(net::IoThread& io, net::Listener& listener,
                                             uint32_t my_rank,
                                             const std::vector<RingMember>& members,
                                             const std::string& job_id, uint64_t round,
+                                            uint32_t attempt, const net::Identity* identity,
                                             Deadline deadline);
+  // Plaintext, attempt 0 (trusted settings, tests and benchmarks).
+  static Result<std::unique_ptr<Ring>> Form(net::IoThread& io, net::Listener& listener,
+                                            uint32_t my_rank,
+                                            const std::vector<RingMember>& members,
+                                            const std::string& job_id, uint64_t round,
+                                            Deadline deadline) {
+    return Form(io, listener, my_rank, members, job_id, round, 0, nullptr, deadline);
+  }
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
@@ -47,6 +64,8 @@ class Ring {
   uint32_t rank() const { return rank_; }
   uint32_t world() const { return static_cast<uint32_t>(members_.size()); }
   uint64_t round() const { return round_; }
+  uint32_t attempt() const { return attempt_; }
+  const net::Identity* identity() const { return identity_; }
   const std::string& job_id() const { return job_id_; }
   const RingMember& self_member() const { return members_[rank_]; }
   const RingMember& next_member() const { return members_[(rank_ + 1) % world()]; }
@@ -69,12 +88,18 @@ class Ring {
   bool broken() const { return broken_; }
 
  private:
-  Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round);
+  Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round,
+       uint32_t attempt, const net::Identity* identity);
 
   uint32_t rank_;
   std::vector<RingMember> members_;
   std::string job_id_;
   uint64_t round_;
+  uint32_t attempt_ = 0;
+  const net::Identity* identity_ = nullptr;  // not owned; outlives Form
+  // next_ lives on an io thread of the ring's own, so writing to next and reading from prev (the
+  // two kernel copies of every byte) proceed in parallel; prev_ lives on the caller's io thread.
+  std::unique_ptr<net::IoThread> send_io_;
   std::shared_ptr<net::Connection> next_;
   std::shared_ptr<net::Connection> prev_;
   bool broken_ = false;

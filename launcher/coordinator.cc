@@ -5,15 +5,19 @@
 #include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "core/digest.h"
+#include "launcher/store.h"
 #include "net/connection.h"
 #include "net/frame.h"
 #include "net/io_thread.h"
+#include "net/secure_channel.h"
 #include "runtime/job_spec.h"
 
 namespace tributary::launcher {
@@ -23,19 +27,80 @@ using net::Connection;
 
 namespace {
 
+constexpr const char* kCoordinatorContext = "tributary-coordinator";
+constexpr uint32_t kMaxAttemptsPerRound = 20;
+
+enum class PeerState { kSyncing, kReady, kMember };
+
+const char* StateName(PeerState s) {
+  switch (s) {
+    case PeerState::kSyncing: return "syncing";
+    case PeerState::kReady: return "ready";
+    case PeerState::kMember: return "member";
+  }
+  return "?";
+}
+
 struct Session {
   uint64_t id = 0;
   std::shared_ptr<Connection> connection;
+  bool authenticated = false;
+  net::PublicKey key{};
+  std::string key_hex;
   bool joined = false;
+  std::string job_id;
   std::string name;
   std::string host;
   uint32_t listen_port = 0;
-  int rank = -1;
-  std::optional<v1::RoundReport> report;
+  uint32_t sync_port = 0;
+  uint32_t shard = 0;
+  v1::Hardware hardware;
+  bool relay_only = false;
+  PeerState state = PeerState::kSyncing;
+  Clock::time_point syncing_since = Clock::now();
+  uint64_t sync_sent_for = UINT64_MAX;  // committed round we last told it to fetch
+  Clock::time_point joined_at = Clock::now();
+  Clock::time_point last_seen = Clock::now();
+  uint64_t rounds_contributed = 0;
+  double bandwidth = 0;
   std::unique_ptr<asio::steady_timer> hello_timer;
 };
 
-enum class Phase { kWaitingForPeers, kRunning, kFinished };
+struct Job {
+  std::string id;
+  v1::JobSpec spec;
+  uint64_t committed_rounds = 0;
+  std::string state_digest;  // raw 32 bytes after the first commit
+  std::string theta_digest;
+  enum class Phase { kWaiting, kRunning, kFinished } phase = Phase::kWaiting;
+  uint32_t attempt = 0;                // of the round in progress (persists across waits)
+  std::vector<uint64_t> members;       // session ids, by rank
+  std::map<uint64_t, v1::RoundReport> reports;
+  Clock::time_point round_started = Clock::now();
+  bool round_started_set = false;
+  std::unique_ptr<asio::steady_timer> round_timer;
+  std::unique_ptr<asio::steady_timer> retry_timer;
+  std::unique_ptr<asio::steady_timer> start_timer;  // re-checks a start delayed for syncing peers
+  std::optional<Clock::time_point> gathering_since;  // matchmaking window of the next round
+  std::vector<RoundSummary> rounds;
+  std::optional<JobOutcome> outcome;
+  Clock::time_point started = Clock::now();
+  double last_train_loss = 0, last_eval_loss = -1;
+  std::map<std::string, uint32_t> shard_of_key;  // remembered across reconnects
+
+  uint32_t min_peers() const { return spec.min_peers() ? spec.min_peers() : spec.num_peers(); }
+  Millis heartbeat() const { return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000); }
+  Millis liveness() const {
+    return spec.liveness_timeout_ms() ? Millis(spec.liveness_timeout_ms()) : 5 * heartbeat();
+  }
+  // How long a round waits for a peer that is still syncing before starting without it.
+  Millis sync_grace() const { return std::min(Millis(spec.round_timeout_ms() / 4), Millis(10000)); }
+};
+
+std::string Hex(const std::string& raw) {
+  auto d = DigestFromBytes(raw);
+  return d.ok() ? ToHex(*d) : std::string();
+}
 
 }  // namespace
 
@@ -45,8 +110,26 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       : io_(io),
         strand_(asio::make_strand(io.context())),
         options_(std::move(options)),
-        job_id_(runtime::JobIdOf(options_.spec)),
-        round_timer_(io.context()) {}
+        identity_(options_.identity ? *options_.identity : net::Identity::Generate()),
+        sweep_timer_(io.context()) {}
+
+  Status Init() {
+    TRIB_ASSIGN_OR_RETURN(store_, CoordinatorStore::Open(options_.db_path));
+    if (options_.spec) {
+      TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(*options_.spec));
+      TRIB_RETURN_IF_ERROR(AddJob(*options_.spec, "", ""));
+      first_job_ = runtime::JobIdOf(*options_.spec);
+    }
+    TRIB_ASSIGN_OR_RETURN(std::vector<StoredJob> stored, store_->Jobs());
+    for (const StoredJob& sj : stored) {
+      if (jobs_.count(sj.job_id)) continue;
+      v1::JobSpec spec;
+      if (!spec.ParseFromString(sj.spec_bytes)) return Corruption("stored job " + sj.job_id + " is unreadable");
+      TRIB_RETURN_IF_ERROR(AddJob(spec, sj.researcher_key, sj.signature));
+    }
+    if (first_job_.empty() && !stored.empty()) first_job_ = stored.front().job_id;
+    return Status::Ok();
+  }
 
   Status Listen() {
     TRIB_ASSIGN_OR_RETURN(listener_, net::Listener::Bind(io_.context(), options_.host, options_.port));
@@ -54,19 +137,23 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     listener_->AcceptLoop([weak](std::shared_ptr<Connection> c) {
       if (auto self = weak.lock()) asio::post(self->strand_, [self, c] { self->OnAccept(c); });
     });
-    started_ = Clock::now();
-    spdlog::info("coordinator for job {} ({} mode, {} peers, {} rounds) listening on {}:{}", job_id_,
-                 runtime::ModeName(options_.spec.mode()), options_.spec.num_peers(),
-                 options_.spec.rounds(), options_.host, listener_->port());
+    asio::post(strand_, [self = shared_from_this()] { self->ScheduleSweep(); });
+    spdlog::info("coordinator {} listening on {}:{} with {} job(s)", net::ShortKey(identity_.public_key()),
+                 options_.host, listener_->port(), jobs_.size());
     return Status::Ok();
   }
 
-  // Closes everything on the strand and waits for it (never call on the io thread).
   void Shutdown() {
     std::promise<void> done;
     asio::post(strand_, [this, &done] {
+      shutting_down_ = true;
       if (listener_) listener_->Close();
-      round_timer_.cancel();
+      sweep_timer_.cancel();
+      for (auto& [id, job] : jobs_) {
+        if (job.round_timer) job.round_timer->cancel();
+        if (job.retry_timer) job.retry_timer->cancel();
+        if (job.start_timer) job.start_timer->cancel();
+      }
       for (auto& [id, s] : sessions_) {
         if (s.hello_timer) s.hello_timer->cancel();
         s.connection->Close();
@@ -78,27 +165,63 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   uint16_t port() const { return listener_ ? listener_->port() : 0; }
-  const std::string& job_id() const { return job_id_; }
+  net::PublicKey public_key() const { return identity_.public_key(); }
+  const std::string& job_id() const { return first_job_; }
 
   void SetCallback(std::function<void(const RoundSummary&)> cb) {
     std::lock_guard<std::mutex> lock(mu_);
     callback_ = std::move(cb);
   }
 
-  Result<JobOutcome> Wait(std::optional<Deadline> deadline) {
+  Result<JobOutcome> Wait(std::optional<Deadline> deadline, std::string job_id) {
+    if (job_id.empty()) job_id = first_job_;
     std::unique_lock<std::mutex> lock(mu_);
-    auto done = [this] { return outcome_.has_value(); };
+    auto done = [&] { return outcomes_.count(job_id) > 0; };
     if (deadline) {
-      if (!cv_.wait_until(lock, *deadline, done)) return DeadlineExceeded("job still running");
+      if (!cv_.wait_until(lock, *deadline, done)) return DeadlineExceeded("job " + job_id + " still running");
     } else {
       cv_.wait(lock, done);
     }
-    return *outcome_;
+    return outcomes_.at(job_id);
   }
 
  private:
-  // ---- connection lifecycle (strand) ----
+  // ------------------------------------------------------------------ jobs
+  Status AddJob(const v1::JobSpec& spec, const std::string& researcher_key, const std::string& signature) {
+    const std::string id = runtime::JobIdOf(spec);
+    if (jobs_.count(id)) return Status::Ok();
+    std::string bytes;
+    spec.SerializeToString(&bytes);
+    TRIB_RETURN_IF_ERROR(store_->PutJob({id, bytes, researcher_key, signature}));
+    Job& job = jobs_[id];
+    job.id = id;
+    job.spec = spec;
+    job.round_timer = std::make_unique<asio::steady_timer>(io_.context());
+    job.retry_timer = std::make_unique<asio::steady_timer>(io_.context());
+    job.start_timer = std::make_unique<asio::steady_timer>(io_.context());
+    TRIB_ASSIGN_OR_RETURN(std::optional<RoundRecord> last, store_->LastRound(id));
+    if (last) {
+      job.committed_rounds = last->round + 1;
+      job.state_digest = last->state_digest;
+      job.theta_digest = last->theta_digest;
+      job.last_train_loss = last->train_loss;
+      job.last_eval_loss = last->eval_loss;
+    }
+    TRIB_ASSIGN_OR_RETURN(std::vector<StoredPeer> peers, store_->Peers(id));
+    for (const StoredPeer& p : peers) job.shard_of_key[p.key] = p.shard;
+    TRIB_ASSIGN_OR_RETURN(std::string outcome, store_->JobOutcome(id));
+    if (!outcome.empty() || job.committed_rounds >= spec.rounds()) {
+      job.phase = Job::Phase::kFinished;
+      Publish(job, outcome.empty() || outcome == "ok" ? Status::Ok() : Aborted(outcome));
+    }
+    spdlog::info("hosting job {} ({}, {} mode, {}/{} rounds committed)", id, spec.name(),
+                 runtime::ModeName(spec.mode()), job.committed_rounds, spec.rounds());
+    return Status::Ok();
+  }
+
+  // ------------------------------------------------------------------ connections
   void OnAccept(std::shared_ptr<Connection> connection) {
+    if (shutting_down_) return connection->Close();
     const uint64_t id = next_session_id_++;
     Session& s = sessions_[id];
     s.id = id;
@@ -111,11 +234,32 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         asio::post(self->strand_, [self, id] {
           auto it = self->sessions_.find(id);
           if (it != self->sessions_.end() && !it->second.joined) {
-            self->Reject(id, v1::UNEXPECTED_MESSAGE, "no Hello within the handshake timeout");
+            self->Reject(id, v1::UNEXPECTED_MESSAGE, "no handshake and Hello within the timeout");
           }
         });
       }
     });
+    net::AsyncServerHandshake(connection, identity_, kCoordinatorContext,
+                              [weak, id](Result<net::PublicKey> key) {
+                                auto self = weak.lock();
+                                if (!self) return;
+                                asio::post(self->strand_, [self, id, key = std::move(key)] {
+                                  self->OnHandshake(id, key);
+                                });
+                              });
+  }
+
+  void OnHandshake(uint64_t id, const Result<net::PublicKey>& key) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return;
+    if (!key.ok()) {
+      const v1::ErrorCode code = key.status().code() == StatusCode::kProtocolError
+                                     ? net::ErrorCodeFor(key.status()) : v1::AUTH_FAILED;
+      return Reject(id, code, key.status().message());
+    }
+    it->second.authenticated = true;
+    it->second.key = *key;
+    it->second.key_hex = net::KeyToHex(*key);
     ReadNext(id);
   }
 
@@ -138,37 +282,61 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     Session& s = it->second;
     if (!message.ok()) {
       if (message.status().code() == StatusCode::kProtocolError) {
-        Reject(id, net::ErrorCodeFor(message.status()), message.status().message());
-      } else {
-        Drop(id, message.status().message());
+        return Reject(id, net::ErrorCodeFor(message.status()), message.status().message());
       }
-      return;
+      return Drop(id, message.status().message());
     }
-    Status valid = net::CheckEnvelope(*message, job_id_);
-    if (!valid.ok()) {
-      Reject(id, net::ErrorCodeFor(valid), valid.message());
-      return;
+    Status valid = net::CheckEnvelope(*message, "");
+    if (!valid.ok()) return Reject(id, net::ErrorCodeFor(valid), valid.message());
+    s.last_seen = Clock::now();
+    const auto kind = message->payload_case();
+    const bool mutating = kind == v1::Envelope::kHello || kind == v1::Envelope::kRoundReport ||
+                          kind == v1::Envelope::kRoundFailed || kind == v1::Envelope::kReady ||
+                          kind == v1::Envelope::kLeave || kind == v1::Envelope::kSubmitJob;
+    if (mutating && !net::VerifyEnvelope(s.key, *message)) {
+      return Reject(id, v1::AUTH_FAILED, net::PayloadName(*message) +
+                                             " is not signed by the key of this connection (" +
+                                             net::ShortKey(s.key) + ")");
     }
-    switch (message->payload_case()) {
-      case v1::Envelope::kHello:
-        if (s.joined) return Reject(id, v1::UNEXPECTED_MESSAGE, "second Hello on one connection");
-        OnHello(id, message->hello());
-        break;
-      case v1::Envelope::kRoundReport:
-        if (!s.joined) return Reject(id, v1::UNEXPECTED_MESSAGE, "RoundReport before Hello");
-        OnReport(id, message->round_report());
-        break;
-      case v1::Envelope::kAbort:
-        if (!s.joined) return Reject(id, v1::UNEXPECTED_MESSAGE, "Abort before Hello");
-        FailJob("peer " + s.name + " (" + s.connection->remote() + ") failed round " +
-                std::to_string(message->abort().round()) + ": " + message->abort().reason());
-        return;
-      default:
-        return Reject(id, v1::UNEXPECTED_MESSAGE,
-                      "a peer may not send " + net::PayloadName(*message) + " to the coordinator");
+    if (kind == v1::Envelope::kHello) {
+      if (s.joined) return Reject(id, v1::UNEXPECTED_MESSAGE, "second Hello on one connection");
+      if (!OnHello(id, *message)) return;
+    } else if (kind == v1::Envelope::kStatusRequest) {
+      SendStatus(id);
+    } else if (kind == v1::Envelope::kSubmitJob) {
+      if (!OnSubmit(id, *message)) return;
+    } else {
+      if (!s.joined) {
+        return Reject(id, v1::UNEXPECTED_MESSAGE, net::PayloadName(*message) + " before Hello");
+      }
+      if (message->job_id() != s.job_id) {
+        return Reject(id, v1::WRONG_JOB, "message for job " + message->job_id() + " on a session of job " + s.job_id);
+      }
+      Job& job = jobs_.at(s.job_id);
+      switch (kind) {
+        case v1::Envelope::kHeartbeat:
+          break;
+        case v1::Envelope::kRoundReport:
+          if (!OnReport(job, id, message->round_report())) return;
+          break;
+        case v1::Envelope::kRoundFailed:
+          OnRoundFailed(job, id, message->round_failed());
+          break;
+        case v1::Envelope::kReady:
+          if (!OnReady(job, id, message->ready())) return;
+          break;
+        case v1::Envelope::kLeave:
+          spdlog::info("peer {} leaves job {}: {}", s.name, job.id, message->leave().reason());
+          return Drop(id, "left: " + message->leave().reason());
+        default:
+          return Reject(id, v1::UNEXPECTED_MESSAGE,
+                        "a peer may not send " + net::PayloadName(*message) + " to the coordinator");
+      }
     }
     ReadNext(id);
   }
+
+  void Send(Session& s, v1::Envelope e) { s.connection->AsyncSend(e); }
 
   // Bad input: say why, close this connection, keep serving everyone else.
   void Reject(uint64_t id, v1::ErrorCode code, const std::string& why) {
@@ -177,7 +345,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     auto connection = it->second.connection;
     spdlog::error("rejecting {} ({}): {}", connection->remote(),
                   it->second.name.empty() ? "not joined" : it->second.name, why);
-    connection->AsyncSend(net::MakeError(job_id_, code, why),
+    connection->AsyncSend(net::MakeError(it->second.job_id, code, why),
                           [connection](Status) { connection->Close(); });
     Drop(id, why);
   }
@@ -188,236 +356,663 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     Session s = std::move(it->second);
     sessions_.erase(it);
     if (s.hello_timer) s.hello_timer->cancel();
-    if (!s.joined) return;
-    if (phase_ == Phase::kWaitingForPeers) {
-      spdlog::warn("peer {} ({}) left before the job started: {}", s.name, s.connection->remote(), why);
-      return;
-    }
     s.connection->Close();
-    if (phase_ == Phase::kRunning) {
-      FailJob("peer " + s.name + " (" + s.connection->remote() + ", rank " + std::to_string(s.rank) +
-              ") disconnected during round " + std::to_string(round_) + ": " + why);
-    }
+    if (!s.joined) return;
+    auto job_it = jobs_.find(s.job_id);
+    if (job_it == jobs_.end()) return;
+    spdlog::warn("peer {} ({}) gone from job {}: {}", s.name, s.connection->remote(), s.job_id, why);
+    MemberLost(job_it->second, id, s.name + " (" + s.connection->remote() + "): " + why);
   }
 
-  // ---- job logic (strand) ----
-  void OnHello(uint64_t id, const v1::Hello& hello) {
-    Session& s = sessions_[id];
-    if (hello.role() != v1::ROLE_PEER) {
-      return Reject(id, v1::UNEXPECTED_MESSAGE, "the coordinator only admits role PEER here");
+  // ------------------------------------------------------------------ admission
+  bool OnHello(uint64_t id, const v1::Envelope& envelope) {
+    Session& s = sessions_.at(id);
+    const v1::Hello& hello = envelope.hello();
+    auto job_it = jobs_.find(envelope.job_id());
+    if (job_it == jobs_.end()) {
+      Reject(id, v1::UNKNOWN_JOB, "unknown job '" + envelope.job_id() + "'");
+      return false;
     }
-    if (phase_ != Phase::kWaitingForPeers || JoinedCount() >= options_.spec.num_peers()) {
-      return Reject(id, v1::JOB_FULL, "job " + job_id_ + " already has its " +
-                                          std::to_string(options_.spec.num_peers()) + " peers");
+    Job& job = job_it->second;
+    if (hello.role() == v1::ROLE_OBSERVER) {
+      s.job_id = job.id;
+      s.hello_timer->cancel();
+      return true;
+    }
+    if (hello.role() != v1::ROLE_PEER) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "the coordinator admits roles PEER and OBSERVER only");
+      return false;
+    }
+    Status admitted = Admit(job, s, hello);
+    if (!admitted.ok()) {
+      Reject(id, v1::ADMISSION_REFUSED, admitted.message());
+      return false;
     }
     if (hello.listen_port() == 0 || hello.listen_port() > 65535) {
-      return Reject(id, v1::UNEXPECTED_MESSAGE, "Hello without a valid listen port");
+      Reject(id, v1::UNEXPECTED_MESSAGE, "Hello without a valid listen port");
+      return false;
+    }
+    // A reconnect replaces the key's previous session.
+    for (auto& [other_id, other] : sessions_) {
+      if (other_id != id && other.joined && other.job_id == job.id && other.key == s.key) {
+        Drop(other_id, "replaced by a new connection from the same key");
+        break;
+      }
+    }
+    uint32_t live = 0;
+    std::set<uint32_t> used;
+    for (auto& [oid, o] : sessions_) {
+      if (o.joined && o.job_id == job.id) {
+        ++live;
+        used.insert(o.shard);
+      }
+    }
+    if (live >= job.spec.num_peers()) {
+      Reject(id, v1::JOB_FULL, "job " + job.id + " already has its " +
+                                   std::to_string(job.spec.num_peers()) + " peers");
+      return false;
     }
     s.joined = true;
+    s.job_id = job.id;
     s.hello_timer->cancel();
-    s.name = hello.peer_name().empty() ? ("peer-" + std::to_string(id)) : hello.peer_name();
+    s.name = hello.peer_name().empty() ? ("peer-" + net::ShortKey(s.key)) : hello.peer_name();
     s.listen_port = hello.listen_port();
+    s.sync_port = hello.sync_port();
+    s.hardware = hello.hardware();
+    s.relay_only = hello.relay_only();
     const std::string remote = s.connection->remote();
     s.host = remote.substr(0, remote.rfind(':'));
-    v1::Envelope ack = net::MakeEnvelope(job_id_);
+    s.joined_at = Clock::now();
+    auto remembered = job.shard_of_key.find(s.key_hex);
+    if (remembered != job.shard_of_key.end() && !used.count(remembered->second)) {
+      s.shard = remembered->second;
+    } else {
+      s.shard = 0;
+      while (used.count(s.shard)) ++s.shard;
+    }
+    job.shard_of_key[s.key_hex] = s.shard;
+    (void)store_->UpsertPeer(job.id, {s.key_hex, s.name, s.shard, 0, DescribeHardware(s.hardware)});
+
+    const bool current = (job.committed_rounds == 0 && hello.committed_rounds() == 0) ||
+                         (hello.committed_rounds() == job.committed_rounds &&
+                          hello.state_digest() == job.state_digest);
+    s.state = current ? PeerState::kReady : PeerState::kSyncing;
+    s.syncing_since = Clock::now();
+    v1::Envelope ack = net::MakeEnvelope(job.id);
     ack.mutable_hello_ack()->set_server_name("tributary-coordinator");
-    *ack.mutable_hello_ack()->mutable_spec() = options_.spec;
-    s.connection->AsyncSend(ack);
-    spdlog::info("peer {} joined from {} ({}/{})", s.name, remote, JoinedCount(),
-                 options_.spec.num_peers());
-    if (JoinedCount() == options_.spec.num_peers()) {
-      phase_ = Phase::kRunning;
-      StartRound();
+    *ack.mutable_hello_ack()->mutable_spec() = job.spec;
+    ack.mutable_hello_ack()->set_shard(s.shard);
+    ack.mutable_hello_ack()->set_committed_rounds(job.committed_rounds);
+    ack.mutable_hello_ack()->set_state_digest(job.state_digest);
+    Send(s, ack);
+    spdlog::info("peer {} ({}) joined job {} from {} as shard {} — {}", s.name, net::ShortKey(s.key),
+                 job.id, remote, s.shard, StateName(s.state));
+    if (job.phase == Job::Phase::kFinished) {
+      v1::Envelope done = net::MakeEnvelope(job.id);
+      done.mutable_job_done()->set_rounds(job.committed_rounds);
+      Send(s, done);
+      return true;
+    }
+    if (s.state == PeerState::kSyncing) SendSyncInstructions(job);
+    MaybeStartRound(job);
+    return true;
+  }
+
+  Status Admit(const Job& job, const Session& s, const v1::Hello& hello) const {
+    switch (job.spec.admission()) {
+      case v1::ADMISSION_OPEN:
+        return Status::Ok();
+      case v1::ADMISSION_ALLOWLIST:
+        for (const auto& k : job.spec.allowed_keys()) {
+          if (k == s.key_hex) return Status::Ok();
+        }
+        return FailedPrecondition("key " + net::ShortKey(s.key) + " is not on job " + job.id + "'s allowlist");
+      case v1::ADMISSION_INVITE: {
+        const std::string token_hash = ToHex(Sha256Of(hello.invite_token()));
+        for (const auto& t : job.spec.invite_tokens()) {
+          if (t == token_hash) return Status::Ok();
+        }
+        return FailedPrecondition(hello.invite_token().empty() ? "job " + job.id + " needs an invite token"
+                                                               : "invalid invite token for job " + job.id);
+      }
+      default:
+        return FailedPrecondition("unknown admission policy");
     }
   }
 
-  uint32_t JoinedCount() const {
-    uint32_t n = 0;
-    for (const auto& [id, s] : sessions_) n += s.joined ? 1 : 0;
-    return n;
+  static std::string DescribeHardware(const v1::Hardware& hw) {
+    return fmt::format("{} × {} cores, {:.1f} GiB{}{}", hw.cpu_model(), hw.cpu_cores(),
+                       hw.memory_bytes() / double(1ull << 30), hw.gpu().empty() ? "" : ", " + hw.gpu(),
+                       hw.tokens_per_second() > 0 ? fmt::format(", {:.0f} tok/s", hw.tokens_per_second()) : "");
   }
 
-  std::vector<Session*> Members() {
+  std::vector<Session*> JobSessions(const Job& job) {
     std::vector<Session*> out;
     for (auto& [id, s] : sessions_) {
-      if (s.joined) out.push_back(&s);
+      if (s.joined && s.job_id == job.id) out.push_back(&s);
     }
-    return out;  // ordered by session id == join order
+    return out;
   }
 
-  void StartRound() {
-    auto members = Members();
+  // Late joiners fetch the committed state from peers that hold it.
+  void SendSyncInstructions(Job& job) {
+    std::vector<Session*> sources;
+    for (Session* s : JobSessions(job)) {
+      if (s->state != PeerState::kSyncing && !s->relay_only && s->sync_port) sources.push_back(s);
+    }
+    if (sources.empty()) return;  // retried when someone holding the state arrives
+    for (Session* s : JobSessions(job)) {
+      if (s->state != PeerState::kSyncing || s->sync_sent_for == job.committed_rounds) continue;
+      v1::Envelope e = net::MakeEnvelope(job.id);
+      v1::SyncState* sync = e.mutable_sync_state();
+      sync->set_committed_rounds(job.committed_rounds);
+      sync->set_state_digest(job.state_digest);
+      for (Session* src : sources) {
+        if (src == s || sync->sources_size() >= 3) continue;
+        v1::Member* m = sync->add_sources();
+        m->set_peer_name(src->name);
+        m->set_host(src->host);
+        m->set_port(src->sync_port);
+        m->set_public_key(net::KeyToBytes(src->key));
+      }
+      if (sync->sources_size() > 0) {
+        Send(*s, e);
+        s->sync_sent_for = job.committed_rounds;
+      }
+    }
+  }
+
+  bool OnReady(Job& job, uint64_t id, const v1::Ready& ready) {
+    Session& s = sessions_.at(id);
+    if (ready.committed_rounds() == job.committed_rounds && ready.state_digest() == job.state_digest) {
+      if (s.state == PeerState::kSyncing) {
+        s.state = PeerState::kReady;
+        job.start_timer->cancel();
+        spdlog::info("peer {} synced job {} at round {}", s.name, job.id, job.committed_rounds);
+        SendSyncInstructions(job);
+        MaybeStartRound(job);
+      }
+      return true;
+    }
+    if (ready.committed_rounds() < job.committed_rounds) {
+      s.sync_sent_for = UINT64_MAX;  // it synced a state that is now stale: tell it again
+      SendSyncInstructions(job);
+      return true;
+    }
+    Reject(id, v1::UNEXPECTED_MESSAGE, "Ready for a state the job never committed");
+    return false;
+  }
+
+  // ------------------------------------------------------------------ rounds
+  void MaybeStartRound(Job& job) {
+    if (job.phase != Job::Phase::kWaiting || job.committed_rounds >= job.spec.rounds()) return;
+    std::vector<Session*> ready;
+    std::optional<Clock::time_point> wait_until;
+    for (Session* s : JobSessions(job)) {
+      if (s->state != PeerState::kSyncing) {
+        ready.push_back(s);
+      } else if (Clock::now() < s->syncing_since + job.sync_grace()) {
+        const auto until = s->syncing_since + job.sync_grace();
+        wait_until = wait_until ? std::max(*wait_until, until) : until;
+      }
+    }
+    if (ready.size() < std::max<uint32_t>(1, job.min_peers())) return;
+    if (ready.size() < job.spec.num_peers() && job.spec.gather_ms() > 0) {
+      if (!job.gathering_since) job.gathering_since = Clock::now();
+      const auto until = *job.gathering_since + Millis(job.spec.gather_ms());
+      if (Clock::now() < until) wait_until = wait_until ? std::max(*wait_until, until) : until;
+    }
+    if (wait_until) {
+      // A peer is fetching the committed state right now: give it a moment so it trains in
+      // this round instead of waiting a whole round.
+      job.start_timer->expires_at(*wait_until);
+      std::weak_ptr<Impl> weak = shared_from_this();
+      const std::string job_id = job.id;
+      job.start_timer->async_wait([weak, job_id](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (auto self = weak.lock()) {
+          asio::post(self->strand_, [self, job_id] { self->MaybeStartRound(self->jobs_.at(job_id)); });
+        }
+      });
+      return;
+    }
+    std::sort(ready.begin(), ready.end(), [](Session* a, Session* b) { return a->shard < b->shard; });
+    std::vector<uint64_t> members;
+    for (Session* s : ready) members.push_back(s->id);
+    StartAttempt(job, std::move(members));
+  }
+
+  void StartAttempt(Job& job, std::vector<uint64_t> members) {
+    job.gathering_since.reset();
+    job.start_timer->cancel();
+    if (!job.round_started_set) {
+      job.round_started = Clock::now();
+      job.round_started_set = true;
+    }
+    job.phase = Job::Phase::kRunning;
+    job.members = std::move(members);
+    job.reports.clear();
     v1::RoundStart start;
-    start.set_round(round_);
+    start.set_round(job.committed_rounds);
+    start.set_attempt(job.attempt);
     start.set_evaluate(true);
-    for (size_t r = 0; r < members.size(); ++r) {
-      members[r]->rank = static_cast<int>(r);
-      members[r]->report.reset();
+    for (size_t r = 0; r < job.members.size(); ++r) {
+      Session& s = sessions_.at(job.members[r]);
+      s.state = PeerState::kMember;
       v1::Member* m = start.add_members();
       m->set_rank(static_cast<uint32_t>(r));
-      m->set_peer_name(members[r]->name);
-      m->set_host(members[r]->host);
-      m->set_port(members[r]->listen_port);
+      m->set_peer_name(s.name);
+      m->set_host(s.host);
+      m->set_port(s.listen_port);
+      m->set_public_key(net::KeyToBytes(s.key));
     }
-    for (Session* s : members) {
-      v1::Envelope e = net::MakeEnvelope(job_id_);
+    for (size_t r = 0; r < job.members.size(); ++r) {
+      v1::Envelope e = net::MakeEnvelope(job.id);
       *e.mutable_round_start() = start;
-      e.mutable_round_start()->set_your_rank(static_cast<uint32_t>(s->rank));
-      s->connection->AsyncSend(e);
+      e.mutable_round_start()->set_your_rank(static_cast<uint32_t>(r));
+      Send(sessions_.at(job.members[r]), e);
     }
-    round_started_ = Clock::now();
-    round_timer_.expires_after(Millis(options_.spec.round_timeout_ms()));
+    if (job.attempt > 0) {
+      spdlog::warn("job {} round {} attempt {} with {} peers", job.id, job.committed_rounds, job.attempt,
+                   job.members.size());
+    }
+    const uint64_t round = job.committed_rounds;
+    const uint32_t attempt = job.attempt;
+    job.round_timer->expires_after(Millis(job.spec.round_timeout_ms()));
     std::weak_ptr<Impl> weak = shared_from_this();
-    const uint64_t round = round_;
-    round_timer_.async_wait([weak, round](const boost::system::error_code& ec) {
+    const std::string job_id = job.id;
+    job.round_timer->async_wait([weak, job_id, round, attempt](const boost::system::error_code& ec) {
       if (ec) return;
       if (auto self = weak.lock()) {
-        asio::post(self->strand_, [self, round] { self->OnRoundTimeout(round); });
+        asio::post(self->strand_, [self, job_id, round, attempt] { self->OnRoundDeadline(job_id, round, attempt); });
       }
     });
   }
 
-  void OnRoundTimeout(uint64_t round) {
-    if (phase_ != Phase::kRunning || round != round_) return;
-    std::string missing;
-    for (Session* s : Members()) {
-      if (!s->report) missing += (missing.empty() ? "" : ", ") + s->name;
-    }
-    FailJob("round " + std::to_string(round) + " exceeded its deadline of " +
-            std::to_string(options_.spec.round_timeout_ms()) + " ms; no report from " + missing);
+  bool IsCurrentMember(const Job& job, uint64_t id) const {
+    return std::find(job.members.begin(), job.members.end(), id) != job.members.end();
   }
 
-  void OnReport(uint64_t id, const v1::RoundReport& report) {
-    Session& s = sessions_[id];
-    if (phase_ != Phase::kRunning) return;
-    if (report.round() != round_ || report.rank() != static_cast<uint32_t>(s.rank)) {
-      return Reject(id, v1::UNEXPECTED_MESSAGE,
-                    "report for round " + std::to_string(report.round()) + " rank " +
-                        std::to_string(report.rank()) + ", expected round " +
-                        std::to_string(round_) + " rank " + std::to_string(s.rank));
+  void OnRoundDeadline(const std::string& job_id, uint64_t round, uint32_t attempt) {
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return;
+    Job& job = it->second;
+    if (job.phase != Job::Phase::kRunning || job.committed_rounds != round || job.attempt != attempt) return;
+    std::vector<uint64_t> stragglers;
+    for (uint64_t id : job.members) {
+      if (!job.reports.count(id)) stragglers.push_back(id);
     }
-    if (s.report) return Reject(id, v1::UNEXPECTED_MESSAGE, "duplicate report");
-    if (report.theta_digest().size() != 32) {
-      return Reject(id, v1::UNEXPECTED_MESSAGE, "θ digest must be 32 bytes");
+    for (uint64_t id : stragglers) {
+      Reject(id, v1::ROUND_FAILED, "missed the deadline of round " + std::to_string(round) + " (" +
+                                       std::to_string(job.spec.round_timeout_ms()) + " ms)");
     }
-    s.report = report;
-    auto members = Members();
-    for (Session* m : members) {
-      if (!m->report) return;
-    }
-    FinishRound(members);
   }
 
-  void FinishRound(const std::vector<Session*>& members) {
-    round_timer_.cancel();
-    RoundSummary summary;
-    summary.round = round_;
-    summary.peers = static_cast<uint32_t>(members.size());
-    summary.wall_seconds = SecondsSince(round_started_);
-    const std::string& reference = members.front()->report->theta_digest();
-    std::string disagreement;
-    v1::Envelope end = net::MakeEnvelope(job_id_);
-    end.mutable_round_end()->set_round(round_);
-    for (Session* m : members) {
-      const v1::RoundReport& r = *m->report;
-      summary.train_loss += r.train_loss() / members.size();
-      summary.tokens += r.tokens();
-      summary.bytes_sent += r.bytes_sent();
-      summary.compute_seconds += r.compute_seconds() / members.size();
-      summary.comm_seconds += r.comm_seconds() / members.size();
-      if (r.has_eval()) summary.eval_loss = r.eval_loss();
-      end.mutable_round_end()->add_theta_digests(r.theta_digest());
-      if (r.theta_digest() != reference) {
-        disagreement += " " + m->name + "=" + ToHex(*DigestFromBytes(r.theta_digest())).substr(0, 12);
+  // A member is gone: retry the round with the survivors (their source buffers are intact).
+  void MemberLost(Job& job, uint64_t id, const std::string& who) {
+    if (job.phase != Job::Phase::kRunning || !IsCurrentMember(job, id)) return;
+    std::vector<uint64_t> survivors;
+    for (uint64_t m : job.members) {
+      if (m != id && sessions_.count(m)) survivors.push_back(m);
+    }
+    RetryRound(job, std::move(survivors), "lost " + who);
+  }
+
+  void RetryRound(Job& job, std::vector<uint64_t> members, const std::string& why) {
+    job.round_timer->cancel();
+    job.retry_timer->cancel();
+    ++job.attempt;
+    if (job.attempt >= kMaxAttemptsPerRound) {
+      return FailJob(job, "round " + std::to_string(job.committed_rounds) + " failed " +
+                              std::to_string(job.attempt) + " times; last: " + why);
+    }
+    spdlog::warn("job {} round {}: {}; retrying with {} peers", job.id, job.committed_rounds, why,
+                 members.size());
+    // Newly ready peers join the retry too.
+    for (Session* s : JobSessions(job)) {
+      if (s->state == PeerState::kReady &&
+          std::find(members.begin(), members.end(), s->id) == members.end()) {
+        members.push_back(s->id);
       }
     }
-    summary.theta_digest = ToHex(*DigestFromBytes(reference));
-    if (!disagreement.empty()) {
-      const std::string error = "θ digests disagree after round " + std::to_string(round_) + ": " +
-                                members.front()->name + "=" + summary.theta_digest.substr(0, 12) +
-                                disagreement;
-      end.mutable_round_end()->set_ok(false);
-      end.mutable_round_end()->set_error(error);
-      for (Session* m : members) m->connection->AsyncSend(end);
-      FailJob(error);
+    std::sort(members.begin(), members.end(),
+              [this](uint64_t a, uint64_t b) { return sessions_.at(a).shard < sessions_.at(b).shard; });
+    if (members.size() < std::max<uint32_t>(1, job.min_peers())) {
+      job.phase = Job::Phase::kWaiting;
+      job.members.clear();
+      for (Session* s : JobSessions(job)) {
+        if (s->state == PeerState::kMember) s->state = PeerState::kReady;
+      }
+      spdlog::warn("job {} waits for {} peers (has {})", job.id, job.min_peers(), members.size());
       return;
     }
-    end.mutable_round_end()->set_ok(true);
-    for (Session* m : members) m->connection->AsyncSend(end);
-    rounds_.push_back(summary);
+    StartAttempt(job, std::move(members));
+  }
+
+  void OnRoundFailed(Job& job, uint64_t id, const v1::RoundFailed& failed) {
+    if (job.phase != Job::Phase::kRunning || failed.round() != job.committed_rounds ||
+        failed.attempt() != job.attempt || !IsCurrentMember(job, id)) {
+      return;  // about an attempt that is already over
+    }
+    spdlog::warn("job {} round {} attempt {} failed at {}: {}", job.id, failed.round(), failed.attempt(),
+                 sessions_.at(id).name, failed.reason());
+    // Usually a member died and its disconnect (or silence) will restart the round; if every
+    // member is still alive after a short grace, retry with all of them.
+    const std::string job_id = job.id;
+    const uint64_t round = job.committed_rounds;
+    const uint32_t attempt = job.attempt;
+    job.retry_timer->expires_after(job.heartbeat() * 2);
+    std::weak_ptr<Impl> weak = shared_from_this();
+    job.retry_timer->async_wait([weak, job_id, round, attempt](const boost::system::error_code& ec) {
+      if (ec) return;
+      auto self = weak.lock();
+      if (!self) return;
+      asio::post(self->strand_, [self, job_id, round, attempt] {
+        Job& job = self->jobs_.at(job_id);
+        if (job.phase != Job::Phase::kRunning || job.committed_rounds != round || job.attempt != attempt) return;
+        std::vector<uint64_t> alive;
+        for (uint64_t m : job.members) {
+          if (self->sessions_.count(m)) alive.push_back(m);
+        }
+        self->RetryRound(job, std::move(alive), "a collective failed with every member alive");
+      });
+    });
+  }
+
+  bool OnReport(Job& job, uint64_t id, const v1::RoundReport& report) {
+    Session& s = sessions_.at(id);
+    if (job.phase != Job::Phase::kRunning || report.round() != job.committed_rounds ||
+        report.attempt() != job.attempt) {
+      return true;  // a stale attempt's report: harmless, ignored
+    }
+    if (!IsCurrentMember(job, id)) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "report from a peer that is not in this round");
+      return false;
+    }
+    const auto rank = std::find(job.members.begin(), job.members.end(), id) - job.members.begin();
+    if (report.rank() != static_cast<uint32_t>(rank)) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "report for rank " + std::to_string(report.rank()) +
+                                             ", this peer has rank " + std::to_string(rank));
+      return false;
+    }
+    if (job.reports.count(id)) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "duplicate report");
+      return false;
+    }
+    if (report.theta_digest().size() != 32 || report.state_digest().size() != 32) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "θ and state digests must be 32 bytes");
+      return false;
+    }
+    job.reports[id] = report;
+    s.bandwidth = report.bandwidth_bytes_per_second();
+    (void)store_->RecordReport(job.id, report.round(), report.attempt(), s.key_hex, report.theta_digest());
+    if (job.reports.size() == job.members.size()) Decide(job);
+    return true;
+  }
+
+  void Decide(Job& job) {
+    std::map<std::string, std::vector<uint64_t>> by_digest;
+    for (uint64_t id : job.members) {
+      const auto& r = job.reports.at(id);
+      by_digest[r.theta_digest() + r.state_digest()].push_back(id);
+    }
+    auto best = std::max_element(by_digest.begin(), by_digest.end(),
+                                 [](const auto& a, const auto& b) { return a.second.size() < b.second.size(); });
+    if (by_digest.size() > 1) {
+      std::string detail;
+      for (const auto& [digest, ids] : by_digest) {
+        detail += " [" + Hex(digest.substr(0, 32)).substr(0, 12) + ":";
+        for (uint64_t id : ids) detail += " " + sessions_.at(id).name;
+        detail += "]";
+      }
+      if (best->second.size() * 2 <= job.members.size()) {
+        const std::string error = "θ digests disagree after round " + std::to_string(job.committed_rounds) +
+                                  " with no majority:" + detail;
+        v1::Envelope end = net::MakeEnvelope(job.id);
+        end.mutable_round_end()->set_round(job.committed_rounds);
+        end.mutable_round_end()->set_attempt(job.attempt);
+        end.mutable_round_end()->set_ok(false);
+        end.mutable_round_end()->set_error(error);
+        for (uint64_t id : job.members) Send(sessions_.at(id), end);
+        return FailJob(job, error);
+      }
+      spdlog::error("job {} round {}: θ digests disagree{}; the majority commits, dissenters are ejected",
+                    job.id, job.committed_rounds, detail);
+      const std::set<uint64_t> majority(best->second.begin(), best->second.end());
+      std::vector<uint64_t> dissenters;
+      for (uint64_t id : job.members) {
+        if (!majority.count(id)) dissenters.push_back(id);
+      }
+      job.members = best->second;
+      for (uint64_t id : dissenters) {
+        Reject(id, v1::ROUND_FAILED, "θ digest disagrees with the majority of round " +
+                                         std::to_string(job.committed_rounds));
+      }
+    }
+    CommitRound(job);
+  }
+
+  void CommitRound(Job& job) {
+    job.round_timer->cancel();
+    job.retry_timer->cancel();
+    RoundSummary summary;
+    summary.job_id = job.id;
+    summary.round = job.committed_rounds;
+    summary.attempts = job.attempt + 1;
+    summary.peers = static_cast<uint32_t>(job.members.size());
+    summary.wall_seconds = SecondsSince(job.round_started);
+    RoundRecord record;
+    record.round = job.committed_rounds;
+    const v1::RoundReport& first = job.reports.at(job.members.front());
+    record.theta_digest = first.theta_digest();
+    record.state_digest = first.state_digest();
+    v1::Envelope end = net::MakeEnvelope(job.id);
+    v1::RoundEnd* re = end.mutable_round_end();
+    re->set_round(job.committed_rounds);
+    re->set_attempt(job.attempt);
+    re->set_ok(true);
+    re->set_state_digest(record.state_digest);
+    const double n = static_cast<double>(job.members.size());
+    for (uint64_t id : job.members) {
+      const Session& s = sessions_.at(id);
+      const v1::RoundReport& r = job.reports.at(id);
+      record.members.push_back(s.key_hex);
+      summary.train_loss += r.train_loss() / n;
+      summary.tokens += r.tokens();
+      summary.bytes_sent += r.bytes_sent();
+      summary.compute_seconds += r.compute_seconds() / n;
+      summary.comm_seconds += r.comm_seconds() / n;
+      if (r.has_eval()) summary.eval_loss = r.eval_loss();
+      re->add_theta_digests(r.theta_digest());
+    }
+    record.train_loss = summary.train_loss;
+    record.eval_loss = summary.eval_loss.value_or(-1);
+    record.tokens = summary.tokens;
+    record.bytes = summary.bytes_sent;
+    record.wall_seconds = summary.wall_seconds;
+    summary.theta_digest = Hex(record.theta_digest);
+    // Durable first: peers learn of a commit only once a restarted coordinator would know it.
+    Status stored = store_->RecordRound(job.id, record);
+    if (!stored.ok()) return FailJob(job, "cannot record round: " + stored.ToString());
+    for (uint64_t id : job.members) {
+      Session& s = sessions_.at(id);
+      Send(s, end);
+      s.state = PeerState::kReady;
+      ++s.rounds_contributed;
+    }
+    job.committed_rounds++;
+    job.state_digest = record.state_digest;
+    job.theta_digest = record.theta_digest;
+    job.last_train_loss = summary.train_loss;
+    if (summary.eval_loss) job.last_eval_loss = *summary.eval_loss;
+    job.attempt = 0;
+    job.round_started_set = false;
+    job.members.clear();
+    job.reports.clear();
+    job.rounds.push_back(summary);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (callback_) callback_(summary);
     }
-    ++round_;
-    if (round_ < options_.spec.rounds()) {
-      StartRound();
-      return;
+    job.phase = Job::Phase::kWaiting;
+    if (job.committed_rounds >= job.spec.rounds()) return FinishJob(job);
+    // Ready peers outside this round now hold a stale state: they sync like a late joiner.
+    for (Session* s : JobSessions(job)) {
+      if (s->state == PeerState::kReady && std::find(record.members.begin(), record.members.end(),
+                                                     s->key_hex) == record.members.end()) {
+        s->state = PeerState::kSyncing;
+        s->syncing_since = Clock::now();
+      }
     }
-    FinishJob(members);
+    SendSyncInstructions(job);  // anyone syncing needs the new state
+    MaybeStartRound(job);
   }
 
-  void FinishJob(const std::vector<Session*>& members) {
-    phase_ = Phase::kFinished;
-    spdlog::info("job {} finished: {} rounds in {:.1f} s", job_id_, rounds_.size(),
-                 SecondsSince(started_));
-    v1::Envelope done = net::MakeEnvelope(job_id_);
-    done.mutable_job_done()->set_rounds(round_);
-    // Publish the outcome only once every peer's JobDone is on the wire (or failed).
-    auto remaining = std::make_shared<size_t>(members.size());
+  void FinishJob(Job& job) {
+    job.phase = Job::Phase::kFinished;
+    (void)store_->MarkJobFinished(job.id, "ok");
+    spdlog::info("job {} finished: {} rounds in {:.1f} s", job.id, job.committed_rounds,
+                 SecondsSince(job.started));
+    v1::Envelope done = net::MakeEnvelope(job.id);
+    done.mutable_job_done()->set_rounds(job.committed_rounds);
+    auto peers = JobSessions(job);
+    if (peers.empty()) return Publish(job, Status::Ok());
+    auto remaining = std::make_shared<size_t>(peers.size());
     auto self = shared_from_this();
-    for (Session* m : members) {
-      m->connection->AsyncSend(done, [self, remaining](Status) {
-        asio::post(self->strand_, [self, remaining] {
-          if (--*remaining == 0) self->Publish(Status::Ok());
+    const std::string job_id = job.id;
+    for (Session* s : peers) {
+      s->connection->AsyncSend(done, [self, remaining, job_id](Status) {
+        asio::post(self->strand_, [self, remaining, job_id] {
+          if (--*remaining == 0) self->Publish(self->jobs_.at(job_id), Status::Ok());
         });
       });
     }
   }
 
-  void FailJob(const std::string& reason) {
-    if (phase_ == Phase::kFinished) return;
-    phase_ = Phase::kFinished;
-    round_timer_.cancel();
-    spdlog::error("job {} aborted: {}", job_id_, reason);
-    v1::Envelope abort = net::MakeEnvelope(job_id_);
-    abort.mutable_abort()->set_round(round_);
+  void FailJob(Job& job, const std::string& reason) {
+    if (job.phase == Job::Phase::kFinished) return;
+    job.phase = Job::Phase::kFinished;
+    job.round_timer->cancel();
+    job.retry_timer->cancel();
+    spdlog::error("job {} aborted: {}", job.id, reason);
+    (void)store_->MarkJobFinished(job.id, reason);
+    v1::Envelope abort = net::MakeEnvelope(job.id);
+    abort.mutable_abort()->set_round(job.committed_rounds);
     abort.mutable_abort()->set_reason(reason);
-    for (Session* m : Members()) m->connection->AsyncSend(abort);
-    Publish(Aborted(reason));
+    for (Session* s : JobSessions(job)) Send(*s, abort);
+    Publish(job, Aborted(reason));
   }
 
-  void Publish(Status status) {
+  void Publish(const Job& job, Status status) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (outcome_) return;
+    if (outcomes_.count(job.id)) return;
     JobOutcome out;
     out.status = std::move(status);
-    out.rounds = rounds_;
-    out.wall_seconds = SecondsSince(started_);
-    outcome_ = std::move(out);
+    out.rounds = job.rounds;
+    out.wall_seconds = SecondsSince(job.started);
+    outcomes_[job.id] = std::move(out);
     cv_.notify_all();
+  }
+
+  // ------------------------------------------------------------------ liveness
+  void ScheduleSweep() {
+    sweep_timer_.expires_after(Millis(200));
+    std::weak_ptr<Impl> weak = shared_from_this();
+    sweep_timer_.async_wait([weak](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) {
+        asio::post(self->strand_, [self] {
+          self->Sweep();
+          self->ScheduleSweep();
+        });
+      }
+    });
+  }
+
+  void Sweep() {
+    std::vector<std::pair<uint64_t, std::string>> silent;
+    const auto now = Clock::now();
+    for (auto& [id, s] : sessions_) {
+      if (!s.joined) continue;
+      const Job& job = jobs_.at(s.job_id);
+      const auto quiet = std::chrono::duration_cast<Millis>(now - s.last_seen);
+      if (quiet > job.liveness()) {
+        silent.emplace_back(id, "silent for " + std::to_string(quiet.count()) + " ms");
+      }
+    }
+    for (auto& [id, why] : silent) Drop(id, why);
+  }
+
+  // ------------------------------------------------------------------ observers
+  void SendStatus(uint64_t id) {
+    v1::Envelope e = net::MakeEnvelope("");
+    v1::StatusReply* reply = e.mutable_status_reply();
+    for (auto& [job_id, job] : jobs_) {
+      v1::JobStatus* js = reply->add_jobs();
+      js->set_job_id(job.id);
+      js->set_name(job.spec.name());
+      js->set_mode(runtime::ModeName(job.spec.mode()));
+      js->set_committed_rounds(job.committed_rounds);
+      js->set_total_rounds(job.spec.rounds());
+      js->set_last_train_loss(job.last_train_loss);
+      js->set_last_eval_loss(job.last_eval_loss);
+      js->set_phase(job.phase == Job::Phase::kRunning ? "running"
+                    : job.phase == Job::Phase::kWaiting ? "waiting for peers" : "finished");
+      for (Session* s : JobSessions(job)) {
+        v1::PeerStatus* ps = js->add_peers();
+        ps->set_name(s->name);
+        ps->set_public_key(s->key_hex);
+        ps->set_address(s->host + ":" + std::to_string(s->listen_port));
+        ps->set_state(StateName(s->state));
+        ps->set_uptime_seconds(SecondsSince(s->joined_at));
+        ps->set_rounds_contributed(s->rounds_contributed);
+        *ps->mutable_hardware() = s->hardware;
+        ps->set_bandwidth_bytes_per_second(s->bandwidth);
+      }
+    }
+    Send(sessions_.at(id), e);
+  }
+
+  bool OnSubmit(uint64_t id, const v1::Envelope& envelope) {
+    Session& s = sessions_.at(id);
+    const v1::JobSpec& spec = envelope.submit_job().spec();
+    Status valid = runtime::ValidateJobSpec(spec);
+    if (!valid.ok()) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, valid.message());
+      return false;
+    }
+    Status added = AddJob(spec, s.key_hex, envelope.signature());
+    if (!added.ok()) {
+      Reject(id, v1::INTERNAL_ERROR, added.message());
+      return false;
+    }
+    const std::string job_id = runtime::JobIdOf(spec);
+    spdlog::info("researcher {} submitted job {}", net::ShortKey(s.key), job_id);
+    v1::Envelope reply = net::MakeEnvelope(job_id);
+    reply.mutable_submit_job_reply()->set_job_id(job_id);
+    Send(s, reply);
+    return true;
   }
 
   net::IoThread& io_;
   asio::strand<asio::io_context::executor_type> strand_;
   Options options_;
-  std::string job_id_;
+  net::Identity identity_;
+  std::unique_ptr<CoordinatorStore> store_;
   std::unique_ptr<net::Listener> listener_;
-  asio::steady_timer round_timer_;
+  asio::steady_timer sweep_timer_;
+  std::string first_job_;
+  bool shutting_down_ = false;
 
   // Strand-only state.
   std::map<uint64_t, Session> sessions_;
+  std::map<std::string, Job> jobs_;
   uint64_t next_session_id_ = 0;
-  Phase phase_ = Phase::kWaitingForPeers;
-  uint64_t round_ = 0;
-  Clock::time_point started_ = Clock::now();
-  Clock::time_point round_started_ = Clock::now();
-  std::vector<RoundSummary> rounds_;
 
   // Shared with waiting threads.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::optional<JobOutcome> outcome_;
+  std::map<std::string, JobOutcome> outcomes_;
   std::function<void(const RoundSummary&)> callback_;
 };
 
@@ -425,9 +1020,9 @@ Coordinator::Coordinator(std::unique_ptr<net::IoThread> io, std::shared_ptr<Impl
     : io_(std::move(io)), impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(Options options) {
-  TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(options.spec));
   auto io = std::make_unique<net::IoThread>("coordinator-io");
   auto impl = std::make_shared<Impl>(*io, std::move(options));
+  TRIB_RETURN_IF_ERROR(impl->Init());
   TRIB_RETURN_IF_ERROR(impl->Listen());
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(io), std::move(impl)));
 }
@@ -441,8 +1036,11 @@ Coordinator::~Coordinator() {
 }
 
 uint16_t Coordinator::port() const { return impl_->port(); }
+net::PublicKey Coordinator::public_key() const { return impl_->public_key(); }
 const std::string& Coordinator::job_id() const { return impl_->job_id(); }
 void Coordinator::OnRound(std::function<void(const RoundSummary&)> cb) { impl_->SetCallback(std::move(cb)); }
-Result<JobOutcome> Coordinator::Wait(std::optional<Deadline> deadline) { return impl_->Wait(deadline); }
+Result<JobOutcome> Coordinator::Wait(std::optional<Deadline> deadline, const std::string& job_id) {
+  return impl_->Wait(deadline, job_id);
+}
 
 }  // namespace tributary::launcher

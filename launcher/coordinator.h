@@ -1,15 +1,21 @@
-// Coordinator: rendezvous and round scheduler for one job. Never on the tensor data path.
+// Coordinator: admission, membership, liveness and round scheduling for one or more jobs.
+// Never on the tensor data path.
 //
-// It admits peers (protocol version, job id and role checked on the first frame), and once
-// spec.num_peers have joined it runs rounds: RoundStart{members, rank} to everyone, then waits for
-// one RoundReport per member, compares their θ digests, and answers RoundEnd (ok only if every
-// digest agrees). A peer that disconnects or reports failure mid-round, or a round that outlives
-// spec.round_timeout_ms, aborts the job with a clear reason sent to every peer (recovery with
-// survivors belongs to the launcher issue). Bad input from any connection is logged with the
-// remote address, answered with an Error frame and that connection closed; others are unaffected.
+// Every connection starts with the authenticated handshake (net/secure_channel.h); the remote's
+// Ed25519 key is its identity from then on. Requests that change state must also carry an
+// envelope signature by that key. A peer is admitted to a job per the job's admission policy
+// (open, allowlist of keys, invite tokens), gets a data shard, and — if the job has already
+// committed rounds — syncs the committed state from other peers before it becomes ready.
 //
-// Threads: the Coordinator owns an IoThread; all state lives on one strand of it. Public methods
-// are thread-safe.
+// Rounds: once `min_peers` are ready the coordinator sends RoundStart{round, attempt, members}.
+// A member lost mid-round (disconnect, silence past the liveness timeout, Leave, or a straggler
+// past the round deadline) starts attempt+1 with the survivors; peers keep their source buffer,
+// so the retry is exact. When every member of the current attempt has reported, the round is
+// committed if the θ and state digests agree (a strict majority wins; dissenters are ejected),
+// written to SQLite, then announced. A restarted coordinator reloads jobs and committed rounds
+// from SQLite; peers reconnect and the job continues after the last committed round.
+//
+// Threads: one IoThread; all state on one strand. Public methods are thread-safe.
 #pragma once
 
 #include <functional>
@@ -20,6 +26,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "net/identity.h"
 #include "proto/tributary.pb.h"
 
 namespace tributary::net {
@@ -31,20 +38,22 @@ namespace tributary::launcher {
 namespace v1 = ::tributary::v1;
 
 struct RoundSummary {
+  std::string job_id;
   uint64_t round = 0;
-  uint32_t peers = 0;
-  double train_loss = 0;            // mean over peers
+  uint32_t attempts = 1;            // 1 = no retry was needed
+  uint32_t peers = 0;               // members whose contribution is in the round
+  double train_loss = 0;            // mean over members
   std::optional<double> eval_loss;  // reported by rank 0
-  uint64_t tokens = 0;              // sum over peers
-  uint64_t bytes_sent = 0;          // sum over peers (collective payload + framing)
-  double wall_seconds = 0;          // RoundStart to last report
-  double compute_seconds = 0;       // mean over peers
-  double comm_seconds = 0;          // mean over peers
-  std::string theta_digest;         // hex, agreed by all peers
+  uint64_t tokens = 0;              // sum over members
+  uint64_t bytes_sent = 0;          // sum over members
+  double wall_seconds = 0;          // first RoundStart to commit
+  double compute_seconds = 0;       // mean over members
+  double comm_seconds = 0;          // mean over members
+  std::string theta_digest;         // hex, agreed by the members
 };
 
 struct JobOutcome {
-  Status status;  // OK when every round completed with agreeing θ digests
+  Status status;  // OK when every round of the job committed
   std::vector<RoundSummary> rounds;
   double wall_seconds = 0;
 };
@@ -53,20 +62,25 @@ class Coordinator {
  public:
   struct Options {
     std::string host = "127.0.0.1";
-    uint16_t port = 0;  // 0 = ephemeral
-    v1::JobSpec spec;
-    Millis hello_timeout{10000};  // a connection must introduce itself within this
+    uint16_t port = 0;                 // 0 = ephemeral
+    std::optional<v1::JobSpec> spec;   // a job to host from the start
+    std::string db_path = ":memory:";  // SQLite file; reopening it resumes its jobs
+    std::optional<net::Identity> identity;  // generated when absent
+    Millis hello_timeout{10000};
   };
 
   static Result<std::unique_ptr<Coordinator>> Start(Options options);
   ~Coordinator();
 
   uint16_t port() const;
+  net::PublicKey public_key() const;
+  // The job given in Options (or the first job in the store).
   const std::string& job_id() const;
-  // Called on the coordinator's thread after each completed round; must not block for long.
+  // Called on the coordinator's thread after each committed round; must not block for long.
   void OnRound(std::function<void(const RoundSummary&)> callback);
-  // Blocks until the job finishes (all rounds or failure) or `deadline` passes.
-  Result<JobOutcome> Wait(std::optional<Deadline> deadline = std::nullopt);
+  // Blocks until job `job_id` (default: job_id()) finishes or `deadline` passes.
+  Result<JobOutcome> Wait(std::optional<Deadline> deadline = std::nullopt,
+                          const std::string& job_id = "");
 
  private:
   class Impl;

@@ -14,6 +14,7 @@
 #include "core/files.h"
 #include "launcher/coordinator.h"
 #include "launcher/process.h"
+#include "net/identity.h"
 #include "runtime/job_spec.h"
 #include "runtime/reference.h"
 #include "runtime/training_data.h"
@@ -106,7 +107,8 @@ Status RunDemo(const DemoOptions& options) {
     std::vector<std::string> argv = {SelfExecutable(), "peer",
                                      "--coordinator", "127.0.0.1:" + std::to_string(coordinator->port()),
                                      "--job", job_id, "--name", name, "--data", corpus_dir,
-                                     "--threads", "1"};
+                                     "--threads", "1", "--coordinator-key",
+                                     net::KeyToHex(coordinator->public_key())};
     TRIB_ASSIGN_OR_RETURN(ChildProcess child,
                           ChildProcess::Spawn(argv, env, run_dir + "/" + name + ".log"));
     peers.push_back(std::move(child));

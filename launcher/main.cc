@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,10 +15,12 @@
 #include "core/digest.h"
 #include "core/files.h"
 #include "core/logging.h"
+#include "launcher/client.h"
 #include "launcher/coordinator.h"
 #include "launcher/demo.h"
 #include "launcher/process.h"
 #include "models/corpus.h"
+#include "net/identity.h"
 #include "runtime/job_spec.h"
 #include "runtime/peer.h"
 #include "runtime/reference.h"
@@ -34,6 +38,7 @@ struct JobFlags {
   std::string model;
   int64_t rounds = -1, inner_steps = -1, peers = -1, batch_size = -1, seed = -1;
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
+  int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -53,6 +58,10 @@ struct JobFlags {
     app->add_option("--outer-lr", outer_lr, "outer Nesterov learning rate (diloco)");
     app->add_option("--round-timeout-ms", round_timeout_ms, "deadline of one round");
     app->add_option("--checkpoint-every", checkpoint_every, "rounds between peer checkpoints");
+    app->add_option("--min-peers", min_peers, "a round starts once this many peers are ready");
+    app->add_option("--heartbeat-ms", heartbeat_ms, "peer heartbeat interval");
+    app->add_option("--gather-ms", gather_ms, "wait this long for more than min-peers before a round");
+    app->add_option("--liveness-timeout-ms", liveness_timeout_ms, "a peer silent this long is dead");
   }
 
   Result<v1::JobSpec> Build() const {
@@ -76,25 +85,14 @@ struct JobFlags {
     if (outer_lr > 0) spec.set_outer_lr(outer_lr);
     if (round_timeout_ms >= 0) spec.set_round_timeout_ms(static_cast<uint32_t>(round_timeout_ms));
     if (checkpoint_every >= 0) spec.set_checkpoint_every(static_cast<uint32_t>(checkpoint_every));
+    if (min_peers >= 0) spec.set_min_peers(static_cast<uint32_t>(min_peers));
+    if (heartbeat_ms >= 0) spec.set_heartbeat_ms(static_cast<uint32_t>(heartbeat_ms));
+    if (gather_ms >= 0) spec.set_gather_ms(static_cast<uint32_t>(gather_ms));
+    if (liveness_timeout_ms >= 0) spec.set_liveness_timeout_ms(static_cast<uint32_t>(liveness_timeout_ms));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }
 };
-
-Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return InvalidArgument("expected HOST:PORT, got '" + text + "'");
-  }
-  int port = 0;
-  try {
-    port = std::stoi(text.substr(colon + 1));
-  } catch (...) {
-    port = 0;
-  }
-  if (port <= 0 || port > 65535) return InvalidArgument("bad port in '" + text + "'");
-  return std::make_pair(text.substr(0, colon), static_cast<uint16_t>(port));
-}
 
 // models::DefaultCorpusDir() is relative to the working directory; when that does not exist,
 // fall back to the checkout this binary was built in (<repo>/build/launcher/tributary).
@@ -113,31 +111,52 @@ int Fail(const Status& status) {
   return 1;
 }
 
-int RunCoordinatorCommand(const JobFlags& flags, const std::string& host, int port,
-                          const std::string& data, const std::string& port_file) {
-  auto spec = flags.Build();
-  if (!spec.ok()) return Fail(spec.status());
-  auto corpus = runtime::CorpusDigest(data);
-  if (!corpus.ok()) return Fail(corpus.status());
-  spec->set_corpus_digest(DigestToBytes(*corpus));
+struct CoordinatorFlags {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string data;
+  std::string port_file;
+  std::string db = ":memory:";
+  std::string identity;
+  bool no_job = false;
+};
+
+int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
   launcher::Coordinator::Options options;
-  options.host = host;
-  options.port = static_cast<uint16_t>(port);
-  options.spec = *spec;
+  options.host = cf.host;
+  options.port = static_cast<uint16_t>(cf.port);
+  options.db_path = cf.db;
+  if (!cf.identity.empty()) {
+    auto id = net::Identity::LoadFile(cf.identity);
+    if (!id.ok()) return Fail(id.status());
+    options.identity = *id;
+  }
+  // A coordinator restarted on its database resumes the jobs stored there; a job given by
+  // flags is added (if new).
+  if (!cf.no_job) {
+    auto spec = flags.Build();
+    if (!spec.ok()) return Fail(spec.status());
+    auto corpus = runtime::CorpusDigest(cf.data);
+    if (!corpus.ok()) return Fail(corpus.status());
+    spec->set_corpus_digest(DigestToBytes(*corpus));
+    options.spec = *spec;
+  }
   auto coordinator = launcher::Coordinator::Start(options);
   if (!coordinator.ok()) return Fail(coordinator.status());
-  std::printf("job id: %s\nlistening on %s:%u\n", (*coordinator)->job_id().c_str(), host.c_str(),
-              (*coordinator)->port());
+  const std::string key = net::KeyToHex((*coordinator)->public_key());
+  std::printf("job id: %s\ncoordinator key: %s\nlistening on %s:%u\n", (*coordinator)->job_id().c_str(),
+              key.c_str(), cf.host.c_str(), (*coordinator)->port());
   std::fflush(stdout);
-  if (!port_file.empty()) {
-    Status st = WriteFileAtomically(port_file, std::to_string((*coordinator)->port()) + " " +
-                                                   (*coordinator)->job_id() + "\n");
+  if (!cf.port_file.empty()) {
+    Status st = WriteFileAtomically(cf.port_file, std::to_string((*coordinator)->port()) + " " +
+                                                      (*coordinator)->job_id() + " " + key + "\n");
     if (!st.ok()) return Fail(st);
   }
   (*coordinator)->OnRound([](const launcher::RoundSummary& s) {
-    spdlog::info("round {} complete: {} peers, train loss {:.4f}{}, θ {}", s.round, s.peers,
-                 s.train_loss, s.eval_loss ? fmt::format(", eval loss {:.4f}", *s.eval_loss) : "",
-                 s.theta_digest.substr(0, 12));
+    spdlog::info("round {} complete: {} peers, train loss {:.4f}{}, θ {}, {:.2f} s, {} attempt(s)",
+                 s.round, s.peers, s.train_loss,
+                 s.eval_loss ? fmt::format(", eval loss {:.4f}", *s.eval_loss) : "",
+                 s.theta_digest.substr(0, 12), s.wall_seconds, s.attempts);
   });
   auto outcome = (*coordinator)->Wait();
   if (!outcome.ok()) return Fail(outcome.status());
@@ -145,6 +164,60 @@ int RunCoordinatorCommand(const JobFlags& flags, const std::string& host, int po
   std::printf("job %s complete: %zu rounds in %.1f s\n", (*coordinator)->job_id().c_str(),
               outcome->rounds.size(), outcome->wall_seconds);
   return 0;
+}
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // second Ctrl-C: leave at once
+}
+
+// Shared by `peer` and `join` (the provider's name for it).
+struct PeerFlags {
+  runtime::PeerOptions options;
+  std::string coordinator;
+  std::string coordinator_key;
+  int threads = 1;
+
+  void Register(CLI::App* app) {
+    options.corpus_dir = DefaultCorpus();
+    app->add_option("--coordinator", coordinator, "HOST:PORT")->required();
+    app->add_option("--job", options.job_id, "job id printed by the coordinator / launch")->required();
+    app->add_option("--coordinator-key", coordinator_key, "coordinator's public key (hex) to verify");
+    app->add_option("--identity", options.identity_path, "Ed25519 key file (tributary keygen)");
+    app->add_option("--invite", options.invite_token, "invite token, for invitation-only jobs");
+    app->add_option("--name", options.name, "name shown in logs and status");
+    app->add_option("--data", options.corpus_dir, "corpus directory")->capture_default_str();
+    app->add_option("--listen-host", options.listen_host, "address other peers dial")->capture_default_str();
+    app->add_option("--checkpoint-dir", options.checkpoint_dir, "write checkpoints here");
+    app->add_option("--reconnect-timeout-ms", options.reconnect_timeout_ms,
+                    "keep trying a lost coordinator this long")->capture_default_str();
+    app->add_option("--threads", threads, "compute threads (same on every peer)")->capture_default_str();
+  }
+
+  int Run() {
+    auto address = launcher::ParseCoordinator(coordinator, coordinator_key);
+    if (!address.ok()) return Fail(address.status());
+    options.coordinator_host = address->host;
+    options.coordinator_port = address->port;
+    options.coordinator_key = address->key;
+    options.stop = &g_stop;
+    std::signal(SIGINT, OnSignal);
+    std::signal(SIGTERM, OnSignal);
+    runtime::PinComputeThreads(threads);
+    auto outcome = runtime::RunPeer(options);
+    if (!outcome.ok()) return Fail(outcome.status());
+    std::printf("peer %s: %llu rounds, θ %s, contributed %llu rounds, %llu bytes sent%s\n",
+                options.name.c_str(), static_cast<unsigned long long>(outcome->rounds_completed),
+                outcome->theta_digest.c_str(), static_cast<unsigned long long>(outcome->rounds_contributed),
+                static_cast<unsigned long long>(outcome->bytes_sent), outcome->left_early ? " (left early)" : "");
+    return 0;
+  }
+};
+
+Result<net::Identity> IdentityOrFresh(const std::string& path) {
+  if (path.empty()) return net::Identity::Generate();
+  return net::Identity::LoadFile(path);
 }
 
 }  // namespace
@@ -169,31 +242,46 @@ int main(int argc, char** argv) {
 
   // coordinator
   JobFlags coord_flags;
-  std::string coord_host = "127.0.0.1", coord_data = DefaultCorpus(), coord_port_file;
-  int coord_port = 0;
-  auto* coord = app.add_subcommand("coordinator", "serve one job to peers");
+  CoordinatorFlags cf;
+  cf.data = DefaultCorpus();
+  auto* coord = app.add_subcommand("coordinator", "serve jobs to peers");
   coord_flags.Register(coord);
-  coord->add_option("--host", coord_host, "listen address")->capture_default_str();
-  coord->add_option("--port", coord_port, "listen port (0 = any)")->capture_default_str();
-  coord->add_option("--data", coord_data, "corpus directory (its digest goes into the job)")
-      ->capture_default_str();
-  coord->add_option("--port-file", coord_port_file, "write 'PORT JOB_ID' here once listening");
+  coord->add_option("--host", cf.host, "listen address")->capture_default_str();
+  coord->add_option("--port", cf.port, "listen port (0 = any)")->capture_default_str();
+  coord->add_option("--data", cf.data, "corpus directory (its digest goes into the job)")->capture_default_str();
+  coord->add_option("--port-file", cf.port_file, "write 'PORT JOB_ID KEY' here once listening");
+  coord->add_option("--db", cf.db, "SQLite state file; restarting on it resumes its jobs")->capture_default_str();
+  coord->add_option("--identity", cf.identity, "coordinator key file (default: a fresh key)");
+  coord->add_flag("--no-job", cf.no_job, "host only the jobs in --db and those submitted by launch");
 
-  // peer
-  runtime::PeerOptions peer_options;
-  peer_options.corpus_dir = DefaultCorpus();
-  std::string peer_coordinator;
-  int peer_threads = 1;
-  auto* peer = app.add_subcommand("peer", "join a coordinator and train");
-  peer->add_option("--coordinator", peer_coordinator, "HOST:PORT")->required();
-  peer->add_option("--job", peer_options.job_id, "job id printed by the coordinator")->required();
-  peer->add_option("--name", peer_options.name, "name shown in logs");
-  peer->add_option("--data", peer_options.corpus_dir, "corpus directory")->capture_default_str();
-  peer->add_option("--listen-host", peer_options.listen_host, "address neighbours dial")
-      ->capture_default_str();
-  peer->add_option("--checkpoint-dir", peer_options.checkpoint_dir, "write checkpoints here");
-  peer->add_option("--threads", peer_threads, "compute threads (same on every peer)")
-      ->capture_default_str();
+  // peer / join
+  PeerFlags peer_flags, join_flags;
+  auto* peer = app.add_subcommand("peer", "join a coordinator and train (same as join)");
+  peer_flags.Register(peer);
+  auto* join = app.add_subcommand("join", "contribute this machine to a job until stopped (Ctrl-C leaves)");
+  join_flags.Register(join);
+
+  // keygen
+  std::string keygen_out;
+  auto* keygen = app.add_subcommand("keygen", "create an Ed25519 identity (mode 0600, never overwritten)");
+  keygen->add_option("--out", keygen_out, "key file to create")->required();
+
+  // launch
+  JobFlags launch_flags;
+  std::string launch_file, launch_coordinator, launch_key, launch_identity, launch_data = DefaultCorpus();
+  auto* launch = app.add_subcommand("launch", "submit a job (TOML) to a coordinator; prints the job id");
+  launch->add_option("job", launch_file, "job TOML file")->required();
+  launch->add_option("--coordinator", launch_coordinator, "HOST:PORT")->required();
+  launch->add_option("--coordinator-key", launch_key, "coordinator's public key (hex)");
+  launch->add_option("--identity", launch_identity, "researcher key file that signs the job");
+  launch->add_option("--data", launch_data, "corpus directory (its digest goes into the job)")->capture_default_str();
+
+  // status
+  std::string status_coordinator, status_key, status_job;
+  auto* status = app.add_subcommand("status", "jobs, rounds, loss and peers of a coordinator");
+  status->add_option("--coordinator", status_coordinator, "HOST:PORT")->required();
+  status->add_option("--coordinator-key", status_key, "coordinator's public key (hex)");
+  status->add_option("--job", status_job, "only this job");
 
   // train
   JobFlags train_flags;
@@ -228,20 +316,48 @@ int main(int argc, char** argv) {
   }
   if (*coord) {
     InitLogging("coordinator", log_level);
-    return RunCoordinatorCommand(coord_flags, coord_host, coord_port, coord_data, coord_port_file);
+    return RunCoordinatorCommand(coord_flags, cf);
   }
-  if (*peer) {
-    InitLogging(peer_options.name.empty() ? "peer" : peer_options.name, log_level);
-    auto hp = ParseHostPort(peer_coordinator);
-    if (!hp.ok()) return Fail(hp.status());
-    peer_options.coordinator_host = hp->first;
-    peer_options.coordinator_port = hp->second;
-    runtime::PinComputeThreads(peer_threads);
-    auto outcome = runtime::RunPeer(peer_options);
-    if (!outcome.ok()) return Fail(outcome.status());
-    std::printf("peer %s: %llu rounds, θ %s, %llu bytes sent\n", peer_options.name.c_str(),
-                static_cast<unsigned long long>(outcome->rounds_completed),
-                outcome->theta_digest.c_str(), static_cast<unsigned long long>(outcome->bytes_sent));
+  if (*peer || *join) {
+    PeerFlags& flags = *peer ? peer_flags : join_flags;
+    InitLogging(flags.options.name.empty() ? "peer" : flags.options.name, log_level);
+    return flags.Run();
+  }
+  if (*keygen) {
+    InitLogging("keygen", log_level);
+    net::Identity id = net::Identity::Generate();
+    Status st = id.WriteFile(keygen_out);
+    if (!st.ok()) return Fail(st);
+    std::printf("identity written to %s (public key %s, also in %s.pub)\n", keygen_out.c_str(),
+                net::KeyToHex(id.public_key()).c_str(), keygen_out.c_str());
+    return 0;
+  }
+  if (*launch) {
+    InitLogging("launch", log_level);
+    launch_flags.job_file = launch_file;
+    auto spec = launch_flags.Build();
+    if (!spec.ok()) return Fail(spec.status());
+    if (spec->corpus_digest().empty()) {
+      auto corpus = runtime::CorpusDigest(launch_data);
+      if (!corpus.ok()) return Fail(corpus.status());
+      spec->set_corpus_digest(DigestToBytes(*corpus));
+    }
+    auto address = launcher::ParseCoordinator(launch_coordinator, launch_key);
+    if (!address.ok()) return Fail(address.status());
+    auto researcher = IdentityOrFresh(launch_identity);
+    if (!researcher.ok()) return Fail(researcher.status());
+    auto job_id = launcher::SubmitJob(*address, *researcher, *spec);
+    if (!job_id.ok()) return Fail(job_id.status());
+    std::printf("%s\n", job_id->c_str());
+    return 0;
+  }
+  if (*status) {
+    InitLogging("status", log_level == "info" ? "warn" : log_level);
+    auto address = launcher::ParseCoordinator(status_coordinator, status_key);
+    if (!address.ok()) return Fail(address.status());
+    auto reply = launcher::QueryStatus(*address, net::Identity::Generate());
+    if (!reply.ok()) return Fail(reply.status());
+    std::printf("%s", launcher::FormatStatus(*reply, status_job).c_str());
     return 0;
   }
   if (*train) {

@@ -1,6 +1,11 @@
 #include "net/frame.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <cstring>
+
+#include "net/identity.h"
 
 namespace tributary::net {
 
@@ -84,6 +89,32 @@ v1::Envelope MakeError(const std::string& job_id, v1::ErrorCode code, const std:
   e.mutable_error()->set_code(code);
   e.mutable_error()->set_message(message);
   return e;
+}
+
+namespace {
+std::string SigningBytes(const v1::Envelope& envelope) {
+  v1::Envelope copy = envelope;
+  copy.clear_signature();
+  std::string bytes;
+  {
+    // The streams must be destroyed before `bytes` is read: they trim it to the written size.
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    copy.SerializeToCodedStream(&coded);
+  }
+  return "tributary/v1/envelope" + bytes;
+}
+}  // namespace
+
+void SignEnvelope(const Identity& identity, v1::Envelope& envelope) {
+  envelope.clear_signature();
+  envelope.set_signature(SignatureToBytes(identity.Sign(SigningBytes(envelope))));
+}
+
+bool VerifyEnvelope(const std::array<uint8_t, 32>& key, const v1::Envelope& envelope) {
+  auto sig = SignatureFromBytes(envelope.signature());
+  return sig.ok() && VerifySignature(key, SigningBytes(envelope), *sig);
 }
 
 std::string PayloadName(const v1::Envelope& envelope) {

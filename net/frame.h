@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -44,6 +45,12 @@ v1::ErrorCode ErrorCodeFor(const Status& status);
 // Convenience constructors that stamp version and job id.
 v1::Envelope MakeEnvelope(const std::string& job_id);
 v1::Envelope MakeError(const std::string& job_id, v1::ErrorCode code, const std::string& message);
+
+// Envelope signatures (see Envelope.signature): over the deterministic serialisation of the
+// envelope with the signature field cleared.
+class Identity;
+void SignEnvelope(const Identity& identity, v1::Envelope& envelope);
+bool VerifyEnvelope(const std::array<uint8_t, 32>& key, const v1::Envelope& envelope);
 
 // Human-readable name of the payload ("round_start"), for logs and errors.
 std::string PayloadName(const v1::Envelope& envelope);

@@ -67,13 +67,15 @@ Connection::SessionKeys Bind(const uint8_t* rx, const uint8_t* tx, const Digest&
 Result<v1::Envelope> Expect(Result<v1::Envelope> message, v1::Envelope::PayloadCase want,
                             const std::string& context) {
   if (!message.ok()) return message.status().WithContext("handshake");
-  TRIB_RETURN_IF_ERROR(CheckEnvelope(*message, context).WithContext("handshake"));
+  TRIB_RETURN_IF_ERROR(CheckEnvelope(*message, "").WithContext("handshake"));
   if (message->has_error()) {
     return Unavailable("handshake refused: " + message->error().message());
   }
   if (message->payload_case() != want) {
-    return ProtocolError("handshake expected another message, got " + PayloadName(*message));
+    return ProtocolError("expected a handshake message, got " + PayloadName(*message));
   }
+  // The context binds the channel to its purpose (a job, or the coordinator).
+  TRIB_RETURN_IF_ERROR(CheckEnvelope(*message, context).WithContext("handshake"));
   return message;
 }
 

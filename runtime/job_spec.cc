@@ -109,7 +109,32 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     else if (key == "num_peers") st = as_u32(&v1::JobSpec::set_num_peers);
     else if (key == "round_timeout_ms") st = as_u32(&v1::JobSpec::set_round_timeout_ms);
     else if (key == "checkpoint_every") st = as_u32(&v1::JobSpec::set_checkpoint_every);
-    else return InvalidArgument("unknown job key '" + key + "'");
+    else if (key == "min_peers") st = as_u32(&v1::JobSpec::set_min_peers);
+    else if (key == "heartbeat_ms") st = as_u32(&v1::JobSpec::set_heartbeat_ms);
+    else if (key == "liveness_timeout_ms") st = as_u32(&v1::JobSpec::set_liveness_timeout_ms);
+    else if (key == "group_size") st = as_u32(&v1::JobSpec::set_group_size);
+    else if (key == "gather_ms") st = as_u32(&v1::JobSpec::set_gather_ms);
+    else if (key == "admission") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      if (v == "open") s.set_admission(v1::ADMISSION_OPEN);
+      else if (v == "allowlist") s.set_admission(v1::ADMISSION_ALLOWLIST);
+      else if (v == "invite") s.set_admission(v1::ADMISSION_INVITE);
+      else return InvalidArgument("admission must be open, allowlist or invite, not '" + v + "'");
+    } else if (key == "allowed_keys" || key == "invite_tokens") {
+      const toml::array* list = node.as_array();
+      if (!list) return InvalidArgument("job key '" + key + "' must be an array of strings");
+      for (const auto& item : *list) {
+        auto text = item.value<std::string>();
+        if (!text) return InvalidArgument("job key '" + key + "' must hold strings");
+        if (key == "allowed_keys") {
+          if (text->size() != 64) return InvalidArgument("allowed key '" + *text + "' is not 64 hex characters");
+          s.add_allowed_keys(*text);
+        } else {
+          // Only the hash travels in the spec, so peers never learn each other's tokens.
+          s.add_invite_tokens(ToHex(Sha256Of(*text)));
+        }
+      }
+    } else return InvalidArgument("unknown job key '" + key + "'");
     TRIB_RETURN_IF_ERROR(st);
   }
   return Status::Ok();
@@ -159,6 +184,13 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.eval_batches() == 0) return fail("eval_batches must be positive");
   if (s.num_peers() == 0 || s.num_peers() > 1024) return fail("num_peers must be in 1..1024");
   if (s.round_timeout_ms() < 100) return fail("round_timeout_ms must be at least 100");
+  if (s.min_peers() > s.num_peers()) return fail("min_peers cannot exceed num_peers");
+  if (s.admission() == v1::ADMISSION_ALLOWLIST && s.allowed_keys_size() == 0) {
+    return fail("admission allowlist needs allowed_keys");
+  }
+  if (s.admission() == v1::ADMISSION_INVITE && s.invite_tokens_size() == 0) {
+    return fail("admission invite needs invite_tokens");
+  }
   if (s.mode() == v1::MODE_DILOCO && !(s.outer_lr() > 0)) return fail("outer_lr must be positive");
   if (!(s.outer_momentum() >= 0 && s.outer_momentum() < 1)) return fail("outer_momentum must be in [0,1)");
   return Status::Ok();

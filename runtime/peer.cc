@@ -1,9 +1,17 @@
 #include "runtime/peer.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
-#include <cmath>
+#include <boost/asio/steady_timer.hpp>
+
 #include <filesystem>
+#include <fstream>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "collectives/allreduce.h"
 #include "collectives/ring.h"
@@ -12,19 +20,50 @@
 #include "net/connection.h"
 #include "net/frame.h"
 #include "net/io_thread.h"
+#include "net/secure_channel.h"
 #include "runtime/job_spec.h"
+#include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
 
 namespace tributary::runtime {
+
+v1::Hardware DetectHardware() {
+  v1::Hardware hw;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      hw.set_cpu_model(line.substr(line.find(':') + 2));
+      break;
+    }
+  }
+  hw.set_cpu_cores(std::thread::hardware_concurrency());
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.rfind("MemTotal:", 0) == 0) {
+      hw.set_memory_bytes(std::stoull(line.substr(9)) * 1024);
+      break;
+    }
+  }
+  hw.set_gpu("");  // this build trains on the CPU
+  return hw;
+}
+
 namespace {
 
 using net::Connection;
+namespace asio = boost::asio;
 
 std::vector<collectives::RingMember> MembersOf(const v1::RoundStart& start) {
   std::vector<collectives::RingMember> out;
   for (const auto& m : start.members()) {
-    out.push_back({m.rank(), m.host(), static_cast<uint16_t>(m.port()), m.peer_name()});
+    collectives::RingMember rm;
+    rm.rank = m.rank();
+    rm.host = m.host();
+    rm.port = static_cast<uint16_t>(m.port());
+    rm.name = m.peer_name();
+    if (auto key = net::KeyFromBytes(m.public_key()); key.ok()) rm.public_key = *key;
+    out.push_back(rm);
   }
   return out;
 }
@@ -33,125 +72,277 @@ bool SameMembers(const std::vector<collectives::RingMember>& a,
                  const std::vector<collectives::RingMember>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].rank != b[i].rank || a[i].host != b[i].host || a[i].port != b[i].port) return false;
+    if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].public_key != b[i].public_key) return false;
   }
   return true;
 }
 
+// Outcome of handling one coordinator message.
+enum class Next { kContinue, kDone };
+
+// Messages from the coordinator, read continuously on the io thread so the training thread can
+// poll with short timeouts (a blocking Receive would close the connection when it times out).
+struct Mailbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Result<v1::Envelope>> items;
+};
+
+void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> box) {
+  connection->AsyncReceive([connection, box](Result<v1::Envelope> message) {
+    const bool more = message.ok();
+    {
+      std::lock_guard<std::mutex> lock(box->mu);
+      box->items.push_back(std::move(message));
+    }
+    box->cv.notify_all();
+    if (more) ReadInto(connection, box);
+  });
+}
+
 class PeerSession {
  public:
-  explicit PeerSession(const PeerOptions& options) : options_(options), io_("peer-io") {}
+  explicit PeerSession(const PeerOptions& options)
+      : options_(options), io_("peer-io"), heartbeat_timer_(io_.context()) {}
+
+  ~PeerSession() {
+    std::promise<void> stopped;
+    asio::post(io_.context(), [this, &stopped] {
+      heartbeat_timer_.cancel();
+      stopped.set_value();
+    });
+    stopped.get_future().wait();
+  }
 
   Result<PeerOutcome> Run() {
-    TRIB_RETURN_IF_ERROR(Join());
+    TRIB_RETURN_IF_ERROR(LoadIdentity());
+    TRIB_ASSIGN_OR_RETURN(ring_listener_, net::Listener::Bind(io_.context(), options_.listen_host, 0));
+    TRIB_ASSIGN_OR_RETURN(state_server_,
+                          StateServer::Start(io_, options_.listen_host, identity_, options_.job_id));
+    TRIB_RETURN_IF_ERROR(ConnectCoordinator(DeadlineAfter(Millis(options_.connect_timeout_ms))));
+    StartHeartbeats();
     for (;;) {
-      TRIB_ASSIGN_OR_RETURN(v1::Envelope message, ReceiveFromCoordinator(idle_deadline()));
-      switch (message.payload_case()) {
-        case v1::Envelope::kRoundStart: {
-          Status st = RunRound(message.round_start());
-          if (!st.ok()) {
-            ReportFailure(message.round_start().round(), st);
-            return st;
-          }
-          break;
-        }
-        case v1::Envelope::kJobDone:
-          spdlog::info("job {} done after {} rounds", job_id_, outcome_.rounds_completed);
-          return outcome_;
-        default:
-          return ProtocolError("coordinator sent an unexpected " + net::PayloadName(message));
+      if (StopRequested()) return Leave("stopped by the operator");
+      auto message = ReceiveFromCoordinator(DeadlineAfter(Millis(500)));
+      if (!message.ok()) {
+        if (message.status().code() == StatusCode::kDeadlineExceeded && !CoordinatorLost()) continue;
+        if (message.status().code() == StatusCode::kAborted) return message.status();
+        spdlog::warn("lost the coordinator: {}", message.status().ToString());
+        TRIB_RETURN_IF_ERROR(Reconnect());
+        continue;
       }
+      TRIB_ASSIGN_OR_RETURN(Next next, Handle(*message));
+      if (next == Next::kDone) return outcome_;
     }
   }
 
  private:
-  Deadline idle_deadline() const {
-    // Between rounds the coordinator may be waiting on the slowest peer for a whole round.
-    return DeadlineAfter(Millis(2 * spec_.round_timeout_ms() + 10000));
+  bool StopRequested() const { return options_.stop && options_.stop->load(); }
+
+  Status LoadIdentity() {
+    if (options_.identity_path.empty()) {
+      identity_ = net::Identity::Generate();
+    } else {
+      TRIB_ASSIGN_OR_RETURN(identity_, net::Identity::LoadFile(options_.identity_path));
+    }
+    spdlog::info("peer identity {}", net::ShortKey(identity_.public_key()));
+    return Status::Ok();
   }
 
-  Status Join() {
-    TRIB_ASSIGN_OR_RETURN(listener_, net::Listener::Bind(io_.context(), options_.listen_host, 0));
-    TRIB_ASSIGN_OR_RETURN(
-        coordinator_,
-        Connection::Dial(io_.context(), options_.coordinator_host, options_.coordinator_port,
-                         DeadlineAfter(Millis(options_.connect_timeout_ms))));
+  // ---------------------------------------------------------------- coordinator link
+  std::shared_ptr<Connection> coordinator() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return coordinator_;
+  }
+
+  bool CoordinatorLost() {
+    auto c = coordinator();
+    if (!c || c->closed()) return true;
+    // The coordinator never goes quiet for long while a job runs: rounds start, heartbeats
+    // are answered by TCP. Treat a silence far past any round as a dead link.
+    return SecondsSince(last_heard_) * 1000 > 2.0 * spec_.round_timeout_ms() + 30000;
+  }
+
+  Status ConnectCoordinator(Deadline deadline) {
+    TRIB_ASSIGN_OR_RETURN(auto conn, Connection::Dial(io_.context(), options_.coordinator_host,
+                                                      options_.coordinator_port, deadline));
+    TRIB_ASSIGN_OR_RETURN(net::PublicKey key,
+                          net::ClientHandshake(*conn, identity_, "tributary-coordinator",
+                                               options_.coordinator_key, deadline));
     v1::Envelope hello = net::MakeEnvelope(options_.job_id);
-    hello.mutable_hello()->set_role(v1::ROLE_PEER);
-    hello.mutable_hello()->set_peer_name(options_.name);
-    hello.mutable_hello()->set_listen_port(listener_->port());
-    const Deadline deadline = DeadlineAfter(Millis(options_.connect_timeout_ms));
-    TRIB_RETURN_IF_ERROR(coordinator_->Send(hello, deadline));
-    TRIB_ASSIGN_OR_RETURN(v1::Envelope ack, ReceiveFromCoordinator(deadline));
-    if (ack.payload_case() != v1::Envelope::kHelloAck) {
-      return ProtocolError("coordinator answered Hello with " + net::PayloadName(ack));
+    v1::Hello* h = hello.mutable_hello();
+    h->set_role(v1::ROLE_PEER);
+    h->set_peer_name(options_.name);
+    h->set_listen_port(ring_listener_->port());
+    h->set_sync_port(state_server_->port());
+    h->set_invite_token(options_.invite_token);
+    *h->mutable_hardware() = hardware_;
+    if (trainer_) {
+      h->set_committed_rounds(trainer_->completed_rounds());
+      if (trainer_->completed_rounds() > 0) h->set_state_digest(DigestToBytes(trainer_->CommittedStateDigest()));
     }
-    spec_ = ack.hello_ack().spec();
+    net::SignEnvelope(identity_, hello);
+    TRIB_RETURN_IF_ERROR(conn->Send(hello, deadline));
+    auto ack = conn->Receive(deadline);
+    if (!ack.ok()) return ack.status().WithContext("coordinator");
+    // An Error may come before the coordinator knows our job; read it before the job check.
+    TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*ack, "").WithContext("coordinator"));
+    if (ack->has_error()) {
+      return Aborted("coordinator refused: " + v1::ErrorCode_Name(ack->error().code()) + ": " +
+                     ack->error().message());
+    }
+    TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*ack, options_.job_id).WithContext("coordinator"));
+    if (!ack->has_hello_ack()) return ProtocolError("coordinator answered Hello with " + net::PayloadName(*ack));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      coordinator_ = conn;
+      mailbox_ = std::make_shared<Mailbox>();
+      ReadInto(conn, mailbox_);
+    }
+    last_heard_ = Clock::now();
+    spdlog::info("connected to coordinator {} at {}:{}", net::ShortKey(key), options_.coordinator_host,
+                 options_.coordinator_port);
+    return OnHelloAck(ack->hello_ack());
+  }
+
+  Status OnHelloAck(const v1::HelloAck& ack) {
+    if (trainer_) return Status::Ok();  // a reconnect: the job and shard are known
+    spec_ = ack.spec();
     job_id_ = JobIdOf(spec_);
     if (job_id_ != options_.job_id) {
       return ProtocolError("coordinator's job spec hashes to " + job_id_ + ", not the job id " +
                            options_.job_id + " we asked for");
     }
     TRIB_RETURN_IF_ERROR(ValidateJobSpec(spec_));
-    TRIB_ASSIGN_OR_RETURN(data_, LoadTrainingData(options_.corpus_dir, spec_));
-    spdlog::info("joined job {} ({} mode, H={}, {} rounds); listening for ring on {}:{}", job_id_,
-                 ModeName(spec_.mode()), spec_.inner_steps(), spec_.rounds(),
-                 options_.listen_host, listener_->port());
+    TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(options_.corpus_dir, spec_));
+    shard_ = ack.shard();
+    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}));
+    PublishState();
+    auto speed = trainer_->MeasureTokensPerSecond(3);
+    if (speed.ok()) hardware_.set_tokens_per_second(*speed);
+    spdlog::info("joined job {} ({} mode, H={}, {} rounds) as shard {}/{}: {} parameters, {:.0f} tok/s",
+                 job_id_, ModeName(spec_.mode()), spec_.inner_steps(), spec_.rounds(), shard_,
+                 spec_.num_peers(), trainer_->num_parameters(), hardware_.tokens_per_second());
     return Status::Ok();
   }
 
-  // Receives one message from the coordinator, turning Error/Abort into a failed Status.
+  Status Reconnect() {
+    ring_.reset();
+    if (trainer_ && trainer_->has_tentative_round()) trainer_->Abandon();
+    const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
+    Millis backoff{200};
+    Status last;
+    while (Clock::now() < give_up) {
+      if (StopRequested()) return Aborted("stopped while reconnecting");
+      last = ConnectCoordinator(std::min(give_up, DeadlineAfter(Millis(options_.connect_timeout_ms))));
+      if (last.ok()) return Status::Ok();
+      if (last.code() == StatusCode::kAborted) return last;  // refused: no point retrying
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, Millis{2000});
+    }
+    return Unavailable("coordinator unreachable for " + std::to_string(options_.reconnect_timeout_ms) +
+                       " ms: " + last.ToString());
+  }
+
+  void StartHeartbeats() {
+    heartbeat_timer_.expires_after(Millis(spec_.heartbeat_ms() ? spec_.heartbeat_ms() : 1000));
+    heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto c = coordinator(); c && !c->closed()) {
+        v1::Envelope beat = net::MakeEnvelope(job_id_);
+        beat.mutable_heartbeat()->set_committed_rounds(committed_rounds_.load());
+        c->AsyncSend(beat);
+      }
+      StartHeartbeats();
+    });
+  }
+
   Result<v1::Envelope> ReceiveFromCoordinator(Deadline deadline) {
-    auto message = coordinator_->Receive(deadline);
-    if (!message.ok()) return message.status().WithContext("coordinator");
-    TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, options_.job_id).WithContext("coordinator"));
+    std::shared_ptr<Mailbox> box;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      box = mailbox_;
+    }
+    if (!box) return Unavailable("no coordinator connection");
+    std::unique_lock<std::mutex> lock(box->mu);
+    if (!box->cv.wait_until(lock, deadline, [&] { return !box->items.empty(); })) {
+      return DeadlineExceeded("no message from the coordinator yet");
+    }
+    Result<v1::Envelope> message = std::move(box->items.front());
+    box->items.pop_front();
+    lock.unlock();
+    if (!message.ok()) return Unavailable(message.status().message());
+    last_heard_ = Clock::now();
+    TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, "").WithContext("coordinator"));
     if (message->has_error()) {
       return Aborted("coordinator refused: " + v1::ErrorCode_Name(message->error().code()) + ": " +
                      message->error().message());
     }
+    TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, options_.job_id).WithContext("coordinator"));
     if (message->has_abort()) {
-      return Aborted("coordinator aborted round " + std::to_string(message->abort().round()) +
+      return Aborted("coordinator aborted the job at round " + std::to_string(message->abort().round()) +
                      ": " + message->abort().reason());
     }
     return message;
   }
 
-  Status EnsureTrainer(uint32_t rank, uint32_t world) {
-    if (trainer_ && rank == rank_ && world == world_) return Status::Ok();
-    if (trainer_) {
-      return FailedPrecondition("group changed from rank " + std::to_string(rank_) + "/" +
-                                std::to_string(world_) + " to " + std::to_string(rank) + "/" +
-                                std::to_string(world) + "; re-sharding needs the launcher");
-    }
-    rank_ = rank;
-    world_ = world;
-    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data_, WorkerPlacement{rank, world, 0}));
-    spdlog::info("rank {}/{}: model has {} parameters", rank, world, trainer_->num_parameters());
-    return Status::Ok();
+  Status SendSigned(v1::Envelope e) {
+    net::SignEnvelope(identity_, e);
+    auto c = coordinator();
+    if (!c) return Unavailable("no coordinator connection");
+    return c->Send(e, DeadlineAfter(Millis(options_.connect_timeout_ms)));
   }
 
-  Status RunRound(const v1::RoundStart& start) {
+  // ---------------------------------------------------------------- message handling
+  Result<Next> Handle(const v1::Envelope& message) {
+    switch (message.payload_case()) {
+      case v1::Envelope::kRoundStart:
+        RunAttempt(message.round_start());
+        return Next::kContinue;
+      case v1::Envelope::kRoundEnd:
+        TRIB_RETURN_IF_ERROR(OnRoundEnd(message.round_end()));
+        return Next::kContinue;
+      case v1::Envelope::kSyncState:
+        OnSyncState(message.sync_state());
+        return Next::kContinue;
+      case v1::Envelope::kJobDone:
+        spdlog::info("job {} done: this peer holds {} rounds, contributed to {}", job_id_,
+                     outcome_.rounds_completed, outcome_.rounds_contributed);
+        return Next::kDone;
+      default:
+        return ProtocolError("coordinator sent an unexpected " + net::PayloadName(message));
+    }
+  }
+
+  void RunAttempt(const v1::RoundStart& start) {
     const uint64_t round = start.round();
-    if (round != outcome_.rounds_completed) {
-      return ProtocolError("coordinator started round " + std::to_string(round) +
-                           " but this peer has completed " +
-                           std::to_string(outcome_.rounds_completed));
+    if (trainer_->has_tentative_round()) trainer_->Abandon();  // a retry: start from committed
+    if (round != trainer_->completed_rounds()) {
+      spdlog::warn("round {} started but this peer holds round {}; asking to sync", round,
+                   trainer_->completed_rounds());
+      SendReady();
+      return;
     }
     const auto members = MembersOf(start);
-    if (start.your_rank() >= members.size()) return ProtocolError("rank outside the member list");
-    TRIB_RETURN_IF_ERROR(EnsureTrainer(start.your_rank(), static_cast<uint32_t>(members.size())));
+    if (start.your_rank() >= members.size()) {
+      spdlog::error("coordinator gave rank {} of {}", start.your_rank(), members.size());
+      return;
+    }
+    rank_ = start.your_rank();
     const Deadline deadline = DeadlineAfter(Millis(spec_.round_timeout_ms()));
-    if (!ring_ || !SameMembers(members, ring_members_)) {
+    if (!ring_ || ring_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
       ring_.reset();
-      TRIB_ASSIGN_OR_RETURN(ring_, collectives::Ring::Form(io_, *listener_, rank_, members,
-                                                          job_id_, round, deadline));
+      auto ring = collectives::Ring::Form(io_, *ring_listener_, rank_, members, job_id_, round,
+                                          start.attempt(), &identity_, deadline);
+      if (!ring.ok()) return ReportFailure(start, ring.status().WithContext("forming the ring"));
+      ring_ = std::move(ring).value();
       ring_members_ = members;
     }
-
     uint64_t collective = 0, sent = 0, received = 0;
     Averager average = [&](std::span<float> values) -> Status {
       collectives::AllreduceOptions opts;
-      opts.tag = "r" + std::to_string(round) + "/c" + std::to_string(collective++);
+      opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
+                 std::to_string(collective++);
       opts.deadline = deadline;
       opts.average = true;
       auto stats = collectives::RingAllreduce(*ring_, values, opts);
@@ -160,87 +351,181 @@ class PeerSession {
       received += stats->bytes_received;
       return Status::Ok();
     };
-    auto stats = trainer_->RunRound(average);
+    auto stats = trainer_->TryRound(average);
     if (!stats.ok()) {
       ring_.reset();  // closing our ring sockets tells the neighbours at once
-      return stats.status();
+      return ReportFailure(start, stats.status());
     }
     v1::Envelope report = net::MakeEnvelope(job_id_);
     v1::RoundReport* r = report.mutable_round_report();
     r->set_round(round);
+    r->set_attempt(start.attempt());
     r->set_rank(rank_);
-    const Digest theta = trainer_->ThetaDigest();
-    r->set_theta_digest(DigestToBytes(theta));
+    tentative_theta_ = trainer_->ThetaDigest();
+    tentative_state_ = trainer_->CurrentStateDigest();
+    r->set_theta_digest(DigestToBytes(tentative_theta_));
+    r->set_state_digest(DigestToBytes(tentative_state_));
     r->set_train_loss(stats->train_loss);
     r->set_tokens(stats->tokens);
     r->set_bytes_sent(sent);
     r->set_bytes_received(received);
     r->set_compute_seconds(stats->compute_seconds);
     r->set_comm_seconds(stats->comm_seconds);
+    if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
     if (start.evaluate() && rank_ == 0) {
-      TRIB_ASSIGN_OR_RETURN(double eval, trainer_->EvalLoss());
-      r->set_has_eval(true);
-      r->set_eval_loss(eval);
-      outcome_.last_eval_loss = eval;
-    }
-    TRIB_RETURN_IF_ERROR(coordinator_->Send(report, deadline).WithContext("sending round report"));
-    spdlog::info("round {} done: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
-                 round, stats->train_loss, ShortHex(theta), stats->compute_seconds,
-                 stats->comm_seconds, sent);
-
-    TRIB_ASSIGN_OR_RETURN(v1::Envelope end, ReceiveFromCoordinator(idle_deadline()));
-    if (!end.has_round_end() || end.round_end().round() != round) {
-      return ProtocolError("expected RoundEnd for round " + std::to_string(round) + ", got " +
-                           net::PayloadName(end));
-    }
-    if (!end.round_end().ok()) return Aborted("round " + std::to_string(round) + " failed: " + end.round_end().error());
-    for (const auto& d : end.round_end().theta_digests()) {
-      if (d != DigestToBytes(theta)) {
-        return Corruption("θ digest mismatch after round " + std::to_string(round));
+      auto eval = trainer_->EvalLoss();
+      if (eval.ok()) {
+        r->set_has_eval(true);
+        r->set_eval_loss(*eval);
+        pending_eval_ = *eval;
       }
     }
-    outcome_.rounds_completed = round + 1;
-    outcome_.rank = rank_;
-    outcome_.bytes_sent += sent;
-    outcome_.bytes_received += received;
-    outcome_.theta_digest = ToHex(theta);
-    return MaybeCheckpoint(round);
+    pending_sent_ = sent;
+    pending_received_ = received;
+    Status st = SendSigned(report);
+    if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
+    spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
+                 round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
+                 stats->compute_seconds, stats->comm_seconds, sent);
   }
 
-  Status MaybeCheckpoint(uint64_t round) {
-    if (options_.checkpoint_dir.empty() || spec_.checkpoint_every() == 0) return Status::Ok();
-    if ((round + 1) % spec_.checkpoint_every() != 0 && round + 1 != spec_.rounds()) {
+  void ReportFailure(const v1::RoundStart& start, const Status& status) {
+    spdlog::warn("round {} attempt {} failed here: {}", start.round(), start.attempt(), status.ToString());
+    v1::Envelope failed = net::MakeEnvelope(job_id_);
+    failed.mutable_round_failed()->set_round(start.round());
+    failed.mutable_round_failed()->set_attempt(start.attempt());
+    failed.mutable_round_failed()->set_reason(status.ToString());
+    (void)SendSigned(failed);
+  }
+
+  Status OnRoundEnd(const v1::RoundEnd& end) {
+    if (!trainer_->has_tentative_round() || end.round() != trainer_->completed_rounds()) {
+      return Status::Ok();  // about an attempt we are not part of any more
+    }
+    if (!end.ok()) {
+      trainer_->Abandon();
+      return Aborted("round " + std::to_string(end.round()) + " failed: " + end.error());
+    }
+    if (end.state_digest() != DigestToBytes(tentative_state_)) {
+      // The group committed something else (we were outvoted or out of date): fetch theirs.
+      trainer_->Abandon();
+      spdlog::error("round {} committed state {} but this peer computed {}; resyncing", end.round(),
+                    Hex(end.state_digest()), ShortHex(tentative_state_));
       return Status::Ok();
     }
+    TRIB_RETURN_IF_ERROR(trainer_->Commit());
+    outcome_.rounds_completed = trainer_->completed_rounds();
+    outcome_.rounds_contributed++;
+    outcome_.bytes_sent += pending_sent_;
+    outcome_.bytes_received += pending_received_;
+    outcome_.theta_digest = ToHex(tentative_theta_);
+    if (pending_eval_) outcome_.last_eval_loss = *pending_eval_;
+    pending_eval_.reset();
+    committed_rounds_ = trainer_->completed_rounds();
+    PublishState();
+    return MaybeCheckpoint();
+  }
+
+  static std::string Hex(const std::string& raw) {
+    auto d = DigestFromBytes(raw);
+    return d.ok() ? ShortHex(*d) : "?";
+  }
+
+  void PublishState() {
+    auto state = trainer_->ExportCommittedState();
+    if (!state.ok()) return;
+    auto shared = std::make_shared<const std::string>(std::move(state).value());
+    state_server_->Publish(trainer_->completed_rounds(), Sha256Of(*shared), shared);
+  }
+
+  void SendReady() {
+    v1::Envelope ready = net::MakeEnvelope(job_id_);
+    ready.mutable_ready()->set_committed_rounds(trainer_->completed_rounds());
+    if (trainer_->completed_rounds() > 0) {
+      ready.mutable_ready()->set_state_digest(DigestToBytes(trainer_->CommittedStateDigest()));
+    }
+    (void)SendSigned(ready);
+  }
+
+  void OnSyncState(const v1::SyncState& sync) {
+    auto digest = DigestFromBytes(sync.state_digest());
+    if (!digest.ok()) {
+      spdlog::error("coordinator sent a malformed state digest");
+      return;
+    }
+    if (trainer_->has_tentative_round()) trainer_->Abandon();
+    const auto exported = trainer_->ExportCommittedState();
+    const uint64_t max_bytes = exported.ok() ? 4 * exported->size() + (1u << 20) : (1ull << 32);
+    const auto start = Clock::now();
+    for (const auto& m : sync.sources()) {
+      StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
+      if (auto key = net::KeyFromBytes(m.public_key()); key.ok()) source.key = *key;
+      auto state = FetchState(io_, identity_, job_id_, source, sync.committed_rounds(), *digest, max_bytes,
+                              DeadlineAfter(Millis(spec_.round_timeout_ms())));
+      if (!state.ok()) {
+        spdlog::warn("state sync from {} failed: {}", m.peer_name(), state.status().ToString());
+        continue;
+      }
+      Status imported = trainer_->ImportState(*state);
+      if (!imported.ok()) {
+        spdlog::warn("state from {} does not import: {}", m.peer_name(), imported.ToString());
+        continue;
+      }
+      committed_rounds_ = trainer_->completed_rounds();
+      outcome_.rounds_completed = trainer_->completed_rounds();
+      PublishState();
+      spdlog::info("synced round {} ({} bytes, state {}) from {} in {:.2f} s", sync.committed_rounds(),
+                   state->size(), ShortHex(*digest), m.peer_name(), SecondsSince(start));
+      break;
+    }
+    SendReady();
+  }
+
+  Status MaybeCheckpoint() {
+    if (options_.checkpoint_dir.empty() || spec_.checkpoint_every() == 0) return Status::Ok();
+    const uint64_t done = trainer_->completed_rounds();
+    if (done % spec_.checkpoint_every() != 0 && done != spec_.rounds()) return Status::Ok();
     std::error_code ec;
     std::filesystem::create_directories(options_.checkpoint_dir, ec);
     const std::string path =
-        options_.checkpoint_dir + "/" + job_id_ + "-rank" + std::to_string(rank_) + ".ckpt";
+        options_.checkpoint_dir + "/" + job_id_ + "-shard" + std::to_string(shard_) + ".ckpt";
     TRIB_RETURN_IF_ERROR(trainer_->SaveCheckpoint(path));
-    spdlog::info("checkpoint after round {} written to {}", round, path);
+    spdlog::info("checkpoint after round {} written to {}", done, path);
     return Status::Ok();
   }
 
-  void ReportFailure(uint64_t round, const Status& status) {
-    spdlog::error("round {} failed: {}", round, status.ToString());
-    if (!coordinator_ || coordinator_->closed()) return;
-    v1::Envelope abort = net::MakeEnvelope(job_id_.empty() ? options_.job_id : job_id_);
-    abort.mutable_abort()->set_round(round);
-    abort.mutable_abort()->set_reason(status.ToString());
-    (void)coordinator_->Send(abort, DeadlineAfter(Millis(1000)));
+  Result<PeerOutcome> Leave(const std::string& reason) {
+    v1::Envelope leave = net::MakeEnvelope(job_id_.empty() ? options_.job_id : job_id_);
+    leave.mutable_leave()->set_reason(reason);
+    (void)SendSigned(leave);
+    if (auto c = coordinator()) (void)c->Flush(DeadlineAfter(Millis(1000)));
+    spdlog::info("left the job: {}", reason);
+    outcome_.left_early = true;
+    return outcome_;
   }
 
   PeerOptions options_;
   net::IoThread io_;
-  std::unique_ptr<net::Listener> listener_;
-  std::shared_ptr<Connection> coordinator_;
+  asio::steady_timer heartbeat_timer_;
+  net::Identity identity_;
+  v1::Hardware hardware_ = DetectHardware();
+  std::unique_ptr<net::Listener> ring_listener_;
+  std::unique_ptr<StateServer> state_server_;
+  std::mutex mu_;
+  std::shared_ptr<Connection> coordinator_;  // guarded by mu_ (the heartbeat timer reads it)
+  std::shared_ptr<Mailbox> mailbox_;         // guarded by mu_
+  Clock::time_point last_heard_ = Clock::now();
   v1::JobSpec spec_;
   std::string job_id_;
-  TrainingData data_;
+  uint32_t shard_ = 0;
   std::unique_ptr<Trainer> trainer_;
-  uint32_t rank_ = 0, world_ = 0;
+  std::atomic<uint64_t> committed_rounds_{0};
+  uint32_t rank_ = 0;
   std::unique_ptr<collectives::Ring> ring_;
   std::vector<collectives::RingMember> ring_members_;
+  Digest tentative_theta_{}, tentative_state_{};
+  std::optional<double> pending_eval_;
+  uint64_t pending_sent_ = 0, pending_received_ = 0;
   PeerOutcome outcome_;
 };
 

@@ -230,8 +230,9 @@ struct Trainer::Impl {
     return stats;
   }
 
-  // Canonical bytes of the committed global state (see Trainer::ExportCommittedState).
-  std::string EncodeState() const;
+  // Canonical bytes of a global state (see Trainer::ExportCommittedState).
+  std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
+  std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   Status DecodeState(std::string_view bytes);
 };
 
@@ -283,16 +284,16 @@ class Reader {
 };
 }  // namespace
 
-std::string Trainer::Impl::EncodeState() const {
+std::string Trainer::Impl::EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const {
   std::string out(kStateMagic);
   PutU64(out, job_id.size());
   out += job_id;
-  PutU64(out, completed_rounds);
-  PutFloats(out, committed.params);
-  PutU64(out, committed.momentum.defined() ? 1 : 0);
-  if (committed.momentum.defined()) PutFloats(out, committed.momentum);
-  PutU64(out, committed.adam.size());
-  for (const AdamSlot& slot : committed.adam) {
+  PutU64(out, rounds);
+  PutFloats(out, snap.params);
+  PutU64(out, snap.momentum.defined() ? 1 : 0);
+  if (snap.momentum.defined()) PutFloats(out, snap.momentum);
+  PutU64(out, snap.adam.size());
+  for (const AdamSlot& slot : snap.adam) {
     PutU64(out, slot.present ? 1 : 0);
     if (!slot.present) continue;
     PutU64(out, static_cast<uint64_t>(slot.step));
@@ -438,6 +439,24 @@ Status Trainer::ImportState(std::string_view bytes) {
 }
 
 Digest Trainer::CommittedStateDigest() const { return Sha256Of(impl_->EncodeState()); }
+
+Digest Trainer::CurrentStateDigest() const {
+  if (!impl_->tentative) return CommittedStateDigest();
+  return Sha256Of(impl_->EncodeSnapshot(impl_->TakeSnapshot(), impl_->completed_rounds + 1));
+}
+
+Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
+  TRIB_ASSIGN_OR_RETURN(auto scratch, Trainer::Create(impl_->spec, impl_->data, impl_->placement));
+  steps = std::max(1, steps);
+  TRIB_RETURN_IF_ERROR(scratch->impl_->ForwardBackward(0, 0).status());  // warm-up
+  const auto start = Clock::now();
+  for (int i = 0; i < steps; ++i) {
+    TRIB_RETURN_IF_ERROR(scratch->impl_->ForwardBackward(0, static_cast<uint64_t>(i + 1)).status());
+    scratch->impl_->ClipAndStep(static_cast<uint64_t>(i));
+  }
+  const double seconds = std::max(1e-9, SecondsSince(start));
+  return steps * double(impl_->placement.batch_size) * impl_->spec.context() / seconds;
+}
 
 Result<double> Trainer::EvalLoss() { return models::EvaluateLoss(*impl_->model, impl_->validation); }
 

@@ -67,6 +67,13 @@ class Trainer {
   Result<std::string> ExportCommittedState() const;
   Status ImportState(std::string_view bytes);
   Digest CommittedStateDigest() const;
+  // Digest of the state Commit() would make permanent now (the committed one if no round is
+  // tentative): what members compare before the coordinator commits a round.
+  Digest CurrentStateDigest() const;
+
+  // Trains `steps` throwaway steps on a copy of the model and returns tokens per second: the
+  // speed a provider reports when it joins. Leaves this trainer's state untouched.
+  Result<double> MeasureTokensPerSecond(int steps) const;
   // Mean loss of θ on the job's fixed validation batches.
   Result<double> EvalLoss();
 

@@ -87,7 +87,8 @@ TEST_P(AllreduceWorldTest, MatchesFloat64ReferenceAndIsBitIdenticalOnEveryRank) 
     std::vector<std::vector<float>> inputs;
     std::vector<double> reference(c.numel, 0.0);
     for (uint32_t r = 0; r < world; ++r) {
-      inputs.push_back(Input(DeriveSeed({world, c.numel, r, static_cast<uint64_t>(index)}), c.numel));
+      inputs.push_back(
+          Input(DeriveSeed({world, c.numel, r, static_cast<uint64_t>(index)}), c.numel));
       for (size_t i = 0; i < c.numel; ++i) reference[i] += inputs[r][i];
     }
     if (c.average) {
@@ -103,9 +104,8 @@ TEST_P(AllreduceWorldTest, MatchesFloat64ReferenceAndIsBitIdenticalOnEveryRank) 
       ASSERT_TRUE(outcomes[r].status.ok()) << "rank " << r << ": " << outcomes[r].status.ToString();
       total_sent += outcomes[r].stats.bytes_sent;
       // Every rank's output is the same bytes: each chunk is summed once, then copied.
-      ASSERT_EQ(std::memcmp(outcomes[r].data.data(), outcomes[0].data.data(),
-                            c.numel * sizeof(float)),
-                0)
+      ASSERT_EQ(
+          std::memcmp(outcomes[r].data.data(), outcomes[0].data.data(), c.numel * sizeof(float)), 0)
           << "rank " << r << " differs from rank 0";
     }
     for (size_t i = 0; i < c.numel; ++i) {
@@ -122,8 +122,8 @@ TEST(AllreduceTest, AverageOfSmallIntegersIsExact) {
   LocalCluster cluster(3);
   auto rings = cluster.FormAll();
   std::vector<std::vector<float>> inputs{{1, 2, 3, 4}, {2, 4, 6, 8}, {3, 6, 9, 12}};
-  auto outcomes = RunAllreduce(rings, inputs,
-                               {.tag = "avg", .deadline = DeadlineAfter(10s), .average = true});
+  auto outcomes =
+      RunAllreduce(rings, inputs, {.tag = "avg", .deadline = DeadlineAfter(10s), .average = true});
   for (const auto& o : outcomes) {
     ASSERT_TRUE(o.status.ok()) << o.status.ToString();
     EXPECT_EQ(o.data, (std::vector<float>{2, 4, 6, 8}));
@@ -255,18 +255,25 @@ std::vector<BadSegmentCase> BadSegmentCases() {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<BadSegmentCase> cases{
       {"WrongNumel", {Segment{.numel = 11}}, StatusCode::kInvalidArgument, "wrong shape"},
-      {"WrongDtype", {Segment{.dtype = v1::DTYPE_UNSPECIFIED}}, StatusCode::kInvalidArgument,
+      {"WrongDtype",
+       {Segment{.dtype = v1::DTYPE_UNSPECIFIED}},
+       StatusCode::kInvalidArgument,
        "wrong dtype"},
       {"WrongTag", {Segment{.tag = "other"}}, StatusCode::kProtocolError, "wrong tag"},
       {"WrongOffset", {Segment{.offset = 0}}, StatusCode::kProtocolError, "wrong segment"},
-      {"ShortSegment", {Segment{.values = {1, 2, 3}}}, StatusCode::kProtocolError,
-       "wrong segment"},
-      {"NaNWhileReducing", {Segment{.values = {1, 2, nan, 4, 5}}}, StatusCode::kInvalidArgument,
+      {"ShortSegment", {Segment{.values = {1, 2, 3}}}, StatusCode::kProtocolError, "wrong segment"},
+      {"NaNWhileReducing",
+       {Segment{.values = {1, 2, nan, 4, 5}}},
+       StatusCode::kInvalidArgument,
        "non-finite value NaN at element 7"},
-      {"InfWhileReducing", {Segment{.values = {1, 2, 3, 4, inf}}}, StatusCode::kInvalidArgument,
+      {"InfWhileReducing",
+       {Segment{.values = {1, 2, 3, 4, inf}}},
+       StatusCode::kInvalidArgument,
        "non-finite value +Inf at element 9"},
-      {"NegInfInAllGather", {Segment{}, Segment{.offset = 0, .values = {-inf, 1, 1, 1, 1}}},
-       StatusCode::kInvalidArgument, "non-finite value -Inf at element 0"},
+      {"NegInfInAllGather",
+       {Segment{}, Segment{.offset = 0, .values = {-inf, 1, 1, 1, 1}}},
+       StatusCode::kInvalidArgument,
+       "non-finite value -Inf at element 0"},
   };
   return cases;
 }

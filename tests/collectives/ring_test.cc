@@ -130,8 +130,7 @@ TEST(RingTest, MissingNeighbourMakesFormTimeOut) {
   auto results = OnEveryRank(2, [&](uint32_t r) { return cluster.Form(r, "job", 1, 300ms); });
   for (auto& result : results) {
     ASSERT_FALSE(result.ok());
-    EXPECT_EQ(result.status().code(), StatusCode::kDeadlineExceeded)
-        << result.status().ToString();
+    EXPECT_EQ(result.status().code(), StatusCode::kDeadlineExceeded) << result.status().ToString();
     EXPECT_TRUE(Contains(result.status().message(), "rank 2")) << result.status().ToString();
   }
 }
@@ -140,8 +139,8 @@ TEST(RingTest, InvalidMembershipIsRejected) {
   LocalCluster cluster(2);
   auto members = cluster.members();
   std::swap(members[0], members[1]);
-  auto unordered = Ring::Form(cluster.io(0), cluster.listener(0), 0, members, "job", 1,
-                              DeadlineAfter(1s));
+  auto unordered =
+      Ring::Form(cluster.io(0), cluster.listener(0), 0, members, "job", 1, DeadlineAfter(1s));
   ASSERT_FALSE(unordered.ok());
   EXPECT_EQ(unordered.status().code(), StatusCode::kInvalidArgument);
   auto outside = Ring::Form(cluster.io(0), cluster.listener(0), 2, cluster.members(), "job", 1,

@@ -11,6 +11,7 @@
 
 #include "core/files.h"
 #include "launcher/process.h"
+#include "net/identity.h"
 #include "tests/common/test_corpus.h"
 
 namespace tributary {
@@ -41,6 +42,7 @@ class Cluster {
   }
 
   void StartCoordinator(std::vector<std::string> job_args) {
+    std::remove((dir_ + "/port").c_str());
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_,
                                      "--port-file", dir_ + "/port"};
     argv.insert(argv.end(), kTinyModel.begin(), kTinyModel.end());
@@ -55,20 +57,26 @@ class Cluster {
       std::this_thread::sleep_for(20ms);
     }
     std::istringstream in(Slurp(dir_ + "/port"));
-    in >> port_ >> job_id_;
+    in >> port_ >> job_id_ >> key_;
   }
 
-  void StartPeer(const std::string& name, const std::string& job_id = "") {
+  void StartPeer(const std::string& name, const std::string& job_id = "",
+                 std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "peer", "--coordinator",
                                      "127.0.0.1:" + std::to_string(port_), "--job",
                                      job_id.empty() ? job_id_ : job_id, "--name", name,
-                                     "--data", corpus_};
+                                     "--data", corpus_, "--coordinator-key", key_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    peers_.erase(name);
     auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}}, peer_log(name));
     ASSERT_TRUE(child.ok()) << child.status().ToString();
     peers_.emplace(name, std::move(child).value());
   }
 
   ChildProcess& peer(const std::string& name) { return peers_.at(name); }
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  void ReplaceCoordinator(ChildProcess c) { coordinator_ = std::make_unique<ChildProcess>(std::move(c)); }
   ChildProcess& coordinator() { return *coordinator_; }
   std::string coordinator_log() const { return dir_ + "/coordinator.log"; }
   std::string peer_log(const std::string& name) const { return dir_ + "/" + name + ".log"; }
@@ -85,7 +93,7 @@ class Cluster {
   }
 
  private:
-  std::string dir_, corpus_, job_id_;
+  std::string dir_, corpus_, job_id_, key_;
   int port_ = 0;
   std::unique_ptr<ChildProcess> coordinator_;
   std::map<std::string, ChildProcess> peers_;
@@ -95,13 +103,15 @@ struct RoundLine {
   int round;
   double train_loss, eval_loss;
   std::string theta;
+  double wall_seconds;
 };
 
 std::vector<RoundLine> ParseRounds(const std::string& log) {
   std::vector<RoundLine> out;
-  std::regex re(R"(round (\d+) complete: \d+ peers, train loss ([0-9.]+), eval loss ([0-9.]+), θ ([0-9a-f]+))");
+  std::regex re(R"(round (\d+) complete: \d+ peers, train loss ([0-9.]+), eval loss ([0-9.]+), θ ([0-9a-f]+), ([0-9.]+) s)");
   for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
-    out.push_back({std::stoi((*it)[1]), std::stod((*it)[2]), std::stod((*it)[3]), (*it)[4]});
+    out.push_back({std::stoi((*it)[1]), std::stod((*it)[2]), std::stod((*it)[3]), (*it)[4],
+                   std::stod((*it)[5])});
   }
   return out;
 }
@@ -125,7 +135,7 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   auto intruder = cluster.peer("intruder").Wait(DeadlineAfter(30s));
   ASSERT_TRUE(intruder.ok());
   EXPECT_EQ(*intruder, 1);
-  EXPECT_NE(Slurp(cluster.peer_log("intruder")).find("wrong job id"), std::string::npos)
+  EXPECT_NE(Slurp(cluster.peer_log("intruder")).find("unknown job"), std::string::npos)
       << Slurp(cluster.peer_log("intruder"));
 
   auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
@@ -151,28 +161,105 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
 INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp"),
                          [](const auto& info) { return info.param; });
 
-TEST(Integration, PeerKilledMidRoundFailsTheOthersWithinTheDeadline) {
+// kill -9 of a member mid-round: the survivors retry the round without it and the job finishes;
+// every round (including the interrupted one) completes within its deadline.
+TEST(Integration, PeerKilledMidRoundIsRetriedWithoutIt) {
   Cluster cluster("it-kill");
-  cluster.StartCoordinator({"--peers", "3", "--rounds", "50", "--inner-steps", "4", "--mode",
-                            "ddp", "--round-timeout-ms", "20000"});
+  cluster.StartCoordinator({"--peers", "3", "--min-peers", "2", "--gather-ms", "3000", "--rounds",
+                            "8", "--inner-steps", "6", "--mode", "diloco", "--round-timeout-ms",
+                            "20000"});
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
-  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << Slurp(cluster.coordinator_log());
-  const auto killed_at = Clock::now();
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << Slurp(cluster.coordinator_log());
+  std::this_thread::sleep_for(150ms);  // well inside round 3's inner steps
   cluster.peer("p2").Signal(SIGKILL);
 
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << Slurp(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << Slurp(cluster.coordinator_log());
+  std::set<std::string> thetas;
   for (const char* name : {"p0", "p1"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
-    ASSERT_TRUE(code.ok()) << name << " hung after its neighbour died";
-    EXPECT_NE(*code, 0);
-    const std::string log = Slurp(cluster.peer_log(name));
-    EXPECT_NE(log.find("failed"), std::string::npos) << log;
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
+    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
   }
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(30s));
-  ASSERT_TRUE(coord.ok());
-  EXPECT_NE(*coord, 0);
-  EXPECT_LT(SecondsSince(killed_at), 25.0) << "failure must surface within the round deadline";
+  EXPECT_EQ(thetas.size(), 1u);
   const std::string log = Slurp(cluster.coordinator_log());
-  EXPECT_NE(log.find("aborted"), std::string::npos) << log;
+  EXPECT_NE(log.find("retrying with 2 peers"), std::string::npos) << log;
+  auto rounds = ParseRounds(log);
+  ASSERT_EQ(rounds.size(), 8u) << log;
+  for (const auto& r : rounds) EXPECT_LT(r.wall_seconds, 20.0) << "round " << r.round;
+  EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss);
+}
+
+// A peer that joins after several rounds fetches the committed state from the others and ends
+// the job with exactly their θ.
+TEST(Integration, LateJoinerSyncsAndEndsBitIdentical) {
+  Cluster cluster("it-late");
+  // Without a gather window the two early peers would run every round at once; with it each
+  // round waits up to 1 s for the third, which gives the late joiner time to arrive mid-job.
+  cluster.StartCoordinator({"--peers", "3", "--min-peers", "2", "--gather-ms", "1000", "--rounds",
+                            "6", "--inner-steps", "6", "--mode", "diloco", "--round-timeout-ms",
+                            "30000"});
+  cluster.StartPeer("p0");
+  cluster.StartPeer("p1");
+  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << Slurp(cluster.coordinator_log());
+  cluster.StartPeer("late");
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok() && *coord == 0) << Slurp(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1", "late"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
+    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(thetas.size(), 1u) << "the late joiner must hold the same θ";
+  const std::string late = Slurp(cluster.peer_log("late"));
+  EXPECT_NE(late.find("synced round"), std::string::npos) << late;
+  EXPECT_NE(Slurp(cluster.coordinator_log()).find("round 5 complete: 3 peers"), std::string::npos)
+      << "the joiner must contribute after syncing";
+}
+
+// kill -9 of the coordinator mid-job; restarted on the same database, key and port, it resumes
+// after the last committed round and the peers (who reconnect on their own) finish the job.
+TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
+  Cluster cluster("it-restart");
+  const std::string key = cluster.dir() + "/coordinator.key";
+  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
+  const std::string db = cluster.dir() + "/coordinator.db";
+  const std::vector<std::string> job = {"--peers", "2", "--rounds", "6", "--inner-steps", "6",
+                                        "--mode", "ddp", "--round-timeout-ms", "30000",
+                                        "--db", db, "--identity", key};
+  cluster.StartCoordinator(job);
+  cluster.StartPeer("p0");
+  cluster.StartPeer("p1");
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 120s)) << Slurp(cluster.coordinator_log());
+  cluster.coordinator().Signal(SIGKILL);
+  ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
+  const std::string first_log = Slurp(cluster.coordinator_log());
+  std::remove(cluster.coordinator_log().c_str());
+
+  std::vector<std::string> restart = job;
+  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
+  cluster.StartCoordinator(restart);
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok()) << Slurp(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << Slurp(cluster.coordinator_log());
+  const std::string second_log = Slurp(cluster.coordinator_log());
+  const int committed_before = static_cast<int>(ParseRounds(first_log).size());
+  auto after = ParseRounds(second_log);
+  ASSERT_FALSE(after.empty()) << second_log;
+  EXPECT_EQ(after.front().round, committed_before) << "resumes right after the last committed round";
+  EXPECT_EQ(after.back().round, 5);
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
+    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(thetas.size(), 1u);
 }
 
 TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {

@@ -1,4 +1,5 @@
-// The coordinator against real TCP clients speaking (or abusing) protocol v1.
+// The coordinator against real TCP clients that speak (or abuse) protocol v1: handshake,
+// signed requests, rounds with attempts, admission, liveness, sync, restart and status.
 #include "launcher/coordinator.h"
 
 #include <gtest/gtest.h>
@@ -6,9 +7,18 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "core/digest.h"
+#include "launcher/client.h"
 #include "net/connection.h"
 #include "net/io_thread.h"
+#include "net/secure_channel.h"
 #include "runtime/job_spec.h"
+#include "tests/common/test_corpus.h"
 
 namespace tributary::launcher {
 namespace {
@@ -16,19 +26,58 @@ namespace {
 using namespace std::chrono_literals;
 using net::Connection;
 
-v1::JobSpec SmallJob(uint32_t peers, uint32_t rounds) {
+v1::JobSpec SmallJob(uint32_t peers, uint32_t rounds, uint32_t min_peers = 0) {
   v1::JobSpec spec = runtime::DefaultJobSpec();
   spec.set_num_peers(peers);
+  spec.set_min_peers(min_peers);
   spec.set_rounds(rounds);
   spec.set_round_timeout_ms(3000);
+  spec.set_heartbeat_ms(200);
+  spec.set_liveness_timeout_ms(60000);  // these clients send no heartbeats unless a test says so
   return spec;
 }
 
+// A protocol-speaking client standing in for a peer process (the real peer is exercised by the
+// multi-process tests).
+struct Client {
+  net::Identity id = net::Identity::Generate();
+  std::shared_ptr<Connection> conn;
+  std::string job;
+
+  v1::Envelope Signed(v1::Envelope e) const {
+    net::SignEnvelope(id, e);
+    return e;
+  }
+  Status Send(v1::Envelope e, bool sign = true) const {
+    if (sign) net::SignEnvelope(id, e);
+    return conn->Send(e, DeadlineAfter(2s));
+  }
+  Result<v1::Envelope> Next(Millis timeout = Millis(3000)) const {
+    for (;;) {
+      auto m = conn->Receive(DeadlineAfter(timeout));
+      if (!m.ok() || !m->has_heartbeat()) return m;
+    }
+  }
+  v1::Envelope Report(uint64_t round, uint32_t attempt, uint32_t rank, char digest) const {
+    v1::Envelope e = net::MakeEnvelope(job);
+    auto* r = e.mutable_round_report();
+    r->set_round(round);
+    r->set_attempt(attempt);
+    r->set_rank(rank);
+    r->set_theta_digest(std::string(32, digest));
+    r->set_state_digest(std::string(32, digest));
+    r->set_train_loss(2.0);
+    r->set_tokens(100);
+    return e;
+  }
+};
+
 class CoordinatorTest : public ::testing::Test {
  protected:
-  void StartCoordinator(v1::JobSpec spec) {
+  void StartCoordinator(std::optional<v1::JobSpec> spec, const std::string& db = ":memory:") {
     Coordinator::Options options;
     options.spec = spec;
+    options.db_path = db;
     options.hello_timeout = 1000ms;
     auto c = Coordinator::Start(options);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -41,113 +90,120 @@ class CoordinatorTest : public ::testing::Test {
     return *c;
   }
 
-  // Joins as a peer and returns the connection after the HelloAck.
-  std::shared_ptr<Connection> Join(const std::string& name, uint32_t listen_port = 5555) {
-    auto c = Dial();
-    v1::Envelope hello = net::MakeEnvelope(coordinator_->job_id());
+  Client Secure() {
+    Client client;
+    client.conn = Dial();
+    client.job = coordinator_->job_id();
+    auto key = net::ClientHandshake(*client.conn, client.id, "tributary-coordinator",
+                                    coordinator_->public_key(), DeadlineAfter(2s));
+    EXPECT_TRUE(key.ok()) << key.status().ToString();
+    return client;
+  }
+
+  v1::Envelope HelloFor(const Client& c, const std::string& name, uint32_t port = 5555) {
+    v1::Envelope hello = net::MakeEnvelope(c.job);
     hello.mutable_hello()->set_role(v1::ROLE_PEER);
     hello.mutable_hello()->set_peer_name(name);
-    hello.mutable_hello()->set_listen_port(listen_port);
-    EXPECT_TRUE(c->Send(hello, DeadlineAfter(2s)).ok());
-    auto ack = c->Receive(DeadlineAfter(2s));
+    hello.mutable_hello()->set_listen_port(port);
+    hello.mutable_hello()->set_sync_port(port + 100);
+    return hello;
+  }
+
+  // Joins as a peer; returns the client after the HelloAck.
+  Client Join(const std::string& name, uint32_t port = 5555, v1::Envelope* ack_out = nullptr) {
+    Client c = Secure();
+    EXPECT_TRUE(c.Send(HelloFor(c, name, port)).ok());
+    auto ack = c.Next();
     EXPECT_TRUE(ack.ok()) << ack.status().ToString();
-    EXPECT_TRUE(ack->has_hello_ack()) << net::PayloadName(*ack);
-    EXPECT_EQ(runtime::JobIdOf(ack->hello_ack().spec()), coordinator_->job_id());
+    EXPECT_TRUE(ack->has_hello_ack()) << net::PayloadName(*ack) << " " << ack->DebugString();
+    if (ack_out) *ack_out = *ack;
     return c;
   }
 
-  // Expects an Error frame with `code`, then the connection closed by the coordinator.
-  void ExpectRejected(const std::shared_ptr<Connection>& c, v1::ErrorCode code,
-                      const std::string& words) {
-    auto reply = c->Receive(DeadlineAfter(3s));
+  void ExpectRejected(const Client& c, v1::ErrorCode code, const std::string& words) {
+    auto reply = c.Next();
     ASSERT_TRUE(reply.ok()) << reply.status().ToString();
     ASSERT_TRUE(reply->has_error()) << net::PayloadName(*reply);
     EXPECT_EQ(reply->error().code(), code) << reply->error().message();
     EXPECT_NE(reply->error().message().find(words), std::string::npos) << reply->error().message();
-    auto after = c->Receive(DeadlineAfter(3s));
+    auto after = c.conn->Receive(DeadlineAfter(3s));
     EXPECT_EQ(after.status().code(), StatusCode::kUnavailable) << "connection should be closed";
   }
 
-  v1::Envelope Report(uint64_t round, uint32_t rank, char digest_byte) {
-    v1::Envelope e = net::MakeEnvelope(coordinator_->job_id());
-    auto* r = e.mutable_round_report();
-    r->set_round(round);
-    r->set_rank(rank);
-    r->set_theta_digest(std::string(32, digest_byte));
-    r->set_train_loss(2.0);
-    r->set_tokens(100);
-    return e;
+  // Plays one whole round for `clients` (all members), reporting digest `d`.
+  void PlayRound(std::vector<Client*> clients, uint64_t round, char d = 'x') {
+    for (Client* c : clients) {
+      auto start = c->Next();
+      ASSERT_TRUE(start.ok() && start->has_round_start()) << start.status().ToString();
+      ASSERT_EQ(start->round_start().round(), round);
+      ASSERT_TRUE(c->Send(c->Report(round, start->round_start().attempt(),
+                                    start->round_start().your_rank(), d)).ok());
+    }
+    for (Client* c : clients) {
+      auto end = c->Next();
+      ASSERT_TRUE(end.ok() && end->has_round_end()) << net::PayloadName(*end);
+      ASSERT_TRUE(end->round_end().ok()) << end->round_end().error();
+    }
+  }
+
+  // a and b play round 0 alone (min_peers 2); `third` joins meanwhile, syncs round 0's state
+  // (digest 'x'), and all three are members of round 1, whose RoundStart each has consumed.
+  void ThreeMembersInRound1(Client& a, Client& b, Client& third) {
+    a = Join("a", 1000);
+    b = Join("b", 1001);
+    third = Join("third", 1002);
+    PlayRound({&a, &b}, 0, 'x');
+    auto sync = third.Next();
+    ASSERT_TRUE(sync.ok() && sync->has_sync_state()) << net::PayloadName(*sync);
+    ASSERT_EQ(sync->sync_state().committed_rounds(), 1u);
+    v1::Envelope ready = net::MakeEnvelope(third.job);
+    ready.mutable_ready()->set_committed_rounds(1);
+    ready.mutable_ready()->set_state_digest(std::string(32, 'x'));
+    ASSERT_TRUE(third.Send(ready).ok());
+    for (Client* c : {&a, &b, &third}) {
+      auto start = c->Next();
+      ASSERT_TRUE(start.ok() && start->has_round_start()) << net::PayloadName(*start);
+      ASSERT_EQ(start->round_start().round(), 1u);
+      ASSERT_EQ(start->round_start().members_size(), 3);
+    }
   }
 
   net::IoThread io_{"test-clients"};
   std::unique_ptr<Coordinator> coordinator_;
 };
 
+int RawErrorCode(boost::asio::ip::tcp::socket& s) {
+  unsigned char header[4];
+  boost::system::error_code ec;
+  boost::asio::read(s, boost::asio::buffer(header), ec);
+  if (ec) return -1;
+  uint32_t n = header[0] | header[1] << 8 | header[2] << 16 | uint32_t(header[3]) << 24;
+  std::string body(n, '\0');
+  boost::asio::read(s, boost::asio::buffer(body), ec);
+  v1::Envelope e;
+  if (ec || !e.ParseFromString(body) || !e.has_error()) return -1;
+  return e.error().code();
+}
+
 TEST_F(CoordinatorTest, BadInputIsRejectedAndTheCoordinatorKeepsServing) {
   StartCoordinator(SmallJob(2, 1));
-  const std::string job = coordinator_->job_id();
-
-  {  // wrong protocol version
-    auto c = Dial();
-    v1::Envelope e = net::MakeEnvelope(job);
-    e.set_protocol_version(99);
-    e.mutable_hello()->set_role(v1::ROLE_PEER);
-    ASSERT_TRUE(c->Send(e, DeadlineAfter(2s)).ok());
-    ExpectRejected(c, v1::WRONG_PROTOCOL_VERSION, "wrong protocol version 99");
-  }
-  {  // wrong job id
-    auto c = Dial();
-    v1::Envelope e = net::MakeEnvelope("not-this-job");
-    e.mutable_hello()->set_role(v1::ROLE_PEER);
-    ASSERT_TRUE(c->Send(e, DeadlineAfter(2s)).ok());
-    ExpectRejected(c, v1::WRONG_JOB, "wrong job id");
-  }
-  {  // unknown message type: an envelope with no payload this build knows
-    auto c = Dial();
-    ASSERT_TRUE(c->Send(net::MakeEnvelope(job), DeadlineAfter(2s)).ok());
-    ExpectRejected(c, v1::UNKNOWN_MESSAGE_TYPE, "unknown message type");
-  }
-  {  // a message that is valid but not allowed from a peer
-    auto c = Dial();
-    v1::Envelope e = net::MakeEnvelope(job);
-    e.mutable_job_done();
-    ASSERT_TRUE(c->Send(e, DeadlineAfter(2s)).ok());
-    ExpectRejected(c, v1::UNEXPECTED_MESSAGE, "job_done");
-  }
-  {  // report before hello
-    auto c = Dial();
-    ASSERT_TRUE(c->Send(Report(0, 0, 'a'), DeadlineAfter(2s)).ok());
-    ExpectRejected(c, v1::UNEXPECTED_MESSAGE, "before Hello");
-  }
   boost::asio::io_context raw_io;
   auto raw = [&] {
     boost::asio::ip::tcp::socket s(raw_io);
     s.connect({boost::asio::ip::make_address("127.0.0.1"), coordinator_->port()});
     return s;
   };
-  auto read_error_code = [](boost::asio::ip::tcp::socket& s) -> int {
-    unsigned char header[4];
-    boost::system::error_code ec;
-    boost::asio::read(s, boost::asio::buffer(header), ec);
-    if (ec) return -1;
-    uint32_t n = header[0] | header[1] << 8 | header[2] << 16 | uint32_t(header[3]) << 24;
-    std::string body(n, '\0');
-    boost::asio::read(s, boost::asio::buffer(body), ec);
-    v1::Envelope e;
-    if (ec || !e.ParseFromString(body) || !e.has_error()) return -1;
-    return e.error().code();
-  };
-  {  // length over the maximum
+  {  // length over the maximum, before any handshake
     auto s = raw();
     const unsigned char header[4] = {0xff, 0xff, 0xff, 0x7f};
     boost::asio::write(s, boost::asio::buffer(header));
-    EXPECT_EQ(read_error_code(s), v1::MALFORMED_FRAME);
+    EXPECT_EQ(RawErrorCode(s), v1::MALFORMED_FRAME);
   }
   {  // random bytes
     auto s = raw();
     const unsigned char junk[] = {8, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff};
     boost::asio::write(s, boost::asio::buffer(junk));
-    EXPECT_EQ(read_error_code(s), v1::MALFORMED_FRAME);
+    EXPECT_EQ(RawErrorCode(s), v1::MALFORMED_FRAME);
   }
   {  // truncated frame: the sender vanishes mid-frame
     auto s = raw();
@@ -157,23 +213,72 @@ TEST_F(CoordinatorTest, BadInputIsRejectedAndTheCoordinatorKeepsServing) {
   }
   {  // silent connection: dropped after the hello timeout
     auto s = raw();
-    EXPECT_EQ(read_error_code(s), v1::UNEXPECTED_MESSAGE);
+    EXPECT_EQ(RawErrorCode(s), v1::UNEXPECTED_MESSAGE);
+  }
+  {  // a valid frame that is not a handshake
+    Client c;
+    c.conn = Dial();
+    c.job = coordinator_->job_id();
+    v1::Envelope hello = HelloFor(c, "plain");
+    ASSERT_TRUE(c.Send(hello).ok());
+    ExpectRejected(c, v1::UNEXPECTED_MESSAGE, "expected a handshake message");
+  }
+  {  // wrong protocol version (inside the secure channel)
+    Client c = Secure();
+    v1::Envelope e = HelloFor(c, "old");
+    e.set_protocol_version(99);
+    ASSERT_TRUE(c.Send(e).ok());
+    ExpectRejected(c, v1::WRONG_PROTOCOL_VERSION, "wrong protocol version 99");
+  }
+  {  // unknown job
+    Client c = Secure();
+    c.job = "not-this-job";
+    ASSERT_TRUE(c.Send(HelloFor(c, "lost")).ok());
+    ExpectRejected(c, v1::UNKNOWN_JOB, "unknown job");
+  }
+  {  // unknown message type: an envelope with no payload this build knows
+    Client c = Secure();
+    ASSERT_TRUE(c.Send(net::MakeEnvelope(c.job)).ok());
+    ExpectRejected(c, v1::UNKNOWN_MESSAGE_TYPE, "unknown message type");
+  }
+  {  // unsigned Hello
+    Client c = Secure();
+    ASSERT_TRUE(c.Send(HelloFor(c, "unsigned"), /*sign=*/false).ok());
+    ExpectRejected(c, v1::AUTH_FAILED, "not signed");
+  }
+  {  // forged signature: signed by a key other than the one that did the handshake
+    Client c = Secure();
+    v1::Envelope e = HelloFor(c, "forger");
+    net::SignEnvelope(net::Identity::Generate(), e);
+    ASSERT_TRUE(c.Send(e, /*sign=*/false).ok());
+    ExpectRejected(c, v1::AUTH_FAILED, "not signed");
+  }
+  {  // report before hello
+    Client c = Secure();
+    ASSERT_TRUE(c.Send(c.Report(0, 0, 0, 'a')).ok());
+    ExpectRejected(c, v1::UNEXPECTED_MESSAGE, "before Hello");
+  }
+  {  // a message a peer may never send
+    Client c = Secure();
+    v1::Envelope e = net::MakeEnvelope(c.job);
+    e.mutable_job_done();
+    ASSERT_TRUE(c.Send(e).ok());
+    ExpectRejected(c, v1::UNEXPECTED_MESSAGE, "before Hello");
+  }
+  {  // a coordinator impostor is refused by the client's key check
+    Client c;
+    c.conn = Dial();
+    auto key = net::ClientHandshake(*c.conn, c.id, "tributary-coordinator",
+                                    net::Identity::Generate().public_key(), DeadlineAfter(2s));
+    EXPECT_FALSE(key.ok());
   }
   // After all that abuse, two honest peers still join and finish the job.
-  auto a = Join("alice");
-  auto b = Join("bob");
-  for (auto& c : {a, b}) {
-    auto start = c->Receive(DeadlineAfter(2s));
-    ASSERT_TRUE(start.ok() && start->has_round_start()) << start.status().ToString();
-    ASSERT_TRUE(c->Send(Report(0, start->round_start().your_rank(), 'x'), DeadlineAfter(2s)).ok());
-  }
-  for (auto& c : {a, b}) {
-    auto end = c->Receive(DeadlineAfter(2s));
-    ASSERT_TRUE(end.ok() && end->has_round_end());
-    EXPECT_TRUE(end->round_end().ok());
-    auto done = c->Receive(DeadlineAfter(2s));
+  Client a = Join("alice", 1000), b = Join("bob", 1001);
+  PlayRound({&a, &b}, 0);
+  for (Client* c : {&a, &b}) {
+    auto done = c->Next();
     ASSERT_TRUE(done.ok());
-    EXPECT_TRUE(done->has_job_done());
+    EXPECT_TRUE(done->has_job_done()) << net::PayloadName(*done);
   }
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
   ASSERT_TRUE(outcome.ok());
@@ -182,28 +287,36 @@ TEST_F(CoordinatorTest, BadInputIsRejectedAndTheCoordinatorKeepsServing) {
   EXPECT_EQ(outcome->rounds[0].tokens, 200u);
 }
 
-TEST_F(CoordinatorTest, RoundsRunInOrderWithRanksAndMembers) {
+TEST_F(CoordinatorTest, RoundsRunInOrderWithRanksKeysAndShards) {
   StartCoordinator(SmallJob(3, 2));
-  std::vector<std::shared_ptr<Connection>> peers = {Join("p0", 1000), Join("p1", 1001),
-                                                   Join("p2", 1002)};
+  std::vector<Client> peers;
+  std::vector<uint32_t> shards;
+  for (int i = 0; i < 3; ++i) {
+    v1::Envelope ack;
+    peers.push_back(Join("p" + std::to_string(i), 1000 + i, &ack));
+    shards.push_back(ack.hello_ack().shard());
+  }
+  EXPECT_EQ(shards, (std::vector<uint32_t>{0, 1, 2}));
   std::vector<RoundSummary> seen;
   coordinator_->OnRound([&](const RoundSummary& s) { seen.push_back(s); });
   for (uint64_t round = 0; round < 2; ++round) {
     for (size_t i = 0; i < peers.size(); ++i) {
-      auto start = peers[i]->Receive(DeadlineAfter(2s));
+      auto start = peers[i].Next();
       ASSERT_TRUE(start.ok() && start->has_round_start());
-      EXPECT_EQ(start->round_start().round(), round);
-      EXPECT_EQ(start->round_start().your_rank(), i) << "ranks follow join order";
-      ASSERT_EQ(start->round_start().members_size(), 3);
-      EXPECT_EQ(start->round_start().members(i).port(), 1000 + i);
-      EXPECT_EQ(start->round_start().members(i).host(), "127.0.0.1");
-      ASSERT_TRUE(peers[i]->Send(Report(round, i, 'q'), DeadlineAfter(2s)).ok());
+      const auto& rs = start->round_start();
+      EXPECT_EQ(rs.round(), round);
+      EXPECT_EQ(rs.attempt(), 0u);
+      EXPECT_EQ(rs.your_rank(), i) << "ranks follow shards";
+      ASSERT_EQ(rs.members_size(), 3);
+      EXPECT_EQ(rs.members(i).port(), 1000 + i);
+      EXPECT_EQ(rs.members(i).public_key(), net::KeyToBytes(peers[i].id.public_key()));
+      ASSERT_TRUE(peers[i].Send(peers[i].Report(round, 0, i, 'q')).ok());
     }
     for (auto& p : peers) {
-      auto end = p->Receive(DeadlineAfter(2s));
+      auto end = p.Next();
       ASSERT_TRUE(end.ok() && end->has_round_end());
       EXPECT_TRUE(end->round_end().ok());
-      EXPECT_EQ(end->round_end().theta_digests_size(), 3);
+      EXPECT_EQ(end->round_end().state_digest(), std::string(32, 'q'));
     }
   }
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
@@ -211,66 +324,275 @@ TEST_F(CoordinatorTest, RoundsRunInOrderWithRanksAndMembers) {
   EXPECT_EQ(seen.size(), 2u);
 }
 
-TEST_F(CoordinatorTest, DisagreeingThetaDigestsFailTheJob) {
+TEST_F(CoordinatorTest, MemberDyingMidRoundIsRetriedWithTheSurvivors) {
+  StartCoordinator(SmallJob(3, 3, /*min_peers=*/2));
+  Client a, b, victim;
+  ThreeMembersInRound1(a, b, victim);
+  ASSERT_TRUE(a.Send(a.Report(1, 0, 0, 'y')).ok());
+  victim.conn->Close();  // dies mid-round
+  for (Client* c : {&a, &b}) {
+    auto retry = c->Next();
+    ASSERT_TRUE(retry.ok() && retry->has_round_start()) << retry.status().ToString();
+    EXPECT_EQ(retry->round_start().round(), 1u);
+    EXPECT_EQ(retry->round_start().attempt(), 1u);
+    EXPECT_EQ(retry->round_start().members_size(), 2);
+  }
+  // The dead attempt's report counts for nothing; the retry's reports commit the round.
+  ASSERT_TRUE(a.Send(a.Report(1, 1, 0, 'z')).ok());
+  ASSERT_TRUE(b.Send(b.Report(1, 1, 1, 'z')).ok());
+  for (Client* c : {&a, &b}) {
+    auto end = c->Next();
+    ASSERT_TRUE(end.ok() && end->has_round_end());
+    EXPECT_TRUE(end->round_end().ok());
+    EXPECT_EQ(end->round_end().attempt(), 1u);
+  }
+  PlayRound({&a, &b}, 2);
+  auto outcome = coordinator_->Wait(DeadlineAfter(5s));
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_TRUE(outcome->status.ok()) << outcome->status.ToString();
+  EXPECT_EQ(outcome->rounds[1].attempts, 2u);
+  EXPECT_EQ(outcome->rounds[1].peers, 2u);
+}
+
+TEST_F(CoordinatorTest, SilentPeerIsDeclaredDeadByLiveness) {
+  v1::JobSpec spec = SmallJob(3, 2, 2);
+  spec.set_liveness_timeout_ms(800);
+  StartCoordinator(spec);
+  // Everyone heartbeats until round 1 starts; then `mute` holds its socket open and goes quiet.
+  std::vector<Client*> beating;
+  std::mutex mu;
+  std::atomic<bool> running{true};
+  std::thread heart([&] {
+    while (running) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        for (Client* c : beating) {
+          v1::Envelope beat = net::MakeEnvelope(c->job);
+          beat.mutable_heartbeat();
+          c->conn->AsyncSend(beat);
+        }
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  Client a = Join("a", 1000);
+  Client b = Join("b", 1001);
+  Client mute = Join("mute", 1002);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    beating = {&a, &b, &mute};
+  }
+  PlayRound({&a, &b}, 0, 'x');
+  auto sync = mute.Next();
+  ASSERT_TRUE(sync.ok() && sync->has_sync_state());
+  v1::Envelope ready = net::MakeEnvelope(mute.job);
+  ready.mutable_ready()->set_committed_rounds(1);
+  ready.mutable_ready()->set_state_digest(std::string(32, 'x'));
+  ASSERT_TRUE(mute.Send(ready).ok());
+  for (Client* c : {&a, &b, &mute}) ASSERT_TRUE(c->Next().ok());  // round 1, three members
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    beating = {&a, &b};
+  }
+  auto retry = a.Next(Millis(5000));
+  running = false;
+  heart.join();
+  ASSERT_TRUE(retry.ok() && retry->has_round_start()) << retry.status().ToString();
+  EXPECT_EQ(retry->round_start().attempt(), 1u);
+  EXPECT_EQ(retry->round_start().members_size(), 2);
+}
+
+TEST_F(CoordinatorTest, StragglerPastTheDeadlineIsDroppedAndTheRoundRetried) {
+  v1::JobSpec spec = SmallJob(3, 3, 2);
+  spec.set_round_timeout_ms(1500);
+  StartCoordinator(spec);
+  Client a, b, slow;
+  ThreeMembersInRound1(a, b, slow);
+  ASSERT_TRUE(a.Send(a.Report(1, 0, 0, 'x')).ok());
+  ASSERT_TRUE(b.Send(b.Report(1, 0, 1, 'x')).ok());
+  ExpectRejected(slow, v1::ROUND_FAILED, "missed the deadline");
+  auto retry = a.Next();
+  ASSERT_TRUE(retry.ok() && retry->has_round_start());
+  EXPECT_EQ(retry->round_start().attempt(), 1u);
+}
+
+TEST_F(CoordinatorTest, MajorityDigestCommitsAndTheDissenterIsEjected) {
+  StartCoordinator(SmallJob(3, 3, 2));
+  Client a, b, liar;
+  ThreeMembersInRound1(a, b, liar);
+  ASSERT_TRUE(a.Send(a.Report(1, 0, 0, 'h')).ok());
+  ASSERT_TRUE(b.Send(b.Report(1, 0, 1, 'h')).ok());
+  ASSERT_TRUE(liar.Send(liar.Report(1, 0, 2, 'L')).ok());
+  ExpectRejected(liar, v1::ROUND_FAILED, "disagrees with the majority");
+  for (Client* c : {&a, &b}) {
+    auto end = c->Next();
+    ASSERT_TRUE(end.ok() && end->has_round_end());
+    EXPECT_TRUE(end->round_end().ok());
+    EXPECT_EQ(end->round_end().state_digest(), std::string(32, 'h'));
+  }
+}
+
+TEST_F(CoordinatorTest, DisagreementWithoutMajorityFailsTheJob) {
   StartCoordinator(SmallJob(2, 3));
-  auto a = Join("a"), b = Join("b");
-  ASSERT_TRUE(a->Receive(DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(b->Receive(DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(a->Send(Report(0, 0, 'x'), DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(b->Send(Report(0, 1, 'y'), DeadlineAfter(2s)).ok());
-  auto end = a->Receive(DeadlineAfter(2s));
+  Client a = Join("a"), b = Join("b");
+  ASSERT_TRUE(a.Next().ok());
+  ASSERT_TRUE(b.Next().ok());
+  ASSERT_TRUE(a.Send(a.Report(0, 0, 0, 'x')).ok());
+  ASSERT_TRUE(b.Send(b.Report(0, 0, 1, 'y')).ok());
+  auto end = a.Next();
   ASSERT_TRUE(end.ok() && end->has_round_end());
   EXPECT_FALSE(end->round_end().ok());
-  EXPECT_NE(end->round_end().error().find("disagree"), std::string::npos);
+  EXPECT_NE(end->round_end().error().find("no majority"), std::string::npos);
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
   ASSERT_TRUE(outcome.ok());
   EXPECT_EQ(outcome->status.code(), StatusCode::kAborted);
-  EXPECT_NE(outcome->status.message().find("disagree"), std::string::npos);
 }
 
-TEST_F(CoordinatorTest, PeerDyingMidRoundAbortsOthersWithItsName) {
-  StartCoordinator(SmallJob(2, 3));
-  auto a = Join("survivor"), b = Join("victim");
-  ASSERT_TRUE(a->Receive(DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(b->Receive(DeadlineAfter(2s)).ok());
-  b->Close();
-  auto abort = a->Receive(DeadlineAfter(3s));
-  ASSERT_TRUE(abort.ok()) << abort.status().ToString();
-  ASSERT_TRUE(abort->has_abort()) << net::PayloadName(*abort);
-  EXPECT_NE(abort->abort().reason().find("victim"), std::string::npos) << abort->abort().reason();
-  EXPECT_NE(abort->abort().reason().find("disconnected during round 0"), std::string::npos);
-  auto outcome = coordinator_->Wait(DeadlineAfter(5s));
-  ASSERT_TRUE(outcome.ok());
-  EXPECT_FALSE(outcome->status.ok());
-}
-
-TEST_F(CoordinatorTest, SilentRoundHitsTheDeadline) {
-  v1::JobSpec spec = SmallJob(2, 3);
-  spec.set_round_timeout_ms(400);
-  StartCoordinator(spec);
-  auto a = Join("fast"), b = Join("stuck");
-  ASSERT_TRUE(a->Receive(DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(b->Receive(DeadlineAfter(2s)).ok());
-  ASSERT_TRUE(a->Send(Report(0, 0, 'x'), DeadlineAfter(2s)).ok());
-  auto abort = a->Receive(DeadlineAfter(3s));
-  ASSERT_TRUE(abort.ok() && abort->has_abort());
-  EXPECT_NE(abort->abort().reason().find("exceeded its deadline"), std::string::npos);
-  EXPECT_NE(abort->abort().reason().find("stuck"), std::string::npos);
-}
-
-TEST_F(CoordinatorTest, FullJobRefusesExtraPeersAndWrongReportsAreRejected) {
+TEST_F(CoordinatorTest, FullJobAndWrongReportsAreRefused) {
   StartCoordinator(SmallJob(1, 2));
-  auto only = Join("only");
-  auto extra = Dial();
-  v1::Envelope hello = net::MakeEnvelope(coordinator_->job_id());
-  hello.mutable_hello()->set_role(v1::ROLE_PEER);
-  hello.mutable_hello()->set_listen_port(7);
-  ASSERT_TRUE(extra->Send(hello, DeadlineAfter(2s)).ok());
+  Client only = Join("only");
+  Client extra = Secure();
+  ASSERT_TRUE(extra.Send(HelloFor(extra, "extra", 7)).ok());
   ExpectRejected(extra, v1::JOB_FULL, "already has");
+  ASSERT_TRUE(only.Next().ok());                                // RoundStart 0
+  ASSERT_TRUE(only.Send(only.Report(0, 0, 3, 'x')).ok());     // wrong rank
+  ExpectRejected(only, v1::UNEXPECTED_MESSAGE, "rank");
+}
 
-  ASSERT_TRUE(only->Receive(DeadlineAfter(2s)).ok());  // RoundStart 0
-  ASSERT_TRUE(only->Send(Report(5, 0, 'x'), DeadlineAfter(2s)).ok());  // wrong round
-  ExpectRejected(only, v1::UNEXPECTED_MESSAGE, "expected round 0");
+TEST_F(CoordinatorTest, AllowlistAndInviteAdmission) {
+  Client listed;
+  v1::JobSpec spec = SmallJob(3, 1);
+  spec.set_admission(v1::ADMISSION_ALLOWLIST);
+  spec.add_allowed_keys(net::KeyToHex(listed.id.public_key()));
+  StartCoordinator(spec);
+  {
+    Client stranger = Secure();
+    ASSERT_TRUE(stranger.Send(HelloFor(stranger, "stranger")).ok());
+    ExpectRejected(stranger, v1::ADMISSION_REFUSED, "allowlist");
+  }
+  Client admitted = Secure();
+  admitted.id = listed.id;  // same key, new connection: redo the handshake with it
+  admitted.conn = Dial();
+  ASSERT_TRUE(net::ClientHandshake(*admitted.conn, admitted.id, "tributary-coordinator", std::nullopt,
+                                   DeadlineAfter(2s)).ok());
+  ASSERT_TRUE(admitted.Send(HelloFor(admitted, "listed")).ok());
+  auto ack = admitted.Next();
+  ASSERT_TRUE(ack.ok());
+  EXPECT_TRUE(ack->has_hello_ack());
+
+  coordinator_.reset();
+  v1::JobSpec invite = SmallJob(3, 1);
+  invite.set_admission(v1::ADMISSION_INVITE);
+  invite.add_invite_tokens(ToHex(Sha256Of(std::string_view("open-sesame"))));
+  StartCoordinator(invite);
+  Client wrong = Secure();
+  v1::Envelope hello = HelloFor(wrong, "guess");
+  hello.mutable_hello()->set_invite_token("guess");
+  ASSERT_TRUE(wrong.Send(hello).ok());
+  ExpectRejected(wrong, v1::ADMISSION_REFUSED, "invalid invite token");
+  Client right = Secure();
+  hello = HelloFor(right, "guest");
+  hello.mutable_hello()->set_invite_token("open-sesame");
+  ASSERT_TRUE(right.Send(hello).ok());
+  auto ack2 = right.Next();
+  ASSERT_TRUE(ack2.ok());
+  EXPECT_TRUE(ack2->has_hello_ack());
+}
+
+TEST_F(CoordinatorTest, LateJoinerIsToldWhereToSyncAndJoinsAfterReady) {
+  StartCoordinator(SmallJob(4, 3, 2));
+  Client a = Join("a", 1000), b = Join("b", 1001);
+  PlayRound({&a, &b}, 0, 's');
+  ASSERT_TRUE(a.Next().ok());  // round 1 is under way with a and b
+  ASSERT_TRUE(b.Next().ok());
+  v1::Envelope ack;
+  Client late = Join("late", 1002, &ack);
+  EXPECT_EQ(ack.hello_ack().committed_rounds(), 1u);
+  EXPECT_EQ(ack.hello_ack().state_digest(), std::string(32, 's'));
+  auto sync = late.Next();
+  ASSERT_TRUE(sync.ok() && sync->has_sync_state()) << net::PayloadName(*sync);
+  EXPECT_EQ(sync->sync_state().committed_rounds(), 1u);
+  ASSERT_EQ(sync->sync_state().sources_size(), 2);
+  EXPECT_EQ(sync->sync_state().sources(0).public_key(), net::KeyToBytes(a.id.public_key()));
+  // A Ready for a state the job never committed is refused.
+  {
+    Client liar = Join("liar", 1003);
+    ASSERT_TRUE(liar.Next().ok());  // its SyncState
+    v1::Envelope bogus = net::MakeEnvelope(liar.job);
+    bogus.mutable_ready()->set_committed_rounds(7);
+    bogus.mutable_ready()->set_state_digest(std::string(32, '?'));
+    ASSERT_TRUE(liar.Send(bogus).ok());
+    ExpectRejected(liar, v1::UNEXPECTED_MESSAGE, "never committed");
+  }
+  // Round 1 finishes without the joiner; it is then told to sync round 2's state instead.
+  ASSERT_TRUE(a.Send(a.Report(1, 0, 0, 't')).ok());
+  ASSERT_TRUE(b.Send(b.Report(1, 0, 1, 't')).ok());
+  for (Client* c : {&a, &b}) ASSERT_TRUE(c->Next().ok());  // RoundEnd 1
+  auto resync = late.Next();
+  ASSERT_TRUE(resync.ok() && resync->has_sync_state());
+  EXPECT_EQ(resync->sync_state().committed_rounds(), 2u);
+  v1::Envelope ready = net::MakeEnvelope(late.job);
+  ready.mutable_ready()->set_committed_rounds(2);
+  ready.mutable_ready()->set_state_digest(std::string(32, 't'));
+  ASSERT_TRUE(late.Send(ready).ok());
+  auto start = late.Next();
+  ASSERT_TRUE(start.ok() && start->has_round_start()) << net::PayloadName(*start);
+  EXPECT_EQ(start->round_start().round(), 2u);
+  EXPECT_EQ(start->round_start().members_size(), 3);
+}
+
+TEST_F(CoordinatorTest, RestartedCoordinatorResumesFromItsDatabase) {
+  const std::string dir = ::tributary::testing::FreshTempDir("coord-db");
+  const std::string db = dir + "/coordinator.db";
+  const v1::JobSpec spec = SmallJob(2, 3);
+  StartCoordinator(spec, db);
+  Client a = Join("a", 1000), b = Join("b", 1001);
+  PlayRound({&a, &b}, 0, 'r');
+  coordinator_.reset();  // crash-equivalent: nothing else is written after the commit
+  StartCoordinator(std::nullopt, db);
+  EXPECT_EQ(coordinator_->job_id(), runtime::JobIdOf(spec));
+  // Peers reconnect with the state they hold and go straight on with round 1.
+  std::vector<Client> back;
+  for (int i = 0; i < 2; ++i) {
+    Client c = Secure();
+    v1::Envelope hello = HelloFor(c, i ? "b" : "a", 1000 + i);
+    hello.mutable_hello()->set_committed_rounds(1);
+    hello.mutable_hello()->set_state_digest(std::string(32, 'r'));
+    ASSERT_TRUE(c.Send(hello).ok());
+    auto ack = c.Next();
+    ASSERT_TRUE(ack.ok() && ack->has_hello_ack());
+    EXPECT_EQ(ack->hello_ack().committed_rounds(), 1u);
+    back.push_back(c);
+  }
+  PlayRound({&back[0], &back[1]}, 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(CoordinatorTest, StatusAndSubmittedJobs) {
+  StartCoordinator(std::nullopt);
+  v1::JobSpec spec = SmallJob(2, 1);
+  spec.set_name("submitted");
+  CoordinatorAddress address{"127.0.0.1", coordinator_->port(), coordinator_->public_key()};
+  auto job_id = SubmitJob(address, net::Identity::Generate(), spec);
+  ASSERT_TRUE(job_id.ok()) << job_id.status().ToString();
+  EXPECT_EQ(*job_id, runtime::JobIdOf(spec));
+  Client c = Secure();
+  c.job = *job_id;
+  ASSERT_TRUE(c.Send(HelloFor(c, "worker")).ok());
+  auto ack = c.Next();
+  ASSERT_TRUE(ack.ok() && ack->has_hello_ack());
+  auto status = QueryStatus(address, net::Identity::Generate());
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  ASSERT_EQ(status->jobs_size(), 1);
+  EXPECT_EQ(status->jobs(0).name(), "submitted");
+  ASSERT_EQ(status->jobs(0).peers_size(), 1);
+  EXPECT_EQ(status->jobs(0).peers(0).name(), "worker");
+  const std::string text = FormatStatus(*status);
+  EXPECT_NE(text.find("worker"), std::string::npos);
+  EXPECT_NE(text.find("waiting for peers"), std::string::npos);
+  v1::JobSpec bad = spec;
+  bad.set_rounds(0);
+  EXPECT_FALSE(SubmitJob(address, net::Identity::Generate(), bad).ok());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "net/secure_channel.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <boost/asio/read.hpp>
@@ -33,10 +34,13 @@ class Relay {
     thread_ = std::thread([this] { Run(); });
   }
   ~Relay() {
-    boost::system::error_code ec;
-    client_.close(ec);
-    server_.close(ec);
-    acceptor_.close(ec);
+    // The relay threads may be blocked in reads: wake them with shutdown(2) on the raw fds (an
+    // asio socket object must not be closed while another thread uses it), join, then close.
+    stopping_ = true;
+    for (auto* s : {&client_, &server_}) {
+      if (s->is_open()) ::shutdown(s->native_handle(), SHUT_RDWR);
+    }
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
     if (thread_.joinable()) thread_.join();
     if (back_.joinable()) back_.join();
   }
@@ -60,7 +64,7 @@ class Relay {
         size_t n = server_.read_some(asio::buffer(buf), e);
         if (e || asio::write(client_, asio::buffer(buf, n), e) != n || e) break;
       }
-      client_.close(e);
+      ::shutdown(client_.native_handle(), SHUT_RDWR);
     });
     std::string held;
     for (int i = 0;; ++i) {
@@ -89,12 +93,12 @@ class Relay {
       }
       asio::write(server_, asio::buffer(out), ec);
       if (attack_ == Attack::kTruncate && i == target_) {
-        server_.shutdown(tcp::socket::shutdown_send, ec);
+        ::shutdown(server_.native_handle(), SHUT_WR);
         break;
       }
     }
     boost::system::error_code e;
-    server_.shutdown(tcp::socket::shutdown_send, e);
+    ::shutdown(server_.native_handle(), SHUT_WR);
   }
 
   asio::io_context io_;
@@ -104,6 +108,7 @@ class Relay {
   Attack attack_;
   int target_;
   std::thread thread_, back_;
+  std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::vector<std::string> records_;
 };

@@ -68,3 +68,26 @@ TEST(JobSpecTest, ShippedDemoTomlMatchesBuiltInDefaults) {
 
 }  // namespace
 }  // namespace tributary::runtime
+
+namespace tributary::runtime {
+namespace {
+
+TEST(JobSpecTest, AdmissionKeysParseAndInviteTokensAreHashed) {
+  v1::JobSpec spec = DefaultJobSpec();
+  ASSERT_TRUE(ApplyTomlString("admission = \"invite\"\ninvite_tokens = [\"s3cret\"]\nmin_peers = 2\n", spec).ok());
+  EXPECT_EQ(spec.admission(), v1::ADMISSION_INVITE);
+  ASSERT_EQ(spec.invite_tokens_size(), 1);
+  EXPECT_EQ(spec.invite_tokens(0).size(), 64u);
+  EXPECT_EQ(spec.invite_tokens(0).find("s3cret"), std::string::npos) << "token must not travel";
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  EXPECT_FALSE(ApplyTomlString("admission = \"vip\"\n", spec).ok());
+  EXPECT_FALSE(ApplyTomlString("allowed_keys = [\"abc\"]\n", spec).ok());
+  v1::JobSpec allow = DefaultJobSpec();
+  allow.set_admission(v1::ADMISSION_ALLOWLIST);
+  EXPECT_NE(ValidateJobSpec(allow).message().find("allowed_keys"), std::string::npos);
+  allow.set_min_peers(allow.num_peers() + 1);
+  EXPECT_FALSE(ValidateJobSpec(allow).ok());
+}
+
+}  // namespace
+}  // namespace tributary::runtime

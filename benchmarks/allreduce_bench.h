@@ -1,0 +1,59 @@
+// All-reduce benchmark: our RingAllreduce against Gloo's AllreduceRing<float> (and, for
+// reference, Gloo's bandwidth-optimal AllreduceRingChunked<float>), same run, same inputs, real
+// processes on loopback.
+//
+// The launcher (RunLauncher) spawns `world` worker processes of this very binary per world size;
+// they rendezvous through files in a fresh temp dir (our ring: one port file per rank; Gloo: its
+// FileStore in the same dir). Rank 0 writes its measurements there as JSON for the launcher,
+// which prints a Markdown table and writes the merged JSON.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tributary::bench {
+
+struct BenchConfig {
+  std::vector<uint32_t> worlds{2, 4};
+  std::vector<double> sizes_mib{1, 4, 16, 64, 256};
+  uint32_t reps = 9;      // odd, so the median is one measured repetition
+  uint32_t big_reps = 5;  // for sizes of at least big_mib
+  double big_mib = 64;
+  uint32_t warmup = 1;
+  size_t segment_bytes = 1 << 20;  // our ring's pipelining unit
+  uint32_t timeout_s = 300;        // per world, launcher and workers alike
+  bool gloo_chunked = true;        // also time Gloo's AllreduceRingChunked
+  std::string json_path;
+  // Worker-only.
+  uint32_t rank = 0;
+  uint32_t world = 0;
+  std::string dir;
+};
+
+// One size, measured on every rank; times are per repetition, max over ranks (the slowest rank
+// decides when an all-reduce is done), in seconds.
+struct SizeResult {
+  uint64_t bytes = 0;
+  std::vector<double> ours_s;
+  std::vector<double> gloo_s;            // AllreduceRing
+  std::vector<double> gloo_chunked_s;    // AllreduceRingChunked; empty when not measured
+  double max_abs_diff_ours_vs_gloo = 0;  // max over ranks, elements and both Gloo algorithms
+  double max_abs_err_ours_vs_fp64 = 0;   // on a sample of elements, vs a float64 reference
+  bool ours_bit_identical = false;       // across ranks
+  bool gloo_bit_identical = false;
+  bool ok = false;  // the checks above passed
+};
+
+nlohmann::json ToJson(const SizeResult& r);
+Result<SizeResult> SizeResultFromJson(const nlohmann::json& j);
+double Median(std::vector<double> v);
+
+// Entry points; both return a process exit code.
+int RunWorker(const BenchConfig& config);
+int RunLauncher(const BenchConfig& config);
+
+}  // namespace tributary::bench

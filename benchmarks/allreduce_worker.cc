@@ -1,0 +1,295 @@
+// Worker side of the all-reduce benchmark: one rank, in its own process.
+#include <gloo/allgather_ring.h>
+#include <gloo/allreduce_ring.h>
+#include <gloo/allreduce_ring_chunked.h>
+#include <gloo/barrier_all_to_all.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/file_store.h>
+#include <gloo/transport/tcp/device.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "benchmarks/allreduce_bench.h"
+#include "collectives/allreduce.h"
+#include "collectives/ring.h"
+#include "core/files.h"
+#include "core/logging.h"
+#include "core/seed.h"
+#include "net/connection.h"
+#include "net/io_thread.h"
+
+namespace tributary::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr char kJobId[] = "bench-allreduce";
+constexpr double kMiB = 1 << 20;
+
+// Rank r's input element i: uniform in [-1, 1) and computable anywhere, so any rank can build a
+// float64 reference for any element.
+uint64_t InputSeed(uint32_t rank, uint64_t bytes) { return DeriveSeed({rank, bytes}); }
+float InputValue(uint64_t seed, uint64_t i) {
+  return static_cast<float>(Mix64(seed ^ i) >> 40) * 0x1p-23f - 1.0f;
+}
+
+uint64_t HashFloats(std::span<const float> v) {
+  uint64_t h = 0x5472696275746172ULL;
+  size_t i = 0;
+  for (; i + 2 <= v.size(); i += 2) {
+    uint64_t word;
+    std::memcpy(&word, v.data() + i, sizeof(word));
+    h = Mix64(h ^ word);
+  }
+  if (i < v.size()) h = Mix64(h ^ std::bit_cast<uint32_t>(v[i]));
+  return h;
+}
+
+// Gloo throws; nothing it throws may leave this file.
+template <typename F>
+Status GlooCall(const std::string& what, F&& f) {
+  try {
+    f();
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    return Unavailable("gloo " + what + ": " + e.what());
+  }
+}
+
+class GlooGroup {
+ public:
+  static Result<std::unique_ptr<GlooGroup>> Connect(const BenchConfig& config) {
+    auto group = std::unique_ptr<GlooGroup>(new GlooGroup());
+    TRIB_RETURN_IF_ERROR(GlooCall("connect", [&] {
+      gloo::transport::tcp::attr attr;
+      attr.hostname = "127.0.0.1";
+      auto device = gloo::transport::tcp::CreateDevice(attr);
+      gloo::rendezvous::FileStore store(config.dir + "/gloo");
+      auto context = std::make_shared<gloo::rendezvous::Context>(static_cast<int>(config.rank),
+                                                                 static_cast<int>(config.world));
+      context->setTimeout(std::chrono::seconds(config.timeout_s));
+      context->connectFullMesh(store, device);
+      group->context_ = context;
+      group->barrier_ = std::make_unique<gloo::BarrierAllToAll>(context);
+    }));
+    return group;
+  }
+
+  Status Barrier() {
+    return GlooCall("barrier", [&] { barrier_->run(); });
+  }
+
+  template <typename T>
+  Result<std::vector<T>> Allgather(const std::vector<T>& local) {
+    std::vector<T> all(local.size() * context_->size);
+    TRIB_RETURN_IF_ERROR(GlooCall("allgather", [&] {
+      gloo::AllgatherRing<T> algo(context_, {local.data()}, all.data(),
+                                  static_cast<int>(local.size()));
+      algo.run();
+    }));
+    return all;
+  }
+
+  const std::shared_ptr<gloo::Context>& context() const { return context_; }
+
+ private:
+  GlooGroup() = default;
+  std::shared_ptr<gloo::Context> context_;
+  std::unique_ptr<gloo::BarrierAllToAll> barrier_;
+};
+
+std::string PortFile(const std::string& dir, uint32_t rank) {
+  return dir + "/ring_port." + std::to_string(rank);
+}
+
+Result<std::vector<collectives::RingMember>> AwaitMembers(const BenchConfig& config,
+                                                          Deadline deadline) {
+  std::vector<collectives::RingMember> members;
+  for (uint32_t r = 0; r < config.world; ++r) {
+    while (!FileExists(PortFile(config.dir, r))) {
+      if (Clock::now() >= deadline)
+        return DeadlineExceeded("rank " + std::to_string(r) + " never wrote its port");
+      std::this_thread::sleep_for(5ms);
+    }
+    TRIB_ASSIGN_OR_RETURN(std::string port, ReadWholeFile(PortFile(config.dir, r)));
+    members.push_back(
+        {r, "127.0.0.1", static_cast<uint16_t>(std::stoul(port)), "bench-" + std::to_string(r)});
+  }
+  return members;
+}
+
+// Element-wise max of a per-rank vector over all ranks.
+Result<std::vector<double>> MaxOverRanks(GlooGroup& gloo, const std::vector<double>& local) {
+  TRIB_ASSIGN_OR_RETURN(std::vector<double> all, gloo.Allgather(local));
+  std::vector<double> out(local.size(), 0.0);
+  for (size_t i = 0; i < all.size(); ++i)
+    out[i % local.size()] = std::max(out[i % local.size()], all[i]);
+  return out;
+}
+
+Result<bool> SameOnAllRanks(GlooGroup& gloo, uint64_t hash) {
+  TRIB_ASSIGN_OR_RETURN(std::vector<uint64_t> all, gloo.Allgather(std::vector<uint64_t>{hash}));
+  return std::all_of(all.begin(), all.end(), [&](uint64_t h) { return h == all[0]; });
+}
+
+// Times one tensor size: our ring, Gloo's ring and (optionally) Gloo's chunked ring, each on
+// its own buffer refilled from the same input before every repetition.
+class SizeRun {
+ public:
+  SizeRun(const BenchConfig& config, collectives::Ring& ring, GlooGroup& gloo, uint64_t bytes)
+      : config_(config),
+        ring_(ring),
+        gloo_(gloo),
+        count_(bytes / sizeof(float)),
+        input_(count_),
+        ours_(count_),
+        gloo_out_(count_),
+        chunked_out_(config.gloo_chunked ? count_ : 0) {
+    result_.bytes = bytes;
+    const uint64_t seed = InputSeed(config.rank, bytes);
+    for (uint64_t i = 0; i < count_; ++i) input_[i] = InputValue(seed, i);
+  }
+
+  Result<SizeResult> Run() {
+    // Gloo algorithms are built once per buffer (that is how Gloo is meant to be used) and
+    // only run() is timed.
+    std::unique_ptr<gloo::Algorithm> ring, chunked;
+    TRIB_RETURN_IF_ERROR(GlooCall("algorithm setup", [&] {
+      const int count = static_cast<int>(count_);
+      ring = std::make_unique<gloo::AllreduceRing<float>>(
+          gloo_.context(), std::vector<float*>{gloo_out_.data()}, count);
+      if (config_.gloo_chunked) {
+        chunked = std::make_unique<gloo::AllreduceRingChunked<float>>(
+            gloo_.context(), std::vector<float*>{chunked_out_.data()}, count);
+      }
+    }));
+    const uint32_t reps = result_.bytes >= config_.big_mib * kMiB ? config_.big_reps : config_.reps;
+    std::vector<double> ours_s, gloo_s, chunked_s;
+    for (uint32_t it = 0; it < config_.warmup + reps; ++it) {
+      // Interleaved, so that drift (other load on the machine) hits all of them alike.
+      TRIB_ASSIGN_OR_RETURN(double ours, TimeOurs(it));
+      TRIB_ASSIGN_OR_RETURN(double theirs, TimeGloo(*ring, gloo_out_));
+      double theirs_chunked = 0;
+      if (chunked) {
+        TRIB_ASSIGN_OR_RETURN(theirs_chunked, TimeGloo(*chunked, chunked_out_));
+      }
+      if (it < config_.warmup) continue;
+      ours_s.push_back(ours);
+      gloo_s.push_back(theirs);
+      if (chunked) chunked_s.push_back(theirs_chunked);
+    }
+    TRIB_ASSIGN_OR_RETURN(result_.ours_s, MaxOverRanks(gloo_, ours_s));
+    TRIB_ASSIGN_OR_RETURN(result_.gloo_s, MaxOverRanks(gloo_, gloo_s));
+    if (chunked) {
+      TRIB_ASSIGN_OR_RETURN(result_.gloo_chunked_s, MaxOverRanks(gloo_, chunked_s));
+    }
+    TRIB_RETURN_IF_ERROR(Check());
+    return result_;
+  }
+
+ private:
+  Result<double> TimeOurs(uint32_t it) {
+    std::memcpy(ours_.data(), input_.data(), count_ * sizeof(float));
+    TRIB_RETURN_IF_ERROR(gloo_.Barrier());
+    const auto start = Clock::now();
+    auto stats = collectives::RingAllreduce(
+        ring_, ours_,
+        {.tag = "bench/" + std::to_string(result_.bytes) + "/" + std::to_string(it),
+         .deadline = DeadlineAfter(std::chrono::seconds(config_.timeout_s)),
+         .segment_bytes = config_.segment_bytes});
+    if (!stats.ok()) return stats.status();
+    return SecondsSince(start);
+  }
+
+  Result<double> TimeGloo(gloo::Algorithm& algo, std::vector<float>& buffer) {
+    std::memcpy(buffer.data(), input_.data(), count_ * sizeof(float));
+    TRIB_RETURN_IF_ERROR(gloo_.Barrier());
+    const auto start = Clock::now();
+    TRIB_RETURN_IF_ERROR(GlooCall("all-reduce", [&] { algo.run(); }));
+    return SecondsSince(start);
+  }
+
+  static double MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
+    float diff = 0;
+    for (size_t i = 0; i < b.size(); ++i) diff = std::max(diff, std::fabs(a[i] - b[i]));
+    return diff;
+  }
+
+  // A benchmark of a wrong result is worthless: the sums must agree with each other and with a
+  // float64 reference, and ours must be the same bits on every rank.
+  Status Check() {
+    const double diff = std::max(MaxAbsDiff(ours_, gloo_out_), MaxAbsDiff(ours_, chunked_out_));
+    double err = 0;
+    const uint64_t stride = std::max<uint64_t>(1, count_ / 4096);
+    for (uint64_t i = config_.rank; i < count_; i += stride) {
+      double reference = 0;
+      for (uint32_t r = 0; r < config_.world; ++r) {
+        reference += InputValue(InputSeed(r, result_.bytes), i);
+      }
+      err = std::max(err, std::fabs(ours_[i] - reference));
+    }
+    TRIB_ASSIGN_OR_RETURN(auto maxima, MaxOverRanks(gloo_, {diff, err}));
+    result_.max_abs_diff_ours_vs_gloo = maxima[0];
+    result_.max_abs_err_ours_vs_fp64 = maxima[1];
+    TRIB_ASSIGN_OR_RETURN(result_.ours_bit_identical, SameOnAllRanks(gloo_, HashFloats(ours_)));
+    TRIB_ASSIGN_OR_RETURN(result_.gloo_bit_identical, SameOnAllRanks(gloo_, HashFloats(gloo_out_)));
+    // Sums of `world` values in [-1, 1): world - 1 float32 roundings of partial sums below
+    // `world`, each at most half an ulp of `world`; either sum may be off by that much.
+    const double tolerance = 2.0 * config_.world * config_.world * 0x1p-24;
+    result_.ok = result_.ours_bit_identical && maxima[0] <= tolerance && maxima[1] <= tolerance;
+    return Status::Ok();
+  }
+
+  const BenchConfig& config_;
+  collectives::Ring& ring_;
+  GlooGroup& gloo_;
+  const uint64_t count_;
+  std::vector<float> input_, ours_, gloo_out_, chunked_out_;
+  SizeResult result_;
+};
+
+Status WorkerMain(const BenchConfig& config) {
+  const Deadline setup = DeadlineAfter(std::chrono::seconds(config.timeout_s));
+  net::IoThread io("bench-io");
+  TRIB_ASSIGN_OR_RETURN(auto listener, net::Listener::Bind(io.context(), "127.0.0.1", 0));
+  TRIB_RETURN_IF_ERROR(
+      WriteFileAtomically(PortFile(config.dir, config.rank), std::to_string(listener->port())));
+  TRIB_ASSIGN_OR_RETURN(auto members, AwaitMembers(config, setup));
+  TRIB_ASSIGN_OR_RETURN(
+      auto ring, collectives::Ring::Form(io, *listener, config.rank, members, kJobId, 0, setup));
+  TRIB_ASSIGN_OR_RETURN(auto gloo, GlooGroup::Connect(config));
+
+  nlohmann::json sizes = nlohmann::json::array();
+  for (double mib : config.sizes_mib) {
+    const uint64_t bytes = static_cast<uint64_t>(mib * kMiB) / sizeof(float) * sizeof(float);
+    SizeRun run(config, *ring, *gloo, bytes);
+    TRIB_ASSIGN_OR_RETURN(SizeResult result, run.Run());
+    if (config.rank == 0) {
+      spdlog::info("world {} size {} MiB: ours {:.2f} ms, gloo {:.2f} ms{}", config.world,
+                   bytes / kMiB, Median(result.ours_s) * 1e3, Median(result.gloo_s) * 1e3,
+                   result.ok ? "" : " (CHECK FAILED)");
+    }
+    sizes.push_back(ToJson(result));
+  }
+  if (config.rank != 0) return Status::Ok();
+  nlohmann::json out = {{"world", config.world}, {"sizes", sizes}};
+  return WriteFileAtomically(config.dir + "/results.json", out.dump(2));
+}
+
+}  // namespace
+
+int RunWorker(const BenchConfig& config) {
+  InitLogging("rank " + std::to_string(config.rank), "info");
+  Status st = WorkerMain(config);
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tributary::bench

@@ -1,0 +1,57 @@
+// State sync for late joiners: peers serve their last committed state; a joiner fetches it from
+// one of the sources the coordinator named and checks it against the digest the *coordinator*
+// announced (never one the source chose), so a lying source is detected and the next tried.
+//
+// StateServer runs entirely on the peer's IoThread: it accepts on its own listener, runs the
+// server handshake, answers one StateRequest with a StateHeader followed by raw chunk records,
+// and closes. Publish() swaps the served state atomically (thread-safe).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "core/clock.h"
+#include "core/digest.h"
+#include "core/status.h"
+#include "net/connection.h"
+#include "net/identity.h"
+#include "net/io_thread.h"
+
+namespace tributary::runtime {
+
+inline constexpr uint32_t kStateChunkBytes = 1u << 20;
+
+class StateServer {
+ public:
+  static Result<std::unique_ptr<StateServer>> Start(net::IoThread& io, const std::string& host,
+                                                    const net::Identity& identity,
+                                                    const std::string& job_id);
+  ~StateServer();
+  uint16_t port() const;
+  void Publish(uint64_t committed_rounds, const Digest& digest,
+               std::shared_ptr<const std::string> state);
+
+  struct Shared;  // what the io-thread handlers read; defined in the .cc
+
+ private:
+  StateServer(std::unique_ptr<net::Listener> listener, std::shared_ptr<Shared> shared);
+  std::unique_ptr<net::Listener> listener_;
+  std::shared_ptr<Shared> shared_;
+};
+
+struct StateSource {
+  std::string name;
+  std::string host;
+  uint16_t port = 0;
+  net::PublicKey key{};
+};
+
+// Fetches the committed state after `committed_rounds` rounds; fails unless its SHA-256 equals
+// `expected_digest`. `max_bytes` bounds what the source may announce (checked before allocating).
+Result<std::string> FetchState(net::IoThread& io, const net::Identity& identity,
+                               const std::string& job_id, const StateSource& source,
+                               uint64_t committed_rounds, const Digest& expected_digest,
+                               uint64_t max_bytes, Deadline deadline);
+
+}  // namespace tributary::runtime
