@@ -56,6 +56,19 @@ Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const 
   }
 }
 
+// Connects to the relay that carries the edge into `member` and presents the edge's token.
+Result<std::shared_ptr<net::Connection>> DialRelay(net::IoThread& io, const RingMember& member,
+                                                   const std::string& job_id, Deadline deadline) {
+  RingMember relay = member;
+  relay.host = member.relay_host;
+  relay.port = member.relay_port;
+  TRIB_ASSIGN_OR_RETURN(auto conn, DialWithRetry(io, relay, deadline));
+  v1::Envelope join = net::MakeEnvelope(job_id);
+  join.mutable_relay_join()->set_token(member.relay_token);
+  TRIB_RETURN_IF_ERROR(conn->Send(join, deadline).WithContext("joining the relay"));
+  return conn;
+}
+
 Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32_t want_rank,
                       uint64_t round, uint32_t attempt) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
@@ -124,9 +137,13 @@ class Handshake {
   // `greeting` completes once next is greeted (secure handshake + our hello). It runs on its own
   // thread: with a secure handshake, greeting next waits for next's answer, and next answers
   // only from its own Handshake::Run, so every rank must accept while it greets.
-  Handshake(Ring& ring, net::Listener& listener, std::shared_ptr<net::Connection> next,
-            std::future<Status> greeting)
-      : ring_(ring), listener_(listener), next_(std::move(next)), greeting_(std::move(greeting)) {}
+  Handshake(Ring& ring, net::Listener& listener, net::IoThread& relay_io,
+            std::shared_ptr<net::Connection> next, std::future<Status> greeting)
+      : ring_(ring),
+        listener_(listener),
+        relay_io_(relay_io),
+        next_(std::move(next)),
+        greeting_(std::move(greeting)) {}
 
   ~Handshake() {
     for (auto& c : pending_) c->Close();
@@ -190,11 +207,28 @@ class Handshake {
   }
 
   Status AcceptOne(Deadline deadline) {
+    if (!ring_.self_member().relay_token.empty()) return AcceptViaRelay(deadline);
     auto conn = listener_.Accept(std::min(deadline, Clock::now() + kAcceptSlice));
     if (!conn.ok()) {
       if (conn.status().code() == StatusCode::kDeadlineExceeded) return Status::Ok();
       return conn.status().WithContext("accepting ring connections");
     }
+    Incoming(*conn);
+    return Status::Ok();
+  }
+
+  // Behind NAT nobody can dial us: we dial the relay, which pairs us with prev.
+  Status AcceptViaRelay(Deadline deadline) {
+    if (relay_dialed_) return Status::Ok();
+    relay_dialed_ = true;
+    auto conn = DialRelay(relay_io_, ring_.self_member(), ring_.job_id(), deadline);
+    if (!conn.ok()) return conn.status().WithContext("reaching prev through the relay");
+    Incoming(*conn);
+    return Status::Ok();
+  }
+
+  void Incoming(const std::shared_ptr<net::Connection>& accepted) {
+    auto conn = Result<std::shared_ptr<net::Connection>>(accepted);
     pending_.push_back(*conn);
     auto read_hello = [inbox = inbox_, conn = *conn](std::optional<net::PublicKey> key) {
       conn->AsyncReceive([inbox, conn, key](Result<v1::Envelope> hello) {
@@ -213,7 +247,6 @@ class Handshake {
     } else {
       read_hello(std::nullopt);
     }
-    return Status::Ok();
   }
 
   // Sets prev_ (and acknowledges it) if prev's valid hello arrived; rejects every other one seen
@@ -304,6 +337,8 @@ class Handshake {
 
   Ring& ring_;
   net::Listener& listener_;
+  net::IoThread& relay_io_;
+  bool relay_dialed_ = false;
   std::shared_ptr<net::Connection> next_;
   std::future<Status> greeting_;
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
@@ -356,7 +391,9 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
   // Greeting next never waits on next's own progress (the kernel queues our connection and
   // hello), so every rank reaches the handshake and formation cannot deadlock.
   ring->send_io_ = std::make_unique<net::IoThread>("ring-send-" + std::to_string(my_rank));
-  auto next = DialWithRetry(*ring->send_io_, ring->next_member(), deadline);
+  auto next = ring->next_member().relay_token.empty()
+                  ? DialWithRetry(*ring->send_io_, ring->next_member(), deadline)
+                  : DialRelay(*ring->send_io_, ring->next_member(), job_id, deadline);
   if (!next.ok()) {
     return next.status().WithContext(ctx + ": dialing next " +
                                      Describe(ring->next_member(), nullptr));
@@ -374,7 +411,7 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
     return ring->next_->Send(RingHello(job_id, me, round, attempt), deadline);
   });
 
-  Handshake handshake(*ring, listener, ring->next_, std::move(greeting));
+  Handshake handshake(*ring, listener, io, ring->next_, std::move(greeting));
   auto prev = handshake.Run(deadline);
   if (!prev.ok()) return prev.status().WithContext(ctx);
   ring->prev_ = std::move(prev).value();

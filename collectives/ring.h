@@ -31,6 +31,11 @@ struct RingMember {
   uint16_t port = 0;
   std::string name;  // for logs and errors only
   net::PublicKey public_key{};  // with an identity, the handshake must prove this key (all zero: any)
+  // Set when this member cannot accept connections (NAT): its prev reaches it, and it reaches
+  // its prev, through the relay at relay_host:relay_port, pairing on this token.
+  std::string relay_token;
+  std::string relay_host;
+  uint16_t relay_port = 0;
 };
 
 class Ring {

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/digest.h"
+#include "launcher/relay.h"
 #include "launcher/store.h"
 #include "net/connection.h"
 #include "net/frame.h"
@@ -137,6 +138,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     listener_->AcceptLoop([weak](std::shared_ptr<Connection> c) {
       if (auto self = weak.lock()) asio::post(self->strand_, [self, c] { self->OnAccept(c); });
     });
+    TRIB_ASSIGN_OR_RETURN(relay_, RelayServer::Start(io_, options_.host, 0));
     asio::post(strand_, [self = shared_from_this()] { self->ScheduleSweep(); });
     spdlog::info("coordinator {} listening on {}:{} with {} job(s)", net::ShortKey(identity_.public_key()),
                  options_.host, listener_->port(), jobs_.size());
@@ -145,6 +147,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
   void Shutdown() {
     std::promise<void> done;
+    relay_.reset();
     asio::post(strand_, [this, &done] {
       shutting_down_ = true;
       if (listener_) listener_->Close();
@@ -360,7 +363,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (!s.joined) return;
     auto job_it = jobs_.find(s.job_id);
     if (job_it == jobs_.end()) return;
-    spdlog::warn("peer {} ({}) gone from job {}: {}", s.name, s.connection->remote(), s.job_id, why);
+    if (job_it->second.phase == Job::Phase::kFinished) {
+      spdlog::debug("peer {} disconnected after job {} ended", s.name, s.job_id);
+    } else {
+      spdlog::warn("peer {} ({}) gone from job {}: {}", s.name, s.connection->remote(), s.job_id, why);
+    }
     MemberLost(job_it->second, id, s.name + " (" + s.connection->remote() + "): " + why);
   }
 
@@ -388,8 +395,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       Reject(id, v1::ADMISSION_REFUSED, admitted.message());
       return false;
     }
-    if (hello.listen_port() == 0 || hello.listen_port() > 65535) {
-      Reject(id, v1::UNEXPECTED_MESSAGE, "Hello without a valid listen port");
+    if ((hello.listen_port() == 0 && !hello.relay_only()) || hello.listen_port() > 65535) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "Hello without a valid listen port (or relay_only)");
       return false;
     }
     // A reconnect replaces the key's previous session.
@@ -444,6 +451,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     ack.mutable_hello_ack()->set_shard(s.shard);
     ack.mutable_hello_ack()->set_committed_rounds(job.committed_rounds);
     ack.mutable_hello_ack()->set_state_digest(job.state_digest);
+    ack.mutable_hello_ack()->set_relay_port(relay_->port());
     Send(s, ack);
     spdlog::info("peer {} ({}) joined job {} from {} as shard {} — {}", s.name, net::ShortKey(s.key),
                  job.id, remote, s.shard, StateName(s.state));
@@ -605,6 +613,12 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       m->set_host(s.host);
       m->set_port(s.listen_port);
       m->set_public_key(net::KeyToBytes(s.key));
+      if (s.relay_only) {
+        // A fresh, single-use token for the edge into this member (see launcher/relay.h).
+        m->set_relay_token(ToHex(Sha256Of(job.id + s.key_hex + std::to_string(job.committed_rounds) + "/" +
+                                          std::to_string(job.attempt) + "/" + std::to_string(++relay_nonce_) +
+                                          DigestToBytes(relay_salt_))));
+      }
     }
     for (size_t r = 0; r < job.members.size(); ++r) {
       v1::Envelope e = net::MakeEnvelope(job.id);
@@ -1000,6 +1014,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   net::Identity identity_;
   std::unique_ptr<CoordinatorStore> store_;
   std::unique_ptr<net::Listener> listener_;
+  std::unique_ptr<RelayServer> relay_;
+  Digest relay_salt_ = Sha256Of(net::KeyToBytes(net::Identity::Generate().public_key()));  // unguessable
+  uint64_t relay_nonce_ = 0;
   asio::steady_timer sweep_timer_;
   std::string first_job_;
   bool shutting_down_ = false;

@@ -193,6 +193,8 @@ struct PeerFlags {
     app->add_option("--reconnect-timeout-ms", options.reconnect_timeout_ms,
                     "keep trying a lost coordinator this long")->capture_default_str();
     app->add_option("--threads", threads, "compute threads (same on every peer)")->capture_default_str();
+    app->add_flag("--relay-only", options.relay_only,
+                  "behind NAT: accept no connections; neighbours reach this peer via the coordinator's relay");
   }
 
   int Run() {

@@ -63,6 +63,7 @@ std::vector<collectives::RingMember> MembersOf(const v1::RoundStart& start) {
     rm.port = static_cast<uint16_t>(m.port());
     rm.name = m.peer_name();
     if (auto key = net::KeyFromBytes(m.public_key()); key.ok()) rm.public_key = *key;
+    rm.relay_token = m.relay_token();
     out.push_back(rm);
   }
   return out;
@@ -72,7 +73,10 @@ bool SameMembers(const std::vector<collectives::RingMember>& a,
                  const std::vector<collectives::RingMember>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].public_key != b[i].public_key) return false;
+    if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].public_key != b[i].public_key ||
+        a[i].relay_token != b[i].relay_token) {
+      return false;
+    }
   }
   return true;
 }
@@ -173,8 +177,10 @@ class PeerSession {
     v1::Hello* h = hello.mutable_hello();
     h->set_role(v1::ROLE_PEER);
     h->set_peer_name(options_.name);
-    h->set_listen_port(ring_listener_->port());
-    h->set_sync_port(state_server_->port());
+    // Behind NAT our ports are unreachable, so we announce none.
+    h->set_listen_port(options_.relay_only ? 0 : ring_listener_->port());
+    h->set_sync_port(options_.relay_only ? 0 : state_server_->port());
+    h->set_relay_only(options_.relay_only);
     h->set_invite_token(options_.invite_token);
     *h->mutable_hardware() = hardware_;
     if (trainer_) {
@@ -206,6 +212,7 @@ class PeerSession {
   }
 
   Status OnHelloAck(const v1::HelloAck& ack) {
+    relay_port_ = static_cast<uint16_t>(ack.relay_port());
     if (trainer_) return Status::Ok();  // a reconnect: the job and shard are known
     spec_ = ack.spec();
     job_id_ = JobIdOf(spec_);
@@ -323,7 +330,12 @@ class PeerSession {
       SendReady();
       return;
     }
-    const auto members = MembersOf(start);
+    auto members = MembersOf(start);
+    for (auto& m : members) {
+      if (m.relay_token.empty()) continue;
+      m.relay_host = options_.coordinator_host;  // the relay runs beside the coordinator
+      m.relay_port = relay_port_;
+    }
     if (start.your_rank() >= members.size()) {
       spdlog::error("coordinator gave rank {} of {}", start.your_rank(), members.size());
       return;
@@ -518,6 +530,7 @@ class PeerSession {
   v1::JobSpec spec_;
   std::string job_id_;
   uint32_t shard_ = 0;
+  uint16_t relay_port_ = 0;
   std::unique_ptr<Trainer> trainer_;
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;

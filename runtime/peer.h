@@ -33,6 +33,7 @@ struct PeerOptions {
   std::string checkpoint_dir;            // empty = no checkpoints
   int connect_timeout_ms = 10000;
   int reconnect_timeout_ms = 60000;      // how long to keep trying a lost coordinator
+  bool relay_only = false;               // behind NAT: accept nothing, use the coordinator's relay
   const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGINT) to leave gracefully
 };
 

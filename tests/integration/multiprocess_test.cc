@@ -262,6 +262,35 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   EXPECT_EQ(thetas.size(), 1u);
 }
 
+// A peer behind NAT announces no ports at all; its neighbours reach it through the
+// coordinator's relay, end-to-end encrypted, and it contributes to every round.
+TEST(Integration, RelayOnlyPeerContributesToEveryRound) {
+  Cluster cluster("it-relay");
+  cluster.StartCoordinator({"--peers", "3", "--rounds", "4", "--inner-steps", "6", "--mode", "ddp",
+                            "--round-timeout-ms", "30000"});
+  cluster.StartPeer("p0");
+  cluster.StartPeer("behind-nat", "", {"--relay-only"});
+  cluster.StartPeer("p1");
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok() && *coord == 0) << Slurp(cluster.coordinator_log());
+  const std::string log = Slurp(cluster.coordinator_log());
+  auto rounds = ParseRounds(log);
+  ASSERT_EQ(rounds.size(), 4u) << log;
+  EXPECT_NE(log.find("relay: paired an edge"), std::string::npos) << log;
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_NE(log.find("round " + std::to_string(r) + " complete: 3 peers"), std::string::npos) << log;
+  }
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "behind-nat", "p1"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
+    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(thetas.size(), 1u);
+  EXPECT_NE(Slurp(cluster.peer_log("behind-nat")).find("contributed 4 rounds"), std::string::npos);
+}
+
 TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
   const std::string dir = ::tributary::testing::FreshTempDir("it-nocorpus");
   auto child = ChildProcess::Spawn({TRIBUTARY_BINARY, "train", "--data", dir + "/nowhere"}, {},
