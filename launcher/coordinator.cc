@@ -339,7 +339,12 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     ReadNext(id);
   }
 
-  void Send(Session& s, v1::Envelope e) { s.connection->AsyncSend(e); }
+  // Announcements are signed with the coordinator's key: transferable evidence of what each
+  // peer was told (rounds, members, commits), checkable offline by anyone with the public key.
+  void Send(Session& s, v1::Envelope e) {
+    net::SignEnvelope(identity_, e);
+    s.connection->AsyncSend(e);
+  }
 
   // Bad input: say why, close this connection, keep serving everyone else.
   void Reject(uint64_t id, v1::ErrorCode code, const std::string& why) {
@@ -889,6 +894,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                  SecondsSince(job.started));
     v1::Envelope done = net::MakeEnvelope(job.id);
     done.mutable_job_done()->set_rounds(job.committed_rounds);
+    net::SignEnvelope(identity_, done);
     auto peers = JobSessions(job);
     if (peers.empty()) return Publish(job, Status::Ok());
     auto remaining = std::make_shared<size_t>(peers.size());

@@ -199,6 +199,7 @@ class PeerSession {
     }
     TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*ack, options_.job_id).WithContext("coordinator"));
     if (!ack->has_hello_ack()) return ProtocolError("coordinator answered Hello with " + net::PayloadName(*ack));
+    coordinator_key_ = key;
     {
       std::lock_guard<std::mutex> lock(mu_);
       coordinator_ = conn;
@@ -286,6 +287,11 @@ class PeerSession {
                      message->error().message());
     }
     TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, options_.job_id).WithContext("coordinator"));
+    const bool announcement = message->has_round_start() || message->has_round_end() ||
+                              message->has_sync_state() || message->has_job_done() || message->has_abort();
+    if (announcement && !net::VerifyEnvelope(coordinator_key_, *message)) {
+      return Unavailable("coordinator's " + net::PayloadName(*message) + " carries no valid signature");
+    }
     if (message->has_abort()) {
       return Aborted("coordinator aborted the job at round " + std::to_string(message->abort().round()) +
                      ": " + message->abort().reason());
@@ -531,6 +537,7 @@ class PeerSession {
   std::string job_id_;
   uint32_t shard_ = 0;
   uint16_t relay_port_ = 0;
+  net::PublicKey coordinator_key_{};
   std::unique_ptr<Trainer> trainer_;
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;

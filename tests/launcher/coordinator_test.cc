@@ -304,6 +304,10 @@ TEST_F(CoordinatorTest, RoundsRunInOrderWithRanksKeysAndShards) {
       auto start = peers[i].Next();
       ASSERT_TRUE(start.ok() && start->has_round_start());
       const auto& rs = start->round_start();
+      EXPECT_TRUE(net::VerifyEnvelope(coordinator_->public_key(), *start)) << "announcements are signed";
+      v1::Envelope forged = *start;
+      forged.mutable_round_start()->set_your_rank(7);
+      EXPECT_FALSE(net::VerifyEnvelope(coordinator_->public_key(), forged));
       EXPECT_EQ(rs.round(), round);
       EXPECT_EQ(rs.attempt(), 0u);
       EXPECT_EQ(rs.your_rank(), i) << "ranks follow shards";
