@@ -1,0 +1,94 @@
+// The replay decision: does a verifier's recomputation of a step agree with what the prover
+// committed?
+//
+// CPU determinism classes compare bit for bit: every field of the leaf must be reproduced
+// exactly, with no tolerance at all (a single flipped bit is a mismatch). GPU classes cannot
+// promise bitwise equality across devices, so the state and batch (inputs) must still match
+// exactly, while the produced update and the loss are compared against a ToleranceCalibration
+// fitted from honest replay pairs of that hardware pair — never a guessed constant.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/digest.h"
+#include "core/status.h"
+#include "verifier/commitment.h"
+
+namespace tributary::verifier {
+
+// The leaf fields a verifier recomputed (the job/round/step/class come from the claimed leaf).
+struct ReplayedStep {
+  Digest state_before{};
+  Digest batch{};
+  Digest update{};
+  uint64_t loss_bits = 0;
+};
+
+enum class ReplayOutcome { kMatch, kMismatch };
+const char* ReplayOutcomeName(ReplayOutcome outcome);
+
+struct ReplayDecision {
+  ReplayOutcome outcome = ReplayOutcome::kMismatch;
+  std::string reason;  // empty on a match; otherwise names the first field that differed
+  bool match() const { return outcome == ReplayOutcome::kMatch; }
+};
+
+// SHA-256 of the values as contiguous little-endian float32 bytes (= models::TensorDigest of a
+// flat float32 tensor holding them).
+Digest FloatsDigest(std::span<const float> values);
+
+// CPU classes: kMatch iff state_before, batch, update and loss bits are all identical.
+ReplayDecision CompareBitwise(const StepLeaf& claimed, const ReplayedStep& replayed);
+
+// ---- GPU classes: calibrated tolerance ----------------------------------------------------------
+
+// How far one honest replay landed from the honest original.
+struct DifferenceSample {
+  double relative_l2 = 0;    // ‖a − b‖₂ / ‖a‖₂ (0 when both are zero)
+  double loss_relative = 0;  // |loss_a − loss_b| / |loss_a|
+};
+
+// InvalidArgument for different lengths or any non-finite value (a NaN must never look small).
+Result<DifferenceSample> MeasureDifference(std::span<const float> reference,
+                                           std::span<const float> replay, double reference_loss,
+                                           double replay_loss);
+
+struct ToleranceCalibration {
+  std::string prover_class;    // DeterminismClass::Canonical() of the side that trained
+  std::string verifier_class;  // ... and of the side that replays
+  uint64_t samples = 0;        // honest pairs the maxima were taken over
+  double max_relative_l2 = 0;
+  double max_loss_relative = 0;
+  double safety_factor = 1;
+
+  double relative_l2_limit() const { return max_relative_l2 * safety_factor; }
+  double loss_relative_limit() const { return max_loss_relative * safety_factor; }
+};
+
+// Fits the limits as (largest honest difference observed) × safety_factor. InvalidArgument
+// unless samples.size() >= min_samples (>= 1), safety_factor >= 1 and every sample is finite and
+// non-negative.
+Result<ToleranceCalibration> FitTolerance(std::string prover_class, std::string verifier_class,
+                                          std::span<const DifferenceSample> samples,
+                                          double safety_factor, uint64_t min_samples);
+
+// Canonical bytes (doubles as IEEE-754 bits) so a calibration can be published in the job and
+// hashed; Decode is strict.
+std::string EncodeCalibration(const ToleranceCalibration& calibration);
+Result<ToleranceCalibration> DecodeCalibration(std::string_view bytes);
+
+// GPU decision. The caller has checked that `claimed_update` are the values the prover committed
+// under claimed.update (the opening). kMismatch if the state or batch digests differ, if any
+// claimed value is non-finite, or if the relative L2 difference or the loss difference exceeds
+// the calibrated limits. FailedPrecondition if the calibration was fitted for another prover
+// class, or the two value spans differ in length.
+Result<ReplayDecision> CompareWithTolerance(const StepLeaf& claimed,
+                                            std::span<const float> claimed_update,
+                                            const ReplayedStep& replayed,
+                                            std::span<const float> replayed_update,
+                                            const ToleranceCalibration& calibration);
+
+}  // namespace tributary::verifier
