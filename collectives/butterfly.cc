@@ -1,0 +1,523 @@
+#include "collectives/butterfly.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "net/frame.h"
+
+namespace tributary::collectives {
+namespace {
+
+enum class Phase { kReduceScatter, kAllGather };
+
+const char* PhaseName(Phase phase) {
+  return phase == Phase::kReduceScatter ? "reduce-scatter" : "all-gather";
+}
+
+// Shard s covers [Begin(s), Begin(s + 1)); sizes differ by at most one element.
+struct ShardLayout {
+  uint64_t numel;
+  uint32_t world;
+  uint64_t Begin(uint32_t s) const {
+    return s * (numel / world) + std::min<uint64_t>(s, numel % world);
+  }
+  uint64_t Size(uint32_t s) const { return Begin(s + 1) - Begin(s); }
+};
+
+bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+
+std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
+
+// Decode() already refuses non-finite values; checking again costs one pass and keeps the
+// promise "no non-finite value reaches an aggregator" independent of every codec's care.
+Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
+                                         size_t numel) {
+  TRIB_ASSIGN_OR_RETURN(std::vector<float> values, codec.Decode(payload, numel));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (NonFinite(values[i])) {
+      return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
+                             std::to_string(i));
+    }
+  }
+  return values;
+}
+
+// Aggregates in rank order, then scales to a sum unless averaging. Shared by the owner and
+// ReduceShard, so a spot check recomputes the very same arithmetic.
+Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
+                                          const std::vector<std::vector<float>>& decoded,
+                                          bool average, int threads) {
+  const std::vector<std::span<const float>> inputs(decoded.begin(), decoded.end());
+  TRIB_ASSIGN_OR_RETURN(robust::AggregateResult result,
+                        robust::Aggregate(spec, inputs, {.threads = threads}));
+  if (!average) {
+    const float n = static_cast<float>(decoded.size());
+    for (size_t i = 0; i < result.values.size(); ++i) {
+      result.values[i] *= n;
+      if (NonFinite(result.values[i])) {
+        return InvalidArgument("the sum overflows float at shard element " + std::to_string(i));
+      }
+    }
+  }
+  return std::move(result.values);
+}
+
+// Checks the aggregator against the world size before anything is sent (Aggregate checks the
+// spec against n, and empty contributions make that all it does).
+Status CheckAggregatorFits(const robust::AggregatorSpec& spec, uint32_t world) {
+  const std::vector<std::span<const float>> empty(world);
+  auto dry = robust::Aggregate(spec, empty);
+  return dry.ok() ? Status::Ok() : dry.status();
+}
+
+// One message (or failure) from a peer, posted by the receive and send handlers.
+struct Arrival {
+  uint32_t peer = 0;
+  Phase phase = Phase::kReduceScatter;
+  bool sending = false;                // a send to `peer` failed
+  Status status;                       // transport or header failure
+  std::optional<std::string> relayed;  // the peer sent an Error instead
+  std::string payload;
+};
+
+class Inbox {
+ public:
+  void Push(Arrival a) {
+    {
+      std::lock_guard lock(mu_);
+      arrivals_.push_back(std::move(a));
+    }
+    cv_.notify_all();
+  }
+  // Everything that arrived, waiting until something did or `until` passed.
+  std::deque<Arrival> Take(Deadline until) {
+    std::unique_lock lock(mu_);
+    cv_.wait_until(lock, until, [&] { return !arrivals_.empty(); });
+    return std::exchange(arrivals_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Arrival> arrivals_;
+};
+
+// What one peer sends us in one call, in order.
+struct PeerPlan {
+  struct Message {
+    Phase phase;
+    std::string tag;
+    uint64_t offset;
+    uint64_t max_bytes;  // the codec's bound for the shard: larger is refused before allocating
+  };
+  uint32_t peer;
+  std::shared_ptr<net::Connection> conn;
+  std::string job_id;
+  uint64_t numel;
+  std::vector<Message> messages;
+};
+
+Status CheckHeader(const v1::Envelope& env, const PeerPlan& plan, const PeerPlan::Message& m) {
+  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, plan.job_id));
+  if (!env.has_tensor()) {
+    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
+  }
+  const v1::TensorHeader& h = env.tensor();
+  if (h.tag() != m.tag) {
+    return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + m.tag + "')");
+  }
+  if (h.dtype() != v1::DTYPE_F32) {
+    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
+  }
+  if (h.numel() != plan.numel) {
+    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
+                           " elements, ours has " + std::to_string(plan.numel));
+  }
+  if (h.offset() != m.offset) {
+    return ProtocolError("wrong shard: offset " + std::to_string(h.offset()) + ", expected " +
+                         std::to_string(m.offset));
+  }
+  if (h.nbytes() == 0 || h.nbytes() > m.max_bytes) {
+    return ProtocolError("payload of " + std::to_string(h.nbytes()) +
+                         " bytes is outside (0, " + std::to_string(m.max_bytes) +
+                         "], the codec's bound for this shard");
+  }
+  return Status::Ok();
+}
+
+// Receives plan->messages[index..] one after the other on the connection's strand; each one
+// (or the first failure) becomes an Arrival. Holds only shared state, so it may outlive the call.
+void ReceiveFrom(std::shared_ptr<Inbox> inbox, std::shared_ptr<const PeerPlan> plan,
+                 size_t index) {
+  if (index == plan->messages.size()) return;
+  plan->conn->AsyncReceive([inbox, plan, index](Result<v1::Envelope> env) {
+    const PeerPlan::Message& m = plan->messages[index];
+    Arrival a{.peer = plan->peer, .phase = m.phase};
+    if (!env.ok()) {
+      a.status = env.status();
+      return inbox->Push(std::move(a));
+    }
+    if (env->has_error() && net::CheckEnvelope(*env, plan->job_id).ok()) {
+      a.relayed = env->error().message();
+      return inbox->Push(std::move(a));
+    }
+    if (Status valid = CheckHeader(*env, *plan, m); !valid.ok()) {
+      a.status = valid;
+      return inbox->Push(std::move(a));
+    }
+    auto payload = std::make_shared<std::string>(env->tensor().nbytes(), '\0');
+    const auto into = std::as_writable_bytes(std::span(payload->data(), payload->size()));
+    plan->conn->AsyncReceiveRaw(into, [inbox, plan, index, payload, a](Status st) mutable {
+      if (!st.ok()) {
+        a.status = st;
+        return inbox->Push(std::move(a));
+      }
+      a.payload = std::move(*payload);
+      inbox->Push(std::move(a));
+      ReceiveFrom(inbox, plan, index + 1);
+    });
+  });
+}
+
+// One call on one rank.
+class ButterflyOp {
+ public:
+  ButterflyOp(Mesh& mesh, std::span<const float> input, const ButterflyOptions& options,
+              CodecState& codecs)
+      : mesh_(mesh),
+        input_(input),
+        options_(options),
+        codecs_(codecs),
+        layout_{input.size(), mesh.world()},
+        contributions_(mesh.world()),
+        have_contribution_(mesh.world(), false),
+        have_aggregate_(mesh.world(), false),
+        output_(input.size()) {
+    for (Phase phase : {Phase::kReduceScatter, Phase::kAllGather}) {
+      tags_[static_cast<int>(phase)] = ButterflyWireTag(options.tag, PhaseName(phase),
+                                                        codecs.codec(), options.aggregator,
+                                                        options.average);
+    }
+    record_.shard = me();
+    record_.begin = layout_.Begin(me());
+    record_.size = layout_.Size(me());
+  }
+
+  Status Run() {
+    TRIB_RETURN_IF_ERROR(StartReceives());
+    TRIB_RETURN_IF_ERROR(SendContributions());
+    while (!Done()) {
+      std::deque<Arrival> arrivals = inbox_->Take(options_.deadline);
+      if (arrivals.empty() && Clock::now() >= options_.deadline) return TimedOut();
+      TRIB_RETURN_IF_ERROR(Process(arrivals));
+    }
+    return FlushAll();
+  }
+
+  std::span<const float> result() const { return output_; }
+  ShardRecord& record() { return record_; }
+  const std::optional<PeerFailure>& failure() const { return failure_; }
+
+ private:
+  uint32_t me() const { return mesh_.rank(); }
+  uint32_t world() const { return mesh_.world(); }
+  const std::string& tag(Phase phase) const { return tags_[static_cast<int>(phase)]; }
+
+  Status StartReceives() {
+    const uint64_t own = layout_.Size(me());
+    uint64_t own_bound = 0;
+    if (own > 0) {
+      TRIB_ASSIGN_OR_RETURN(own_bound, codecs_.decoder().MaxPayloadBytes(own));
+    }
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p == me()) continue;
+      auto plan = std::make_shared<PeerPlan>();
+      plan->peer = p;
+      plan->conn = mesh_.peer(p);
+      plan->job_id = mesh_.job_id();
+      plan->numel = layout_.numel;
+      // On each connection the sender's contribution to our shard comes before its aggregate.
+      if (own > 0) {
+        plan->messages.push_back({Phase::kReduceScatter, tag(Phase::kReduceScatter),
+                                  layout_.Begin(me()), own_bound});
+      }
+      if (const uint64_t theirs = layout_.Size(p); theirs > 0) {
+        TRIB_ASSIGN_OR_RETURN(const size_t bound, codecs_.decoder().MaxPayloadBytes(theirs));
+        plan->messages.push_back(
+            {Phase::kAllGather, tag(Phase::kAllGather), layout_.Begin(p), bound});
+        ++aggregates_expected_;
+      }
+      ReceiveFrom(inbox_, std::move(plan), 0);
+    }
+    return Status::Ok();
+  }
+
+  // Encodes and sends our slice of every other shard, starting with shard me + 1 so that the
+  // owners are not all hit at once, then adds our own contribution. Whatever arrives meanwhile
+  // is handled between encodes.
+  Status SendContributions() {
+    for (uint32_t k = 1; k <= world(); ++k) {
+      const uint32_t shard = (me() + k) % world();
+      const uint64_t size = layout_.Size(shard);
+      if (size == 0) continue;
+      const uint64_t begin = layout_.Begin(shard);
+      TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded,
+                            codecs_.EncodeContribution(shard, begin, input_.subspan(begin, size)));
+      if (shard == me()) {
+        TRIB_RETURN_IF_ERROR(AddContribution(me(), std::move(encoded.decoded), encoded.payload));
+      } else {
+        TRIB_RETURN_IF_ERROR(Send(shard, Phase::kReduceScatter, begin,
+                                  std::make_shared<const std::string>(std::move(encoded.payload))));
+      }
+      TRIB_RETURN_IF_ERROR(Process(inbox_->Take(Clock::now())));
+    }
+    return Status::Ok();
+  }
+
+  Status Send(uint32_t to, Phase phase, uint64_t offset,
+              std::shared_ptr<const std::string> payload) {
+    v1::Envelope env = net::MakeEnvelope(mesh_.job_id());
+    v1::TensorHeader* h = env.mutable_tensor();
+    h->set_tag(tag(phase));
+    h->set_dtype(v1::DTYPE_F32);
+    h->set_numel(layout_.numel);
+    h->set_offset(offset);
+    h->set_nbytes(payload->size());
+    TRIB_ASSIGN_OR_RETURN(std::string frame, net::EncodeFrame(env));
+    // The payload is written straight from *payload, which the callback keeps alive until then.
+    const auto tail = std::as_bytes(std::span(payload->data(), payload->size()));
+    mesh_.peer(to)->AsyncSend(std::make_shared<const std::string>(std::move(frame)), tail,
+                              [inbox = inbox_, to, phase, payload](Status st) {
+                                if (st.ok()) return;
+                                inbox->Push({.peer = to, .phase = phase, .sending = true,
+                                             .status = std::move(st)});
+                              });
+    return Status::Ok();
+  }
+
+  Status Process(std::deque<Arrival> arrivals) {
+    for (Arrival& a : arrivals) TRIB_RETURN_IF_ERROR(OnArrival(a));
+    return Status::Ok();
+  }
+
+  Status OnArrival(Arrival& a) {
+    if (a.relayed) {
+      Status why = Aborted(mesh_.Describe(a.peer) + " aborted the collective: " + *a.relayed);
+      const std::optional<uint32_t> blamed = BlamedRank(*a.relayed, world());
+      if (blamed && *blamed != a.peer) return Blame(*blamed, why, a.peer);
+      return Blame(a.peer, why);
+    }
+    if (!a.status.ok()) {
+      const std::string where = a.sending ? std::string("sending to ")
+                                          : std::string(PhaseName(a.phase)) + " from ";
+      return Blame(a.peer, a.status.WithContext(where + mesh_.Describe(a.peer)));
+    }
+    if (a.phase == Phase::kReduceScatter) return OnContribution(a.peer, std::move(a.payload));
+    return OnAggregate(a.peer, std::move(a.payload));
+  }
+
+  Status OnContribution(uint32_t from, std::string payload) {
+    auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(me()));
+    if (!decoded.ok()) {
+      return Blame(from, decoded.status().WithContext("contribution to shard " +
+                                                      std::to_string(me()) + " from " +
+                                                      mesh_.Describe(from)));
+    }
+    return AddContribution(from, std::move(decoded).value(), payload);
+  }
+
+  Status AddContribution(uint32_t from, std::vector<float> decoded, const std::string& payload) {
+    contributions_[from] = std::move(decoded);
+    have_contribution_[from] = true;
+    if (options_.record) record_.contributions.resize(world());
+    if (options_.record) record_.contributions[from] = payload;
+    if (++contributions_in_ == world()) return ReduceOwnShard();
+    return Status::Ok();
+  }
+
+  // Every contribution to our shard is in: aggregate, encode once, send to everyone.
+  Status ReduceOwnShard() {
+    auto values = AggregateShard(options_.aggregator, contributions_, options_.average,
+                                 options_.aggregate_threads);
+    if (!values.ok()) {
+      return values.status().WithContext("aggregating shard " + std::to_string(me()));
+    }
+    const uint64_t begin = layout_.Begin(me());
+    TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, codecs_.EncodeAggregate(begin, *values));
+    std::copy(encoded.decoded.begin(), encoded.decoded.end(), output_.begin() + begin);
+    auto payload = std::make_shared<const std::string>(std::move(encoded.payload));
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p != me()) TRIB_RETURN_IF_ERROR(Send(p, Phase::kAllGather, begin, payload));
+    }
+    if (options_.record) {
+      record_.aggregate = std::move(values).value();
+      record_.aggregate_payload = *payload;
+    }
+    contributions_ = {};
+    reduced_ = true;
+    return Status::Ok();
+  }
+
+  Status OnAggregate(uint32_t from, std::string payload) {
+    auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(from));
+    if (!decoded.ok()) {
+      return Blame(from, decoded.status().WithContext("aggregate of shard " +
+                                                      std::to_string(from) + " from " +
+                                                      mesh_.Describe(from)));
+    }
+    std::copy(decoded->begin(), decoded->end(), output_.begin() + layout_.Begin(from));
+    have_aggregate_[from] = true;
+    ++aggregates_in_;
+    return Status::Ok();
+  }
+
+  bool Done() const {
+    const bool own_done = reduced_ || layout_.Size(me()) == 0;
+    return own_done && aggregates_in_ == aggregates_expected_;
+  }
+
+  // Names everyone we still wait for. Blames the first peer whose contribution to our shard is
+  // missing, else the first whose aggregate is (that owner may itself be waiting for someone
+  // else; its own report will say so).
+  Status TimedOut() {
+    std::string missing;
+    std::optional<uint32_t> contribution, aggregate;
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p == me()) continue;
+      std::vector<std::string> what;
+      if (layout_.Size(me()) > 0 && !have_contribution_[p]) {
+        what.push_back("its contribution to shard " + std::to_string(me()));
+        if (!contribution) contribution = p;
+      }
+      if (layout_.Size(p) > 0 && !have_aggregate_[p]) {
+        what.push_back("the aggregate of its shard");
+        if (!aggregate) aggregate = p;
+      }
+      if (what.empty()) continue;
+      missing += (missing.empty() ? "" : "; ") + mesh_.Describe(p) + ": " + what[0] +
+                 (what.size() > 1 ? " and " + what[1] : "");
+    }
+    const uint32_t blamed = contribution.value_or(aggregate.value_or(me()));
+    return Blame(blamed, DeadlineExceeded("still waiting at the deadline for " + missing));
+  }
+
+  Status FlushAll() {
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p == me()) continue;
+      Status st = mesh_.peer(p)->Flush(options_.deadline);
+      if (!st.ok()) return Blame(p, st.WithContext("sending to " + mesh_.Describe(p)));
+    }
+    return Status::Ok();
+  }
+
+  Status Blame(uint32_t peer, const Status& why, std::optional<uint32_t> reported_by = {}) {
+    failure_ = mesh_.FailureOf(peer, reported_by);
+    return why;
+  }
+
+  Mesh& mesh_;
+  std::span<const float> input_;
+  const ButterflyOptions& options_;
+  CodecState& codecs_;
+  const ShardLayout layout_;
+  std::string tags_[2];
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::vector<std::vector<float>> contributions_;  // decoded, by rank, to our shard
+  std::vector<bool> have_contribution_;
+  uint32_t contributions_in_ = 0;
+  bool reduced_ = false;
+  std::vector<bool> have_aggregate_;
+  uint32_t aggregates_in_ = 0;
+  uint32_t aggregates_expected_ = 0;
+  std::vector<float> output_;  // staged: copied into the caller's data only on success
+  ShardRecord record_;
+  std::optional<PeerFailure> failure_;
+};
+
+}  // namespace
+
+std::string ButterflyWireTag(const std::string& tag, std::string_view phase,
+                             const std::string& codec, const robust::AggregatorSpec& aggregator,
+                             bool average) {
+  return tag + "/" + std::string(phase) + "/" + codec + "/" + robust::ToString(aggregator) + "/" +
+         (average ? "mean" : "sum");
+}
+
+Result<std::vector<float>> ReduceShard(const codec::Codec& codec,
+                                       std::span<const std::string> contributions,
+                                       size_t shard_numel,
+                                       const robust::AggregatorSpec& aggregator, bool average,
+                                       int threads) {
+  std::vector<std::vector<float>> decoded;
+  for (size_t i = 0; i < contributions.size(); ++i) {
+    auto values = DecodeChecked(codec, contributions[i], shard_numel);
+    if (!values.ok()) {
+      return values.status().WithContext("contribution of rank " + std::to_string(i));
+    }
+    decoded.push_back(std::move(values).value());
+  }
+  return AggregateShard(aggregator, decoded, average, threads);
+}
+
+Result<CollectiveStats> ButterflyAllreduce(Mesh& mesh, std::span<float> data,
+                                           const ButterflyOptions& options) {
+  const std::string ctx = "butterfly all-reduce '" + options.tag + "' (rank " +
+                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
+                          ")";
+  if (mesh.broken()) {
+    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
+  }
+  // Argument checks: nothing has been sent yet, so the mesh stays usable.
+  std::unique_ptr<CodecState> local;
+  CodecState* codecs = options.codec_state;
+  if (codecs == nullptr) {
+    auto made = CodecState::Make(options.codec);
+    if (!made.ok()) return made.status().WithContext(ctx);
+    local = std::move(made).value();
+    codecs = local.get();
+  } else {
+    auto spec = codec::MakeCodec(options.codec);
+    if (!spec.ok()) return spec.status().WithContext(ctx);
+    if ((*spec)->name() != codecs->codec()) {
+      return InvalidArgument(ctx + ": options name codec '" + (*spec)->name() +
+                             "' but the codec state is for '" + codecs->codec() + "'");
+    }
+  }
+  if (Status fits = CheckAggregatorFits(options.aggregator, mesh.world()); !fits.ok()) {
+    return fits.WithContext(ctx + ": aggregator " + robust::ToString(options.aggregator));
+  }
+  CollectiveStats stats;
+  if (data.empty()) return stats;
+  if (Status bound = codecs->Bind(mesh.world(), mesh.rank(), data.size()); !bound.ok()) {
+    return bound.WithContext(ctx);
+  }
+
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent_before = mesh.bytes_sent();
+  const uint64_t received_before = mesh.bytes_received();
+  codecs->Checkpoint();
+  ButterflyOp op(mesh, data, options, *codecs);
+  Status st = op.Run();
+  stats.bytes_sent = mesh.bytes_sent() - sent_before;
+  stats.bytes_received = mesh.bytes_received() - received_before;
+  stats.seconds = SecondsSince(start);
+  if (!st.ok()) {
+    codecs->Rollback();
+    // Before `op` goes away: afterwards no queued send or handler touches anything of this call
+    // but the shared state they hold themselves.
+    mesh.Abort(st, op.failure());
+    return st.WithContext(ctx);
+  }
+  std::copy(op.result().begin(), op.result().end(), data.begin());
+  if (options.record) *options.record = std::move(op.record());
+  return stats;
+}
+
+}  // namespace tributary::collectives

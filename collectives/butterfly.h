@@ -1,0 +1,104 @@
+// Butterfly all-reduce over a Mesh, for groups whose members do not trust each other:
+// reduce-scatter then all-gather, with compression (collectives/codec) and robust aggregation
+// (collectives/robust).
+//
+// The tensor is cut into world() shards (sizes differ by at most one element; with fewer
+// elements than ranks some shards are empty and carry no messages). Rank r owns shard r.
+//   1. Reduce-scatter: every rank encodes its slice of every shard j with its CodecState and
+//      sends it to owner j (its own slice it encodes and decodes locally, so every contribution
+//      goes through the same codec). Sends are staggered (rank r starts with shard r+1) so the
+//      owners are not all hit at once.
+//   2. The owner decodes each contribution as it arrives. A payload that does not decode, or
+//      decodes to a non-finite value, fails the call naming the sender; whether to exclude it on
+//      retry is the caller's decision. With every contribution in, the owner aggregates them in
+//      rank order (robust::Aggregate: deterministic), scales the result by world() unless
+//      `average`, and encodes it.
+//   3. All-gather: the owner sends that one payload to every rank; every rank (the owner too)
+//      decodes the same bytes, so the result is bit-identical on every rank.
+// ReduceShard() is step 2 as a pure function of the contribution payloads, so anyone holding
+// them can recompute an owner's aggregate bit for bit (a spot check; see ShardRecord).
+//
+// Wire: each message is TensorHeader{tag, DTYPE_F32, numel = whole tensor, offset = shard start,
+// nbytes} followed by nbytes of codec payload (proto v1 has no codec dtype yet; the payload's
+// own header names codec and element count). The tag on the wire is
+// "<tag>/<phase>/<codec>/<aggregator>/<mean|sum>", so ranks that disagree on any option fail at
+// once with a ProtocolError ("wrong tag") instead of computing garbage. Every header is checked
+// (job, tag, dtype, numel, offset, a payload size within the codec's bound for the shard) before
+// any payload byte is read; the bound is checked before anything is allocated.
+//
+// Failure: every wait ends at options.deadline. On any failure after the first byte was sent the
+// mesh is aborted (Mesh::Abort: peers are told whom we blame, then connections close), so the
+// others fail fast; mesh.failure() names the peer we blame, when a peer is to blame. An Error a
+// peer relays is reported as its claim (PeerFailure::reported_by). Argument errors are found
+// before anything is sent and leave the mesh usable.
+//
+// Exact retry: `data` is written only when the call succeeds (the result is staged), and the
+// CodecState's residuals are rolled back on failure, so after a failure the caller can form a
+// mesh of the survivors and call again with the same `data` and state: the result is exactly
+// what a mesh of only the survivors would have computed.
+//
+// Success on one rank does not imply success on all (a peer may fail after sending us all we
+// needed); the round's commit protocol decides whether the round counts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "collectives/codec_state.h"
+#include "collectives/collective_stats.h"
+#include "collectives/mesh.h"
+#include "collectives/robust/aggregator.h"
+#include "core/clock.h"
+#include "core/status.h"
+
+namespace tributary::collectives {
+
+// What one rank did as owner of its shard during a call, for spot checks.
+struct ShardRecord {
+  uint32_t shard = 0;
+  uint64_t begin = 0;  // first tensor element of the shard
+  uint64_t size = 0;   // elements (0: an empty shard, nothing below is set)
+  std::vector<std::string> contributions;  // payload of rank i's contribution, by rank
+  std::vector<float> aggregate;            // ReduceShard(contributions), before encoding
+  std::string aggregate_payload;           // what every rank decoded as this shard
+};
+
+struct ButterflyOptions {
+  std::string tag;  // names this collective on the wire; every rank must pass the same one
+  Deadline deadline = Deadline::max();
+  std::string codec = "fp32";  // codec::MakeCodec spec
+  robust::AggregatorSpec aggregator;  // default: mean
+  bool average = false;               // false: world() × the aggregate (the sum, for mean)
+  // The stream's error-feedback state, owned by the caller and passed to every call of the
+  // stream; its codec() must be `codec` canonicalised. Null: a fresh state for this call only,
+  // so a lossy codec forgets what it dropped.
+  CodecState* codec_state = nullptr;
+  int aggregate_threads = 1;       // robust::AggregateOptions::threads; never changes the result
+  ShardRecord* record = nullptr;   // when set, filled on success
+};
+
+// Replaces `data` on every rank with the aggregate over all ranks (see the file comment). Every
+// rank must pass the same number of elements and the same options. Blocking; not on an io thread
+// of the mesh. `data` must not be touched by anyone else until this returns.
+Result<CollectiveStats> ButterflyAllreduce(Mesh& mesh, std::span<float> data,
+                                           const ButterflyOptions& options);
+
+// Step 2 as a pure function: decodes the contribution payloads (by rank) of a shard of
+// `shard_numel` elements with `codec`, checks them (InvalidArgument naming the contributor),
+// aggregates them in rank order and scales by contributions.size() unless `average`.
+Result<std::vector<float>> ReduceShard(const codec::Codec& codec,
+                                       std::span<const std::string> contributions,
+                                       size_t shard_numel,
+                                       const robust::AggregatorSpec& aggregator, bool average,
+                                       int threads = 1);
+
+// "<tag>/<phase>/<codec>/<aggregator>/<mean|sum>" as it appears on the wire (see above).
+std::string ButterflyWireTag(const std::string& tag, std::string_view phase,
+                             const std::string& codec, const robust::AggregatorSpec& aggregator,
+                             bool average);
+
+}  // namespace tributary::collectives

@@ -1,0 +1,108 @@
+#include "collectives/communicator.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "collectives/allreduce.h"
+
+namespace tributary::collectives {
+namespace {
+
+// RingAllreduce names the neighbour in its errors ("from prev <describe>", "sending to next
+// <describe>"); the ring's own Describe strings make that an exact match, not a guess.
+std::optional<PeerFailure> RingBlame(const Ring& ring, const Status& status) {
+  if (ring.world() < 2) return std::nullopt;
+  const std::string& message = status.message();
+  auto failure = [](const RingMember& m) { return PeerFailure{m.rank, m.name, std::nullopt}; };
+  if (message.find("from prev " + ring.DescribePrev()) != std::string::npos) {
+    return failure(ring.prev_member());
+  }
+  if (message.find("sending to next " + ring.DescribeNext()) != std::string::npos) {
+    return failure(ring.next_member());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+RingCommunicator::RingCommunicator(std::unique_ptr<Ring> ring, size_t segment_bytes)
+    : ring_(std::move(ring)), segment_bytes_(segment_bytes) {}
+
+Result<CollectiveStats> RingCommunicator::Allreduce(std::span<float> data,
+                                                    const CollectiveOptions& options) {
+  last_stats_ = {};
+  TRIB_ASSIGN_OR_RETURN(auto codec, codec::MakeCodec(options.codec));
+  if (codec->name() != "fp32" || options.aggregator.kind != robust::AggregatorKind::kMean) {
+    return InvalidArgument(
+        "the ring all-reduce runs fp32 with the mean only, not codec '" + codec->name() +
+        "' with aggregator '" + robust::ToString(options.aggregator) +
+        "': no ring member ever holds another's whole contribution, so compressed or robust "
+        "all-reduce needs ButterflyCommunicator");
+  }
+  // RingAllreduce reduces in place and leaves `data` unspecified on failure; the copy makes the
+  // exact-retry promise hold.
+  const std::vector<float> backup(data.begin(), data.end());
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent_before = ring_->bytes_sent();
+  const uint64_t received_before = ring_->bytes_received();
+  auto result = RingAllreduce(*ring_, data,
+                              {.tag = options.tag,
+                               .deadline = options.deadline,
+                               .segment_bytes = segment_bytes_,
+                               .average = options.average});
+  last_stats_.bytes_sent = ring_->bytes_sent() - sent_before;
+  last_stats_.bytes_received = ring_->bytes_received() - received_before;
+  last_stats_.seconds = SecondsSince(start);
+  if (!result.ok()) {
+    std::copy(backup.begin(), backup.end(), data.begin());
+    last_stats_.failed_peer = RingBlame(*ring_, result.status());
+    return result.status();
+  }
+  return last_stats_;
+}
+
+ButterflyCommunicator::ButterflyCommunicator(std::unique_ptr<Mesh> mesh, int aggregate_threads)
+    : mesh_(std::move(mesh)), aggregate_threads_(aggregate_threads) {}
+
+const CodecState* ButterflyCommunicator::codec_state(const std::string& stream) const {
+  auto it = codec_states_.find(stream);
+  return it == codec_states_.end() ? nullptr : it->second.get();
+}
+
+Result<CodecState*> ButterflyCommunicator::StateFor(const CollectiveOptions& options) {
+  TRIB_ASSIGN_OR_RETURN(auto codec, codec::MakeCodec(options.codec));
+  std::unique_ptr<CodecState>& state = codec_states_[options.stream];
+  if (!state || state->codec() != codec->name()) {
+    TRIB_ASSIGN_OR_RETURN(state, CodecState::Make(options.codec));
+  }
+  return state.get();
+}
+
+Result<CollectiveStats> ButterflyCommunicator::Allreduce(std::span<float> data,
+                                                         const CollectiveOptions& options) {
+  last_stats_ = {};
+  TRIB_ASSIGN_OR_RETURN(CodecState * state, StateFor(options));
+  const bool was_broken = mesh_->broken();
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent_before = mesh_->bytes_sent();
+  const uint64_t received_before = mesh_->bytes_received();
+  auto result = ButterflyAllreduce(*mesh_, data,
+                                   {.tag = options.tag,
+                                    .deadline = options.deadline,
+                                    .codec = options.codec,
+                                    .aggregator = options.aggregator,
+                                    .average = options.average,
+                                    .codec_state = state,
+                                    .aggregate_threads = aggregate_threads_,
+                                    .record = record_});
+  last_stats_.bytes_sent = mesh_->bytes_sent() - sent_before;
+  last_stats_.bytes_received = mesh_->bytes_received() - received_before;
+  last_stats_.seconds = SecondsSince(start);
+  if (!result.ok()) {
+    if (!was_broken) last_stats_.failed_peer = mesh_->failure();
+    return result.status();
+  }
+  return last_stats_;
+}
+
+}  // namespace tributary::collectives

@@ -1,0 +1,128 @@
+// Mesh: a direct connection between every pair of `world` ranks, for collectives in which every
+// member talks to every other (ButterflyAllreduce: each shard owner hears every contribution).
+//
+// Form() connects rank i to every j > i by dialing (on a thread per dial, since the secure
+// handshake waits for the other side's answer) while it accepts every j < i on the caller's
+// listener, so no rank waits on another's progress before it accepts and formation cannot
+// deadlock. Per connection:
+//   dialer -> acceptor   [secure handshake] Hello{ROLE_RING_NEIGHBOR, rank, round, attempt, name}
+//   acceptor -> dialer   HelloAck "ack" (hello accepted), or Error and close
+//   both ways            HelloAck "connected", once all of the sender's connections are acked
+//   both ways            HelloAck "ready", once the sender heard "connected" from every peer
+// The acceptor checks protocol version, job id, role, round, attempt and that the rank is one it
+// expects and has not seen yet; with an identity it also checks the key the handshake proved
+// against members[rank].public_key, and the dialer checks the acceptor's key the same way.
+// Anything else that connects meanwhile is answered with an Error frame and closed, and waiting
+// goes on. A successful Form on any rank means every member is fully connected. Every rank
+// listens on every connection until that connection's "ready", which is what lets a failure
+// anywhere reach everyone (see mesh.cc).
+//
+// Failure is contagious on purpose: a rank that gives up (deadline, rejected hello, a peer that
+// went away) sends Error{ROUND_FAILED} on every connection it holds and closes them, so members
+// still forming fail at once naming it instead of waiting for their deadline. A member that
+// never shows up makes Form fail with DeadlineExceeded naming it.
+//
+// A Mesh is used by one thread at a time. It owns one io thread (for the connections it dialed);
+// accepted connections live on the caller's io thread, which must outlive the Mesh. After a
+// collective fails the mesh is broken (see Abort) and a new one must be formed.
+//
+// Wire note: proto v1 has no mesh role yet, so the hello says ROLE_RING_NEIGHBOR; a round and
+// attempt must form either a ring or a mesh on a listener, never both. With an identity the
+// handshake context is "<job id>/mesh", so a ring dialer can never complete a handshake with a
+// mesh acceptor or the other way round.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "collectives/collective_stats.h"
+#include "collectives/ring.h"
+#include "core/clock.h"
+#include "core/status.h"
+#include "net/connection.h"
+#include "net/identity.h"
+#include "net/io_thread.h"
+
+namespace tributary::collectives {
+
+using MeshMember = RingMember;
+
+class Mesh {
+ public:
+  // `members` must be ordered by rank (members[i].rank == i). World size 1 is valid and holds no
+  // connections. Blocking; must not run on `io`'s thread. `attempt` tells retries of one round
+  // apart, so a connection left over from a failed attempt is rejected. With an `identity`, every
+  // connection runs the authenticated handshake first and carries only encrypted records.
+  static Result<std::unique_ptr<Mesh>> Form(net::IoThread& io, net::Listener& listener,
+                                            uint32_t my_rank,
+                                            const std::vector<MeshMember>& members,
+                                            const std::string& job_id, uint64_t round,
+                                            uint32_t attempt, const net::Identity* identity,
+                                            Deadline deadline);
+  // Plaintext, attempt 0 (trusted settings, tests and benchmarks).
+  static Result<std::unique_ptr<Mesh>> Form(net::IoThread& io, net::Listener& listener,
+                                            uint32_t my_rank,
+                                            const std::vector<MeshMember>& members,
+                                            const std::string& job_id, uint64_t round,
+                                            Deadline deadline) {
+    return Form(io, listener, my_rank, members, job_id, round, 0, nullptr, deadline);
+  }
+  ~Mesh();
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  uint32_t rank() const { return rank_; }
+  uint32_t world() const { return static_cast<uint32_t>(members_.size()); }
+  uint64_t round() const { return round_; }
+  uint32_t attempt() const { return attempt_; }
+  const std::string& job_id() const { return job_id_; }
+  const net::Identity* identity() const { return identity_; }
+  const MeshMember& member(uint32_t rank) const { return members_[rank]; }
+  const std::vector<MeshMember>& members() const { return members_; }
+
+  // The connection to `rank` (!= rank()). Shared so asynchronous handlers can keep it alive.
+  const std::shared_ptr<net::Connection>& peer(uint32_t rank) const { return peers_[rank]; }
+  // "rank 2 'peer-2' at 127.0.0.1:40312" (the connection's remote address), for errors.
+  std::string Describe(uint32_t rank) const;
+  PeerFailure FailureOf(uint32_t rank, std::optional<uint32_t> reported_by = std::nullopt) const;
+
+  // Bytes on all of this rank's connections since Form, frames included.
+  uint64_t bytes_sent() const;
+  uint64_t bytes_received() const;
+
+  // Gives up on the mesh: tells every peer (but `failure`'s rank) why, as
+  // Error{ROUND_FAILED, "failed rank K: <why>"} when a peer is to blame or
+  // Error{ROUND_FAILED, "rank R gave up: <why>"} when not, waits briefly for those frames to
+  // leave, then closes every connection. Returns once no queued send can still read caller
+  // memory. Idempotent; afterwards broken() is true and failure() names whom we blamed.
+  void Abort(const Status& why, std::optional<PeerFailure> failure = std::nullopt);
+  bool broken() const { return broken_; }
+  const std::optional<PeerFailure>& failure() const { return failure_; }
+
+ private:
+  friend class MeshFormation;
+  Mesh(uint32_t rank, std::vector<MeshMember> members, std::string job_id, uint64_t round,
+       uint32_t attempt, const net::Identity* identity);
+  void CloseAll();
+
+  uint32_t rank_;
+  std::vector<MeshMember> members_;
+  std::string job_id_;
+  uint64_t round_;
+  uint32_t attempt_;
+  const net::Identity* identity_;  // not owned; outlives the Mesh
+  // Dialed connections live here, so sending and receiving are spread over two io threads.
+  std::unique_ptr<net::IoThread> dial_io_;
+  std::vector<std::shared_ptr<net::Connection>> peers_;  // by rank; null at rank_
+  bool broken_ = false;
+  std::optional<PeerFailure> failure_;
+};
+
+// The "failed rank K: ..." prefix Mesh::Abort puts on an Error it relays: K, when `message`
+// starts with it and K is a rank of a world of `world`.
+std::optional<uint32_t> BlamedRank(const std::string& message, uint32_t world);
+
+}  // namespace tributary::collectives
