@@ -36,6 +36,7 @@ struct JobFlags {
   std::string job_file;
   std::string mode;
   std::string model;
+  std::string codec, aggregator;
   int64_t rounds = -1, inner_steps = -1, peers = -1, batch_size = -1, seed = -1;
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
@@ -45,6 +46,8 @@ struct JobFlags {
     app->add_option("--job-file", job_file, "TOML job file (keys as in jobs/demo.toml)");
     app->add_option("--mode", mode, "ddp or diloco");
     app->add_option("--model", model, "gpt or mlp");
+    app->add_option("--codec", codec, "fp32 (ring) or a compression codec: fp16, bf16, int8, int4, topk:F, powersgd:R, dct-topk:F");
+    app->add_option("--aggregator", aggregator, "mean, trimmed_mean:B, median, centered_clip:TAU, multi_krum:F");
     app->add_option("--rounds", rounds, "outer rounds");
     app->add_option("--inner-steps", inner_steps, "inner steps per round (H)");
     app->add_option("--peers", peers, "number of peers in the job");
@@ -72,6 +75,8 @@ struct JobFlags {
       spec.set_mode(m);
     }
     if (!model.empty()) spec.set_model(model);
+    if (!codec.empty()) spec.set_codec(codec);
+    if (!aggregator.empty()) spec.set_aggregator(aggregator);
     if (rounds >= 0) spec.set_rounds(static_cast<uint32_t>(rounds));
     if (inner_steps >= 0) spec.set_inner_steps(static_cast<uint32_t>(inner_steps));
     if (peers >= 0) spec.set_num_peers(static_cast<uint32_t>(peers));

@@ -6,6 +6,8 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 
+#include "collectives/codec/codec.h"
+#include "collectives/robust/aggregator.h"
 #include "core/digest.h"
 #include "core/files.h"
 
@@ -87,6 +89,12 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       TRIB_ASSIGN_OR_RETURN(v1::Mode m, ParseMode(v));
       s.set_mode(m);
+    } else if (key == "codec") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      s.set_codec(v);
+    } else if (key == "aggregator") {
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      s.set_aggregator(v);
     } else if (key == "model") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       s.set_model(v);
@@ -193,6 +201,14 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
   }
   if (s.mode() == v1::MODE_DILOCO && !(s.outer_lr() > 0)) return fail("outer_lr must be positive");
   if (!(s.outer_momentum() >= 0 && s.outer_momentum() < 1)) return fail("outer_momentum must be in [0,1)");
+  if (!s.codec().empty()) {
+    auto codec = collectives::codec::MakeCodec(s.codec());
+    if (!codec.ok()) return fail("codec: " + codec.status().message());
+  }
+  if (!s.aggregator().empty()) {
+    auto agg = collectives::robust::ParseAggregator(s.aggregator());
+    if (!agg.ok()) return fail("aggregator: " + agg.status().message());
+  }
   return Status::Ok();
 }
 

@@ -14,6 +14,8 @@
 #include <thread>
 
 #include "collectives/allreduce.h"
+#include "collectives/communicator.h"
+#include "collectives/mesh.h"
 #include "collectives/ring.h"
 #include "core/clock.h"
 #include "core/digest.h"
@@ -235,7 +237,7 @@ class PeerSession {
   }
 
   Status Reconnect() {
-    ring_.reset();
+    DropGroup();
     if (trainer_ && trainer_->has_tentative_round()) trainer_->Abandon();
     const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
     Millis backoff{200};
@@ -348,22 +350,22 @@ class PeerSession {
     }
     rank_ = start.your_rank();
     const Deadline deadline = DeadlineAfter(Millis(spec_.round_timeout_ms()));
-    if (!ring_ || ring_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
-      ring_.reset();
-      auto ring = collectives::Ring::Form(io_, *ring_listener_, rank_, members, job_id_, round,
-                                          start.attempt(), &identity_, deadline);
-      if (!ring.ok()) return ReportFailure(start, ring.status().WithContext("forming the ring"));
-      ring_ = std::move(ring).value();
+    if (!group_ || group_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
+      Status formed = FormGroup(members, round, start.attempt(), deadline);
+      if (!formed.ok()) return ReportFailure(start, formed);
       ring_members_ = members;
     }
     uint64_t collective = 0, sent = 0, received = 0;
     Averager average = [&](std::span<float> values) -> Status {
-      collectives::AllreduceOptions opts;
+      collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
                  std::to_string(collective++);
       opts.deadline = deadline;
       opts.average = true;
-      auto stats = collectives::RingAllreduce(*ring_, values, opts);
+      opts.codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+      opts.aggregator = aggregator_;
+      opts.stream = spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient";
+      auto stats = group_->Allreduce(values, opts);
       if (!stats.ok()) return stats.status();
       sent += stats->bytes_sent;
       received += stats->bytes_received;
@@ -371,7 +373,7 @@ class PeerSession {
     };
     auto stats = trainer_->TryRound(average);
     if (!stats.ok()) {
-      ring_.reset();  // closing our ring sockets tells the neighbours at once
+      DropGroup();  // closing our sockets tells the other members at once
       return ReportFailure(start, stats.status());
     }
     v1::Envelope report = net::MakeEnvelope(job_id_);
@@ -405,6 +407,45 @@ class PeerSession {
     spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
                  round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
                  stats->compute_seconds, stats->comm_seconds, sent);
+  }
+
+  // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the
+  // butterfly (every shard owner sees each member's contribution). The butterfly's codec state
+  // (error feedback) lives in the communicator, which survives membership changes.
+  bool UsesButterfly() const {
+    return (!spec_.codec().empty() && spec_.codec() != "fp32") ||
+           (!spec_.aggregator().empty() && spec_.aggregator() != "mean");
+  }
+
+  Status FormGroup(const std::vector<collectives::RingMember>& members, uint64_t round,
+                   uint32_t attempt, Deadline deadline) {
+    if (!spec_.aggregator().empty()) {
+      TRIB_ASSIGN_OR_RETURN(aggregator_, collectives::robust::ParseAggregator(spec_.aggregator()));
+    }
+    if (UsesButterfly()) {
+      auto mesh = collectives::Mesh::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
+                                          &identity_, deadline);
+      if (!mesh.ok()) return mesh.status().WithContext("forming the mesh");
+      if (butterfly_) {
+        butterfly_->ReplaceMesh(std::move(mesh).value());
+      } else {
+        butterfly_ = std::make_shared<collectives::ButterflyCommunicator>(std::move(mesh).value());
+      }
+      group_ = butterfly_;
+      return Status::Ok();
+    }
+    auto ring = collectives::Ring::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
+                                        &identity_, deadline);
+    if (!ring.ok()) return ring.status().WithContext("forming the ring");
+    group_ = std::make_shared<collectives::RingCommunicator>(std::move(ring).value());
+    return Status::Ok();
+  }
+
+  void DropGroup() {
+    if (butterfly_ && group_ == butterfly_) {
+      butterfly_->mesh().Abort(Aborted("the round failed at this peer"));
+    }
+    group_.reset();
   }
 
   void ReportFailure(const v1::RoundStart& start, const Status& status) {
@@ -541,7 +582,9 @@ class PeerSession {
   std::unique_ptr<Trainer> trainer_;
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;
-  std::unique_ptr<collectives::Ring> ring_;
+  std::shared_ptr<collectives::Communicator> group_;  // this round's ring or butterfly
+  std::shared_ptr<collectives::ButterflyCommunicator> butterfly_;  // kept: it owns error feedback
+  collectives::robust::AggregatorSpec aggregator_;
   std::vector<collectives::RingMember> ring_members_;
   Digest tentative_theta_{}, tentative_state_{};
   std::optional<double> pending_eval_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -126,8 +127,15 @@ class ThreePeers : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   Cluster cluster("it-" + GetParam());
-  cluster.StartCoordinator({"--peers", "3", "--rounds", "4", "--inner-steps", "8", "--mode",
-                            GetParam(), "--round-timeout-ms", "60000"});
+  // "diloco-int8-trimmed": DiLoCo over the butterfly with int8 + error feedback and a robust
+  // aggregator; the plain modes use the fp32 ring.
+  const std::string param = GetParam();
+  std::vector<std::string> job = {"--peers", "3", "--rounds", "4", "--inner-steps", "8", "--mode",
+                                  param.substr(0, param.find('-')), "--round-timeout-ms", "60000"};
+  if (param.find("-int8-trimmed") != std::string::npos) {
+    job.insert(job.end(), {"--codec", "int8", "--aggregator", "trimmed_mean:1"});
+  }
+  cluster.StartCoordinator(job);
   // A peer with the wrong job id is refused with a clear error and the job is unaffected.
   cluster.StartPeer("intruder", "0123456789abcdef");
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
@@ -158,8 +166,12 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp", "diloco-int8-trimmed"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // kill -9 of a member mid-round: the survivors retry the round without it and the job finishes;
 // every round (including the interrupted one) completes within its deadline.
