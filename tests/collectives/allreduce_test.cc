@@ -151,16 +151,25 @@ TEST(AllreduceTest, SegmentSmallerThanAFloatIsRejected) {
   EXPECT_EQ(stats.status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(AllreduceTest, MismatchedSizesAreAWrongShapeOnBothSides) {
+// Both ranks fail. At least one names the wrong shape; the other may instead see its neighbour's
+// abort first (closing a socket with unread data sends a TCP reset, which can overtake the
+// mismatched header), which must then be a clean "closed" error, never a hang or a result.
+TEST(AllreduceTest, MismatchedSizesAreAWrongShapeAndBothSidesFail) {
   LocalCluster cluster(2);
   auto rings = cluster.FormAll();
   auto outcomes = RunAllreduce(rings, {std::vector<float>(10, 1.0f), std::vector<float>(11, 1.0f)},
                                {.tag = "t", .deadline = DeadlineAfter(10s)});
+  int named = 0;
   for (const auto& o : outcomes) {
     ASSERT_FALSE(o.status.ok());
-    EXPECT_EQ(o.status.code(), StatusCode::kInvalidArgument) << o.status.ToString();
-    EXPECT_TRUE(Contains(o.status.message(), "wrong shape")) << o.status.ToString();
+    if (o.status.code() == StatusCode::kInvalidArgument) {
+      EXPECT_TRUE(Contains(o.status.message(), "wrong shape")) << o.status.ToString();
+      ++named;
+    } else {
+      EXPECT_EQ(o.status.code(), StatusCode::kUnavailable) << o.status.ToString();
+    }
   }
+  EXPECT_GE(named, 1);
 }
 
 TEST(AllreduceTest, OverflowingSumIsAnErrorNotAnInfinity) {
