@@ -6,7 +6,8 @@
 //
 // The schedule is random but reproducible: the seed is printed, and TRIBUTARY_CHURN_SEED=N
 // replays it (process timing still varies from run to run, so a replay is similar, not equal).
-// On failure the run directory (coordinator.log, one log per peer) is kept and its path printed.
+// On failure (or with TRIBUTARY_CHURN_KEEP=1) the run directory (coordinator.log, one log per
+// peer) is kept and its path printed. Built only with -DTRIBUTARY_CHURN_TESTS=ON.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -50,9 +51,9 @@ uint64_t SeedFor(uint64_t fallback) {
 }
 
 // Same tiny model as multiprocess_test.cc: a round of a few inner steps takes well under a second.
-const std::vector<std::string> kTinyModel = {"--n-layer", "1",  "--n-head",     "2",
-                                             "--d-model", "32", "--context",    "32",
-                                             "--batch-size", "8", "--inner-lr", "0.01"};
+const std::vector<std::string> kTinyModel = {"--n-layer",    "1",  "--n-head",   "2",
+                                             "--d-model",    "32", "--context",  "32",
+                                             "--batch-size", "8",  "--inner-lr", "0.01"};
 
 // One `round K complete` line of the coordinator log.
 struct RoundLine {
@@ -76,8 +77,10 @@ std::vector<RoundLine> ParseRounds(const std::string& log) {
     std::smatch m;
     if (!std::regex_search(line, m, re)) continue;
     RoundLine r;
-    r.logged_at = std::stoi(m[1]) * 3600.0 + std::stoi(m[2]) * 60.0 + std::stoi(m[3]) + std::stoi(m[4]) / 1000.0;
-    if (previous >= 0 && r.logged_at + day_offset < previous - 3600) day_offset += 86400;  // midnight
+    r.logged_at = std::stoi(m[1]) * 3600.0 + std::stoi(m[2]) * 60.0 + std::stoi(m[3]) +
+                  std::stoi(m[4]) / 1000.0;
+    if (previous >= 0 && r.logged_at + day_offset < previous - 3600)
+      day_offset += 86400;  // midnight
     r.logged_at += day_offset;
     previous = r.logged_at;
     r.round = std::stoi(m[5]);
@@ -101,7 +104,8 @@ struct PeerFinal {
 };
 
 std::optional<PeerFinal> ParsePeerFinal(const std::string& log) {
-  static const std::regex re(R"(peer \S+: (\d+) rounds, θ ([0-9a-f]*), contributed (\d+) rounds[^\n]*)");
+  static const std::regex re(
+      R"(peer \S+: (\d+) rounds, θ ([0-9a-f]*), contributed (\d+) rounds[^\n]*)");
   std::smatch m;
   if (!std::regex_search(log, m, re)) return std::nullopt;
   PeerFinal f;
@@ -116,9 +120,12 @@ enum class Fate { kRunning, kKilled, kInterrupted };
 
 const char* FateName(Fate f) {
   switch (f) {
-    case Fate::kRunning: return "running";
-    case Fate::kKilled: return "SIGKILL";
-    case Fate::kInterrupted: return "SIGINT";
+    case Fate::kRunning:
+      return "running";
+    case Fate::kKilled:
+      return "SIGKILL";
+    case Fate::kInterrupted:
+      return "SIGINT";
   }
   return "?";
 }
@@ -147,7 +154,7 @@ class ChurnCluster {
   ~ChurnCluster() {
     coordinator_.reset();
     peers_.clear();  // SIGKILLs and reaps whatever still runs
-    if (keep_) {
+    if (keep_ || ::testing::Test::HasFailure()) {
       std::cout << "[churn] run directory kept for inspection: " << dir_ << std::endl;
     } else {
       std::filesystem::remove_all(dir_);
@@ -159,8 +166,8 @@ class ChurnCluster {
   const std::string& dir() const { return dir_; }
 
   void StartCoordinator(const std::vector<std::string>& job_args) {
-    std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_,
-                                     "--port-file", dir_ + "/port"};
+    std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data",
+                                     corpus_,          "--port-file", dir_ + "/port"};
     argv.insert(argv.end(), kTinyModel.begin(), kTinyModel.end());
     argv.insert(argv.end(), job_args.begin(), job_args.end());
     auto child = ChildProcess::Spawn(argv, {}, coordinator_log());
@@ -168,7 +175,8 @@ class ChurnCluster {
     coordinator_.emplace(std::move(child).value());
     const auto deadline = DeadlineAfter(30s);
     while (!FileExists(dir_ + "/port")) {
-      ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n" << Slurp(coordinator_log());
+      ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n"
+                                        << Slurp(coordinator_log());
       ASSERT_FALSE(coordinator_->Poll().has_value()) << Slurp(coordinator_log());
       std::this_thread::sleep_for(20ms);
     }
@@ -178,11 +186,20 @@ class ChurnCluster {
 
   // A new peer process with a fresh identity (no --identity: a new key per run).
   PeerProc& StartPeer(const std::string& name) {
-    std::vector<std::string> argv = {TRIBUTARY_BINARY, "peer", "--coordinator",
-                                     "127.0.0.1:" + std::to_string(port_), "--job", job_id_,
-                                     "--name", name, "--data", corpus_, "--coordinator-key", key_};
-    auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}, {"OMP_NUM_THREADS", "1"}},
-                                     peer_log(name));
+    std::vector<std::string> argv = {TRIBUTARY_BINARY,
+                                     "peer",
+                                     "--coordinator",
+                                     "127.0.0.1:" + std::to_string(port_),
+                                     "--job",
+                                     job_id_,
+                                     "--name",
+                                     name,
+                                     "--data",
+                                     corpus_,
+                                     "--coordinator-key",
+                                     key_};
+    auto child = ChildProcess::Spawn(
+        argv, {{"OPENBLAS_NUM_THREADS", "1"}, {"OMP_NUM_THREADS", "1"}}, peer_log(name));
     EXPECT_TRUE(child.ok()) << child.status().ToString();
     auto p = std::make_unique<PeerProc>();
     p->name = name;
@@ -212,7 +229,9 @@ class ChurnCluster {
   }
 
   // True once the peer is past admission and model setup (its SIGINT handler is installed).
-  bool Joined(const PeerProc& p) const { return Slurp(peer_log(p.name)).find("joined job") != std::string::npos; }
+  bool Joined(const PeerProc& p) const {
+    return Slurp(peer_log(p.name)).find("joined job") != std::string::npos;
+  }
 
   std::vector<std::unique_ptr<PeerProc>>& peers() { return peers_; }
   ChildProcess& coordinator() { return *coordinator_; }
@@ -240,9 +259,10 @@ class ChurnCluster {
       p->alive();
       auto f = ParsePeerFinal(Slurp(peer_log(p->name)));
       char line[200];
-      std::snprintf(line, sizeof(line), "%-9s %-8s %4s  %6s  %11s  %s\n", p->name.c_str(), FateName(p->fate),
-                    p->exit_code ? std::to_string(*p->exit_code).c_str() : "-",
-                    f ? std::to_string(f->rounds).c_str() : "-", f ? std::to_string(f->contributed).c_str() : "-",
+      std::snprintf(line, sizeof(line), "%-9s %-8s %4s  %6s  %11s  %s\n", p->name.c_str(),
+                    FateName(p->fate), p->exit_code ? std::to_string(*p->exit_code).c_str() : "-",
+                    f ? std::to_string(f->rounds).c_str() : "-",
+                    f ? std::to_string(f->contributed).c_str() : "-",
                     f ? f->theta.substr(0, 12).c_str() : "");
       out << line;
     }
@@ -287,13 +307,16 @@ void CheckJobEnd(ChurnCluster& cluster, int rounds, double round_timeout_s, doub
     const std::string plog = Slurp(cluster.peer_log(p->name));
     if (p->fate == Fate::kKilled) continue;
     auto code = p->process->Wait(DeadlineAfter(p->fate == Fate::kInterrupted ? 5s : 30s));
-    ASSERT_TRUE(code.ok()) << p->name << " (" << FateName(p->fate) << ") did not exit:\n" << Tail(plog);
+    ASSERT_TRUE(code.ok()) << p->name << " (" << FateName(p->fate) << ") did not exit:\n"
+                           << Tail(plog);
     p->exit_code = *code;
-    EXPECT_EQ(*code, 0) << p->name << " (" << FateName(p->fate) << ") failed:\n" << Tail(Slurp(cluster.peer_log(p->name)));
+    EXPECT_EQ(*code, 0) << p->name << " (" << FateName(p->fate) << ") failed:\n"
+                        << Tail(Slurp(cluster.peer_log(p->name)));
     if (p->fate != Fate::kRunning || *code != 0) continue;
     auto f = ParsePeerFinal(Slurp(cluster.peer_log(p->name)));
     ASSERT_TRUE(f.has_value()) << Tail(Slurp(cluster.peer_log(p->name)));
-    EXPECT_EQ(f->rounds, static_cast<uint64_t>(rounds)) << p->name << " does not hold the final state";
+    EXPECT_EQ(f->rounds, static_cast<uint64_t>(rounds))
+        << p->name << " does not hold the final state";
     EXPECT_EQ(f->theta.size(), 64u) << p->name;
     thetas.insert(f->theta);
     ++finishers;
@@ -311,16 +334,18 @@ void CheckJobEnd(ChurnCluster& cluster, int rounds, double round_timeout_s, doub
 // all-reduce, reports, the gather window, and a joiner's state sync.
 TEST(Churn, RandomKillsInTwentyTrials) {
   const uint64_t seed = SeedFor(20240611);
-  std::cout << "[churn] RandomKillsInTwentyTrials seed " << seed << " (TRIBUTARY_CHURN_SEED to replay)" << std::endl;
+  std::cout << "[churn] RandomKillsInTwentyTrials seed " << seed
+            << " (TRIBUTARY_CHURN_SEED to replay)" << std::endl;
   RecordProperty("seed", std::to_string(seed));
   std::mt19937_64 rng(seed);
 
-  constexpr int kKills = 20, kPool = 5, kRounds = 90, kTailRounds = 6;
+  constexpr int kKills = 20, kPool = 5, kRounds = 200, kTailRounds = 6;
   constexpr int kRoundTimeoutMs = 15000, kGatherMs = 100;
   ChurnCluster cluster("churn-kill");
-  cluster.StartCoordinator({"--peers", "8", "--min-peers", "2", "--gather-ms", std::to_string(kGatherMs),
-                            "--rounds", std::to_string(kRounds), "--inner-steps", "10", "--mode", "diloco",
-                            "--round-timeout-ms", std::to_string(kRoundTimeoutMs)});
+  ASSERT_NO_FATAL_FAILURE(cluster.StartCoordinator(
+      {"--peers", "8", "--min-peers", "2", "--gather-ms", std::to_string(kGatherMs), "--rounds",
+       std::to_string(kRounds), "--inner-steps", "10", "--mode", "diloco", "--round-timeout-ms",
+       std::to_string(kRoundTimeoutMs)}));
   for (int i = 0; i < kPool; ++i) cluster.StartPeer("p" + std::to_string(i));
 
   const auto t0 = Clock::now();
@@ -333,12 +358,13 @@ TEST(Churn, RandomKillsInTwentyTrials) {
       while (!cluster.Joined(*replacement) && replacement->alive() && Clock::now() < deadline) {
         std::this_thread::sleep_for(25ms);
       }
-      ASSERT_TRUE(cluster.Joined(*replacement))
-          << replacement->name << " never joined:\n" << Tail(Slurp(cluster.peer_log(replacement->name)));
+      ASSERT_TRUE(cluster.Joined(*replacement)) << replacement->name << " never joined:\n"
+                                                << Tail(Slurp(cluster.peer_log(replacement->name)));
       seen = cluster.Rounds().size();
     }
     ASSERT_TRUE(cluster.WaitForRounds(seen, 60s))
-        << "no round committed for 60 s after kill " << kills << ":\n" << Tail(Slurp(cluster.coordinator_log()));
+        << "no round committed for 60 s after kill " << kills << ":\n"
+        << Tail(Slurp(cluster.coordinator_log()));
     const auto rounds = cluster.Rounds();
     seen = rounds.size();
     if (rounds.back().round >= kRounds - kTailRounds) break;
@@ -361,15 +387,16 @@ TEST(Churn, RandomKillsInTwentyTrials) {
     cluster.Kill(*victim);
     ++kills;
     std::cout << "[churn] kill " << kills << "/" << kKills << ": " << victim->name << " " << delay
-              << " s after round " << rounds.back().round << " committed (period " << period << " s; "
-              << committed << " rounds committed at the kill)" << std::endl;
+              << " s after round " << rounds.back().round << " committed (period " << period
+              << " s; " << committed << " rounds committed at the kill)" << std::endl;
     replacement = &cluster.StartPeer("r" + std::to_string(kills));
   }
   EXPECT_EQ(kills, kKills) << "the job ran out of rounds before all kills; raise kRounds";
 
   auto code = cluster.coordinator().Wait(DeadlineAfter(150s));
   if (!code.ok()) cluster.KeepDirectory();
-  ASSERT_TRUE(code.ok()) << "job stalled:\n" << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
+  ASSERT_TRUE(code.ok()) << "job stalled:\n"
+                         << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
   EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
   CheckJobEnd(cluster, kRounds, kRoundTimeoutMs / 1000.0, (kRoundTimeoutMs + kGatherMs) / 1000.0);
 
@@ -402,9 +429,10 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
   constexpr int kRoundTimeoutMs = 20000, kGatherMs = 500;
   const auto kChurnFor = 150s;
   ChurnCluster cluster("churn-members");
-  cluster.StartCoordinator({"--peers", "16", "--min-peers", "2", "--gather-ms", std::to_string(kGatherMs),
-                            "--rounds", std::to_string(kRounds), "--inner-steps", "6", "--mode", "diloco",
-                            "--round-timeout-ms", std::to_string(kRoundTimeoutMs)});
+  ASSERT_NO_FATAL_FAILURE(cluster.StartCoordinator(
+      {"--peers", "16", "--min-peers", "2", "--gather-ms", std::to_string(kGatherMs), "--rounds",
+       std::to_string(kRounds), "--inner-steps", "6", "--mode", "diloco", "--round-timeout-ms",
+       std::to_string(kRoundTimeoutMs)}));
   int spawned = 0, interrupts = 0, kills = 0;
   for (; spawned < kInitial; ++spawned) cluster.StartPeer("m" + std::to_string(spawned));
   ASSERT_TRUE(cluster.WaitForRounds(0, 120s)) << Tail(Slurp(cluster.coordinator_log()));
@@ -424,15 +452,19 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
     const int alive = static_cast<int>(running.size());
     const double r = coin(rng);
     enum { kJoin, kInterrupt, kKill } action;
-    if (alive < kMinAlive) action = kJoin;
-    else if (alive >= kMaxAlive) action = r < 0.5 ? kInterrupt : kKill;
-    else action = r < 0.4 ? kJoin : r < 0.7 ? kInterrupt : kKill;
+    if (alive < kMinAlive)
+      action = kJoin;
+    else if (alive >= kMaxAlive)
+      action = r < 0.5 ? kInterrupt : kKill;
+    else
+      action = r < 0.4 ? kJoin : r < 0.7 ? kInterrupt : kKill;
     const double t = SecondsSince(t0);
     const int round = rounds.empty() ? -1 : rounds.back().round;
     if (action == kJoin) {
       const std::string name = "m" + std::to_string(spawned++);
       cluster.StartPeer(name);
-      std::cout << "[churn] t=" << t << " s (after round " << round << "): join " << name << std::endl;
+      std::cout << "[churn] t=" << t << " s (after round " << round << "): join " << name
+                << std::endl;
       continue;
     }
     std::vector<PeerProc*> candidates;
@@ -444,7 +476,8 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
       candidates.assign(running.begin(), running.end());
     }
     if (candidates.empty()) continue;
-    PeerProc* victim = candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng)];
+    PeerProc* victim =
+        candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng)];
     if (action == kInterrupt) {
       cluster.Interrupt(*victim);
       ++interrupts;
@@ -452,11 +485,13 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
       cluster.Kill(*victim);
       ++kills;
     }
-    std::cout << "[churn] t=" << t << " s (after round " << round << "): "
-              << (action == kInterrupt ? "SIGINT " : "SIGKILL ") << victim->name << std::endl;
+    std::cout << "[churn] t=" << t << " s (after round " << round
+              << "): " << (action == kInterrupt ? "SIGINT " : "SIGKILL ") << victim->name
+              << std::endl;
     // Interrupted peers must leave promptly: within one round deadline.
     for (auto& p : cluster.peers()) {
-      if (p->fate == Fate::kInterrupted && p->alive() && Clock::now() - p->signalled > Millis(kRoundTimeoutMs)) {
+      if (p->fate == Fate::kInterrupted && p->alive() &&
+          Clock::now() - p->signalled > Millis(kRoundTimeoutMs)) {
         ADD_FAILURE() << p->name << " ignored SIGINT for " << kRoundTimeoutMs << " ms:\n"
                       << Tail(Slurp(cluster.peer_log(p->name)));
         cluster.Kill(*p);
@@ -470,7 +505,8 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
 
   auto code = cluster.coordinator().Wait(DeadlineAfter(180s));
   if (!code.ok()) cluster.KeepDirectory();
-  ASSERT_TRUE(code.ok()) << "job stalled:\n" << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
+  ASSERT_TRUE(code.ok()) << "job stalled:\n"
+                         << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
   EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
   CheckJobEnd(cluster, kRounds, kRoundTimeoutMs / 1000.0, (kRoundTimeoutMs + kGatherMs) / 1000.0);
 
@@ -488,6 +524,51 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
             << retried << " retried, up to " << max_peers << " peers, slowest " << max_wall
             << " s, largest gap " << max_gap << " s)\n"
             << cluster.Table() << std::flush;
+  if (HasFailure()) cluster.KeepDirectory();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A member that freezes mid-round (SIGSTOP: a laptop lid closed, a partition without RST) is
+// dropped by the coordinator after the liveness timeout and the round is retried; the survivors
+// must follow that retry instead of waiting for the round deadline inside the collective.
+// DISABLED: fails today, the round takes the full round deadline (≈ 20 s) although the member
+// is declared dead after ≈ 2 s (the survivors' main threads block in RingAllreduce / Ring::Form
+// until the attempt's deadline and read the retry's RoundStart only then). Enable once fixed:
+//   churn_test --gtest_also_run_disabled_tests --gtest_filter='*FrozenMember*'
+TEST(Churn, DISABLED_FrozenMemberCostsTheLivenessTimeoutNotTheRoundDeadline) {
+  constexpr int kRounds = 10, kRoundTimeoutMs = 20000, kLivenessMs = 2000;
+  ChurnCluster cluster("churn-frozen");
+  ASSERT_NO_FATAL_FAILURE(cluster.StartCoordinator(
+      {"--peers", "4", "--min-peers", "2", "--gather-ms", "0", "--rounds", std::to_string(kRounds),
+       "--inner-steps", "10", "--mode", "diloco", "--round-timeout-ms",
+       std::to_string(kRoundTimeoutMs), "--heartbeat-ms", "400", "--liveness-timeout-ms",
+       std::to_string(kLivenessMs)}));
+  for (int i = 0; i < 4; ++i) cluster.StartPeer("p" + std::to_string(i));
+  const auto deadline = DeadlineAfter(120s);
+  while (Slurp(cluster.coordinator_log()).find("round 2 complete: 4 peers") == std::string::npos) {
+    ASSERT_LT(Clock::now(), deadline) << Tail(Slurp(cluster.coordinator_log()));
+    ASSERT_FALSE(cluster.coordinator().Poll().has_value())
+        << Tail(Slurp(cluster.coordinator_log()));
+    std::this_thread::sleep_for(5ms);
+  }
+  PeerProc& frozen = *cluster.peers()[2];
+  frozen.process->Signal(SIGSTOP);
+  auto code = cluster.coordinator().Wait(DeadlineAfter(180s));
+  cluster.Kill(frozen);
+  ASSERT_TRUE(code.ok()) << Tail(Slurp(cluster.coordinator_log()));
+  EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
+  const std::string log = Slurp(cluster.coordinator_log());
+  EXPECT_NE(log.find("silent for"), std::string::npos)
+      << "the frozen peer was never declared dead:\n"
+      << Tail(log);
+  const auto rounds = ParseRounds(log);
+  ASSERT_EQ(static_cast<int>(rounds.size()), kRounds) << Tail(log);
+  for (const auto& r : rounds) {
+    // Liveness timeout + one sweep + a retry of a tiny round, with room for a loaded machine.
+    EXPECT_LT(r.wall_seconds, kLivenessMs / 1000.0 + 6.0)
+        << "round " << r.round << " (" << r.attempts
+        << " attempts) waited for the round deadline, not the liveness timeout";
+  }
   if (HasFailure()) cluster.KeepDirectory();
 }
 
