@@ -331,7 +331,7 @@ class Run {
       peers_.push_back(std::move(p));
     }
     std::optional<double> all_joined;
-    std::optional<Deadline> failing_since;
+    std::optional<Deadline> give_up_at;
     int ticks = 0;
     for (;;) {
       TRIB_RETURN_IF_ERROR(Tick(all_joined));
@@ -371,8 +371,8 @@ class Run {
       }
       if (failure) {
         // Let the survivors notice and exit on their own (their logs show how), then stop them.
-        if (!failing_since) failing_since = DeadlineAfter(30s);
-        if (Clock::now() >= *failing_since) return Unavailable(*failure + " (the others were stopped 30 s later)");
+        if (!give_up_at) give_up_at = DeadlineAfter(30s);
+        if (Clock::now() >= *give_up_at) return Unavailable(*failure + " (the others were stopped 30 s later)");
       }
       std::this_thread::sleep_for(kPoll);
     }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -352,8 +353,9 @@ std::string DescribeScenario(const BenchScenario& s) {
                     std::to_string(s.steps_per_peer) + " steps per peer = " +
                     std::to_string(s.total_tokens()) + " tokens; systems: " + systems;
   for (const auto& f : s.faults) {
-    out += "; fault: kill peer " + std::to_string(f.peer) + " " + std::to_string(f.at_seconds) +
-           " s after all joined";
+    char at[32];
+    std::snprintf(at, sizeof(at), "%g", f.at_seconds);
+    out += "; fault: kill peer " + std::to_string(f.peer) + " " + at + " s after all joined";
   }
   return out;
 }
