@@ -61,6 +61,10 @@ class Communicator {
   virtual uint32_t world() const = 0;
   // True after a failed collective: Replace...() with a newly formed group before the next call.
   virtual bool broken() const = 0;
+  // Makes a collective that another thread is blocked in fail at once (its connections are
+  // closed), e.g. when the coordinator has already started a retry without a frozen member.
+  // Thread-safe against Allreduce, but not against Replace...(): the caller serialises those.
+  virtual void Interrupt() = 0;
 
   // Stats of the last call, also when it failed (bytes moved so far, time, the blamed peer).
   const CollectiveStats& last_stats() const { return last_stats_; }
@@ -83,6 +87,7 @@ class RingCommunicator final : public Communicator {
   uint32_t rank() const override { return ring_->rank(); }
   uint32_t world() const override { return ring_->world(); }
   bool broken() const override { return ring_->broken(); }
+  void Interrupt() override { ring_->Interrupt(); }
 
   Ring& ring() { return *ring_; }
   // After a failure: continue on a ring of the survivors.
@@ -104,6 +109,7 @@ class ButterflyCommunicator final : public Communicator {
   uint32_t rank() const override { return mesh_->rank(); }
   uint32_t world() const override { return mesh_->world(); }
   bool broken() const override { return mesh_->broken(); }
+  void Interrupt() override { mesh_->Interrupt(); }
 
   Mesh& mesh() { return *mesh_; }
   // After a failure: continue on a mesh of the survivors. Codec states are kept (their

@@ -23,6 +23,7 @@ constexpr Millis kRejectSendTimeout{1000};
 // One dial attempt is capped so that a formation that gave up never waits long for a thread
 // still dialing a black-holed address.
 constexpr Millis kDialAttempt{1000};
+constexpr Millis kCancelPoll{50};
 // How long Abort lets its Error frames leave before closing (they are tiny; only a peer that
 // stopped reading can hold them up, and that peer is the one we are giving up on).
 constexpr Millis kAbortGrace{200};
@@ -204,8 +205,9 @@ class MeshFormation {
  public:
   using Stage = FormInbox::Reply::Stage;
 
-  MeshFormation(Mesh& mesh, net::Listener& listener)
-      : mesh_(mesh),
+  MeshFormation(Mesh& mesh, net::Listener& listener, FormControl* control)
+      : control_(control),
+        mesh_(mesh),
         listener_(listener),
         connected_to_(mesh.world(), false),
         heard_connected_(mesh.world(), false),
@@ -229,6 +231,9 @@ class MeshFormation {
   Status Run(Deadline deadline) {
     StartGreetings(deadline);
     for (;;) {
+      if (control_ && control_->IsCancelled()) {
+        return Fail(Aborted("gave up forming the mesh: the attempt was superseded"), std::nullopt);
+      }
       TRIB_RETURN_IF_ERROR(Drain());
       if (!said_connected_ && connected_ == peers()) said_connected_ = Announce();
       if (said_connected_ && !said_ready_ && peers_connected_ == peers()) said_ready_ = Announce();
@@ -241,7 +246,8 @@ class MeshFormation {
         TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
         Wait(std::min(deadline, Clock::now() + kAcceptSlice));
       } else {
-        Wait(deadline);
+        // With a control, never sleep past the next cancellation check.
+        Wait(control_ ? std::min(deadline, Clock::now() + kCancelPoll) : deadline);
       }
     }
   }
@@ -484,6 +490,7 @@ class MeshFormation {
   // We give up: every peer connected to us, and every one whose hello is waiting, learns why at
   // once (and gives up too, naming us), instead of waiting for its deadline.
   Status Fail(const Status& why, std::optional<uint32_t> blamed) {
+    if (control_ && blamed) control_->blamed_rank = blamed;
     CollectGreetings();
     const Deadline grace = DeadlineAfter(2 * kAcceptSlice);
     while (accepted_ < mesh_.rank() && Clock::now() < grace && AcceptOne(grace).ok()) Wait(grace);
@@ -525,6 +532,7 @@ class MeshFormation {
     conn.Close();
   }
 
+  FormControl* control_;  // may be null
   Mesh& mesh_;
   net::Listener& listener_;
   std::shared_ptr<FormInbox> inbox_ = std::make_shared<FormInbox>();
@@ -559,14 +567,14 @@ Result<std::unique_ptr<Mesh>> Mesh::Form(net::IoThread& io, net::Listener& liste
                                          uint32_t my_rank, const std::vector<MeshMember>& members,
                                          const std::string& job_id, uint64_t round,
                                          uint32_t attempt, const net::Identity* identity,
-                                         Deadline deadline) {
+                                         Deadline deadline, FormControl* control) {
   if (io.InThisThread()) return FailedPrecondition("Mesh::Form must not run on the io thread");
   TRIB_RETURN_IF_ERROR(ValidateMembers(my_rank, members));
   std::unique_ptr<Mesh> mesh(new Mesh(my_rank, members, job_id, round, attempt, identity));
   if (mesh->world() == 1) return mesh;
   Status formed;
   {
-    MeshFormation formation(*mesh, listener);  // gone (threads joined) before `mesh` may be
+    MeshFormation formation(*mesh, listener, control);  // gone (threads joined) before `mesh` may be
     formed = formation.Run(deadline);
   }
   if (!formed.ok()) {
@@ -613,6 +621,12 @@ void Mesh::Abort(const Status& why, std::optional<PeerFailure> failure) {
     if (peers_[p] && !(failure && failure->rank == p)) (void)peers_[p]->Flush(grace);
   }
   CloseAll();
+}
+
+void Mesh::Interrupt() {
+  for (const auto& p : peers_) {
+    if (p) p->Close();
+  }
 }
 
 void Mesh::CloseAll() {

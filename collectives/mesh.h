@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "collectives/collective_stats.h"
+#include "collectives/form_control.h"
 #include "collectives/ring.h"
 #include "core/clock.h"
 #include "core/status.h"
@@ -55,13 +56,15 @@ class Mesh {
   // `members` must be ordered by rank (members[i].rank == i). World size 1 is valid and holds no
   // connections. Blocking; must not run on `io`'s thread. `attempt` tells retries of one round
   // apart, so a connection left over from a failed attempt is rejected. With an `identity`, every
-  // connection runs the authenticated handshake first and carries only encrypted records.
+  // connection runs the authenticated handshake first and carries only encrypted records. With a
+  // `control`, formation gives up (Aborted) once control->cancelled() is true, and a failure
+  // names the member it waited for in control->blamed_rank.
   static Result<std::unique_ptr<Mesh>> Form(net::IoThread& io, net::Listener& listener,
                                             uint32_t my_rank,
                                             const std::vector<MeshMember>& members,
                                             const std::string& job_id, uint64_t round,
                                             uint32_t attempt, const net::Identity* identity,
-                                            Deadline deadline);
+                                            Deadline deadline, FormControl* control = nullptr);
   // Plaintext, attempt 0 (trusted settings, tests and benchmarks).
   static Result<std::unique_ptr<Mesh>> Form(net::IoThread& io, net::Listener& listener,
                                             uint32_t my_rank,
@@ -101,6 +104,10 @@ class Mesh {
   void Abort(const Status& why, std::optional<PeerFailure> failure = std::nullopt);
   bool broken() const { return broken_; }
   const std::optional<PeerFailure>& failure() const { return failure_; }
+  // Thread-safe, callable while another thread is inside a collective on this mesh: closes
+  // every connection so that collective fails at once. Call Abort afterwards, from the mesh's
+  // own thread, before the caller's buffers go away.
+  void Interrupt();
 
  private:
   friend class MeshFormation;

@@ -21,6 +21,9 @@ using namespace std::chrono_literals;
 // Accepting is done in short slices so that hellos on connections accepted earlier are noticed
 // while we also keep accepting: a silent connection must not block the real neighbour.
 constexpr Millis kAcceptSlice{10};
+constexpr Millis kDialAttempt{1000};
+constexpr Millis kCancelPoll{50};
+constexpr const char* kCancelled = "gave up forming the ring: the attempt was superseded";
 constexpr Millis kRejectSendTimeout{1000};
 
 std::string Describe(const RingMember& m, const net::Connection* c) {
@@ -44,12 +47,18 @@ Status ValidateMembers(uint32_t my_rank, const std::vector<RingMember>& members)
 }
 
 Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const RingMember& to,
-                                                       Deadline deadline) {
-  // The neighbour may not be listening yet (it forms its ring at about the same time).
+                                                       Deadline deadline,
+                                                       const FormControl* control = nullptr) {
+  // The neighbour may not be listening yet (it forms its ring at about the same time). Each try
+  // is short so that an unreachable host does not hide a cancellation for long.
   Millis backoff{10};
   for (;;) {
-    auto conn = net::Connection::Dial(io.context(), to.host, to.port, deadline);
-    if (conn.ok() || conn.status().code() != StatusCode::kUnavailable) return conn;
+    if (control && control->IsCancelled()) return Aborted(kCancelled);
+    auto conn = net::Connection::Dial(io.context(), to.host, to.port,
+                                      std::min(deadline, Clock::now() + kDialAttempt));
+    if (conn.ok()) return conn;
+    const StatusCode code = conn.status().code();
+    if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded) return conn;
     if (Clock::now() + backoff >= deadline) return conn;
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, Millis{200});
@@ -138,8 +147,10 @@ class Handshake {
   // thread: with a secure handshake, greeting next waits for next's answer, and next answers
   // only from its own Handshake::Run, so every rank must accept while it greets.
   Handshake(Ring& ring, net::Listener& listener, net::IoThread& relay_io,
-            std::shared_ptr<net::Connection> next, std::future<Status> greeting)
-      : ring_(ring),
+            std::shared_ptr<net::Connection> next, std::future<Status> greeting,
+            FormControl* control)
+      : control_(control),
+        ring_(ring),
         listener_(listener),
         relay_io_(relay_io),
         next_(std::move(next)),
@@ -156,10 +167,12 @@ class Handshake {
   // Returns prev's connection once prev said hello and next acknowledged ours.
   Result<std::shared_ptr<net::Connection>> Run(Deadline deadline) {
     for (;;) {
+      if (control_ && control_->IsCancelled()) return Aborted(kCancelled);
       if (greeting_.valid() && greeting_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
         Status greeted = greeting_.get();
         if (!greeted.ok()) {
           greeted = greeted.WithContext("greeting next " + Describe(ring_.next_member(), next_.get()));
+          Blame(ring_.next_member().rank);
           TellWaitingPeers(greeted);
           return greeted;
         }
@@ -171,6 +184,7 @@ class Handshake {
         Status acked = CheckNextReply(*reply, ring_.job_id());
         if (!acked.ok()) {
           acked = acked.WithContext("next " + Describe(ring_.next_member(), next_.get()));
+          Blame(ring_.next_member().rank);
           TellWaitingPeers(acked);
           return acked;
         }
@@ -178,14 +192,23 @@ class Handshake {
       }
       if (!prev_) TRIB_RETURN_IF_ERROR(TakeValidHello(deadline));
       if (prev_ && next_acked_) return prev_;
-      if (Clock::now() >= deadline) return DeadlineExceeded(Missing());
+      if (Clock::now() >= deadline) {
+        Blame(prev_ ? ring_.next_member().rank : ring_.prev_member().rank);
+        return DeadlineExceeded(Missing());
+      }
       if (!prev_) TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
       const bool greeting = greeting_.valid();
-      Wait(prev_ && !greeting ? deadline : std::min(deadline, Clock::now() + kAcceptSlice));
+      // With a control, never sleep past the next cancellation check.
+      const Millis slice = control_ ? kCancelPoll : kAcceptSlice;
+      Wait(prev_ && !greeting && !control_ ? deadline : std::min(deadline, Clock::now() + slice));
     }
   }
 
  private:
+  void Blame(uint32_t rank) {
+    if (control_) control_->blamed_rank = rank;
+  }
+
   std::optional<Result<v1::Envelope>> NextReply() {
     std::lock_guard lock(inbox_->mu);
     return std::exchange(inbox_->next_reply, std::nullopt);
@@ -335,6 +358,7 @@ class Handshake {
     conn.Close();
   }
 
+  FormControl* control_;  // may be null
   Ring& ring_;
   net::Listener& listener_;
   net::IoThread& relay_io_;
@@ -379,7 +403,7 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
                                          uint32_t my_rank, const std::vector<RingMember>& members,
                                          const std::string& job_id, uint64_t round,
                                          uint32_t attempt, const net::Identity* identity,
-                                         Deadline deadline) {
+                                         Deadline deadline, FormControl* control) {
   if (io.InThisThread()) return FailedPrecondition("Ring::Form must not run on the io thread");
   TRIB_RETURN_IF_ERROR(ValidateMembers(my_rank, members));
   std::unique_ptr<Ring> ring(new Ring(my_rank, members, job_id, round, attempt, identity));
@@ -392,9 +416,12 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
   // hello), so every rank reaches the handshake and formation cannot deadlock.
   ring->send_io_ = std::make_unique<net::IoThread>("ring-send-" + std::to_string(my_rank));
   auto next = ring->next_member().relay_token.empty()
-                  ? DialWithRetry(*ring->send_io_, ring->next_member(), deadline)
+                  ? DialWithRetry(*ring->send_io_, ring->next_member(), deadline, control)
                   : DialRelay(*ring->send_io_, ring->next_member(), job_id, deadline);
   if (!next.ok()) {
+    if (control && next.status().code() != StatusCode::kAborted) {
+      control->blamed_rank = ring->next_member().rank;
+    }
     return next.status().WithContext(ctx + ": dialing next " +
                                      Describe(ring->next_member(), nullptr));
   }
@@ -411,7 +438,7 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
     return ring->next_->Send(RingHello(job_id, me, round, attempt), deadline);
   });
 
-  Handshake handshake(*ring, listener, io, ring->next_, std::move(greeting));
+  Handshake handshake(*ring, listener, io, ring->next_, std::move(greeting), control);
   auto prev = handshake.Run(deadline);
   if (!prev.ok()) return prev.status().WithContext(ctx);
   ring->prev_ = std::move(prev).value();
@@ -427,6 +454,11 @@ uint64_t Ring::bytes_sent() const {
 
 uint64_t Ring::bytes_received() const {
   return (next_ ? next_->bytes_received() : 0) + (prev_ ? prev_->bytes_received() : 0);
+}
+
+void Ring::Interrupt() {
+  if (next_) next_->Close();
+  if (prev_) prev_->Close();
 }
 
 void Ring::Abort() {

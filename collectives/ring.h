@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "collectives/form_control.h"
 #include "core/status.h"
 #include "net/connection.h"
 #include "net/identity.h"
@@ -47,13 +48,15 @@ class Ring {
   // With an `identity`, every ring connection first runs the authenticated handshake
   // (net/secure_channel.h) and then carries only encrypted records; next must prove
   // members[next].public_key and prev members[prev].public_key. `attempt` tells retries of one
-  // round apart, so a connection left over from a failed attempt is rejected.
+  // round apart, so a connection left over from a failed attempt is rejected. With a `control`,
+  // formation gives up (Aborted) once control->cancelled() is true, and a failure names the
+  // neighbour it waited for in control->blamed_rank.
   static Result<std::unique_ptr<Ring>> Form(net::IoThread& io, net::Listener& listener,
                                             uint32_t my_rank,
                                             const std::vector<RingMember>& members,
                                             const std::string& job_id, uint64_t round,
                                             uint32_t attempt, const net::Identity* identity,
-                                            Deadline deadline);
+                                            Deadline deadline, FormControl* control = nullptr);
   // Plaintext, attempt 0 (trusted settings, tests and benchmarks).
   static Result<std::unique_ptr<Ring>> Form(net::IoThread& io, net::Listener& listener,
                                             uint32_t my_rank,
@@ -91,6 +94,10 @@ class Ring {
   // Idempotent. Afterwards broken() is true and every collective on this ring fails.
   void Abort();
   bool broken() const { return broken_; }
+  // Thread-safe, callable while another thread is inside a collective on this ring: closes
+  // both connections so that collective fails at once (Unavailable). Call Abort afterwards,
+  // from the ring's own thread, before the caller's buffers go away.
+  void Interrupt();
 
  private:
   Ring(uint32_t rank, std::vector<RingMember> members, std::string job_id, uint64_t round,

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 
 #include "collectives/allreduce.h"
@@ -133,6 +134,58 @@ TEST(RingTest, MissingNeighbourMakesFormTimeOut) {
     EXPECT_EQ(result.status().code(), StatusCode::kDeadlineExceeded) << result.status().ToString();
     EXPECT_TRUE(Contains(result.status().message(), "rank 2")) << result.status().ToString();
   }
+}
+
+TEST(RingTest, MissingNeighbourIsBlamedByBothOfItsNeighbours) {
+  LocalCluster cluster(3);  // rank 2 never forms: rank 1 waits on it as next, rank 0 as prev
+  std::vector<FormControl> controls(2);
+  auto results = OnEveryRank(2, [&](uint32_t r) {
+    return Ring::Form(cluster.io(r), cluster.listener(r), r, cluster.members(), "job", 1, 0, nullptr,
+                      DeadlineAfter(300ms), &controls[r]);
+  });
+  for (uint32_t r = 0; r < 2; ++r) {
+    ASSERT_FALSE(results[r].ok());
+    ASSERT_TRUE(controls[r].blamed_rank.has_value()) << results[r].status().ToString();
+    EXPECT_EQ(*controls[r].blamed_rank, 2u) << "rank " << r << ": " << results[r].status().ToString();
+  }
+}
+
+TEST(RingTest, CancelledFormationGivesUpLongBeforeItsDeadline) {
+  LocalCluster cluster(3);  // rank 2 never forms
+  std::atomic<bool> superseded{false};
+  FormControl control;
+  control.cancelled = [&] { return superseded.load(); };
+  const auto start = Clock::now();
+  auto waiter = std::async(std::launch::async, [&] {
+    return Ring::Form(cluster.io(0), cluster.listener(0), 0, cluster.members(), "job", 1, 0, nullptr,
+                      DeadlineAfter(30s), &control);
+  });
+  std::this_thread::sleep_for(200ms);
+  superseded = true;
+  ASSERT_EQ(waiter.wait_for(5s), std::future_status::ready) << "Form ignored the cancellation";
+  auto result = waiter.get();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), StatusCode::kAborted) << result.status().ToString();
+  EXPECT_LT(SecondsSince(start), 5.0);
+  EXPECT_FALSE(control.blamed_rank.has_value()) << "a cancellation blames nobody";
+}
+
+TEST(RingTest, InterruptFailsACollectiveBlockedOnASilentNeighbour) {
+  LocalCluster cluster(2);
+  auto rings = cluster.FormAll("job", 1);
+  ASSERT_TRUE(rings[0] && rings[1]);
+  std::vector<float> data(1 << 16, 1.0f);
+  AllreduceOptions options;
+  options.deadline = DeadlineAfter(30s);
+  auto blocked = std::async(std::launch::async, [&] {
+    // Rank 1 never joins the all-reduce: rank 0 would wait for the deadline.
+    return RingAllreduce(*rings[0], data, options);
+  });
+  std::this_thread::sleep_for(200ms);
+  rings[0]->Interrupt();
+  ASSERT_EQ(blocked.wait_for(5s), std::future_status::ready) << "Interrupt did not unblock";
+  EXPECT_FALSE(blocked.get().ok());
+  rings[0]->Abort();
 }
 
 TEST(RingTest, InvalidMembershipIsRejected) {

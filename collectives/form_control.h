@@ -1,0 +1,25 @@
+// FormControl: how the caller steers a ring or mesh formation that is in progress, and what it
+// learns when formation fails.
+//
+// Formation waits for other members, so a member that froze (SIGSTOP, a pulled cable) would hold
+// everyone until the deadline. The caller usually learns first that the attempt is obsolete
+// (the coordinator already started a retry without that member): `cancelled` is polled every
+// few tens of milliseconds on the forming thread and, once it returns true, Form gives up with
+// Aborted. `blamed_rank` names the member formation was waiting for when it failed, so the
+// caller can tell the coordinator whom to leave out of the retry.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+namespace tributary::collectives {
+
+struct FormControl {
+  std::function<bool()> cancelled;       // optional; must be cheap and thread-safe
+  std::optional<uint32_t> blamed_rank;   // out: set by a failed Form when a member is to blame
+
+  bool IsCancelled() const { return cancelled && cancelled(); }
+};
+
+}  // namespace tributary::collectives
