@@ -41,7 +41,10 @@ nlohmann::json ToJson(const SizeResult& r) {
           {"max_abs_err_ours_vs_fp64", r.max_abs_err_ours_vs_fp64},
           {"ours_bit_identical", r.ours_bit_identical},
           {"gloo_bit_identical", r.gloo_bit_identical},
-          {"ok", r.ok}};
+          {"ok", r.ok},
+          {"ours_cpu_s", r.ours_cpu_s},
+          {"gloo_cpu_s", r.gloo_cpu_s},
+          {"gloo_chunked_cpu_s", r.gloo_chunked_cpu_s}};
 }
 
 Result<SizeResult> SizeResultFromJson(const nlohmann::json& j) {
@@ -56,6 +59,9 @@ Result<SizeResult> SizeResultFromJson(const nlohmann::json& j) {
     r.ours_bit_identical = j.at("ours_bit_identical").get<bool>();
     r.gloo_bit_identical = j.at("gloo_bit_identical").get<bool>();
     r.ok = j.at("ok").get<bool>();
+    r.ours_cpu_s = j.value("ours_cpu_s", 0.0);
+    r.gloo_cpu_s = j.value("gloo_cpu_s", 0.0);
+    r.gloo_chunked_cpu_s = j.value("gloo_chunked_cpu_s", 0.0);
     return r;
   } catch (const std::exception& e) {
     return Corruption(std::string("bad worker result: ") + e.what());
@@ -179,9 +185,13 @@ std::string TableRow(uint32_t world, const SizeResult& r) {
     const double c = Median(r.gloo_chunked_s);
     chunked = fmt::format("{:.2f} ({:.2f})", c * 1e3, c / ours);
   }
-  return fmt::format("| {} | {:g} | {:.2f} | {:.2f} | {:.0f} | {:.0f} | {:.2f} | {} | {} |", world,
-                     mib, ours * 1e3, gloo * 1e3, mib / ours, mib / gloo, gloo / ours, chunked,
-                     r.ok ? "ok" : "FAILED");
+  const std::string size = r.bytes >= kMiB ? fmt::format("{:g} MiB", mib)
+                                           : fmt::format("{:g} KiB", r.bytes / 1024.0);
+  // CPU cost: ns of CPU (all ranks together) per byte of the tensor reduced.
+  const double bytes = static_cast<double>(r.bytes);
+  return fmt::format("| {} | {} | {:.3f} | {:.3f} | {:.0f} | {:.0f} | {:.2f} | {} | {:.2f} | {:.2f} | {} |",
+                     world, size, ours * 1e3, gloo * 1e3, mib / ours, mib / gloo, gloo / ours, chunked,
+                     r.ours_cpu_s / bytes * 1e9, r.gloo_cpu_s / bytes * 1e9, r.ok ? "ok" : "FAILED");
 }
 
 }  // namespace
@@ -223,16 +233,21 @@ int RunLauncher(const BenchConfig& config) {
       j["ours_min_s"] = *std::min_element(r.ours_s.begin(), r.ours_s.end());
       j["gloo_min_s"] = *std::min_element(r.gloo_s.begin(), r.gloo_s.end());
       if (!r.gloo_chunked_s.empty()) j["gloo_chunked_median_s"] = Median(r.gloo_chunked_s);
+      j["ours_cpu_ns_per_byte"] = r.ours_cpu_s / static_cast<double>(r.bytes) * 1e9;
+      j["gloo_cpu_ns_per_byte"] = r.gloo_cpu_s / static_cast<double>(r.bytes) * 1e9;
+      j["gloo_chunked_cpu_ns_per_byte"] = r.gloo_chunked_cpu_s / static_cast<double>(r.bytes) * 1e9;
       results.push_back(j);
     }
   }
-  std::cout << "| world | size MiB | ours ms | gloo ms | ours algbw MiB/s | gloo algbw MiB/s | "
-               "gloo/ours time | gloo chunked ms (time/ours) | sums agree |\n"
-               "|---|---|---|---|---|---|---|---|---|\n";
+  std::cout << "| world | size | ours ms | gloo ms | ours algbw MiB/s | gloo algbw MiB/s | "
+               "gloo/ours time | gloo chunked ms (time/ours) | ours CPU ns/B | gloo CPU ns/B | sums agree |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& row : rows) std::cout << row << "\n";
   std::cout
       << "\nMedian of per-repetition times; each repetition's time is the slowest rank's, "
-         "from a Gloo barrier to the end of its all-reduce. algbw = size / time. \"gloo\" "
+         "from a Gloo barrier to the end of its all-reduce. algbw = size / time. CPU ns/B = CPU "
+         "time (getrusage, user + system, all threads) of all ranks together for one all-reduce, "
+         "per byte of the tensor. \"gloo\" "
          "is gloo::AllreduceRing<float>; \"gloo chunked\" is gloo::AllreduceRingChunked<float>."
          "\n";
   const std::string load_after = LoadAverage();

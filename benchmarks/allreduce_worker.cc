@@ -6,6 +6,7 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
 #include <gloo/transport/tcp/device.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -131,6 +132,21 @@ Result<std::vector<double>> MaxOverRanks(GlooGroup& gloo, const std::vector<doub
   return out;
 }
 
+Result<double> SumOverRanks(GlooGroup& gloo, double local) {
+  TRIB_ASSIGN_OR_RETURN(std::vector<double> all, gloo.Allgather(std::vector<double>{local}));
+  double sum = 0;
+  for (double v : all) sum += v;
+  return sum;
+}
+
+// This process's CPU time so far (all threads, user + system).
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec * 1e-6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
 Result<bool> SameOnAllRanks(GlooGroup& gloo, uint64_t hash) {
   TRIB_ASSIGN_OR_RETURN(std::vector<uint64_t> all, gloo.Allgather(std::vector<uint64_t>{hash}));
   return std::all_of(all.begin(), all.end(), [&](uint64_t h) { return h == all[0]; });
@@ -169,15 +185,18 @@ class SizeRun {
     }));
     const uint32_t reps = result_.bytes >= config_.big_mib * kMiB ? config_.big_reps : config_.reps;
     std::vector<double> ours_s, gloo_s, chunked_s;
+    double cpu_ours = 0, cpu_gloo = 0, cpu_chunked = 0;
     for (uint32_t it = 0; it < config_.warmup + reps; ++it) {
       // Interleaved, so that drift (other load on the machine) hits all of them alike.
-      TRIB_ASSIGN_OR_RETURN(double ours, TimeOurs(it));
-      TRIB_ASSIGN_OR_RETURN(double theirs, TimeGloo(*ring, gloo_out_));
+      const bool timed = it >= config_.warmup;
+      TRIB_ASSIGN_OR_RETURN(double ours, TimeOurs(it, timed ? &cpu_ours : nullptr));
+      TRIB_ASSIGN_OR_RETURN(double theirs, TimeGloo(*ring, gloo_out_, timed ? &cpu_gloo : nullptr));
       double theirs_chunked = 0;
       if (chunked) {
-        TRIB_ASSIGN_OR_RETURN(theirs_chunked, TimeGloo(*chunked, chunked_out_));
+        TRIB_ASSIGN_OR_RETURN(theirs_chunked,
+                              TimeGloo(*chunked, chunked_out_, timed ? &cpu_chunked : nullptr));
       }
-      if (it < config_.warmup) continue;
+      if (!timed) continue;
       ours_s.push_back(ours);
       gloo_s.push_back(theirs);
       if (chunked) chunked_s.push_back(theirs_chunked);
@@ -187,14 +206,18 @@ class SizeRun {
     if (chunked) {
       TRIB_ASSIGN_OR_RETURN(result_.gloo_chunked_s, MaxOverRanks(gloo_, chunked_s));
     }
+    TRIB_ASSIGN_OR_RETURN(result_.ours_cpu_s, SumOverRanks(gloo_, cpu_ours / reps));
+    TRIB_ASSIGN_OR_RETURN(result_.gloo_cpu_s, SumOverRanks(gloo_, cpu_gloo / reps));
+    TRIB_ASSIGN_OR_RETURN(result_.gloo_chunked_cpu_s, SumOverRanks(gloo_, cpu_chunked / reps));
     TRIB_RETURN_IF_ERROR(Check());
     return result_;
   }
 
  private:
-  Result<double> TimeOurs(uint32_t it) {
+  Result<double> TimeOurs(uint32_t it, double* cpu) {
     std::memcpy(ours_.data(), input_.data(), count_ * sizeof(float));
     TRIB_RETURN_IF_ERROR(gloo_.Barrier());
+    const double cpu_start = CpuSeconds();
     const auto start = Clock::now();
     auto stats = collectives::RingAllreduce(
         ring_, ours_,
@@ -202,15 +225,20 @@ class SizeRun {
          .deadline = DeadlineAfter(std::chrono::seconds(config_.timeout_s)),
          .segment_bytes = config_.segment_bytes});
     if (!stats.ok()) return stats.status();
-    return SecondsSince(start);
+    const double seconds = SecondsSince(start);
+    if (cpu) *cpu += CpuSeconds() - cpu_start;
+    return seconds;
   }
 
-  Result<double> TimeGloo(gloo::Algorithm& algo, std::vector<float>& buffer) {
+  Result<double> TimeGloo(gloo::Algorithm& algo, std::vector<float>& buffer, double* cpu) {
     std::memcpy(buffer.data(), input_.data(), count_ * sizeof(float));
     TRIB_RETURN_IF_ERROR(gloo_.Barrier());
+    const double cpu_start = CpuSeconds();
     const auto start = Clock::now();
     TRIB_RETURN_IF_ERROR(GlooCall("all-reduce", [&] { algo.run(); }));
-    return SecondsSince(start);
+    const double seconds = SecondsSince(start);
+    if (cpu) *cpu += CpuSeconds() - cpu_start;
+    return seconds;
   }
 
   static double MaxAbsDiff(std::span<const float> a, std::span<const float> b) {

@@ -1,9 +1,12 @@
 #include "collectives/parallel_ring.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "collectives/codec/codec.h"
+#include "net/frame.h"
+#include "proto/tributary.pb.h"
 
 namespace tributary::collectives {
 
@@ -61,8 +64,88 @@ void ParallelRing::Interrupt() {
   }
 }
 
+Result<AllreduceStats> SmallRingAllreduce(Ring& ring, std::span<float> data,
+                                          const AllreduceOptions& options) {
+  const std::string ctx = "all-reduce '" + options.tag + "' (rank " + std::to_string(ring.rank()) +
+                          " of " + std::to_string(ring.world()) + ", latency path)";
+  if (ring.broken()) return FailedPrecondition(ctx + ": the ring broke earlier; form a new one");
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent0 = ring.bytes_sent(), received0 = ring.bytes_received();
+  const uint32_t n = ring.world(), me = ring.rank();
+  const size_t len = data.size();
+  if (n > 1 && len > 0) {
+    // Slot r holds rank r's whole tensor. Step s: send slot (me - s), receive slot (me - s - 1).
+    std::vector<float> all(static_cast<size_t>(n) * len);
+    std::copy(data.begin(), data.end(), all.begin() + static_cast<ptrdiff_t>(me * len));
+    auto slot = [&](uint32_t r) { return std::span<float>(all).subspan(r * len, len); };
+    Status failed;
+    for (uint32_t s = 0; s + 1 < n && failed.ok(); ++s) {
+      const uint32_t out = (me + n - s) % n, in = (me + 2 * n - s - 1) % n;
+      v1::Envelope env = net::MakeEnvelope(ring.job_id());
+      v1::TensorHeader* h = env.mutable_tensor();
+      h->set_tag(options.tag);
+      h->set_dtype(v1::DTYPE_F32);
+      h->set_numel(len);
+      h->set_offset(out);  // whose tensor this is
+      h->set_nbytes(len * sizeof(float));
+      if (Status st = ring.next().QueueSend(env, std::as_bytes(slot(out))); !st.ok()) {
+        failed = st.WithContext("sending to next " + ring.DescribeNext());
+        break;
+      }
+      auto got = ring.prev().Receive(options.deadline);
+      Status valid = got.ok() ? Status::Ok() : got.status();
+      if (valid.ok()) {
+        const v1::TensorHeader& g = got->tensor();
+        if (!got->has_tensor() || got->job_id() != ring.job_id() || g.tag() != options.tag ||
+            g.dtype() != v1::DTYPE_F32 || g.numel() != len || g.offset() != in ||
+            g.nbytes() != len * sizeof(float)) {
+          valid = ProtocolError("bad segment header (tag '" + g.tag() + "', numel " +
+                                std::to_string(g.numel()) + ", slot " + std::to_string(g.offset()) +
+                                ", " + std::to_string(g.nbytes()) + " bytes; expected tag '" +
+                                options.tag + "', numel " + std::to_string(len) + ", slot " +
+                                std::to_string(in) + ")");
+        }
+      }
+      if (valid.ok()) valid = ring.prev().ReceiveRaw(std::as_writable_bytes(slot(in)), options.deadline);
+      if (valid.ok()) {
+        for (size_t i = 0; i < len; ++i) {
+          if (!std::isfinite(slot(in)[i])) {
+            valid = ProtocolError("element " + std::to_string(i) + " of rank " + std::to_string(in) +
+                                  "'s tensor is not finite");
+            break;
+          }
+        }
+      }
+      if (!valid.ok()) failed = valid.WithContext("from prev " + ring.DescribePrev());
+    }
+    if (failed.ok()) {
+      if (Status st = ring.next().Flush(options.deadline); !st.ok()) {
+        failed = st.WithContext("sending to next " + ring.DescribeNext());
+      }
+    }
+    if (!failed.ok()) {
+      ring.Abort();  // before `all` goes away: no queued send may read it afterwards
+      return failed.WithContext(ctx);
+    }
+    // Rank order on every rank: the same bits everywhere.
+    for (size_t i = 0; i < len; ++i) {
+      float sum = 0;
+      for (uint32_t r = 0; r < n; ++r) sum += all[r * len + i];
+      if (!std::isfinite(sum)) {
+        return InvalidArgument(ctx + ": sum at element " + std::to_string(i) +
+                               " is not finite (overflow, or our own input is not finite)");
+      }
+      data[i] = options.average ? sum / static_cast<float>(n) : sum;
+    }
+  }
+  return AllreduceStats{ring.bytes_sent() - sent0, ring.bytes_received() - received0,
+                        SecondsSince(start)};
+}
+
 Result<AllreduceStats> ParallelRingAllreduce(ParallelRing& rings, std::span<float> data,
-                                             const AllreduceOptions& options) {
+                                             const AllreduceOptions& options,
+                                             size_t latency_bytes) {
+  if (data.size_bytes() <= latency_bytes) return SmallRingAllreduce(rings.ring(0), data, options);
   const uint32_t k_streams = rings.streams();
   if (k_streams == 1) return RingAllreduce(rings.ring(0), data, options);
   const Clock::time_point start = Clock::now();

@@ -56,8 +56,20 @@ inline std::pair<size_t, size_t> ParallelPart(size_t n, uint32_t parts, uint32_t
   return {begin, base + (k < extra ? 1 : 0)};
 }
 
+// Tensors of at most `latency_bytes` take the latency path instead (SmallRingAllreduce on ring
+// 0): every rank's whole tensor travels N-1 hops round the ring and each rank sums all N in rank
+// order. That is N-1 one-way delays instead of reduce-scatter + all-gather's 2(N-1), for (N-1)x
+// the bytes, which do not matter at this size. Every rank must pass the same latency_bytes.
+inline constexpr size_t kLatencyPathBytes = 64 << 10;
 Result<AllreduceStats> ParallelRingAllreduce(ParallelRing& rings, std::span<float> data,
-                                             const AllreduceOptions& options);
+                                             const AllreduceOptions& options,
+                                             size_t latency_bytes = kLatencyPathBytes);
+
+// The latency path alone (see above): bit-identical on every rank (same summation order),
+// headers and values checked as in RingAllreduce, errors name the neighbour, the ring is
+// aborted on failure.
+Result<AllreduceStats> SmallRingAllreduce(Ring& ring, std::span<float> data,
+                                          const AllreduceOptions& options);
 
 // Communicator over a ParallelRing: fp32 + mean only (as RingCommunicator), exact retry.
 class ParallelRingCommunicator final : public Communicator {

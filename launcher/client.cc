@@ -70,6 +70,14 @@ Result<v1::StatusReply> QueryStatus(const CoordinatorAddress& to, const net::Ide
   return reply.status_reply();
 }
 
+Result<v1::LedgerReply> QueryLedger(const CoordinatorAddress& to, const net::Identity& self,
+                                    const std::string& job_id) {
+  v1::Envelope request = net::MakeEnvelope("");
+  request.mutable_ledger_request()->set_job_id(job_id);
+  TRIB_ASSIGN_OR_RETURN(v1::Envelope reply, Request(to, self, request, v1::Envelope::kLedgerReply));
+  return reply.ledger_reply();
+}
+
 std::string FormatStatus(const v1::StatusReply& reply, const std::string& job_id) {
   std::string out;
   for (const v1::JobStatus& job : reply.jobs()) {

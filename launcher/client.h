@@ -26,6 +26,10 @@ Result<std::string> SubmitJob(const CoordinatorAddress& to, const net::Identity&
 
 Result<v1::StatusReply> QueryStatus(const CoordinatorAddress& to, const net::Identity& self);
 
+// The verifier ledger as signed receipts (`tributary ledger`); job_id empty = every job.
+Result<v1::LedgerReply> QueryLedger(const CoordinatorAddress& to, const net::Identity& self,
+                                    const std::string& job_id);
+
 // Human-readable tables (one per job; only `job_id` when non-empty).
 std::string FormatStatus(const v1::StatusReply& reply, const std::string& job_id = "");
 

@@ -15,6 +15,7 @@
 #include "core/digest.h"
 #include "launcher/relay.h"
 #include "launcher/store.h"
+#include "launcher/verification_service.h"
 #include "net/connection.h"
 #include "net/frame.h"
 #include "net/io_thread.h"
@@ -88,6 +89,8 @@ struct Job {
   Clock::time_point started = Clock::now();
   double last_train_loss = 0, last_eval_loss = -1;
   std::map<std::string, uint32_t> shard_of_key;  // remembered across reconnects
+  std::unique_ptr<VerificationService> verification;  // when spec.verify_samples() > 0
+  bool finish_after_verification = false;             // the last round's challenges are open
 
   uint32_t min_peers() const { return spec.min_peers() ? spec.min_peers() : spec.num_peers(); }
   Millis heartbeat() const { return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000); }
@@ -212,6 +215,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     TRIB_ASSIGN_OR_RETURN(std::vector<StoredPeer> peers, store_->Peers(id));
     for (const StoredPeer& p : peers) job.shard_of_key[p.key] = p.shard;
+    if (spec.verify_samples() > 0) TRIB_RETURN_IF_ERROR(StartVerification(job));
     TRIB_ASSIGN_OR_RETURN(std::string outcome, store_->JobOutcome(id));
     if (!outcome.empty() || job.committed_rounds >= spec.rounds()) {
       job.phase = Job::Phase::kFinished;
@@ -220,6 +224,72 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     spdlog::info("hosting job {} ({}, {} mode, {}/{} rounds committed)", id, spec.name(),
                  runtime::ModeName(spec.mode()), job.committed_rounds, spec.rounds());
     return Status::Ok();
+  }
+
+  // The job's verifier (launcher/verification_service.h). Bans take effect on the strand after
+  // the service returns, so it never re-enters itself through Drop → retry → RoundStart.
+  Status StartVerification(Job& job) {
+    const std::string job_id = job.id;
+    auto send = [this, job_id](const net::PublicKey& to, v1::Envelope e) {
+      for (auto& [sid, s] : sessions_) {
+        if (s.joined && s.job_id == job_id && s.key == to) {
+          Send(s, std::move(e));
+          return true;
+        }
+      }
+      return false;
+    };
+    auto ban = [this, job_id](const net::PublicKey& who, const std::string& why) {
+      std::weak_ptr<Impl> weak = shared_from_this();
+      asio::post(strand_, [weak, job_id, who, why] {
+        auto self = weak.lock();
+        if (!self) return;
+        for (auto& [sid, s] : self->sessions_) {
+          if (s.joined && s.job_id == job_id && s.key == who) {
+            return self->Reject(sid, v1::ADMISSION_REFUSED, "banned from job " + job_id + ": " + why);
+          }
+        }
+      });
+    };
+    TRIB_ASSIGN_OR_RETURN(job.verification,
+                          VerificationService::Create(job.spec, job.id, &identity_, store_.get(), send, ban));
+    return Status::Ok();
+  }
+
+  static uint64_t NowMs() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<Millis>(Clock::now().time_since_epoch()).count());
+  }
+
+  // A verifier message from a member of `job`; false when the session was refused.
+  bool OnVerifierMessage(Job& job, uint64_t id, const v1::Envelope& message) {
+    Session& s = sessions_.at(id);
+    if (!job.verification) {
+      Reject(id, v1::UNEXPECTED_MESSAGE, "job " + job.id + " does not verify");
+      return false;
+    }
+    if (message.has_step_commitment()) {
+      Status st = job.verification->OnCommitment(s.key, message.step_commitment(), NowMs());
+      if (!st.ok()) {
+        Reject(id, v1::UNEXPECTED_MESSAGE, "step commitment refused: " + st.message());
+        return false;
+      }
+    } else if (message.has_opening()) {
+      job.verification->OnOpening(s.key, message.opening(), NowMs());
+    } else if (message.has_verify_result()) {
+      job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
+    }
+    return true;
+  }
+
+  void SendLedger(uint64_t id, const v1::LedgerRequest& request) {
+    v1::Envelope e = net::MakeEnvelope("");
+    v1::LedgerReply* reply = e.mutable_ledger_reply();
+    reply->set_coordinator_key(net::KeyToBytes(identity_.public_key()));
+    for (auto& [job_id, job] : jobs_) {
+      if (!job.verification || (!request.job_id().empty() && request.job_id() != job_id)) continue;
+      job.verification->FillLedgerReply(*reply, NowMs());
+    }
+    Send(sessions_.at(id), e);
   }
 
   // ------------------------------------------------------------------ connections
@@ -295,7 +365,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     const auto kind = message->payload_case();
     const bool mutating = kind == v1::Envelope::kHello || kind == v1::Envelope::kRoundReport ||
                           kind == v1::Envelope::kRoundFailed || kind == v1::Envelope::kReady ||
-                          kind == v1::Envelope::kLeave || kind == v1::Envelope::kSubmitJob;
+                          kind == v1::Envelope::kLeave || kind == v1::Envelope::kSubmitJob ||
+                          kind == v1::Envelope::kStepCommitment || kind == v1::Envelope::kOpening ||
+                          kind == v1::Envelope::kVerifyResult;
     if (mutating && !net::VerifyEnvelope(s.key, *message)) {
       return Reject(id, v1::AUTH_FAILED, net::PayloadName(*message) +
                                              " is not signed by the key of this connection (" +
@@ -306,6 +378,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (!OnHello(id, *message)) return;
     } else if (kind == v1::Envelope::kStatusRequest) {
       SendStatus(id);
+    } else if (kind == v1::Envelope::kLedgerRequest) {
+      SendLedger(id, message->ledger_request());
     } else if (kind == v1::Envelope::kSubmitJob) {
       if (!OnSubmit(id, *message)) return;
     } else {
@@ -327,6 +401,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
           break;
         case v1::Envelope::kReady:
           if (!OnReady(job, id, message->ready())) return;
+          break;
+        case v1::Envelope::kStepCommitment:
+        case v1::Envelope::kOpening:
+        case v1::Envelope::kVerifyResult:
+          if (!OnVerifierMessage(job, id, *message)) return;
           break;
         case v1::Envelope::kLeave:
           spdlog::info("peer {} leaves job {}: {}", s.name, job.id, message->leave().reason());
@@ -472,6 +551,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   Status Admit(const Job& job, const Session& s, const v1::Hello& hello) const {
+    if (job.verification && job.verification->IsBanned(s.key)) {
+      return FailedPrecondition("this key is banned from job " + job.id + " (caught by the verifier)");
+    }
     switch (job.spec.admission()) {
       case v1::ADMISSION_OPEN:
         return Status::Ok();
@@ -609,6 +691,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     start.set_round(job.committed_rounds);
     start.set_attempt(job.attempt);
     start.set_evaluate(true);
+    if (job.verification) {
+      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest));
+    }
     for (size_t r = 0; r < job.members.size(); ++r) {
       Session& s = sessions_.at(job.members[r]);
       s.state = PeerState::kMember;
@@ -762,6 +847,15 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       Reject(id, v1::UNEXPECTED_MESSAGE, "θ and state digests must be 32 bytes");
       return false;
     }
+    if (job.verification) {
+      Status committed = job.verification->CheckReport(s.key, report.round());
+      if (!committed.ok()) {
+        // No root before the report: its steps could be chosen after seeing the challenges.
+        job.verification->Ban(s.key, committed.message());
+        Reject(id, v1::UNEXPECTED_MESSAGE, committed.message());
+        return false;
+      }
+    }
     job.reports[id] = report;
     s.bandwidth = report.bandwidth_bytes_per_second();
     (void)store_->RecordReport(job.id, report.round(), report.attempt(), s.key_hex, report.theta_digest());
@@ -859,6 +953,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       s.state = PeerState::kReady;
       ++s.rounds_contributed;
     }
+    if (job.verification) {  // challenges of this round run while the next one trains
+      std::vector<VerificationService::Member> verified;
+      for (uint64_t id : job.members) verified.push_back({sessions_.at(id).key, sessions_.at(id).shard});
+      job.verification->OnRoundCommitted(job.committed_rounds, verified, NowMs());
+    }
     job.committed_rounds++;
     job.state_digest = record.state_digest;
     job.theta_digest = record.theta_digest;
@@ -874,7 +973,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (callback_) callback_(summary);
     }
     job.phase = Job::Phase::kWaiting;
-    if (job.committed_rounds >= job.spec.rounds()) return FinishJob(job);
+    if (job.committed_rounds >= job.spec.rounds()) {
+      if (job.verification && job.verification->busy()) {
+        job.finish_after_verification = true;  // Sweep finishes it once every challenge is settled
+        return;
+      }
+      return FinishJob(job);
+    }
     // Ready peers outside this round now hold a stale state: they sync like a late joiner.
     for (Session* s : JobSessions(job)) {
       if (s->state == PeerState::kReady && std::find(record.members.begin(), record.members.end(),
@@ -961,6 +1066,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
     }
     for (auto& [id, why] : silent) Drop(id, why);
+    for (auto& [job_id, job] : jobs_) {
+      if (!job.verification) continue;
+      job.verification->Sweep(NowMs());
+      if (job.finish_after_verification && !job.verification->busy() && job.phase != Job::Phase::kFinished) {
+        job.finish_after_verification = false;
+        FinishJob(job);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ observers

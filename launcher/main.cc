@@ -16,6 +16,7 @@
 #include "core/files.h"
 #include "core/logging.h"
 #include "launcher/client.h"
+#include "launcher/ledger_cli.h"
 #include "launcher/coordinator.h"
 #include "launcher/demo.h"
 #include "launcher/process.h"
@@ -40,6 +41,7 @@ struct JobFlags {
   int64_t rounds = -1, inner_steps = -1, peers = -1, batch_size = -1, seed = -1;
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
+  int64_t verify_samples = -1, verifiers_per_step = -1;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -65,6 +67,8 @@ struct JobFlags {
     app->add_option("--heartbeat-ms", heartbeat_ms, "peer heartbeat interval");
     app->add_option("--gather-ms", gather_ms, "wait this long for more than min-peers before a round");
     app->add_option("--liveness-timeout-ms", liveness_timeout_ms, "a peer silent this long is dead");
+    app->add_option("--verify-samples", verify_samples, "inner steps replayed per peer per round (0 = off)");
+    app->add_option("--verifiers-per-step", verifiers_per_step, "verifier peers per sampled step");
   }
 
   Result<v1::JobSpec> Build() const {
@@ -94,6 +98,8 @@ struct JobFlags {
     if (heartbeat_ms >= 0) spec.set_heartbeat_ms(static_cast<uint32_t>(heartbeat_ms));
     if (gather_ms >= 0) spec.set_gather_ms(static_cast<uint32_t>(gather_ms));
     if (liveness_timeout_ms >= 0) spec.set_liveness_timeout_ms(static_cast<uint32_t>(liveness_timeout_ms));
+    if (verify_samples >= 0) spec.set_verify_samples(static_cast<uint32_t>(verify_samples));
+    if (verifiers_per_step >= 0) spec.set_verifiers_per_step(static_cast<uint32_t>(verifiers_per_step));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }
@@ -290,6 +296,17 @@ int main(int argc, char** argv) {
   status->add_option("--coordinator-key", status_key, "coordinator's public key (hex)");
   status->add_option("--job", status_job, "only this job");
 
+  // ledger / verify-receipt (launcher/ledger_cli.h)
+  std::string ledger_coordinator, ledger_key, ledger_job, ledger_export, receipt_file, receipt_key;
+  auto* ledger = app.add_subcommand("ledger", "the verifier ledger: work committed, verified, verdicts, bans");
+  ledger->add_option("--coordinator", ledger_coordinator, "HOST:PORT")->required();
+  ledger->add_option("--coordinator-key", ledger_key, "coordinator's public key (hex)");
+  ledger->add_option("--job", ledger_job, "only this job");
+  ledger->add_option("--export-receipts", ledger_export, "write every signed receipt into this directory");
+  auto* verify_receipt = app.add_subcommand("verify-receipt", "check a receipt offline with the coordinator's key");
+  verify_receipt->add_option("receipt", receipt_file, "receipt file (from ledger --export-receipts)")->required();
+  verify_receipt->add_option("--coordinator-key", receipt_key, "coordinator's public key (hex)")->required();
+
   // train
   JobFlags train_flags;
   runtime::ReferenceOptions train_options;
@@ -356,6 +373,31 @@ int main(int argc, char** argv) {
     auto job_id = launcher::SubmitJob(*address, *researcher, *spec);
     if (!job_id.ok()) return Fail(job_id.status());
     std::printf("%s\n", job_id->c_str());
+    return 0;
+  }
+  if (*ledger) {
+    InitLogging("ledger", log_level == "info" ? "warn" : log_level);
+    auto address = launcher::ParseCoordinator(ledger_coordinator, ledger_key);
+    if (!address.ok()) return Fail(address.status());
+    auto reply = launcher::QueryLedger(*address, net::Identity::Generate(), ledger_job);
+    if (!reply.ok()) return Fail(reply.status());
+    auto receipts = launcher::CheckedReceipts(*reply, address->key);
+    if (!receipts.ok()) return Fail(receipts.status());
+    std::printf("%s", launcher::FormatLedger(*receipts, *reply).c_str());
+    if (!ledger_export.empty()) {
+      auto written = launcher::ExportReceipts(*receipts, *net::KeyFromBytes(reply->coordinator_key()), ledger_export);
+      if (!written.ok()) return Fail(written.status());
+      std::printf("%zu receipts written to %s\n", *written, ledger_export.c_str());
+    }
+    return 0;
+  }
+  if (*verify_receipt) {
+    InitLogging("verify-receipt", log_level == "info" ? "warn" : log_level);
+    auto key = net::KeyFromHex(receipt_key);
+    if (!key.ok()) return Fail(key.status());
+    auto receipt = launcher::VerifyReceiptFile(receipt_file, *key);
+    if (!receipt.ok()) return Fail(receipt.status());
+    std::printf("valid: %s\n", launcher::FormatReceipt(receipt->body).c_str());
     return 0;
   }
   if (*status) {

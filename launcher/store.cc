@@ -115,6 +115,11 @@ Result<std::unique_ptr<CoordinatorStore>> CoordinatorStore::Open(const std::stri
       job_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
       peer_key TEXT NOT NULL, theta_digest BLOB NOT NULL,
       PRIMARY KEY(job_id, round, attempt, peer_key));
+    CREATE TABLE IF NOT EXISTS verifier_ledger(
+      job_id TEXT PRIMARY KEY, ledger BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS verifier_bans(
+      job_id TEXT NOT NULL, peer_key TEXT NOT NULL, reason TEXT NOT NULL,
+      PRIMARY KEY(job_id, peer_key));
   )sql"));
   return store;
 }
@@ -236,6 +241,39 @@ Result<std::string> CoordinatorStore::JobOutcome(const std::string& job_id) {
   TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return NotFound("unknown job " + job_id);
   return s.Text(0);
+}
+
+Status CoordinatorStore::SaveLedger(const std::string& job_id, const std::string& ledger_bytes) {
+  Statement s(db_, "INSERT OR REPLACE INTO verifier_ledger(job_id, ledger) VALUES(?1, ?2)");
+  s.Bind(1, job_id).Bind(2, ledger_bytes);
+  return s.Step().status();
+}
+
+Result<std::string> CoordinatorStore::LoadLedger(const std::string& job_id) {
+  Statement s(db_, "SELECT ledger FROM verifier_ledger WHERE job_id = ?1");
+  s.Bind(1, job_id);
+  TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.Text(0) : std::string();
+}
+
+Status CoordinatorStore::BanPeer(const std::string& job_id, const std::string& peer_key,
+                                 const std::string& reason) {
+  Statement s(db_, "INSERT OR IGNORE INTO verifier_bans(job_id, peer_key, reason) VALUES(?1, ?2, ?3)");
+  s.Bind(1, job_id).Bind(2, peer_key).Bind(3, reason);
+  return s.Step().status();
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> CoordinatorStore::BannedPeers(
+    const std::string& job_id) {
+  Statement s(db_, "SELECT peer_key, reason FROM verifier_bans WHERE job_id = ?1 ORDER BY peer_key");
+  s.Bind(1, job_id);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (;;) {
+    TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.emplace_back(s.Text(0), s.Text(1));
+  }
+  return out;
 }
 
 }  // namespace tributary::launcher

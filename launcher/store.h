@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -60,6 +61,13 @@ class CoordinatorStore {
                       const std::string& peer_key, const std::string& theta_digest);
   Status MarkJobFinished(const std::string& job_id, const std::string& outcome);
   Result<std::string> JobOutcome(const std::string& job_id);  // "" while running
+
+  // Verifier (launcher/verification_service.h): the job's ledger as verifier::Ledger::Encode
+  // bytes (rewritten after every change; "" when there is none), and the peers banned from it.
+  Status SaveLedger(const std::string& job_id, const std::string& ledger_bytes);
+  Result<std::string> LoadLedger(const std::string& job_id);
+  Status BanPeer(const std::string& job_id, const std::string& peer_key, const std::string& reason);
+  Result<std::vector<std::pair<std::string, std::string>>> BannedPeers(const std::string& job_id);  // key, reason
 
  private:
   explicit CoordinatorStore(sqlite3* db) : db_(db) {}

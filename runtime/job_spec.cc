@@ -122,6 +122,9 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     else if (key == "liveness_timeout_ms") st = as_u32(&v1::JobSpec::set_liveness_timeout_ms);
     else if (key == "group_size") st = as_u32(&v1::JobSpec::set_group_size);
     else if (key == "gather_ms") st = as_u32(&v1::JobSpec::set_gather_ms);
+    else if (key == "verify_samples") st = as_u32(&v1::JobSpec::set_verify_samples);
+    else if (key == "verifiers_per_step") st = as_u32(&v1::JobSpec::set_verifiers_per_step);
+    else if (key == "verify_timeout_ms") st = as_u32(&v1::JobSpec::set_verify_timeout_ms);
     else if (key == "admission") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       if (v == "open") s.set_admission(v1::ADMISSION_OPEN);
@@ -209,6 +212,9 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     auto agg = collectives::robust::ParseAggregator(s.aggregator());
     if (!agg.ok()) return fail("aggregator: " + agg.status().message());
   }
+  // Replays start from an opened local state; DDP steps would need the averaged gradients too.
+  if (s.verify_samples() > 0 && s.mode() != v1::MODE_DILOCO) return fail("verify_samples needs diloco mode");
+  if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
   return Status::Ok();
 }
 

@@ -27,6 +27,7 @@
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "runtime/verification.h"
 
 namespace tributary::runtime {
 
@@ -227,6 +228,11 @@ class PeerSession {
     TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(options_.corpus_dir, spec_));
     shard_ = ack.shard();
     TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}));
+    if (options_.adversary) trainer_->SetStepTamper(options_.adversary->step);
+    if (spec_.verify_samples() > 0) {  // prover and verifier (runtime/verification.h)
+      verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary);
+      trainer_->SetStepObserver(verification_->Observer());
+    }
     PublishState();
     auto speed = trainer_->MeasureTokensPerSecond(3);
     if (speed.ok()) hardware_.set_tokens_per_second(*speed);
@@ -320,6 +326,13 @@ class PeerSession {
       case v1::Envelope::kSyncState:
         OnSyncState(message.sync_state());
         return Next::kContinue;
+      case v1::Envelope::kOpenRequest:
+      case v1::Envelope::kVerifyRequest: {
+        if (!verification_) return ProtocolError("verifier request for a job that does not verify");
+        TRIB_ASSIGN_OR_RETURN(auto reply, verification_->Handle(message, coordinator_key_));
+        if (reply) (void)SendSigned(std::move(*reply));
+        return Next::kContinue;
+      }
       case v1::Envelope::kJobDone:
         spdlog::info("job {} done: this peer holds {} rounds, contributed to {}", job_id_,
                      outcome_.rounds_completed, outcome_.rounds_contributed);
@@ -402,8 +415,19 @@ class PeerSession {
     }
     pending_sent_ = sent;
     pending_received_ = received;
+    std::vector<v1::Envelope> late_commitments;
+    if (verification_) {  // the signed Merkle root of this round's steps goes before the report
+      auto delta = trainer_->PseudoGradientDigest();
+      auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
+      if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
+      if (commitments.ok()) {
+        for (auto& e : commitments->before) (void)SendSigned(std::move(e));
+        late_commitments = std::move(commitments->after);
+      }
+    }
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
+    for (auto& e : late_commitments) (void)SendSigned(std::move(e));
     spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
                  round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
                  stats->compute_seconds, stats->comm_seconds, sent);
@@ -580,6 +604,7 @@ class PeerSession {
   uint16_t relay_port_ = 0;
   net::PublicKey coordinator_key_{};
   std::unique_ptr<Trainer> trainer_;
+  std::unique_ptr<PeerVerification> verification_;  // when the job verifies
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;
   std::shared_ptr<collectives::Communicator> group_;  // this round's ring or butterfly

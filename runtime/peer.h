@@ -20,6 +20,8 @@
 
 namespace tributary::runtime {
 
+struct AdversaryHooks;  // runtime/verification.h
+
 struct PeerOptions {
   std::string coordinator_host = "127.0.0.1";
   uint16_t coordinator_port = 0;
@@ -35,6 +37,8 @@ struct PeerOptions {
   int reconnect_timeout_ms = 60000;      // how long to keep trying a lost coordinator
   bool relay_only = false;               // behind NAT: accept nothing, use the coordinator's relay
   const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGINT) to leave gracefully
+  // Attack harness only (tributary_adversary): injected misbehaviour. Null in every normal peer.
+  const AdversaryHooks* adversary = nullptr;
 };
 
 struct PeerOutcome {

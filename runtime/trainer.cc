@@ -13,6 +13,10 @@
 #include "models/language_model.h"
 #include "models/parameters.h"
 #include "runtime/job_spec.h"
+#include "runtime/step_kernel.h"
+#include "runtime/step_kernel_internal.h"
+#include "verifier/commitment.h"
+#include "verifier/replay.h"
 
 namespace tributary::runtime {
 namespace {
@@ -66,6 +70,8 @@ struct Trainer::Impl {
   torch::Tensor cached_delta;
   uint64_t delta_round = UINT64_MAX;
   double cached_loss = 0;
+  StepObserver observer;  // verifier hook (SetStepObserver)
+  StepTamper tamper;      // attack harness only
 
   std::vector<torch::Tensor> Params() const { return model->parameters(); }
 
@@ -119,47 +125,81 @@ struct Trainer::Impl {
 
   uint64_t TotalSteps() const { return uint64_t{spec.rounds()} * spec.inner_steps(); }
 
-  // Linear warm-up, then cosine decay to 10% of the peak over the whole job.
-  double LearningRate(uint64_t global_step) const {
-    const double peak = spec.inner_lr();
-    if (global_step < spec.warmup_steps()) {
-      return peak * static_cast<double>(global_step + 1) / spec.warmup_steps();
-    }
-    const double span = std::max<double>(1.0, TotalSteps() - spec.warmup_steps());
-    const double progress = std::min(1.0, (global_step - spec.warmup_steps()) / span);
-    return peak * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * progress)));
-  }
-
-  void SetLearningRate(double lr) {
-    for (auto& group : inner->param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    }
-  }
-
-  Result<models::Batch> BatchFor(uint64_t round, uint64_t step) const {
-    models::BatchKey key{spec.seed(), placement.shard, placement.num_shards, round, step};
+  Result<models::Batch> BatchFor(uint64_t round, uint64_t step,
+                                 std::optional<uint32_t> shard = std::nullopt) const {
+    models::BatchKey key{spec.seed(), shard.value_or(placement.shard), placement.num_shards, round, step};
     return data.dataset->TrainBatch(key, static_cast<int>(placement.batch_size),
                                     static_cast<int>(spec.context()));
   }
 
-  // Forward + backward for one batch; returns the loss. Gradients are left in the parameters.
-  Result<double> ForwardBackward(uint64_t round, uint64_t step) {
-    TRIB_ASSIGN_OR_RETURN(models::Batch batch, BatchFor(round, step));
-    inner->zero_grad();
-    torch::Tensor loss = model->Loss(batch.inputs, batch.targets);
-    loss.backward();
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) {
+  // Forward + backward for one batch (the arithmetic StepKernel replays); returns the loss.
+  // Gradients are left in the parameters.
+  Result<double> ForwardBackward(uint64_t round, uint64_t step, Digest* batch_digest = nullptr,
+                                 std::optional<uint32_t> shard = std::nullopt) {
+    TRIB_ASSIGN_OR_RETURN(models::Batch batch, BatchFor(round, step, shard));
+    if (batch_digest) *batch_digest = models::BatchDigest(batch);
+    auto loss = internal::ForwardBackward(*model, batch);
+    if (!loss.ok()) {
       return FailedPrecondition("training loss became non-finite at round " +
                                 std::to_string(round) + " step " + std::to_string(step));
     }
-    return value;
+    return loss;
   }
 
   void ClipAndStep(uint64_t global_step) {
-    if (spec.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), spec.grad_clip());
-    SetLearningRate(LearningRate(global_step));
-    inner->step();
+    internal::ApplyInnerStep(*model, *inner, InnerHyper(spec, global_step));
+  }
+
+  // One local (DiLoCo inner) step, reported to the observer and bent by the tamper hook when
+  // they are set. `before` carries the state the step starts from (and its digest) between
+  // steps, so each step captures and digests the state once.
+  struct Carried {
+    verifier::TrainingState state;
+    Digest digest{};
+    bool valid = false;
+  };
+  Result<double> LocalInnerStep(uint64_t round, uint64_t step, Carried& before) {
+    const uint64_t global = round * spec.inner_steps() + step;
+    if (!observer && !tamper.plan && !tamper.after) {
+      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step));
+      ClipAndStep(global);
+      return loss;
+    }
+    if (observer && !before.valid) {
+      TRIB_ASSIGN_OR_RETURN(before.state, internal::CaptureState(*model, *inner));
+      before.digest = internal::StateDigestOfLoaded(*model, before.state);
+      before.valid = true;
+    }
+    const StepTamper::Plan plan = tamper.plan ? tamper.plan(round, step) : StepTamper::Plan{};
+    torch::Tensor theta_before;
+    if (tamper.after) theta_before = models::FlattenParameters(*model);
+    StepRecord record;
+    record.round = round;
+    record.step = step;
+    if (!plan.skip) {
+      std::optional<uint32_t> shard;
+      if (plan.shard_shift % placement.num_shards != 0) {
+        shard = (placement.shard + plan.shard_shift) % placement.num_shards;
+      }
+      TRIB_ASSIGN_OR_RETURN(record.loss, ForwardBackward(round, step, &record.batch, shard));
+      ClipAndStep(global);
+    }
+    if (tamper.after) {
+      torch::Tensor after = models::FlattenParameters(*model);
+      tamper.after(round, step, {theta_before.data_ptr<float>(), static_cast<size_t>(theta_before.numel())},
+                   FloatSpan(after));
+      TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, after));
+    }
+    if (!observer) return record.loss;
+    TRIB_ASSIGN_OR_RETURN(verifier::TrainingState after_state, internal::CaptureState(*model, *inner));
+    record.state_before = before.digest;
+    record.update = internal::StateDigestOfLoaded(*model, after_state);
+    record.before = std::move(before.state);
+    before.state = std::move(after_state);
+    before.digest = record.update;
+    const double loss = record.loss;
+    observer(std::move(record));
+    return loss;
   }
 
   Result<RoundStats> RunDdpRound(const Averager& average) {
@@ -168,9 +208,21 @@ struct Trainer::Impl {
     double loss_sum = 0;
     for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
       auto t0 = Clock::now();
-      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step));
+      StepRecord record;
+      if (observer) {
+        TRIB_ASSIGN_OR_RETURN(record.before, internal::CaptureState(*model, *inner));
+        record.state_before = internal::StateDigestOfLoaded(*model, record.before);
+      }
+      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step, &record.batch));
       loss_sum += loss;
       torch::Tensor grads = models::FlattenGradients(*model);
+      if (observer) {
+        record.round = round;
+        record.step = step;
+        record.loss = loss;
+        record.update = verifier::FloatsDigest(FloatSpan(grads));
+        observer(std::move(record));
+      }
       stats.compute_seconds += SecondsSince(t0);
       auto t1 = Clock::now();
       TRIB_RETURN_IF_ERROR(average(FloatSpan(grads)).WithContext(
@@ -191,10 +243,10 @@ struct Trainer::Impl {
     if (delta_round != round) {
       double loss_sum = 0;
       auto t0 = Clock::now();
+      Carried carried;
       for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
-        TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step));
+        TRIB_ASSIGN_OR_RETURN(double loss, LocalInnerStep(round, step, carried));
         loss_sum += loss;
-        ClipAndStep(round * spec.inner_steps() + step);
       }
       cached_delta = committed.params - models::FlattenParameters(*model);
       delta_round = round;
@@ -459,6 +511,18 @@ Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
 }
 
 Result<double> Trainer::EvalLoss() { return models::EvaluateLoss(*impl_->model, impl_->validation); }
+
+void Trainer::SetStepObserver(StepObserver observer) { impl_->observer = std::move(observer); }
+void Trainer::SetStepTamper(StepTamper tamper) { impl_->tamper = std::move(tamper); }
+
+Result<Digest> Trainer::PseudoGradientDigest() const {
+  if (impl_->spec.mode() != v1::MODE_DILOCO || !impl_->cached_delta.defined() ||
+      impl_->delta_round != impl_->completed_rounds) {
+    return FailedPrecondition("no pseudo-gradient: not a tentative DiLoCo round");
+  }
+  torch::Tensor c = impl_->cached_delta.contiguous();
+  return verifier::FloatsDigest({c.data_ptr<float>(), static_cast<size_t>(c.numel())});
+}
 
 uint64_t Trainer::completed_rounds() const { return impl_->completed_rounds; }
 Digest Trainer::ThetaDigest() const { return models::ParameterDigest(*impl_->model); }

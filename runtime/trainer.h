@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -21,6 +22,7 @@
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 #include "runtime/training_data.h"
+#include "verifier/training_state.h"
 
 namespace tributary::runtime {
 
@@ -40,6 +42,34 @@ struct WorkerPlacement {
   uint32_t shard = 0;       // which slice of the train split this worker samples from
   uint32_t num_shards = 1;
   uint32_t batch_size = 0;  // 0 = the spec's batch_size
+};
+
+// What the trainer did in one inner step: the fields of a verifier::StepLeaf (the caller adds the
+// job id and determinism class) plus the state the step started from (a prover's opening).
+struct StepRecord {
+  uint64_t round = 0;
+  uint64_t step = 0;      // inner step within the round
+  Digest state_before{};  // verifier::StepStateDigest(ThetaDigest, verifier::OptimizerDigest)
+  Digest batch{};         // models::BatchDigest of the batch actually trained on
+  Digest update{};        // DiLoCo: the state digest after the step; DDP: verifier::FloatsDigest
+                          // of the raw local gradient, before averaging and clipping
+  double loss = 0;        // the exact value whose bits enter the leaf
+  verifier::TrainingState before;  // θ and the inner AdamW state before the step
+};
+using StepObserver = std::function<void(StepRecord record)>;
+
+// Misbehaviour for the attack harness only (tests/adversary, binary tributary_adversary). No
+// normal peer sets it; unset, the trainer does exactly what it does without it.
+struct StepTamper {
+  struct Plan {
+    bool skip = false;                  // claim the step without computing it
+    uint32_t shard_shift = 0;           // train on shard (own + shift) mod num_shards
+  };
+  std::function<Plan(uint64_t round, uint64_t step)> plan;
+  // Rewrites θ after the step (before: θ before the step).
+  std::function<void(uint64_t round, uint64_t step, std::span<const float> before,
+                     std::span<float> after)>
+      after;
 };
 
 class Trainer {
@@ -76,6 +106,15 @@ class Trainer {
   Result<double> MeasureTokensPerSecond(int steps) const;
   // Mean loss of θ on the job's fixed validation batches.
   Result<double> EvalLoss();
+
+  // Called on the training thread after every inner step, before the next one starts (a DiLoCo
+  // retry that reuses its pseudo-gradient runs no steps, so it reports none). Unset (the
+  // default): no state is captured and no digest computed.
+  void SetStepObserver(StepObserver observer);
+  void SetStepTamper(StepTamper tamper);  // attack harness only (see StepTamper)
+  // verifier::FloatsDigest of the pseudo-gradient of the tentative DiLoCo round (what this
+  // worker averages). FailedPrecondition without one (DDP, or no tentative round).
+  Result<Digest> PseudoGradientDigest() const;
 
   uint64_t completed_rounds() const;
   Digest ThetaDigest() const;  // SHA-256 of θ in canonical order (what peers compare)

@@ -14,6 +14,7 @@
 // influence the seed nor be committed with knowledge of it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,6 +71,11 @@ class CommitmentBook {
   // commitment, or when sealed before with other entropy (the same entropy gives the same seed);
   // Corruption if `entropy` does not open schedule().secret_commitment.
   Result<Digest> Seal(const Digest& entropy, uint64_t now_ms);
+  // Moves the commit deadline to `deadline_ms` when that is earlier: a coordinator whose
+  // deadline is an event (every member has reported) rather than a time closes admission here.
+  void CloseAt(uint64_t deadline_ms) {
+    schedule_.commit_deadline_ms = std::min(schedule_.commit_deadline_ms, deadline_ms);
+  }
 
   // Sorted by peer key (the canonical order of the seed).
   const std::vector<SignedCommitment>& admitted() const { return admitted_; }

@@ -1,7 +1,6 @@
-// Replaying one training step exactly, by driving models/ directly: the reference for what a
-// verifier recomputes, and the local stand-in for the trainer hook proposed in docs/VERIFIER.md
-// (until runtime::Trainer exposes its own step, this file mirrors its arithmetic: the same model,
-// batch, loss, gradient clipping and AdamW(β = 0.9, 0.95) update, in the same order).
+// Replaying one training step exactly: the verifier's API over runtime::StepKernel, which runs
+// the trainer's own step code (runtime/step_kernel_internal.h), so a replay cannot drift from
+// training. This layer adds the determinism-class thread check.
 //
 // The header is free of torch: states travel as flat float32 vectors in named_parameters()
 // order, so the coordinator, referees and tests can hold them without torch's headers.
@@ -20,6 +19,7 @@
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 #include "verifier/replay.h"
+#include "verifier/training_state.h"
 
 namespace tributary::models {
 class TokenDataset;
@@ -35,50 +35,6 @@ struct ReplayModelConfig {  // mirrors models::ModelConfig
   int d_model = 128;
   int context = 64;
   int mlp_hidden = 256;
-};
-
-struct AdamWHyper {  // one step's optimiser settings; the trainer's betas and default eps
-  double lr = 0;
-  double weight_decay = 0;
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double grad_clip = 0;  // 0 = no clipping
-};
-
-struct BatchCoordinates {  // mirrors models::BatchKey plus the batch shape
-  uint64_t job_seed = 0;
-  uint32_t shard = 0;
-  uint32_t num_shards = 1;
-  uint64_t round = 0;
-  uint64_t step = 0;
-  int batch_size = 0;
-  int context = 0;
-};
-
-// A worker's full training state before or after an inner step. adam_step == 0 means a fresh
-// optimiser, and then both moment vectors must be empty; otherwise both hold one value per
-// parameter (every parameter of these models receives a gradient every step).
-struct TrainingState {
-  std::vector<float> params;
-  int64_t adam_step = 0;
-  std::vector<float> exp_avg;
-  std::vector<float> exp_avg_sq;
-};
-
-// SHA-256("tributary.verifier.adamw.v1" ‖ u64 step ‖ u64 n ‖ exp_avg bytes ‖ exp_avg_sq bytes).
-Digest OptimizerDigest(const TrainingState& state);
-
-struct StepResult {
-  TrainingState after;
-  double loss = 0;
-  Digest batch{};
-};
-
-struct GradientResult {
-  std::vector<float> gradient;  // raw (unclipped), named_parameters() order
-  double loss = 0;
-  Digest batch{};
 };
 
 class StepReplayer {
@@ -119,8 +75,7 @@ class StepReplayer {
   std::unique_ptr<Impl> impl_;
 };
 
-// ---- local adapter until the trainer hook lands (mirrors runtime/trainer.cc)
-// ---------------------
+// ---- job-spec adapters (delegating to runtime/step_kernel.h) -----------------------------------
 
 ReplayModelConfig ReplayModelConfigOf(const v1::JobSpec& spec, int vocab_size);
 // The trainer's inner learning rate for a global step: linear warm-up, then cosine decay to 10%

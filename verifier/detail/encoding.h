@@ -77,6 +77,13 @@ class Reader {
     pos_ += N;
     return out;
   }
+  // Exactly `n` raw bytes (the caller bounds n before asking).
+  Result<std::string> Bytes(uint64_t n) {
+    if (n > data_.size() - pos_) return Truncated();
+    std::string out(data_.substr(pos_, n));
+    pos_ += n;
+    return out;
+  }
   Status Done() const {
     if (pos_ != data_.size()) return Corruption(std::string(what_) + " has trailing bytes");
     return Status::Ok();

@@ -1,0 +1,428 @@
+#include "launcher/verification_service.h"
+
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "core/digest.h"
+#include "launcher/store.h"
+#include "net/frame.h"
+#include "verifier/dispute.h"
+#include "verifier/replay.h"
+
+namespace tributary::launcher {
+namespace {
+
+constexpr size_t kRoundsKept = 4;
+
+Result<Digest> DigestField(const std::string& raw) { return DigestFromBytes(raw); }
+
+// The leaf fields a VerifyResult reports, as the verifier recomputed them.
+Result<verifier::ReplayedStep> ReplayedOf(const v1::VerifyResult& r) {
+  verifier::ReplayedStep s;
+  TRIB_ASSIGN_OR_RETURN(s.state_before, DigestField(r.state_before()));
+  TRIB_ASSIGN_OR_RETURN(s.batch, DigestField(r.batch()));
+  TRIB_ASSIGN_OR_RETURN(s.update, DigestField(r.update()));
+  s.loss_bits = r.loss_bits();
+  return s;
+}
+
+// Checks an opening against the prover's signed commitment: the leaf and (step > 0) the leaf
+// before it are in the tree, and the step starts where the previous one ended.
+Result<verifier::BisectionResult> CheckOpening(const verifier::SignedCommitment& c, uint64_t step,
+                                               const v1::Opening& o) {
+  if (o.step() != step || o.round() != c.body.round) return Corruption("opening names another step");
+  verifier::BisectionResult b;
+  b.outcome = verifier::BisectionOutcome::kDivergence;
+  b.step = step;
+  verifier::OpenedLeaf opened;
+  TRIB_ASSIGN_OR_RETURN(opened.leaf, verifier::DecodeLeaf(o.leaf()));
+  TRIB_ASSIGN_OR_RETURN(opened.proof, verifier::DecodeProof(o.proof()));
+  TRIB_RETURN_IF_ERROR(verifier::CheckOpenedLeaf(c.body, step, opened.leaf, opened.proof));
+  if (step > 0) {
+    verifier::OpenedLeaf prev;
+    TRIB_ASSIGN_OR_RETURN(prev.leaf, verifier::DecodeLeaf(o.previous_leaf()));
+    TRIB_ASSIGN_OR_RETURN(prev.proof, verifier::DecodeProof(o.previous_proof()));
+    TRIB_RETURN_IF_ERROR(verifier::CheckOpenedLeaf(c.body, step - 1, prev.leaf, prev.proof));
+    b.agreed = prev;
+  }
+  if (o.state().empty()) return Corruption("opening without the pre-step state");
+  b.prover = opened;
+  return b;
+}
+
+}  // namespace
+
+VerificationService::VerificationService(const v1::JobSpec& spec, std::string job_id,
+                                         const net::Identity* coordinator, CoordinatorStore* store,
+                                         SendFn send, BanFn ban)
+    : spec_(spec),
+      job_id_(std::move(job_id)),
+      coordinator_(coordinator),
+      store_(store),
+      send_(std::move(send)),
+      ban_(std::move(ban)) {}
+
+Result<std::unique_ptr<VerificationService>> VerificationService::Create(
+    const v1::JobSpec& spec, std::string job_id, const net::Identity* coordinator, CoordinatorStore* store,
+    SendFn send, BanFn ban) {
+  std::unique_ptr<VerificationService> s(
+      new VerificationService(spec, std::move(job_id), coordinator, store, std::move(send), std::move(ban)));
+  TRIB_ASSIGN_OR_RETURN(std::string bytes, store->LoadLedger(s->job_id_));
+  if (!bytes.empty()) {
+    TRIB_ASSIGN_OR_RETURN(s->ledger_, verifier::Ledger::Decode(bytes));
+  }
+  TRIB_ASSIGN_OR_RETURN(auto bans, store->BannedPeers(s->job_id_));
+  for (const auto& [hex, reason] : bans) {
+    auto key = net::KeyFromHex(hex);
+    if (key.ok()) s->banned_[*key] = reason;
+  }
+  return s;
+}
+
+uint64_t VerificationService::TimeoutMs() const {
+  return spec_.verify_timeout_ms() ? spec_.verify_timeout_ms() : spec_.round_timeout_ms();
+}
+
+void VerificationService::Persist() {
+  Status st = store_->SaveLedger(job_id_, ledger_.Encode());
+  if (!st.ok()) spdlog::error("job {}: cannot store the verifier ledger: {}", job_id_, st.ToString());
+}
+
+void VerificationService::Ban(const net::PublicKey& who, const std::string& why) {
+  if (who == coordinator_->public_key()) return;
+  if (!banned_.emplace(who, why).second) return;
+  spdlog::error("job {}: peer {} banned: {}", job_id_, net::ShortKey(who), why);
+  (void)store_->BanPeer(job_id_, net::KeyToHex(who), why);
+  ban_(who, why);
+}
+
+std::string VerificationService::OnRoundStart(uint64_t round, const std::string& round_start_theta) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) {
+    RoundState rs;
+    randombytes_buf(rs.secret.data(), rs.secret.size());
+    rs.round_start_theta = round_start_theta;
+    verifier::RoundSchedule schedule;
+    schedule.job_id = job_id_;
+    schedule.round = round;
+    schedule.commit_deadline_ms = UINT64_MAX;  // closed when every member has reported
+    schedule.secret_commitment = verifier::SecretCommitment(rs.secret);
+    rs.book = std::make_unique<verifier::CommitmentBook>(schedule);
+    it = rounds_.emplace(round, std::move(rs)).first;
+    while (rounds_.size() > kRoundsKept) rounds_.erase(rounds_.begin());
+  }
+  return DigestToBytes(*it->second.book->schedule().secret_commitment);
+}
+
+Status VerificationService::OnCommitment(const net::PublicKey& from, const v1::StepCommitment& m,
+                                         uint64_t now_ms) {
+  TRIB_ASSIGN_OR_RETURN(verifier::SignedCommitment c, verifier::DecodeCommitment(m.commitment()));
+  if (c.body.peer != from) {
+    Ban(from, "sent a commitment signed for another peer");
+    return ProtocolError("commitment for another peer's key");
+  }
+  auto it = rounds_.find(m.round());
+  if (it == rounds_.end() || c.body.round != m.round()) {
+    Ban(from, "commitment for round " + std::to_string(m.round()) + ", which is not open");
+    return DeadlineExceeded("commitment for a round that is not open");
+  }
+  if (c.body.leaf_count != spec_.inner_steps()) {
+    Ban(from, "committed " + std::to_string(c.body.leaf_count) + " steps, the job has " +
+                  std::to_string(spec_.inner_steps()));
+    return ProtocolError("wrong number of committed steps");
+  }
+  Status st = it->second.book->Submit(c, now_ms);
+  if (st.ok()) return st;
+  if (st.code() == StatusCode::kProtocolError && !it->second.book->equivocations().empty()) {
+    const auto& proof = it->second.book->equivocations().back();
+    (void)ledger_.RecordCommitment(proof.first);
+    (void)ledger_.RecordEquivocation(proof.first, proof.second);
+    Persist();
+    Ban(from, "equivocated: two signed roots for round " + std::to_string(m.round()));
+  } else if (st.code() == StatusCode::kDeadlineExceeded) {
+    Ban(from, "committed to round " + std::to_string(m.round()) + " after its challenges were drawn");
+  } else {
+    Ban(from, "sent an invalid commitment: " + st.message());
+  }
+  return st;
+}
+
+Status VerificationService::CheckReport(const net::PublicKey& from, uint64_t round) const {
+  auto it = rounds_.find(round);
+  if (it != rounds_.end()) {
+    for (const auto& c : it->second.book->admitted()) {
+      if (c.body.peer == from) return Status::Ok();
+    }
+  }
+  return FailedPrecondition("round report without a step commitment (the job verifies)");
+}
+
+void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) return;
+  RoundState& rs = it->second;
+  rs.members = members;
+  rs.book->CloseAt(now_ms);
+  auto seed = rs.book->Seal(rs.secret, now_ms);
+  if (!seed.ok()) {
+    spdlog::error("job {} round {}: cannot derive challenges: {}", job_id_, round, seed.status().ToString());
+    return;
+  }
+  std::map<net::PublicKey, verifier::SignedCommitment> by_key;
+  for (const auto& c : rs.book->admitted()) by_key[c.body.peer] = c;
+  std::vector<verifier::Participant> participants;
+  std::map<net::PublicKey, uint32_t> shard_of;
+  for (const Member& m : members) {
+    auto c = by_key.find(m.key);
+    if (c == by_key.end()) continue;
+    (void)ledger_.RecordCommitment(c->second);
+    participants.push_back({m.key, c->second.body.leaf_count, c->second.body.determinism_class});
+    shard_of[m.key] = m.shard;
+  }
+  Persist();
+  verifier::ChallengeParams params;
+  params.samples_per_peer = spec_.verify_samples();
+  params.verifiers_per_step = std::max<uint32_t>(1, spec_.verifiers_per_step());
+  params.verifiers_per_step = std::min<uint32_t>(params.verifiers_per_step,
+                                                 participants.empty() ? 1 : participants.size() - 1);
+  if (participants.size() < 2) {
+    spdlog::warn("job {} round {}: fewer than two committed members, nothing to verify", job_id_, round);
+    return;
+  }
+  auto challenges = verifier::SampleChallenges(*seed, participants, params);
+  if (!challenges.ok()) {
+    spdlog::error("job {} round {}: {}", job_id_, round, challenges.status().ToString());
+    return;
+  }
+  for (const verifier::Challenge& ch : *challenges) {
+    const uint64_t id = next_challenge_++;
+    Pending p;
+    p.round = round;
+    p.step = ch.step;
+    p.prover = ch.prover;
+    p.shard = shard_of[ch.prover];
+    p.commitment = by_key.at(ch.prover);
+    p.verifiers = ch.verifiers;
+    p.deadline_ms = now_ms + TimeoutMs();
+    v1::Envelope e = net::MakeEnvelope(job_id_);
+    e.mutable_open_request()->set_challenge_id(id);
+    e.mutable_open_request()->set_round(round);
+    e.mutable_open_request()->set_step(ch.step);
+    pending_.emplace(id, std::move(p));
+    if (!send_(ch.prover, std::move(e))) {
+      spdlog::warn("job {} round {}: prover {} is gone before its opening", job_id_, round, net::ShortKey(ch.prover));
+    }
+  }
+  spdlog::info("job {} round {}: {} challenges drawn (q = {} per peer, {} verifier(s) each)", job_id_, round,
+               challenges->size(), params.samples_per_peer, params.verifiers_per_step);
+}
+
+void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey& accuser, const std::string& why) {
+  verifier::RefereeVerdict v;
+  v.ruling = verifier::Ruling::kProverGuilty;
+  v.prover = p.prover;
+  v.accuser = accuser;
+  v.guilty = p.prover;
+  v.round = p.round;
+  v.step = p.step;
+  v.reason = why;
+  Status st = ledger_.RecordRuling(v);
+  if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
+  Persist();
+  p.stage = Stage::kDone;
+  spdlog::error("job {} round {} step {}: prover {} convicted (challenge {}): {}", job_id_, p.round, p.step,
+                net::ShortKey(p.prover), id, why);
+  Ban(p.prover, "round " + std::to_string(p.round) + " step " + std::to_string(p.step) + ": " + why);
+}
+
+void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicKey& to, bool referee,
+                                     uint64_t now_ms) {
+  v1::Envelope e = net::MakeEnvelope(job_id_);
+  v1::VerifyRequest* q = e.mutable_verify_request();
+  q->set_challenge_id(id);
+  q->set_round(p.round);
+  q->set_prover_key(net::KeyToBytes(p.prover));
+  q->set_prover_shard(p.shard);
+  q->set_commitment(verifier::EncodeCommitment(p.commitment));
+  *q->mutable_opening() = *p.opening;
+  auto rs = rounds_.find(p.round);
+  if (rs != rounds_.end()) q->set_round_start_theta(rs->second.round_start_theta);
+  q->set_referee(referee);
+  p.asked.insert(to);
+  p.deadline_ms = now_ms + TimeoutMs();
+  if (!send_(to, std::move(e))) spdlog::warn("job {}: verifier {} is gone", job_id_, net::ShortKey(to));
+}
+
+void VerificationService::OnOpening(const net::PublicKey& from, const v1::Opening& o, uint64_t now_ms) {
+  auto it = pending_.find(o.challenge_id());
+  if (it == pending_.end() || it->second.prover != from || it->second.stage != Stage::kOpening) {
+    spdlog::warn("job {}: unsolicited opening from {}", job_id_, net::ShortKey(from));
+    return;
+  }
+  Pending& p = it->second;
+  auto checked = CheckOpening(p.commitment, p.step, o);
+  if (!checked.ok()) {
+    return Convict(it->first, p, coordinator_->public_key(), "bad opening: " + checked.status().message());
+  }
+  if (checked->agreed && checked->agreed->leaf.update != checked->prover->leaf.state_before) {
+    return Convict(it->first, p, coordinator_->public_key(),
+                   "chain break: step " + std::to_string(p.step) + " does not start where its predecessor ended");
+  }
+  p.opening = o;
+  p.stage = Stage::kVerifying;
+  for (const net::PublicKey& v : p.verifiers) SendVerify(it->first, p, v, false, now_ms);
+}
+
+std::optional<net::PublicKey> VerificationService::PickReferee(const Pending& p) const {
+  auto rs = rounds_.find(p.round);
+  if (rs == rounds_.end()) return std::nullopt;
+  // Deterministic in the challenge: the first member (by key hash with the step) not involved.
+  std::vector<std::pair<Digest, net::PublicKey>> order;
+  for (const Member& m : rs->second.members) {
+    if (m.key == p.prover || p.asked.count(m.key) || banned_.count(m.key)) continue;
+    order.emplace_back(Sha256Of(net::KeyToBytes(m.key) + std::to_string(p.step)), m.key);
+  }
+  if (order.empty()) return std::nullopt;
+  std::sort(order.begin(), order.end());
+  return order.front().second;
+}
+
+void VerificationService::OnVerifyResult(const net::PublicKey& from, const v1::VerifyResult& r, uint64_t now_ms) {
+  auto it = pending_.find(r.challenge_id());
+  if (it == pending_.end() || !it->second.asked.count(from) || it->second.results.count(from)) {
+    spdlog::warn("job {}: unsolicited verify result from {}", job_id_, net::ShortKey(from));
+    return;
+  }
+  Pending& p = it->second;
+  p.results[from] = r;
+  if (p.stage == Stage::kRefereeing && p.referee && from == *p.referee) return Settle(it->first, p, now_ms);
+  if (p.stage != Stage::kVerifying) return;
+  if (r.outcome() == v1::VERIFY_MATCH || r.outcome() == v1::VERIFY_MISMATCH) {
+    (void)ledger_.RecordReplay(p.prover, p.round, p.step, from,
+                               r.outcome() == v1::VERIFY_MATCH ? verifier::ReplayOutcome::kMatch
+                                                               : verifier::ReplayOutcome::kMismatch);
+    Persist();
+  } else {
+    spdlog::warn("job {} round {} step {}: {} cannot replay: {}", job_id_, p.round, p.step, net::ShortKey(from),
+                 r.reason());
+  }
+  for (const net::PublicKey& v : p.verifiers) {
+    if (!p.results.count(v)) return;  // wait for the others
+  }
+  Settle(it->first, p, now_ms);
+}
+
+// Every verifier answered (or the referee did): decide.
+void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
+  std::vector<net::PublicKey> accusers;
+  for (const net::PublicKey& v : p.verifiers) {
+    auto r = p.results.find(v);
+    if (r != p.results.end() && r->second.outcome() == v1::VERIFY_MISMATCH) accusers.push_back(v);
+  }
+  if (accusers.empty()) {
+    p.stage = Stage::kDone;
+    return;
+  }
+  if (p.stage == Stage::kVerifying) {
+    auto referee = PickReferee(p);
+    if (!referee) {
+      spdlog::error("job {} round {} step {}: disputed ({} says: {}), and no member is left to referee", job_id_,
+                    p.round, p.step, net::ShortKey(accusers.front()), p.results.at(accusers.front()).reason());
+      p.stage = Stage::kDone;
+      return;
+    }
+    p.referee = *referee;
+    p.stage = Stage::kRefereeing;
+    spdlog::warn("job {} round {} step {}: {} reports a mismatch ({}); referee {}", job_id_, p.round, p.step,
+                 net::ShortKey(accusers.front()), p.results.at(accusers.front()).reason(), net::ShortKey(*referee));
+    return SendVerify(id, p, *referee, true, now_ms);
+  }
+  // The referee answered. verifier::Referee rules on the evidence: the prover's opened leaf (and
+  // its predecessor, against the signed root) and the referee's recomputed leaf fields.
+  const v1::VerifyResult& rr = p.results.at(*p.referee);
+  auto checked = CheckOpening(p.commitment, p.step, *p.opening);
+  if (!checked.ok()) return Convict(id, p, coordinator_->public_key(), checked.status().message());
+  // The accuser's story: the leaf it recomputed, or (when it refused the opening before any
+  // replay) "not this leaf", which the referee's replay settles either way.
+  verifier::StepLeaf challenger = checked->prover->leaf;
+  auto accuser_fields = ReplayedOf(p.results.at(accusers.front()));
+  if (accuser_fields.ok()) {
+    challenger.state_before = accuser_fields->state_before;
+    challenger.batch = accuser_fields->batch;
+    challenger.update = accuser_fields->update;
+    challenger.loss_bits = accuser_fields->loss_bits;
+  } else {
+    challenger.update = Digest{};
+  }
+  checked->challenger = challenger;
+  verifier::StepReplayFn replay = [&](const verifier::StepLeaf&) -> Result<verifier::ReplayedStep> {
+    if (rr.outcome() == v1::VERIFY_CANNOT_REPLAY) return Unavailable("the referee could not replay: " + rr.reason());
+    if (rr.state_before().empty()) {
+      // The referee refused the opened state itself (it is not the committed one, or does not
+      // train): the prover did not supply a usable pre-state.
+      return NotFound("the prover's opened state is unusable: " + rr.reason());
+    }
+    return ReplayedOf(rr);
+  };
+  verifier::RefereeOptions options;
+  options.chained_states = true;
+  auto verdict = verifier::Referee(p.commitment, accusers.front(), *checked, replay, options);
+  p.stage = Stage::kDone;
+  if (!verdict.ok()) {
+    spdlog::error("job {} round {} step {}: the referee could not rule: {}", job_id_, p.round, p.step,
+                  verdict.status().ToString());
+    return;
+  }
+  if (verdict->ruling == verifier::Ruling::kProverGuilty) {
+    return Convict(id, p, accusers.front(), verdict->reason);
+  }
+  Status st = ledger_.RecordRuling(*verdict);
+  if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
+  Persist();
+  for (const net::PublicKey& a : accusers) {
+    Ban(a, "false accusation against " + net::ShortKey(p.prover) + " in round " + std::to_string(p.round) +
+               " step " + std::to_string(p.step));
+  }
+}
+
+void VerificationService::Sweep(uint64_t now_ms) {
+  for (auto& [id, p] : pending_) {
+    if (p.stage == Stage::kDone || now_ms < p.deadline_ms) continue;
+    if (p.stage == Stage::kOpening) {
+      Convict(id, p, coordinator_->public_key(), "withheld the opening of a challenged step");
+    } else if (p.stage == Stage::kVerifying) {
+      spdlog::warn("job {} round {} step {}: a verifier did not answer in time", job_id_, p.round, p.step);
+      for (const net::PublicKey& v : p.verifiers) {
+        if (!p.results.count(v)) p.results[v].set_outcome(v1::VERIFY_CANNOT_REPLAY);
+      }
+      Settle(id, p, now_ms);
+    } else if (p.stage == Stage::kRefereeing) {
+      spdlog::error("job {} round {} step {}: the referee did not answer in time; the step stays disputed", job_id_,
+                    p.round, p.step);
+      p.stage = Stage::kDone;
+    }
+  }
+  std::erase_if(pending_, [](const auto& kv) { return kv.second.stage == Stage::kDone; });
+}
+
+bool VerificationService::busy() const {
+  for (const auto& [id, p] : pending_) {
+    if (p.stage != Stage::kDone) return true;
+  }
+  return false;
+}
+
+void VerificationService::FillLedgerReply(v1::LedgerReply& reply, uint64_t now_ms) const {
+  reply.set_coordinator_key(net::KeyToBytes(coordinator_->public_key()));
+  for (const verifier::LedgerRecord& rec : ledger_.Records()) {
+    auto receipt = ledger_.IssueReceipt(rec.peer, rec.round, *coordinator_, now_ms);
+    if (receipt.ok()) reply.add_receipts(verifier::EncodeReceipt(*receipt));
+  }
+  for (const auto& [key, why] : banned_) {
+    reply.add_banned(job_id_ + " " + net::KeyToHex(key) + " " + why);
+  }
+}
+
+}  // namespace tributary::launcher

@@ -1,0 +1,123 @@
+// The coordinator's side of the verifier protocol for one job (docs/VERIFIER.md, "What is
+// wired"): commit–reveal secrets in RoundStart, admission of step commitments until every member
+// has reported (a report without a commitment is refused), challenges derived after that
+// deadline, openings checked against the signed roots, replays by other members, disputes
+// settled by a referee replay (verifier::Referee), and the consequences: the ledger in SQLite,
+// bans, and — through the caller's ban callback — the cheater's exclusion from any round still
+// in progress.
+//
+// Verification of round r runs while round r+1 trains (off the critical path): a caught cheater
+// is banned and dropped, so its contribution is excluded from every round not yet committed.
+//
+// Not thread-safe: the coordinator's strand owns it. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "net/identity.h"
+#include "proto/tributary.pb.h"
+#include "verifier/challenge.h"
+#include "verifier/ledger.h"
+
+namespace tributary::launcher {
+
+class CoordinatorStore;
+
+class VerificationService {
+ public:
+  // Sends a (to be signed) envelope to the member with this key; false if it is not connected.
+  using SendFn = std::function<bool(const net::PublicKey& to, v1::Envelope e)>;
+  // Disconnects a banned peer (and drops it from a round in progress).
+  using BanFn = std::function<void(const net::PublicKey& who, const std::string& why)>;
+
+  struct Member {
+    net::PublicKey key{};
+    uint32_t shard = 0;
+  };
+
+  // Loads the job's ledger and bans from `store` (kept alive by the caller).
+  static Result<std::unique_ptr<VerificationService>> Create(const v1::JobSpec& spec, std::string job_id,
+                                                             const net::Identity* coordinator,
+                                                             CoordinatorStore* store, SendFn send, BanFn ban);
+
+  bool enabled() const { return spec_.verify_samples() > 0; }
+  bool IsBanned(const net::PublicKey& key) const { return banned_.count(key) > 0; }
+  // Records a ban (SQLite) and asks the caller to disconnect the peer.
+  void Ban(const net::PublicKey& who, const std::string& why);
+  // Challenges of committed rounds are still open.
+  bool busy() const;
+
+  // A RoundStart of `round` goes out (any attempt): returns the challenge commitment it carries.
+  // `round_start_theta`: the θ digest the round starts from (raw, empty for round 0).
+  std::string OnRoundStart(uint64_t round, const std::string& round_start_theta);
+  // A StepCommitment from a peer. An error means the peer cheated or misbehaved (forged, late,
+  // equivocating): the caller refuses it; the peer is already banned where that is warranted.
+  Status OnCommitment(const net::PublicKey& from, const v1::StepCommitment& commitment, uint64_t now_ms);
+  // OK iff `from` has an admitted commitment for `round` (checked before a report counts).
+  Status CheckReport(const net::PublicKey& from, uint64_t round) const;
+  // Round `round` committed with these members: close admission, reveal, sample, open.
+  void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
+  void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);
+  void OnVerifyResult(const net::PublicKey& from, const v1::VerifyResult& result, uint64_t now_ms);
+  // Deadlines: an opening not given in time is a default; a silent verifier is replaced when
+  // another member can verify.
+  void Sweep(uint64_t now_ms);
+
+  // Receipts for every ledger record (signed now) and the bans.
+  void FillLedgerReply(v1::LedgerReply& reply, uint64_t now_ms) const;
+  const verifier::Ledger& ledger() const { return ledger_; }
+
+ private:
+  struct RoundState {
+    Digest secret{};
+    std::string round_start_theta;
+    std::unique_ptr<verifier::CommitmentBook> book;
+    std::vector<Member> members;  // of the committed round
+  };
+  enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
+  struct Pending {
+    uint64_t round = 0;
+    uint64_t step = 0;
+    net::PublicKey prover{};
+    uint32_t shard = 0;
+    verifier::SignedCommitment commitment;
+    std::vector<net::PublicKey> verifiers;
+    std::map<net::PublicKey, v1::VerifyResult> results;
+    std::optional<v1::Opening> opening;
+    std::optional<net::PublicKey> referee;
+    std::set<net::PublicKey> asked;  // every peer this challenge went to
+    Stage stage = Stage::kOpening;
+    uint64_t deadline_ms = 0;
+  };
+
+  VerificationService(const v1::JobSpec& spec, std::string job_id, const net::Identity* coordinator,
+                      CoordinatorStore* store, SendFn send, BanFn ban);
+  uint64_t TimeoutMs() const;
+  void Persist();
+  void Convict(uint64_t id, Pending& p, const net::PublicKey& accuser, const std::string& why);
+  void SendVerify(uint64_t id, Pending& p, const net::PublicKey& to, bool referee, uint64_t now_ms);
+  void Settle(uint64_t id, Pending& p, uint64_t now_ms);
+  std::optional<net::PublicKey> PickReferee(const Pending& p) const;
+
+  v1::JobSpec spec_;
+  std::string job_id_;
+  const net::Identity* coordinator_;
+  CoordinatorStore* store_;
+  SendFn send_;
+  BanFn ban_;
+  verifier::Ledger ledger_;
+  std::map<net::PublicKey, std::string> banned_;
+  std::map<uint64_t, RoundState> rounds_;
+  std::map<uint64_t, Pending> pending_;
+  uint64_t next_challenge_ = 1;
+};
+
+}  // namespace tributary::launcher

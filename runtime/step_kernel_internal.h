@@ -1,0 +1,36 @@
+// The inner-step arithmetic shared by runtime::Trainer and runtime::StepKernel. Internal to
+// runtime/ (it includes torch): only trainer.cc and step_kernel.cc include it.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "core/digest.h"
+#include "core/status.h"
+#include "models/dataset.h"
+#include "models/language_model.h"
+#include "verifier/training_state.h"
+
+namespace tributary::runtime::internal {
+
+// Forward + backward on `batch`, leaving the gradient in the parameters. Every gradient is reset
+// to undefined first (set-to-none), so a step's gradient is its own bits and never `0 + g` (which
+// would turn a −0.0 entry into +0.0 and change a gradient digest). FailedPrecondition if the loss
+// is non-finite.
+Result<double> ForwardBackward(models::LanguageModel& model, const models::Batch& batch);
+// Clip the gradient (when hyper.grad_clip > 0), set every optimiser setting of this step, and
+// take the AdamW step: the trainer's order.
+void ApplyInnerStep(models::LanguageModel& model, torch::optim::AdamW& optimizer,
+                    const verifier::AdamWHyper& hyper);
+// The model's θ and the optimiser's state as flat vectors. Internal if the parameters' optimiser
+// states disagree on the step count (or only some exist).
+Result<verifier::TrainingState> CaptureState(const models::LanguageModel& model,
+                                             torch::optim::AdamW& optimizer);
+// Puts `state` into the model and the optimiser (adam_step 0: no optimiser state at all).
+// InvalidArgument for a malformed state.
+Status LoadState(models::LanguageModel& model, torch::optim::AdamW& optimizer,
+                 const verifier::TrainingState& state);
+// verifier::StepStateDigest(ParameterDigest(model), OptimizerDigest(state)) for a model that
+// currently holds state.params.
+Digest StateDigestOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state);
+
+}  // namespace tributary::runtime::internal

@@ -1,0 +1,255 @@
+#include "runtime/verification.h"
+
+#include <spdlog/spdlog.h>
+
+#include "net/frame.h"
+#include "runtime/step_kernel.h"
+#include "verifier/determinism.h"
+#include "verifier/replay.h"
+
+namespace tributary::runtime {
+namespace {
+
+// Rounds whose leaves and states a prover keeps: openings arrive after the round committed,
+// while the next round (or two) may already be running.
+constexpr size_t kRoundsKept = 3;
+
+v1::VerifyResult MakeResult(uint64_t id, v1::VerifyOutcome outcome, std::string reason) {
+  v1::VerifyResult r;
+  r.set_challenge_id(id);
+  r.set_outcome(outcome);
+  r.set_reason(std::move(reason));
+  return r;
+}
+
+}  // namespace
+
+PeerVerification::PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
+                                   const net::Identity* identity, const AdversaryHooks* hooks)
+    : spec_(std::move(spec)),
+      job_id_(std::move(job_id)),
+      data_(std::move(data)),
+      identity_(identity),
+      hooks_(hooks),
+      class_(verifier::LocalDeterminismClass(ComputeThreads()).Canonical()) {
+  if (hooks_ && !hooks_->claimed_class.empty()) class_ = hooks_->claimed_class;
+}
+
+PeerVerification::~PeerVerification() = default;
+
+StepObserver PeerVerification::Observer() {
+  return [this](StepRecord record) { Record(std::move(record)); };
+}
+
+void PeerVerification::Record(StepRecord r) {
+  const size_t steps = spec_.inner_steps();
+  if (r.step >= steps) return;
+  RoundLog& log = rounds_[r.round];
+  if (r.step == 0 || log.leaves.size() != steps) {  // a round (re)starts: a DDP retry re-runs it
+    log = RoundLog{};
+    log.leaves.resize(steps);
+    log.states.resize(steps);
+  }
+  verifier::StepLeaf leaf;
+  leaf.job_id = job_id_;
+  leaf.round = r.round;
+  leaf.step = r.step;
+  leaf.state_before = r.state_before;
+  leaf.batch = r.batch;
+  leaf.update = r.update;
+  leaf.loss_bits = verifier::LossBits(r.loss);
+  leaf.determinism_class = class_;
+  log.leaves[r.step] = std::move(leaf);
+  log.states[r.step] = std::move(r.before);
+  log.tree.reset();
+  while (rounds_.size() > kRoundsKept) rounds_.erase(rounds_.begin());
+}
+
+Result<PeerVerification::Commitments> PeerVerification::CommitRound(uint64_t round, uint32_t attempt,
+                                                                   const Digest& pseudo_gradient) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) return FailedPrecondition("no step was recorded in round " + std::to_string(round));
+  RoundLog& log = it->second;
+  std::vector<verifier::StepLeaf> leaves;
+  for (const auto& leaf : log.leaves) {
+    if (!leaf) return FailedPrecondition("round " + std::to_string(round) + " is missing step leaves");
+    leaves.push_back(*leaf);
+  }
+  TRIB_ASSIGN_OR_RETURN(verifier::MerkleTree tree, verifier::BuildRoundTree(leaves));
+  verifier::RoundCommitment body;
+  body.job_id = job_id_;
+  body.peer = identity_->public_key();
+  body.round = round;
+  body.root = tree.root();
+  body.leaf_count = tree.leaf_count();
+  body.determinism_class = class_;
+  body.pseudo_gradient = pseudo_gradient;
+  log.tree = std::move(tree);
+  TRIB_ASSIGN_OR_RETURN(verifier::SignedCommitment signed_body, verifier::SignCommitment(body, *identity_));
+  auto envelope = [&](const verifier::SignedCommitment& c) {
+    v1::Envelope e = net::MakeEnvelope(job_id_);
+    v1::StepCommitment* sc = e.mutable_step_commitment();
+    sc->set_round(round);
+    sc->set_attempt(attempt);
+    sc->set_commitment(verifier::EncodeCommitment(c));
+    return e;
+  };
+  Commitments out;
+  if (hooks_ && hooks_->commit_after_report) {
+    out.after.push_back(envelope(signed_body));
+  } else {
+    out.before.push_back(envelope(signed_body));
+  }
+  if (hooks_ && hooks_->equivocate) {  // a second story: another root for the same round
+    verifier::RoundCommitment other = body;
+    other.root[0] ^= 0x01;
+    TRIB_ASSIGN_OR_RETURN(verifier::SignedCommitment second, verifier::SignCommitment(other, *identity_));
+    out.before.push_back(envelope(second));
+  }
+  return out;
+}
+
+Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step) const {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end() || !it->second.tree) {
+    return NotFound("this peer holds no committed leaves of round " + std::to_string(round));
+  }
+  const RoundLog& log = it->second;
+  if (step >= log.leaves.size()) return InvalidArgument("step " + std::to_string(step) + " is out of range");
+  v1::Opening o;
+  o.set_round(round);
+  o.set_step(step);
+  o.set_leaf(verifier::EncodeLeaf(*log.leaves[step]));
+  TRIB_ASSIGN_OR_RETURN(verifier::MerkleProof proof, log.tree->Prove(step));
+  o.set_proof(verifier::EncodeProof(proof));
+  if (step > 0) {
+    o.set_previous_leaf(verifier::EncodeLeaf(*log.leaves[step - 1]));
+    TRIB_ASSIGN_OR_RETURN(verifier::MerkleProof previous, log.tree->Prove(step - 1));
+    o.set_previous_proof(verifier::EncodeProof(previous));
+  }
+  o.set_state(verifier::EncodeTrainingState(log.states[step]));
+  return o;
+}
+
+Result<StepKernel*> PeerVerification::Kernel() {
+  if (!kernel_) {
+    TRIB_ASSIGN_OR_RETURN(kernel_, StepKernel::Create(spec_, data_.dataset, data_.vocab_size));
+  }
+  return kernel_.get();
+}
+
+v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
+  const uint64_t id = q.challenge_id();
+  auto fail = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_MISMATCH, why); };
+  auto cannot = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_CANNOT_REPLAY, why); };
+  // The commitment and the opening: checked against the prover's signature and its root.
+  auto commitment = verifier::DecodeCommitment(q.commitment());
+  if (!commitment.ok()) return cannot("undecodable commitment: " + commitment.status().message());
+  if (!verifier::VerifyCommitment(*commitment).ok()) return cannot("the commitment's signature does not verify");
+  if (net::KeyToBytes(commitment->body.peer) != q.prover_key() || commitment->body.round != q.round() ||
+      commitment->body.job_id != job_id_) {
+    return cannot("the commitment is not the named prover's for this job and round");
+  }
+  const v1::Opening& o = q.opening();
+  const uint64_t step = o.step();
+  auto leaf = verifier::DecodeLeaf(o.leaf());
+  auto proof = verifier::DecodeProof(o.proof());
+  if (!leaf.ok() || !proof.ok()) return fail("the opening does not decode");
+  if (Status st = verifier::CheckOpenedLeaf(commitment->body, step, *leaf, *proof); !st.ok()) {
+    return fail("the opened leaf is not committed: " + st.message());
+  }
+  if (step > 0) {
+    auto prev = verifier::DecodeLeaf(o.previous_leaf());
+    auto prev_proof = verifier::DecodeProof(o.previous_proof());
+    if (!prev.ok() || !prev_proof.ok()) return fail("the previous leaf does not decode");
+    if (Status st = verifier::CheckOpenedLeaf(commitment->body, step - 1, *prev, *prev_proof); !st.ok()) {
+      return fail("the previous leaf is not committed: " + st.message());
+    }
+    if (prev->update != leaf->state_before) {
+      return fail("chain break: step " + std::to_string(step) + " does not start where step " +
+                  std::to_string(step - 1) + " ended");
+    }
+  }
+  if (leaf->determinism_class != class_) {
+    return cannot("the prover's determinism class is not this verifier's");
+  }
+  auto kernel = Kernel();
+  if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
+  auto state = verifier::DecodeTrainingState(o.state(), static_cast<uint64_t>((*kernel)->num_parameters()));
+  if (!state.ok()) return fail("the opened state does not decode: " + state.status().message());
+  auto state_digest = (*kernel)->StateDigest(*state);
+  if (!state_digest.ok()) return fail("the opened state does not fit the model: " + state_digest.status().message());
+  if (*state_digest != leaf->state_before) return fail("the opened state is not the state the leaf commits to");
+  if (step == 0) {  // the round starts from the public θ_r
+    std::optional<Digest> start;
+    if (!q.round_start_theta().empty()) {
+      auto d = DigestFromBytes(q.round_start_theta());
+      if (!d.ok()) return cannot("malformed round-start θ digest");
+      start = *d;
+    } else if (q.round() == 0) {
+      auto initial = (*kernel)->InitialState(spec_.seed());
+      if (!initial.ok()) return cannot("cannot build θ_0: " + initial.status().message());
+      auto d = (*kernel)->ParametersDigest(initial->params);
+      if (!d.ok()) return cannot(d.status().message());
+      start = *d;
+    }
+    if (start) {
+      auto params = (*kernel)->ParametersDigest(state->params);
+      if (!params.ok() || *params != *start) return fail("step 0 does not start from the round's public θ");
+    }
+  }
+  const auto coords = InnerBatch(spec_, q.prover_shard(), spec_.num_peers(), 0, q.round(), step);
+  const auto hyper = InnerHyper(spec_, q.round() * spec_.inner_steps() + step);
+  auto replayed = (*kernel)->ReplayLocalStep(*state, coords, hyper);
+  if (!replayed.ok()) {
+    if (replayed.status().code() == StatusCode::kFailedPrecondition) {
+      return fail("the committed state does not train: " + replayed.status().message());
+    }
+    return cannot("replay failed: " + replayed.status().message());
+  }
+  const verifier::ReplayDecision decision = verifier::CompareBitwise(*leaf, *replayed);
+  v1::VerifyResult r = decision.match() ? MakeResult(id, v1::VERIFY_MATCH, "")
+                                        : fail(decision.reason);
+  r.set_state_before(DigestToBytes(replayed->state_before));
+  r.set_batch(DigestToBytes(replayed->batch));
+  r.set_update(DigestToBytes(replayed->update));
+  r.set_loss_bits(replayed->loss_bits);
+  return r;
+}
+
+Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope& request,
+                                                              const net::PublicKey& coordinator_key) {
+  if (!net::VerifyEnvelope(coordinator_key, request)) {
+    return ProtocolError(net::PayloadName(request) + " is not signed by the coordinator");
+  }
+  v1::Envelope reply = net::MakeEnvelope(job_id_);
+  if (request.has_open_request()) {
+    const v1::OpenRequest& q = request.open_request();
+    if (hooks_ && hooks_->withhold_openings) return std::optional<v1::Envelope>();
+    auto opening = Open(q.round(), q.step());
+    if (!opening.ok()) {
+      spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
+      return std::optional<v1::Envelope>();
+    }
+    opening->set_challenge_id(q.challenge_id());
+    *reply.mutable_opening() = std::move(opening).value();
+    return std::optional<v1::Envelope>(std::move(reply));
+  }
+  if (request.has_verify_request()) {
+    const v1::VerifyRequest& q = request.verify_request();
+    v1::VerifyResult result = Verify(q);
+    if (hooks_ && hooks_->accuse_falsely) {
+      result.set_outcome(v1::VERIFY_MISMATCH);
+      result.set_reason("(false accusation by the attack harness)");
+    }
+    auto prover = net::KeyFromBytes(q.prover_key());
+    spdlog::info("{} of round {} step {} by {}: {}{}", q.referee() ? "referee replay" : "replay", q.round(),
+                 q.opening().step(), prover.ok() ? net::ShortKey(*prover) : std::string("?"),
+                 v1::VerifyOutcome_Name(result.outcome()), result.reason().empty() ? "" : " — " + result.reason());
+    *reply.mutable_verify_result() = std::move(result);
+    return std::optional<v1::Envelope>(std::move(reply));
+  }
+  return ProtocolError("not a verifier request: " + net::PayloadName(request));
+}
+
+}  // namespace tributary::runtime

@@ -1,0 +1,93 @@
+// The peer's side of the verifier protocol (docs/VERIFIER.md, "What is wired").
+//
+// As a prover it records a leaf and the pre-step state for every inner step (through the
+// trainer's StepObserver), signs a commitment over the round's Merkle root before its round
+// report, and answers the coordinator's OpenRequest with the leaf, its proof, the leaf before it
+// and the pre-step state. As a verifier (or referee) it replays an opened step through
+// runtime::StepKernel — the trainer's own step code — and answers VerifyRequest with its verdict
+// and the leaf fields it recomputed.
+//
+// Everything a request carries is checked before use: the coordinator's envelope signature, the
+// prover's commitment signature, the Merkle proofs, the chain to the previous leaf and the opened
+// state's digest. Not thread-safe: the peer's training thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "net/identity.h"
+#include "proto/tributary.pb.h"
+#include "runtime/trainer.h"
+#include "runtime/training_data.h"
+#include "verifier/commitment.h"
+
+namespace tributary::runtime {
+
+class StepKernel;
+
+// Misbehaviour for the attack harness only (tests/adversary, binary tributary_adversary): no
+// normal peer sets any of it, and the normal CLI has no way to.
+struct AdversaryHooks {
+  StepTamper step;                   // bends the training itself (skipped/faked steps, ...)
+  bool withhold_openings = false;    // never answers an OpenRequest
+  bool equivocate = false;           // sends a second, different commitment for each round
+  bool commit_after_report = false;  // sends its commitment only after its round report
+  bool accuse_falsely = false;       // reports every replay it is asked for as a mismatch
+  std::string claimed_class;         // non-empty: lies about its determinism class
+};
+
+class PeerVerification {
+ public:
+  // `hooks` may be null (every normal peer). The kernel is created lazily on the first replay.
+  PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
+                   const net::Identity* identity, const AdversaryHooks* hooks);
+  ~PeerVerification();
+
+  // For Trainer::SetStepObserver.
+  StepObserver Observer();
+
+  // The StepCommitment envelopes of `round` (after TryRound): `before` go out before the round
+  // report, `after` after it (only an adversary has any). FailedPrecondition if the round's
+  // leaves are incomplete.
+  struct Commitments {
+    std::vector<v1::Envelope> before, after;
+  };
+  Result<Commitments> CommitRound(uint64_t round, uint32_t attempt, const Digest& pseudo_gradient);
+
+  // Answers an OpenRequest or a VerifyRequest from the coordinator (whose key signs them).
+  // nullopt: nothing to send (a withheld opening). A malformed request is an error.
+  Result<std::optional<v1::Envelope>> Handle(const v1::Envelope& request,
+                                             const net::PublicKey& coordinator_key);
+
+  // The opening of (round, step), or NotFound when this peer no longer holds that round.
+  Result<v1::Opening> Open(uint64_t round, uint64_t step) const;
+  // The verdict on one VerifyRequest (the replay itself).
+  v1::VerifyResult Verify(const v1::VerifyRequest& request);
+
+  const std::string& determinism_class() const { return class_; }
+
+ private:
+  struct RoundLog {
+    std::vector<std::optional<verifier::StepLeaf>> leaves;
+    std::vector<verifier::TrainingState> states;
+    std::optional<verifier::MerkleTree> tree;
+  };
+  void Record(StepRecord record);
+  Result<StepKernel*> Kernel();
+
+  v1::JobSpec spec_;
+  std::string job_id_;
+  TrainingData data_;
+  const net::Identity* identity_;
+  const AdversaryHooks* hooks_;
+  std::string class_;
+  std::map<uint64_t, RoundLog> rounds_;  // the last few rounds (openings come after commit)
+  std::unique_ptr<StepKernel> kernel_;
+};
+
+}  // namespace tributary::runtime

@@ -1,0 +1,84 @@
+#include "tests/adversary/policy.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+
+#include "core/seed.h"
+
+namespace tributary::adversary {
+namespace {
+
+// True iff step (round, step) is one of the faked ones at `rate` (a pure function of the seed).
+bool Faked(uint64_t seed, double rate, uint64_t round, uint64_t step) {
+  if (rate >= 1.0) return true;
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull ^ (round << 20) ^ step);
+  return std::uniform_real_distribution<double>(0, 1)(rng) < rate;
+}
+
+// Rewrites each (faked) step's update Δθ = after − before as f(Δθ).
+template <typename F>
+runtime::StepTamper RewriteUpdate(const PolicyOptions& o, F f) {
+  runtime::StepTamper t;
+  t.after = [o, f](uint64_t round, uint64_t step, std::span<const float> before, std::span<float> after) {
+    if (!Faked(o.seed, o.rate, round, step)) return;
+    for (size_t i = 0; i < after.size(); ++i) after[i] = before[i] + f(after[i] - before[i], i);
+  };
+  return t;
+}
+
+}  // namespace
+
+const std::vector<std::string>& AttackNames() {
+  static const std::vector<std::string> names = {"honest",   "zero",      "random",      "skip",   "partial",
+                                                 "shard",    "sign_flip", "scale",       "subnormal",
+                                                 "withhold", "equivocate", "commit_late", "accuse", "class_lie"};
+  return names;
+}
+
+Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
+  runtime::AdversaryHooks h;
+  const std::string& a = o.attack;
+  if (a == "honest") {
+  } else if (a == "zero") {  // claims every step, computes none: the update is zero
+    h.step.plan = [](uint64_t, uint64_t) { return runtime::StepTamper::Plan{true, 0}; };
+  } else if (a == "skip") {  // skips a fraction of its steps (default: every other one)
+    const double rate = o.rate >= 1.0 ? 0.5 : o.rate;
+    h.step.plan = [o, rate](uint64_t round, uint64_t step) {
+      const bool skip = rate == 0.5 ? step % 2 == 1 : Faked(o.seed, rate, round, step);
+      return runtime::StepTamper::Plan{skip, 0};
+    };
+  } else if (a == "random" || a == "partial") {  // replaces (a fraction f of) its updates by noise
+    auto rng = std::make_shared<std::mt19937_64>(o.seed);
+    h.step = RewriteUpdate(o, [rng](float, size_t) {
+      return static_cast<float>(std::normal_distribution<double>(0, 1e-2)(*rng));
+    });
+  } else if (a == "shard") {  // trains on another worker's data
+    h.step.plan = [](uint64_t, uint64_t) { return runtime::StepTamper::Plan{false, 1}; };
+  } else if (a == "sign_flip") {
+    h.step = RewriteUpdate(o, [](float d, size_t) { return -d; });
+  } else if (a == "scale") {
+    const float k = static_cast<float>(o.scale);
+    h.step = RewriteUpdate(o, [k](float d, size_t) { return k * d; });
+  } else if (a == "subnormal") {  // finite but denormal values injected into the state
+    h.step = RewriteUpdate(o, [](float d, size_t i) {
+      return i % 97 == 0 ? std::numeric_limits<float>::denorm_min() : d;
+    });
+  } else if (a == "withhold") {
+    h.withhold_openings = true;
+  } else if (a == "equivocate") {
+    h.equivocate = true;
+  } else if (a == "commit_late") {
+    h.commit_after_report = true;
+  } else if (a == "accuse") {
+    h.accuse_falsely = true;
+  } else if (a == "class_lie") {
+    h.claimed_class = "tributary.dclass.v1;device=cpu;torch=0.0.0;threads=1;blas=none;core=none;isa=;env=";
+  } else {
+    return InvalidArgument("unknown attack '" + a + "'");
+  }
+  return h;
+}
+
+}  // namespace tributary::adversary

@@ -1,0 +1,29 @@
+// Misbehaviour policies for the attack harness: what a cheating peer does, as runtime hooks.
+// Test-only: built into the tributary_adversary binary and the adversary tests, never into the
+// normal peer (which has no way to set runtime::AdversaryHooks).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "runtime/verification.h"
+
+namespace tributary::adversary {
+
+struct PolicyOptions {
+  std::string attack;        // one of AttackNames()
+  double rate = 1.0;         // partial: fraction of steps faked
+  double scale = 1000.0;     // scale: factor applied to each step's update
+  uint64_t seed = 1;         // which steps a partial cheater fakes
+};
+
+// zero, random, skip, partial, shard, sign_flip, scale, subnormal, withhold, equivocate,
+// commit_late, accuse, class_lie, honest.
+const std::vector<std::string>& AttackNames();
+
+// The hooks implementing `options.attack`. InvalidArgument for an unknown attack.
+Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& options);
+
+}  // namespace tributary::adversary

@@ -1,0 +1,243 @@
+// The verifier end to end: a coordinator, two honest peers and one cheating peer
+// (tributary_adversary, tests/adversary) as separate processes over loopback TCP. Every inner
+// step is challenged (verify_samples = inner_steps), so a cheater is caught in its first round
+// by the mechanism the attack calls for; the test then reads the coordinator's SQLite ledger
+// and bans, and checks that no honest peer was ever accused.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/files.h"
+#include "launcher/process.h"
+#include "launcher/store.h"
+#include "net/identity.h"
+#include "tests/common/test_corpus.h"
+#include "verifier/ledger.h"
+
+namespace tributary {
+namespace {
+
+using namespace std::chrono_literals;
+using launcher::ChildProcess;
+
+int ExitCode(Result<int> code) { return code.ok() ? *code : -1; }
+
+std::string Slurp(const std::string& path) {
+  auto text = ReadWholeFile(path);
+  return text.ok() ? *text : std::string();
+}
+
+struct Attack {
+  std::string name;
+  std::vector<std::string> flags;  // extra adversary flags
+  std::string expected;            // what the coordinator's log must say about the cheater
+};
+
+class VerifiedJob {
+ public:
+  explicit VerifiedJob(const std::string& tag)
+      : dir_(::tributary::testing::FreshTempDir(tag)), corpus_(::tributary::testing::MakeTempCorpus(tag + "-c")) {}
+  ~VerifiedJob() {
+    for (auto& p : processes_) {
+      if (!p.Poll()) p.Signal(SIGKILL);
+    }
+    processes_.clear();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(corpus_);
+  }
+
+  std::string Key(const std::string& name) {
+    const std::string path = dir_ + "/" + name + ".key";
+    auto keygen = ChildProcess::Spawn({TRIBUTARY_BINARY, "keygen", "--out", path}, {}, dir_ + "/keygen.log");
+    EXPECT_TRUE(keygen.ok());
+    EXPECT_EQ(ExitCode(keygen->Wait(DeadlineAfter(30s))), 0);
+    std::string hex = Slurp(path + ".pub");
+    while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
+    return hex;
+  }
+
+  void Start(int rounds) {
+    auto child = ChildProcess::Spawn(
+        {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
+         "--mode", "diloco", "--peers", "3", "--min-peers", "2", "--gather-ms", "5000", "--rounds",
+         std::to_string(rounds), "--inner-steps", "4", "--verify-samples", "4", "--verifiers-per-step", "1",
+         "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
+         "--batch-size", "8", "--inner-lr", "0.01"},
+        {}, log("coordinator"));
+    ASSERT_TRUE(child.ok());
+    processes_.push_back(std::move(child).value());
+    const auto deadline = DeadlineAfter(60s);
+    while (!FileExists(dir_ + "/port")) {
+      ASSERT_LT(Clock::now(), deadline) << Slurp(log("coordinator"));
+      std::this_thread::sleep_for(20ms);
+    }
+    std::this_thread::sleep_for(50ms);
+    std::istringstream in(Slurp(dir_ + "/port"));
+    in >> port_ >> job_ >> coordinator_key_;
+  }
+
+  void Peer(const std::string& name, const std::string& binary, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {binary};
+    if (binary == TRIBUTARY_BINARY) argv.push_back("peer");
+    argv.insert(argv.end(), {"--name", name});
+    argv.insert(argv.end(), {"--coordinator", "127.0.0.1:" + std::to_string(port_), "--job", job_, "--data", corpus_,
+                             "--coordinator-key", coordinator_key_, "--identity", dir_ + "/" + name + ".key"});
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}}, log(name));
+    ASSERT_TRUE(child.ok());
+    processes_.push_back(std::move(child).value());
+  }
+
+  int WaitCoordinator(std::chrono::seconds timeout) {
+    auto code = processes_.front().Wait(DeadlineAfter(timeout));
+    return code.ok() ? *code : -1;
+  }
+
+  std::string log(const std::string& name) const { return dir_ + "/" + name + ".log"; }
+  std::string db() const { return dir_ + "/coordinator.db"; }
+  const std::string& job() const { return job_; }
+  int port() const { return port_; }
+  const std::string& coordinator_key() const { return coordinator_key_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_, corpus_;
+  std::vector<ChildProcess> processes_;
+  int port_ = 0;
+  std::string job_, coordinator_key_;
+};
+
+struct Outcome {
+  verifier::Ledger ledger;
+  std::map<std::string, std::string> banned;  // hex key → reason
+};
+
+Outcome ReadLedger(const VerifiedJob& job) {
+  Outcome out;
+  auto store = launcher::CoordinatorStore::Open(job.db());
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  auto bytes = (*store)->LoadLedger(job.job());
+  EXPECT_TRUE(bytes.ok());
+  auto ledger = verifier::Ledger::Decode(*bytes);  // re-verifies every stored commitment
+  EXPECT_TRUE(ledger.ok()) << ledger.status().ToString();
+  if (ledger.ok()) out.ledger = std::move(ledger).value();
+  auto bans = (*store)->BannedPeers(job.job());
+  EXPECT_TRUE(bans.ok());
+  for (auto& [k, why] : *bans) out.banned[k] = why;
+  return out;
+}
+
+// No honest peer is ever rejected, accused falsely or banned, and each has verified work.
+void ExpectHonest(const Outcome& o, const std::string& hex) {
+  auto key = net::KeyFromHex(hex);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(o.banned.count(hex), 0u) << "honest peer banned: " << o.banned.at(hex);
+  uint64_t verified = 0;
+  for (const auto& rec : o.ledger.Records()) {
+    if (rec.peer != *key) continue;
+    EXPECT_NE(rec.verdict(), verifier::RoundVerdict::kRejected) << "round " << rec.round;
+    EXPECT_EQ(rec.false_accusations, 0u) << "round " << rec.round;
+    EXPECT_EQ(rec.steps_failed(), 0u);
+    verified += rec.steps_verified();
+  }
+  EXPECT_GT(verified, 0u);
+}
+
+class AttackTest : public ::testing::TestWithParam<Attack> {};
+
+TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
+  const Attack& attack = GetParam();
+  VerifiedJob job("verify-" + attack.name);
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start(3);
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  std::vector<std::string> flags = {"--attack", attack.name};
+  flags.insert(flags.end(), attack.flags.begin(), attack.flags.end());
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, flags);
+  const int code = job.WaitCoordinator(240s);
+  const std::string log = Slurp(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log << Slurp(job.log("mallory"));
+  EXPECT_NE(log.find(attack.expected), std::string::npos) << "expected '" << attack.expected << "' in\n" << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+  // A prover caught faking steps has a rejected round with failed steps in the ledger.
+  if (attack.expected == "convicted") {
+    bool rejected = false;
+    for (const auto& rec : o.ledger.Records()) {
+      if (net::KeyToHex(rec.peer) == m && rec.verdict() == verifier::RoundVerdict::kRejected) rejected = true;
+    }
+    EXPECT_TRUE(rejected) << log;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Attacks, AttackTest,
+    ::testing::Values(Attack{"zero", {}, "convicted"}, Attack{"random", {}, "convicted"},
+                      Attack{"skip", {}, "convicted"}, Attack{"partial", {"--rate", "0.5", "--seed", "3"}, "convicted"},
+                      Attack{"shard", {}, "convicted"}, Attack{"sign_flip", {}, "convicted"},
+                      Attack{"scale", {"--scale", "1000"}, "convicted"}, Attack{"subnormal", {}, "convicted"},
+                      Attack{"withhold", {}, "withheld the opening"}, Attack{"equivocate", {}, "equivocated"},
+                      Attack{"commit_late", {}, "without a step commitment"},
+                      Attack{"accuse", {}, "false accusation"}),
+    [](const auto& info) { return info.param.name; });
+
+// Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and
+// exports receipts that `tributary verify-receipt` accepts with the coordinator's key alone and
+// refuses once a byte changes.
+TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
+  VerifiedJob job("verify-ledger");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
+  job.Start(6);
+  for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  // While the job runs: poll the ledger until a round is verified, then export.
+  const std::string out = job.dir() + "/ledger.txt", receipts = job.dir() + "/receipts";
+  bool verified = false;
+  const auto deadline = DeadlineAfter(180s);
+  while (!verified && Clock::now() < deadline) {
+    std::this_thread::sleep_for(500ms);
+    auto ledger = ChildProcess::Spawn({TRIBUTARY_BINARY, "ledger", "--coordinator",
+                                       "127.0.0.1:" + std::to_string(job.port()), "--coordinator-key",
+                                       job.coordinator_key(), "--export-receipts", receipts},
+                                      {}, out);
+    ASSERT_TRUE(ledger.ok());
+    if (ExitCode(ledger->Wait(DeadlineAfter(30s))) != 0) continue;
+    verified = Slurp(out).find("| verified |") != std::string::npos;
+  }
+  ASSERT_TRUE(verified) << Slurp(out) << Slurp(job.log("coordinator"));
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << Slurp(job.log("coordinator"));
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(receipts)) {
+    if (entry.path().extension() != ".receipt") continue;
+    const std::string path = entry.path().string();
+    auto ok = ChildProcess::Spawn({TRIBUTARY_BINARY, "verify-receipt", path, "--coordinator-key", job.coordinator_key()},
+                                  {}, job.dir() + "/verify.log");
+    EXPECT_EQ(ExitCode(ok->Wait(DeadlineAfter(30s))), 0) << Slurp(job.dir() + "/verify.log");
+    // Tampered: one byte of the verdict area changes.
+    std::string bytes = Slurp(path);
+    bytes[bytes.size() / 2] ^= 0x01;
+    const std::string bad = path + ".tampered";
+    ASSERT_TRUE(WriteFileAtomically(bad, bytes).ok());
+    auto refused = ChildProcess::Spawn({TRIBUTARY_BINARY, "verify-receipt", bad, "--coordinator-key", job.coordinator_key()},
+                                       {}, job.dir() + "/verify.log");
+    EXPECT_NE(ExitCode(refused->Wait(DeadlineAfter(30s))), 0);
+    // Another key (an impostor coordinator) is refused too.
+    auto other = ChildProcess::Spawn({TRIBUTARY_BINARY, "verify-receipt", path, "--coordinator-key", a},
+                                     {}, job.dir() + "/verify.log");
+    EXPECT_NE(ExitCode(other->Wait(DeadlineAfter(30s))), 0);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  const Outcome o = ReadLedger(job);
+  EXPECT_TRUE(o.banned.empty());
+  for (const std::string& k : {a, b, c}) ExpectHonest(o, k);
+}
+
+}  // namespace
+}  // namespace tributary

@@ -1,0 +1,288 @@
+// The coordinator's verifier (launcher/verification_service.h) on protocol inputs: real signed
+// commitments over Merkle trees, the service's own store, and the envelopes it addresses to
+// peers collected as they would be sent. Replays themselves are covered by
+// tests/runtime/verification_test.cc and, end to end, tests/integration/verifier_attack_test.cc.
+#include "launcher/verification_service.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "launcher/store.h"
+#include "runtime/job_spec.h"
+#include "verifier/commitment.h"
+
+namespace tributary::launcher {
+namespace {
+
+constexpr uint64_t kSteps = 4;
+
+struct Prover {
+  net::Identity id = net::Identity::Generate();
+  std::vector<verifier::StepLeaf> leaves;
+  std::optional<verifier::MerkleTree> tree;
+  verifier::SignedCommitment commitment;
+};
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_ = runtime::DefaultJobSpec();
+    spec_.set_mode(v1::MODE_DILOCO);
+    spec_.set_inner_steps(kSteps);
+    spec_.set_verify_samples(2);
+    spec_.set_verifiers_per_step(1);
+    spec_.set_verify_timeout_ms(1000);
+    job_ = runtime::JobIdOf(spec_);
+    auto store = CoordinatorStore::Open(":memory:");
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(store).value();
+    service_ = Make();
+    for (auto& p : provers_) Commit(p, 0);
+  }
+
+  std::unique_ptr<VerificationService> Make() {
+    auto s = VerificationService::Create(
+        spec_, job_, &coordinator_, store_.get(),
+        [this](const net::PublicKey& to, v1::Envelope e) {
+          sent_[to].push_back(std::move(e));
+          return true;
+        },
+        [this](const net::PublicKey& who, const std::string& why) { bans_[who] = why; });
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(s).value();
+  }
+
+  // Leaves that chain, a tree and a signed commitment for `round`.
+  void Commit(Prover& p, uint64_t round, uint8_t variant = 0) {
+    p.leaves.clear();
+    Digest state = Sha256Of(net::KeyToBytes(p.id.public_key()) + "start");
+    for (uint64_t t = 0; t < kSteps; ++t) {
+      verifier::StepLeaf leaf;
+      leaf.job_id = job_;
+      leaf.round = round;
+      leaf.step = t;
+      leaf.state_before = state;
+      leaf.batch = Sha256Of("batch" + std::to_string(t));
+      state = Sha256Of(DigestToBytes(state) + std::to_string(variant));
+      leaf.update = state;
+      leaf.loss_bits = verifier::LossBits(2.5);
+      leaf.determinism_class = "cpu-test";
+      p.leaves.push_back(leaf);
+    }
+    auto tree = verifier::BuildRoundTree(p.leaves);
+    ASSERT_TRUE(tree.ok());
+    verifier::RoundCommitment body{job_, p.id.public_key(), round, tree->root(), kSteps, "cpu-test", {}};
+    auto signed_body = verifier::SignCommitment(body, p.id);
+    ASSERT_TRUE(signed_body.ok());
+    p.tree = std::move(tree).value();
+    p.commitment = *signed_body;
+  }
+
+  v1::StepCommitment Message(const Prover& p) {
+    v1::StepCommitment m;
+    m.set_round(p.commitment.body.round);
+    m.set_commitment(verifier::EncodeCommitment(p.commitment));
+    return m;
+  }
+
+  v1::Opening Open(const Prover& p, uint64_t id, uint64_t step) {
+    v1::Opening o;
+    o.set_challenge_id(id);
+    o.set_round(p.commitment.body.round);
+    o.set_step(step);
+    o.set_leaf(verifier::EncodeLeaf(p.leaves[step]));
+    o.set_proof(verifier::EncodeProof(*p.tree->Prove(step)));
+    if (step > 0) {
+      o.set_previous_leaf(verifier::EncodeLeaf(p.leaves[step - 1]));
+      o.set_previous_proof(verifier::EncodeProof(*p.tree->Prove(step - 1)));
+    }
+    o.set_state("opaque state: only verifiers decode it");
+    return o;
+  }
+
+  // Everyone commits round 0, reports, and the round commits.
+  void CommitRound() {
+    service_->OnRoundStart(0, "");
+    for (auto& p : provers_) ASSERT_TRUE(service_->OnCommitment(p.id.public_key(), Message(p), 10).ok());
+    std::vector<VerificationService::Member> members;
+    for (uint32_t i = 0; i < provers_.size(); ++i) members.push_back({provers_[i].id.public_key(), i});
+    service_->OnRoundCommitted(0, members, 20);
+  }
+
+  std::vector<v1::OpenRequest> OpenRequests(const Prover& p) {
+    std::vector<v1::OpenRequest> out;
+    for (const auto& e : sent_[p.id.public_key()]) {
+      if (e.has_open_request()) out.push_back(e.open_request());
+    }
+    return out;
+  }
+
+  verifier::LedgerRecord Record(const Prover& p) {
+    auto r = service_->ledger().Get(p.id.public_key(), 0);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : verifier::LedgerRecord{};
+  }
+
+  v1::JobSpec spec_;
+  std::string job_;
+  net::Identity coordinator_ = net::Identity::Generate();
+  std::unique_ptr<CoordinatorStore> store_;
+  std::unique_ptr<VerificationService> service_;
+  std::array<Prover, 3> provers_;
+  std::map<net::PublicKey, std::vector<v1::Envelope>> sent_;
+  std::map<net::PublicKey, std::string> bans_;
+};
+
+TEST_F(ServiceTest, RoundStartCarriesACommitmentToAFreshSecret) {
+  const std::string a = service_->OnRoundStart(0, "");
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(service_->OnRoundStart(0, ""), a);  // a retry of round 0 keeps its secret
+  EXPECT_NE(service_->OnRoundStart(1, ""), a);
+}
+
+TEST_F(ServiceTest, AReportNeedsAnAdmittedCommitment) {
+  service_->OnRoundStart(0, "");
+  EXPECT_FALSE(service_->CheckReport(provers_[0].id.public_key(), 0).ok());
+  ASSERT_TRUE(service_->OnCommitment(provers_[0].id.public_key(), Message(provers_[0]), 10).ok());
+  EXPECT_TRUE(service_->CheckReport(provers_[0].id.public_key(), 0).ok());
+  EXPECT_FALSE(service_->CheckReport(provers_[1].id.public_key(), 0).ok());
+}
+
+TEST_F(ServiceTest, EquivocationForgeryWrongCountAndLateCommitsAreBanned) {
+  service_->OnRoundStart(0, "");
+  Prover& liar = provers_[0];
+  ASSERT_TRUE(service_->OnCommitment(liar.id.public_key(), Message(liar), 10).ok());
+  EXPECT_TRUE(service_->OnCommitment(liar.id.public_key(), Message(liar), 11).ok());  // a resend
+  Commit(liar, 0, /*variant=*/1);
+  EXPECT_EQ(service_->OnCommitment(liar.id.public_key(), Message(liar), 12).code(), StatusCode::kProtocolError);
+  EXPECT_TRUE(bans_.count(liar.id.public_key()));
+  EXPECT_TRUE(service_->IsBanned(liar.id.public_key()));
+  auto rec = Record(liar);
+  EXPECT_TRUE(rec.equivocated);
+  EXPECT_EQ(rec.verdict(), verifier::RoundVerdict::kRejected);
+
+  // Sent on another peer's connection: not its key.
+  EXPECT_FALSE(service_->OnCommitment(provers_[2].id.public_key(), Message(provers_[1]), 13).ok());
+  EXPECT_TRUE(bans_.count(provers_[2].id.public_key()));
+
+  // After the round committed (challenges drawn), a commitment is late.
+  ASSERT_TRUE(service_->OnCommitment(provers_[1].id.public_key(), Message(provers_[1]), 14).ok());
+  service_->OnRoundCommitted(0, {{provers_[1].id.public_key(), 1}}, 20);
+  Prover late;
+  Commit(late, 0);
+  EXPECT_EQ(service_->OnCommitment(late.id.public_key(), Message(late), 30).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(bans_.count(late.id.public_key()));
+}
+
+TEST_F(ServiceTest, ChallengesOpenAndVerifyIntoTheLedger) {
+  CommitRound();
+  for (auto& p : provers_) {
+    const auto requests = OpenRequests(p);
+    ASSERT_EQ(requests.size(), spec_.verify_samples());
+    for (const auto& q : requests) service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 30);
+  }
+  // Every opening went to a verifier other than its prover; each answers "match".
+  int verify_requests = 0;
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (!e.has_verify_request()) continue;
+      ++verify_requests;
+      EXPECT_NE(e.verify_request().prover_key(), net::KeyToBytes(to));
+      v1::VerifyResult r;
+      r.set_challenge_id(e.verify_request().challenge_id());
+      r.set_outcome(v1::VERIFY_MATCH);
+      service_->OnVerifyResult(to, r, 40);
+    }
+  }
+  EXPECT_EQ(verify_requests, 3 * static_cast<int>(spec_.verify_samples()));
+  EXPECT_FALSE(service_->busy());
+  for (auto& p : provers_) {
+    auto rec = Record(p);
+    EXPECT_EQ(rec.verdict(), verifier::RoundVerdict::kVerified);
+    EXPECT_EQ(rec.steps_verified(), spec_.verify_samples());
+  }
+  EXPECT_TRUE(bans_.empty());
+  // The ledger and its receipts survive in the store and verify with the coordinator's key.
+  auto reopened = Make();
+  v1::LedgerReply reply;
+  reopened->FillLedgerReply(reply, 50);
+  ASSERT_EQ(reply.receipts_size(), 3);
+  for (const auto& bytes : reply.receipts()) {
+    auto receipt = verifier::DecodeReceipt(bytes);
+    ASSERT_TRUE(receipt.ok());
+    EXPECT_TRUE(verifier::VerifyReceipt(*receipt, coordinator_.public_key()).ok());
+    EXPECT_EQ(receipt->body.verdict, verifier::RoundVerdict::kVerified);
+  }
+}
+
+TEST_F(ServiceTest, BadOpeningsAndWithheldOpeningsConvict) {
+  CommitRound();
+  Prover& bad = provers_[0];
+  Prover& silent = provers_[1];
+  for (const auto& q : OpenRequests(bad)) {
+    v1::Opening o = Open(bad, q.challenge_id(), q.step());
+    o.set_leaf(verifier::EncodeLeaf(bad.leaves[(q.step() + 1) % kSteps]));  // another step's leaf
+    service_->OnOpening(bad.id.public_key(), o, 30);
+  }
+  EXPECT_TRUE(bans_.count(bad.id.public_key()));
+  EXPECT_EQ(Record(bad).verdict(), verifier::RoundVerdict::kRejected);
+  for (const auto& q : OpenRequests(provers_[2])) {  // the honest one opens in time
+    service_->OnOpening(provers_[2].id.public_key(), Open(provers_[2], q.challenge_id(), q.step()), 30);
+  }
+  // Nobody answers for `silent`: past the verify timeout it has defaulted.
+  service_->Sweep(20 + spec_.verify_timeout_ms() + 1);
+  EXPECT_TRUE(bans_.count(silent.id.public_key()));
+  EXPECT_GT(Record(silent).steps_failed(), 0u);
+  // A banned key stays banned for a restarted coordinator.
+  auto reopened = Make();
+  EXPECT_TRUE(reopened->IsBanned(bad.id.public_key()));
+  EXPECT_TRUE(reopened->IsBanned(silent.id.public_key()));
+  EXPECT_FALSE(reopened->IsBanned(provers_[2].id.public_key()));
+}
+
+TEST_F(ServiceTest, AMismatchGoesToARefereeWhoDecides) {
+  CommitRound();
+  Prover& p = provers_[0];
+  const auto q = OpenRequests(p).front();
+  service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 30);
+  net::PublicKey accuser{};
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id()) accuser = to;
+    }
+  }
+  // The accuser claims another update; the referee reproduces the prover's leaf exactly.
+  const verifier::StepLeaf& leaf = p.leaves[q.step()];
+  v1::VerifyResult lie;
+  lie.set_challenge_id(q.challenge_id());
+  lie.set_outcome(v1::VERIFY_MISMATCH);
+  lie.set_state_before(DigestToBytes(leaf.state_before));
+  lie.set_batch(DigestToBytes(leaf.batch));
+  lie.set_update(DigestToBytes(Sha256Of("not the update")));
+  lie.set_loss_bits(leaf.loss_bits);
+  const size_t before = sent_.size();
+  service_->OnVerifyResult(accuser, lie, 40);
+  net::PublicKey referee{};
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (e.has_verify_request() && e.verify_request().referee()) referee = to;
+    }
+  }
+  ASSERT_NE(referee, net::PublicKey{}) << before;
+  EXPECT_NE(referee, accuser);
+  EXPECT_NE(referee, p.id.public_key());
+  v1::VerifyResult truth = lie;
+  truth.set_outcome(v1::VERIFY_MATCH);
+  truth.set_update(DigestToBytes(leaf.update));
+  service_->OnVerifyResult(referee, truth, 50);
+  EXPECT_TRUE(bans_.count(accuser));
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+  auto accuser_record = service_->ledger().Get(accuser, 0);
+  ASSERT_TRUE(accuser_record.ok());
+  EXPECT_EQ(accuser_record->false_accusations, 1u);
+  EXPECT_NE(Record(p).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+}  // namespace
+}  // namespace tributary::launcher

@@ -1,0 +1,258 @@
+// The trainer's verifier hooks and the peer's side of the protocol, on real char-GPT steps:
+// every inner step the trainer takes is replayed by a second peer's PeerVerification through
+// runtime::StepKernel (the trainer's own step code) from the prover's opening, as in the wire
+// protocol (OpenRequest → Opening → VerifyRequest → VerifyResult), minus the sockets.
+#include "runtime/verification.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "net/frame.h"
+#include "runtime/job_spec.h"
+#include "runtime/step_kernel.h"
+#include "runtime/trainer.h"
+#include "runtime/training_data.h"
+#include "tests/adversary/policy.h"
+#include "tests/common/test_corpus.h"
+#include "verifier/commitment.h"
+#include "verifier/training_state.h"
+
+namespace tributary::runtime {
+namespace {
+
+v1::JobSpec TinySpec(uint64_t seed) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_seed(seed);
+  spec.set_mode(v1::MODE_DILOCO);
+  spec.set_n_layer(1);
+  spec.set_n_head(2);
+  spec.set_d_model(32);
+  spec.set_context(16);
+  spec.set_batch_size(4);
+  spec.set_inner_steps(6);
+  spec.set_rounds(3);
+  spec.set_warmup_steps(2);
+  spec.set_eval_batches(1);
+  spec.set_num_peers(2);
+  spec.set_verify_samples(6);
+  return spec;
+}
+
+// One worker (prover) training with the observer, and a verifier peer replaying its steps.
+class Pair {
+ public:
+  Pair(const v1::JobSpec& spec, const TrainingData& data, const AdversaryHooks* hooks, uint32_t shard = 0)
+      : spec_(spec), shard_(shard) {
+    prover_ = std::make_unique<PeerVerification>(spec, JobIdOf(spec), data, &prover_id_, hooks);
+    verifier_ = std::make_unique<PeerVerification>(spec, JobIdOf(spec), data, &verifier_id_, nullptr);
+    auto trainer = Trainer::Create(spec, data, WorkerPlacement{shard, spec.num_peers(), 0});
+    EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+    trainer_ = std::move(trainer).value();
+    trainer_->SetStepObserver(prover_->Observer());
+    if (hooks) trainer_->SetStepTamper(hooks->step);
+  }
+
+  // Trains one round alone (the averager is the identity) and commits it.
+  std::string RunRound() {
+    round_start_theta_ = DigestToBytes(trainer_->ThetaDigest());
+    auto stats = trainer_->TryRound([](std::span<float>) { return Status::Ok(); });
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    auto delta = trainer_->PseudoGradientDigest();
+    EXPECT_TRUE(delta.ok());
+    auto commitments = prover_->CommitRound(trainer_->completed_rounds(), 0, *delta);
+    EXPECT_TRUE(commitments.ok()) << commitments.status().ToString();
+    EXPECT_EQ(commitments->before.size(), 1u);
+    std::string c = commitments->before.front().step_commitment().commitment();
+    EXPECT_TRUE(trainer_->Commit().ok());
+    return c;
+  }
+
+  // The verifier's verdict on (round, step), opened by the prover as on the wire.
+  v1::VerifyResult Check(const std::string& commitment, uint64_t round, uint64_t step,
+                         const std::function<void(v1::Opening&)>& tamper = {}) {
+    auto opening = prover_->Open(round, step);
+    EXPECT_TRUE(opening.ok()) << opening.status().ToString();
+    if (tamper) tamper(*opening);
+    v1::VerifyRequest q;
+    q.set_challenge_id(7);
+    q.set_round(round);
+    q.set_prover_key(net::KeyToBytes(prover_id_.public_key()));
+    q.set_prover_shard(shard_);
+    q.set_commitment(commitment);
+    *q.mutable_opening() = *opening;
+    if (round > 0) q.set_round_start_theta(round_start_theta_);
+    return verifier_->Verify(q);
+  }
+
+  Trainer& trainer() { return *trainer_; }
+
+ private:
+  v1::JobSpec spec_;
+  uint32_t shard_;
+  net::Identity prover_id_ = net::Identity::Generate(), verifier_id_ = net::Identity::Generate();
+  std::unique_ptr<PeerVerification> prover_, verifier_;
+  std::unique_ptr<Trainer> trainer_;
+  std::string round_start_theta_;
+};
+
+class VerificationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    PinComputeThreads(1);
+    corpus_ = new std::string(::tributary::testing::MakeTempCorpus("runtime-verification"));
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*corpus_);
+    delete corpus_;
+  }
+  TrainingData Data(const v1::JobSpec& spec) {
+    auto data = LoadTrainingData(*corpus_, spec);
+    EXPECT_TRUE(data.ok()) << data.status().ToString();
+    return *data;
+  }
+  static std::string* corpus_;
+};
+std::string* VerificationTest::corpus_ = nullptr;
+
+// ≥ 100 honest steps, each replayed from its opening by another peer: never a mismatch.
+TEST_F(VerificationTest, HonestStepsAreNeverAccused) {
+  int replays = 0;
+  for (uint64_t seed : {11u, 12u, 13u}) {
+    const v1::JobSpec spec = TinySpec(seed);
+    const TrainingData data = Data(spec);
+    for (uint32_t shard : {0u, 1u}) {
+      Pair pair(spec, data, nullptr, shard);
+      for (uint64_t round = 0; round < spec.rounds(); ++round) {
+        const std::string c = pair.RunRound();
+        for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+          v1::VerifyResult r = pair.Check(c, round, step);
+          ASSERT_EQ(r.outcome(), v1::VERIFY_MATCH)
+              << "seed " << seed << " shard " << shard << " round " << round << " step " << step << ": "
+              << r.reason();
+          ++replays;
+        }
+      }
+    }
+  }
+  EXPECT_GE(replays, 100);
+}
+
+// The observer's leaves are the trainer's steps: the kernel, fed the opened state, reproduces
+// the post-step state digest the next leaf starts from.
+TEST_F(VerificationTest, LeavesChainAndKernelReproducesTrainerSteps) {
+  const v1::JobSpec spec = TinySpec(5);
+  const TrainingData data = Data(spec);
+  std::vector<StepRecord> records;
+  auto trainer = Trainer::Create(spec, data, WorkerPlacement{0, 2, 0});
+  ASSERT_TRUE(trainer.ok());
+  (*trainer)->SetStepObserver([&](StepRecord r) { records.push_back(std::move(r)); });
+  ASSERT_TRUE((*trainer)->RunRound([](std::span<float>) { return Status::Ok(); }).ok());
+  ASSERT_EQ(records.size(), spec.inner_steps());
+  auto kernel = StepKernel::Create(spec, data.dataset, data.vocab_size);
+  ASSERT_TRUE(kernel.ok());
+  for (size_t t = 0; t < records.size(); ++t) {
+    if (t > 0) EXPECT_EQ(records[t].state_before, records[t - 1].update);
+    auto r = (*kernel)->ReplayLocalStep(records[t].before, InnerBatch(spec, 0, 2, 0, 0, t),
+                                        InnerHyper(spec, t));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->state_before, records[t].state_before);
+    EXPECT_EQ(r->update, records[t].update);
+    EXPECT_EQ(r->loss_bits, verifier::LossBits(records[t].loss));
+  }
+  // Step 0 starts from θ_0, which every verifier can build from the seed.
+  auto initial = (*kernel)->InitialState(spec.seed());
+  ASSERT_TRUE(initial.ok());
+  EXPECT_EQ(initial->params, records[0].before.params);
+  // Unobserved training gives the same θ (the hook computes digests, never changes the step).
+  auto plain = Trainer::Create(spec, data, WorkerPlacement{0, 2, 0});
+  ASSERT_TRUE((*plain)->RunRound([](std::span<float>) { return Status::Ok(); }).ok());
+  EXPECT_EQ((*plain)->ThetaDigest(), (*trainer)->ThetaDigest());
+}
+
+// Every step-level attack of the harness is a mismatch on each step it fakes, and an honest
+// step of the same cheater still matches (the verdict is per step, not per peer).
+class StepAttackTest : public VerificationTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(StepAttackTest, FakedStepsAreMismatches) {
+  const v1::JobSpec spec = TinySpec(21);
+  const TrainingData data = Data(spec);
+  adversary::PolicyOptions options;
+  options.attack = GetParam();
+  if (options.attack == "partial") options.rate = 0.5;
+  auto hooks = adversary::MakePolicy(options);
+  ASSERT_TRUE(hooks.ok());
+  Pair pair(spec, data, &*hooks);
+  const std::string c0 = pair.RunRound();
+  const std::string c1 = pair.RunRound();
+  int mismatches = 0, steps = 0;
+  for (uint64_t round : {0u, 1u}) {
+    for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+      v1::VerifyResult r = pair.Check(round == 0 ? c0 : c1, round, step);
+      ASSERT_NE(r.outcome(), v1::VERIFY_CANNOT_REPLAY) << r.reason();
+      mismatches += r.outcome() == v1::VERIFY_MISMATCH;
+      ++steps;
+    }
+  }
+  if (options.attack == "skip" || options.attack == "partial") {
+    EXPECT_GT(mismatches, 0);
+    EXPECT_LT(mismatches, steps);
+  } else {
+    EXPECT_EQ(mismatches, steps);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Attacks, StepAttackTest,
+                         ::testing::Values("zero", "random", "skip", "partial", "shard", "sign_flip", "scale",
+                                           "subnormal"),
+                         [](const auto& info) { return info.param; });
+
+// A doctored opening is caught by the verifier's own checks, before or instead of a replay.
+TEST_F(VerificationTest, DoctoredOpeningsAreMismatches) {
+  const v1::JobSpec spec = TinySpec(31);
+  const TrainingData data = Data(spec);
+  Pair pair(spec, data, nullptr);
+  const std::string c = pair.RunRound();
+  ASSERT_EQ(pair.Check(c, 0, 3).outcome(), v1::VERIFY_MATCH);
+  auto state_flip = [](v1::Opening& o) {
+    auto s = verifier::DecodeTrainingState(o.state(), 1u << 30);
+    ASSERT_TRUE(s.ok());
+    s->params[5] += 1e-3f;
+    o.set_state(verifier::EncodeTrainingState(*s));
+  };
+  EXPECT_EQ(pair.Check(c, 0, 3, state_flip).outcome(), v1::VERIFY_MISMATCH);
+  auto other_leaf = [&](v1::Opening& o) { o.set_step(2); };  // leaf 3 claimed as step 2
+  EXPECT_EQ(pair.Check(c, 0, 3, other_leaf).outcome(), v1::VERIFY_MISMATCH);
+  auto bad_proof = [](v1::Opening& o) {
+    std::string p = o.proof();
+    p[p.size() - 1] ^= 1;
+    o.set_proof(p);
+  };
+  EXPECT_EQ(pair.Check(c, 0, 3, bad_proof).outcome(), v1::VERIFY_MISMATCH);
+  auto truncated = [](v1::Opening& o) { o.set_state(o.state().substr(0, o.state().size() - 4)); };
+  EXPECT_EQ(pair.Check(c, 0, 3, truncated).outcome(), v1::VERIFY_MISMATCH);
+  // A forged commitment is not the prover's: the verifier cannot even start.
+  std::string forged = c;
+  forged[forged.size() - 1] ^= 1;
+  EXPECT_EQ(pair.Check(forged, 0, 3).outcome(), v1::VERIFY_CANNOT_REPLAY);
+}
+
+TEST(TrainingStateCodec, RoundTripsAndRejectsMalformedBytes) {
+  verifier::TrainingState s{{1, 2, 3}, 4, {0.5f, 0.25f, 0.125f}, {1e-3f, 2e-3f, 3e-3f}};
+  const std::string bytes = verifier::EncodeTrainingState(s);
+  auto back = verifier::DecodeTrainingState(bytes, 3);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->params, s.params);
+  EXPECT_EQ(back->adam_step, 4);
+  EXPECT_EQ(verifier::OptimizerDigest(*back), verifier::OptimizerDigest(s));
+  EXPECT_FALSE(verifier::DecodeTrainingState(bytes, 2).ok());  // more values than the model has
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(verifier::DecodeTrainingState(bytes.substr(0, n), 3).ok()) << n;
+  }
+  EXPECT_FALSE(verifier::DecodeTrainingState(bytes + "x", 3).ok());
+  verifier::TrainingState fresh{{1, 2, 3}, 0, {1, 2, 3}, {1, 2, 3}};  // moments at step 0
+  EXPECT_FALSE(verifier::DecodeTrainingState(verifier::EncodeTrainingState(fresh), 3).ok());
+}
+
+}  // namespace
+}  // namespace tributary::runtime
