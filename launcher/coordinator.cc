@@ -21,6 +21,7 @@
 #include "net/io_thread.h"
 #include "net/secure_channel.h"
 #include "runtime/job_spec.h"
+#include "runtime/ring_topology.h"
 
 namespace tributary::launcher {
 
@@ -89,6 +90,7 @@ struct Job {
   Clock::time_point started = Clock::now();
   double last_train_loss = 0, last_eval_loss = -1;
   std::map<std::string, uint32_t> shard_of_key;  // remembered across reconnects
+  runtime::RingTopology topology;  // measured links -> ring order (ring jobs)
   std::unique_ptr<VerificationService> verification;  // when spec.verify_samples() > 0
   bool finish_after_verification = false;             // the last round's challenges are open
 
@@ -691,6 +693,20 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     start.set_round(job.committed_rounds);
     start.set_attempt(job.attempt);
     start.set_evaluate(true);
+    {  // Ring order from the members' measured links, or a request to measure them.
+      std::vector<std::string> keys;
+      bool relayed = false;
+      for (uint64_t id : job.members) {
+        keys.push_back(net::KeyToBytes(sessions_.at(id).key));
+        relayed = relayed || sessions_.at(id).relay_only;
+      }
+      const auto plan = job.topology.PlanAttempt(keys, runtime::JobUsesRing(job.spec), relayed,
+                                                 job.committed_rounds, job.attempt);
+      std::vector<uint64_t> ordered;
+      for (uint32_t i : plan.order) ordered.push_back(job.members[i]);
+      job.members = std::move(ordered);
+      start.set_probe_links(plan.probe);
+    }
     if (job.verification) {
       start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest));
     }
@@ -856,6 +872,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         return false;
       }
     }
+    job.topology.OnReport(net::KeyToBytes(s.key), report);
     job.reports[id] = report;
     s.bandwidth = report.bandwidth_bytes_per_second();
     (void)store_->RecordReport(job.id, report.round(), report.attempt(), s.key_hex, report.theta_digest());

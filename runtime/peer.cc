@@ -24,6 +24,7 @@
 #include "net/io_thread.h"
 #include "net/secure_channel.h"
 #include "runtime/job_spec.h"
+#include "runtime/ring_topology.h"
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
@@ -363,6 +364,9 @@ class PeerSession {
     }
     rank_ = start.your_rank();
     const Deadline deadline = DeadlineAfter(Millis(spec_.round_timeout_ms()));
+    // Measured when the coordinator asks; it orders later rings by them (runtime/ring_topology.h).
+    const std::vector<v1::LinkProbe> links = ProbeLinksIfAsked(
+        start, io_, *ring_listener_, members, job_id_, &identity_, deadline);
     if (!group_ || group_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
       Status formed = FormGroup(members, round, start.attempt(), deadline);
       if (!formed.ok()) return ReportFailure(start, formed);
@@ -405,6 +409,7 @@ class PeerSession {
     r->set_compute_seconds(stats->compute_seconds);
     r->set_comm_seconds(stats->comm_seconds);
     if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
+    for (const v1::LinkProbe& link : links) *r->add_links() = link;
     if (start.evaluate() && rank_ == 0) {
       auto eval = trainer_->EvalLoss();
       if (eval.ok()) {
