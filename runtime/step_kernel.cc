@@ -140,8 +140,8 @@ verifier::BatchCoordinates InnerBatch(const v1::JobSpec& spec, uint32_t shard, u
 
 int ComputeThreads() { return torch::get_num_threads(); }
 
-namespace {
-models::ModelConfig KernelModelConfig(const v1::JobSpec& spec, int vocab_size) {
+namespace internal {
+models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size) {
   models::ModelConfig c;
   c.kind = spec.model();
   c.vocab_size = vocab_size;
@@ -152,7 +152,7 @@ models::ModelConfig KernelModelConfig(const v1::JobSpec& spec, int vocab_size) {
   c.mlp_hidden = static_cast<int>(spec.mlp_hidden());
   return c;
 }
-}  // namespace
+}  // namespace internal
 
 struct StepKernel::Impl {
   models::ModelConfig config;
@@ -175,7 +175,7 @@ Result<std::unique_ptr<StepKernel>> StepKernel::Create(const v1::JobSpec& spec,
                                                        int vocab_size) {
   if (!dataset) return InvalidArgument("a step kernel needs the job's dataset");
   auto impl = std::make_unique<Impl>();
-  impl->config = KernelModelConfig(spec, vocab_size);
+  impl->config = internal::ModelConfigOf(spec, vocab_size);
   impl->dataset = std::move(dataset);
   TRIB_ASSIGN_OR_RETURN(impl->model, models::MakeModel(impl->config, 0));
   impl->model->train();

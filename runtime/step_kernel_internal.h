@@ -8,9 +8,13 @@
 #include "core/status.h"
 #include "models/dataset.h"
 #include "models/language_model.h"
+#include "proto/tributary.pb.h"
 #include "verifier/training_state.h"
 
 namespace tributary::runtime::internal {
+
+// The spec's model fields as a models::ModelConfig with `vocab_size` tokens.
+models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size);
 
 // Forward + backward on `batch`, leaving the gradient in the parameters. Every gradient is reset
 // to undefined first (set-to-none), so a step's gradient is its own bits and never `0 + g` (which

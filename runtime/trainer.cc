@@ -23,17 +23,7 @@ namespace {
 
 constexpr std::string_view kCheckpointMagic = "TRIBCKPT1\n";
 
-models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size) {
-  models::ModelConfig c;
-  c.kind = spec.model();
-  c.vocab_size = vocab_size;
-  c.n_layer = static_cast<int>(spec.n_layer());
-  c.n_head = static_cast<int>(spec.n_head());
-  c.d_model = static_cast<int>(spec.d_model());
-  c.context = static_cast<int>(spec.context());
-  c.mlp_hidden = static_cast<int>(spec.mlp_hidden());
-  return c;
-}
+using internal::ModelConfigOf;  // shared with StepKernel (runtime/step_kernel_internal.h)
 
 std::span<float> FloatSpan(torch::Tensor& t) {
   return {t.data_ptr<float>(), static_cast<size_t>(t.numel())};
