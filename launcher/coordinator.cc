@@ -79,6 +79,8 @@ struct Job {
   uint32_t attempt = 0;                // of the round in progress (persists across waits)
   std::vector<uint64_t> members;       // session ids, by rank
   std::map<uint64_t, v1::RoundReport> reports;
+  std::map<uint64_t, uint32_t> suspicions;  // member -> how many others blamed it this attempt
+  std::set<uint64_t> excluded;              // left out of the rest of this round (unreachable)
   Clock::time_point round_started = Clock::now();
   bool round_started_set = false;
   std::unique_ptr<asio::steady_timer> round_timer;
@@ -632,7 +634,20 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return true;
     }
     if (ready.committed_rounds() < job.committed_rounds) {
-      s.sync_sent_for = UINT64_MAX;  // it synced a state that is now stale: tell it again
+      // Behind the job. A peer we counted as current (it missed a commit) must sync first; one
+      // whose sync failed gets fresh instructions. Any other stale Ready repeats a request that
+      // is already being served (a peer answering queued RoundStarts): resending the
+      // instructions would make it download the state again.
+      if (s.state != PeerState::kSyncing) {
+        s.state = PeerState::kSyncing;
+        s.syncing_since = Clock::now();
+        s.sync_sent_for = UINT64_MAX;
+        if (job.phase == Job::Phase::kRunning && IsCurrentMember(job, id)) {
+          MemberLost(job, id, s.name + " (it does not hold round " + std::to_string(job.committed_rounds) + ")");
+        }
+      } else if (ready.sync_failed()) {
+        s.sync_sent_for = UINT64_MAX;
+      }
       SendSyncInstructions(job);
       return true;
     }
@@ -646,6 +661,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     std::vector<Session*> ready;
     std::optional<Clock::time_point> wait_until;
     for (Session* s : JobSessions(job)) {
+      if (job.excluded.count(s->id)) continue;
       if (s->state != PeerState::kSyncing) {
         ready.push_back(s);
       } else if (Clock::now() < s->syncing_since + job.sync_grace()) {
@@ -689,6 +705,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.phase = Job::Phase::kRunning;
     job.members = std::move(members);
     job.reports.clear();
+    job.suspicions.clear();
     v1::RoundStart start;
     start.set_round(job.committed_rounds);
     start.set_attempt(job.attempt);
@@ -790,9 +807,16 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                  members.size());
     // Newly ready peers join the retry too.
     for (Session* s : JobSessions(job)) {
-      if (s->state == PeerState::kReady &&
+      if (s->state == PeerState::kReady && !job.excluded.count(s->id) &&
           std::find(members.begin(), members.end(), s->id) == members.end()) {
         members.push_back(s->id);
+      }
+    }
+    // Members that no longer wait for this round (e.g. excluded) are ready for the next one.
+    for (Session* s : JobSessions(job)) {
+      if (s->state == PeerState::kMember &&
+          std::find(members.begin(), members.end(), s->id) == members.end()) {
+        s->state = PeerState::kReady;
       }
     }
     std::sort(members.begin(), members.end(),
@@ -816,6 +840,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     spdlog::warn("job {} round {} attempt {} failed at {}: {}", job.id, failed.round(), failed.attempt(),
                  sessions_.at(id).name, failed.reason());
+    for (uint32_t rank : failed.suspect_ranks()) {
+      if (rank < job.members.size() && job.members[rank] != id) ++job.suspicions[job.members[rank]];
+    }
     // Usually a member died and its disconnect (or silence) will restart the round; if every
     // member is still alive after a short grace, retry with all of them.
     const std::string job_id = job.id;
@@ -830,11 +857,29 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       asio::post(self->strand_, [self, job_id, round, attempt] {
         Job& job = self->jobs_.at(job_id);
         if (job.phase != Job::Phase::kRunning || job.committed_rounds != round || job.attempt != attempt) return;
+        // Every member is alive as far as the coordinator can tell. If members blamed someone,
+        // leave out the most blamed (it is alive but unreachable for its group: a partition, a
+        // firewall, a frozen process still heartbeating) for the rest of this round; a lone
+        // false accusation costs the accused one round, and the accuser is blamed in return if
+        // it was the one unreachable.
+        uint32_t most = 0;
+        for (const auto& [m, n] : job.suspicions) most = std::max(most, n);
         std::vector<uint64_t> alive;
+        std::string left_out;
         for (uint64_t m : job.members) {
-          if (self->sessions_.count(m)) alive.push_back(m);
+          if (!self->sessions_.count(m)) continue;
+          auto it = job.suspicions.find(m);
+          if (most > 0 && it != job.suspicions.end() && it->second == most &&
+              job.members.size() - job.excluded.size() > 1) {
+            job.excluded.insert(m);
+            left_out += (left_out.empty() ? "" : ", ") + self->sessions_.at(m).name;
+            continue;
+          }
+          alive.push_back(m);
         }
-        self->RetryRound(job, std::move(alive), "a collective failed with every member alive");
+        self->RetryRound(job, std::move(alive),
+                         left_out.empty() ? "a collective failed with every member alive"
+                                          : "members could not reach " + left_out + ", left out of this round");
       });
     });
   }
@@ -984,6 +1029,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.round_started_set = false;
     job.members.clear();
     job.reports.clear();
+    job.excluded.clear();
     job.rounds.push_back(summary);
     {
       std::lock_guard<std::mutex> lock(mu_);

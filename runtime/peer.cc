@@ -90,20 +90,42 @@ enum class Next { kContinue, kDone };
 
 // Messages from the coordinator, read continuously on the io thread so the training thread can
 // poll with short timeouts (a blocking Receive would close the connection when it times out).
+//
+// It also counts what arrived, so the training thread can tell that the attempt it works on is
+// already obsolete: the coordinator only sends a RoundStart (or Abort) after giving up on the
+// previous attempt, so one waiting in the queue means "stop waiting for the old group".
 struct Mailbox {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Result<v1::Envelope>> items;
+  std::atomic<uint64_t> starts_arrived{0}, starts_taken{0};
+  std::atomic<uint64_t> syncs_arrived{0}, syncs_taken{0};
+  std::atomic<bool> abort_arrived{false};
+  std::atomic<bool> closed{false};
+  std::function<void()> on_round_start;  // set before the first read; runs on the io thread
+
+  bool NewerStartQueued() const { return starts_arrived.load() > starts_taken.load(); }
+  bool NewerSyncQueued() const { return syncs_arrived.load() > syncs_taken.load(); }
 };
 
 void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> box) {
   connection->AsyncReceive([connection, box](Result<v1::Envelope> message) {
     const bool more = message.ok();
+    if (message.ok()) {
+      if (message->has_round_start()) box->starts_arrived++;
+      if (message->has_sync_state()) box->syncs_arrived++;
+      if (message->has_abort()) box->abort_arrived = true;
+    } else {
+      box->closed = true;
+    }
     {
       std::lock_guard<std::mutex> lock(box->mu);
       box->items.push_back(std::move(message));
     }
     box->cv.notify_all();
+    if (box->on_round_start && (box->NewerStartQueued() || box->abort_arrived || box->closed)) {
+      box->on_round_start();
+    }
     if (more) ReadInto(connection, box);
   });
 }
@@ -128,7 +150,6 @@ class PeerSession {
     TRIB_ASSIGN_OR_RETURN(state_server_,
                           StateServer::Start(io_, options_.listen_host, identity_, options_.job_id));
     TRIB_RETURN_IF_ERROR(ConnectCoordinator(DeadlineAfter(Millis(options_.connect_timeout_ms))));
-    StartHeartbeats();
     for (;;) {
       if (StopRequested()) return Leave("stopped by the operator");
       auto message = ReceiveFromCoordinator(DeadlineAfter(Millis(500)));
@@ -208,6 +229,7 @@ class PeerSession {
       std::lock_guard<std::mutex> lock(mu_);
       coordinator_ = conn;
       mailbox_ = std::make_shared<Mailbox>();
+      mailbox_->on_round_start = [this] { InterruptActiveGroup(); };
       ReadInto(conn, mailbox_);
     }
     last_heard_ = Clock::now();
@@ -226,6 +248,8 @@ class PeerSession {
                            options_.job_id + " we asked for");
     }
     TRIB_RETURN_IF_ERROR(ValidateJobSpec(spec_));
+    // Building a large model and measuring its speed can outlast the liveness timeout: beat first.
+    StartHeartbeats();
     TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(options_.corpus_dir, spec_));
     shard_ = ack.shard();
     TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}));
@@ -262,6 +286,11 @@ class PeerSession {
   }
 
   void StartHeartbeats() {
+    if (heartbeats_started_.exchange(true)) return;
+    ScheduleHeartbeat();
+  }
+
+  void ScheduleHeartbeat() {
     heartbeat_timer_.expires_after(Millis(spec_.heartbeat_ms() ? spec_.heartbeat_ms() : 1000));
     heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec) return;
@@ -270,7 +299,7 @@ class PeerSession {
         beat.mutable_heartbeat()->set_committed_rounds(committed_rounds_.load());
         c->AsyncSend(beat);
       }
-      StartHeartbeats();
+      ScheduleHeartbeat();
     });
   }
 
@@ -288,6 +317,8 @@ class PeerSession {
     Result<v1::Envelope> message = std::move(box->items.front());
     box->items.pop_front();
     lock.unlock();
+    if (message.ok() && message->has_round_start()) box->starts_taken++;
+    if (message.ok() && message->has_sync_state()) box->syncs_taken++;
     if (!message.ok()) return Unavailable(message.status().message());
     last_heard_ = Clock::now();
     TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, "").WithContext("coordinator"));
@@ -319,12 +350,19 @@ class PeerSession {
   Result<Next> Handle(const v1::Envelope& message) {
     switch (message.payload_case()) {
       case v1::Envelope::kRoundStart:
+        if (Superseded()) {
+          // Blocked in a long round or sync, we fell behind: only the newest start matters.
+          spdlog::info("skipping round {} attempt {}: a newer RoundStart is queued",
+                       message.round_start().round(), message.round_start().attempt());
+          return Next::kContinue;
+        }
         RunAttempt(message.round_start());
         return Next::kContinue;
       case v1::Envelope::kRoundEnd:
         TRIB_RETURN_IF_ERROR(OnRoundEnd(message.round_end()));
         return Next::kContinue;
       case v1::Envelope::kSyncState:
+        if (auto box = mailbox(); box && box->NewerSyncQueued()) return Next::kContinue;
         OnSyncState(message.sync_state());
         return Next::kContinue;
       case v1::Envelope::kOpenRequest:
@@ -368,8 +406,15 @@ class PeerSession {
     const std::vector<v1::LinkProbe> links = ProbeLinksIfAsked(
         start, io_, *ring_listener_, members, job_id_, &identity_, deadline);
     if (!group_ || group_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
-      Status formed = FormGroup(members, round, start.attempt(), deadline);
-      if (!formed.ok()) return ReportFailure(start, formed);
+      collectives::FormControl control;
+      control.cancelled = [this] { return Superseded(); };
+      Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
+      if (!formed.ok()) {
+        if (Superseded()) return;  // the coordinator already moved on; nothing to report
+        std::vector<uint32_t> suspects;
+        if (control.blamed_rank) suspects.push_back(*control.blamed_rank);
+        return ReportFailure(start, formed, suspects);
+      }
       ring_members_ = members;
     }
     uint64_t collective = 0, sent = 0, received = 0;
@@ -388,10 +433,17 @@ class PeerSession {
       received += stats->bytes_received;
       return Status::Ok();
     };
-    auto stats = trainer_->TryRound(average);
+    SetActiveGroup(group_);
+    // A start that arrived before the group became interruptible would be missed: look again.
+    auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
+                              : trainer_->TryRound(average);
+    SetActiveGroup(nullptr);
     if (!stats.ok()) {
+      std::vector<uint32_t> suspects;
+      if (group_ && group_->last_stats().failed_peer) suspects.push_back(group_->last_stats().failed_peer->rank);
       DropGroup();  // closing our sockets tells the other members at once
-      return ReportFailure(start, stats.status());
+      if (Superseded()) return;
+      return ReportFailure(start, stats.status(), suspects);
     }
     v1::Envelope report = net::MakeEnvelope(job_id_);
     v1::RoundReport* r = report.mutable_round_report();
@@ -446,14 +498,47 @@ class PeerSession {
            (!spec_.aggregator().empty() && spec_.aggregator() != "mean");
   }
 
+  // Forming waits only on the members (a few round trips each), so it gets a fraction of the
+  // round: a member that cannot be reached is reported well before the round's deadline.
+  Deadline FormationDeadline(Deadline round_deadline) const {
+    const Millis liveness = spec_.liveness_timeout_ms() ? Millis(spec_.liveness_timeout_ms())
+                                                        : 5 * Millis(spec_.heartbeat_ms() ? spec_.heartbeat_ms() : 1000);
+    return std::min(round_deadline, DeadlineAfter(std::max(Millis(10000), 2 * liveness)));
+  }
+
+  std::shared_ptr<Mailbox> mailbox() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return mailbox_;
+  }
+
+  // True once the attempt in progress is obsolete: a newer RoundStart or an Abort is queued,
+  // the coordinator link broke, or the operator asked us to stop.
+  bool Superseded() {
+    if (StopRequested()) return true;
+    auto box = mailbox();
+    return !box || box->NewerStartQueued() || box->abort_arrived || box->closed;
+  }
+
+  void SetActiveGroup(std::shared_ptr<collectives::Communicator> group) {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    active_group_ = std::move(group);
+  }
+
+  // On the io thread, when a newer RoundStart arrives: a collective blocked on a frozen member
+  // fails now instead of at the round's deadline.
+  void InterruptActiveGroup() {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    if (active_group_) active_group_->Interrupt();
+  }
+
   Status FormGroup(const std::vector<collectives::RingMember>& members, uint64_t round,
-                   uint32_t attempt, Deadline deadline) {
+                   uint32_t attempt, Deadline deadline, collectives::FormControl* control) {
     if (!spec_.aggregator().empty()) {
       TRIB_ASSIGN_OR_RETURN(aggregator_, collectives::robust::ParseAggregator(spec_.aggregator()));
     }
     if (UsesButterfly()) {
       auto mesh = collectives::Mesh::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
-                                          &identity_, deadline);
+                                          &identity_, deadline, control);
       if (!mesh.ok()) return mesh.status().WithContext("forming the mesh");
       if (butterfly_) {
         butterfly_->ReplaceMesh(std::move(mesh).value());
@@ -464,7 +549,7 @@ class PeerSession {
       return Status::Ok();
     }
     auto ring = collectives::Ring::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
-                                        &identity_, deadline);
+                                        &identity_, deadline, control);
     if (!ring.ok()) return ring.status().WithContext("forming the ring");
     group_ = std::make_shared<collectives::RingCommunicator>(std::move(ring).value());
     return Status::Ok();
@@ -477,12 +562,16 @@ class PeerSession {
     group_.reset();
   }
 
-  void ReportFailure(const v1::RoundStart& start, const Status& status) {
+  void ReportFailure(const v1::RoundStart& start, const Status& status,
+                     const std::vector<uint32_t>& suspects = {}) {
     spdlog::warn("round {} attempt {} failed here: {}", start.round(), start.attempt(), status.ToString());
     v1::Envelope failed = net::MakeEnvelope(job_id_);
     failed.mutable_round_failed()->set_round(start.round());
     failed.mutable_round_failed()->set_attempt(start.attempt());
     failed.mutable_round_failed()->set_reason(status.ToString());
+    for (uint32_t r : suspects) {
+      if (r != rank_) failed.mutable_round_failed()->add_suspect_ranks(r);
+    }
     (void)SendSigned(failed);
   }
 
@@ -526,9 +615,10 @@ class PeerSession {
     state_server_->Publish(trainer_->completed_rounds(), Sha256Of(*shared), shared);
   }
 
-  void SendReady() {
+  void SendReady(bool sync_failed = false) {
     v1::Envelope ready = net::MakeEnvelope(job_id_);
     ready.mutable_ready()->set_committed_rounds(trainer_->completed_rounds());
+    ready.mutable_ready()->set_sync_failed(sync_failed);
     if (trainer_->completed_rounds() > 0) {
       ready.mutable_ready()->set_state_digest(DigestToBytes(trainer_->CommittedStateDigest()));
     }
@@ -542,6 +632,10 @@ class PeerSession {
       return;
     }
     if (trainer_->has_tentative_round()) trainer_->Abandon();
+    if (trainer_->completed_rounds() == sync.committed_rounds() && trainer_->CommittedStateDigest() == *digest) {
+      SendReady();  // already there (an earlier instruction for this round got us here)
+      return;
+    }
     const auto exported = trainer_->ExportCommittedState();
     const uint64_t max_bytes = exported.ok() ? 4 * exported->size() + (1u << 20) : (1ull << 32);
     const auto start = Clock::now();
@@ -561,12 +655,14 @@ class PeerSession {
       }
       committed_rounds_ = trainer_->completed_rounds();
       outcome_.rounds_completed = trainer_->completed_rounds();
+      outcome_.theta_digest = ToHex(trainer_->ThetaDigest());
       PublishState();
       spdlog::info("synced round {} ({} bytes, state {}) from {} in {:.2f} s", sync.committed_rounds(),
                    state->size(), ShortHex(*digest), m.peer_name(), SecondsSince(start));
-      break;
+      SendReady();
+      return;
     }
-    SendReady();
+    SendReady(/*sync_failed=*/true);
   }
 
   Status MaybeCheckpoint() {
@@ -612,7 +708,10 @@ class PeerSession {
   std::unique_ptr<PeerVerification> verification_;  // when the job verifies
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;
+  std::atomic<bool> heartbeats_started_{false};
   std::shared_ptr<collectives::Communicator> group_;  // this round's ring or butterfly
+  std::mutex active_mu_;  // guards active_group_: read on the io thread, set on the training thread
+  std::shared_ptr<collectives::Communicator> active_group_;  // set while TryRound runs
   std::shared_ptr<collectives::ButterflyCommunicator> butterfly_;  // kept: it owns error feedback
   collectives::robust::AggregatorSpec aggregator_;
   std::vector<collectives::RingMember> ring_members_;
