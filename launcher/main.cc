@@ -3,14 +3,18 @@
 //   coordinator  serve one job to peers
 //   peer         join a coordinator and train
 //   train        the single-process reference (supports --checkpoint / --resume)
+//   bench        `tributary-bench` (benchmarks/wanbench), exec'd from beside this binary
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <unistd.h>
 
 #include "core/digest.h"
 #include "core/files.h"
@@ -230,6 +234,33 @@ struct PeerFlags {
 
 Result<net::Identity> IdentityOrFresh(const std::string& path) {
   if (path.empty()) return net::Identity::Generate();
+// `tributary bench ARGS...` replaces this process with tributary-bench, so signals (Ctrl-C,
+// SIGKILL) reach the benchmark itself and its namespace clean-up works as documented. Linking the
+// runner here instead would pull Gloo and the emulator into every peer's binary.
+int ExecBench(const std::vector<std::string>& args) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (!ec) {
+    candidates.push_back(self.parent_path() / "tributary-bench");  // installed side by side
+    candidates.push_back(self.parent_path().parent_path() / "benchmarks/wanbench/tributary-bench");  // build tree
+  }
+  for (const auto& path : candidates) {
+    if (::access(path.c_str(), X_OK) != 0) continue;
+    std::vector<std::string> owned = {path.string()};
+    owned.insert(owned.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : owned) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(path.c_str(), argv.data());
+    return Fail(Internal("cannot run " + path.string() + ": " + std::strerror(errno)));
+  }
+  std::string looked;
+  for (const auto& path : candidates) looked += (looked.empty() ? "" : ", ") + path.string();
+  return Fail(NotFound("tributary-bench not found (looked at " + looked +
+                       "); build it: ninja -C <build> tributary-bench"));
+}
+
   return net::Identity::LoadFile(path);
 }
 
@@ -328,8 +359,15 @@ int main(int argc, char** argv) {
 
   if (*demo) {
     InitLogging("demo", log_level == "info" ? "warn" : log_level);
+  // bench: everything after the word goes to tributary-bench unchanged (its --help too).
+  auto* bench = app.add_subcommand("bench", "run a WAN benchmark scenario (tributary-bench; docs/BENCHMARKS.md)");
+  bench->prefix_command();
+  bench->set_help_flag();
+
     auto spec = demo_flags.Build();
     if (!spec.ok()) return Fail(spec.status());
+  if (*bench) return ExecBench(bench->remaining());
+
     launcher::DemoOptions options;
     options.spec = *spec;
     options.corpus_dir = demo_data;

@@ -218,7 +218,8 @@ nlohmann::json ToJson(const SystemResult& r) {
                       {"peers", peers},
                       {"rounds", rounds}};
   if (r.fault) {
-    j["fault"] = {{"peer", r.fault->peer},
+    j["fault"] = {{"kind", r.fault->kind},
+                  {"peer", r.fault->peer},
                   {"at_s", r.fault->at},
                   {"recovered", r.fault->recovered},
                   {"recovery_s", opt(r.fault->recovery_s)},

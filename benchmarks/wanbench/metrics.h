@@ -37,8 +37,9 @@ struct PeerTotals {
 };
 
 struct FaultOutcome {
+  std::string kind = "kill";          // "kill" or "cut" (FaultKind)
   int peer = 0;
-  double at = 0;                      // when the bench killed it
+  double at = 0;                      // when the bench killed it or cut its links
   bool recovered = false;             // a round committed after the kill
   std::optional<double> recovery_s;   // kill → next commit
   std::optional<double> stall_s;      // that wait minus the median round before the kill

@@ -53,7 +53,8 @@ std::string MarkdownReport(const BenchScenario& s, const std::vector<SystemResul
   for (const auto& r : results) {
     std::string status = r.ok ? "ok" : "FAILED: " + r.error;
     if (r.fault) {
-      status += fmt::format("; peer {} killed at {:.1f} s: {}", r.fault->peer, r.fault->at,
+      status += fmt::format("; peer {} {} at {:.1f} s: {}", r.fault->peer,
+                            r.fault->kind == "cut" ? "cut off" : "killed", r.fault->at,
                             r.fault->recovered
                                 ? fmt::format("next commit after {:.1f} s (stall {:.1f} s)",
                                               r.fault->recovery_s.value_or(0), r.fault->stall_s.value_or(0))

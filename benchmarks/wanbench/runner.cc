@@ -105,6 +105,7 @@ class Run {
     Status st = system_.tributary() ? RunTributary() : RunGloo();
     progress_.Done();
     StopAll();
+    RestoreLinks();  // the next system gets the scenario's network again
     result_.load_end = LoadAverage();
     for (size_t i = 0; i < peers_.size() && i < result_.peers.size(); ++i) {
       result_.peers[i].process_cpu_seconds = peers_[i].cpu_seconds().value_or(0);
@@ -140,10 +141,42 @@ class Run {
     }
     Sample(now);
     if (fault_ && !killed_at_ && all_joined_unix && now >= *all_joined_unix + fault_->at_seconds) {
-      peers_[static_cast<size_t>(fault_->peer)].Kill();
+      if (fault_->kind == FaultKind::kKill) {
+        peers_[static_cast<size_t>(fault_->peer)].Kill();
+      } else {
+        TRIB_RETURN_IF_ERROR(CutLinks());
+      }
       killed_at_ = now;
     }
+    if (cut_ && fault_->duration_seconds > 0 && now >= *killed_at_ + fault_->duration_seconds) {
+      RestoreLinks();
+    }
     return Status::Ok();
+  }
+
+  // A link cut: every packet to and from the peer is lost on the wire (loss = 1), so its TCP
+  // connections stall and retransmit, as when a home router loses its uplink. Nobody is told.
+  Status CutLinks() {
+    for (int j = 0; j < s_.peers(); ++j) {
+      if (j == fault_->peer) continue;
+      for (auto [from, to] : {std::pair{fault_->peer, j}, std::pair{j, fault_->peer}}) {
+        wan::LinkParams cut = s_.network.link(from, to);
+        cut.loss = 1.0;
+        TRIB_RETURN_IF_ERROR(wan_.UpdateLink(from, to, cut));
+      }
+    }
+    cut_ = true;
+    return Status::Ok();
+  }
+
+  void RestoreLinks() {
+    if (!cut_) return;
+    for (int j = 0; j < s_.peers(); ++j) {
+      if (j == fault_->peer) continue;
+      (void)wan_.UpdateLink(fault_->peer, j, s_.network.link(fault_->peer, j));
+      (void)wan_.UpdateLink(j, fault_->peer, s_.network.link(j, fault_->peer));
+    }
+    cut_ = false;
   }
 
   void Sample(double now) {
@@ -362,7 +395,9 @@ class Run {
       if (killed_at_ && !failure) {
         // Gloo has no membership: after a rank dies the others can only fail.
         for (size_t i = 0; i < peers_.size(); ++i) {
-          if (Killed(i)) failure = fmt::format("rank {} was killed; Gloo cannot continue without it", i);
+          if (Killed(i) && fault_->kind == FaultKind::kKill) {
+            failure = fmt::format("rank {} was killed; Gloo cannot continue without it", i);
+          }
         }
       }
       if (all_done) {
@@ -435,9 +470,10 @@ class Run {
       if (killed_at_) {
         result_.fault = AssessFault(result_, fault_->peer, *killed_at_ - start);
       } else {
-        result_.fault = FaultOutcome{fault_->peer, 0, false, std::nullopt, std::nullopt,
-                                     "the run ended before the kill was due"};
+        result_.fault = FaultOutcome{"", fault_->peer, 0, false, std::nullopt, std::nullopt,
+                                     "the run ended before the fault was due"};
       }
+      result_.fault->kind = fault_->kind == FaultKind::kCut ? "cut" : "kill";
     }
   }
 
@@ -453,7 +489,8 @@ class Run {
   std::optional<Subprocess> coordinator_;
   std::vector<Subprocess> peers_;
   std::vector<WireSample> samples_;
-  std::optional<double> killed_at_;
+  std::optional<double> killed_at_;  // when the fault (kill or cut) happened
+  bool cut_ = false;                 // the fault's links are cut right now
   SystemResult result_;
 };
 

@@ -210,12 +210,23 @@ Status ReadFaults(Reader& top, const std::string& source, BenchScenario& s) {
     TRIB_ASSIGN_OR_RETURN(auto peer, r.Integer("peer"));
     TRIB_ASSIGN_OR_RETURN(auto at, r.Number("at_seconds"));
     TRIB_ASSIGN_OR_RETURN(auto systems, r.Strings("systems"));
-    TRIB_RETURN_IF_ERROR(r.RefuseUnknown({"peer", "at_seconds", "systems"}));
+    TRIB_ASSIGN_OR_RETURN(auto kind, r.String("kind"));
+    TRIB_ASSIGN_OR_RETURN(auto duration, r.Number("duration_seconds"));
+    TRIB_RETURN_IF_ERROR(r.RefuseUnknown({"peer", "at_seconds", "systems", "kind", "duration_seconds"}));
     if (!peer || !at) return InvalidArgument(r.At(t) + ": " + std::string("fault[") + std::to_string(k) + "] needs 'peer' and 'at_seconds'");
     if (*peer < 0 || *peer >= s.peers()) {
       return r.Error("peer", "= " + std::to_string(*peer) + " is outside 0.." + std::to_string(s.peers() - 1));
     }
     if (!(*at > 0 && *at < 86400)) return r.Error("at_seconds", "must be in (0, 86400)");
+    if (kind && *kind != "kill" && *kind != "cut") {
+      return r.Error("kind", "must be \"kill\" or \"cut\", got \"" + *kind + "\"");
+    }
+    f.kind = kind && *kind == "cut" ? FaultKind::kCut : FaultKind::kKill;
+    if (duration) {
+      if (f.kind != FaultKind::kCut) return r.Error("duration_seconds", "applies to kind = \"cut\" only");
+      if (!(*duration > 0 && *duration < 86400)) return r.Error("duration_seconds", "must be in (0, 86400)");
+      f.duration_seconds = *duration;
+    }
     f.peer = static_cast<int>(*peer);
     f.at_seconds = *at;
     for (const auto& name : systems.value_or(std::vector<std::string>{})) {
@@ -355,7 +366,13 @@ std::string DescribeScenario(const BenchScenario& s) {
   for (const auto& f : s.faults) {
     char at[32];
     std::snprintf(at, sizeof(at), "%g", f.at_seconds);
-    out += "; fault: kill peer " + std::to_string(f.peer) + " " + at + " s after all joined";
+    if (f.kind == FaultKind::kKill) {
+      out += "; fault: kill peer " + std::to_string(f.peer) + " " + at + " s after all joined";
+    } else {
+      char lasting[48] = "for good";
+      if (f.duration_seconds > 0) std::snprintf(lasting, sizeof(lasting), "for %g s", f.duration_seconds);
+      out += "; fault: cut peer " + std::to_string(f.peer) + "'s links " + at + " s after all joined, " + lasting;
+    }
   }
   return out;
 }

@@ -10,6 +10,9 @@
 //   [job]        job keys as in jobs/demo.toml (model size, batch, learning rates, ...)
 //   [budget]     tokens = N (all peers together) or steps = N (per peer); h; ddp_steps_per_round
 //   [[fault]]    peer = 3, at_seconds = 20, systems = ["tributary-diloco"]
+//                kind = "kill" (SIGKILL the peer's process, the default) or "cut" (every link to
+//                and from the peer drops every packet), duration_seconds = 10 (cut only; default:
+//                until the system ends)
 #pragma once
 
 #include <cstdint>
@@ -32,9 +35,13 @@ struct SystemSpec {
   bool tributary() const { return kind != SystemKind::kGlooDdp; }
 };
 
+enum class FaultKind { kKill, kCut };
+
 struct FaultSpec {
-  int peer = 0;             // the peer (namespace index) whose process gets SIGKILL
+  FaultKind kind = FaultKind::kKill;
+  int peer = 0;             // kill: the peer whose process gets SIGKILL; cut: the peer cut off
   double at_seconds = 0;    // after every peer of the system has joined
+  double duration_seconds = 0;  // cut: restore the links after this long; 0 = never
   std::vector<std::string> systems;  // empty: every system
   bool Applies(const std::string& system) const;
 };
