@@ -95,6 +95,8 @@ struct Job {
   runtime::RingTopology topology;  // measured links -> ring order (ring jobs)
   std::unique_ptr<VerificationService> verification;  // when spec.verify_samples() > 0
   bool finish_after_verification = false;             // the last round's challenges are open
+  bool challenged = false;        // verify_before_commit: this round's challenges are drawn
+  bool awaiting_verdicts = false;  // ... and its commit waits for them
 
   uint32_t min_peers() const { return spec.min_peers() ? spec.min_peers() : spec.num_peers(); }
   Millis heartbeat() const { return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000); }
@@ -258,6 +260,12 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     TRIB_ASSIGN_OR_RETURN(job.verification,
                           VerificationService::Create(job.spec, job.id, &identity_, store_.get(), send, ban));
     return Status::Ok();
+  }
+
+  std::vector<VerificationService::Member> VerifierMembers(const Job& job) const {
+    std::vector<VerificationService::Member> out;
+    for (uint64_t id : job.members) out.push_back({sessions_.at(id).key, sessions_.at(id).shard});
+    return out;
   }
 
   static uint64_t NowMs() {
@@ -706,6 +714,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.members = std::move(members);
     job.reports.clear();
     job.suspicions.clear();
+    job.awaiting_verdicts = false;  // a retry collects its reports again
     v1::RoundStart start;
     start.set_round(job.committed_rounds);
     start.set_attempt(job.attempt);
@@ -964,6 +973,16 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                                          std::to_string(job.committed_rounds));
       }
     }
+    if (job.verification && options_.verify_before_commit && !job.challenged) {
+      // Challenge before committing: a member convicted meanwhile is banned, which drops it and
+      // retries the round without it (the survivors resend their cached Δ), so its contribution
+      // never enters θ. The survivors' roots do not change, so the retry commits once its
+      // reports are in.
+      job.challenged = true;
+      job.awaiting_verdicts = true;
+      job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
+      return;
+    }
     CommitRound(job);
   }
 
@@ -1015,11 +1034,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       s.state = PeerState::kReady;
       ++s.rounds_contributed;
     }
-    if (job.verification) {  // challenges of this round run while the next one trains
-      std::vector<VerificationService::Member> verified;
-      for (uint64_t id : job.members) verified.push_back({sessions_.at(id).key, sessions_.at(id).shard});
-      job.verification->OnRoundCommitted(job.committed_rounds, verified, NowMs());
+    if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
+      job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
     }
+    job.challenged = false;
+    job.awaiting_verdicts = false;
     job.committed_rounds++;
     job.state_digest = record.state_digest;
     job.theta_digest = record.theta_digest;
@@ -1132,6 +1151,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [job_id, job] : jobs_) {
       if (!job.verification) continue;
       job.verification->Sweep(NowMs());
+      if (job.awaiting_verdicts && !job.verification->busy() && job.phase == Job::Phase::kRunning &&
+          job.reports.size() == job.members.size()) {
+        job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
+        CommitRound(job);
+      }
       if (job.finish_after_verification && !job.verification->busy() && job.phase != Job::Phase::kFinished) {
         job.finish_after_verification = false;
         FinishJob(job);

@@ -67,6 +67,11 @@ class Coordinator {
     std::string db_path = ":memory:";  // SQLite file; reopening it resumes its jobs
     std::optional<net::Identity> identity;  // generated when absent
     Millis hello_timeout{10000};
+    // Verifier: hold each round's commit until its challenges are settled, so a member convicted
+    // of faking that round is dropped and the round retried without it (its contribution never
+    // enters θ), at the cost of the verification time on every round's critical path. Off: rounds
+    // commit at once and verification runs while the next round trains.
+    bool verify_before_commit = false;
   };
 
   static Result<std::unique_ptr<Coordinator>> Start(Options options);

@@ -134,6 +134,7 @@ struct CoordinatorFlags {
   std::string db = ":memory:";
   std::string identity;
   bool no_job = false;
+  bool verify_before_commit = false;
 };
 
 int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
@@ -141,6 +142,7 @@ int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
   options.host = cf.host;
   options.port = static_cast<uint16_t>(cf.port);
   options.db_path = cf.db;
+  options.verify_before_commit = cf.verify_before_commit;
   if (!cf.identity.empty()) {
     auto id = net::Identity::LoadFile(cf.identity);
     if (!id.ok()) return Fail(id.status());
@@ -297,6 +299,8 @@ int main(int argc, char** argv) {
   coord->add_option("--db", cf.db, "SQLite state file; restarting on it resumes its jobs")->capture_default_str();
   coord->add_option("--identity", cf.identity, "coordinator key file (default: a fresh key)");
   coord->add_flag("--no-job", cf.no_job, "host only the jobs in --db and those submitted by launch");
+  coord->add_flag("--verify-before-commit", cf.verify_before_commit,
+                  "verifier: commit a round only once its challenges are settled (excludes a caught cheater)");
 
   // peer / join
   PeerFlags peer_flags, join_flags;

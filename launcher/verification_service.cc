@@ -133,6 +133,11 @@ Status VerificationService::OnCommitment(const net::PublicKey& from, const v1::S
                   std::to_string(spec_.inner_steps()));
     return ProtocolError("wrong number of committed steps");
   }
+  if (it->second.book->sealed()) {  // a retry of a round challenged before its commit resends
+    for (const auto& admitted : it->second.book->admitted()) {
+      if (admitted.body == c.body) return Status::Ok();
+    }
+  }
   Status st = it->second.book->Submit(c, now_ms);
   if (st.ok()) return st;
   if (st.code() == StatusCode::kProtocolError && !it->second.book->equivocations().empty()) {
