@@ -148,7 +148,10 @@ TEST(Topology, ProbeLinksMeasuresEveryOutgoingLink) {
           EXPECT_EQ(e.bytes_per_second, 0);
           continue;
         }
-        EXPECT_GT(e.bytes_per_second, 1e6) << r << "->" << j;  // loopback: far above 1 MB/s
+        // A measurement, not a speed claim (speed belongs in benchmarks): a positive rate that
+        // the sender streamed at least one segment for.
+        EXPECT_GT(e.bytes_per_second, 0) << r << "->" << j;
+        EXPECT_TRUE(std::isfinite(e.bytes_per_second));
         EXPECT_GT(e.rtt_seconds, 0);
         EXPECT_LT(e.rtt_seconds, 1.0);
       }
