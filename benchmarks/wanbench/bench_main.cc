@@ -153,15 +153,14 @@ Status Prerequisites(const Flags& f) {
 }
 
 // Plot of the projection: tokens/s per peer against peers (log scale), a line per system and
-// group size. Data and script stay beside the PNG's run directory for redrawing by hand.
-Result<std::string> PlotSimulation(const std::string& prefix, const std::string& title,
+// group size. Data and script go to the run directory, for redrawing by hand.
+Result<std::string> PlotSimulation(const std::string& prefix, const std::string& title, const std::string& dir,
                                    const std::vector<sim::Projection>& rows) {
   std::map<std::string, std::string> series;
   for (const auto& p : rows) {
     const std::string key = p.system + (p.group_size < p.peers ? " (groups of " + std::to_string(p.group_size) + ")" : "");
     series[key] += fmt::format("{} {:.3f} {:.4f}\n", p.peers, p.tokens_per_s / p.peers, p.compute_utilisation);
   }
-  const std::string dir = prefix + "_sim_plot";
   TRIB_RETURN_IF_ERROR(MakeDirectories(dir));
   std::string script = fmt::format(
       "set terminal pngcairo size 1000,600\nset output '{}_sim.png'\nset title '{}: projected tokens/s per peer'\n"
@@ -272,7 +271,8 @@ int Simulate(const Flags& f, const BenchScenario& s, const std::string& command)
   const std::string prefix = f.out_dir + "/wan_" + s.name;
   if (Status st = MakeDirectories(f.out_dir); !st.ok()) return Fail(st, 3);
   if (!f.no_plots) {
-    auto png = PlotSimulation(prefix, s.name, rows);
+    const std::string dir = f.run_dir.empty() ? "runs/sim-" + s.name + "-" + Stamp("%Y%m%d-%H%M%S") : f.run_dir;
+    auto png = PlotSimulation(prefix, s.name, dir, rows);
     if (png.ok()) {
       out["plot"] = *png;
     } else {
