@@ -43,8 +43,10 @@ class GlooCommunicator final : public Communicator {
   uint32_t rank() const override { return rank_; }
   uint32_t world() const override { return world_; }
   bool broken() const override { return broken_; }
-  // Gloo cannot cancel a running collective; a blocked call ends at its deadline.
-  void Interrupt() {}
+  // Gloo cannot cancel a running collective (gloo::Context::closeConnections does not wake a
+  // blocked receive: tried), so a blocked call ends at the Gloo timeout given to Connect. Fine
+  // for its use, a trusted LAN level whose members do not freeze silently.
+  void Interrupt() override {}
 
  private:
   struct Impl;
