@@ -50,7 +50,7 @@ struct JobFlags {
 
   void Register(CLI::App* app) {
     app->add_option("--job-file", job_file, "TOML job file (keys as in jobs/demo.toml)");
-    app->add_option("--mode", mode, "ddp or diloco");
+    app->add_option("--mode", mode, "ddp, diloco or diloco-async (runtime/async_outer.h)");
     app->add_option("--model", model, "gpt or mlp");
     app->add_option("--codec", codec, "fp32 (ring) or a compression codec: fp16, bf16, int8, int4, topk:F, powersgd:R, dct-topk:F");
     app->add_option("--aggregator", aggregator, "mean, trimmed_mean:B, median, centered_clip:TAU, multi_krum:F");

@@ -45,6 +45,7 @@ std::string ModeName(v1::Mode mode) {
   switch (mode) {
     case v1::MODE_DDP: return "ddp";
     case v1::MODE_DILOCO: return "diloco";
+    case v1::MODE_DILOCO_ASYNC: return "diloco-async";
     default: return "unspecified";
   }
 }
@@ -52,7 +53,8 @@ std::string ModeName(v1::Mode mode) {
 Result<v1::Mode> ParseMode(const std::string& name) {
   if (name == "ddp") return v1::MODE_DDP;
   if (name == "diloco") return v1::MODE_DILOCO;
-  return InvalidArgument("unknown mode '" + name + "' (expected ddp or diloco)");
+  if (name == "diloco-async") return v1::MODE_DILOCO_ASYNC;
+  return InvalidArgument("unknown mode '" + name + "' (expected ddp, diloco or diloco-async)");
 }
 
 namespace {
@@ -113,6 +115,7 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     else if (key == "warmup_steps") st = as_u32(&v1::JobSpec::set_warmup_steps);
     else if (key == "outer_lr") st = as_f64(&v1::JobSpec::set_outer_lr);
     else if (key == "outer_momentum") st = as_f64(&v1::JobSpec::set_outer_momentum);
+    else if (key == "outer_warmup_rounds") st = as_u32(&v1::JobSpec::set_outer_warmup_rounds);
     else if (key == "grad_clip") st = as_f64(&v1::JobSpec::set_grad_clip);
     else if (key == "num_peers") st = as_u32(&v1::JobSpec::set_num_peers);
     else if (key == "round_timeout_ms") st = as_u32(&v1::JobSpec::set_round_timeout_ms);
@@ -180,7 +183,9 @@ Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec) {
 
 Status ValidateJobSpec(const v1::JobSpec& s) {
   auto fail = [](const std::string& m) { return InvalidArgument("invalid job: " + m); };
-  if (s.mode() != v1::MODE_DDP && s.mode() != v1::MODE_DILOCO) return fail("mode must be ddp or diloco");
+  if (s.mode() != v1::MODE_DDP && s.mode() != v1::MODE_DILOCO && s.mode() != v1::MODE_DILOCO_ASYNC) {
+    return fail("mode must be ddp, diloco or diloco-async");
+  }
   if (s.model() != "gpt" && s.model() != "mlp") return fail("model must be gpt or mlp");
   if (s.n_layer() == 0 || s.n_head() == 0 || s.d_model() == 0) return fail("model sizes must be positive");
   if (s.d_model() % s.n_head() != 0) return fail("d_model must be divisible by n_head");
@@ -202,7 +207,7 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.admission() == v1::ADMISSION_INVITE && s.invite_tokens_size() == 0) {
     return fail("admission invite needs invite_tokens");
   }
-  if (s.mode() == v1::MODE_DILOCO && !(s.outer_lr() > 0)) return fail("outer_lr must be positive");
+  if (s.mode() != v1::MODE_DDP && !(s.outer_lr() > 0)) return fail("outer_lr must be positive");
   if (!(s.outer_momentum() >= 0 && s.outer_momentum() < 1)) return fail("outer_momentum must be in [0,1)");
   if (!s.codec().empty()) {
     auto codec = collectives::codec::MakeCodec(s.codec());

@@ -20,7 +20,7 @@ Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec);
 Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec);
 Status ValidateJobSpec(const v1::JobSpec& spec);
 std::string JobIdOf(const v1::JobSpec& spec);  // 16 hex chars
-std::string ModeName(v1::Mode mode);            // "ddp" / "diloco"
+std::string ModeName(v1::Mode mode);            // "ddp" / "diloco" / "diloco-async"
 Result<v1::Mode> ParseMode(const std::string& name);
 // One line per field, for logs and `--print-spec`.
 std::string DescribeJobSpec(const v1::JobSpec& spec);

@@ -12,6 +12,7 @@
 #include "models/evaluate.h"
 #include "models/language_model.h"
 #include "models/parameters.h"
+#include "runtime/async_outer.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
 #include "runtime/step_kernel_internal.h"
@@ -60,6 +61,10 @@ struct Trainer::Impl {
   torch::Tensor cached_delta;
   uint64_t delta_round = UINT64_MAX;
   double cached_loss = 0;
+  // diloco-async: this peer's Δ of committed round `pending_round`, averaged and applied during
+  // the next round. This peer's own: not part of the shared state (runtime/async_outer.h).
+  torch::Tensor pending_delta;
+  uint64_t pending_round = UINT64_MAX;
   StepObserver observer;  // verifier hook (SetStepObserver)
   StepTamper tamper;      // attack harness only
 
@@ -230,19 +235,25 @@ struct Trainer::Impl {
   Result<RoundStats> RunDilocoRound(const Averager& average) {
     RoundStats stats;
     const uint64_t round = completed_rounds;
+    const bool async = spec.mode() == v1::MODE_DILOCO_ASYNC;
+    // diloco-async: the previous round's Δ is averaged on another thread during the inner steps.
+    BackgroundAverage in_flight =
+        async && round > 0 ? BackgroundAverage::Start(average, PreviousDelta(round)) : BackgroundAverage();
     if (delta_round != round) {
       double loss_sum = 0;
       auto t0 = Clock::now();
+      TRIB_ASSIGN_OR_RETURN(torch::Tensor start, async ? AsyncStart(round) : committed.params);
       Carried carried;
       for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
         TRIB_ASSIGN_OR_RETURN(double loss, LocalInnerStep(round, step, carried));
         loss_sum += loss;
       }
-      cached_delta = committed.params - models::FlattenParameters(*model);
+      cached_delta = start - models::FlattenParameters(*model);
       delta_round = round;
       cached_loss = loss_sum / spec.inner_steps();
       stats.compute_seconds += SecondsSince(t0);
     }
+    if (async) return FinishAsyncRound(average, in_flight, stats);
     // The averager works on a copy: the cached source must survive a failed collective.
     torch::Tensor averaged = cached_delta.clone();
     auto t1 = Clock::now();
@@ -255,8 +266,16 @@ struct Trainer::Impl {
     }
 
     auto t2 = Clock::now();
-    // Nesterov momentum exactly as torch.optim.SGD(nesterov=True): buf = μ·buf + Δ (buf = Δ on
-    // the first step), update = Δ + μ·buf.
+    torch::Tensor theta_global = OuterStep(committed.params, averaged, round);
+    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, theta_global));
+    stats.compute_seconds += SecondsSince(t2);
+    stats.train_loss = cached_loss;
+    return stats;
+  }
+
+  // θ − lr·Nesterov(Δ̄), exactly as torch.optim.SGD(nesterov=True): buf = μ·buf + Δ (buf = Δ on
+  // the first step), update = Δ + μ·buf. Advances outer_momentum.
+  torch::Tensor OuterStep(const torch::Tensor& theta, const torch::Tensor& averaged, uint64_t outer_step) {
     const double mu = spec.outer_momentum();
     torch::NoGradGuard no_grad;
     if (!outer_momentum.defined()) {
@@ -265,9 +284,54 @@ struct Trainer::Impl {
       outer_momentum.mul_(mu).add_(averaged);
     }
     torch::Tensor update = averaged.add(outer_momentum, mu);
-    torch::Tensor theta_global = committed.params.sub(update, spec.outer_lr());
-    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, theta_global));
-    stats.compute_seconds += SecondsSince(t2);
+    return theta.sub(update, OuterLearningRate(spec, outer_step));
+  }
+
+  // diloco-async (runtime/async_outer.h): what this peer contributes to round `round`'s
+  // collective: its Δ of round − 1, or zeros if it did not train that round (it joined later).
+  std::vector<float> PreviousDelta(uint64_t round) const {
+    if (!pending_delta.defined() || pending_round + 1 != round) {
+      return std::vector<float>(static_cast<size_t>(committed.params.numel()), 0.0f);
+    }
+    torch::Tensor c = pending_delta.contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+
+  // diloco-async: the inner steps start from θ − own pending Δ: this peer's own progress stands
+  // in for the group's until the group's average arrives (eager local update), so no round
+  // restarts from a point that lacks the previous round's work.
+  Result<torch::Tensor> AsyncStart(uint64_t round) {
+    if (!pending_delta.defined() || pending_round + 1 != round) return committed.params;
+    torch::Tensor start = committed.params - pending_delta;
+    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, start));
+    return start;
+  }
+
+  Result<RoundStats> FinishAsyncRound(const Averager& average, BackgroundAverage& in_flight,
+                                      RoundStats stats) {
+    const uint64_t round = completed_rounds;
+    torch::Tensor theta = committed.params;
+    if (in_flight.started()) {
+      Status ok = in_flight.Wait().WithContext("averaging the pseudo-gradient of round " +
+                                               std::to_string(round - 1) + " (delayed)");
+      stats.comm_seconds += in_flight.seconds();
+      if (!ok.ok()) return ok;
+      const auto values = in_flight.values();
+      torch::Tensor averaged = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())},
+                                                torch::kFloat32).clone();
+      theta = OuterStep(theta, averaged, round - 1);
+    }
+    if (round + 1 == spec.rounds()) {
+      // Nothing overlaps the last round's Δ: average it now and apply it, so no token is lost.
+      torch::Tensor averaged = cached_delta.clone();
+      auto t1 = Clock::now();
+      Status ok = average(FloatSpan(averaged)).WithContext("averaging the pseudo-gradient of round " +
+                                                           std::to_string(round));
+      stats.comm_seconds += SecondsSince(t1);
+      if (!ok.ok()) return ok;
+      theta = OuterStep(theta, averaged, round);
+    }
+    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, theta));
     stats.train_loss = cached_loss;
     return stats;
   }
@@ -391,6 +455,8 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   tentative = false;
   delta_round = UINT64_MAX;
   cached_delta = torch::Tensor();
+  pending_delta = torch::Tensor();  // relative to a state this peer did not hold: contribute zeros
+  pending_round = UINT64_MAX;
   return Status::Ok();
 }
 
@@ -457,6 +523,10 @@ Status Trainer::Commit() {
   if (!impl_->tentative) return FailedPrecondition("no tentative round to commit");
   impl_->committed = impl_->TakeSnapshot();
   impl_->tentative = false;
+  if (impl_->spec.mode() == v1::MODE_DILOCO_ASYNC) {  // averaged and applied next round
+    impl_->pending_delta = impl_->cached_delta;
+    impl_->pending_round = impl_->completed_rounds;
+  }
   impl_->completed_rounds++;
   impl_->cached_delta = torch::Tensor();
   impl_->delta_round = UINT64_MAX;
@@ -537,6 +607,10 @@ Status Trainer::SaveCheckpoint(const std::string& path) const {
     archive.write("inner_optimizer", optimizer_archive);
     archive.write("has_outer_momentum", c10::IValue(impl_->outer_momentum.defined()));
     if (impl_->outer_momentum.defined()) archive.write("outer_momentum", impl_->outer_momentum);
+    if (impl_->pending_delta.defined()) {  // diloco-async: still to be averaged and applied
+      archive.write("pending_delta", impl_->pending_delta);
+      archive.write("pending_round", c10::IValue(static_cast<int64_t>(impl_->pending_round)));
+    }
     archive.save_to(payload);
   } catch (const c10::Error& e) {
     return Internal(std::string("cannot serialise checkpoint: ") + e.what_without_backtrace());
@@ -588,6 +662,14 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
       impl_->outer_momentum = momentum;
     } else {
       impl_->outer_momentum = torch::Tensor();
+    }
+    torch::Tensor pending;
+    if (archive.try_read("pending_delta", pending) && archive.try_read("pending_round", value)) {
+      impl_->pending_delta = pending;
+      impl_->pending_round = static_cast<uint64_t>(value.toInt());
+    } else {
+      impl_->pending_delta = torch::Tensor();
+      impl_->pending_round = UINT64_MAX;
     }
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();

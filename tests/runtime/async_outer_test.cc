@@ -1,0 +1,243 @@
+// diloco-async (runtime/async_outer.h): the delayed outer update against a hand-computed
+// reference, exact retry of both of a round's collectives, late joiners, checkpoints.
+#include "runtime/async_outer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "runtime/job_spec.h"
+#include "runtime/trainer.h"
+#include "runtime/training_data.h"
+#include "tests/common/test_corpus.h"
+
+namespace tributary::runtime {
+namespace {
+
+const Averager kAlone = [](std::span<float>) { return Status::Ok(); };
+
+v1::JobSpec TinySpec(v1::Mode mode) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(mode);
+  spec.set_n_layer(1);
+  spec.set_n_head(2);
+  spec.set_d_model(32);
+  spec.set_context(16);
+  spec.set_batch_size(4);
+  spec.set_inner_steps(3);
+  spec.set_rounds(3);
+  spec.set_warmup_steps(2);
+  spec.set_eval_batches(2);
+  spec.set_num_peers(1);
+  spec.set_outer_lr(0.5);
+  spec.set_outer_momentum(0.9);
+  return spec;
+}
+
+// θ from the canonical state bytes: magic, u64 id length, id, u64 rounds, u64 n, n floats.
+std::vector<float> ThetaOf(const Trainer& t) {
+  const std::string s = *t.ExportCommittedState();
+  auto u64 = [&](size_t at) {
+    uint64_t v = 0;
+    std::memcpy(&v, s.data() + at, 8);
+    return v;
+  };
+  size_t at = std::strlen("TRIBSTATE1");
+  at += 8 + u64(at);  // job id
+  at += 8;            // rounds
+  const uint64_t n = u64(at);
+  at += 8;
+  std::vector<float> theta(n);
+  std::memcpy(theta.data(), s.data() + at, n * sizeof(float));
+  return theta;
+}
+
+class AsyncOuterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    PinComputeThreads(1);
+    corpus_dir_ = new std::string(::tributary::testing::MakeTempCorpus("async-outer"));
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*corpus_dir_);
+    delete corpus_dir_;
+  }
+  std::unique_ptr<Trainer> Make(const v1::JobSpec& spec) {
+    auto data = LoadTrainingData(*corpus_dir_, spec);
+    EXPECT_TRUE(data.ok()) << data.status().ToString();
+    auto trainer = Trainer::Create(spec, *data, WorkerPlacement{});
+    EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+    return trainer.ok() ? std::move(trainer).value() : nullptr;
+  }
+  static std::string* corpus_dir_;
+};
+std::string* AsyncOuterTest::corpus_dir_ = nullptr;
+
+TEST(OuterLearningRate, RampsLinearlyOverTheWarmupRounds) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_outer_lr(0.8);
+  EXPECT_DOUBLE_EQ(OuterLearningRate(spec, 0), 0.8);
+  spec.set_outer_warmup_rounds(4);
+  EXPECT_DOUBLE_EQ(OuterLearningRate(spec, 0), 0.2);
+  EXPECT_DOUBLE_EQ(OuterLearningRate(spec, 2), 0.6);
+  EXPECT_DOUBLE_EQ(OuterLearningRate(spec, 3), 0.8);
+  EXPECT_DOUBLE_EQ(OuterLearningRate(spec, 100), 0.8);
+}
+
+class DelayedUpdateTest : public AsyncOuterTest, public ::testing::WithParamInterface<uint32_t> {};
+
+// Three rounds; the "group" replaces each averaged Δ by a known vector (D, E, F), so θ after
+// every round is a closed form of θ_0, lr, μ and those vectors:
+//   round 0: no collective, θ_1 = θ_0
+//   round 1: the collective carries Δ_0 (bit-equal to a synchronous DiLoCo round 0's Δ)
+//            → D; m = D, θ_2 = θ_1 − lr_0 (D + μ m)
+//   round 2 (last): Δ_1 → E; m = μ m + E, θ' = θ_2 − lr_1 (E + μ m); then Δ_2 → F (blocking);
+//            m = μ m + F, θ_3 = θ' − lr_2 (F + μ m)
+TEST_P(DelayedUpdateTest, MatchesAHandComputedReference) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_outer_warmup_rounds(GetParam());
+  const double mu = spec.outer_momentum();
+  auto lr = [&](int k) { return OuterLearningRate(spec, k); };
+  auto t = Make(spec);
+  const std::vector<float> theta0 = ThetaOf(*t);
+  const size_t n = theta0.size();
+
+  // Δ_0 as synchronous DiLoCo computes it: same seed, same batches, same inner steps.
+  std::vector<float> sync_delta0;
+  {
+    v1::JobSpec sync_spec = spec;
+    sync_spec.set_mode(v1::MODE_DILOCO);
+    auto sync = Make(sync_spec);
+    const Averager capture = [&](std::span<float> v) {
+      sync_delta0.assign(v.begin(), v.end());
+      return Status::Ok();
+    };
+    ASSERT_TRUE(sync->RunRound(capture).ok());
+    ASSERT_EQ(sync_delta0.size(), n);
+  }
+
+  int calls = 0;
+  const Averager none = [&](std::span<float>) {
+    ++calls;
+    return Status::Ok();
+  };
+  ASSERT_TRUE(t->RunRound(none).ok());
+  EXPECT_EQ(calls, 0) << "round 0 has nothing to average";
+  EXPECT_EQ(ThetaOf(*t), theta0) << "round 0 applies no update";
+
+  auto D = [](size_t i) { return 1e-3f * static_cast<float>(int(i % 5) - 2); };
+  auto E = [](size_t i) { return 1e-3f * static_cast<float>(int(i % 3) - 1); };
+  auto F = [](size_t i) { return 2e-3f * (static_cast<float>(i % 4) - 1.5f); };
+
+  calls = 0;
+  const Averager round1 = [&](std::span<float> v) {
+    ++calls;
+    EXPECT_TRUE(std::equal(v.begin(), v.end(), sync_delta0.begin(), sync_delta0.end()))
+        << "round 1 must average this peer's Δ of round 0";
+    for (size_t i = 0; i < v.size(); ++i) v[i] = D(i);
+    return Status::Ok();
+  };
+  ASSERT_TRUE(t->RunRound(round1).ok());
+  EXPECT_EQ(calls, 1);
+  std::vector<double> m(n), expect(n);
+  for (size_t i = 0; i < n; ++i) {
+    m[i] = D(i);
+    expect[i] = theta0[i] - lr(0) * (D(i) + mu * m[i]);
+  }
+  std::vector<float> got = ThetaOf(*t);
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], expect[i], 1e-6) << "θ_2[" << i << "]";
+
+  calls = 0;
+  const Averager round2 = [&](std::span<float> v) {
+    ++calls;
+    EXPECT_TRUE(std::any_of(v.begin(), v.end(), [](float x) { return x != 0; })) << "collective " << calls;
+    for (size_t i = 0; i < v.size(); ++i) v[i] = calls == 1 ? E(i) : F(i);
+    return Status::Ok();
+  };
+  ASSERT_TRUE(t->RunRound(round2).ok());
+  EXPECT_EQ(calls, 2) << "the last round also averages its own Δ";
+  for (size_t i = 0; i < n; ++i) {
+    m[i] = mu * m[i] + E(i);
+    expect[i] -= lr(1) * (E(i) + mu * m[i]);
+    m[i] = mu * m[i] + F(i);
+    expect[i] -= lr(2) * (F(i) + mu * m[i]);
+  }
+  got = ThetaOf(*t);
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], expect[i], 1e-6) << "θ_3[" << i << "]";
+}
+
+INSTANTIATE_TEST_SUITE_P(Warmup, DelayedUpdateTest, ::testing::Values(0u, 2u));
+
+// A member dying in either collective of a round (the delayed one during the inner steps, or
+// the last round's own) fails the round without advancing; the retry re-sends the preserved
+// sources, so the result is bit-identical to a run without the failure.
+TEST_F(AsyncOuterTest, RetryOfEitherCollectiveIsExact) {
+  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  auto straight = Make(spec);
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(straight->RunRound(kAlone).ok());
+
+  auto retried = Make(spec);
+  ASSERT_TRUE(retried->RunRound(kAlone).ok());
+  for (int failing_call : {1, 2}) {  // round 1: the delayed collective; round 2: the final one
+    int calls = 0;
+    const Averager dies = [&](std::span<float> v) {
+      if (++calls == failing_call) {
+        std::fill(v.begin(), v.end(), 7.0f);  // garbage in the buffer must not leak into the retry
+        return Unavailable("neighbour died");
+      }
+      return Status::Ok();
+    };
+    auto failed = retried->TryRound(dies);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.status().message().find("neighbour died"), std::string::npos);
+    EXPECT_FALSE(retried->has_tentative_round());
+    ASSERT_TRUE(retried->TryRound(kAlone).ok());
+    ASSERT_TRUE(retried->Commit().ok());
+  }
+  EXPECT_EQ(retried->ThetaDigest(), straight->ThetaDigest());
+  EXPECT_EQ(retried->CommittedStateDigest(), straight->CommittedStateDigest());
+}
+
+// A peer that imported the shared state did not train the previous round: it contributes zeros
+// (and still takes part, so the others' collective completes), and then θ matches the veteran's.
+TEST_F(AsyncOuterTest, LateJoinerContributesZerosAndStaysIdentical) {
+  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  auto veteran = Make(spec);
+  ASSERT_TRUE(veteran->RunRound(kAlone).ok());
+  auto joiner = Make(spec);
+  ASSERT_TRUE(joiner->ImportState(*veteran->ExportCommittedState()).ok());
+  bool zeros = false;
+  const Averager group = [&](std::span<float> v) {
+    zeros = std::all_of(v.begin(), v.end(), [](float x) { return x == 0; });
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 1e-4f * static_cast<float>(i % 7);
+    return Status::Ok();
+  };
+  ASSERT_TRUE(joiner->RunRound(group).ok());
+  EXPECT_TRUE(zeros);
+  ASSERT_TRUE(veteran->RunRound(group).ok());
+  EXPECT_FALSE(zeros) << "the veteran sends its Δ of round 0";
+  EXPECT_EQ(joiner->ThetaDigest(), veteran->ThetaDigest());
+  EXPECT_EQ(joiner->CommittedStateDigest(), veteran->CommittedStateDigest());
+}
+
+// The pending Δ is part of a peer's checkpoint: a resumed peer continues bit-exactly.
+TEST_F(AsyncOuterTest, CheckpointKeepsThePendingPseudoGradient) {
+  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  const std::string dir = ::tributary::testing::FreshTempDir("async-ckpt");
+  auto straight = Make(spec);
+  ASSERT_TRUE(straight->RunRound(kAlone).ok());
+  ASSERT_TRUE(straight->SaveCheckpoint(dir + "/a.ckpt").ok());
+  auto resumed = Make(spec);
+  ASSERT_TRUE(resumed->LoadCheckpoint(dir + "/a.ckpt").ok());
+  for (int r = 1; r < 3; ++r) {
+    ASSERT_TRUE(straight->RunRound(kAlone).ok());
+    ASSERT_TRUE(resumed->RunRound(kAlone).ok());
+  }
+  EXPECT_EQ(resumed->ThetaDigest(), straight->ThetaDigest());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tributary::runtime
