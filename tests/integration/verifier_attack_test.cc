@@ -196,6 +196,26 @@ INSTANTIATE_TEST_SUITE_P(
                       Attack{"random", {}, "convicted", /*before_commit=*/true}),
     [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
 
+// A peer that claims a determinism class nobody shares cannot be replayed bitwise by anyone: its
+// challenges come back VERIFY_CANNOT_REPLAY, so it earns no verified credit (and is not banned:
+// an honest peer on unusual hardware looks the same). Honest peers are unaffected.
+TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
+  VerifiedJob job("verify-class-lie");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start(3);
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "class_lie"});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << Slurp(job.log("coordinator"));
+  const Outcome o = ReadLedger(job);
+  EXPECT_EQ(o.banned.count(m), 0u);
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+  auto key = net::KeyFromHex(m);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
 // Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and
 // exports receipts that `tributary verify-receipt` accepts with the coordinator's key alone and
 // refuses once a byte changes.
