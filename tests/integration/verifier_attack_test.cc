@@ -222,7 +222,7 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
 TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
   VerifiedJob job("verify-ledger");
   const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
-  job.Start(40);  // long enough for a few `tributary ledger` processes to run while it trains
+  job.Start(20);  // long enough for a few `tributary ledger` processes to run while it trains
   for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
   // While the job runs: poll the ledger until a round is verified, then export.
   const std::string out = job.dir() + "/ledger.txt", receipts = job.dir() + "/receipts";
