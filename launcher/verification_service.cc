@@ -240,6 +240,14 @@ void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey&
   spdlog::error("job {} round {} step {}: prover {} convicted (challenge {}): {}", job_id_, p.round, p.step,
                 net::ShortKey(p.prover), id, why);
   Ban(p.prover, "round " + std::to_string(p.round) + " step " + std::to_string(p.step) + ": " + why);
+  // On a bitwise (CPU) class an honest replay of a faked step cannot match: a verifier that
+  // vouched for it colludes with the prover (or is broken) and is banned too.
+  for (const auto& [verifier, result] : p.results) {
+    if (result.outcome() == v1::VERIFY_MATCH && p.referee && verifier != *p.referee) {
+      Ban(verifier, "vouched for round " + std::to_string(p.round) + " step " + std::to_string(p.step) +
+                        " of " + net::ShortKey(p.prover) + ", which the referee convicted");
+    }
+  }
 }
 
 void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicKey& to, bool referee,

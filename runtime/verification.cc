@@ -242,6 +242,10 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
       result.set_outcome(v1::VERIFY_MISMATCH);
       result.set_reason("(false accusation by the attack harness)");
     }
+    if (hooks_ && hooks_->vouch_always) {
+      result.set_outcome(v1::VERIFY_MATCH);
+      result.set_reason("");
+    }
     auto prover = net::KeyFromBytes(q.prover_key());
     spdlog::info("{} of round {} step {} by {}: {}{}", q.referee() ? "referee replay" : "replay", q.round(),
                  q.opening().step(), prover.ok() ? net::ShortKey(*prover) : std::string("?"),

@@ -38,6 +38,7 @@ struct AdversaryHooks {
   bool equivocate = false;           // sends a second, different commitment for each round
   bool commit_after_report = false;  // sends its commitment only after its round report
   bool accuse_falsely = false;       // reports every replay it is asked for as a mismatch
+  bool vouch_always = false;         // reports every replay it is asked for as a match (collusion)
   std::string claimed_class;         // non-empty: lies about its determinism class
 };
 

@@ -33,7 +33,8 @@ runtime::StepTamper RewriteUpdate(const PolicyOptions& o, F f) {
 const std::vector<std::string>& AttackNames() {
   static const std::vector<std::string> names = {"honest",   "zero",      "random",      "skip",   "partial",
                                                  "shard",    "sign_flip", "scale",       "subnormal",
-                                                 "withhold", "equivocate", "commit_late", "accuse", "class_lie"};
+                                                 "withhold", "equivocate", "commit_late", "accuse", "collude",
+                                                 "class_lie"};
   return names;
 }
 
@@ -73,6 +74,8 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     h.commit_after_report = true;
   } else if (a == "accuse") {
     h.accuse_falsely = true;
+  } else if (a == "collude") {
+    h.vouch_always = true;
   } else if (a == "class_lie") {
     h.claimed_class = "tributary.dclass.v1;device=cpu;torch=0.0.0;threads=1;blas=none;core=none;isa=;env=";
   } else {

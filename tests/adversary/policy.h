@@ -20,7 +20,7 @@ struct PolicyOptions {
 };
 
 // zero, random, skip, partial, shard, sign_flip, scale, subnormal, withhold, equivocate,
-// commit_late, accuse, class_lie, honest.
+// commit_late, accuse, collude, class_lie, honest.
 const std::vector<std::string>& AttackNames();
 
 // The hooks implementing `options.attack`. InvalidArgument for an unknown attack.

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "launcher/store.h"
@@ -282,6 +283,59 @@ TEST_F(ServiceTest, AMismatchGoesToARefereeWhoDecides) {
   ASSERT_TRUE(accuser_record.ok());
   EXPECT_EQ(accuser_record->false_accusations, 1u);
   EXPECT_NE(Record(p).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+// Two verifiers per step: one colludes with a faking prover and vouches for its step, the other
+// reports the mismatch; the referee convicts, and the colluder is banned with the prover.
+TEST_F(ServiceTest, AVerifierThatVouchesForAConvictedStepIsBanned) {
+  spec_.set_verifiers_per_step(2);
+  service_ = Make();
+  Prover extra;
+  Commit(extra, 0);
+  service_->OnRoundStart(0, "");
+  std::vector<Prover*> all = {&provers_[0], &provers_[1], &provers_[2], &extra};
+  for (Prover* p : all) ASSERT_TRUE(service_->OnCommitment(p->id.public_key(), Message(*p), 10).ok());
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < all.size(); ++i) members.push_back({all[i]->id.public_key(), i});
+  service_->OnRoundCommitted(0, members, 20);
+  Prover& cheat = provers_[0];
+  const auto q = OpenRequests(cheat).front();
+  service_->OnOpening(cheat.id.public_key(), Open(cheat, q.challenge_id(), q.step()), 30);
+  std::vector<net::PublicKey> verifiers;
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id()) verifiers.push_back(to);
+    }
+  }
+  ASSERT_EQ(verifiers.size(), 2u);
+  const verifier::StepLeaf& leaf = cheat.leaves[q.step()];
+  v1::VerifyResult vouch;  // the colluder: "it matches"
+  vouch.set_challenge_id(q.challenge_id());
+  vouch.set_outcome(v1::VERIFY_MATCH);
+  v1::VerifyResult honest;  // the honest replay lands elsewhere
+  honest.set_challenge_id(q.challenge_id());
+  honest.set_outcome(v1::VERIFY_MISMATCH);
+  honest.set_state_before(DigestToBytes(leaf.state_before));
+  honest.set_batch(DigestToBytes(leaf.batch));
+  honest.set_update(DigestToBytes(Sha256Of("the honest update")));
+  honest.set_loss_bits(leaf.loss_bits);
+  service_->OnVerifyResult(verifiers[0], vouch, 40);
+  service_->OnVerifyResult(verifiers[1], honest, 41);
+  net::PublicKey referee{};
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (e.has_verify_request() && e.verify_request().referee()) referee = to;
+    }
+  }
+  ASSERT_NE(referee, net::PublicKey{});
+  EXPECT_NE(referee, cheat.id.public_key());
+  EXPECT_TRUE(std::find(verifiers.begin(), verifiers.end(), referee) == verifiers.end());
+  service_->OnVerifyResult(referee, honest, 50);  // the referee's replay agrees with the accuser
+  EXPECT_TRUE(bans_.count(cheat.id.public_key()));
+  EXPECT_TRUE(bans_.count(verifiers[0]));   // vouched for a convicted step
+  EXPECT_FALSE(bans_.count(verifiers[1]));  // told the truth
+  EXPECT_FALSE(bans_.count(referee));
+  EXPECT_EQ(Record(cheat).verdict(), verifier::RoundVerdict::kRejected);
 }
 
 }  // namespace
