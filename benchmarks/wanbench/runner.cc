@@ -207,6 +207,10 @@ class Run {
     if (coordinator_) coordinator_->Kill();
   }
 
+  std::string FaultPhase() const {
+    return fault_->kind == FaultKind::kCut ? "training (peer cut off)" : "training (peer killed)";
+  }
+
   bool Killed(size_t peer) const { return killed_at_ && fault_ && static_cast<size_t>(fault_->peer) == peer; }
 
   // ------------------------------------------------------------------ Tributary
@@ -258,7 +262,7 @@ class Run {
         }
         std::optional<double> eval;
         if (!log.commits.empty()) eval = log.commits.back().eval_loss;
-        progress_.Update(all_joined ? (killed_at_ ? "training (peer killed)" : "training") : "joining",
+        progress_.Update(all_joined ? (killed_at_ ? FaultPhase() : "training") : "joining",
                          log.commits.size(), eval, UnixNow() - launch_, WirePerPeerSoFar());
       }
       if (auto code = coordinator_->Poll()) {
@@ -379,7 +383,7 @@ class Run {
             if (j.contains("eval_loss")) eval = j["eval_loss"].get<double>();
           }
         }
-        progress_.Update(all_joined ? (killed_at_ ? "training (peer killed)" : "training") : "joining",
+        progress_.Update(all_joined ? (killed_at_ ? FaultPhase() : "training") : "joining",
                          rounds, eval, UnixNow() - launch_, WirePerPeerSoFar());
       }
       bool all_done = true;

@@ -324,7 +324,7 @@ nlohmann::json LoadJson(const std::string& path) {
 // training time within the error docs/BENCHMARKS.md states, and its all-reduce time predicted
 // low by at most the stated amount (the model has no CPU contention or per-step stragglers).
 TEST(SimulateTest, ReproducesTheCommittedRealRuns) {
-  for (const char* name : {"continent", "transatlantic"}) {
+  for (const char* name : {"continent", "transatlantic", "home"}) {
     SCOPED_TRACE(name);
     auto s = LoadBenchScenarioFile(std::string(TRIBUTARY_SOURCE_DIR) + "/benchmarks/scenarios/" + name + ".toml");
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -521,6 +521,44 @@ TEST(BenchEndToEndTest, TinyLanRunWritesJsonAndPlots) {
   for (const auto& entry : fs::directory_iterator("/run/netns")) {
     EXPECT_THAT(entry.path().filename().string(), Not(HasSubstr(run_id + "-p")));
   }
+  fs::remove_all(dir);
+}
+
+// A real run made here, on a link where the all-reduce is most of a DDP step (2 peers, 100 ms
+// RTT, 100 Mbit/s), replayed through the model with that run's own measured inputs.
+TEST(SimulateTest, ReproducesAFreshEmulatedRun) {
+  if (const std::string why = SkipReason(); !why.empty()) GTEST_SKIP() << why;
+  const fs::path dir = fs::temp_directory_path() / ("wanbench-fresh-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string scenario = (dir / "fresh.toml").string();
+  ASSERT_TRUE(WriteFileAtomically(scenario,
+                                  "name = \"fresh\"\nsystems = [\"tributary-ddp\", \"tributary-diloco\", \"gloo-ddp\"]\n"
+                                  "timeout_seconds = 60\n[network]\npeers = 2\npreset = \"transatlantic\"\n"
+                                  "tcp_buffer_bytes = 16777216\n"
+                                  "[job]\nn_layer = 1\nn_head = 2\nd_model = 64\ncontext = 32\nbatch_size = 8\n"
+                                  "eval_batches = 1\nwarmup_steps = 1\n"
+                                  "[budget]\nsteps = 12\nh = 6\nddp_steps_per_round = 4\n")
+                  .ok());
+  const std::string command = std::string(TRIBUTARY_BENCH_BINARY) + " " + scenario + " --no-plots --out-dir " +
+                              (dir / "out").string() + " --run-dir " + (dir / "run").string() + " > " +
+                              (dir / "log.txt").string() + " 2>&1";
+  const int rc = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << ReadOr(dir / "log.txt");
+  auto s = LoadBenchScenarioFile(scenario);
+  ASSERT_TRUE(s.ok());
+  const nlohmann::json run = LoadJson((dir / "out" / "wan_fresh.json").string());
+  auto cal = sim::CalibrateFromRun(*s, run);
+  ASSERT_TRUE(cal.ok()) << cal.status().ToString();
+  auto rows = sim::Validate(*cal, run);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 3u);
+  for (const auto& v : *rows) {
+    SCOPED_TRACE(v.system);
+    EXPECT_LT(std::abs(v.bytes_error()), 0.01) << sim::ValidationTable(*rows);
+    EXPECT_LT(std::abs(v.train_error()), 0.35) << sim::ValidationTable(*rows);
+  }
+  std::printf("%s", sim::ValidationTable(*rows).c_str());
   fs::remove_all(dir);
 }
 
