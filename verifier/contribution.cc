@@ -1,0 +1,177 @@
+#include "verifier/contribution.h"
+
+#include "verifier/detail/encoding.h"
+
+namespace tributary::verifier {
+namespace {
+
+constexpr std::string_view kManifestMagic = "TRIBMANIF1";
+constexpr std::string_view kManifestLabel = "tributary.verifier.manifest.v1";
+constexpr std::string_view kContributionLabel = "tributary.verifier.contribution.v1";
+constexpr std::string_view kMismatchMagic = "TRIBMISMATCH1";
+constexpr size_t kMaxJobId = 1024;
+
+std::string ManifestSignedBytes(const ContributionManifest& body) {
+  return std::string(kManifestLabel) + body.Canonical();
+}
+
+std::string ContributionSignedBytes(const SignedManifest& manifest, uint64_t shard,
+                                    const Digest& payload) {
+  detail::Writer w;
+  w.Raw(kContributionLabel);
+  w.Fixed(Sha256Of(manifest.body.Canonical()));
+  w.U64(shard);
+  w.Fixed(payload);
+  return std::move(w).bytes();
+}
+
+Status CheckBody(const ContributionManifest& body) {
+  if (body.job_id.empty() || body.job_id.size() > kMaxJobId) return InvalidArgument("bad job id");
+  if (body.shard_digests.empty() || body.shard_digests.size() > kMaxManifestShards) {
+    return InvalidArgument("a manifest names between 1 and " + std::to_string(kMaxManifestShards) +
+                           " shards, not " + std::to_string(body.shard_digests.size()));
+  }
+  return Status::Ok();
+}
+
+void WriteManifest(detail::Writer& w, const SignedManifest& m) {
+  w.Str(m.body.Canonical());
+  w.Fixed(m.signature);
+}
+
+Result<SignedManifest> ReadManifest(detail::Reader& r) {
+  TRIB_ASSIGN_OR_RETURN(std::string body, r.Str(64 + kMaxJobId + 32 * (kMaxManifestShards + 4)));
+  TRIB_ASSIGN_OR_RETURN(net::Signature sig, r.Fixed<64>());
+  TRIB_ASSIGN_OR_RETURN(SignedManifest m, DecodeManifest(body + net::SignatureToBytes(sig)));
+  return m;
+}
+
+}  // namespace
+
+std::string ContributionManifest::Canonical() const {
+  detail::Writer w;
+  w.Raw(kManifestMagic);
+  w.Str(job_id);
+  w.Fixed(peer);
+  w.U64(round);
+  w.U64(attempt);
+  w.Fixed(pseudo_gradient);
+  w.U64(shard_digests.size());
+  for (const Digest& d : shard_digests) w.Fixed(d);
+  return std::move(w).bytes();
+}
+
+Result<SignedManifest> SignManifest(const ContributionManifest& body, const net::Identity& identity) {
+  TRIB_RETURN_IF_ERROR(CheckBody(body));
+  if (identity.public_key() != body.peer) {
+    return InvalidArgument("manifest names peer " + net::ShortKey(body.peer) +
+                           " but would be signed by " + net::ShortKey(identity.public_key()));
+  }
+  return SignedManifest{body, identity.Sign(ManifestSignedBytes(body))};
+}
+
+Status VerifyManifest(const SignedManifest& m) {
+  Status body = CheckBody(m.body);
+  if (!body.ok()) return Corruption("malformed manifest: " + body.message());
+  if (!net::VerifySignature(m.body.peer, ManifestSignedBytes(m.body), m.signature)) {
+    return Corruption("manifest signature of peer " + net::ShortKey(m.body.peer) + " does not verify");
+  }
+  return Status::Ok();
+}
+
+std::string EncodeManifest(const SignedManifest& m) {
+  return m.body.Canonical() + net::SignatureToBytes(m.signature);
+}
+
+Result<SignedManifest> DecodeManifest(std::string_view bytes) {
+  detail::Reader r(bytes, "contribution manifest");
+  TRIB_RETURN_IF_ERROR(r.Magic(kManifestMagic));
+  SignedManifest m;
+  TRIB_ASSIGN_OR_RETURN(m.body.job_id, r.Str(kMaxJobId));
+  TRIB_ASSIGN_OR_RETURN(m.body.peer, r.Fixed<32>());
+  TRIB_ASSIGN_OR_RETURN(m.body.round, r.U64());
+  TRIB_ASSIGN_OR_RETURN(m.body.attempt, r.U64());
+  TRIB_ASSIGN_OR_RETURN(m.body.pseudo_gradient, r.Fixed<32>());
+  TRIB_ASSIGN_OR_RETURN(const uint64_t n, r.U64());
+  if (n == 0 || n > kMaxManifestShards) return Corruption("manifest names " + std::to_string(n) + " shards");
+  m.body.shard_digests.resize(n);
+  for (Digest& d : m.body.shard_digests) {
+    TRIB_ASSIGN_OR_RETURN(d, r.Fixed<32>());
+  }
+  TRIB_ASSIGN_OR_RETURN(m.signature, r.Fixed<64>());
+  TRIB_RETURN_IF_ERROR(r.Done());
+  return m;
+}
+
+net::Signature SignContribution(const net::Identity& identity, const SignedManifest& manifest,
+                                uint64_t shard, const Digest& payload) {
+  return identity.Sign(ContributionSignedBytes(manifest, shard, payload));
+}
+
+std::string EncodeAttestation(const SignedManifest& manifest, const net::Signature& contribution) {
+  detail::Writer w;
+  WriteManifest(w, manifest);
+  w.Fixed(contribution);
+  return std::move(w).bytes();
+}
+
+std::string EncodeMismatch(const ContributionMismatch& p) {
+  detail::Writer w;
+  w.Raw(kMismatchMagic);
+  WriteManifest(w, p.manifest);
+  w.U64(p.shard);
+  w.Fixed(p.payload);
+  w.Fixed(p.signature);
+  return std::move(w).bytes();
+}
+
+Result<ContributionMismatch> DecodeMismatch(std::string_view bytes) {
+  detail::Reader r(bytes, "contribution mismatch");
+  TRIB_RETURN_IF_ERROR(r.Magic(kMismatchMagic));
+  ContributionMismatch p;
+  TRIB_ASSIGN_OR_RETURN(p.manifest, ReadManifest(r));
+  TRIB_ASSIGN_OR_RETURN(p.shard, r.U64());
+  TRIB_ASSIGN_OR_RETURN(p.payload, r.Fixed<32>());
+  TRIB_ASSIGN_OR_RETURN(p.signature, r.Fixed<64>());
+  TRIB_RETURN_IF_ERROR(r.Done());
+  return p;
+}
+
+Status CheckMismatchProof(const ContributionMismatch& p) {
+  TRIB_RETURN_IF_ERROR(VerifyManifest(p.manifest));
+  const auto& digests = p.manifest.body.shard_digests;
+  if (p.shard >= digests.size()) return Corruption("mismatch names shard " + std::to_string(p.shard) + " beyond the manifest");
+  if (!net::VerifySignature(p.manifest.body.peer, ContributionSignedBytes(p.manifest, p.shard, p.payload),
+                            p.signature)) {
+    return Corruption("the contribution signature of peer " + net::ShortKey(p.manifest.body.peer) +
+                      " does not verify: not a proof");
+  }
+  if (digests[p.shard] == p.payload) return Corruption("the payload is the one the manifest states: no mismatch");
+  return Status::Ok();
+}
+
+Result<std::optional<ContributionMismatch>> CheckAttestation(const ExpectedContribution& e,
+                                                             std::string_view attestation,
+                                                             const Digest& payload) {
+  detail::Reader r(attestation, "contribution attestation");
+  TRIB_ASSIGN_OR_RETURN(SignedManifest m, ReadManifest(r));
+  TRIB_ASSIGN_OR_RETURN(net::Signature sig, r.Fixed<64>());
+  TRIB_RETURN_IF_ERROR(r.Done());
+  TRIB_RETURN_IF_ERROR(VerifyManifest(m));
+  const ContributionManifest& b = m.body;
+  if (b.peer != e.sender) return Corruption("the manifest is not the sender's (" + net::ShortKey(b.peer) + ")");
+  if (b.job_id != e.job_id || b.round != e.round || b.attempt != e.attempt) {
+    return Corruption("the manifest is for another job, round or attempt");
+  }
+  if (b.shard_digests.size() != e.world) {
+    return Corruption("the manifest names " + std::to_string(b.shard_digests.size()) + " shards, the mesh has " +
+                      std::to_string(e.world));
+  }
+  if (!net::VerifySignature(b.peer, ContributionSignedBytes(m, e.shard, payload), sig)) {
+    return Corruption("the contribution signature does not verify for the bytes received");
+  }
+  if (b.shard_digests[e.shard] == payload) return std::optional<ContributionMismatch>();
+  return std::optional<ContributionMismatch>(ContributionMismatch{std::move(m), e.shard, payload, sig});
+}
+
+}  // namespace tributary::verifier
