@@ -102,13 +102,28 @@ def main():
     p.add_argument("--parallel", type=int, default=1, help="demos at once (losses do not depend on it)")
     p.add_argument("--run-root", default=time.strftime("runs/trainbench-%Y%m%d-%H%M%S"))
     p.add_argument("--out", default="benchmarks/results/training_codecs.json")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="run nothing: combine earlier outputs (same budget) into one table and --out")
     args = p.parse_args()
-    systems = [s for s in args.systems.split(",") if s]
-    for s in systems:
-        parse_system(s)
-
-    with futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        rows = list(pool.map(lambda s: run_one(args, s, args.run_root), systems))
+    if args.merge:
+        rows = []
+        for path in args.merge:
+            with open(path) as f:
+                earlier = json.load(f)
+            if (earlier["rounds"], earlier["inner_steps"], earlier["peers"]) != (args.rounds, args.inner_steps, args.peers):
+                raise SystemExit(f"{path}: another budget than --rounds/--inner-steps/--peers")
+            for e in earlier["systems"]:  # a later successful run of a system replaces an earlier one
+                same = [i for i, r in enumerate(rows) if r["system"] == e["system"]]
+                if not same:
+                    rows.append(e)
+                elif "eval_loss" in e:
+                    rows[same[0]] = e
+    else:
+        systems = [s for s in args.systems.split(",") if s]
+        for s in systems:
+            parse_system(s)
+        with futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            rows = list(pool.map(lambda s: run_one(args, s, args.run_root), systems))
 
     ddp = next((r for r in rows if r["mode"] == "ddp" and "bytes" in r), None)
     fp32_diloco = next((r for r in rows if r["mode"] == "diloco" and r["codec"] == "fp32"
