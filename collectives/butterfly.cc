@@ -205,6 +205,7 @@ class ButterflyOp {
                                                         codecs.codec(), options.aggregator,
                                                         options.average);
     }
+    if (options.binding) tags_[static_cast<int>(Phase::kReduceScatter)] += "/bound";
     record_.shard = me();
     record_.begin = layout_.Begin(me());
     record_.size = layout_.Size(me());
@@ -235,6 +236,7 @@ class ButterflyOp {
     uint64_t own_bound = 0;
     if (own > 0) {
       TRIB_ASSIGN_OR_RETURN(own_bound, codecs_.decoder().MaxPayloadBytes(own));
+      if (options_.binding) own_bound += 4 + options_.binding->max_attestation_bytes;
     }
     for (uint32_t p = 0; p < world(); ++p) {
       if (p == me()) continue;
@@ -263,6 +265,7 @@ class ButterflyOp {
   // owners are not all hit at once, then adds our own contribution. Whatever arrives meanwhile
   // is handled between encodes.
   Status SendContributions() {
+    if (options_.binding) return SendBoundContributions();
     for (uint32_t k = 1; k <= world(); ++k) {
       const uint32_t shard = (me() + k) % world();
       const uint64_t size = layout_.Size(shard);
@@ -278,6 +281,64 @@ class ButterflyOp {
       }
       TRIB_RETURN_IF_ERROR(Process(inbox_->Take(Clock::now())));
     }
+    return Status::Ok();
+  }
+
+  // With a binding the sender must state every payload's digest before sending any, so all
+  // shards are encoded first; then each goes out behind its attestation (same stagger).
+  Status SendBoundContributions() {
+    std::vector<CodecState::Encoded> encoded(world());
+    std::vector<Digest> digests(world());
+    for (uint32_t shard = 0; shard < world(); ++shard) {
+      const uint64_t size = layout_.Size(shard);
+      if (size == 0) continue;
+      const uint64_t begin = layout_.Begin(shard);
+      TRIB_ASSIGN_OR_RETURN(encoded[shard],
+                            codecs_.EncodeContribution(shard, begin, input_.subspan(begin, size)));
+      digests[shard] = Sha256Of(encoded[shard].payload);
+    }
+    TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations, options_.binding->attest(digests));
+    if (attestations.size() != world()) {
+      return Internal("the binding returned " + std::to_string(attestations.size()) +
+                      " attestations for " + std::to_string(world()) + " shards");
+    }
+    for (uint32_t k = 1; k <= world(); ++k) {
+      const uint32_t shard = (me() + k) % world();
+      if (layout_.Size(shard) == 0) continue;
+      if (shard == me()) {
+        TRIB_RETURN_IF_ERROR(AddContribution(me(), std::move(encoded[shard].decoded), encoded[shard].payload));
+        continue;
+      }
+      const std::string& a = attestations[shard];
+      if (a.size() > options_.binding->max_attestation_bytes) {
+        return InvalidArgument("attestation of " + std::to_string(a.size()) + " bytes is over the bound");
+      }
+      std::string framed;
+      framed.reserve(4 + a.size() + encoded[shard].payload.size());
+      for (int i = 0; i < 4; ++i) framed.push_back(static_cast<char>((a.size() >> (8 * i)) & 0xff));
+      framed += a;
+      framed += encoded[shard].payload;
+      encoded[shard] = {};
+      TRIB_RETURN_IF_ERROR(Send(shard, Phase::kReduceScatter, layout_.Begin(shard),
+                                std::make_shared<const std::string>(std::move(framed))));
+      TRIB_RETURN_IF_ERROR(Process(inbox_->Take(Clock::now())));
+    }
+    return Status::Ok();
+  }
+
+  // Splits a bound contribution and lets the binding check it before any decoding.
+  Status CheckBound(uint32_t from, std::string& payload) {
+    const std::string where = "contribution to shard " + std::to_string(me()) + " from " + mesh_.Describe(from);
+    if (payload.size() < 4) return Blame(from, ProtocolError(where + ": no attestation"));
+    uint64_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= uint64_t{static_cast<uint8_t>(payload[i])} << (8 * i);
+    if (n > options_.binding->max_attestation_bytes || n > payload.size() - 4) {
+      return Blame(from, ProtocolError(where + ": attestation length " + std::to_string(n) + " out of bounds"));
+    }
+    const std::string attestation = payload.substr(4, n);
+    payload.erase(0, 4 + n);
+    Status st = options_.binding->check(from, attestation, Sha256Of(payload));
+    if (!st.ok()) return Blame(from, st.WithContext(where));
     return Status::Ok();
   }
 
@@ -324,6 +385,7 @@ class ButterflyOp {
   }
 
   Status OnContribution(uint32_t from, std::string payload) {
+    if (options_.binding) TRIB_RETURN_IF_ERROR(CheckBound(from, payload));
     auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(me()));
     if (!decoded.ok()) {
       return Blame(from, decoded.status().WithContext("contribution to shard " +

@@ -43,6 +43,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,9 +54,24 @@
 #include "collectives/mesh.h"
 #include "collectives/robust/aggregator.h"
 #include "core/clock.h"
+#include "core/digest.h"
 #include "core/status.h"
 
 namespace tributary::collectives {
+
+// Binds every contribution to a statement its sender signed before sending any (used by the
+// verifier, docs/VERIFIER.md "Sent Δ"; opaque here). With a binding, each contribution message
+// carries u32 length ‖ attestation ‖ codec payload, and the reduce-scatter tag ends in "/bound"
+// (ranks that disagree fail at once). Every rank must pass a binding or none.
+struct ContributionBinding {
+  // Sender: called once, before anything is sent, with the SHA-256 of the encoded payload to
+  // each shard (by shard; zero for an empty shard); returns the attestation for each shard.
+  std::function<Result<std::vector<std::string>>(std::span<const Digest>)> attest;
+  // Owner: checks one contribution (sender rank, its attestation, SHA-256 of its codec payload)
+  // before decoding it. An error fails the call and blames the sender.
+  std::function<Status(uint32_t from, std::string_view attestation, const Digest& payload)> check;
+  size_t max_attestation_bytes = 1 << 16;  // larger is refused before allocating
+};
 
 // What one rank did as owner of its shard during a call, for spot checks.
 struct ShardRecord {
@@ -79,6 +95,7 @@ struct ButterflyOptions {
   CodecState* codec_state = nullptr;
   int aggregate_threads = 1;       // robust::AggregateOptions::threads; never changes the result
   ShardRecord* record = nullptr;   // when set, filled on success
+  const ContributionBinding* binding = nullptr;  // when set, see ContributionBinding
 };
 
 // Replaces `data` on every rank with the aggregate over all ranks (see the file comment). Every

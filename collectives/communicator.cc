@@ -39,6 +39,10 @@ Result<CollectiveStats> RingCommunicator::Allreduce(std::span<float> data,
         "': no ring member ever holds another's whole contribution, so compressed or robust "
         "all-reduce needs ButterflyCommunicator");
   }
+  if (options.binding) {
+    return InvalidArgument("the ring cannot bind contributions (no member sees another's raw "
+                           "contribution): a bound all-reduce needs ButterflyCommunicator");
+  }
   // RingAllreduce reduces in place and leaves `data` unspecified on failure; the copy makes the
   // exact-retry promise hold.
   const std::vector<float> backup(data.begin(), data.end());
@@ -94,7 +98,8 @@ Result<CollectiveStats> ButterflyCommunicator::Allreduce(std::span<float> data,
                                     .average = options.average,
                                     .codec_state = state,
                                     .aggregate_threads = aggregate_threads_,
-                                    .record = record_});
+                                    .record = record_,
+                                    .binding = options.binding});
   last_stats_.bytes_sent = mesh_->bytes_sent() - sent_before;
   last_stats_.bytes_received = mesh_->bytes_received() - received_before;
   last_stats_.seconds = SecondsSince(start);

@@ -45,6 +45,8 @@ struct CollectiveOptions {
   // Use one per tensor that is reduced repeatedly; a stream's codec may not change silently (a
   // new codec starts the stream over).
   std::string stream;
+  // Butterfly only (the ring refuses it): see ContributionBinding. Kept alive by the caller.
+  const ContributionBinding* binding = nullptr;
 };
 
 class Communicator {

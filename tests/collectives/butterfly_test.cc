@@ -734,5 +734,90 @@ TEST(BytesOnTheWireTest, OneMillionFloatsFourRanks) {
   EXPECT_LT(butterfly["topk:0.01"] / ideal, 0.02);
 }
 
+// --- contribution binding ----------------------------------------------------------------------
+
+// A binding whose attestation lists every shard's payload digest; the owner checks its entry.
+// `lie`: the attestation lists digests of other bytes than those sent (commit one thing, send
+// another).
+ContributionBinding DigestListBinding(uint32_t world, bool lie, std::vector<uint32_t>* checked_from) {
+  ContributionBinding b;
+  b.attest = [world, lie](std::span<const Digest> digests) -> Result<std::vector<std::string>> {
+    std::string list;
+    for (const Digest& d : digests) {
+      const Digest stated = lie ? Sha256Of(ToHex(d)) : d;
+      list.append(reinterpret_cast<const char*>(stated.data()), stated.size());
+    }
+    return std::vector<std::string>(world, list);
+  };
+  b.check = [checked_from](uint32_t from, std::string_view, const Digest&) -> Status {
+    checked_from->push_back(from);
+    return Status::Ok();
+  };
+  return b;
+}
+
+TEST(ContributionBindingTest, OwnersCheckEveryContributionAndCatchALyingSender) {
+  const uint32_t world = 4;
+  const size_t n = 1001;
+  const auto inputs = Inputs(world, n, 77);
+  for (const std::optional<uint32_t> liar : {std::optional<uint32_t>(), std::optional<uint32_t>(2)}) {
+    LocalCluster cluster(world);
+    auto meshes = FormMeshes(cluster);
+    std::vector<std::vector<uint32_t>> checked(world);
+    auto outcomes = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+      Outcome out{Status::Ok(), {}, inputs[r], {}};
+      ContributionBinding b = DigestListBinding(world, liar == r, &checked[r]);
+      b.check = [&, r](uint32_t from, std::string_view attestation, const Digest& payload) -> Status {
+        checked[r].push_back(from);
+        if (attestation.size() != 32 * world) return ProtocolError("bad attestation");
+        if (std::memcmp(attestation.data() + 32 * r, payload.data(), 32) != 0) {
+          return Corruption("payload differs from the stated digest");
+        }
+        return Status::Ok();
+      };
+      auto result = ButterflyAllreduce(*meshes[r], out.data,
+                                       {.tag = "bound", .deadline = DeadlineAfter(10s), .average = true,
+                                        .binding = &b});
+      out.status = result.ok() ? Status::Ok() : result.status();
+      return out;
+    });
+    if (!liar) {
+      LocalCluster plain_cluster(world);
+      auto plain_meshes = FormMeshes(plain_cluster);
+      auto plain = RunButterfly(plain_meshes, inputs, {.tag = "plain", .deadline = DeadlineAfter(10s), .average = true});
+      for (uint32_t r = 0; r < world; ++r) {
+        ASSERT_TRUE(outcomes[r].status.ok()) << outcomes[r].status.ToString();
+        EXPECT_TRUE(SameBits(outcomes[r].data, plain[r].data)) << "a binding changes no bit of the result";
+        EXPECT_EQ(checked[r].size(), world - 1) << "rank " << r << " checks every other contribution";
+      }
+      continue;
+    }
+    for (uint32_t r = 0; r < world; ++r) {
+      if (r == *liar) continue;
+      ASSERT_FALSE(outcomes[r].status.ok()) << "rank " << r << " accepted the lying contribution";
+      ASSERT_TRUE(meshes[r]->failure().has_value());
+      EXPECT_EQ(meshes[r]->failure()->rank, *liar) << meshes[r]->failure()->ToString();
+      EXPECT_TRUE(SameBits(outcomes[r].data, inputs[r]));
+    }
+  }
+}
+
+TEST(ContributionBindingTest, BoundAndUnboundRanksFailFast) {
+  LocalCluster cluster(2);
+  auto meshes = FormMeshes(cluster);
+  std::vector<uint32_t> unused;
+  ContributionBinding b = DigestListBinding(2, false, &unused);
+  auto outcomes = OnEveryRank(2, [&](uint32_t r) -> Outcome {
+    Outcome out{Status::Ok(), {}, std::vector<float>(10, 1.0f), {}};
+    ButterflyOptions o{.tag = "mixed", .deadline = DeadlineAfter(10s)};
+    if (r == 0) o.binding = &b;
+    auto result = ButterflyAllreduce(*meshes[r], out.data, o);
+    out.status = result.ok() ? Status::Ok() : result.status();
+    return out;
+  });
+  EXPECT_FALSE(outcomes[0].status.ok());
+  EXPECT_FALSE(outcomes[1].status.ok());
+}
+
 }  // namespace
 }  // namespace tributary::collectives
