@@ -555,8 +555,12 @@ TEST(SimulateTest, ReproducesAFreshEmulatedRun) {
   ASSERT_EQ(rows->size(), 3u);
   for (const auto& v : *rows) {
     SCOPED_TRACE(v.system);
+    // A run of a few seconds: round 0 (forming the ring, probing links), which the model does
+    // not charge, weighs more here than in the committed runs; hence wider bounds.
     EXPECT_LT(std::abs(v.bytes_error()), 0.01) << sim::ValidationTable(*rows);
-    EXPECT_LT(std::abs(v.train_error()), 0.35) << sim::ValidationTable(*rows);
+    EXPECT_LT(std::abs(v.train_error()), 0.45) << sim::ValidationTable(*rows);
+    EXPECT_GT(v.allreduce_error(), -0.6) << sim::ValidationTable(*rows);
+    EXPECT_LT(v.allreduce_error(), 0.2) << sim::ValidationTable(*rows);
   }
   std::printf("%s", sim::ValidationTable(*rows).c_str());
   fs::remove_all(dir);
