@@ -92,8 +92,8 @@ struct Job {
   Clock::time_point started = Clock::now();
   double last_train_loss = 0, last_eval_loss = -1;
   std::map<std::string, uint32_t> shard_of_key;  // remembered across reconnects
-  runtime::RingTopology topology;  // measured links -> ring order (ring jobs)
   std::unique_ptr<VerificationService> verification;  // when spec.verify_samples() > 0
+  runtime::RingTopology topology;  // measured links -> ring order (ring jobs)
   bool finish_after_verification = false;             // the last round's challenges are open
   bool challenged = false;        // verify_before_commit: this round's challenges are drawn
   bool awaiting_verdicts = false;  // ... and its commit waits for them

@@ -234,8 +234,6 @@ struct PeerFlags {
   }
 };
 
-Result<net::Identity> IdentityOrFresh(const std::string& path) {
-  if (path.empty()) return net::Identity::Generate();
 // `tributary bench ARGS...` replaces this process with tributary-bench, so signals (Ctrl-C,
 // SIGKILL) reach the benchmark itself and its namespace clean-up works as documented. Linking the
 // runner here instead would pull Gloo and the emulator into every peer's binary.
@@ -263,6 +261,8 @@ int ExecBench(const std::vector<std::string>& args) {
                        "); build it: ninja -C <build> tributary-bench"));
 }
 
+Result<net::Identity> IdentityOrFresh(const std::string& path) {
+  if (path.empty()) return net::Identity::Generate();
   return net::Identity::LoadFile(path);
 }
 
@@ -359,19 +359,19 @@ int main(int argc, char** argv) {
                     "stop once this many rounds are complete (the job keeps its length)");
   train->add_option("--threads", train_threads, "compute threads")->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
-
-  if (*demo) {
-    InitLogging("demo", log_level == "info" ? "warn" : log_level);
   // bench: everything after the word goes to tributary-bench unchanged (its --help too).
   auto* bench = app.add_subcommand("bench", "run a WAN benchmark scenario (tributary-bench; docs/BENCHMARKS.md)");
   bench->prefix_command();
   bench->set_help_flag();
 
-    auto spec = demo_flags.Build();
-    if (!spec.ok()) return Fail(spec.status());
+  CLI11_PARSE(app, argc, argv);
+
   if (*bench) return ExecBench(bench->remaining());
 
+  if (*demo) {
+    InitLogging("demo", log_level == "info" ? "warn" : log_level);
+    auto spec = demo_flags.Build();
+    if (!spec.ok()) return Fail(spec.status());
     launcher::DemoOptions options;
     options.spec = *spec;
     options.corpus_dir = demo_data;
