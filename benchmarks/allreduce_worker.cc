@@ -3,9 +3,6 @@
 #include <gloo/allreduce_ring.h>
 #include <gloo/allreduce_ring_chunked.h>
 #include <gloo/barrier_all_to_all.h>
-#include <gloo/rendezvous/context.h>
-#include <gloo/rendezvous/file_store.h>
-#include <gloo/transport/tcp/device.h>
 #include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +13,7 @@
 
 #include "benchmarks/allreduce_bench.h"
 #include "collectives/allreduce.h"
+#include "collectives/gloo/gloo_rendezvous.h"
 #include "collectives/ring.h"
 #include "core/files.h"
 #include "core/logging.h"
@@ -50,31 +48,19 @@ uint64_t HashFloats(std::span<const float> v) {
   return h;
 }
 
-// Gloo throws; nothing it throws may leave this file.
-template <typename F>
-Status GlooCall(const std::string& what, F&& f) {
-  try {
-    f();
-    return Status::Ok();
-  } catch (const std::exception& e) {
-    return Unavailable("gloo " + what + ": " + e.what());
-  }
-}
+using collectives::GlooCall;
 
 class GlooGroup {
  public:
   static Result<std::unique_ptr<GlooGroup>> Connect(const BenchConfig& config) {
     auto group = std::unique_ptr<GlooGroup>(new GlooGroup());
-    TRIB_RETURN_IF_ERROR(GlooCall("connect", [&] {
-      gloo::transport::tcp::attr attr;
-      attr.hostname = "127.0.0.1";
-      auto device = gloo::transport::tcp::CreateDevice(attr);
-      gloo::rendezvous::FileStore store(config.dir + "/gloo");
-      auto context = std::make_shared<gloo::rendezvous::Context>(static_cast<int>(config.rank),
-                                                                 static_cast<int>(config.world));
-      context->setTimeout(std::chrono::seconds(config.timeout_s));
-      context->connectFullMesh(store, device);
-      group->context_ = context;
+    TRIB_ASSIGN_OR_RETURN(auto context,
+                          collectives::ConnectGloo({.rank = static_cast<uint32_t>(config.rank),
+                                                    .world = static_cast<uint32_t>(config.world),
+                                                    .store_dir = config.dir + "/gloo",
+                                                    .timeout = std::chrono::seconds(config.timeout_s)}));
+    group->context_ = context;
+    TRIB_RETURN_IF_ERROR(GlooCall("barrier setup", [&] {
       group->barrier_ = std::make_unique<gloo::BarrierAllToAll>(context);
     }));
     return group;

@@ -3,28 +3,14 @@
 #include <gloo/allgather_ring.h>
 #include <gloo/allreduce_ring.h>
 #include <gloo/barrier_all_to_all.h>
-#include <gloo/rendezvous/context.h>
-#include <gloo/rendezvous/file_store.h>
-#include <gloo/transport/tcp/device.h>
 
 #include <cstring>
 #include <vector>
 
+#include "collectives/gloo/gloo_rendezvous.h"
+
 namespace tributary::wanbench {
-namespace {
-
-// Gloo throws; nothing it throws may leave this file.
-template <typename F>
-Status GlooCall(const std::string& what, F&& f) {
-  try {
-    f();
-    return Status::Ok();
-  } catch (const std::exception& e) {
-    return Unavailable("gloo " + what + ": " + e.what());
-  }
-}
-
-}  // namespace
+using collectives::GlooCall;
 
 struct GlooGroup::Impl {
   std::shared_ptr<gloo::rendezvous::Context> context;
@@ -41,14 +27,14 @@ GlooGroup::~GlooGroup() = default;
 
 Result<std::unique_ptr<GlooGroup>> GlooGroup::Connect(const Options& options) {
   auto impl = std::make_unique<Impl>();
-  TRIB_RETURN_IF_ERROR(GlooCall("connect", [&] {
-    gloo::transport::tcp::attr attr;
-    attr.hostname = options.host;
-    auto device = gloo::transport::tcp::CreateDevice(attr);
-    gloo::rendezvous::FileStore store(options.store_dir);
-    impl->context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.world);
-    impl->context->setTimeout(std::chrono::duration_cast<std::chrono::milliseconds>(options.timeout));
-    impl->context->connectFullMesh(store, device);
+  TRIB_ASSIGN_OR_RETURN(
+      impl->context,
+      collectives::ConnectGloo({.rank = static_cast<uint32_t>(options.rank),
+                                .world = static_cast<uint32_t>(options.world),
+                                .host = options.host,
+                                .store_dir = options.store_dir,
+                                .timeout = std::chrono::duration_cast<std::chrono::milliseconds>(options.timeout)}));
+  TRIB_RETURN_IF_ERROR(GlooCall("barrier setup", [&] {
     impl->barrier = std::make_unique<gloo::BarrierAllToAll>(impl->context);
   }));
   return std::unique_ptr<GlooGroup>(new GlooGroup(std::move(impl)));

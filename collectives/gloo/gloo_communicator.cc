@@ -1,33 +1,15 @@
 #include "collectives/gloo/gloo_communicator.h"
 
 #include <gloo/allreduce_ring_chunked.h>
-#include <gloo/rendezvous/context.h>
-#include <gloo/rendezvous/file_store.h>
-#include <gloo/rendezvous/prefix_store.h>
-#include <gloo/transport/tcp/device.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "collectives/codec/codec.h"
+#include "collectives/gloo/gloo_rendezvous.h"
 
 namespace tributary::collectives {
-namespace {
-
-// Gloo throws; nothing it throws may leave this file.
-template <typename F>
-Status GlooCall(const std::string& what, F&& f) {
-  try {
-    f();
-    return Status::Ok();
-  } catch (const std::exception& e) {
-    return Unavailable("gloo " + what + ": " + e.what());
-  }
-}
-
-}  // namespace
-
 struct GlooCommunicator::Impl {
   std::shared_ptr<gloo::rendezvous::Context> context;
   // The algorithm is bound to a buffer at construction; one per size, values copied through.
@@ -41,23 +23,11 @@ GlooCommunicator::GlooCommunicator(std::unique_ptr<Impl> impl, uint32_t rank, ui
 GlooCommunicator::~GlooCommunicator() = default;
 
 Result<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Connect(const Options& options) {
-  if (options.world < 1 || options.rank >= options.world) {
-    return InvalidArgument("gloo: rank " + std::to_string(options.rank) + " of world " +
-                           std::to_string(options.world));
-  }
-  if (options.store_dir.empty()) return InvalidArgument("gloo: no rendezvous directory");
   auto impl = std::make_unique<Impl>();
-  TRIB_RETURN_IF_ERROR(GlooCall("connect (rank " + std::to_string(options.rank) + ")", [&] {
-    gloo::transport::tcp::attr attr;
-    attr.hostname = options.host;
-    auto device = gloo::transport::tcp::CreateDevice(attr);
-    gloo::rendezvous::FileStore files(options.store_dir);
-    gloo::rendezvous::PrefixStore store(options.prefix, files);
-    impl->context = std::make_shared<gloo::rendezvous::Context>(static_cast<int>(options.rank),
-                                                                static_cast<int>(options.world));
-    impl->context->setTimeout(options.timeout);
-    impl->context->connectFullMesh(store, device);
-  }));
+  TRIB_ASSIGN_OR_RETURN(impl->context,
+                        ConnectGloo({.rank = options.rank, .world = options.world, .host = options.host,
+                                     .store_dir = options.store_dir, .prefix = options.prefix,
+                                     .timeout = options.timeout}));
   return std::unique_ptr<GlooCommunicator>(
       new GlooCommunicator(std::move(impl), options.rank, options.world));
 }
