@@ -293,8 +293,11 @@ Result<std::vector<LinkEstimate>> MeasureLinks(net::IoThread& io, net::Listener&
                                                const std::string& job_id, uint64_t round,
                                                uint32_t attempt, const net::Identity* identity,
                                                const ProbeOptions& options) {
+  FormControl control;
+  control.cancelled = options.cancelled;
   TRIB_ASSIGN_OR_RETURN(auto mesh, Mesh::Form(io, listener, my_rank, members, job_id, round,
-                                              kProbeAttemptBit | attempt, identity, options.deadline));
+                                              kProbeAttemptBit | attempt, identity, options.deadline,
+                                              &control));
   auto row = ProbeLinks(*mesh, options);
   mesh.reset();  // a probe only reads what it waited for, so closing now loses nothing
   return row;

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -76,6 +77,9 @@ struct ProbeOptions {
   uint64_t max_bytes = 32ull << 20;
   uint64_t segment_bytes = 256 << 10;
   Deadline deadline = Deadline::max();
+  // Polled while the probe mesh forms (see form_control.h): a probe the caller no longer needs
+  // (the round was retried without a member) gives up instead of waiting for that member.
+  std::function<bool()> cancelled;
 };
 
 // This rank's outgoing links (entry rank() is zero). Every rank of `mesh` must call it at once

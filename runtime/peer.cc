@@ -403,8 +403,10 @@ class PeerSession {
     rank_ = start.your_rank();
     const Deadline deadline = DeadlineAfter(Millis(spec_.round_timeout_ms()));
     // Measured when the coordinator asks; it orders later rings by them (runtime/ring_topology.h).
-    const std::vector<v1::LinkProbe> links = ProbeLinksIfAsked(
-        start, io_, *ring_listener_, members, job_id_, &identity_, deadline);
+    // Like formation: bounded by a share of the round, and given up once the round moved on.
+    const std::vector<v1::LinkProbe> links =
+        ProbeLinksIfAsked(start, io_, *ring_listener_, members, job_id_, &identity_,
+                          FormationDeadline(deadline), [this] { return Superseded(); });
     if (!group_ || group_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };

@@ -51,7 +51,8 @@ std::vector<v1::LinkProbe> ProbeLinksIfAsked(const v1::RoundStart& start, net::I
                                              net::Listener& listener,
                                              const std::vector<collectives::RingMember>& members,
                                              const std::string& job_id,
-                                             const net::Identity* identity, Deadline deadline) {
+                                             const net::Identity* identity, Deadline deadline,
+                                             std::function<bool()> cancelled) {
   std::vector<v1::LinkProbe> out;
   if (!start.probe_links() || members.size() < 2 || start.your_rank() >= members.size()) return out;
   collectives::ProbeOptions options;
@@ -59,6 +60,7 @@ std::vector<v1::LinkProbe> ProbeLinksIfAsked(const v1::RoundStart& start, net::I
   options.deadline = std::min(
       deadline, DeadlineAfter(Millis(static_cast<long>(
                     10000 + 1000 * (options.seconds + 1) * static_cast<double>(members.size())))));
+  options.cancelled = std::move(cancelled);
   const auto started = Clock::now();
   auto row = collectives::MeasureLinks(io, listener, start.your_rank(), members, job_id,
                                        start.round(), start.attempt(), identity, options);

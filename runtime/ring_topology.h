@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,11 +55,12 @@ bool JobUsesRing(const v1::JobSpec& spec);
 
 // Peer side: when `start.probe_links()`, measures this member's outgoing links (members as in
 // `start`, relay fields resolved) and returns them for RoundReport.links; on failure logs why and
-// returns nothing. Bounded by `deadline`.
+// returns nothing. Bounded by `deadline`; gives up as soon as `cancelled()` is true.
 std::vector<v1::LinkProbe> ProbeLinksIfAsked(const v1::RoundStart& start, net::IoThread& io,
                                              net::Listener& listener,
                                              const std::vector<collectives::RingMember>& members,
                                              const std::string& job_id,
-                                             const net::Identity* identity, Deadline deadline);
+                                             const net::Identity* identity, Deadline deadline,
+                                             std::function<bool()> cancelled = {});
 
 }  // namespace tributary::runtime
