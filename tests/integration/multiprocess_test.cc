@@ -377,12 +377,14 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
 // survivors retry with the same preserved pseudo-gradients, agree, and finish the job.
 TEST(Integration, AsyncDilocoPeerKilledMidCollectiveIsRetried) {
   Cluster cluster("it-async-kill");
+  // 60 inner steps: a round lasts a few hundred ms even on an idle machine, so the kill below
+  // lands inside round 3 (with 6 steps a round took 40 ms and the job could end before it).
   cluster.StartCoordinator({"--peers", "3", "--min-peers", "2", "--gather-ms", "3000", "--rounds",
-                            "6", "--inner-steps", "6", "--mode", "diloco-async",
+                            "6", "--inner-steps", "60", "--mode", "diloco-async",
                             "--round-timeout-ms", "20000"});
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
   ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << Slurp(cluster.coordinator_log());
-  std::this_thread::sleep_for(100ms);  // inside round 3: its collective runs beside the steps
+  std::this_thread::sleep_for(20ms);  // inside round 3: its collective runs beside the steps
   cluster.peer("p2").Signal(SIGKILL);
 
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
