@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "collectives/dial.h"
 #include "net/secure_channel.h"
 
 namespace tributary::collectives {
@@ -22,7 +23,6 @@ constexpr Millis kAcceptSlice{10};
 constexpr Millis kRejectSendTimeout{1000};
 // One dial attempt is capped so that a formation that gave up never waits long for a thread
 // still dialing a black-holed address.
-constexpr Millis kDialAttempt{1000};
 constexpr Millis kCancelPoll{50};
 // How long Abort lets its Error frames leave before closing (they are tiny; only a peer that
 // stopped reading can hold them up, and that peer is the one we are giving up on).
@@ -136,29 +136,18 @@ struct FormInbox {
 };
 
 // The member may not be listening yet (it forms its mesh at about the same time).
-Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const MeshMember& to,
-                                                       Deadline deadline, FormInbox& inbox) {
-  Millis backoff{10};
-  for (;;) {
-    {
-      std::lock_guard lock(inbox.mu);
-      if (inbox.cancelled) return Aborted("mesh formation was given up");
-    }
-    auto conn = net::Connection::Dial(io.context(), to.host, to.port,
-                                      std::min(deadline, Clock::now() + kDialAttempt));
-    if (conn.ok()) return conn;
-    const StatusCode code = conn.status().code();
-    if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded) return conn;
-    if (Clock::now() + backoff >= deadline) return conn;
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, Millis{200});
-  }
+Result<std::shared_ptr<net::Connection>> DialMember(net::IoThread& io, const MeshMember& to,
+                                                    Deadline deadline, FormInbox& inbox) {
+  return DialWithRetry(io, to.host, to.port, deadline, [&inbox] {
+    std::lock_guard lock(inbox.mu);
+    return inbox.cancelled;
+  }, "mesh formation was given up");
 }
 
 // Runs on a thread of its own: dial `to`, run the client handshake, send our hello.
 void Greet(std::shared_ptr<FormInbox> inbox, net::IoThread& io, MeshMember to, v1::Envelope hello,
            const net::Identity* identity, std::string context, Deadline deadline) {
-  auto dialed = DialWithRetry(io, to, deadline, *inbox);
+  auto dialed = DialMember(io, to, deadline, *inbox);
   if (!dialed.ok()) {
     inbox->Update([&] {
       inbox->greeted.push_back({to.rank, nullptr, dialed.status().WithContext("dialing")});

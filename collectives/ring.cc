@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "collectives/dial.h"
 #include "net/secure_channel.h"
 
 namespace tributary::collectives {
@@ -21,7 +22,6 @@ using namespace std::chrono_literals;
 // Accepting is done in short slices so that hellos on connections accepted earlier are noticed
 // while we also keep accepting: a silent connection must not block the real neighbour.
 constexpr Millis kAcceptSlice{10};
-constexpr Millis kDialAttempt{1000};
 constexpr Millis kCancelPoll{50};
 constexpr const char* kCancelled = "gave up forming the ring: the attempt was superseded";
 constexpr Millis kRejectSendTimeout{1000};
@@ -46,23 +46,11 @@ Status ValidateMembers(uint32_t my_rank, const std::vector<RingMember>& members)
   return Status::Ok();
 }
 
-Result<std::shared_ptr<net::Connection>> DialWithRetry(net::IoThread& io, const RingMember& to,
-                                                       Deadline deadline,
-                                                       const FormControl* control = nullptr) {
-  // The neighbour may not be listening yet (it forms its ring at about the same time). Each try
-  // is short so that an unreachable host does not hide a cancellation for long.
-  Millis backoff{10};
-  for (;;) {
-    if (control && control->IsCancelled()) return Aborted(kCancelled);
-    auto conn = net::Connection::Dial(io.context(), to.host, to.port,
-                                      std::min(deadline, Clock::now() + kDialAttempt));
-    if (conn.ok()) return conn;
-    const StatusCode code = conn.status().code();
-    if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded) return conn;
-    if (Clock::now() + backoff >= deadline) return conn;
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, Millis{200});
-  }
+Result<std::shared_ptr<net::Connection>> DialMember(net::IoThread& io, const RingMember& to,
+                                                    Deadline deadline,
+                                                    const FormControl* control = nullptr) {
+  return DialWithRetry(io, to.host, to.port, deadline,
+                       control ? control->cancelled : std::function<bool()>(), kCancelled);
 }
 
 // Connects to the relay that carries the edge into `member` and presents the edge's token.
@@ -71,7 +59,7 @@ Result<std::shared_ptr<net::Connection>> DialRelay(net::IoThread& io, const Ring
   RingMember relay = member;
   relay.host = member.relay_host;
   relay.port = member.relay_port;
-  TRIB_ASSIGN_OR_RETURN(auto conn, DialWithRetry(io, relay, deadline));
+  TRIB_ASSIGN_OR_RETURN(auto conn, DialMember(io, relay, deadline));
   v1::Envelope join = net::MakeEnvelope(job_id);
   join.mutable_relay_join()->set_token(member.relay_token);
   TRIB_RETURN_IF_ERROR(conn->Send(join, deadline).WithContext("joining the relay"));
@@ -416,7 +404,7 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
   // hello), so every rank reaches the handshake and formation cannot deadlock.
   ring->send_io_ = std::make_unique<net::IoThread>("ring-send-" + std::to_string(my_rank));
   auto next = ring->next_member().relay_token.empty()
-                  ? DialWithRetry(*ring->send_io_, ring->next_member(), deadline, control)
+                  ? DialMember(*ring->send_io_, ring->next_member(), deadline, control)
                   : DialRelay(*ring->send_io_, ring->next_member(), job_id, deadline);
   if (!next.ok()) {
     if (control && next.status().code() != StatusCode::kAborted) {

@@ -99,10 +99,8 @@ struct Job {
   bool awaiting_verdicts = false;  // ... and its commit waits for them
 
   uint32_t min_peers() const { return spec.min_peers() ? spec.min_peers() : spec.num_peers(); }
-  Millis heartbeat() const { return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000); }
-  Millis liveness() const {
-    return spec.liveness_timeout_ms() ? Millis(spec.liveness_timeout_ms()) : 5 * heartbeat();
-  }
+  Millis heartbeat() const { return runtime::HeartbeatInterval(spec); }
+  Millis liveness() const { return runtime::LivenessTimeout(spec); }
   // How long a round waits for a peer that is still syncing before starting without it.
   Millis sync_grace() const { return std::min(Millis(spec.round_timeout_ms() / 4), Millis(10000)); }
 };

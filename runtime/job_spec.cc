@@ -242,4 +242,12 @@ std::string DescribeJobSpec(const v1::JobSpec& spec) {
   return out;
 }
 
+Millis HeartbeatInterval(const v1::JobSpec& spec) {
+  return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000);
+}
+
+Millis LivenessTimeout(const v1::JobSpec& spec) {
+  return spec.liveness_timeout_ms() ? Millis(spec.liveness_timeout_ms()) : 5 * HeartbeatInterval(spec);
+}
+
 }  // namespace tributary::runtime

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 
@@ -22,6 +23,10 @@ Status ValidateJobSpec(const v1::JobSpec& spec);
 std::string JobIdOf(const v1::JobSpec& spec);  // 16 hex chars
 std::string ModeName(v1::Mode mode);            // "ddp" / "diloco" / "diloco-async"
 Result<v1::Mode> ParseMode(const std::string& name);
+// The heartbeat period and the silence after which the coordinator drops a peer: the spec's
+// values, or 1 s and 5 heartbeats when unset. Peer and coordinator must read the same ones.
+Millis HeartbeatInterval(const v1::JobSpec& spec);
+Millis LivenessTimeout(const v1::JobSpec& spec);
 // One line per field, for logs and `--print-spec`.
 std::string DescribeJobSpec(const v1::JobSpec& spec);
 

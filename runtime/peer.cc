@@ -102,10 +102,13 @@ struct Mailbox {
   std::atomic<uint64_t> syncs_arrived{0}, syncs_taken{0};
   std::atomic<bool> abort_arrived{false};
   std::atomic<bool> closed{false};
-  std::function<void()> on_round_start;  // set before the first read; runs on the io thread
+  std::function<void()> on_superseded;  // set before the first read; runs on the io thread when
+                                        // a newer RoundStart, an Abort or the link's end arrives
 
   bool NewerStartQueued() const { return starts_arrived.load() > starts_taken.load(); }
   bool NewerSyncQueued() const { return syncs_arrived.load() > syncs_taken.load(); }
+  // The attempt in progress is obsolete: a newer start or an Abort is queued, or the link ended.
+  bool AttemptObsolete() const { return NewerStartQueued() || abort_arrived || closed; }
 };
 
 void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> box) {
@@ -123,8 +126,8 @@ void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> b
       box->items.push_back(std::move(message));
     }
     box->cv.notify_all();
-    if (box->on_round_start && (box->NewerStartQueued() || box->abort_arrived || box->closed)) {
-      box->on_round_start();
+    if (box->on_superseded && box->AttemptObsolete()) {
+      box->on_superseded();
     }
     if (more) ReadInto(connection, box);
   });
@@ -229,7 +232,7 @@ class PeerSession {
       std::lock_guard<std::mutex> lock(mu_);
       coordinator_ = conn;
       mailbox_ = std::make_shared<Mailbox>();
-      mailbox_->on_round_start = [this] { InterruptActiveGroup(); };
+      mailbox_->on_superseded = [this] { InterruptActiveGroup(); };
       ReadInto(conn, mailbox_);
     }
     last_heard_ = Clock::now();
@@ -291,7 +294,7 @@ class PeerSession {
   }
 
   void ScheduleHeartbeat() {
-    heartbeat_timer_.expires_after(Millis(spec_.heartbeat_ms() ? spec_.heartbeat_ms() : 1000));
+    heartbeat_timer_.expires_after(HeartbeatInterval(spec_));
     heartbeat_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec) return;
       if (auto c = coordinator(); c && !c->closed()) {
@@ -503,9 +506,7 @@ class PeerSession {
   // Forming waits only on the members (a few round trips each), so it gets a fraction of the
   // round: a member that cannot be reached is reported well before the round's deadline.
   Deadline FormationDeadline(Deadline round_deadline) const {
-    const Millis liveness = spec_.liveness_timeout_ms() ? Millis(spec_.liveness_timeout_ms())
-                                                        : 5 * Millis(spec_.heartbeat_ms() ? spec_.heartbeat_ms() : 1000);
-    return std::min(round_deadline, DeadlineAfter(std::max(Millis(10000), 2 * liveness)));
+    return std::min(round_deadline, DeadlineAfter(std::max(Millis(10000), 2 * LivenessTimeout(spec_))));
   }
 
   std::shared_ptr<Mailbox> mailbox() {
@@ -518,7 +519,7 @@ class PeerSession {
   bool Superseded() {
     if (StopRequested()) return true;
     auto box = mailbox();
-    return !box || box->NewerStartQueued() || box->abort_arrived || box->closed;
+    return !box || box->AttemptObsolete();
   }
 
   void SetActiveGroup(std::shared_ptr<collectives::Communicator> group) {

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "benchmarks/wan/toml_table_reader.h"
 #include "core/files.h"
 
 namespace tributary::wan {
@@ -197,75 +198,7 @@ Status ValidateConfig(const WanConfig& c) {
 
 namespace {
 
-// Reads typed values out of one TOML table and refuses every key it was not asked about.
-class TableReader {
- public:
-  TableReader(const toml::table& table, std::string where, std::string source)
-      : table_(table), where_(std::move(where)), source_(std::move(source)) {}
-
-  std::string At(const toml::node& node) const {
-    return source_ + ":" + std::to_string(node.source().begin.line);
-  }
-  std::string Name(const std::string& key) const {
-    return where_.empty() ? key : where_ + "." + key;
-  }
-
-  Result<std::optional<double>> Number(const std::string& key) {
-    const toml::node* node = Take(key);
-    if (!node) return std::optional<double>();
-    if (!node->is_number()) return TypeError(*node, key, "a number");
-    return std::optional<double>(*node->value<double>());
-  }
-  Result<std::optional<int64_t>> Integer(const std::string& key) {
-    const toml::node* node = Take(key);
-    if (!node) return std::optional<int64_t>();
-    if (!node->is_integer()) return TypeError(*node, key, "an integer");
-    return std::optional<int64_t>(*node->value<int64_t>());
-  }
-  Result<std::optional<std::string>> String(const std::string& key) {
-    const toml::node* node = Take(key);
-    if (!node) return std::optional<std::string>();
-    if (!node->is_string()) return TypeError(*node, key, "a string");
-    return std::optional<std::string>(*node->value<std::string>());
-  }
-  Result<std::optional<bool>> Bool(const std::string& key) {
-    const toml::node* node = Take(key);
-    if (!node) return std::optional<bool>();
-    if (!node->is_boolean()) return TypeError(*node, key, "true or false");
-    return std::optional<bool>(*node->value<bool>());
-  }
-  const toml::node* Raw(const std::string& key) { return Take(key); }
-
-  // After all reads: any key nobody asked for is a typo or a feature we do not have.
-  Status RefuseUnknown(const std::vector<std::string>& known) const {
-    for (const auto& [k, node] : table_) {
-      const std::string key(k.str());
-      if (taken_.count(key)) continue;
-      std::string list;
-      for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
-      return InvalidArgument(At(node) + ": unknown key '" + Name(key) + "' (known here: " + list +
-                             ")");
-    }
-    return Status::Ok();
-  }
-
-  const std::string& where() const { return where_; }
-  const std::string& source() const { return source_; }
-
- private:
-  const toml::node* Take(const std::string& key) {
-    taken_.insert(key);
-    return table_.get(key);
-  }
-  Status TypeError(const toml::node& node, const std::string& key, const char* want) const {
-    return InvalidArgument(At(node) + ": " + Name(key) + " must be " + want);
-  }
-
-  const toml::table& table_;
-  std::string where_;
-  std::string source_;
-  std::set<std::string> taken_;
-};
+using TableReader = TomlTableReader;
 
 Result<JitterDistribution> ParseDistribution(const std::string& s, const std::string& where) {
   if (s == "uniform") return JitterDistribution::kUniform;
@@ -399,7 +332,7 @@ Status ReadMatrices(const toml::node* node, TableReader& top, WanConfig& c,
   TableReader r(*t, "matrix", top.source());
   const int n = c.num_peers;
   auto field = [&](const std::string& key, auto apply) -> Status {
-    const toml::node* m = r.Raw(key);
+    const toml::node* m = r.Take(key);
     if (!m) return Status::Ok();
     return ReadMatrix(*m, key, r, n, [&](int i, int j, double v) -> Status {
       if (!(v >= 0)) {
@@ -508,7 +441,7 @@ Result<WanConfig> ParseScenario(const std::string& toml_text, const std::string&
 
   std::vector<PeerProfile> profiles(static_cast<size_t>(n), *base);
   std::vector<bool> queue_explicit_peer(static_cast<size_t>(n), false);
-  TRIB_RETURN_IF_ERROR(ReadPeers(top.Raw("peer"), top, n, profiles, queue_explicit_peer));
+  TRIB_RETURN_IF_ERROR(ReadPeers(top.Take("peer"), top, n, profiles, queue_explicit_peer));
   WanConfig c = MeshConfig(profiles);
 
   TRIB_ASSIGN_OR_RETURN(auto subnet, top.String("subnet"));
@@ -526,8 +459,8 @@ Result<WanConfig> ParseScenario(const std::string& toml_text, const std::string&
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) queue_explicit[static_cast<size_t>(i * n + j)] = queue_explicit_peer[i];
   }
-  TRIB_RETURN_IF_ERROR(ReadMatrices(top.Raw("matrix"), top, c, queue_explicit));
-  TRIB_RETURN_IF_ERROR(ReadLinks(top.Raw("link"), top, c, queue_explicit));
+  TRIB_RETURN_IF_ERROR(ReadMatrices(top.Take("matrix"), top, c, queue_explicit));
+  TRIB_RETURN_IF_ERROR(ReadLinks(top.Take("link"), top, c, queue_explicit));
   TRIB_RETURN_IF_ERROR(top.RefuseUnknown(
       {"peers", "preset", "subnet", "mtu", "seed", "tcp_buffer_bytes", "peer", "matrix", "link"}));
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <set>
 
+#include "benchmarks/wan/toml_table_reader.h"
 #include "benchmarks/wanbench/toml_section.h"
 #include "core/files.h"
 #include "runtime/job_spec.h"
@@ -19,79 +20,7 @@ namespace {
 constexpr const char* kKnownSystems =
     "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, gloo-ddp";
 
-// Typed reads from one table; every key nobody asked about is refused at the end.
-class Reader {
- public:
-  Reader(const toml::table& table, std::string where, const std::string& source)
-      : table_(table), where_(std::move(where)), source_(source) {}
-
-  std::string At(const toml::node& node) const {
-    return source_ + ":" + std::to_string(LineOf(node));
-  }
-  std::string Name(const std::string& key) const {
-    return where_.empty() ? key : where_ + "." + key;
-  }
-  const toml::node* Take(const std::string& key) {
-    taken_.insert(key);
-    return table_.get(key);
-  }
-  Result<std::optional<int64_t>> Integer(const std::string& key) {
-    const toml::node* n = Take(key);
-    if (!n) return std::optional<int64_t>();
-    if (!n->is_integer()) return Bad(*n, key, "an integer");
-    return std::optional<int64_t>(*n->value<int64_t>());
-  }
-  Result<std::optional<double>> Number(const std::string& key) {
-    const toml::node* n = Take(key);
-    if (!n) return std::optional<double>();
-    if (!n->is_number()) return Bad(*n, key, "a number");
-    return std::optional<double>(*n->value<double>());
-  }
-  Result<std::optional<std::string>> String(const std::string& key) {
-    const toml::node* n = Take(key);
-    if (!n) return std::optional<std::string>();
-    if (!n->is_string()) return Bad(*n, key, "a string");
-    return std::optional<std::string>(*n->value<std::string>());
-  }
-  Result<std::optional<std::vector<std::string>>> Strings(const std::string& key) {
-    const toml::node* n = Take(key);
-    if (!n) return std::optional<std::vector<std::string>>();
-    const toml::array* arr = n->as_array();
-    std::vector<std::string> out;
-    if (!arr) return Bad(*n, key, "an array of strings");
-    for (const auto& item : *arr) {
-      if (!item.is_string()) return Bad(*n, key, "an array of strings");
-      out.push_back(*item.value<std::string>());
-    }
-    return std::optional<std::vector<std::string>>(std::move(out));
-  }
-  Status RefuseUnknown(const std::vector<std::string>& known) const {
-    for (const auto& [k, node] : table_) {
-      const std::string key(k.str());
-      if (taken_.count(key)) continue;
-      std::string list;
-      for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
-      return InvalidArgument(At(node) + ": unknown key '" + Name(key) + "' (known here: " + list +
-                             ")");
-    }
-    return Status::Ok();
-  }
-  Status Error(const std::string& key, const std::string& what) const {
-    const toml::node* n = table_.get(key);
-    const std::string gap = !what.empty() && what[0] == ':' ? "" : " ";
-    return InvalidArgument((n ? At(*n) : source_) + ": " + Name(key) + gap + what);
-  }
-
- private:
-  Status Bad(const toml::node& node, const std::string& key, const char* want) const {
-    return InvalidArgument(At(node) + ": " + Name(key) + " must be " + want);
-  }
-
-  const toml::table& table_;
-  std::string where_;
-  const std::string& source_;
-  std::set<std::string> taken_;
-};
+using Reader = wan::TomlTableReader;
 
 Result<SystemSpec> ParseSystem(const std::string& name, uint32_t h, uint32_t ddp_steps) {
   if (name == "tributary-ddp") return SystemSpec{name, SystemKind::kTributaryDdp, ddp_steps};
