@@ -25,13 +25,6 @@ namespace tributary::bench {
 
 using namespace std::chrono_literals;
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 nlohmann::json ToJson(const SizeResult& r) {
   return {{"bytes", r.bytes},
           {"ours_s", r.ours_s},
@@ -197,21 +190,11 @@ std::string TableRow(uint32_t world, const SizeResult& r) {
 }  // namespace
 
 namespace {
-// The machine may be shared; the load average says how far the numbers can be trusted.
-std::string LoadAverage() {
-  auto text = ReadWholeFile("/proc/loadavg");
-  if (!text.ok()) return "unknown";
-  size_t end = 0;
-  for (int field = 0; field < 3 && end != std::string::npos; ++field) {
-    end = text->find(' ', end + (field > 0));
-  }
-  return text->substr(0, end);
-}
 }  // namespace
 
 int RunLauncher(const BenchConfig& config) {
   InitLogging("bench", "info");
-  const std::string load_before = LoadAverage();
+  const std::string load_before = LoadAverages();
   nlohmann::json results = nlohmann::json::array();
   std::vector<std::string> rows;
   bool all_ok = true;
@@ -250,7 +233,7 @@ int RunLauncher(const BenchConfig& config) {
          "per byte of the tensor. \"gloo\" "
          "is gloo::AllreduceRing<float>; \"gloo chunked\" is gloo::AllreduceRingChunked<float>."
          "\n";
-  const std::string load_after = LoadAverage();
+  const std::string load_after = LoadAverages();
   std::cout << "Load average (1/5/15 min) before: " << load_before << ", after: " << load_after
             << ", on " << std::thread::hardware_concurrency() << " CPUs.\n";
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/common/bench_stats.h"
 #include "core/status.h"
 
 namespace tributary::bench {
@@ -55,7 +56,6 @@ struct SizeResult {
 
 nlohmann::json ToJson(const SizeResult& r);
 Result<SizeResult> SizeResultFromJson(const nlohmann::json& j);
-double Median(std::vector<double> v);
 
 // Entry points; both return a process exit code.
 int RunWorker(const BenchConfig& config);

@@ -23,6 +23,7 @@
 #include <random>
 #include <thread>
 
+#include "benchmarks/common/bench_stats.h"
 #include "benchmarks/wan/probe.h"
 #include "benchmarks/wan/wan_emulator.h"
 #include "collectives/parallel_ring.h"
@@ -249,10 +250,6 @@ wan::WanConfig UniformConfig(int peers, double rate_mbit, double rtt_ms, int64_t
   return config;
 }
 
-std::string LoadAverage() {
-  auto text = ReadWholeFile("/proc/loadavg");
-  return text.ok() ? text->substr(0, text->find(' ', text->find(' ', text->find(' ') + 1) + 1)) : "unknown";
-}
 
 int Launcher(const Config& c) {
   InitLogging("wanbench", "info");
@@ -260,7 +257,7 @@ int Launcher(const Config& c) {
     std::cerr << s.ToString() << "\n";
     return 3;
   }
-  json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverage()}, {"streams", c.streams},
+  json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
               {"slow_start_after_idle", c.slow_start_after_idle},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
@@ -403,7 +400,7 @@ int Launcher(const Config& c) {
     doc["heterogeneous"] = {{"bytes", c.hetero_bytes}, {"probe_seconds", probe_s}, {"probed_matrix", m},
                             {"identity_median_during_probe_run_s", probed_identity_median}, {"rings", het}};
   }
-  doc["loadavg_after"] = LoadAverage();
+  doc["loadavg_after"] = LoadAverages();
   std::cout << "Load average before: " << doc["loadavg_before"].get<std::string>()
             << ", after: " << doc["loadavg_after"].get<std::string>() << "\n";
   Status written = WriteFileAtomically(c.json_path, doc.dump(2) + "\n");

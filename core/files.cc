@@ -80,4 +80,9 @@ Status MakeDirectories(const std::string& path) {
   return Status::Ok();
 }
 
+std::string ReadFileOrEmpty(const std::string& path) {
+  auto text = ReadWholeFile(path);
+  return text.ok() ? *text : std::string();
+}
+
 }  // namespace tributary

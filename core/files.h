@@ -12,6 +12,8 @@ namespace tributary {
 
 Status WriteFileAtomically(const std::string& path, std::string_view contents);
 Result<std::string> ReadWholeFile(const std::string& path);
+// The file's contents, or "" when it cannot be read: for logs that may not exist yet.
+std::string ReadFileOrEmpty(const std::string& path);
 bool FileExists(const std::string& path);
 Status MakeDirectories(const std::string& path);
 

@@ -12,6 +12,7 @@
 
 #include "core/digest.h"
 #include "core/files.h"
+#include "core/human_bytes.h"
 #include "launcher/coordinator.h"
 #include "launcher/process.h"
 #include "net/identity.h"
@@ -21,18 +22,6 @@
 
 namespace tributary::launcher {
 namespace {
-
-std::string HumanBytes(double bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 4) {
-    bytes /= 1000;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
-  return buf;
-}
 
 std::string DefaultRunDir() {
   char stamp[32];

@@ -16,14 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/common/bench_stats.h"
 #include "core/files.h"
 
 namespace tributary::bench {
-
-inline std::string Slurp(const std::string& path) {
-  auto text = ReadWholeFile(path);
-  return text.ok() ? *text : std::string();
-}
 
 // Seconds since local midnight, the clock of spdlog's "%H:%M:%S.%e" prefix.
 inline double NowOfDay() {
@@ -62,20 +58,6 @@ inline std::optional<std::pair<std::string, std::smatch>> FindLine(
   return std::nullopt;
 }
 
-inline double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-inline double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const auto i = static_cast<size_t>(std::llround(p / 100.0 * static_cast<double>(v.size() - 1)));
-  return v[std::min(i, v.size() - 1)];
-}
-
 // utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15).
 inline double ProcessCpuSeconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -109,13 +91,6 @@ inline long OpenFds(pid_t pid) {
     ++n;
   }
   return n;
-}
-
-inline std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 // Raises the soft open-file limit to the hard limit (children inherit it). Returns the new soft

@@ -173,12 +173,12 @@ Scenario RunScenario(const Config& c, int heartbeat_ms) {
   const Deadline start_by = DeadlineAfter(30s);
   while (!FileExists(dir + "/port")) {
     if (Clock::now() > start_by || coordinator->Poll()) {
-      sc.error = "coordinator did not start: " + Slurp(log);
+      sc.error = "coordinator did not start: " + ReadFileOrEmpty(log);
       return sc;
     }
     std::this_thread::sleep_for(20ms);
   }
-  std::istringstream in(Slurp(dir + "/port"));
+  std::istringstream in(ReadFileOrEmpty(dir + "/port"));
   int port = 0;
   std::string job, key_hex;
   in >> port >> job >> key_hex;
@@ -455,7 +455,7 @@ Scenario RunScenario(const Config& c, int heartbeat_ms) {
   for (SimPeer* p : live) sc.closed_by_coordinator += p->closed.load();
   coordinator->Signal(SIGKILL);
   (void)coordinator->Wait(DeadlineAfter(10s));
-  for (const auto& line : Lines(Slurp(log))) {
+  for (const auto& line : Lines(ReadFileOrEmpty(log))) {
     if (line.find("gone from job") != std::string::npos) {
       ++sc.gone_lines;
       if (line.find("silent for") != std::string::npos) ++sc.silent_lines;
@@ -553,7 +553,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_level(spdlog::level::warn);
-  const std::string load_before = LoadAverage();
+  const std::string load_before = LoadAverages();
   std::vector<Scenario> scenarios;
   for (int hb : c.heartbeat_ms) scenarios.push_back(RunScenario(c, hb));
 
@@ -586,7 +586,7 @@ int main(int argc, char** argv) {
   out["host_cpus"] = std::thread::hardware_concurrency();
   out["fd_limit"] = static_cast<uint64_t>(fd_limit);
   out["loadavg_before"] = load_before;
-  out["loadavg_after"] = LoadAverage();
+  out["loadavg_after"] = LoadAverages();
   out["config"] = {{"peers", c.peers},
                    {"duration_s", c.duration_s},
                    {"admit_threads", c.admit_threads},

@@ -165,7 +165,7 @@ Run Measure(const Config& c, Size size, int rep) {
     }
     std::this_thread::sleep_for(20ms);
   }
-  std::istringstream in(Slurp(dir + "/port"));
+  std::istringstream in(ReadFileOrEmpty(dir + "/port"));
   int port = 0;
   std::string job, key;
   in >> port >> job >> key;
@@ -186,7 +186,7 @@ Run Measure(const Config& c, Size size, int rep) {
   static const std::regex round_re(R"(round (\d+) complete: (\d+) peers)");
   auto commits = [&] {
     std::vector<std::pair<double, std::smatch>> out;
-    for (const auto& line : Lines(Slurp(coord_log))) {
+    for (const auto& line : Lines(ReadFileOrEmpty(coord_log))) {
       std::smatch m;
       if (std::regex_search(line, m, round_re)) {
         if (auto t = LineTime(line)) out.emplace_back(*t, m);
@@ -236,8 +236,8 @@ Run Measure(const Config& c, Size size, int rep) {
     }
     std::this_thread::sleep_for(50ms);
   }
-  const auto late_lines = Lines(Slurp(late_log));
-  const auto coord_lines = Lines(Slurp(coord_log));
+  const auto late_lines = Lines(ReadFileOrEmpty(late_log));
+  const auto coord_lines = Lines(ReadFileOrEmpty(coord_log));
   if (!late_lines.empty()) {
     if (auto d = Since(spawn, late_lines.front())) run.up_s = *d;
   }
@@ -315,7 +315,7 @@ int main(int argc, char** argv) {
   app.add_option("--json", c.json, "results file")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  const std::string load_before = LoadAverage();
+  const std::string load_before = LoadAverages();
   std::vector<Run> runs;
   for (const std::string& s : c.sizes) {
     Size size;
@@ -344,7 +344,7 @@ int main(int argc, char** argv) {
   out["benchmark"] = "late_joiner";
   out["host_cpus"] = std::thread::hardware_concurrency();
   out["loadavg_before"] = load_before;
-  out["loadavg_after"] = LoadAverage();
+  out["loadavg_after"] = LoadAverages();
   out["config"] = {{"warm_rounds", c.warm_rounds},
                    {"rounds", c.rounds},
                    {"inner_steps", c.inner_steps},

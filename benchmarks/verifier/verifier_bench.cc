@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "benchmarks/common/bench_stats.h"
 #include "core/clock.h"
 #include "core/files.h"
 #include "core/seed.h"
@@ -57,12 +58,6 @@ struct Config {
   std::string json_path;
   bool skip_cost = false;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0 : (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
-}
 
 // Wilson score interval for k successes in n trials (95%).
 std::pair<double, double> Wilson(uint64_t k, uint64_t n) {

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <map>
 
+#include "benchmarks/common/bench_stats.h"
 #include "benchmarks/wan/netns.h"
 #include "benchmarks/wan/wan_emulator.h"
 #include "benchmarks/wanbench/plots.h"
@@ -134,10 +135,7 @@ std::string Stamp(const char* format) {
   return buf;
 }
 
-double LoadAverage() {
-  double load[1] = {0};
-  return ::getloadavg(load, 1) == 1 ? load[0] : -1;
-}
+using bench::LoadAverage1Min;
 
 Status Prerequisites(const Flags& f) {
   for (const auto& [what, path] : {std::pair{"tributary", f.tributary}, std::pair{"tributary-gloo-ddp", f.gloo}}) {
@@ -328,7 +326,7 @@ int Main(int argc, char** argv, Flags& f) {
   RunInfo info;
   info.command = command;
   info.started_at = Stamp("%Y-%m-%dT%H:%M:%S%z");
-  info.load_before = LoadAverage();
+  info.load_before = LoadAverage1Min();
   info.cpus = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
   info.run_dir = fs::absolute(run_dir).string();
 
@@ -370,7 +368,7 @@ int Main(int argc, char** argv, Flags& f) {
     results.push_back(r);
   }
   (*wan)->Stop();
-  info.load_after = LoadAverage();
+  info.load_after = LoadAverage1Min();
   info.reference_compute_s_per_step = Normalise(results);
 
   const std::string prefix = f.out_dir + "/wan_" + s.name;

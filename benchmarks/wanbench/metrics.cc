@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "benchmarks/common/bench_stats.h"
+
 namespace tributary::wanbench {
 namespace {
 
@@ -24,12 +26,7 @@ double WireAt(const std::vector<WireSample>& samples, double t) {
   return total(samples.back());
 }
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using bench::Median;
 
 template <typename F>
 std::optional<double> Crossing(const SystemResult& r, double target, F x_of) {

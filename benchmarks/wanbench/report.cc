@@ -20,16 +20,6 @@ std::string Ratio(double a, double b) {
 
 }  // namespace
 
-std::string HumanBytes(double bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 4) {
-    bytes /= 1000;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u]) : fmt::format("{:.2f} {}", bytes, units[u]);
-}
-
 std::optional<double> CommonTargetLoss(const std::vector<SystemResult>& results) {
   std::optional<double> target;
   for (const auto& r : results) {

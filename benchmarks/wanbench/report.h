@@ -9,6 +9,7 @@
 
 #include "benchmarks/wanbench/metrics.h"
 #include "benchmarks/wanbench/scenario.h"
+#include "core/human_bytes.h"
 
 namespace tributary::wanbench {
 
@@ -30,6 +31,7 @@ struct RunInfo {
 nlohmann::json ReportJson(const BenchScenario& scenario, const std::vector<SystemResult>& results,
                           const RunInfo& info);
 
-std::string HumanBytes(double bytes);
+// HumanBytes (core/human_bytes.h) is what the tables use for byte counts.
+using ::tributary::HumanBytes;
 
 }  // namespace tributary::wanbench

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "benchmarks/common/bench_stats.h"
 #include "benchmarks/wanbench/log_parse.h"
 #include "benchmarks/wanbench/report.h"
 #include "benchmarks/wanbench/subprocess.h"
@@ -31,10 +32,7 @@ double UnixNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-double LoadAverage() {
-  double load[1] = {0};
-  return ::getloadavg(load, 1) == 1 ? load[0] : -1;
-}
+using bench::LoadAverage1Min;
 
 // Same single-threaded compute on every process, as the demo does: bit-reproducible and fair.
 const std::map<std::string, std::string> kEnv = {{"OPENBLAS_NUM_THREADS", "1"}, {"OMP_NUM_THREADS", "1"}};
@@ -101,12 +99,12 @@ class Run {
   Result<SystemResult> Go() {
     TRIB_RETURN_IF_ERROR(MakeDirectories(dir_));
     launch_ = UnixNow();
-    result_.load_start = LoadAverage();
+    result_.load_start = LoadAverage1Min();
     Status st = system_.tributary() ? RunTributary() : RunGloo();
     progress_.Done();
     StopAll();
     RestoreLinks();  // the next system gets the scenario's network again
-    result_.load_end = LoadAverage();
+    result_.load_end = LoadAverage1Min();
     for (size_t i = 0; i < peers_.size() && i < result_.peers.size(); ++i) {
       result_.peers[i].process_cpu_seconds = peers_[i].cpu_seconds().value_or(0);
     }

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "benchmarks/common/bench_stats.h"
 #include "benchmarks/wanbench/report.h"
 #include "collectives/codec/codec.h"
 
@@ -290,12 +291,7 @@ class Simulator {
   Network net_;
 };
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
+using bench::Median;
 
 }  // namespace
 

@@ -35,11 +35,6 @@ namespace {
 using namespace std::chrono_literals;
 using launcher::ChildProcess;
 
-std::string Slurp(const std::string& path) {
-  auto text = ReadWholeFile(path);
-  return text.ok() ? *text : std::string();
-}
-
 // The last `bytes` of a log, for failure messages.
 std::string Tail(const std::string& text, size_t bytes = 6000) {
   return text.size() <= bytes ? text : "…" + text.substr(text.size() - bytes);
@@ -176,11 +171,11 @@ class ChurnCluster {
     const auto deadline = DeadlineAfter(30s);
     while (!FileExists(dir_ + "/port")) {
       ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n"
-                                        << Slurp(coordinator_log());
-      ASSERT_FALSE(coordinator_->Poll().has_value()) << Slurp(coordinator_log());
+                                        << ReadFileOrEmpty(coordinator_log());
+      ASSERT_FALSE(coordinator_->Poll().has_value()) << ReadFileOrEmpty(coordinator_log());
       std::this_thread::sleep_for(20ms);
     }
-    std::istringstream in(Slurp(dir_ + "/port"));
+    std::istringstream in(ReadFileOrEmpty(dir_ + "/port"));
     in >> port_ >> job_id_ >> key_;
   }
 
@@ -230,14 +225,14 @@ class ChurnCluster {
 
   // True once the peer is past admission and model setup (its SIGINT handler is installed).
   bool Joined(const PeerProc& p) const {
-    return Slurp(peer_log(p.name)).find("joined job") != std::string::npos;
+    return ReadFileOrEmpty(peer_log(p.name)).find("joined job") != std::string::npos;
   }
 
   std::vector<std::unique_ptr<PeerProc>>& peers() { return peers_; }
   ChildProcess& coordinator() { return *coordinator_; }
   std::string coordinator_log() const { return dir_ + "/coordinator.log"; }
   std::string peer_log(const std::string& name) const { return dir_ + "/" + name + ".log"; }
-  std::vector<RoundLine> Rounds() const { return ParseRounds(Slurp(coordinator_log())); }
+  std::vector<RoundLine> Rounds() const { return ParseRounds(ReadFileOrEmpty(coordinator_log())); }
 
   // Waits until the coordinator has logged more than `seen` round lines; false on timeout or
   // when the coordinator exited.
@@ -257,7 +252,7 @@ class ChurnCluster {
     out << "peer      fate     exit  rounds  contributed  θ\n";
     for (auto& p : peers_) {
       p->alive();
-      auto f = ParsePeerFinal(Slurp(peer_log(p->name)));
+      auto f = ParsePeerFinal(ReadFileOrEmpty(peer_log(p->name)));
       char line[200];
       std::snprintf(line, sizeof(line), "%-9s %-8s %4s  %6s  %11s  %s\n", p->name.c_str(),
                     FateName(p->fate), p->exit_code ? std::to_string(*p->exit_code).c_str() : "-",
@@ -279,7 +274,7 @@ class ChurnCluster {
 
 // Checks shared by both tests once the coordinator has exited. `rounds` is the job's length.
 void CheckJobEnd(ChurnCluster& cluster, int rounds, double round_timeout_s, double max_gap_s) {
-  const std::string log = Slurp(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   const auto lines = ParseRounds(log);
   ASSERT_EQ(static_cast<int>(lines.size()), rounds) << "not every round committed:\n" << Tail(log);
   for (int i = 0; i < rounds; ++i) {
@@ -304,17 +299,17 @@ void CheckJobEnd(ChurnCluster& cluster, int rounds, double round_timeout_s, doub
   std::set<std::string> thetas;
   int finishers = 0;
   for (auto& p : cluster.peers()) {
-    const std::string plog = Slurp(cluster.peer_log(p->name));
+    const std::string plog = ReadFileOrEmpty(cluster.peer_log(p->name));
     if (p->fate == Fate::kKilled) continue;
     auto code = p->process->Wait(DeadlineAfter(p->fate == Fate::kInterrupted ? 5s : 30s));
     ASSERT_TRUE(code.ok()) << p->name << " (" << FateName(p->fate) << ") did not exit:\n"
                            << Tail(plog);
     p->exit_code = *code;
     EXPECT_EQ(*code, 0) << p->name << " (" << FateName(p->fate) << ") failed:\n"
-                        << Tail(Slurp(cluster.peer_log(p->name)));
+                        << Tail(ReadFileOrEmpty(cluster.peer_log(p->name)));
     if (p->fate != Fate::kRunning || *code != 0) continue;
-    auto f = ParsePeerFinal(Slurp(cluster.peer_log(p->name)));
-    ASSERT_TRUE(f.has_value()) << Tail(Slurp(cluster.peer_log(p->name)));
+    auto f = ParsePeerFinal(ReadFileOrEmpty(cluster.peer_log(p->name)));
+    ASSERT_TRUE(f.has_value()) << Tail(ReadFileOrEmpty(cluster.peer_log(p->name)));
     EXPECT_EQ(f->rounds, static_cast<uint64_t>(rounds))
         << p->name << " does not hold the final state";
     EXPECT_EQ(f->theta.size(), 64u) << p->name;
@@ -359,12 +354,12 @@ TEST(Churn, RandomKillsInTwentyTrials) {
         std::this_thread::sleep_for(25ms);
       }
       ASSERT_TRUE(cluster.Joined(*replacement)) << replacement->name << " never joined:\n"
-                                                << Tail(Slurp(cluster.peer_log(replacement->name)));
+                                                << Tail(ReadFileOrEmpty(cluster.peer_log(replacement->name)));
       seen = cluster.Rounds().size();
     }
     ASSERT_TRUE(cluster.WaitForRounds(seen, 60s))
         << "no round committed for 60 s after kill " << kills << ":\n"
-        << Tail(Slurp(cluster.coordinator_log()));
+        << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
     const auto rounds = cluster.Rounds();
     seen = rounds.size();
     if (rounds.back().round >= kRounds - kTailRounds) break;
@@ -396,8 +391,8 @@ TEST(Churn, RandomKillsInTwentyTrials) {
   auto code = cluster.coordinator().Wait(DeadlineAfter(150s));
   if (!code.ok()) cluster.KeepDirectory();
   ASSERT_TRUE(code.ok()) << "job stalled:\n"
-                         << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
-  EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
+                         << Tail(ReadFileOrEmpty(cluster.coordinator_log())) << cluster.Table();
+  EXPECT_EQ(*code, 0) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
   CheckJobEnd(cluster, kRounds, kRoundTimeoutMs / 1000.0, (kRoundTimeoutMs + kGatherMs) / 1000.0);
 
   const auto rounds = cluster.Rounds();
@@ -435,7 +430,7 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
        std::to_string(kRoundTimeoutMs)}));
   int spawned = 0, interrupts = 0, kills = 0;
   for (; spawned < kInitial; ++spawned) cluster.StartPeer("m" + std::to_string(spawned));
-  ASSERT_TRUE(cluster.WaitForRounds(0, 120s)) << Tail(Slurp(cluster.coordinator_log()));
+  ASSERT_TRUE(cluster.WaitForRounds(0, 120s)) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
 
   const auto t0 = Clock::now();
   std::uniform_real_distribution<double> pause(1.0, 3.5), coin(0, 1);
@@ -444,7 +439,7 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
     if (auto exited = cluster.coordinator().Poll()) {
       cluster.KeepDirectory();
       FAIL() << "coordinator exited with code " << *exited << " during churn:\n"
-             << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
+             << Tail(ReadFileOrEmpty(cluster.coordinator_log())) << cluster.Table();
     }
     const auto rounds = cluster.Rounds();
     if (!rounds.empty() && rounds.back().round >= kRounds - kTailRounds) break;
@@ -493,7 +488,7 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
       if (p->fate == Fate::kInterrupted && p->alive() &&
           Clock::now() - p->signalled > Millis(kRoundTimeoutMs)) {
         ADD_FAILURE() << p->name << " ignored SIGINT for " << kRoundTimeoutMs << " ms:\n"
-                      << Tail(Slurp(cluster.peer_log(p->name)));
+                      << Tail(ReadFileOrEmpty(cluster.peer_log(p->name)));
         cluster.Kill(*p);
       }
     }
@@ -506,8 +501,8 @@ TEST(Churn, ChurnWithTwelvePeersJoiningAndLeaving) {
   auto code = cluster.coordinator().Wait(DeadlineAfter(180s));
   if (!code.ok()) cluster.KeepDirectory();
   ASSERT_TRUE(code.ok()) << "job stalled:\n"
-                         << Tail(Slurp(cluster.coordinator_log())) << cluster.Table();
-  EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
+                         << Tail(ReadFileOrEmpty(cluster.coordinator_log())) << cluster.Table();
+  EXPECT_EQ(*code, 0) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
   CheckJobEnd(cluster, kRounds, kRoundTimeoutMs / 1000.0, (kRoundTimeoutMs + kGatherMs) / 1000.0);
 
   const auto rounds = cluster.Rounds();
@@ -544,19 +539,19 @@ TEST(Churn, FrozenMemberCostsTheLivenessTimeoutNotTheRoundDeadline) {
        std::to_string(kLivenessMs)}));
   for (int i = 0; i < 4; ++i) cluster.StartPeer("p" + std::to_string(i));
   const auto deadline = DeadlineAfter(120s);
-  while (Slurp(cluster.coordinator_log()).find("round 2 complete: 4 peers") == std::string::npos) {
-    ASSERT_LT(Clock::now(), deadline) << Tail(Slurp(cluster.coordinator_log()));
+  while (ReadFileOrEmpty(cluster.coordinator_log()).find("round 2 complete: 4 peers") == std::string::npos) {
+    ASSERT_LT(Clock::now(), deadline) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
     ASSERT_FALSE(cluster.coordinator().Poll().has_value())
-        << Tail(Slurp(cluster.coordinator_log()));
+        << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
     std::this_thread::sleep_for(5ms);
   }
   PeerProc& frozen = *cluster.peers()[2];
   frozen.process->Signal(SIGSTOP);
   auto code = cluster.coordinator().Wait(DeadlineAfter(180s));
   cluster.Kill(frozen);
-  ASSERT_TRUE(code.ok()) << Tail(Slurp(cluster.coordinator_log()));
-  EXPECT_EQ(*code, 0) << Tail(Slurp(cluster.coordinator_log()));
-  const std::string log = Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(code.ok()) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
+  EXPECT_EQ(*code, 0) << Tail(ReadFileOrEmpty(cluster.coordinator_log()));
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_NE(log.find("silent for"), std::string::npos)
       << "the frozen peer was never declared dead:\n"
       << Tail(log);

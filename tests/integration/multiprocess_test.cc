@@ -21,11 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using launcher::ChildProcess;
 
-std::string Slurp(const std::string& path) {
-  auto text = ReadWholeFile(path);
-  return text.ok() ? *text : std::string();
-}
-
 const std::vector<std::string> kTinyModel = {"--n-layer", "1",  "--n-head",     "2",
                                              "--d-model", "32", "--context",    "32",
                                              "--batch-size", "8", "--inner-lr", "0.01"};
@@ -53,11 +48,11 @@ class Cluster {
     coordinator_ = std::make_unique<ChildProcess>(std::move(child).value());
     const auto deadline = DeadlineAfter(30s);
     while (!FileExists(dir_ + "/port")) {
-      ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n" << Slurp(coordinator_log());
-      ASSERT_FALSE(coordinator_->Poll().has_value()) << Slurp(coordinator_log());
+      ASSERT_LT(Clock::now(), deadline) << "coordinator never listened:\n" << ReadFileOrEmpty(coordinator_log());
+      ASSERT_FALSE(coordinator_->Poll().has_value()) << ReadFileOrEmpty(coordinator_log());
       std::this_thread::sleep_for(20ms);
     }
-    std::istringstream in(Slurp(dir_ + "/port"));
+    std::istringstream in(ReadFileOrEmpty(dir_ + "/port"));
     in >> port_ >> job_id_ >> key_;
   }
 
@@ -87,7 +82,7 @@ class Cluster {
   bool WaitForLog(const std::string& text, std::chrono::seconds timeout) {
     const auto deadline = DeadlineAfter(timeout);
     while (Clock::now() < deadline) {
-      if (Slurp(coordinator_log()).find(text) != std::string::npos) return true;
+      if (ReadFileOrEmpty(coordinator_log()).find(text) != std::string::npos) return true;
       std::this_thread::sleep_for(50ms);
     }
     return false;
@@ -143,24 +138,24 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   auto intruder = cluster.peer("intruder").Wait(DeadlineAfter(30s));
   ASSERT_TRUE(intruder.ok());
   EXPECT_EQ(*intruder, 1);
-  EXPECT_NE(Slurp(cluster.peer_log("intruder")).find("unknown job"), std::string::npos)
-      << Slurp(cluster.peer_log("intruder"));
+  EXPECT_NE(ReadFileOrEmpty(cluster.peer_log("intruder")).find("unknown job"), std::string::npos)
+      << ReadFileOrEmpty(cluster.peer_log("intruder"));
 
   auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
-  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << Slurp(cluster.coordinator_log());
-  ASSERT_EQ(*code, 0) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  ASSERT_EQ(*code, 0) << ReadFileOrEmpty(cluster.coordinator_log());
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1", "p2"}) {
     auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
   EXPECT_EQ(thetas.begin()->size(), 64u);
 
-  auto rounds = ParseRounds(Slurp(cluster.coordinator_log()));
-  ASSERT_EQ(rounds.size(), 4u) << Slurp(cluster.coordinator_log());
+  auto rounds = ParseRounds(ReadFileOrEmpty(cluster.coordinator_log()));
+  ASSERT_EQ(rounds.size(), 4u) << ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss - 0.1);
   EXPECT_LT(rounds.back().train_loss, rounds.front().train_loss);
   EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
@@ -181,22 +176,22 @@ TEST(Integration, PeerKilledMidRoundIsRetriedWithoutIt) {
                             "8", "--inner-steps", "6", "--mode", "diloco", "--round-timeout-ms",
                             "20000"});
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
-  ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
   std::this_thread::sleep_for(150ms);  // well inside round 3's inner steps
   cluster.peer("p2").Signal(SIGKILL);
 
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << Slurp(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(code.ok());
-    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u);
-  const std::string log = Slurp(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_NE(log.find("retrying with 2 peers"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 8u) << log;
@@ -215,21 +210,21 @@ TEST(Integration, LateJoinerSyncsAndEndsBitIdentical) {
                             "30000"});
   cluster.StartPeer("p0");
   cluster.StartPeer("p1");
-  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
   cluster.StartPeer("late");
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok() && *coord == 0) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(coord.ok() && *coord == 0) << ReadFileOrEmpty(cluster.coordinator_log());
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1", "late"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(code.ok());
-    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u) << "the late joiner must hold the same θ";
-  const std::string late = Slurp(cluster.peer_log("late"));
+  const std::string late = ReadFileOrEmpty(cluster.peer_log("late"));
   EXPECT_NE(late.find("synced round"), std::string::npos) << late;
-  EXPECT_NE(Slurp(cluster.coordinator_log()).find("round 5 complete: 3 peers"), std::string::npos)
+  EXPECT_NE(ReadFileOrEmpty(cluster.coordinator_log()).find("round 5 complete: 3 peers"), std::string::npos)
       << "the joiner must contribute after syncing";
 }
 
@@ -246,19 +241,19 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   cluster.StartCoordinator(job);
   cluster.StartPeer("p0");
   cluster.StartPeer("p1");
-  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 120s)) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
   cluster.coordinator().Signal(SIGKILL);
   ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
-  const std::string first_log = Slurp(cluster.coordinator_log());
+  const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
   std::remove(cluster.coordinator_log().c_str());
 
   std::vector<std::string> restart = job;
   restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
   cluster.StartCoordinator(restart);
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << Slurp(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << Slurp(cluster.coordinator_log());
-  const std::string second_log = Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  const std::string second_log = ReadFileOrEmpty(cluster.coordinator_log());
   const int committed_before = static_cast<int>(ParseRounds(first_log).size());
   auto after = ParseRounds(second_log);
   ASSERT_FALSE(after.empty()) << second_log;
@@ -268,8 +263,8 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   for (const char* name : {"p0", "p1"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(code.ok());
-    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u);
 }
@@ -284,8 +279,8 @@ TEST(Integration, RelayOnlyPeerContributesToEveryRound) {
   cluster.StartPeer("behind-nat", "", {"--relay-only"});
   cluster.StartPeer("p1");
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok() && *coord == 0) << Slurp(cluster.coordinator_log());
-  const std::string log = Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(coord.ok() && *coord == 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 4u) << log;
   EXPECT_NE(log.find("relay: paired an edge"), std::string::npos) << log;
@@ -296,11 +291,11 @@ TEST(Integration, RelayOnlyPeerContributesToEveryRound) {
   for (const char* name : {"p0", "behind-nat", "p1"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(code.ok());
-    EXPECT_EQ(*code, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u);
-  EXPECT_NE(Slurp(cluster.peer_log("behind-nat")).find("contributed 4 rounds"), std::string::npos);
+  EXPECT_NE(ReadFileOrEmpty(cluster.peer_log("behind-nat")).find("contributed 4 rounds"), std::string::npos);
 }
 
 TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
@@ -311,8 +306,8 @@ TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
   auto code = child->Wait(DeadlineAfter(60s));
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 1);
-  EXPECT_NE(Slurp(dir + "/out.log").find("scripts/setup.sh"), std::string::npos)
-      << Slurp(dir + "/out.log");
+  EXPECT_NE(ReadFileOrEmpty(dir + "/out.log").find("scripts/setup.sh"), std::string::npos)
+      << ReadFileOrEmpty(dir + "/out.log");
   std::filesystem::remove_all(dir);
 }
 
@@ -327,9 +322,9 @@ TEST(Integration, TrainCommandResumesBitExactly) {
     auto child = ChildProcess::Spawn(argv, {}, log);
     EXPECT_TRUE(child.ok());
     auto code = child->Wait(DeadlineAfter(120s));
-    EXPECT_TRUE(code.ok() && *code == 0) << Slurp(log);
+    EXPECT_TRUE(code.ok() && *code == 0) << ReadFileOrEmpty(log);
     std::smatch m;
-    std::string text = Slurp(log);
+    std::string text = ReadFileOrEmpty(log);
     std::regex re(R"(θ ([0-9a-f]{64}))");
     return std::regex_search(text, m, re) ? m[1].str() : std::string("none");
   };
@@ -351,17 +346,17 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
                             "diloco-async", "--round-timeout-ms", "60000"});
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
   auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
-  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << Slurp(cluster.coordinator_log());
-  ASSERT_EQ(*code, 0) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  ASSERT_EQ(*code, 0) << ReadFileOrEmpty(cluster.coordinator_log());
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1", "p2"}) {
     auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
-  const std::string log = Slurp(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_EQ(log.find("disagree"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 5u) << log;
@@ -383,22 +378,22 @@ TEST(Integration, AsyncDilocoPeerKilledMidCollectiveIsRetried) {
                             "6", "--inner-steps", "60", "--mode", "diloco-async",
                             "--round-timeout-ms", "20000"});
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
-  ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete: 3 peers", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
   std::this_thread::sleep_for(20ms);  // inside round 3: its collective runs beside the steps
   cluster.peer("p2").Signal(SIGKILL);
 
   auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << Slurp(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << Slurp(cluster.coordinator_log());
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1"}) {
     auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << Slurp(cluster.peer_log(name));
-    thetas.insert(FinalTheta(Slurp(cluster.peer_log(name))));
+    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u);
-  const std::string log = Slurp(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_NE(log.find("retrying with 2 peers"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 6u) << log;

@@ -27,11 +27,6 @@ using launcher::ChildProcess;
 
 int ExitCode(Result<int> code) { return code.ok() ? *code : -1; }
 
-std::string Slurp(const std::string& path) {
-  auto text = ReadWholeFile(path);
-  return text.ok() ? *text : std::string();
-}
-
 struct Attack {
   std::string name;
   std::vector<std::string> flags;  // extra adversary flags
@@ -57,7 +52,7 @@ class VerifiedJob {
     auto keygen = ChildProcess::Spawn({TRIBUTARY_BINARY, "keygen", "--out", path}, {}, dir_ + "/keygen.log");
     EXPECT_TRUE(keygen.ok());
     EXPECT_EQ(ExitCode(keygen->Wait(DeadlineAfter(30s))), 0);
-    std::string hex = Slurp(path + ".pub");
+    std::string hex = ReadFileOrEmpty(path + ".pub");
     while (!hex.empty() && (hex.back() == '\n' || hex.back() == ' ')) hex.pop_back();
     return hex;
   }
@@ -74,11 +69,11 @@ class VerifiedJob {
     processes_.push_back(std::move(child).value());
     const auto deadline = DeadlineAfter(60s);
     while (!FileExists(dir_ + "/port")) {
-      ASSERT_LT(Clock::now(), deadline) << Slurp(log("coordinator"));
+      ASSERT_LT(Clock::now(), deadline) << ReadFileOrEmpty(log("coordinator"));
       std::this_thread::sleep_for(20ms);
     }
     std::this_thread::sleep_for(50ms);
-    std::istringstream in(Slurp(dir_ + "/port"));
+    std::istringstream in(ReadFileOrEmpty(dir_ + "/port"));
     in >> port_ >> job_ >> coordinator_key_;
   }
 
@@ -162,8 +157,8 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   flags.insert(flags.end(), attack.flags.begin(), attack.flags.end());
   job.Peer("mallory", TRIBUTARY_ADVERSARY, flags);
   const int code = job.WaitCoordinator(240s);
-  const std::string log = Slurp(job.log("coordinator"));
-  ASSERT_EQ(code, 0) << log << Slurp(job.log("mallory"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log << ReadFileOrEmpty(job.log("mallory"));
   EXPECT_NE(log.find(attack.expected), std::string::npos) << "expected '" << attack.expected << "' in\n" << log;
   const Outcome o = ReadLedger(job);
   ASSERT_EQ(o.banned.count(m), 1u) << log;
@@ -206,7 +201,7 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   job.Peer("alice", TRIBUTARY_BINARY);
   job.Peer("bob", TRIBUTARY_BINARY);
   job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "class_lie"});
-  ASSERT_EQ(job.WaitCoordinator(240s), 0) << Slurp(job.log("coordinator"));
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
   const Outcome o = ReadLedger(job);
   EXPECT_EQ(o.banned.count(m), 0u);
   ExpectHonest(o, a);
@@ -236,10 +231,10 @@ TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
                                       {}, out);
     ASSERT_TRUE(ledger.ok());
     if (ExitCode(ledger->Wait(DeadlineAfter(30s))) != 0) continue;
-    verified = Slurp(out).find("| verified |\n") != std::string::npos;  // a row's verdict column
+    verified = ReadFileOrEmpty(out).find("| verified |\n") != std::string::npos;  // a row's verdict column
   }
-  ASSERT_TRUE(verified) << Slurp(out) << Slurp(job.log("coordinator"));
-  ASSERT_EQ(job.WaitCoordinator(240s), 0) << Slurp(job.log("coordinator"));
+  ASSERT_TRUE(verified) << ReadFileOrEmpty(out) << ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
   std::vector<std::string> paths;
   for (const auto& entry : std::filesystem::directory_iterator(receipts)) {
     if (entry.path().extension() == ".receipt") paths.push_back(entry.path().string());
@@ -250,9 +245,9 @@ TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
   for (const std::string& path : paths) {
     auto ok = ChildProcess::Spawn({TRIBUTARY_BINARY, "verify-receipt", path, "--coordinator-key", job.coordinator_key()},
                                   {}, job.dir() + "/verify.log");
-    EXPECT_EQ(ExitCode(ok->Wait(DeadlineAfter(30s))), 0) << Slurp(job.dir() + "/verify.log");
+    EXPECT_EQ(ExitCode(ok->Wait(DeadlineAfter(30s))), 0) << ReadFileOrEmpty(job.dir() + "/verify.log");
     // Tampered: one byte of the verdict area changes.
-    std::string bytes = Slurp(path);
+    std::string bytes = ReadFileOrEmpty(path);
     bytes[bytes.size() / 2] ^= 0x01;
     const std::string bad = path + ".tampered";
     ASSERT_TRUE(WriteFileAtomically(bad, bytes).ok());
