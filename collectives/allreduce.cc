@@ -302,4 +302,17 @@ Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
   return stats;
 }
 
+std::optional<PeerFailure> RingAllreduceBlame(const Ring& ring, const Status& status) {
+  if (ring.world() < 2) return std::nullopt;
+  const std::string& message = status.message();
+  auto failure = [](const RingMember& m) { return PeerFailure{m.rank, m.name, std::nullopt}; };
+  if (message.find("from prev " + ring.DescribePrev()) != std::string::npos) {
+    return failure(ring.prev_member());
+  }
+  if (message.find("sending to next " + ring.DescribeNext()) != std::string::npos) {
+    return failure(ring.next_member());
+  }
+  return std::nullopt;
+}
+
 }  // namespace tributary::collectives

@@ -14,9 +14,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
+#include "collectives/collective_stats.h"
 #include "collectives/ring.h"
 #include "core/clock.h"
 #include "core/status.h"
@@ -41,5 +43,10 @@ struct AllreduceStats {
 // be touched by anyone else until this returns.
 Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
                                      const AllreduceOptions& options);
+
+// The neighbour a failed RingAllreduce blames: its errors name it ("from prev <DescribePrev>",
+// "sending to next <DescribeNext>"), so this is an exact match, not a guess. Nullopt when the
+// error names neither (our own input, arguments).
+std::optional<PeerFailure> RingAllreduceBlame(const Ring& ring, const Status& status);
 
 }  // namespace tributary::collectives
