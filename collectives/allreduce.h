@@ -9,7 +9,7 @@
 // bytes are read, and its values must be finite. Every wait ends at options.deadline: a dead or
 // silent neighbour yields Unavailable/DeadlineExceeded naming it, never a hang. On any error the
 // ring is aborted (see Ring::Abort), so the neighbours fail fast too, and the contents of `data`
-// are unspecified.
+// are unspecified unless options.backup is given.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +30,11 @@ struct AllreduceOptions {
   Deadline deadline = Deadline::max();
   size_t segment_bytes = 1 << 20;  // rounded down to whole floats; at least one
   bool average = false;            // divide the sum by world()
+  // Optional scratch of data.size() floats that makes a failed call leave `data` as it was
+  // (exact retry) without copying it all up front: each region is copied here just before the
+  // call first overwrites it, while the segment that overwrites it is still in flight, and
+  // copied back if the call fails. Empty: `data` is unspecified after a failure.
+  std::span<float> backup;
 };
 
 struct AllreduceStats {

@@ -125,18 +125,19 @@ Ring& MeshCommunicator::RingView() {
   return *ring_;
 }
 
-// RingAllreduce reduces in place; the backup keeps the exact-retry promise. A failure aborts the
+// RingAllreduce reduces in place; its backup (kept here between calls: a fresh buffer would
+// page-fault its way in on every large call) keeps the exact-retry promise. A failure aborts the
 // whole mesh (not only the two ring edges), so members that are not our neighbours fail fast too.
 Status MeshCommunicator::RunRing(std::span<float> data, const CollectiveOptions& options) {
   Ring& ring = RingView();
-  const std::vector<float> backup(data.begin(), data.end());
+  backup_.resize(std::max(backup_.size(), data.size()));
   auto result = RingAllreduce(ring, data,
                               {.tag = options.tag,
                                .deadline = options.deadline,
                                .segment_bytes = segment_bytes(),
-                               .average = options.average});
+                               .average = options.average,
+                               .backup = std::span(backup_).first(data.size())});
   if (result.ok()) return Status::Ok();
-  std::copy(backup.begin(), backup.end(), data.begin());
   mesh_->Abort(result.status(), RingAllreduceBlame(ring, result.status()));
   return result.status();
 }

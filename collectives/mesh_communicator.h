@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "collectives/codec_state.h"
 #include "collectives/communicator.h"
@@ -77,6 +78,7 @@ class MeshCommunicator final : public Communicator {
   std::unique_ptr<Mesh> mesh_;
   Options options_;
   std::unique_ptr<Ring> ring_;  // over mesh_'s connections; built on first use
+  std::vector<float> backup_;   // the ring path's copy of `data` (exact retry)
   std::map<std::string, std::unique_ptr<CodecState>> codec_states_;
   Path last_path_ = Path::kDirect;
 };
