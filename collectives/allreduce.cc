@@ -9,6 +9,10 @@
 #include <mutex>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -63,6 +67,19 @@ uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
     bad_sum |= NonFinite(s);
   }
   return bad_in | (bad_sum << 1);
+}
+
+// Copies `src` to `dst`, which is written once and read back only after a failure: where the
+// CPU allows, with streaming stores that bypass the cache (no read-for-ownership, no eviction of
+// the tensor the ring is working on).
+void SaveStreaming(std::span<const float> src, float* dst) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i < src.size() && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
+  for (; i + 4 <= src.size(); i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src.data() + i));
+  _mm_sfence();
+#endif
+  for (; i < src.size(); ++i) dst[i] = src[i];
 }
 
 std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
@@ -215,9 +232,16 @@ class RingAllreduceOp {
   Status ReduceSegment(uint32_t step, uint64_t k) {
     std::span<float> target = Segment(RecvChunk(step), k);
     std::span<float> incoming(scratch_.data(), target.size());
-    BackUp(target);  // every reduce-scatter step writes a region for the first time
     TRIB_RETURN_IF_ERROR(ReceiveSegment(step, k, incoming));
-    const uint32_t bad = AddChecked(target, incoming);
+    // Every reduce-scatter step writes its region for the first time: save it (when asked) block
+    // by block right before the add, so the add finds it in cache.
+    uint32_t bad = 0;
+    constexpr size_t kBlock = 4096;
+    for (size_t b = 0; b < target.size(); b += kBlock) {
+      const size_t m = std::min(kBlock, target.size() - b);
+      BackUp(target.subspan(b, m));
+      bad |= AddChecked(target.subspan(b, m), incoming.subspan(b, m));
+    }
     if (bad & 1u) return NonFiniteFailure(incoming, target);
     if (bad & 2u) {
       const size_t i = FirstNonFinite(target);
@@ -261,8 +285,12 @@ class RingAllreduceOp {
   void BackUp(std::span<const float> region) {
     if (options_.backup.empty()) return;
     const uint64_t offset = Offset(region);
-    std::copy(region.begin(), region.end(), options_.backup.begin() + static_cast<ptrdiff_t>(offset));
-    saved_.emplace_back(offset, region.size());
+    SaveStreaming(region, options_.backup.data() + offset);
+    if (!saved_.empty() && saved_.back().first + saved_.back().second == offset) {
+      saved_.back().second += region.size();  // contiguous with the last one
+    } else {
+      saved_.emplace_back(offset, region.size());
+    }
   }
 
   uint64_t Offset(std::span<const float> within_data) const {
