@@ -5,6 +5,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,12 +32,15 @@ size_t FirstNonFinite(std::span<const float> v) {
   return v.size();
 }
 
-// Branch-free so that it vectorises; FirstNonFinite finds the culprit on the rare failure.
-bool AllFinite(std::span<const float> v) {
-  uint32_t bad = 0;
-  for (float f : v) bad |= NonFinite(f);
-  return bad == 0;
+// The largest |x| as its bit pattern (for finite floats the patterns order like the values);
+// at least 0x7f800000 when some element is not finite. Branch-free so that it vectorises;
+// FirstNonFinite finds the culprit on the rare failure.
+uint32_t MaxAbsBits(std::span<const float> v) {
+  uint32_t max = 0;
+  for (float f : v) max = std::max(max, std::bit_cast<uint32_t>(f) & 0x7fffffffu);
+  return max;
 }
+constexpr uint32_t kNonFiniteBits = 0x7f800000u;
 
 std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
@@ -179,7 +183,8 @@ class DirectOp {
         decoded_(mesh.world()) {}
 
   Status Run() {
-    if (codecs_ == nullptr && !AllFinite(data_)) {
+    if (codecs_ == nullptr) max_abs_[me()] = MaxAbsBits(data_);
+    if (codecs_ == nullptr && max_abs_[me()] >= kNonFiniteBits) {
       const size_t i = FirstNonFinite(data_);
       return InvalidArgument("our own input element " + std::to_string(i) + " is " +
                              ValueName(data_[i]));
@@ -284,7 +289,8 @@ class DirectOp {
 
   Status CheckFloatsFrom(uint32_t peer) {
     const std::span<const float> v(shared_->floats[peer].get(), data_.size());
-    if (AllFinite(v)) return Status::Ok();
+    max_abs_[peer] = MaxAbsBits(v);
+    if (max_abs_[peer] < kNonFiniteBits) return Status::Ok();
     const size_t i = FirstNonFinite(v);
     return Blame(peer, InvalidArgument("non-finite value " + ValueName(v[i]) + " at element " +
                                        std::to_string(i) + " from " + mesh_.Describe(peer)));
@@ -306,7 +312,13 @@ class DirectOp {
     if (world() == 1) return Status::Ok();
     std::vector<const float*> src(world());
     for (uint32_t r = 0; r < world(); ++r) src[r] = r == me() ? data_.data() : shared_->floats[r].get();
-    float* const out = shared_->floats[me() == 0 ? 1 : 0].get();
+    // When no sum can overflow (the usual case), sum straight into `data_`: each element's
+    // inputs are read before it is written. Otherwise stage the sums in a receive buffer so an
+    // overflow leaves `data_` untouched.
+    double bound = 0;
+    for (uint32_t r = 0; r < world(); ++r) bound += std::bit_cast<float>(max_abs_[r]);
+    const bool safe = bound * (1 + 0x1p-20 * world()) < std::numeric_limits<float>::max();
+    float* const out = safe ? data_.data() : shared_->floats[me() == 0 ? 1 : 0].get();
     float acc[kSumBlock];
     uint32_t bad = 0;
     for (size_t b = 0; b < data_.size() && !bad; b += kSumBlock) {
@@ -324,7 +336,7 @@ class DirectOp {
       }
     }
     if (!options_.average) {
-      std::copy(out, out + data_.size(), data_.begin());
+      if (out != data_.data()) std::copy(out, out + data_.size(), data_.begin());
       return Status::Ok();
     }
     const float n = static_cast<float>(world());
@@ -372,6 +384,7 @@ class DirectOp {
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   std::vector<bool> have_;
   uint32_t in_ = 0;  // peers whose contribution arrived and checked out
+  std::vector<uint32_t> max_abs_ = std::vector<uint32_t>(mesh_.world(), 0);  // plain sum: by rank
   std::vector<std::vector<float>> decoded_;  // codec: by rank
   std::optional<PeerFailure> failure_;
 };

@@ -284,6 +284,23 @@ TEST(DirectAllreduceTest, NonFiniteInputIsRefusedAndItsSenderNamed) {
   }
 }
 
+// Finite inputs whose sum overflows: InvalidArgument on every rank, nobody blamed, `data` kept
+// (the sums are staged when the inputs' magnitudes allow an overflow).
+TEST(DirectAllreduceTest, OverflowingSumIsAnErrorAndKeepsData) {
+  LocalCluster cluster(3);
+  auto meshes = FormMeshes(cluster);
+  auto inputs = Inputs(3, 2000, 14);
+  for (auto& v : inputs) v[1500] = 2e38f;
+  auto outs = RunAll(meshes, inputs, {.tag = "o", .deadline = DeadlineAfter(10s)});
+  for (uint32_t r = 0; r < 3; ++r) {
+    ASSERT_FALSE(outs[r].status.ok());
+    EXPECT_EQ(outs[r].status.code(), StatusCode::kInvalidArgument) << outs[r].status.ToString();
+    EXPECT_TRUE(Contains(outs[r].status.message(), "element 1500")) << outs[r].status.ToString();
+    EXPECT_TRUE(SameBits(outs[r].data, inputs[r])) << "rank " << r;
+    EXPECT_FALSE(outs[r].failure.has_value());
+  }
+}
+
 // A lossy codec's residual is rolled back when the call fails, so the retry starts from the
 // same state.
 TEST(DirectAllreduceTest, CodecStateIsRolledBackOnFailure) {
