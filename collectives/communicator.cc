@@ -25,9 +25,9 @@ Result<CollectiveStats> RingCommunicator::Allreduce(std::span<float> data,
     return InvalidArgument("the ring cannot bind contributions (no member sees another's raw "
                            "contribution): a bound all-reduce needs ButterflyCommunicator");
   }
-  // RingAllreduce reduces in place and leaves `data` unspecified on failure; the copy makes the
-  // exact-retry promise hold.
-  const std::vector<float> backup(data.begin(), data.end());
+  // RingAllreduce reduces in place; its backup (kept between calls, so large calls do not
+  // page-fault a fresh buffer in) makes the exact-retry promise hold.
+  backup_.resize(std::max(backup_.size(), data.size()));
   const Clock::time_point start = Clock::now();
   const uint64_t sent_before = ring_->bytes_sent();
   const uint64_t received_before = ring_->bytes_received();
@@ -35,12 +35,12 @@ Result<CollectiveStats> RingCommunicator::Allreduce(std::span<float> data,
                               {.tag = options.tag,
                                .deadline = options.deadline,
                                .segment_bytes = segment_bytes_,
-                               .average = options.average});
+                               .average = options.average,
+                               .backup = std::span(backup_).first(data.size())});
   last_stats_.bytes_sent = ring_->bytes_sent() - sent_before;
   last_stats_.bytes_received = ring_->bytes_received() - received_before;
   last_stats_.seconds = SecondsSince(start);
   if (!result.ok()) {
-    std::copy(backup.begin(), backup.end(), data.begin());
     last_stats_.failed_peer = RingAllreduceBlame(*ring_, result.status());
     return result.status();
   }

@@ -25,6 +25,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "collectives/butterfly.h"
 #include "collectives/codec_state.h"
@@ -105,6 +106,7 @@ class RingCommunicator final : public Communicator {
  private:
   std::unique_ptr<Ring> ring_;
   size_t segment_bytes_;
+  std::vector<float> backup_;  // RingAllreduce's copy of `data` (exact retry)
 };
 
 class ButterflyCommunicator final : public Communicator {
