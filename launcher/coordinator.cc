@@ -287,6 +287,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.verification->OnOpening(s.key, message.opening(), NowMs());
     } else if (message.has_verify_result()) {
       job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
+    } else if (message.has_contribution_proof()) {
+      job.verification->OnContributionProof(s.key, message.contribution_proof());
     }
     return true;
   }
@@ -415,6 +417,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         case v1::Envelope::kStepCommitment:
         case v1::Envelope::kOpening:
         case v1::Envelope::kVerifyResult:
+        case v1::Envelope::kContributionProof:
           if (!OnVerifierMessage(job, id, *message)) return;
           break;
         case v1::Envelope::kLeave:
@@ -916,7 +919,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return false;
     }
     if (job.verification) {
-      Status committed = job.verification->CheckReport(s.key, report.round());
+      Status committed =
+          job.verification->CheckReport(s.key, report, static_cast<uint32_t>(job.members.size()));
       if (!committed.ok()) {
         // No root before the report: its steps could be chosen after seeing the challenges.
         job.verification->Ban(s.key, committed.message());

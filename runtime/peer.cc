@@ -28,6 +28,7 @@
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "runtime/contribution_binding.h"
 #include "runtime/verification.h"
 
 namespace tributary::runtime {
@@ -423,6 +424,16 @@ class PeerSession {
       ring_members_ = members;
     }
     uint64_t collective = 0, sent = 0, received = 0;
+    // A verifying DiLoCo job binds the Δ it sends to a manifest it signs (docs/VERIFIER.md).
+    std::optional<AttemptBinding> binding;
+    if (BindsContributions()) {
+      std::vector<net::PublicKey> keys;
+      for (const auto& m : members) keys.push_back(m.public_key);
+      binding.emplace(job_id_, &identity_, round, start.attempt(), std::move(keys), rank_);
+      if (options_.adversary && options_.adversary->manifest_lies) {
+        binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
+      }
+    }
     Averager average = [&](std::span<float> values) -> Status {
       collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
@@ -432,8 +443,15 @@ class PeerSession {
       opts.codec = spec_.codec().empty() ? "fp32" : spec_.codec();
       opts.aggregator = aggregator_;
       opts.stream = spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient";
+      const auto* hooks = options_.adversary;
+      if (binding) {
+        if (hooks && hooks->sent_delta) hooks->sent_delta(round, values);
+        opts.binding = &binding->Bind(values);
+      }
       auto stats = group_->Allreduce(values, opts);
+      if (binding) SendContributionProofs(round, start.attempt(), *binding);
       if (!stats.ok()) return stats.status();
+      if (binding && hooks && hooks->averaged_delta) hooks->averaged_delta(round, values);
       sent += stats->bytes_sent;
       received += stats->bytes_received;
       return Status::Ok();
@@ -467,6 +485,7 @@ class PeerSession {
     r->set_comm_seconds(stats->comm_seconds);
     if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
     for (const v1::LinkProbe& link : links) *r->add_links() = link;
+    if (binding && binding->encoded_manifest()) r->set_contribution_manifest(*binding->encoded_manifest());
     if (start.evaluate() && rank_ == 0) {
       auto eval = trainer_->EvalLoss();
       if (eval.ok()) {
@@ -479,7 +498,10 @@ class PeerSession {
     pending_received_ = received;
     std::vector<v1::Envelope> late_commitments;
     if (verification_) {  // the signed Merkle root of this round's steps goes before the report
-      auto delta = trainer_->PseudoGradientDigest();
+      // The commitment states the Δ that went out (the manifest's), which a Δ audit checks
+      // against the committed steps; unbound rounds state the trainer's.
+      auto delta = binding && binding->sent_digest() ? Result<Digest>(*binding->sent_digest())
+                                                     : trainer_->PseudoGradientDigest();
       auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
       if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
       if (commitments.ok()) {
@@ -500,7 +522,25 @@ class PeerSession {
   // (error feedback) lives in the communicator, which survives membership changes.
   bool UsesButterfly() const {
     return (!spec_.codec().empty() && spec_.codec() != "fp32") ||
-           (!spec_.aggregator().empty() && spec_.aggregator() != "mean");
+           (!spec_.aggregator().empty() && spec_.aggregator() != "mean") || BindsContributions();
+  }
+
+  // A verifying synchronous DiLoCo job binds every sent Δ to a signed manifest, which only the
+  // butterfly can check (no ring member sees another's raw contribution).
+  bool BindsContributions() const { return verification_ && spec_.mode() == v1::MODE_DILOCO; }
+
+  // Each provable contradiction a sender committed against us goes to the coordinator, which
+  // checks the proof itself and bans the sender.
+  void SendContributionProofs(uint64_t round, uint32_t attempt, AttemptBinding& binding) {
+    for (std::string& proof : binding.TakeMismatches()) {
+      spdlog::error("round {} attempt {}: a contribution contradicts its sender's signed manifest; reporting it",
+                    round, attempt);
+      v1::Envelope e = net::MakeEnvelope(job_id_);
+      e.mutable_contribution_proof()->set_round(round);
+      e.mutable_contribution_proof()->set_attempt(attempt);
+      e.mutable_contribution_proof()->set_mismatch(std::move(proof));
+      (void)SendSigned(std::move(e));
+    }
   }
 
   // Forming waits only on the members (a few round trips each), so it gets a fraction of the

@@ -192,6 +192,7 @@ struct Trainer::Impl {
     record.before = std::move(before.state);
     before.state = std::move(after_state);
     before.digest = record.update;
+    if (step + 1 == spec.inner_steps()) record.end = before.state;
     const double loss = record.loss;
     observer(std::move(record));
     return loss;

@@ -55,6 +55,9 @@ struct StepRecord {
                           // of the raw local gradient, before averaging and clipping
   double loss = 0;        // the exact value whose bits enter the leaf
   verifier::TrainingState before;  // θ and the inner AdamW state before the step
+  // DiLoCo, the round's last step only: the state after it (θ_end, whose digest is `update`),
+  // from which θ_start − θ_end = Δ can be audited.
+  std::optional<verifier::TrainingState> end;
 };
 using StepObserver = std::function<void(StepRecord record)>;
 

@@ -16,6 +16,7 @@
 #include "launcher/process.h"
 #include "launcher/store.h"
 #include "net/identity.h"
+#include "tests/adversary/policy.h"
 #include "tests/common/test_corpus.h"
 #include "verifier/ledger.h"
 
@@ -144,6 +145,9 @@ void ExpectHonest(const Outcome& o, const std::string& hex) {
   EXPECT_GT(verified, 0u);
 }
 
+// How a Δ audit convicts (launcher/verification_service.cc logs the referee's reason).
+constexpr const char* kDeltaAudit = "Δ audit: θ_start − θ_end of the committed steps is not the Δ it committed and sent";
+
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
 TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
@@ -165,7 +169,7 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   ExpectHonest(o, a);
   ExpectHonest(o, b);
   // A prover caught faking steps has a rejected round with failed steps in the ledger.
-  if (attack.expected == "convicted") {
+  if (attack.expected == "convicted" || attack.expected == kDeltaAudit) {
     bool rejected = false;
     for (const auto& rec : o.ledger.Records()) {
       if (net::KeyToHex(rec.peer) == m && rec.verdict() == verifier::RoundVerdict::kRejected) rejected = true;
@@ -188,8 +192,51 @@ INSTANTIATE_TEST_SUITE_P(
                       Attack{"withhold", {}, "withheld the opening"}, Attack{"equivocate", {}, "equivocated"},
                       Attack{"commit_late", {}, "without a step commitment"},
                       Attack{"accuse", {}, "false accusation"},
-                      Attack{"random", {}, "convicted", /*before_commit=*/true}),
+                      Attack{"random", {}, "convicted", /*before_commit=*/true},
+                      // Honest steps, another Δ sent: the Δ audit (θ_start − θ_end ≠ the sent Δ).
+                      Attack{"stale", {}, kDeltaAudit}, Attack{"copy", {}, kDeltaAudit},
+                      Attack{"send_scaled", {"--scale", "1000"}, kDeltaAudit},
+                      // A manifest that states other payloads: the shard owner's proof.
+                      Attack{"manifest_lie", {}, "contradicts its signed manifest"}),
     [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
+
+// Partial cheating at f = 1 %, 5 % and 10 % over real trainer steps. Every step is challenged here
+// (detection against the sampling rate is the detection benchmark's subject), so the question is
+// whether one faked step among honest ones is caught: the seed is chosen so that the cheater fakes
+// at least one step in the first two rounds.
+class PartialCheatingTest : public ::testing::TestWithParam<double> {};
+
+TEST_P(PartialCheatingTest, OneFakedStepAmongHonestOnesIsCaught) {
+  const double rate = GetParam();
+  constexpr uint64_t kInnerSteps = 4;
+  uint64_t seed = 1, first_round = 0, first_step = 0;
+  for (bool found = false; !found; ++seed) {
+    for (uint64_t t = 0; t < 2 * kInnerSteps && !found; ++t) {
+      found = adversary::Faked(seed, rate, t / kInnerSteps, t % kInnerSteps);
+      first_round = t / kInnerSteps;
+      first_step = t % kInnerSteps;
+    }
+    if (found) break;
+  }
+  VerifiedJob job("verify-partial-" + std::to_string(static_cast<int>(rate * 100)));
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start(3);
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY,
+           {"--attack", "partial", "--rate", std::to_string(rate), "--seed", std::to_string(seed)});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  const std::string caught = "round " + std::to_string(first_round) + " step " + std::to_string(first_step);
+  EXPECT_NE(log.find(caught + ": prover"), std::string::npos) << "expected a conviction at " << caught << "\n" << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rates, PartialCheatingTest, ::testing::Values(0.01, 0.05, 0.10),
+                         [](const auto& info) { return "f" + std::to_string(static_cast<int>(info.param * 100)); });
 
 // A peer that claims a determinism class nobody shares cannot be replayed bitwise by anyone: its
 // challenges come back VERIFY_CANNOT_REPLAY, so it earns no verified credit (and is not banned:
