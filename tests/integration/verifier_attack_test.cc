@@ -58,10 +58,13 @@ class VerifiedJob {
     return hex;
   }
 
-  void Start(int rounds, bool before_commit = false) {
+  // Every inner step is challenged (verify_samples = inner_steps).
+  void Start(int rounds, bool before_commit = false, int peers = 3, int inner_steps = 4, int verifiers_per_step = 1,
+             int gather_ms = 5000) {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
-         "--mode", "diloco", "--peers", "3", "--min-peers", "2", "--gather-ms", "5000", "--rounds",
-         std::to_string(rounds), "--inner-steps", "4", "--verify-samples", "4", "--verifiers-per-step", "1",
+         "--mode", "diloco", "--peers", std::to_string(peers), "--min-peers", "2", "--gather-ms", std::to_string(gather_ms), "--rounds",
+         std::to_string(rounds), "--inner-steps", std::to_string(inner_steps), "--verify-samples",
+         std::to_string(inner_steps), "--verifiers-per-step", std::to_string(verifiers_per_step),
          "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
     if (before_commit) argv.push_back("--verify-before-commit");
@@ -237,6 +240,31 @@ TEST_P(PartialCheatingTest, OneFakedStepAmongHonestOnesIsCaught) {
 
 INSTANTIATE_TEST_SUITE_P(Rates, PartialCheatingTest, ::testing::Values(0.01, 0.05, 0.10),
                          [](const auto& info) { return "f" + std::to_string(static_cast<int>(info.param * 100)); });
+
+// A cheater and a colluding verifier among six peers: the colluder vouches for every step it is
+// asked about. Two verifiers per step and a referee majority mean its word never decides: the
+// cheater is convicted, and the colluder is banned for vouching for a convicted step or for
+// ruling against the majority of referees. With 8 challenged steps, the chance that the colluder
+// takes part in none of the cheater's disputes is (1/5)^8 ≈ 3·10⁻⁶.
+TEST(VerifierCollusion, AColludingVerifierCannotSaveACheater) {
+  VerifiedJob job("verify-collude");
+  std::vector<std::string> honest;
+  for (const char* name : {"alice", "bob", "carol", "dave"}) honest.push_back(job.Key(name));
+  const std::string m = job.Key("mallory"), t = job.Key("trudy");
+  job.Start(2, false, /*peers=*/6, /*inner_steps=*/8, /*verifiers_per_step=*/2, /*gather_ms=*/60000);
+  for (const char* name : {"alice", "bob", "carol", "dave"}) job.Peer(name, TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
+  job.Peer("trudy", TRIBUTARY_ADVERSARY, {"--attack", "collude"});
+  ASSERT_EQ(job.WaitCoordinator(300s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ASSERT_EQ(o.banned.count(t), 1u) << log;
+  const std::string& why = o.banned.at(t);
+  EXPECT_TRUE(why.find("vouched for") != std::string::npos || why.find("against the majority") != std::string::npos)
+      << why;
+  for (const std::string& h : honest) ExpectHonest(o, h);
+}
 
 // A peer that claims a determinism class nobody shares cannot be replayed bitwise by anyone: its
 // challenges come back VERIFY_CANNOT_REPLAY, so it earns no verified credit (and is not banned:
