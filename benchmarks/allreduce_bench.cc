@@ -28,6 +28,9 @@ using namespace std::chrono_literals;
 nlohmann::json ToJson(const SizeResult& r) {
   return {{"bytes", r.bytes},
           {"ours_s", r.ours_s},
+          {"ours_path", r.ours_path},
+          {"ring_s", r.ring_s},
+          {"ring_cpu_s", r.ring_cpu_s},
           {"gloo_s", r.gloo_s},
           {"gloo_chunked_s", r.gloo_chunked_s},
           {"max_abs_diff_ours_vs_gloo", r.max_abs_diff_ours_vs_gloo},
@@ -45,6 +48,9 @@ Result<SizeResult> SizeResultFromJson(const nlohmann::json& j) {
     SizeResult r;
     r.bytes = j.at("bytes").get<uint64_t>();
     r.ours_s = j.at("ours_s").get<std::vector<double>>();
+    r.ours_path = j.value("ours_path", std::string("ring"));
+    r.ring_s = j.value("ring_s", std::vector<double>{});
+    r.ring_cpu_s = j.value("ring_cpu_s", 0.0);
     r.gloo_s = j.at("gloo_s").get<std::vector<double>>();
     r.gloo_chunked_s = j.at("gloo_chunked_s").get<std::vector<double>>();
     r.max_abs_diff_ours_vs_gloo = j.at("max_abs_diff_ours_vs_gloo").get<double>();
@@ -85,6 +91,8 @@ std::vector<std::string> WorkerArgs(const BenchConfig& c, uint32_t world, uint32
           "--dir",           dir,
           "--sizes-mib",     join(c.sizes_mib),
           "--reps",          std::to_string(c.reps),
+          "--small-reps",    std::to_string(c.small_reps),
+          "--small-mib",     fmt::format("{}", c.small_mib),
           "--big-reps",      std::to_string(c.big_reps),
           "--big-mib",       fmt::format("{}", c.big_mib),
           "--warmup",        std::to_string(c.warmup),
@@ -173,6 +181,7 @@ Result<std::vector<SizeResult>> RunWorld(const BenchConfig& config, uint32_t wor
 
 std::string TableRow(uint32_t world, const SizeResult& r) {
   const double ours = Median(r.ours_s), gloo = Median(r.gloo_s), mib = r.bytes / kMiB;
+  const double ring = r.ring_s.empty() ? 0 : Median(r.ring_s);
   std::string chunked = "–";
   if (!r.gloo_chunked_s.empty()) {
     const double c = Median(r.gloo_chunked_s);
@@ -182,9 +191,11 @@ std::string TableRow(uint32_t world, const SizeResult& r) {
                                            : fmt::format("{:g} KiB", r.bytes / 1024.0);
   // CPU cost: ns of CPU (all ranks together) per byte of the tensor reduced.
   const double bytes = static_cast<double>(r.bytes);
-  return fmt::format("| {} | {} | {:.3f} | {:.3f} | {:.0f} | {:.0f} | {:.2f} | {} | {:.2f} | {:.2f} | {} |",
-                     world, size, ours * 1e3, gloo * 1e3, mib / ours, mib / gloo, gloo / ours, chunked,
-                     r.ours_cpu_s / bytes * 1e9, r.gloo_cpu_s / bytes * 1e9, r.ok ? "ok" : "FAILED");
+  return fmt::format(
+      "| {} | {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.2f} | {:.2f} | {} | {:.2f} | {:.2f} | {} |",
+      world, size, r.ours_path, ours * 1e3, ring * 1e3, gloo * 1e3, mib / ours, gloo / ours,
+      gloo / ring, chunked, r.ours_cpu_s / bytes * 1e9, r.gloo_cpu_s / bytes * 1e9,
+      r.ok ? "ok" : "FAILED");
 }
 
 }  // namespace
@@ -211,6 +222,7 @@ int RunLauncher(const BenchConfig& config) {
       nlohmann::json j = ToJson(r);
       j["world"] = world;
       j["ours_median_s"] = Median(r.ours_s);
+      if (!r.ring_s.empty()) j["ring_median_s"] = Median(r.ring_s);
       j["gloo_median_s"] = Median(r.gloo_s);
       // The fastest repetition: what each algorithm achieves when the (shared) machine lets it.
       j["ours_min_s"] = *std::min_element(r.ours_s.begin(), r.ours_s.end());
@@ -222,13 +234,16 @@ int RunLauncher(const BenchConfig& config) {
       results.push_back(j);
     }
   }
-  std::cout << "| world | size | ours ms | gloo ms | ours algbw MiB/s | gloo algbw MiB/s | "
-               "gloo/ours time | gloo chunked ms (time/ours) | ours CPU ns/B | gloo CPU ns/B | sums agree |\n"
-               "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::cout << "| world | size | ours path | ours ms | ring ms | gloo ms | ours algbw MiB/s | "
+               "gloo/ours time | gloo/ring time | gloo chunked ms (time/ours) | ours CPU ns/B | "
+               "gloo CPU ns/B | sums agree |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& row : rows) std::cout << row << "\n";
   std::cout
       << "\nMedian of per-repetition times; each repetition's time is the slowest rank's, "
-         "from a Gloo barrier to the end of its all-reduce. algbw = size / time. CPU ns/B = CPU "
+         "from a Gloo barrier to the end of its all-reduce. \"ours\" is MeshCommunicator (the "
+         "path it picked); \"ring\" is RingAllreduce over the same mesh. "
+         "algbw = size / time. CPU ns/B = CPU "
          "time (getrusage, user + system, all threads) of all ranks together for one all-reduce, "
          "per byte of the tensor. \"gloo\" "
          "is gloo::AllreduceRing<float>; \"gloo chunked\" is gloo::AllreduceRingChunked<float>."
@@ -238,7 +253,8 @@ int RunLauncher(const BenchConfig& config) {
             << ", on " << std::thread::hardware_concurrency() << " CPUs.\n";
 
   nlohmann::json doc = {{"benchmark", "allreduce_loopback"},
-                        {"ours", "tributary RingAllreduce (pipelined reduce-scatter + all-gather)"},
+                        {"ours", "tributary MeshCommunicator (direct path below its threshold, else RingAllreduce over the mesh)"},
+                        {"ring", "tributary RingAllreduce (pipelined reduce-scatter + all-gather) over the same mesh"},
                         {"gloo", "gloo 0.5.0 AllreduceRing<float>, TCP transport"},
                         {"gloo_chunked", "gloo 0.5.0 AllreduceRingChunked<float>, TCP transport"},
                         {"host_cpus", std::thread::hardware_concurrency()},
@@ -247,6 +263,8 @@ int RunLauncher(const BenchConfig& config) {
                         {"segment_bytes", config.segment_bytes},
                         {"warmup", config.warmup},
                         {"reps", config.reps},
+                        {"small_reps", config.small_reps},
+                        {"small_mib", config.small_mib},
                         {"big_reps", config.big_reps},
                         {"big_mib", config.big_mib},
                         {"results", results}};
@@ -276,6 +294,9 @@ int main(int argc, char** argv) {
   app.add_option("--big-reps", config.big_reps, "timed repetitions for sizes >= --big-mib")
       ->check(CLI::Range(1, 1000));
   app.add_option("--big-mib", config.big_mib);
+  app.add_option("--small-reps", config.small_reps, "timed repetitions for sizes <= --small-mib")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--small-mib", config.small_mib);
   app.add_option("--warmup", config.warmup, "untimed repetitions first");
   app.add_option("--segment-bytes", config.segment_bytes, "our ring's segment size");
   app.add_option("--timeout-s", config.timeout_s, "per world size");

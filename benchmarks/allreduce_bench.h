@@ -1,9 +1,10 @@
-// All-reduce benchmark: our RingAllreduce against Gloo's AllreduceRing<float> (and, for
-// reference, Gloo's bandwidth-optimal AllreduceRingChunked<float>), same run, same inputs, real
-// processes on loopback.
+// All-reduce benchmark: ours (collectives::MeshCommunicator, which picks the direct path or the
+// ring by size) and our plain RingAllreduce over the same mesh, against Gloo's
+// AllreduceRing<float> (and, for reference, Gloo's bandwidth-optimal AllreduceRingChunked<float>),
+// same run, same inputs, real processes on loopback.
 //
 // The launcher (RunLauncher) spawns `world` worker processes of this very binary per world size;
-// they rendezvous through files in a fresh temp dir (our ring: one port file per rank; Gloo: its
+// they rendezvous through files in a fresh temp dir (our mesh: one port file per rank; Gloo: its
 // FileStore in the same dir). Rank 0 writes its measurements there as JSON for the launcher,
 // which prints a Markdown table and writes the merged JSON.
 #pragma once
@@ -22,6 +23,8 @@ struct BenchConfig {
   std::vector<uint32_t> worlds{2, 4};
   std::vector<double> sizes_mib{4.0 / 1024, 64.0 / 1024, 1, 4, 16, 64, 256};  // 4 KiB .. 256 MiB
   uint32_t reps = 9;      // odd, so the median is one measured repetition
+  uint32_t small_reps = 31;  // for sizes of at most small_mib: cheap, and noisier per call
+  double small_mib = 4;
   uint32_t big_reps = 5;  // for sizes of at least big_mib
   double big_mib = 64;
   uint32_t warmup = 1;
@@ -39,7 +42,9 @@ struct BenchConfig {
 // decides when an all-reduce is done), in seconds.
 struct SizeResult {
   uint64_t bytes = 0;
-  std::vector<double> ours_s;
+  std::vector<double> ours_s;            // MeshCommunicator: the path it picked
+  std::string ours_path;                 // "direct" | "ring"
+  std::vector<double> ring_s;            // RingAllreduce over the same mesh, always
   std::vector<double> gloo_s;            // AllreduceRing
   std::vector<double> gloo_chunked_s;    // AllreduceRingChunked; empty when not measured
   double max_abs_diff_ours_vs_gloo = 0;  // max over ranks, elements and both Gloo algorithms
@@ -50,6 +55,7 @@ struct SizeResult {
   // CPU seconds (user + system, getrusage) that one all-reduce cost all ranks together, mean
   // over the timed repetitions: divided by `bytes`, the CPU cost per byte reduced.
   double ours_cpu_s = 0;
+  double ring_cpu_s = 0;
   double gloo_cpu_s = 0;
   double gloo_chunked_cpu_s = 0;
 };

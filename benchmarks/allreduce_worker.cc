@@ -14,6 +14,7 @@
 #include "benchmarks/allreduce_bench.h"
 #include "collectives/allreduce.h"
 #include "collectives/gloo/gloo_rendezvous.h"
+#include "collectives/mesh_communicator.h"
 #include "collectives/ring.h"
 #include "core/files.h"
 #include "core/logging.h"
@@ -138,17 +139,21 @@ Result<bool> SameOnAllRanks(GlooGroup& gloo, uint64_t hash) {
   return std::all_of(all.begin(), all.end(), [&](uint64_t h) { return h == all[0]; });
 }
 
-// Times one tensor size: our ring, Gloo's ring and (optionally) Gloo's chunked ring, each on
-// its own buffer refilled from the same input before every repetition.
+// Times one tensor size: ours (the MeshCommunicator, which picks the path), our plain ring over
+// the same mesh, Gloo's ring and (optionally) Gloo's chunked ring, each on its own buffer
+// refilled from the same input before every repetition.
 class SizeRun {
  public:
-  SizeRun(const BenchConfig& config, collectives::Ring& ring, GlooGroup& gloo, uint64_t bytes)
+  SizeRun(const BenchConfig& config, collectives::MeshCommunicator& comm, collectives::Ring& ring,
+          GlooGroup& gloo, uint64_t bytes)
       : config_(config),
+        comm_(comm),
         ring_(ring),
         gloo_(gloo),
         count_(bytes / sizeof(float)),
         input_(count_),
         ours_(count_),
+        ring_out_(count_),
         gloo_out_(count_),
         chunked_out_(config.gloo_chunked ? count_ : 0) {
     result_.bytes = bytes;
@@ -169,13 +174,16 @@ class SizeRun {
             gloo_.context(), std::vector<float*>{chunked_out_.data()}, count);
       }
     }));
-    const uint32_t reps = result_.bytes >= config_.big_mib * kMiB ? config_.big_reps : config_.reps;
-    std::vector<double> ours_s, gloo_s, chunked_s;
-    double cpu_ours = 0, cpu_gloo = 0, cpu_chunked = 0;
+    const uint32_t reps = result_.bytes >= config_.big_mib * kMiB     ? config_.big_reps
+                          : result_.bytes <= config_.small_mib * kMiB ? config_.small_reps
+                                                                       : config_.reps;
+    std::vector<double> ours_s, ring_s, gloo_s, chunked_s;
+    double cpu_ours = 0, cpu_ring = 0, cpu_gloo = 0, cpu_chunked = 0;
     for (uint32_t it = 0; it < config_.warmup + reps; ++it) {
       // Interleaved, so that drift (other load on the machine) hits all of them alike.
       const bool timed = it >= config_.warmup;
       TRIB_ASSIGN_OR_RETURN(double ours, TimeOurs(it, timed ? &cpu_ours : nullptr));
+      TRIB_ASSIGN_OR_RETURN(double ring_time, TimeRing(it, timed ? &cpu_ring : nullptr));
       TRIB_ASSIGN_OR_RETURN(double theirs, TimeGloo(*ring, gloo_out_, timed ? &cpu_gloo : nullptr));
       double theirs_chunked = 0;
       if (chunked) {
@@ -184,15 +192,19 @@ class SizeRun {
       }
       if (!timed) continue;
       ours_s.push_back(ours);
+      ring_s.push_back(ring_time);
       gloo_s.push_back(theirs);
       if (chunked) chunked_s.push_back(theirs_chunked);
     }
     TRIB_ASSIGN_OR_RETURN(result_.ours_s, MaxOverRanks(gloo_, ours_s));
+    TRIB_ASSIGN_OR_RETURN(result_.ring_s, MaxOverRanks(gloo_, ring_s));
+    result_.ours_path = std::string(collectives::PathName(comm_.last_path()));
     TRIB_ASSIGN_OR_RETURN(result_.gloo_s, MaxOverRanks(gloo_, gloo_s));
     if (chunked) {
       TRIB_ASSIGN_OR_RETURN(result_.gloo_chunked_s, MaxOverRanks(gloo_, chunked_s));
     }
     TRIB_ASSIGN_OR_RETURN(result_.ours_cpu_s, SumOverRanks(gloo_, cpu_ours / reps));
+    TRIB_ASSIGN_OR_RETURN(result_.ring_cpu_s, SumOverRanks(gloo_, cpu_ring / reps));
     TRIB_ASSIGN_OR_RETURN(result_.gloo_cpu_s, SumOverRanks(gloo_, cpu_gloo / reps));
     TRIB_ASSIGN_OR_RETURN(result_.gloo_chunked_cpu_s, SumOverRanks(gloo_, cpu_chunked / reps));
     TRIB_RETURN_IF_ERROR(Check());
@@ -205,9 +217,24 @@ class SizeRun {
     TRIB_RETURN_IF_ERROR(gloo_.Barrier());
     const double cpu_start = CpuSeconds();
     const auto start = Clock::now();
+    auto stats = comm_.Allreduce(
+        ours_, {.tag = "bench/" + std::to_string(result_.bytes) + "/" + std::to_string(it),
+                .deadline = DeadlineAfter(std::chrono::seconds(config_.timeout_s))});
+    if (!stats.ok()) return stats.status();
+    const double seconds = SecondsSince(start);
+    if (cpu) *cpu += CpuSeconds() - cpu_start;
+    return seconds;
+  }
+
+  // The ring path alone over the same mesh connections, whatever the size.
+  Result<double> TimeRing(uint32_t it, double* cpu) {
+    std::memcpy(ring_out_.data(), input_.data(), count_ * sizeof(float));
+    TRIB_RETURN_IF_ERROR(gloo_.Barrier());
+    const double cpu_start = CpuSeconds();
+    const auto start = Clock::now();
     auto stats = collectives::RingAllreduce(
-        ring_, ours_,
-        {.tag = "bench/" + std::to_string(result_.bytes) + "/" + std::to_string(it),
+        ring_, ring_out_,
+        {.tag = "ring/" + std::to_string(result_.bytes) + "/" + std::to_string(it),
          .deadline = DeadlineAfter(std::chrono::seconds(config_.timeout_s)),
          .segment_bytes = config_.segment_bytes});
     if (!stats.ok()) return stats.status();
@@ -236,7 +263,8 @@ class SizeRun {
   // A benchmark of a wrong result is worthless: the sums must agree with each other and with a
   // float64 reference, and ours must be the same bits on every rank.
   Status Check() {
-    const double diff = std::max(MaxAbsDiff(ours_, gloo_out_), MaxAbsDiff(ours_, chunked_out_));
+    const double diff = std::max({MaxAbsDiff(ours_, gloo_out_), MaxAbsDiff(ours_, chunked_out_),
+                                  MaxAbsDiff(ring_out_, gloo_out_)});
     double err = 0;
     const uint64_t stride = std::max<uint64_t>(1, count_ / 4096);
     for (uint64_t i = config_.rank; i < count_; i += stride) {
@@ -249,7 +277,9 @@ class SizeRun {
     TRIB_ASSIGN_OR_RETURN(auto maxima, MaxOverRanks(gloo_, {diff, err}));
     result_.max_abs_diff_ours_vs_gloo = maxima[0];
     result_.max_abs_err_ours_vs_fp64 = maxima[1];
-    TRIB_ASSIGN_OR_RETURN(result_.ours_bit_identical, SameOnAllRanks(gloo_, HashFloats(ours_)));
+    TRIB_ASSIGN_OR_RETURN(const bool ours_same, SameOnAllRanks(gloo_, HashFloats(ours_)));
+    TRIB_ASSIGN_OR_RETURN(const bool ring_same, SameOnAllRanks(gloo_, HashFloats(ring_out_)));
+    result_.ours_bit_identical = ours_same && ring_same;
     TRIB_ASSIGN_OR_RETURN(result_.gloo_bit_identical, SameOnAllRanks(gloo_, HashFloats(gloo_out_)));
     // Sums of `world` values in [-1, 1): world - 1 float32 roundings of partial sums below
     // `world`, each at most half an ulp of `world`; either sum may be off by that much.
@@ -259,10 +289,11 @@ class SizeRun {
   }
 
   const BenchConfig& config_;
+  collectives::MeshCommunicator& comm_;
   collectives::Ring& ring_;
   GlooGroup& gloo_;
   const uint64_t count_;
-  std::vector<float> input_, ours_, gloo_out_, chunked_out_;
+  std::vector<float> input_, ours_, ring_out_, gloo_out_, chunked_out_;
   SizeResult result_;
 };
 
@@ -274,17 +305,26 @@ Status WorkerMain(const BenchConfig& config) {
       WriteFileAtomically(PortFile(config.dir, config.rank), std::to_string(listener->port())));
   TRIB_ASSIGN_OR_RETURN(auto members, AwaitMembers(config, setup));
   TRIB_ASSIGN_OR_RETURN(
-      auto ring, collectives::Ring::Form(io, *listener, config.rank, members, kJobId, 0, setup));
+      auto mesh, collectives::Mesh::Form(io, *listener, config.rank, members, kJobId, 0, setup));
+  // Loopback has no measured link: the default estimate picks the path; the ring keeps the
+  // configured segment size, as the plain ring below does.
+  collectives::MeshCommunicator comm(std::move(mesh), {.segment_bytes = config.segment_bytes});
+  const collectives::Mesh& m = comm.mesh();
+  const uint32_t n = m.world();
+  auto ring = collectives::Ring::Over(m.rank(), m.members(), m.job_id(), m.round(), m.attempt(),
+                                      nullptr, n > 1 ? m.peer((m.rank() + 1) % n) : nullptr,
+                                      n > 1 ? m.peer((m.rank() + n - 1) % n) : nullptr);
   TRIB_ASSIGN_OR_RETURN(auto gloo, GlooGroup::Connect(config));
 
   nlohmann::json sizes = nlohmann::json::array();
   for (double mib : config.sizes_mib) {
     const uint64_t bytes = static_cast<uint64_t>(mib * kMiB) / sizeof(float) * sizeof(float);
-    SizeRun run(config, *ring, *gloo, bytes);
+    SizeRun run(config, comm, *ring, *gloo, bytes);
     TRIB_ASSIGN_OR_RETURN(SizeResult result, run.Run());
     if (config.rank == 0) {
-      spdlog::info("world {} size {} MiB: ours {:.2f} ms, gloo {:.2f} ms{}", config.world,
-                   bytes / kMiB, Median(result.ours_s) * 1e3, Median(result.gloo_s) * 1e3,
+      spdlog::info("world {} size {} MiB: ours ({}) {:.3f} ms, ring {:.3f} ms, gloo {:.3f} ms{}",
+                   config.world, bytes / kMiB, result.ours_path, Median(result.ours_s) * 1e3,
+                   Median(result.ring_s) * 1e3, Median(result.gloo_s) * 1e3,
                    result.ok ? "" : " (CHECK FAILED)");
     }
     sizes.push_back(ToJson(result));

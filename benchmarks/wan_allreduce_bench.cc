@@ -4,8 +4,10 @@
 //
 // The launcher (root) starts a WanEmulator, runs iperf3 between peers 0 and 1, then runs one
 // worker process per peer inside its namespace (`ip netns exec`). Workers meet through port
-// files in a temp dir, form a ring in the requested order (ParallelRing: --streams per edge),
-// and time each size: a one-float all-reduce as a barrier, then the timed all-reduce. Each
+// files in a temp dir, form a mesh in the requested ring order and run a MeshCommunicator (the
+// direct path below the threshold its link model derives from the configured RTT and iperf3's
+// bandwidth, the ring above it; with --streams > 1 a ParallelRing instead), and time each size:
+// a one-float all-reduce as a barrier, then the timed all-reduce. Each
 // repetition's time is the slowest rank's. Results are checked against a float64 reference.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -26,6 +28,7 @@
 #include "benchmarks/common/bench_stats.h"
 #include "benchmarks/wan/probe.h"
 #include "benchmarks/wan/wan_emulator.h"
+#include "collectives/mesh_communicator.h"
 #include "collectives/parallel_ring.h"
 #include "collectives/topology.h"
 #include "core/clock.h"
@@ -68,6 +71,10 @@ struct Config {
   std::vector<uint32_t> order;  // ring rank k = peer order[k]
   std::vector<int> reps;        // per size
   double probe_seconds = 0;     // > 0: probe links (MeasureLinks) first and report them
+  // The group's link as every worker is told it (0: unknown, the defaults apply).
+  double link_rtt_ms = 0, link_mbit = 0;
+  int64_t direct_max_bytes = -1;  // >= 0 overrides the model's threshold
+  uint64_t segment_bytes = 0;     // > 0 overrides the ring's segment size
 };
 
 float InputValue(uint32_t rank, uint64_t i) {
@@ -125,27 +132,50 @@ Status WorkerMain(const Config& c) {
     members.back().rank = k;
     if (c.order[k] == c.rank) my_ring_rank = k;
   }
-  TRIB_ASSIGN_OR_RETURN(auto rings, collectives::ParallelRing::Form(io, *listener, my_ring_rank, members, "wan",
-                                                                    1, 0, nullptr, DeadlineAfter(Millis(120000)),
-                                                                    c.streams));
+  // One stream: a mesh and the communicator a deployment runs. Several: the ParallelRing.
+  std::unique_ptr<collectives::ParallelRing> rings;
+  std::unique_ptr<collectives::MeshCommunicator> comm;
+  if (c.streams > 1) {
+    TRIB_ASSIGN_OR_RETURN(rings, collectives::ParallelRing::Form(io, *listener, my_ring_rank, members, "wan", 1, 0,
+                                                                 nullptr, DeadlineAfter(Millis(120000)), c.streams));
+  } else {
+    TRIB_ASSIGN_OR_RETURN(auto mesh, collectives::Mesh::Form(io, *listener, my_ring_rank, members, "wan", 1,
+                                                             DeadlineAfter(Millis(120000))));
+    collectives::MeshCommunicator::Options options;
+    if (c.link_mbit > 0) options.link = {.rtt_seconds = c.link_rtt_ms / 1e3, .bytes_per_second = c.link_mbit * 1e6 / 8};
+    if (c.direct_max_bytes >= 0) options.direct_max_bytes = static_cast<size_t>(c.direct_max_bytes);
+    options.segment_bytes = c.segment_bytes;
+    comm = std::make_unique<collectives::MeshCommunicator>(std::move(mesh), options);
+    out["direct_max_bytes"] = comm->direct_max_bytes();
+    out["segment_bytes"] = comm->segment_bytes();
+  }
+  const auto allreduce = [&](std::span<float> v, const std::string& tag) -> Status {
+    const Deadline deadline = DeadlineAfter(Millis(600000));
+    if (rings) return collectives::ParallelRingAllreduce(*rings, v, {.tag = tag, .deadline = deadline}).status();
+    return comm->Allreduce(v, {.tag = tag, .deadline = deadline}).status();
+  };
   json sizes = json::array();
   uint64_t call = 0;
   for (size_t s = 0; s < c.sizes.size(); ++s) {
     const uint64_t n = c.sizes[s] / sizeof(float);
     std::vector<float> data(n);
     std::vector<double> times;
+    std::vector<double> starts, ends;  // steady clock, shared by every namespace of this host
     double max_err = 0;
+    std::string path = "ring";
     for (int it = 0; it < 1 + c.reps[s]; ++it) {
       for (uint64_t i = 0; i < n; ++i) data[i] = InputValue(c.rank, i);
       float token = 1;
-      const auto opts = [&](const std::string& what) {
-        return collectives::AllreduceOptions{.tag = what + std::to_string(call++),
-                                             .deadline = DeadlineAfter(Millis(600000))};
-      };
-      TRIB_RETURN_IF_ERROR(collectives::ParallelRingAllreduce(*rings, {&token, 1}, opts("b")).status());
+      TRIB_RETURN_IF_ERROR(allreduce({&token, 1}, "b" + std::to_string(call++)));
       const auto t0 = Clock::now();
-      TRIB_RETURN_IF_ERROR(collectives::ParallelRingAllreduce(*rings, data, opts("a")).status());
-      if (it > 0) times.push_back(SecondsSince(t0));
+      TRIB_RETURN_IF_ERROR(allreduce(data, "a" + std::to_string(call++)));
+      if (it > 0) {
+        const auto t1 = Clock::now();
+        times.push_back(std::chrono::duration<double>(t1 - t0).count());
+        starts.push_back(std::chrono::duration<double>(t0.time_since_epoch()).count());
+        ends.push_back(std::chrono::duration<double>(t1.time_since_epoch()).count());
+      }
+      if (comm) path = std::string(collectives::PathName(comm->last_path()));
       if (it == 0) {
         for (uint64_t i = 0; i < n; i += std::max<uint64_t>(1, n / 4096)) {
           double ref = 0;
@@ -154,10 +184,11 @@ Status WorkerMain(const Config& c) {
         }
       }
     }
-    sizes.push_back({{"bytes", c.sizes[s]}, {"seconds", times}, {"max_abs_err_vs_fp64", max_err}});
+    sizes.push_back({{"bytes", c.sizes[s]}, {"seconds", times}, {"starts", starts}, {"ends", ends},
+                     {"max_abs_err_vs_fp64", max_err}, {"path", path}});
   }
   out["sizes"] = sizes;
-  out["bytes_sent"] = rings->bytes_sent();
+  out["bytes_sent"] = rings ? rings->bytes_sent() : comm->mesh().bytes_sent();
   return WriteFileAtomically(c.dir + "/result." + std::to_string(c.rank), out.dump());
 }
 
@@ -178,7 +209,7 @@ std::string Join(const std::vector<uint32_t>& v) {
 // Runs one worker per peer in its namespace; returns their result documents by rank.
 Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wan, const std::vector<uint32_t>& order,
                                      const std::vector<uint64_t>& sizes, const std::vector<int>& reps,
-                                     double probe_seconds) {
+                                     double probe_seconds, double link_rtt_ms = 0, double link_mbit = 0) {
   const std::string dir = fs::temp_directory_path() / ("trib-wanbench-" + std::to_string(::getpid()) + "-" +
                                                        std::to_string(Clock::now().time_since_epoch().count()));
   fs::create_directories(dir);
@@ -197,7 +228,10 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
                           std::string("--host"), wan.Address(r), std::string("--order"), Join(order),
                           std::string("--sizes"), size_list, std::string("--reps-each"), rep_list,
                           std::string("--streams"), std::to_string(c.streams), std::string("--probe-seconds"),
-                          fmt::format("{}", probe_seconds)}) {
+                          fmt::format("{}", probe_seconds), std::string("--link-rtt-ms"), fmt::format("{}", link_rtt_ms),
+                          std::string("--link-mbit"), fmt::format("{}", link_mbit), std::string("--direct-max-bytes"),
+                          std::to_string(c.direct_max_bytes), std::string("--segment-bytes"),
+                          std::to_string(c.segment_bytes)}) {
       argv.push_back(a);
     }
     const pid_t pid = fork();
@@ -237,6 +271,31 @@ std::vector<std::vector<double>> SlowestRank(const std::vector<json>& docs, size
       if (out[s].empty()) out[s].assign(t.size(), 0);
       for (size_t i = 0; i < t.size(); ++i) out[s][i] = std::max(out[s][i], t[i]);
     }
+  }
+  return out;
+}
+
+// Per size: from the moment the last rank started a repetition to the moment the last rank
+// finished it. All ranks run on this host, so their steady clocks agree; unlike SlowestRank this
+// does not count the start skew a barrier leaves (a barrier releases ranks up to one hop apart,
+// and a skew of one hop can persist from repetition to repetition at 2 peers).
+std::vector<std::vector<double>> FromLastStart(const std::vector<json>& docs, size_t sizes) {
+  std::vector<std::vector<double>> out(sizes);
+  for (size_t s = 0; s < sizes; ++s) {
+    std::vector<double> last_start, last_end;
+    for (const json& d : docs) {
+      const auto st = d["sizes"][s]["starts"].get<std::vector<double>>();
+      const auto en = d["sizes"][s]["ends"].get<std::vector<double>>();
+      if (last_start.empty()) {
+        last_start.assign(st.size(), 0);
+        last_end.assign(en.size(), 0);
+      }
+      for (size_t i = 0; i < st.size(); ++i) {
+        last_start[i] = std::max(last_start[i], st[i]);
+        last_end[i] = std::max(last_end[i], en[i]);
+      }
+    }
+    for (size_t i = 0; i < last_start.size(); ++i) out[s].push_back(last_end[i] - last_start[i]);
   }
   return out;
 }
@@ -289,35 +348,47 @@ int Launcher(const Config& c) {
       std::iota(order.begin(), order.end(), 0u);
       std::vector<int> reps;
       for (uint64_t b : c.sizes) reps.push_back(b < (1 << 20) ? c.reps_small : b < (64 << 20) ? c.reps_mid : c.reps_big);
-      auto docs = RunWorkers(c, **wan, order, c.sizes, reps, 0);
+      // The workers' link model gets what a deployment would know: the RTT and iperf3's rate.
+      auto docs = RunWorkers(c, **wan, order, c.sizes, reps, 0, rtt, iperf->receiver_mbit);
       if (!docs.ok()) {
         spdlog::error("world {} rtt {}: {}", world, rtt, docs.status().ToString());
         return 1;
       }
       const auto times = SlowestRank(*docs, c.sizes.size());
+      const auto from_last = FromLastStart(*docs, c.sizes.size());
       const double link_Bps = iperf->receiver_mbit * 1e6 / 8;
       for (size_t s = 0; s < c.sizes.size(); ++s) {
         const double med = Quantile(times[s], 0.5), p90 = Quantile(times[s], 0.9);
         // Bus bandwidth: what each rank pushed through its link (2(N-1)/N of the tensor).
         const double bus_Bps = 2.0 * (world - 1) / world * static_cast<double>(c.sizes[s]) / med;
         const double err = (*docs)[0]["sizes"][s]["max_abs_err_vs_fp64"].get<double>();
+        const double last = Quantile(from_last[s], 0.5);
+        const double last_bus_Bps = 2.0 * (world - 1) / world * static_cast<double>(c.sizes[s]) / last;
         json row = {{"world", world}, {"rtt_ms", rtt}, {"bytes", c.sizes[s]}, {"seconds", times[s]},
                     {"median_s", med}, {"p90_s", p90}, {"p90_over_median", p90 / med},
                     {"iperf3_mbit", iperf->receiver_mbit}, {"bus_mbit", bus_Bps * 8 / 1e6},
                     {"of_iperf3", bus_Bps / link_Bps}, {"round_trips", med / (rtt / 1e3)},
+                    {"path", (*docs)[0]["sizes"][s].value("path", std::string("ring"))},
+                    {"segment_bytes", (*docs)[0].value("segment_bytes", uint64_t{0})},
+                    {"from_last_start_s", from_last[s]}, {"from_last_start_median_s", last},
+                    {"from_last_start_p90_over_median", Quantile(from_last[s], 0.9) / last},
+                    {"from_last_start_of_iperf3", last_bus_Bps / link_Bps},
                     {"max_abs_err_vs_fp64", err}};
         rows.push_back(row);
-        table.push_back(fmt::format("| {} | {:g} | {} | {:.1f} | {:.3f} | {:.2f} | {:.1f} | {:.1f} | {:.1f} % | {:.2f} |",
+        table.push_back(fmt::format("| {} | {:g} | {} | {} | {:.1f} | {:.3f} | {:.2f} | {:.1f} | {:.1f} | {:.1f} % | {:.1f} ({:.2f} RTT, {:.1f} %) | {:.2f} |",
                                     world, rtt, c.sizes[s] >= (1 << 20) ? fmt::format("{} MiB", c.sizes[s] >> 20)
                                                                         : fmt::format("{} KiB", c.sizes[s] >> 10),
+                                    row["path"].get<std::string>(),
                                     med * 1e3, p90 / med, med / (rtt / 1e3), iperf->receiver_mbit,
-                                    bus_Bps * 8 / 1e6, 100 * bus_Bps / link_Bps, err));
+                                    bus_Bps * 8 / 1e6, 100 * bus_Bps / link_Bps, last * 1e3, last / (rtt / 1e3),
+                                    100 * last_bus_Bps / link_Bps, err));
       }
     }
   }
   doc["uniform"] = rows;
-  std::cout << "| peers | RTT ms | size | median ms | p90/median | RTTs | iperf3 Mbit/s | ours bus Mbit/s | of iperf3 | max err vs fp64 |\n"
-               "|---|---|---|---|---|---|---|---|---|---|\n";
+  std::cout << "| peers | RTT ms | size | path | median ms | p90/median | RTTs | iperf3 Mbit/s | ours bus Mbit/s | of iperf3 "
+               "| from last start: median ms (RTTs, of iperf3) | max err vs fp64 |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : table) std::cout << r << "\n";
 
   if (c.heterogeneous) {
@@ -443,6 +514,10 @@ int main(int argc, char** argv) {
   app.add_option("--order", c.order)->delimiter(',');
   app.add_option("--reps-each", c.reps)->delimiter(',');
   app.add_option("--probe-seconds", c.probe_seconds);
+  app.add_option("--link-rtt-ms", c.link_rtt_ms);
+  app.add_option("--link-mbit", c.link_mbit);
+  app.add_option("--direct-max-bytes", c.direct_max_bytes, "override the direct path's threshold (bytes)");
+  app.add_option("--segment-bytes", c.segment_bytes, "override the ring's segment size (bytes)");
   CLI11_PARSE(app, argc, argv);
   if (c.worker) {
     tributary::Status s = tributary::bench::WorkerMain(c);

@@ -215,6 +215,7 @@ class RingAllreduceOp {
   Status ReduceSegment(uint32_t step, uint64_t k) {
     std::span<float> target = Segment(RecvChunk(step), k);
     std::span<float> incoming(scratch_.data(), target.size());
+    BackUp(target);  // every reduce-scatter step writes a region for the first time
     TRIB_RETURN_IF_ERROR(ReceiveSegment(step, k, incoming));
     const uint32_t bad = AddChecked(target, incoming);
     if (bad & 1u) return NonFiniteFailure(incoming, target);
@@ -240,9 +241,28 @@ class RingAllreduceOp {
     Status sent = tracker_->WaitFinished(seq, options_.deadline);
     if (!sent.ok()) return SendFailure(sent);
     std::span<float> target = Segment(RecvChunk(step), k);
+    // The first all-gather step brings our own chunk, the one region reduce-scatter never wrote.
+    if (step == world_ - 1) BackUp(target);
     TRIB_RETURN_IF_ERROR(ReceiveSegment(step, k, target));
     if (!AllFinite(target)) return NonFiniteFailure(target, target);
     return Status::Ok();
+  }
+
+ public:
+  // Puts back every region saved by BackUp (after a failure).
+  void Restore() {
+    for (const auto& [offset, size] : saved_) {
+      std::copy_n(options_.backup.begin() + static_cast<ptrdiff_t>(offset), size,
+                  data_.begin() + static_cast<ptrdiff_t>(offset));
+    }
+  }
+
+ private:
+  void BackUp(std::span<const float> region) {
+    if (options_.backup.empty()) return;
+    const uint64_t offset = Offset(region);
+    std::copy(region.begin(), region.end(), options_.backup.begin() + static_cast<ptrdiff_t>(offset));
+    saved_.emplace_back(offset, region.size());
   }
 
   uint64_t Offset(std::span<const float> within_data) const {
@@ -269,6 +289,7 @@ class RingAllreduceOp {
   std::vector<uint64_t> base_seq_;  // per step: queue number of its first send
   uint64_t next_seq_ = 0;
   std::vector<float> scratch_;
+  std::vector<std::pair<uint64_t, size_t>> saved_;  // regions copied to options_.backup
   std::shared_ptr<SendTracker> tracker_ = std::make_shared<SendTracker>();
 };
 
@@ -284,6 +305,9 @@ Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
   if (options.segment_bytes < sizeof(float)) {
     return InvalidArgument(ctx + ": segment_bytes must hold at least one float");
   }
+  if (!options.backup.empty() && options.backup.size() != data.size()) {
+    return InvalidArgument(ctx + ": the backup must hold exactly as many floats as the data");
+  }
   const Clock::time_point start = Clock::now();
   const uint64_t sent_before = ring.bytes_sent();
   const uint64_t received_before = ring.bytes_received();
@@ -292,6 +316,7 @@ Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
     Status st = op.Run();
     if (!st.ok()) {
       ring.Abort();  // before `op` and `data` go away: no queued send may read them afterwards
+      op.Restore();  // after the abort: no receive writes into `data` any more
       return st.WithContext(ctx);
     }
   }
@@ -300,6 +325,19 @@ Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
   stats.bytes_received = ring.bytes_received() - received_before;
   stats.seconds = SecondsSince(start);
   return stats;
+}
+
+std::optional<PeerFailure> RingAllreduceBlame(const Ring& ring, const Status& status) {
+  if (ring.world() < 2) return std::nullopt;
+  const std::string& message = status.message();
+  auto failure = [](const RingMember& m) { return PeerFailure{m.rank, m.name, std::nullopt}; };
+  if (message.find("from prev " + ring.DescribePrev()) != std::string::npos) {
+    return failure(ring.prev_member());
+  }
+  if (message.find("sending to next " + ring.DescribeNext()) != std::string::npos) {
+    return failure(ring.next_member());
+  }
+  return std::nullopt;
 }
 
 }  // namespace tributary::collectives

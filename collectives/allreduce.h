@@ -9,14 +9,16 @@
 // bytes are read, and its values must be finite. Every wait ends at options.deadline: a dead or
 // silent neighbour yields Unavailable/DeadlineExceeded naming it, never a hang. On any error the
 // ring is aborted (see Ring::Abort), so the neighbours fail fast too, and the contents of `data`
-// are unspecified.
+// are unspecified unless options.backup is given.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
+#include "collectives/collective_stats.h"
 #include "collectives/ring.h"
 #include "core/clock.h"
 #include "core/status.h"
@@ -28,6 +30,11 @@ struct AllreduceOptions {
   Deadline deadline = Deadline::max();
   size_t segment_bytes = 1 << 20;  // rounded down to whole floats; at least one
   bool average = false;            // divide the sum by world()
+  // Optional scratch of data.size() floats that makes a failed call leave `data` as it was
+  // (exact retry) without copying it all up front: each region is copied here just before the
+  // call first overwrites it, while the segment that overwrites it is still in flight, and
+  // copied back if the call fails. Empty: `data` is unspecified after a failure.
+  std::span<float> backup;
 };
 
 struct AllreduceStats {
@@ -41,5 +48,10 @@ struct AllreduceStats {
 // be touched by anyone else until this returns.
 Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
                                      const AllreduceOptions& options);
+
+// The neighbour a failed RingAllreduce blames: its errors name it ("from prev <DescribePrev>",
+// "sending to next <DescribeNext>"), so this is an exact match, not a guess. Nullopt when the
+// error names neither (our own input, arguments).
+std::optional<PeerFailure> RingAllreduceBlame(const Ring& ring, const Status& status);
 
 }  // namespace tributary::collectives

@@ -32,48 +32,6 @@ bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0
 
 std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
-// Decode() already refuses non-finite values; checking again costs one pass and keeps the
-// promise "no non-finite value reaches an aggregator" independent of every codec's care.
-Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
-                                         size_t numel) {
-  TRIB_ASSIGN_OR_RETURN(std::vector<float> values, codec.Decode(payload, numel));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (NonFinite(values[i])) {
-      return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
-                             std::to_string(i));
-    }
-  }
-  return values;
-}
-
-// Aggregates in rank order, then scales to a sum unless averaging. Shared by the owner and
-// ReduceShard, so a spot check recomputes the very same arithmetic.
-Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
-                                          const std::vector<std::vector<float>>& decoded,
-                                          bool average, int threads) {
-  const std::vector<std::span<const float>> inputs(decoded.begin(), decoded.end());
-  TRIB_ASSIGN_OR_RETURN(robust::AggregateResult result,
-                        robust::Aggregate(spec, inputs, {.threads = threads}));
-  if (!average) {
-    const float n = static_cast<float>(decoded.size());
-    for (size_t i = 0; i < result.values.size(); ++i) {
-      result.values[i] *= n;
-      if (NonFinite(result.values[i])) {
-        return InvalidArgument("the sum overflows float at shard element " + std::to_string(i));
-      }
-    }
-  }
-  return std::move(result.values);
-}
-
-// Checks the aggregator against the world size before anything is sent (Aggregate checks the
-// spec against n, and empty contributions make that all it does).
-Status CheckAggregatorFits(const robust::AggregatorSpec& spec, uint32_t world) {
-  const std::vector<std::span<const float>> empty(world);
-  auto dry = robust::Aggregate(spec, empty);
-  return dry.ok() ? Status::Ok() : dry.status();
-}
-
 // One message (or failure) from a peer, posted by the receive and send handlers.
 struct Arrival {
   uint32_t peer = 0;
@@ -501,6 +459,45 @@ class ButterflyOp {
 };
 
 }  // namespace
+
+// Decode() already refuses non-finite values; checking again costs one pass and keeps the
+// promise "no non-finite value reaches an aggregator" independent of every codec's care.
+Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
+                                         size_t numel) {
+  TRIB_ASSIGN_OR_RETURN(std::vector<float> values, codec.Decode(payload, numel));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (NonFinite(values[i])) {
+      return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
+                             std::to_string(i));
+    }
+  }
+  return values;
+}
+
+Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
+                                          const std::vector<std::vector<float>>& decoded,
+                                          bool average, int threads) {
+  const std::vector<std::span<const float>> inputs(decoded.begin(), decoded.end());
+  TRIB_ASSIGN_OR_RETURN(robust::AggregateResult result,
+                        robust::Aggregate(spec, inputs, {.threads = threads}));
+  if (!average) {
+    const float n = static_cast<float>(decoded.size());
+    for (size_t i = 0; i < result.values.size(); ++i) {
+      result.values[i] *= n;
+      if (NonFinite(result.values[i])) {
+        return InvalidArgument("the sum overflows float at shard element " + std::to_string(i));
+      }
+    }
+  }
+  return std::move(result.values);
+}
+
+// Aggregate checks the spec against n, and empty contributions make that all it does.
+Status CheckAggregatorFits(const robust::AggregatorSpec& spec, uint32_t world) {
+  const std::vector<std::span<const float>> empty(world);
+  auto dry = robust::Aggregate(spec, empty);
+  return dry.ok() ? Status::Ok() : dry.status();
+}
 
 std::string ButterflyWireTag(const std::string& tag, std::string_view phase,
                              const std::string& codec, const robust::AggregatorSpec& aggregator,

@@ -121,6 +121,18 @@ inline uint64_t ButterflyShardBegin(uint64_t numel, uint32_t world, uint32_t sha
   return shard * (numel / world) + std::min<uint64_t>(shard, numel % world);
 }
 
+// The pieces of step 2, shared with the direct all-reduce (direct_allreduce.h) so both run the
+// same arithmetic. DecodeChecked: Decode plus a finiteness check (InvalidArgument naming the
+// element). AggregateShard: robust::Aggregate over contributions in rank order, scaled by their
+// count unless `average` (InvalidArgument when that overflows). CheckAggregatorFits: whether
+// `spec` can aggregate `world` contributions (checked before anything is sent).
+Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
+                                         size_t numel);
+Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
+                                          const std::vector<std::vector<float>>& decoded,
+                                          bool average, int threads);
+Status CheckAggregatorFits(const robust::AggregatorSpec& spec, uint32_t world);
+
 // "<tag>/<phase>/<codec>/<aggregator>/<mean|sum>" as it appears on the wire (see above).
 std::string ButterflyWireTag(const std::string& tag, std::string_view phase,
                              const std::string& codec, const robust::AggregatorSpec& aggregator,

@@ -46,6 +46,7 @@ void CodecState::Reset() {
   rank_ = 0;
   shard_codecs_.clear();
   aggregate_codec_.reset();
+  whole_codec_.reset();
   contribution_residual_.clear();
   aggregate_residual_.clear();
   saved_contribution_residual_.clear();
@@ -70,6 +71,7 @@ Status CodecState::Bind(uint32_t world, uint32_t rank, size_t numel) {
     rank_ = rank;
     shard_codecs_.clear();
     aggregate_codec_.reset();
+    whole_codec_.reset();
     // The shard this rank owned is gone, and with it whatever it owed as that shard's owner.
     std::fill(aggregate_residual_.begin(), aggregate_residual_.end(), 0.0f);
   }
@@ -91,6 +93,7 @@ Status CodecState::BuildCodecs() {
     codecs.push_back(std::move(c));
   }
   TRIB_ASSIGN_OR_RETURN(aggregate_codec_, codec::MakeCodec(name_, inner));
+  TRIB_ASSIGN_OR_RETURN(whole_codec_, codec::MakeCodec(name_, inner));
   shard_codecs_ = std::move(codecs);
   return Status::Ok();
 }
@@ -109,6 +112,11 @@ Result<CodecState::Encoded> CodecState::EncodeAggregate(size_t begin,
                                                         std::span<const float> values) {
   TRIB_RETURN_IF_ERROR(EnsureCodecs());
   return Encode(*aggregate_codec_, aggregate_residual_, begin, values);
+}
+
+Result<CodecState::Encoded> CodecState::EncodeWhole(std::span<const float> values) {
+  TRIB_RETURN_IF_ERROR(EnsureCodecs());
+  return Encode(*whole_codec_, contribution_residual_, 0, values);
 }
 
 // target = values + residual; payload = C(target); residual = target − Decode(payload). The
@@ -167,6 +175,7 @@ void CodecState::Rollback() {
   // Warm-start state cannot be rolled back, so it is dropped (rebuilt on the next Bind).
   shard_codecs_.clear();
   aggregate_codec_.reset();
+  whole_codec_.reset();
 }
 
 }  // namespace tributary::collectives

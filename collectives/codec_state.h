@@ -1,4 +1,5 @@
-// CodecState: one rank's compression state for one tensor stream of ButterflyAllreduce, owned by
+// CodecState: one rank's compression state for one tensor stream of ButterflyAllreduce (or
+// DirectAllreduce, which encodes the whole tensor as one contribution), owned by
 // the caller and passed to every call of that stream so that lossy codecs keep their error
 // feedback across calls.
 //
@@ -71,6 +72,10 @@ class CodecState {
   // that overflows with the residual, is InvalidArgument naming the tensor element.
   Result<Encoded> EncodeContribution(uint32_t shard, size_t begin, std::span<const float> values);
   Result<Encoded> EncodeAggregate(size_t begin, std::span<const float> values);
+  // Encodes the whole tensor as this rank's one contribution (the direct all-reduce,
+  // direct_allreduce.h). Its own codec stream, so PowerSGD's warm start never sees a shard's
+  // shape; the residual is the same per-element contribution residual.
+  Result<Encoded> EncodeWhole(std::span<const float> values);
   // Decodes payloads of this codec (stateless, thread-safe).
   const codec::Codec& decoder() const { return *decoder_; }
   // Saves the residuals; Rollback restores them and drops warm-start state (see above).
@@ -96,6 +101,7 @@ class CodecState {
   uint32_t rank_ = 0;
   std::vector<std::unique_ptr<codec::Codec>> shard_codecs_;  // by shard; empty until needed
   std::unique_ptr<codec::Codec> aggregate_codec_;
+  std::unique_ptr<codec::Codec> whole_codec_;
   std::vector<float> contribution_residual_;
   std::vector<float> aggregate_residual_;
   std::vector<float> saved_contribution_residual_;

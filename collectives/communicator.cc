@@ -6,24 +6,6 @@
 #include "collectives/allreduce.h"
 
 namespace tributary::collectives {
-namespace {
-
-// RingAllreduce names the neighbour in its errors ("from prev <describe>", "sending to next
-// <describe>"); the ring's own Describe strings make that an exact match, not a guess.
-std::optional<PeerFailure> RingBlame(const Ring& ring, const Status& status) {
-  if (ring.world() < 2) return std::nullopt;
-  const std::string& message = status.message();
-  auto failure = [](const RingMember& m) { return PeerFailure{m.rank, m.name, std::nullopt}; };
-  if (message.find("from prev " + ring.DescribePrev()) != std::string::npos) {
-    return failure(ring.prev_member());
-  }
-  if (message.find("sending to next " + ring.DescribeNext()) != std::string::npos) {
-    return failure(ring.next_member());
-  }
-  return std::nullopt;
-}
-
-}  // namespace
 
 RingCommunicator::RingCommunicator(std::unique_ptr<Ring> ring, size_t segment_bytes)
     : ring_(std::move(ring)), segment_bytes_(segment_bytes) {}
@@ -59,7 +41,7 @@ Result<CollectiveStats> RingCommunicator::Allreduce(std::span<float> data,
   last_stats_.seconds = SecondsSince(start);
   if (!result.ok()) {
     std::copy(backup.begin(), backup.end(), data.begin());
-    last_stats_.failed_peer = RingBlame(*ring_, result.status());
+    last_stats_.failed_peer = RingAllreduceBlame(*ring_, result.status());
     return result.status();
   }
   return last_stats_;

@@ -7,6 +7,8 @@
 //   ButterflyCommunicator  Mesh + ButterflyAllreduce: any codec, any robust aggregator; owns
 //                          one CodecState per stream (CollectiveOptions::stream) so that error
 //                          feedback carries across calls and across membership changes.
+//   MeshCommunicator       (mesh_communicator.h) Mesh + every algorithm, chosen per call by
+//                          size: the direct path for small tensors, ring or butterfly above.
 //
 // Failure contract (both): a failed Allreduce names the peer it blames in its status and in
 // last_stats().failed_peer (when a peer, not our own input, is to blame), breaks the underlying
@@ -27,6 +29,7 @@
 #include "collectives/butterfly.h"
 #include "collectives/codec_state.h"
 #include "collectives/collective_stats.h"
+#include "collectives/form_control.h"
 #include "collectives/mesh.h"
 #include "collectives/ring.h"
 #include "collectives/robust/aggregator.h"
@@ -47,6 +50,10 @@ struct CollectiveOptions {
   std::string stream;
   // Butterfly only (the ring refuses it): see ContributionBinding. Kept alive by the caller.
   const ContributionBinding* binding = nullptr;
+  // MeshCommunicator only: while the call waits, control->cancelled() is polled (every few tens
+  // of ms); once it is true the call fails with Aborted (the attempt was superseded). Kept alive
+  // by the caller. The other communicators rely on Interrupt().
+  const FormControl* control = nullptr;
 };
 
 class Communicator {

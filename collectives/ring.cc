@@ -433,15 +433,29 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
   return ring;
 }
 
+std::unique_ptr<Ring> Ring::Over(uint32_t my_rank, std::vector<RingMember> members,
+                                 std::string job_id, uint64_t round, uint32_t attempt,
+                                 const net::Identity* identity,
+                                 std::shared_ptr<net::Connection> next,
+                                 std::shared_ptr<net::Connection> prev) {
+  std::unique_ptr<Ring> ring(new Ring(my_rank, std::move(members), std::move(job_id), round,
+                                      attempt, identity));
+  ring->next_ = std::move(next);
+  ring->prev_ = std::move(prev);
+  return ring;
+}
+
 std::string Ring::DescribeNext() const { return Describe(next_member(), next_.get()); }
 std::string Ring::DescribePrev() const { return Describe(prev_member(), prev_.get()); }
 
+// A ring over one connection (Over, world 2) counts it once.
 uint64_t Ring::bytes_sent() const {
-  return (next_ ? next_->bytes_sent() : 0) + (prev_ ? prev_->bytes_sent() : 0);
+  return (next_ ? next_->bytes_sent() : 0) + (prev_ && prev_ != next_ ? prev_->bytes_sent() : 0);
 }
 
 uint64_t Ring::bytes_received() const {
-  return (next_ ? next_->bytes_received() : 0) + (prev_ ? prev_->bytes_received() : 0);
+  return (next_ ? next_->bytes_received() : 0) +
+         (prev_ && prev_ != next_ ? prev_->bytes_received() : 0);
 }
 
 void Ring::Interrupt() {

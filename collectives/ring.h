@@ -65,6 +65,15 @@ class Ring {
                                             Deadline deadline) {
     return Form(io, listener, my_rank, members, job_id, round, 0, nullptr, deadline);
   }
+  // A ring over connections that already exist (a Mesh's: see mesh_communicator.h), so one
+  // formation serves both the ring and the direct path. The Ring shares the connections: its
+  // Abort and Interrupt close them. `next` and `prev` may be one connection (world 2: it carries
+  // both directions). No io thread of its own; the connections keep theirs.
+  static std::unique_ptr<Ring> Over(uint32_t my_rank, std::vector<RingMember> members,
+                                    std::string job_id, uint64_t round, uint32_t attempt,
+                                    const net::Identity* identity,
+                                    std::shared_ptr<net::Connection> next,
+                                    std::shared_ptr<net::Connection> prev);
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;

@@ -219,6 +219,32 @@ TEST(AllreduceTest, NeighbourClosingMidCollectiveFailsTheOthersFast) {
   EXPECT_TRUE(rings[0]->broken());
 }
 
+// With a backup, a call that fails after it reduced into `data` puts every region back: rank 2's
+// own NaN (in the last segment of its chunk 1) fails it mid reduce-scatter, after ranks 0 and 1
+// already reduced what it and they had sent.
+TEST(AllreduceTest, BackupRestoresDataAfterAFailureMidway) {
+  const uint32_t world = 3;
+  const size_t n = 3000;
+  LocalCluster cluster(world);
+  auto rings = cluster.FormAll();
+  std::vector<std::vector<float>> inputs;
+  for (uint32_t r = 0; r < world; ++r) inputs.push_back(Input(90 + r, n));
+  inputs[2][1999] = std::numeric_limits<float>::quiet_NaN();  // chunk 1 is [1000, 2000)
+  std::vector<std::vector<float>> backups(world, std::vector<float>(n));
+  auto outs = OnEveryRank(world, [&](uint32_t r) {
+    std::vector<float> data = inputs[r];
+    auto result = RingAllreduce(*rings[r], data,
+                                {.tag = "b", .deadline = DeadlineAfter(10s), .segment_bytes = 256,
+                                 .backup = backups[r]});
+    return std::make_pair(result.status(), data);
+  });
+  for (uint32_t r = 0; r < world; ++r) {
+    ASSERT_FALSE(outs[r].first.ok()) << "rank " << r;
+    EXPECT_EQ(std::memcmp(outs[r].second.data(), inputs[r].data(), n * sizeof(float)), 0)
+        << "rank " << r << " did not get its data back: " << outs[r].first.ToString();
+  }
+}
+
 TEST(AllreduceTest, SilentNeighbourIsADeadlineNotAHang) {
   LocalCluster cluster(2);
   auto rings = cluster.FormAll();

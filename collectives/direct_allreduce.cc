@@ -1,0 +1,451 @@
+#include "collectives/direct_allreduce.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "collectives/butterfly.h"
+#include "net/frame.h"
+
+namespace tributary::collectives {
+namespace {
+
+// How often a waiting call looks at control->cancelled().
+constexpr Millis kCancelPoll{20};
+// The fp32 reduction runs in blocks that stay in L1, so one pass over the peers' buffers does it.
+constexpr size_t kSumBlock = 1024;
+
+bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+
+size_t FirstNonFinite(std::span<const float> v) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (NonFinite(v[i])) return i;
+  }
+  return v.size();
+}
+
+// Branch-free so that it vectorises; FirstNonFinite finds the culprit on the rare failure.
+bool AllFinite(std::span<const float> v) {
+  uint32_t bad = 0;
+  for (float f : v) bad |= NonFinite(f);
+  return bad == 0;
+}
+
+std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
+
+bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
+  return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
+}
+
+// What a peer's single message must look like.
+struct Expected {
+  std::string job_id;
+  std::string tag;
+  uint64_t numel = 0;
+  uint64_t max_bytes = 0;  // plain sum: exactly numel floats; codec: the codec's bound
+  bool exact = false;
+};
+
+Status CheckHeader(const v1::Envelope& env, const Expected& e, uint32_t sender) {
+  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, e.job_id));
+  if (!env.has_tensor()) {
+    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
+  }
+  const v1::TensorHeader& h = env.tensor();
+  if (h.tag() != e.tag) return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + e.tag + "')");
+  if (h.dtype() != v1::DTYPE_F32) {
+    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
+  }
+  if (h.numel() != e.numel) {
+    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
+                           " elements, ours has " + std::to_string(e.numel));
+  }
+  if (h.offset() != sender) {
+    return ProtocolError("message claims to be rank " + std::to_string(h.offset()) +
+                         "'s contribution on rank " + std::to_string(sender) + "'s connection");
+  }
+  const bool size_ok = e.exact ? h.nbytes() == e.max_bytes : h.nbytes() > 0 && h.nbytes() <= e.max_bytes;
+  if (!size_ok) {
+    return ProtocolError("payload of " + std::to_string(h.nbytes()) + " bytes, expected " +
+                         (e.exact ? "exactly " : "at most ") + std::to_string(e.max_bytes));
+  }
+  return Status::Ok();
+}
+
+// One peer's contribution (or why it did not come), posted by the io handlers.
+struct Arrival {
+  uint32_t peer = 0;
+  bool sending = false;                // a send to `peer` failed
+  Status status;                       // transport or header failure
+  std::optional<std::string> relayed;  // the peer sent an Error instead
+};
+
+// Shared with the io handlers, so it outlives a call that failed while receives were in flight.
+// Slot p (payload or floats) is written only by peer p's handlers, and read by the caller only
+// after that peer's successful Arrival was taken under the mutex.
+struct Shared {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Arrival> arrivals;
+  std::vector<bool> sent_to;  // by rank: our send to it finished
+  uint32_t sends_done = 0;
+  bool awaiting_sends = false;  // the caller has all contributions and waits for its sends
+  std::vector<std::unique_ptr<float[]>> floats;  // plain sum: by rank, numel each
+  std::vector<std::string> payloads;             // codec: by rank
+
+  void Push(Arrival a) {
+    {
+      std::lock_guard lock(mu);
+      arrivals.push_back(std::move(a));
+    }
+    cv.notify_all();
+  }
+  // Our sends usually finish while the caller still waits for contributions, so a finished send
+  // wakes it only when it waits for exactly that: an extra wake-up is a context switch on the
+  // latency path. (Waiting through Connection::Flush would cost a round trip to each io thread.)
+  void SendDone(uint32_t peer) {
+    bool wake = false;
+    {
+      std::lock_guard lock(mu);
+      sent_to[peer] = true;
+      ++sends_done;
+      wake = awaiting_sends;
+    }
+    if (wake) cv.notify_all();
+  }
+  // What arrived, waiting until something did, `until` passed or (when `wait_for_sends`) every
+  // send finished. *all_sent says whether every send has finished.
+  std::deque<Arrival> Take(Deadline until, bool wait_for_sends, bool* all_sent) {
+    std::unique_lock lock(mu);
+    const uint32_t want = static_cast<uint32_t>(sent_to.size()) - 1;
+    awaiting_sends = wait_for_sends;
+    cv.wait_until(lock, until, [&] {
+      return !arrivals.empty() || (wait_for_sends && sends_done >= want);
+    });
+    awaiting_sends = false;
+    *all_sent = sends_done >= want;
+    return std::exchange(arrivals, {});
+  }
+  std::optional<uint32_t> FirstUnsent(uint32_t me) {
+    std::lock_guard lock(mu);
+    for (uint32_t p = 0; p < sent_to.size(); ++p) {
+      if (p != me && !sent_to[p]) return p;
+    }
+    return std::nullopt;
+  }
+};
+
+void ReceiveFrom(std::shared_ptr<Shared> shared, std::shared_ptr<net::Connection> conn,
+                 uint32_t peer, std::shared_ptr<const Expected> expected) {
+  conn->AsyncReceive([shared, conn, peer, expected](Result<v1::Envelope> env) {
+    if (!env.ok()) return shared->Push({.peer = peer, .status = env.status()});
+    if (env->has_error() && net::CheckEnvelope(*env, expected->job_id).ok()) {
+      return shared->Push({.peer = peer, .relayed = env->error().message()});
+    }
+    if (Status valid = CheckHeader(*env, *expected, peer); !valid.ok()) {
+      return shared->Push({.peer = peer, .status = valid});
+    }
+    std::span<std::byte> into;
+    if (expected->exact) {
+      into = std::as_writable_bytes(std::span(shared->floats[peer].get(), expected->numel));
+    } else {
+      shared->payloads[peer].resize(env->tensor().nbytes());
+      into = std::as_writable_bytes(std::span(shared->payloads[peer]));
+    }
+    conn->AsyncReceiveRaw(into, [shared, peer](Status st) {
+      shared->Push({.peer = peer, .status = std::move(st)});
+    });
+  });
+}
+
+// One call on one rank.
+class DirectOp {
+ public:
+  DirectOp(Mesh& mesh, std::span<float> data, const DirectOptions& options, CodecState* codecs,
+           std::string tag)
+      : mesh_(mesh),
+        data_(data),
+        options_(options),
+        codecs_(codecs),
+        tag_(std::move(tag)),
+        have_(mesh.world(), false),
+        decoded_(mesh.world()) {}
+
+  Status Run() {
+    if (codecs_ == nullptr && !AllFinite(data_)) {
+      const size_t i = FirstNonFinite(data_);
+      return InvalidArgument("our own input element " + std::to_string(i) + " is " +
+                             ValueName(data_[i]));
+    }
+    TRIB_RETURN_IF_ERROR(StartReceives());
+    TRIB_RETURN_IF_ERROR(SendOurs());
+    // Until every contribution is in and our sends finished (they read `data_`, which the
+    // reduction overwrites).
+    const bool polling = options_.control && options_.control->cancelled;
+    for (;;) {
+      const Deadline until = polling ? std::min(options_.deadline, DeadlineAfter(kCancelPoll))
+                                     : options_.deadline;
+      bool all_sent = false;
+      std::deque<Arrival> arrivals = shared_->Take(until, in_ + 1 == world(), &all_sent);
+      for (Arrival& a : arrivals) TRIB_RETURN_IF_ERROR(OnArrival(a));
+      if (in_ + 1 == world() && all_sent) break;
+      if (polling && options_.control->IsCancelled()) {
+        return Aborted("gave up the all-reduce: the attempt was superseded");
+      }
+      if (arrivals.empty() && Clock::now() >= options_.deadline) return TimedOut();
+    }
+    return codecs_ ? ReduceDecoded() : ReduceFloats();
+  }
+
+  const std::optional<PeerFailure>& failure() const { return failure_; }
+
+ private:
+  uint32_t me() const { return mesh_.rank(); }
+  uint32_t world() const { return mesh_.world(); }
+
+  Status StartReceives() {
+    shared_->sent_to.assign(world(), false);
+    auto expected = std::make_shared<Expected>();
+    expected->job_id = mesh_.job_id();
+    expected->tag = tag_;
+    expected->numel = data_.size();
+    if (codecs_) {
+      TRIB_ASSIGN_OR_RETURN(expected->max_bytes, codecs_->decoder().MaxPayloadBytes(data_.size()));
+      shared_->payloads.resize(world());
+    } else {
+      expected->exact = true;
+      expected->max_bytes = data_.size_bytes();
+      shared_->floats.resize(world());
+      for (uint32_t p = 0; p < world(); ++p) {
+        if (p != me()) shared_->floats[p].reset(new float[data_.size()]);
+      }
+    }
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p != me()) ReceiveFrom(shared_, mesh_.peer(p), p, expected);
+    }
+    return Status::Ok();
+  }
+
+  // One payload for everyone, sent first to rank me+1 so that ranks are not all hit at once.
+  Status SendOurs() {
+    std::shared_ptr<const std::string> payload;
+    std::span<const std::byte> tail = std::as_bytes(std::span<const float>(data_));
+    if (codecs_) {
+      TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, codecs_->EncodeWhole(data_));
+      decoded_[me()] = std::move(encoded.decoded);  // what every receiver reconstructs
+      payload = std::make_shared<const std::string>(std::move(encoded.payload));
+      tail = std::as_bytes(std::span(payload->data(), payload->size()));
+    }
+    v1::Envelope env = net::MakeEnvelope(mesh_.job_id());
+    v1::TensorHeader* h = env.mutable_tensor();
+    h->set_tag(tag_);
+    h->set_dtype(v1::DTYPE_F32);
+    h->set_numel(data_.size());
+    h->set_offset(me());
+    h->set_nbytes(tail.size());
+    TRIB_ASSIGN_OR_RETURN(std::string encoded_frame, net::EncodeFrame(env));
+    auto frame = std::make_shared<const std::string>(std::move(encoded_frame));
+    for (uint32_t k = 1; k < world(); ++k) {
+      const uint32_t to = (me() + k) % world();
+      // The tail is `data_` (unchanged until every send finished) or *payload (kept by the
+      // callback).
+      mesh_.peer(to)->AsyncSend(frame, tail, [shared = shared_, to, payload](Status st) {
+        if (!st.ok()) return shared->Push({.peer = to, .sending = true, .status = std::move(st)});
+        shared->SendDone(to);
+      });
+    }
+    return Status::Ok();
+  }
+
+  Status OnArrival(const Arrival& a) {
+    if (a.relayed) {
+      Status why = Aborted(mesh_.Describe(a.peer) + " aborted the collective: " + *a.relayed);
+      const std::optional<uint32_t> blamed = BlamedRank(*a.relayed, world());
+      if (blamed && *blamed != a.peer) return Blame(*blamed, why, a.peer);
+      return Blame(a.peer, why);
+    }
+    if (!a.status.ok()) {
+      return Blame(a.peer, a.status.WithContext((a.sending ? "sending to " : "from ") +
+                                                mesh_.Describe(a.peer)));
+    }
+    if (have_[a.peer]) return Blame(a.peer, ProtocolError("second contribution from " + mesh_.Describe(a.peer)));
+    TRIB_RETURN_IF_ERROR(codecs_ ? DecodeFrom(a.peer) : CheckFloatsFrom(a.peer));
+    have_[a.peer] = true;
+    ++in_;
+    return Status::Ok();
+  }
+
+  Status CheckFloatsFrom(uint32_t peer) {
+    const std::span<const float> v(shared_->floats[peer].get(), data_.size());
+    if (AllFinite(v)) return Status::Ok();
+    const size_t i = FirstNonFinite(v);
+    return Blame(peer, InvalidArgument("non-finite value " + ValueName(v[i]) + " at element " +
+                                       std::to_string(i) + " from " + mesh_.Describe(peer)));
+  }
+
+  Status DecodeFrom(uint32_t peer) {
+    auto decoded = DecodeChecked(codecs_->decoder(), shared_->payloads[peer], data_.size());
+    if (!decoded.ok()) {
+      return Blame(peer, decoded.status().WithContext("contribution from " + mesh_.Describe(peer)));
+    }
+    decoded_[peer] = std::move(decoded).value();
+    shared_->payloads[peer].clear();
+    return Status::Ok();
+  }
+
+  // x0 + x1 + ... in rank order on every rank (the same bits everywhere), ÷ world if averaging.
+  // The sums go into a peer's receive buffer first, so an overflow leaves `data_` untouched.
+  Status ReduceFloats() {
+    if (world() == 1) return Status::Ok();
+    std::vector<const float*> src(world());
+    for (uint32_t r = 0; r < world(); ++r) src[r] = r == me() ? data_.data() : shared_->floats[r].get();
+    float* const out = shared_->floats[me() == 0 ? 1 : 0].get();
+    float acc[kSumBlock];
+    uint32_t bad = 0;
+    for (size_t b = 0; b < data_.size() && !bad; b += kSumBlock) {
+      const size_t m = std::min(kSumBlock, data_.size() - b);
+      std::copy(src[0] + b, src[0] + b + m, acc);
+      for (uint32_t r = 1; r < world(); ++r) {
+        const float* s = src[r] + b;
+        for (size_t j = 0; j < m; ++j) acc[j] += s[j];
+      }
+      for (size_t j = 0; j < m; ++j) bad |= NonFinite(acc[j]);
+      std::copy(acc, acc + m, out + b);
+      if (bad) {
+        const size_t i = b + FirstNonFinite(std::span<const float>(acc, m));
+        return InvalidArgument("the sum at element " + std::to_string(i) + " overflows float");
+      }
+    }
+    if (!options_.average) {
+      std::copy(out, out + data_.size(), data_.begin());
+      return Status::Ok();
+    }
+    const float n = static_cast<float>(world());
+    for (size_t i = 0; i < data_.size(); ++i) data_[i] = out[i] / n;
+    return Status::Ok();
+  }
+
+  Status ReduceDecoded() {
+    TRIB_ASSIGN_OR_RETURN(std::vector<float> values,
+                          AggregateShard(options_.aggregator, decoded_, options_.average,
+                                         options_.aggregate_threads));
+    std::copy(values.begin(), values.end(), data_.begin());
+    return Status::Ok();
+  }
+
+  // Names every peer still missing and blames the first; with every contribution in, blames
+  // the first peer that did not take our contribution.
+  Status TimedOut() {
+    std::string missing;
+    std::optional<uint32_t> first;
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p == me() || have_[p]) continue;
+      if (!first) first = p;
+      missing += (missing.empty() ? "" : ", ") + mesh_.Describe(p);
+    }
+    if (first) {
+      return Blame(*first, DeadlineExceeded("still waiting at the deadline for the contribution of " +
+                                            missing));
+    }
+    const uint32_t unsent = shared_->FirstUnsent(me()).value_or(me());
+    return Blame(unsent, DeadlineExceeded("our contribution was not written to " +
+                                          mesh_.Describe(unsent) + " by the deadline"));
+  }
+
+  Status Blame(uint32_t peer, const Status& why, std::optional<uint32_t> reported_by = {}) {
+    failure_ = mesh_.FailureOf(peer, reported_by);
+    return why;
+  }
+
+  Mesh& mesh_;
+  std::span<float> data_;
+  const DirectOptions& options_;
+  CodecState* codecs_;  // null: plain fp32 sum
+  const std::string tag_;
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  std::vector<bool> have_;
+  uint32_t in_ = 0;  // peers whose contribution arrived and checked out
+  std::vector<std::vector<float>> decoded_;  // codec: by rank
+  std::optional<PeerFailure> failure_;
+};
+
+}  // namespace
+
+std::string DirectWireTag(const std::string& tag, const std::string& codec,
+                          const robust::AggregatorSpec& aggregator, bool average) {
+  return tag + "/direct/" + codec + "/" + robust::ToString(aggregator) + "/" +
+         (average ? "mean" : "sum");
+}
+
+Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
+                                        const DirectOptions& options) {
+  const std::string ctx = "direct all-reduce '" + options.tag + "' (rank " +
+                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
+                          ")";
+  if (mesh.broken()) {
+    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
+  }
+  // Argument checks: nothing has been sent yet, so the mesh stays usable.
+  auto spec = codec::MakeCodec(options.codec);
+  if (!spec.ok()) return spec.status().WithContext(ctx);
+  const std::string codec_name = (*spec)->name();
+  std::unique_ptr<CodecState> local;
+  CodecState* codecs = nullptr;
+  if (!PlainSum(codec_name, options.aggregator)) {
+    codecs = options.codec_state;
+    if (codecs == nullptr) {
+      auto made = CodecState::Make(codec_name);
+      if (!made.ok()) return made.status().WithContext(ctx);
+      local = std::move(made).value();
+      codecs = local.get();
+    } else if (codecs->codec() != codec_name) {
+      return InvalidArgument(ctx + ": options name codec '" + codec_name +
+                             "' but the codec state is for '" + codecs->codec() + "'");
+    }
+    if (Status fits = CheckAggregatorFits(options.aggregator, mesh.world()); !fits.ok()) {
+      return fits.WithContext(ctx + ": aggregator " + robust::ToString(options.aggregator));
+    }
+  }
+  CollectiveStats stats;
+  if (data.empty()) return stats;
+  if (codecs) {
+    if (Status bound = codecs->Bind(mesh.world(), mesh.rank(), data.size()); !bound.ok()) {
+      return bound.WithContext(ctx);
+    }
+    codecs->Checkpoint();
+  }
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent_before = mesh.bytes_sent();
+  const uint64_t received_before = mesh.bytes_received();
+  DirectOp op(mesh, data, options, codecs,
+              DirectWireTag(options.tag, codec_name, options.aggregator, options.average));
+  Status st = op.Run();
+  stats.bytes_sent = mesh.bytes_sent() - sent_before;
+  stats.bytes_received = mesh.bytes_received() - received_before;
+  stats.seconds = SecondsSince(start);
+  if (!st.ok()) {
+    if (codecs) codecs->Rollback();
+    std::optional<PeerFailure> blamed = op.failure();
+    // A superseded attempt is nobody's fault (a member that learnt it first may have given up
+    // on us before we polled it ourselves).
+    if (options.control && options.control->IsCancelled() &&
+        (blamed || st.code() != StatusCode::kAborted)) {
+      st = Aborted("gave up the all-reduce: the attempt was superseded (" + st.message() + ")");
+      blamed.reset();
+    }
+    // Before `op` goes away: afterwards no queued send reads `data` and no handler touches
+    // anything but the state it shares.
+    mesh.Abort(st, blamed);
+    return st.WithContext(ctx);
+  }
+  return stats;
+}
+
+}  // namespace tributary::collectives

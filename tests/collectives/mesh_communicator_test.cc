@@ -1,0 +1,230 @@
+// MeshCommunicator: the path model (path_choice.h), the path each call takes, every path exact
+// against a float64 reference on one mesh, and the failure contract on the ring path (the one
+// that runs over a view of the mesh's connections).
+#include "collectives/mesh_communicator.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "tests/collectives/mesh_cluster.h"
+
+namespace tributary::collectives {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Contains;
+using testing::FormMeshes;
+using testing::LocalCluster;
+using testing::OnEveryRank;
+using testing::Uniform;
+using Path = MeshCommunicator::Path;
+
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(PathChoiceTest, ThresholdFollowsTheModel) {
+  const LinkEstimate wan{.rtt_seconds = 0.05, .bytes_per_second = 12.5e6};  // 100 Mbit/s, 50 ms
+  // Two members: the direct path sends the ring's bytes in half the hops; only summing costs,
+  // S* = α·R/2 ≈ 38 MB at 50 ms, so up to the cap.
+  EXPECT_EQ(DirectThresholdBytes(2, wan), kMaxDirectBytes);
+  EXPECT_NEAR(static_cast<double>(DirectThresholdBytes(2, kDefaultLink)),
+              600e-6 * kReduceBytesPerSecond / 2, 1.0);
+  // Four: S* = 5·α / (6/(4·B) + 4/R) with α = 25.1 ms: ≈ 1.03 MB. 4 KiB goes direct, 16 MiB not.
+  const size_t four = DirectThresholdBytes(4, wan);
+  EXPECT_NEAR(static_cast<double>(four), 5 * 0.0251 / (6 / (4 * 12.5e6) + 4 / kReduceBytesPerSecond), 1.0);
+  EXPECT_GT(four, size_t{4096});
+  EXPECT_LT(four, size_t{16} << 20);
+  // More members: the direct path's extra bytes grow faster than the ring's extra hops.
+  EXPECT_LT(DirectThresholdBytes(8, wan), four);
+  EXPECT_GT(DirectThresholdBytes(32, wan), 2 * 0.0251 * 12.5e6 * 0.99);
+  // A LAN (or loopback) moves the crossover to tens of KiB.
+  const size_t lan = DirectThresholdBytes(4, kDefaultLink);
+  EXPECT_GT(lan, size_t{64} << 10);
+  EXPECT_LT(lan, size_t{1} << 20);
+  // Unknown bandwidth falls back to the default's; a huge product is capped.
+  EXPECT_EQ(DirectThresholdBytes(4, {.rtt_seconds = 0.001}), lan);
+  EXPECT_EQ(DirectThresholdBytes(4, {.rtt_seconds = 10, .bytes_per_second = 1e12}), kMaxDirectBytes);
+}
+
+TEST(PathChoiceTest, SegmentsAndGroupLink) {
+  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.1, .bytes_per_second = 12.5e6}), size_t{64} << 10);
+  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.001, .bytes_per_second = 2e9}), size_t{1} << 20);
+  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.01, .bytes_per_second = 50e6}), size_t{200000});
+  EXPECT_EQ(RingSegmentBytes({}), size_t{1} << 20);
+  LinkMatrix m(3);
+  for (size_t i = 0; i < 3; ++i) {
+    for (size_t j = 0; j < 3; ++j) {
+      if (i != j) m.at(i, j) = {.rtt_seconds = 0.01 * (i + j), .bytes_per_second = 1e6 * (1 + i)};
+    }
+  }
+  const LinkEstimate g = GroupLink(m);
+  EXPECT_NEAR(g.rtt_seconds, 0.02, 1e-12);  // mean of 1,2,1,3,2,3 × 10 ms
+  EXPECT_EQ(g.bytes_per_second, 1e6);       // the slowest
+  EXPECT_EQ(GroupLink(LinkMatrix(2)).rtt_seconds, kDefaultLink.rtt_seconds);
+}
+
+std::vector<std::unique_ptr<MeshCommunicator>> Comms(LocalCluster& cluster,
+                                                      MeshCommunicator::Options options) {
+  std::vector<std::unique_ptr<MeshCommunicator>> out;
+  for (auto& mesh : FormMeshes(cluster)) out.push_back(std::make_unique<MeshCommunicator>(std::move(mesh), options));
+  return out;
+}
+
+struct Outcome {
+  Status status;
+  std::vector<float> data;
+};
+
+std::vector<Outcome> Allreduce(std::vector<std::unique_ptr<MeshCommunicator>>& comms,
+                               const std::vector<std::vector<float>>& inputs,
+                               const CollectiveOptions& options) {
+  return OnEveryRank(static_cast<uint32_t>(comms.size()), [&](uint32_t r) {
+    Outcome out{Status::Ok(), inputs[r]};
+    auto result = comms[r]->Allreduce(out.data, options);
+    if (!result.ok()) out.status = result.status();
+    return out;
+  });
+}
+
+TEST(MeshCommunicatorTest, PicksThePathBySizeCodecAndBinding) {
+  LocalCluster cluster(3);
+  auto comms = Comms(cluster, {.direct_max_bytes = 4096});
+  MeshCommunicator& c = *comms[0];
+  EXPECT_EQ(c.PathFor(4096, {}), Path::kDirect);
+  EXPECT_EQ(c.PathFor(4100, {}), Path::kRing);
+  EXPECT_EQ(c.PathFor(4100, {.codec = "int8"}), Path::kButterfly);
+  EXPECT_EQ(c.PathFor(4096, {.codec = "int8"}), Path::kDirect);
+  robust::AggregatorSpec median{.kind = robust::AggregatorKind::kCoordinateMedian};
+  EXPECT_EQ(c.PathFor(1 << 20, {.aggregator = median}), Path::kButterfly);
+  ContributionBinding binding;
+  EXPECT_EQ(c.PathFor(16, {.binding = &binding}), Path::kButterfly);
+  // Without an override the threshold is the model's, for this world.
+  LocalCluster two(2);
+  auto pair = Comms(two, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
+  EXPECT_EQ(pair[0]->direct_max_bytes(), kMaxDirectBytes);
+  EXPECT_EQ(pair[0]->segment_bytes(), size_t{64} << 10);
+}
+
+// One mesh, every path in turn (small: direct; large fp32: ring over the mesh; large int8:
+// butterfly), each exact against float64 and the same bits on every rank.
+TEST(MeshCommunicatorTest, EveryPathIsExactOnOneMesh) {
+  for (uint32_t world : {2u, 3u, 4u}) {
+    LocalCluster cluster(world);
+    auto comms = Comms(cluster, {.direct_max_bytes = 8192, .segment_bytes = 4096});
+    struct Case {
+      size_t n;
+      std::string codec;
+      Path path;
+      double tolerance;
+    };
+    for (const Case& c : {Case{5, "fp32", Path::kDirect, 1e-6}, Case{2048, "fp32", Path::kDirect, 1e-6},
+                          Case{20001, "fp32", Path::kRing, 1e-6}, Case{20001, "int8", Path::kButterfly, 2e-2},
+                          Case{7, "fp32", Path::kDirect, 1e-6}}) {
+      SCOPED_TRACE("world " + std::to_string(world) + ", n " + std::to_string(c.n) + " " + c.codec);
+      std::vector<std::vector<float>> inputs;
+      for (uint32_t r = 0; r < world; ++r) inputs.push_back(Uniform(c.n * 10 + r, c.n));
+      auto outs = Allreduce(comms, inputs,
+                            {.tag = "t" + std::to_string(c.n) + c.codec, .deadline = DeadlineAfter(20s),
+                             .codec = c.codec, .average = true, .stream = c.codec});
+      for (uint32_t r = 0; r < world; ++r) {
+        ASSERT_TRUE(outs[r].status.ok()) << outs[r].status.ToString();
+        EXPECT_EQ(comms[r]->last_path(), c.path) << PathName(comms[r]->last_path());
+        EXPECT_TRUE(SameBits(outs[r].data, outs[0].data)) << "rank " << r;
+      }
+      for (size_t i = 0; i < c.n; ++i) {
+        double ref = 0;
+        for (const auto& v : inputs) ref += v[i];
+        ASSERT_NEAR(outs[0].data[i], ref / world, c.tolerance) << i;
+      }
+    }
+    EXPECT_FALSE(comms[0]->broken());
+  }
+}
+
+// The ring path over the mesh: rank 2 of 3 vanishes mid-call; the others fail naming it where
+// they see it, keep their buffers, and the survivors' retry on a new mesh equals a fresh pair.
+TEST(MeshCommunicatorTest, RingPathFailureIsNamedAndTheRetryIsExact) {
+  const uint32_t world = 3, dead = 2;
+  const size_t n = 100000;
+  LocalCluster cluster(world);
+  auto comms = Comms(cluster, {.direct_max_bytes = 1024, .segment_bytes = 16384});
+  std::vector<std::vector<float>> inputs;
+  for (uint32_t r = 0; r < world; ++r) inputs.push_back(Uniform(40 + r, n));
+  const CollectiveOptions options{.tag = "step", .deadline = DeadlineAfter(20s), .average = true};
+  const auto start = Clock::now();
+  auto outs = OnEveryRank(world, [&](uint32_t r) {
+    Outcome out{Status::Ok(), inputs[r]};
+    if (r == dead) {
+      (void)comms[r]->mesh().peer(1)->Receive(DeadlineAfter(5s));  // rank 1 is its prev
+      comms[r].reset();
+      return out;
+    }
+    auto result = comms[r]->Allreduce(out.data, options);
+    if (!result.ok()) out.status = result.status();
+    return out;
+  });
+  EXPECT_LT(SecondsSince(start), 5.0);
+  for (uint32_t r = 0; r < dead; ++r) {
+    ASSERT_FALSE(outs[r].status.ok());
+    EXPECT_EQ(comms[r]->last_path(), Path::kRing);
+    EXPECT_TRUE(SameBits(outs[r].data, inputs[r])) << "rank " << r << " lost its buffer";
+    EXPECT_TRUE(comms[r]->broken());
+  }
+  // Rank 0 reads from rank 2 (its prev): it sees the death itself.
+  ASSERT_TRUE(comms[0]->last_stats().failed_peer.has_value()) << outs[0].status.ToString();
+  EXPECT_EQ(comms[0]->last_stats().failed_peer->rank, dead);
+
+  auto meshes = FormMeshes(cluster, {0, 1}, {.attempt = 1});
+  for (uint32_t r = 0; r < 2; ++r) comms[r]->ReplaceMesh(std::move(meshes[r]));
+  comms.resize(2);
+  auto retried = Allreduce(comms, {outs[0].data, outs[1].data}, options);
+  LocalCluster alone(2);
+  auto fresh = Comms(alone, {.direct_max_bytes = 1024, .segment_bytes = 16384});
+  auto want = Allreduce(fresh, {inputs[0], inputs[1]}, options);
+  for (uint32_t r = 0; r < 2; ++r) {
+    ASSERT_TRUE(retried[r].status.ok()) << retried[r].status.ToString();
+    EXPECT_EQ(comms[r]->last_path(), Path::kRing);
+    EXPECT_TRUE(SameBits(retried[r].data, want[r].data)) << "rank " << r;
+  }
+}
+
+// CollectiveOptions::control cancels every path, including those that block inside receives.
+TEST(MeshCommunicatorTest, CancellationEndsEveryPath) {
+  for (size_t n : {size_t{16}, size_t{50000}}) {
+    for (const std::string codec : {"fp32", "int8"}) {
+      SCOPED_TRACE(std::to_string(n) + " " + codec);
+      LocalCluster cluster(3);
+      auto comms = Comms(cluster, {.direct_max_bytes = 1024});
+      std::atomic<bool> superseded{false};
+      FormControl control{.cancelled = [&] { return superseded.load(); }};
+      std::thread flip([&] {
+        std::this_thread::sleep_for(150ms);
+        superseded = true;
+      });
+      const auto inputs = Uniform(3, n);
+      // Rank 2 never calls; ranks 0 and 1 would wait for the 20 s deadline.
+      auto outs = OnEveryRank(2, [&](uint32_t r) {
+        Outcome out{Status::Ok(), inputs};
+        auto result = comms[r]->Allreduce(out.data, {.tag = "c", .deadline = DeadlineAfter(20s),
+                                                     .codec = codec, .control = &control});
+        if (!result.ok()) out.status = result.status();
+        return out;
+      });
+      flip.join();
+      for (uint32_t r = 0; r < 2; ++r) {
+        ASSERT_FALSE(outs[r].status.ok());
+        EXPECT_TRUE(outs[r].status.code() == StatusCode::kAborted) << outs[r].status.ToString();
+        EXPECT_TRUE(SameBits(outs[r].data, inputs));
+        EXPECT_FALSE(comms[r]->last_stats().failed_peer.has_value())
+            << comms[r]->last_stats().failed_peer->ToString();
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tributary::collectives
