@@ -41,7 +41,8 @@ const std::vector<std::string>& AttackNames() {
   static const std::vector<std::string> names = {"honest",   "zero",      "random",      "skip",   "partial",
                                                  "shard",    "sign_flip", "scale",       "subnormal",
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
-                                                 "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie"};
+                                                 "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
+                                                 "alie",     "ipm"};
   return names;
 }
 
@@ -104,6 +105,26 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     const float k = static_cast<float>(o.scale);
     h.sent_delta = [k](uint64_t, std::span<float> sent) {
       for (float& v : sent) v *= k;
+    };
+  } else if (a == "alie") {
+    // "A little is enough" (Baruch et al. 2019): μ − z·σ per coordinate, small enough to pass
+    // distance-based filters. Alone, the attacker estimates μ by its own Δ and σ by how far that
+    // lies from the group's previous average.
+    auto memory = std::make_shared<SentMemory>();
+    h.sent_delta = [memory](uint64_t, std::span<float> sent) {
+      constexpr float kZ = 1.5f;
+      const bool have = memory->averaged.size() == sent.size();
+      for (size_t i = 0; i < sent.size(); ++i) {
+        const float sigma = std::fabs(have ? sent[i] - memory->averaged[i] : sent[i]);
+        sent[i] -= kZ * sigma;
+      }
+    };
+    h.averaged_delta = [memory](uint64_t, std::span<const float> averaged) {
+      memory->averaged.assign(averaged.begin(), averaged.end());
+    };
+  } else if (a == "ipm") {  // inner-product manipulation (Xie et al. 2020): −ε·μ, here ε = 0.5
+    h.sent_delta = [](uint64_t, std::span<float> sent) {
+      for (float& v : sent) v *= -0.5f;
     };
   } else if (a == "manifest_lie") {  // signs shard digests other than those of what it sends
     h.manifest_lies = true;

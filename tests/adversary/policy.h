@@ -22,7 +22,8 @@ struct PolicyOptions {
 // zero, random, skip, partial, shard, sign_flip, scale, subnormal, withhold, equivocate,
 // commit_late, accuse, collude, class_lie, honest; and on the sent Δ of a verifying DiLoCo job:
 // stale (the previous round's own Δ), copy (the group's previous average), send_scaled
-// (× scale), manifest_lie (a signed manifest that states other payloads than those sent).
+// (× scale), alie (μ − 1.5·σ, estimated alone), ipm (−0.5·μ), manifest_lie (a signed manifest
+// that states other payloads than those sent).
 // stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
 

@@ -199,6 +199,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // Honest steps, another Δ sent: the Δ audit (θ_start − θ_end ≠ the sent Δ).
                       Attack{"stale", {}, kDeltaAudit}, Attack{"copy", {}, kDeltaAudit},
                       Attack{"send_scaled", {"--scale", "1000"}, kDeltaAudit},
+                      Attack{"alie", {}, kDeltaAudit}, Attack{"ipm", {}, kDeltaAudit},
                       // A manifest that states other payloads: the shard owner's proof.
                       Attack{"manifest_lie", {}, "contradicts its signed manifest"}),
     [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
