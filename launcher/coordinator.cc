@@ -735,7 +735,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       start.set_probe_links(plan.probe);
     }
     if (job.verification) {
-      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest));
+      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest, job.attempt));
     }
     for (size_t r = 0; r < job.members.size(); ++r) {
       Session& s = sessions_.at(job.members[r]);

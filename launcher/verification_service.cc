@@ -99,20 +99,29 @@ void VerificationService::Ban(const net::PublicKey& who, const std::string& why)
   ban_(who, why);
 }
 
-std::string VerificationService::OnRoundStart(uint64_t round, const std::string& round_start_theta) {
-  auto it = rounds_.find(round);
-  if (it == rounds_.end()) {
-    RoundState rs;
-    randombytes_buf(rs.secret.data(), rs.secret.size());
-    rs.round_start_theta = round_start_theta;
+std::string VerificationService::OnRoundStart(uint64_t round, const std::string& round_start_theta,
+                                              uint32_t attempt) {
+  auto fresh_book = [&](const RoundState& rs) {
     verifier::RoundSchedule schedule;
     schedule.job_id = job_id_;
     schedule.round = round;
     schedule.commit_deadline_ms = UINT64_MAX;  // closed when every member has reported
     schedule.secret_commitment = verifier::SecretCommitment(rs.secret);
-    rs.book = std::make_unique<verifier::CommitmentBook>(schedule);
+    return std::make_unique<verifier::CommitmentBook>(schedule);
+  };
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) {
+    RoundState rs;
+    randombytes_buf(rs.secret.data(), rs.secret.size());
+    rs.round_start_theta = round_start_theta;
+    rs.book = fresh_book(rs);
+    rs.attempt = attempt;
     it = rounds_.emplace(round, std::move(rs)).first;
     while (rounds_.size() > kRoundsKept) rounds_.erase(rounds_.begin());
+  } else if (spec_.mode() == v1::MODE_DDP && it->second.attempt != attempt) {
+    it->second.book = fresh_book(it->second);
+    it->second.attempt = attempt;
+    it->second.manifests.clear();
   }
   return DigestToBytes(*it->second.book->schedule().secret_commitment);
 }
@@ -365,7 +374,9 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
   if (!checked.ok()) {
     return Convict(it->first, p, coordinator_->public_key(), "bad opening: " + checked.status().message());
   }
-  if (checked->agreed && checked->agreed->leaf.update != checked->prover->leaf.state_before) {
+  // DiLoCo steps chain; a DDP step starts from the group's averaged state (its verifier checks).
+  if (spec_.mode() != v1::MODE_DDP && checked->agreed &&
+      checked->agreed->leaf.update != checked->prover->leaf.state_before) {
     return Convict(it->first, p, coordinator_->public_key(),
                    "chain break: step " + std::to_string(p.step) + " does not start where its predecessor ended");
   }
@@ -543,7 +554,7 @@ VerificationService::RefereeRuling VerificationService::RuleOn(const Pending& p,
     return ReplayedOf(rr);
   };
   verifier::RefereeOptions options;
-  options.chained_states = true;
+  options.chained_states = spec_.mode() != v1::MODE_DDP;
   auto verdict = verifier::Referee(p.commitment, accuser, *checked, replay, options);
   if (!verdict.ok()) {
     out.reason = verdict.status().ToString();

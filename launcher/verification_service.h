@@ -56,8 +56,10 @@ class VerificationService {
   bool busy() const;
 
   // A RoundStart of `round` goes out (any attempt): returns the challenge commitment it carries.
-  // `round_start_theta`: the θ digest the round starts from (raw, empty for round 0).
-  std::string OnRoundStart(uint64_t round, const std::string& round_start_theta);
+  // `round_start_theta`: the θ digest the round starts from (raw, empty for round 0). A DDP
+  // retry re-runs its steps with other survivors, so each DDP attempt gets a fresh commitment
+  // book (same secret); a DiLoCo retry resends the same root.
+  std::string OnRoundStart(uint64_t round, const std::string& round_start_theta, uint32_t attempt = 0);
   // A StepCommitment from a peer. An error means the peer cheated or misbehaved (forged, late,
   // equivocating): the caller refuses it; the peer is already banned where that is warranted.
   Status OnCommitment(const net::PublicKey& from, const v1::StepCommitment& commitment, uint64_t now_ms);
@@ -85,6 +87,7 @@ class VerificationService {
     Digest secret{};
     std::string round_start_theta;
     std::unique_ptr<verifier::CommitmentBook> book;
+    uint32_t attempt = 0;         // DDP: the attempt `book` admits commitments for
     std::vector<Member> members;  // of the committed round
     std::map<net::PublicKey, std::string> manifests;  // each member's last reported manifest
   };

@@ -220,7 +220,9 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     if (!agg.ok()) return fail("aggregator: " + agg.status().message());
   }
   // Replays start from an opened local state; DDP steps would need the averaged gradients too.
-  if (s.verify_samples() > 0 && s.mode() != v1::MODE_DILOCO) return fail("verify_samples needs diloco mode");
+  if (s.verify_samples() > 0 && s.mode() == v1::MODE_DILOCO_ASYNC) {
+    return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
+  }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
   return Status::Ok();
 }

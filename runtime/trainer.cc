@@ -209,9 +209,21 @@ struct Trainer::Impl {
         TRIB_ASSIGN_OR_RETURN(record.before, internal::CaptureState(*model, *inner));
         record.state_before = internal::StateDigestOfLoaded(*model, record.before);
       }
-      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step, &record.batch));
+      // The harness's plan bends the contribution: a skipped step claims a zero gradient.
+      const StepTamper::Plan plan = tamper.plan ? tamper.plan(round, step) : StepTamper::Plan{};
+      double loss = 0;
+      torch::Tensor grads;
+      if (plan.skip) {
+        grads = torch::zeros({models::NumParameters(*model)});
+      } else {
+        std::optional<uint32_t> shard;
+        if (plan.shard_shift % placement.num_shards != 0) {
+          shard = (placement.shard + plan.shard_shift) % placement.num_shards;
+        }
+        TRIB_ASSIGN_OR_RETURN(loss, ForwardBackward(round, step, &record.batch, shard));
+        grads = models::FlattenGradients(*model);
+      }
       loss_sum += loss;
-      torch::Tensor grads = models::FlattenGradients(*model);
       if (observer) {
         record.round = round;
         record.step = step;

@@ -62,7 +62,8 @@ struct StepRecord {
 using StepObserver = std::function<void(StepRecord record)>;
 
 // Misbehaviour for the attack harness only (tests/adversary, binary tributary_adversary). No
-// normal peer sets it; unset, the trainer does exactly what it does without it.
+// normal peer sets it; unset, the trainer does exactly what it does without it. In DDP only the
+// plan applies (a skipped step contributes a zero gradient); `after` is DiLoCo's.
 struct StepTamper {
   struct Plan {
     bool skip = false;                  // claim the step without computing it

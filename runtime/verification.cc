@@ -171,6 +171,9 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   if (Status st = verifier::CheckOpenedLeaf(commitment->body, step, *leaf, *proof); !st.ok()) {
     return fail("the opened leaf is not committed: " + st.message());
   }
+  // DiLoCo steps chain (each starts where the previous ended). A DDP step starts from the state
+  // the whole group shares after the averaged previous step: this verifier's own.
+  const bool ddp = spec_.mode() == v1::MODE_DDP;
   if (step > 0) {
     auto prev = verifier::DecodeLeaf(o.previous_leaf());
     auto prev_proof = verifier::DecodeProof(o.previous_proof());
@@ -178,7 +181,7 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
     if (Status st = verifier::CheckOpenedLeaf(commitment->body, step - 1, *prev, *prev_proof); !st.ok()) {
       return fail("the previous leaf is not committed: " + st.message());
     }
-    if (prev->update != leaf->state_before) {
+    if (!ddp && prev->update != leaf->state_before) {
       return fail("chain break: step " + std::to_string(step) + " does not start where step " +
                   std::to_string(step - 1) + " ended");
     }
@@ -187,6 +190,16 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
     return cannot("the prover's determinism class is not this verifier's");
   }
   if (o.end_state() != q.delta_audit()) return fail("the opening is not the state the request names");
+  if (ddp) {
+    auto own = rounds_.find(q.round());
+    if (own == rounds_.end() || step >= own->second.leaves.size() || !own->second.leaves[step]) {
+      return cannot("this verifier holds no state of round " + std::to_string(q.round()) + " step " +
+                    std::to_string(step));
+    }
+    if (own->second.leaves[step]->state_before != leaf->state_before) {
+      return fail("step " + std::to_string(step) + " does not start from the state the group shared");
+    }
+  }
   if (q.delta_audit()) return AuditDelta(q, *commitment, *leaf);
   auto kernel = Kernel();
   if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
@@ -215,7 +228,8 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   }
   const auto coords = InnerBatch(spec_, q.prover_shard(), spec_.num_peers(), 0, q.round(), step);
   const auto hyper = InnerHyper(spec_, q.round() * spec_.inner_steps() + step);
-  auto replayed = (*kernel)->ReplayLocalStep(*state, coords, hyper);
+  auto replayed = ddp ? (*kernel)->ReplayGradientStep(*state, coords)
+                      : (*kernel)->ReplayLocalStep(*state, coords, hyper);
   if (!replayed.ok()) {
     if (replayed.status().code() == StatusCode::kFailedPrecondition) {
       return fail("the committed state does not train: " + replayed.status().message());

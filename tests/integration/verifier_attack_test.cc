@@ -60,9 +60,9 @@ class VerifiedJob {
 
   // Every inner step is challenged (verify_samples = inner_steps).
   void Start(int rounds, bool before_commit = false, int peers = 3, int inner_steps = 4, int verifiers_per_step = 1,
-             int gather_ms = 5000) {
+             int gather_ms = 5000, const std::string& mode = "diloco") {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
-         "--mode", "diloco", "--peers", std::to_string(peers), "--min-peers", "2", "--gather-ms", std::to_string(gather_ms), "--rounds",
+         "--mode", mode, "--peers", std::to_string(peers), "--min-peers", "2", "--gather-ms", std::to_string(gather_ms), "--rounds",
          std::to_string(rounds), "--inner-steps", std::to_string(inner_steps), "--verify-samples",
          std::to_string(inner_steps), "--verifiers-per-step", std::to_string(verifiers_per_step),
          "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
@@ -241,6 +241,25 @@ TEST_P(PartialCheatingTest, OneFakedStepAmongHonestOnesIsCaught) {
 
 INSTANTIATE_TEST_SUITE_P(Rates, PartialCheatingTest, ::testing::Values(0.01, 0.05, 0.10),
                          [](const auto& info) { return "f" + std::to_string(static_cast<int>(info.param * 100)); });
+
+// DDP: every step's gradient is committed and replayed from the state the group shared (the
+// verifier's own), not from a chain of local steps. A peer that contributes a zero gradient
+// instead of computing its steps is convicted; the honest peers' replays all match.
+TEST(VerifierDdp, ACheaterInADdpJobIsCaughtAndHonestPeersAreNot) {
+  VerifiedJob job("verify-ddp");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start(3, false, 3, 4, 1, 5000, "ddp");
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "zero"});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+}
 
 // A cheater and a colluding verifier among six peers: the colluder vouches for every step it is
 // asked about. Two verifiers per step and a referee majority mean its word never decides: the
