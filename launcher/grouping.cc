@@ -92,6 +92,10 @@ std::vector<size_t> ChosenOrder(std::string_view job_id, uint64_t epoch, size_t 
 
 }  // namespace
 
+uint32_t GroupSizeOfRound(uint32_t group_size, uint64_t round, uint32_t total_rounds) {
+  return round + 1 >= total_rounds ? 0 : group_size;
+}
+
 std::vector<std::vector<size_t>> FormGroups(std::string_view job_id, uint64_t round, uint32_t group_size,
                                             const std::vector<std::string>& keys) {
   const size_t n = keys.size();

@@ -20,6 +20,11 @@
 
 namespace tributary::launcher {
 
+// The group size in force for `round` of a job of `total_rounds`: the job's, except that the
+// last round is one group of everyone, so that the job ends with a single model that every
+// peer holds bit-identically (the groups' states are averaged exactly in that round).
+uint32_t GroupSizeOfRound(uint32_t group_size, uint64_t round, uint32_t total_rounds);
+
 // Groups of indices into `keys` (each group ascending; every index in exactly one group).
 // `keys` must be distinct (public keys, any encoding).
 std::vector<std::vector<size_t>> FormGroups(std::string_view job_id, uint64_t round, uint32_t group_size,

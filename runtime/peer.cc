@@ -423,25 +423,34 @@ class PeerSession {
       ring_members_ = members;
     }
     uint64_t collective = 0, sent = 0, received = 0;
-    Averager average = [&](std::span<float> values) -> Status {
+    auto allreduce = [&](std::span<float> values, std::string codec, std::string stream) -> Status {
       collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
                  std::to_string(collective++);
       opts.deadline = deadline;
       opts.average = true;
-      opts.codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+      opts.codec = std::move(codec);
       opts.aggregator = aggregator_;
-      opts.stream = spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient";
+      opts.stream = std::move(stream);
       auto stats = group_->Allreduce(values, opts);
       if (!stats.ok()) return stats.status();
       sent += stats->bytes_sent;
       received += stats->bytes_received;
       return Status::Ok();
     };
+    Averager average = [&](std::span<float> values) {
+      return allreduce(values, spec_.codec().empty() ? "fp32" : spec_.codec(),
+                       spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient");
+    };
+    // Members from different groups of the last round average their θ and momentum too:
+    // lossless (fp32, no error feedback) so that they end bit-identical, through the job's
+    // aggregator so that a robust job stays robust against a member lying about its θ.
+    Averager mix;
+    if (start.mix()) mix = [&](std::span<float> values) { return allreduce(values, "fp32", "mix"); };
     SetActiveGroup(group_);
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
-                              : trainer_->TryRound(average);
+                              : trainer_->TryRound(average, mix);
     SetActiveGroup(nullptr);
     if (!stats.ok()) {
       std::vector<uint32_t> suspects;
@@ -490,9 +499,12 @@ class PeerSession {
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
     for (auto& e : late_commitments) (void)SendSigned(std::move(e));
-    spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
-                 round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
-                 stats->compute_seconds, stats->comm_seconds, sent);
+    spdlog::info("round {} attempt {}{}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
+                 round, start.attempt(),
+                 start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(),
+                                                  start.mix() ? ", mixed" : "")
+                                    : std::string(start.mix() ? " (mixed)" : ""),
+                 stats->train_loss, ShortHex(tentative_theta_), stats->compute_seconds, stats->comm_seconds, sent);
   }
 
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the

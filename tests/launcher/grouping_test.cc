@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <random>
 #include <set>
@@ -60,6 +61,14 @@ TEST(Grouping, SmallPoolsAndGroupSizeZeroAreOneGroup) {
     EXPECT_EQ(groups[0], (std::vector<size_t>{0, 1, 2, 3, 4}));
   }
   EXPECT_TRUE(FormGroups("job", 0, 3, {}).front().empty());
+}
+
+TEST(Grouping, TheLastRoundIsOneGroupOfEveryone) {
+  EXPECT_EQ(GroupSizeOfRound(3, 0, 10), 3u);
+  EXPECT_EQ(GroupSizeOfRound(3, 8, 10), 3u);
+  EXPECT_EQ(GroupSizeOfRound(3, 9, 10), 0u);
+  EXPECT_EQ(GroupSizeOfRound(0, 2, 10), 0u);
+  EXPECT_EQ(FormGroups("job", 9, GroupSizeOfRound(3, 9, 10), Keys(6)).size(), 1u);
 }
 
 TEST(Grouping, DeterministicAndIndependentOfInputOrder) {
@@ -144,6 +153,23 @@ TEST(Grouping, FullMixingWithinAFewRounds) {
   for (const std::string job : {"a", "b", "c"}) {
     EXPECT_LE(RoundsToFullMixing(1000, 16, 0, job), 5) << job;
     EXPECT_LE(RoundsToFullMixing(512, 8, 0, job), 6) << job;
+  }
+}
+
+// The table in docs/GROUPS.md. Run with
+//   grouping_test --gtest_also_run_disabled_tests --gtest_filter='*MixingTable*'
+TEST(Grouping, DISABLED_MixingTable) {
+  std::printf("| N | group_size | groups | rounds to full mixing (min / max over 10 job ids) |\n");
+  std::printf("|---:|---:|---:|---|\n");
+  for (auto [n, g] : std::vector<std::pair<size_t, uint32_t>>{
+           {6, 3}, {12, 4}, {32, 8}, {100, 10}, {256, 16}, {1000, 16}, {1000, 32}, {4096, 16}}) {
+    int lo = 1000, hi = 0;
+    for (int j = 0; j < 10; ++j) {
+      const int r = RoundsToFullMixing(n, g, 0, "job" + std::to_string(j));
+      lo = std::min(lo, r);
+      hi = std::max(hi, r);
+    }
+    std::printf("| %zu | %u | %zu | %d / %d |\n", n, g, (n + g - 1) / g, lo, hi);
   }
 }
 
