@@ -92,7 +92,8 @@ std::string FormatStatus(const v1::StatusReply& reply, const std::string& job_id
       for (const v1::GroupStatus& g : job.groups()) {
         std::string names;
         for (const auto& m : g.members()) names += (names.empty() ? "" : ", ") + m;
-        out += fmt::format("  group {}: {}, attempt {}{}, {} peers: {}\n", g.index(), g.state(), g.attempt(),
+        out += fmt::format("  group {}: {}{}{}, {} peers: {}\n", g.index(), g.state(),
+                           g.attempt() ? fmt::format(", retry {}", g.attempt()) : "",
                            g.mix() ? ", mixing states" : "", g.members_size(), names);
       }
     }

@@ -1419,7 +1419,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       for (const auto& g : job.groups) {
         v1::GroupStatus* gs = js->add_groups();
         gs->set_index(g->index);
-        gs->set_attempt(g->attempt);
+        gs->set_attempt(g->tries - 1);  // retries, not the wire attempt (unique across groups)
         gs->set_state(g->StateName());
         gs->set_mix(g->mix);
         for (uint64_t id : g->members) {

@@ -57,13 +57,16 @@ class VerifiedJob {
     return hex;
   }
 
-  void Start(int rounds, bool before_commit = false) {
+  // `group_size` > 0: a grouped job of four peers (docs/GROUPS.md).
+  void Start(int rounds, bool before_commit = false, int group_size = 0) {
+    const bool grouped = group_size > 0;
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
-         "--mode", "diloco", "--peers", "3", "--min-peers", "2", "--gather-ms", "5000", "--rounds",
+         "--mode", "diloco", "--peers", grouped ? "4" : "3", "--min-peers", grouped ? "3" : "2", "--gather-ms", "5000", "--rounds",
          std::to_string(rounds), "--inner-steps", "4", "--verify-samples", "4", "--verifiers-per-step", "1",
          "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
     if (before_commit) argv.push_back("--verify-before-commit");
+    if (grouped) argv.insert(argv.end(), {"--group-size", std::to_string(group_size)});
     auto child = ChildProcess::Spawn(argv, {}, log("coordinator"));
     ASSERT_TRUE(child.ok());
     processes_.push_back(std::move(child).value());
@@ -209,6 +212,32 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   auto key = net::KeyFromHex(m);
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
+// Groups of two re-mixed every round: members start each round from their own group's state, so
+// every replay of step 0 is checked against the prover's own round-start θ. Every step of every
+// round is challenged: honest peers in every group verify cleanly, and the cheater is caught.
+TEST(VerifierGroups, GroupedJobVerifiesEachGroupsStateAndCatchesACheater) {
+  VerifiedJob job("verify-groups");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol"), m = job.Key("mallory");
+  job.Start(4, /*before_commit=*/false, /*group_size=*/2);
+  for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
+  const int code = job.WaitCoordinator(300s);
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("groups of 4 ready peers"), std::string::npos) << "round 0 must be grouped:\n" << log;
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  EXPECT_EQ(o.banned.size(), 1u) << log;
+  for (const std::string& k : {a, b, c}) ExpectHonest(o, k);
+  // Honest work verified after a mix round: round 1 started from two different group states.
+  uint64_t verified_later = 0;
+  for (const auto& rec : o.ledger.Records()) {
+    if (rec.round >= 1 && net::KeyToHex(rec.peer) != m) verified_later += rec.steps_verified();
+  }
+  EXPECT_GT(verified_later, 0u) << log;
 }
 
 // Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and
