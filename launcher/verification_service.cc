@@ -349,7 +349,12 @@ void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicK
   q->set_commitment(verifier::EncodeCommitment(p.commitment));
   *q->mutable_opening() = *p.opening;
   auto rs = rounds_.find(p.round);
-  if (rs != rounds_.end()) q->set_round_start_theta(rs->second.round_start_theta);
+  if (rs != rounds_.end()) {
+    q->set_round_start_theta(rs->second.round_start_theta);
+    for (const Member& m : rs->second.members) {
+      if (m.key == p.prover && !m.round_start_theta.empty()) q->set_round_start_theta(m.round_start_theta);
+    }
+  }
   q->set_referee(referee);
   if (!p.manifest.empty()) {
     q->set_delta_audit(true);

@@ -41,6 +41,11 @@ class VerificationService {
   struct Member {
     net::PublicKey key{};
     uint32_t shard = 0;
+    // θ digest (raw) this member's round started from; empty = the round's (OnRoundStart). In
+    // grouped jobs members of one round start from different states, and a replay of step 0 is
+    // checked against the prover's own: the opening carries the full state, so any member of
+    // the determinism class can replay it.
+    std::string round_start_theta;
   };
 
   // Loads the job's ledger and bans from `store` (kept alive by the caller).

@@ -224,6 +224,11 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
   }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
+  // Groups end a round holding different states that the next round averages (θ and outer
+  // momentum, exactly): defined for synchronous DiLoCo. DDP's shared AdamW moments and the
+  // async mode's one-round-late Δ are not averaged across groups.
+  if (s.group_size() == 1) return fail("group_size must be 0 (one group) or at least 2");
+  if (s.group_size() > 1 && s.mode() != v1::MODE_DILOCO) return fail("group_size needs diloco mode");
   return Status::Ok();
 }
 

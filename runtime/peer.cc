@@ -434,32 +434,43 @@ class PeerSession {
         binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
       }
     }
-    Averager average = [&](std::span<float> values) -> Status {
+    // `bind`: this call carries the round's Δ (bound when the job verifies); a mix call is not.
+    auto allreduce = [&](std::span<float> values, std::string codec, std::string stream, bool bind) -> Status {
       collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
                  std::to_string(collective++);
       opts.deadline = deadline;
       opts.average = true;
-      opts.codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+      opts.codec = std::move(codec);
       opts.aggregator = aggregator_;
-      opts.stream = spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient";
+      opts.stream = std::move(stream);
       const auto* hooks = options_.adversary;
-      if (binding) {
+      bind = bind && binding.has_value();
+      if (bind) {
         if (hooks && hooks->sent_delta) hooks->sent_delta(round, values);
         opts.binding = &binding->Bind(values);
       }
       auto stats = group_->Allreduce(values, opts);
-      if (binding) SendContributionProofs(round, start.attempt(), *binding);
+      if (bind) SendContributionProofs(round, start.attempt(), *binding);
       if (!stats.ok()) return stats.status();
-      if (binding && hooks && hooks->averaged_delta) hooks->averaged_delta(round, values);
+      if (bind && hooks && hooks->averaged_delta) hooks->averaged_delta(round, values);
       sent += stats->bytes_sent;
       received += stats->bytes_received;
       return Status::Ok();
     };
+    Averager average = [&](std::span<float> values) {
+      return allreduce(values, spec_.codec().empty() ? "fp32" : spec_.codec(),
+                       spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient", /*bind=*/true);
+    };
+    // Members from different groups of the last round average their θ and momentum too:
+    // lossless (fp32, no error feedback) so that they end bit-identical, through the job's
+    // aggregator so that a robust job stays robust against a member lying about its θ.
+    Averager mix;
+    if (start.mix()) mix = [&](std::span<float> values) { return allreduce(values, "fp32", "mix", /*bind=*/false); };
     SetActiveGroup(group_);
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
-                              : trainer_->TryRound(average);
+                              : trainer_->TryRound(average, mix);
     SetActiveGroup(nullptr);
     if (!stats.ok()) {
       std::vector<uint32_t> suspects;
@@ -512,9 +523,12 @@ class PeerSession {
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
     for (auto& e : late_commitments) (void)SendSigned(std::move(e));
-    spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
-                 round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
-                 stats->compute_seconds, stats->comm_seconds, sent);
+    spdlog::info("round {} attempt {}{}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
+                 round, start.attempt(),
+                 start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(),
+                                                  start.mix() ? ", mixed" : "")
+                                    : std::string(start.mix() ? " (mixed)" : ""),
+                 stats->train_loss, ShortHex(tentative_theta_), stats->compute_seconds, stats->comm_seconds, sent);
   }
 
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the

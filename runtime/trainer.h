@@ -91,6 +91,10 @@ class Trainer {
   // reuses its pseudo-gradient (the inner steps are not repeated; the source buffer is kept).
   // DDP rounds repeat their steps from the committed state.
   Result<RoundStats> TryRound(const Averager& average);
+  // A grouped DiLoCo round whose members hold different committed states (RoundStart.mix):
+  // after Δ, `mix` averages [θ ‖ outer momentum] exactly (fp32 mean, no codec) and the outer
+  // step starts from that mean, so every member ends bit-identical. Empty `mix` = TryRound above.
+  Result<RoundStats> TryRound(const Averager& average, const Averager& mix);
   Status Commit();
   void Abandon();
   bool has_tentative_round() const;

@@ -59,15 +59,28 @@ class VerifiedJob {
   }
 
   // Every inner step is challenged (verify_samples = inner_steps).
-  void Start(int rounds, bool before_commit = false, int peers = 3, int inner_steps = 4, int verifiers_per_step = 1,
-             int gather_ms = 5000, const std::string& mode = "diloco") {
+  struct Options {
+    int rounds = 3;
+    bool before_commit = false;
+    int peers = 3;
+    int min_peers = 2;
+    int inner_steps = 4;
+    int verifiers_per_step = 1;
+    int gather_ms = 5000;
+    std::string mode = "diloco";
+    int group_size = 0;  // > 0: a grouped job (docs/GROUPS.md)
+  };
+  void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
+  void Start(const Options& o) {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
-         "--mode", mode, "--peers", std::to_string(peers), "--min-peers", "2", "--gather-ms", std::to_string(gather_ms), "--rounds",
-         std::to_string(rounds), "--inner-steps", std::to_string(inner_steps), "--verify-samples",
-         std::to_string(inner_steps), "--verifiers-per-step", std::to_string(verifiers_per_step),
+         "--mode", o.mode, "--peers", std::to_string(o.peers), "--min-peers", std::to_string(o.min_peers),
+         "--gather-ms", std::to_string(o.gather_ms), "--rounds", std::to_string(o.rounds),
+         "--inner-steps", std::to_string(o.inner_steps), "--verify-samples", std::to_string(o.inner_steps),
+         "--verifiers-per-step", std::to_string(o.verifiers_per_step),
          "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
-    if (before_commit) argv.push_back("--verify-before-commit");
+    if (o.before_commit) argv.push_back("--verify-before-commit");
+    if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
     auto child = ChildProcess::Spawn(argv, {}, log("coordinator"));
     ASSERT_TRUE(child.ok());
     processes_.push_back(std::move(child).value());
@@ -248,7 +261,7 @@ INSTANTIATE_TEST_SUITE_P(Rates, PartialCheatingTest, ::testing::Values(0.01, 0.0
 TEST(VerifierDdp, ACheaterInADdpJobIsCaughtAndHonestPeersAreNot) {
   VerifiedJob job("verify-ddp");
   const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
-  job.Start(3, false, 3, 4, 1, 5000, "ddp");
+  job.Start({.rounds = 3, .mode = "ddp"});
   job.Peer("alice", TRIBUTARY_BINARY);
   job.Peer("bob", TRIBUTARY_BINARY);
   job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "zero"});
@@ -271,7 +284,7 @@ TEST(VerifierCollusion, AColludingVerifierCannotSaveACheater) {
   std::vector<std::string> honest;
   for (const char* name : {"alice", "bob", "carol", "dave"}) honest.push_back(job.Key(name));
   const std::string m = job.Key("mallory"), t = job.Key("trudy");
-  job.Start(2, false, /*peers=*/6, /*inner_steps=*/8, /*verifiers_per_step=*/2, /*gather_ms=*/60000);
+  job.Start({.rounds = 2, .peers = 6, .inner_steps = 8, .verifiers_per_step = 2, .gather_ms = 60000});
   for (const char* name : {"alice", "bob", "carol", "dave"}) job.Peer(name, TRIBUTARY_BINARY);
   job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
   job.Peer("trudy", TRIBUTARY_ADVERSARY, {"--attack", "collude"});
@@ -304,6 +317,32 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   auto key = net::KeyFromHex(m);
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
+// Groups of two re-mixed every round: members start each round from their own group's state, so
+// every replay of step 0 is checked against the prover's own round-start θ. Every step of every
+// round is challenged: honest peers in every group verify cleanly, and the cheater is caught.
+TEST(VerifierGroups, GroupedJobVerifiesEachGroupsStateAndCatchesACheater) {
+  VerifiedJob job("verify-groups");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol"), m = job.Key("mallory");
+  job.Start({.rounds = 4, .peers = 4, .min_peers = 3, .group_size = 2});
+  for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
+  const int code = job.WaitCoordinator(300s);
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("groups of 4 ready peers"), std::string::npos) << "round 0 must be grouped:\n" << log;
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  EXPECT_EQ(o.banned.size(), 1u) << log;
+  for (const std::string& k : {a, b, c}) ExpectHonest(o, k);
+  // Honest work verified after a mix round: round 1 started from two different group states.
+  uint64_t verified_later = 0;
+  for (const auto& rec : o.ledger.Records()) {
+    if (rec.round >= 1 && net::KeyToHex(rec.peer) != m) verified_later += rec.steps_verified();
+  }
+  EXPECT_GT(verified_later, 0u) << log;
 }
 
 // Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and

@@ -322,6 +322,34 @@ TEST_F(ServiceTest, EquivocationForgeryWrongCountAndLateCommitsAreBanned) {
   EXPECT_TRUE(bans_.count(late.id.public_key()));
 }
 
+TEST_F(ServiceTest, EachProversReplayStartsFromItsOwnRoundStartState) {
+  // Grouped rounds: members start a round from their own group's state, so the verifier checks
+  // a prover's step 0 against that prover's θ, not one θ for the whole round.
+  service_->OnRoundStart(0, std::string(32, 'r'));
+  for (auto& p : provers_) ASSERT_TRUE(service_->OnCommitment(p.id.public_key(), Message(p), 10).ok());
+  std::vector<VerificationService::Member> members;
+  std::map<std::string, std::string> theta_of;  // prover key bytes -> its round-start θ
+  for (uint32_t i = 0; i < provers_.size(); ++i) {
+    // Prover 2 has no θ of its own on record: it gets the round's.
+    const std::string theta = i < 2 ? std::string(32, static_cast<char>('a' + i)) : "";
+    members.push_back({provers_[i].id.public_key(), i, theta});
+    theta_of[net::KeyToBytes(provers_[i].id.public_key())] = theta.empty() ? std::string(32, 'r') : theta;
+  }
+  service_->OnRoundCommitted(0, members, 20);
+  for (auto& p : provers_) {
+    for (const auto& q : OpenRequests(p)) service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 30);
+  }
+  int checked = 0;
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (!e.has_verify_request()) continue;
+      EXPECT_EQ(e.verify_request().round_start_theta(), theta_of.at(e.verify_request().prover_key()));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 3 * static_cast<int>(spec_.verify_samples()));
+}
+
 TEST_F(ServiceTest, ChallengesOpenAndVerifyIntoTheLedger) {
   CommitRound();
   for (auto& p : provers_) {
