@@ -871,7 +871,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       start.set_probe_links(plan.probe);
     }
     if (job.verification) {
-      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest, job.attempt));
+      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest, group.attempt));
     }
     for (size_t r = 0; r < group.members.size(); ++r) {
       Session& s = sessions_.at(group.members[r]);
@@ -1090,7 +1090,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (job.verification) {
       Status committed =
-          job.verification->CheckReport(s.key, report, static_cast<uint32_t>(job.members.size()));
+          job.verification->CheckReport(s.key, report, static_cast<uint32_t>(group->members.size()));
       if (!committed.ok()) {
         // No root before the report: its steps could be chosen after seeing the challenges.
         job.verification->Ban(s.key, committed.message());

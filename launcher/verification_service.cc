@@ -281,19 +281,26 @@ void VerificationService::StartDeltaAudits(uint64_t round, const Digest& seed,
                                            const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers,
                                            uint64_t now_ms) {
   RoundState& rs = rounds_.at(round);
-  size_t audits = 0;
+  // The audit subtracts the verifier's own θ_start, so verifiers must have started the round
+  // from the prover's θ (in grouped jobs, members of one round start from different states).
+  std::map<net::PublicKey, std::string> start_of;
+  for (const Member& m : rs.members) start_of[m.key] = m.round_start_theta;
+  size_t audits = 0, unauditable = 0;
   for (const auto& [prover, manifest] : rs.manifests) {
     auto c = by_key.find(prover);
     auto shard = shard_of.find(prover);
     if (c == by_key.end() || shard == shard_of.end() || banned_.count(prover)) continue;
-    // Verifiers: the other committed members, in an order drawn from the round's seed.
+    // Verifiers: the other committed members from the same θ, in an order drawn from the seed.
     std::vector<std::pair<Digest, net::PublicKey>> order;
     for (const auto& [key, other] : by_key) {
-      if (key == prover || !shard_of.count(key) || banned_.count(key)) continue;
+      if (key == prover || !shard_of.count(key) || banned_.count(key) || start_of[key] != start_of[prover]) continue;
       order.emplace_back(Sha256Of(DigestToBytes(seed) + "delta-audit" + net::KeyToBytes(prover) + net::KeyToBytes(key)),
                          key);
     }
-    if (order.empty()) continue;
+    if (order.empty()) {
+      ++unauditable;
+      continue;
+    }
     std::sort(order.begin(), order.end());
     Pending p;
     p.round = round;
@@ -308,7 +315,8 @@ void VerificationService::StartDeltaAudits(uint64_t round, const Digest& seed,
     SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
     ++audits;
   }
-  spdlog::info("job {} round {}: {} Δ audits", job_id_, round, audits);
+  spdlog::info("job {} round {}: {} Δ audits{}", job_id_, round, audits,
+               unauditable ? ", " + std::to_string(unauditable) + " member(s) with no other member from the same θ" : "");
 }
 
 void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey& accuser, const std::string& why) {
@@ -394,9 +402,15 @@ std::optional<net::PublicKey> VerificationService::PickReferee(const Pending& p)
   auto rs = rounds_.find(p.round);
   if (rs == rounds_.end()) return std::nullopt;
   // Deterministic in the challenge: the first member (by key hash with the step) not involved.
+  // A Δ audit's referee, like its verifiers, must have started the round from the prover's θ.
+  std::string prover_start;
+  for (const Member& m : rs->second.members) {
+    if (m.key == p.prover) prover_start = m.round_start_theta;
+  }
   std::vector<std::pair<Digest, net::PublicKey>> order;
   for (const Member& m : rs->second.members) {
     if (m.key == p.prover || p.asked.count(m.key) || banned_.count(m.key)) continue;
+    if (!p.manifest.empty() && m.round_start_theta != prover_start) continue;
     order.emplace_back(Sha256Of(net::KeyToBytes(m.key) + std::to_string(p.step)), m.key);
   }
   if (order.empty()) return std::nullopt;
