@@ -21,13 +21,10 @@ const char* PhaseName(Phase phase) {
   return phase == Phase::kReduceScatter ? "reduce-scatter" : "all-gather";
 }
 
-// Shard s covers [Begin(s), Begin(s + 1)); sizes differ by at most one element.
 struct ShardLayout {
   uint64_t numel;
   uint32_t world;
-  uint64_t Begin(uint32_t s) const {
-    return s * (numel / world) + std::min<uint64_t>(s, numel % world);
-  }
+  uint64_t Begin(uint32_t s) const { return ButterflyShardBegin(numel, world, s); }
   uint64_t Size(uint32_t s) const { return Begin(s + 1) - Begin(s); }
 };
 

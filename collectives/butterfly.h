@@ -41,6 +41,7 @@
 // needed); the round's commit protocol decides whether the round counts.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -112,6 +113,13 @@ Result<std::vector<float>> ReduceShard(const codec::Codec& codec,
                                        size_t shard_numel,
                                        const robust::AggregatorSpec& aggregator, bool average,
                                        int threads = 1);
+
+// The butterfly's partition of `numel` elements into `world` shards: shard s covers
+// [ButterflyShardBegin(s), ButterflyShardBegin(s + 1)); sizes differ by at most one element.
+// Public so that an audit of what a rank sent can re-encode the very same slices.
+inline uint64_t ButterflyShardBegin(uint64_t numel, uint32_t world, uint32_t shard) {
+  return shard * (numel / world) + std::min<uint64_t>(shard, numel % world);
+}
 
 // The pieces of step 2, shared with the direct all-reduce (direct_allreduce.h) so both run the
 // same arithmetic. DecodeChecked: Decode plus a finiteness check (InvalidArgument naming the

@@ -86,6 +86,17 @@ std::string FormatStatus(const v1::StatusReply& reply, const std::string& job_id
                        job.name(), job.mode(), job.committed_rounds(), job.total_rounds(), job.phase(),
                        job.last_train_loss(),
                        job.last_eval_loss() >= 0 ? fmt::format("{:.4f}", job.last_eval_loss()) : "-");
+    if (job.group_size() > 0) {
+      out += fmt::format("groups of up to {} re-mixed every round; this round: {}\n", job.group_size(),
+                         job.groups_size() == 0 ? std::string("none formed") : std::to_string(job.groups_size()));
+      for (const v1::GroupStatus& g : job.groups()) {
+        std::string names;
+        for (const auto& m : g.members()) names += (names.empty() ? "" : ", ") + m;
+        out += fmt::format("  group {}: {}{}{}, {} peers: {}\n", g.index(), g.state(),
+                           g.attempt() ? fmt::format(", retry {}", g.attempt()) : "",
+                           g.mix() ? ", mixing states" : "", g.members_size(), names);
+      }
+    }
     out += "| peer | key | address | state | uptime | rounds | hardware | bandwidth |\n";
     out += "|---|---|---|---|---:|---:|---|---:|\n";
     for (const v1::PeerStatus& p : job.peers()) {

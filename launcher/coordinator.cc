@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/digest.h"
+#include "launcher/grouping.h"
 #include "launcher/relay.h"
 #include "launcher/store.h"
 #include "launcher/verification_service.h"
@@ -69,22 +70,46 @@ struct Session {
   std::unique_ptr<asio::steady_timer> hello_timer;
 };
 
+// One group of the round in progress. Each group runs its own attempts (retry, report, decide)
+// and commits with the others once every group has decided or been dropped.
+struct Group {
+  uint32_t index = 0;
+  enum class State { kRunning, kDecided, kDropped } state = State::kRunning;
+  uint32_t attempt = 0;  // RoundStart.attempt: unique within the round across groups
+  uint32_t tries = 0;    // attempts of this group
+  bool mix = false;      // its members hold different committed states
+  std::vector<uint64_t> members;  // session ids, by rank
+  std::map<uint64_t, v1::RoundReport> reports;
+  std::map<uint64_t, uint32_t> suspicions;  // member -> how many others blamed it this attempt
+  std::unique_ptr<asio::steady_timer> round_timer;
+  std::unique_ptr<asio::steady_timer> retry_timer;
+
+  bool Has(uint64_t id) const { return std::find(members.begin(), members.end(), id) != members.end(); }
+  const char* StateName() const {
+    return state == State::kRunning ? "running" : state == State::kDecided ? "decided" : "dropped";
+  }
+};
+
+// The committed state one peer holds (after the job's last committed round).
+struct Held {
+  std::string theta_digest, state_digest;  // raw 32 bytes each
+};
+
 struct Job {
   std::string id;
   v1::JobSpec spec;
   uint64_t committed_rounds = 0;
-  std::string state_digest;  // raw 32 bytes after the first commit
+  // The reference committed state (raw 32 bytes after the first commit): the largest group's,
+  // what late joiners sync to. Grouped rounds leave other groups with other states: `held`.
+  std::string state_digest;
   std::string theta_digest;
+  std::map<std::string, Held> held;  // key hex -> its committed state after the last round
   enum class Phase { kWaiting, kRunning, kFinished } phase = Phase::kWaiting;
-  uint32_t attempt = 0;                // of the round in progress (persists across waits)
-  std::vector<uint64_t> members;       // session ids, by rank
-  std::map<uint64_t, v1::RoundReport> reports;
-  std::map<uint64_t, uint32_t> suspicions;  // member -> how many others blamed it this attempt
+  uint32_t next_attempt = 0;           // of the round in progress (persists across waits)
+  std::vector<std::unique_ptr<Group>> groups;  // of the round in progress
   std::set<uint64_t> excluded;              // left out of the rest of this round (unreachable)
   Clock::time_point round_started = Clock::now();
   bool round_started_set = false;
-  std::unique_ptr<asio::steady_timer> round_timer;
-  std::unique_ptr<asio::steady_timer> retry_timer;
   std::unique_ptr<asio::steady_timer> start_timer;  // re-checks a start delayed for syncing peers
   std::optional<Clock::time_point> gathering_since;  // matchmaking window of the next round
   std::vector<RoundSummary> rounds;
@@ -103,6 +128,28 @@ struct Job {
   Millis liveness() const { return runtime::LivenessTimeout(spec); }
   // How long a round waits for a peer that is still syncing before starting without it.
   Millis sync_grace() const { return std::min(Millis(spec.round_timeout_ms() / 4), Millis(10000)); }
+
+  // The group (not dropped) of the round in progress that `id` belongs to.
+  Group* GroupOf(uint64_t id) const {
+    for (const auto& g : groups) {
+      if (g->state != Group::State::kDropped && g->Has(id)) return g.get();
+    }
+    return nullptr;
+  }
+  Group* GroupAt(uint32_t index) const { return index < groups.size() ? groups[index].get() : nullptr; }
+  // The state a peer holds, as far as the coordinator knows (the reference when unknown).
+  const std::string& StateOf(const std::string& key_hex) const {
+    auto it = held.find(key_hex);
+    return it != held.end() ? it->second.state_digest : state_digest;
+  }
+  // θ digest of a committed state of the last round, if `state` is one.
+  std::optional<std::string> ThetaOfCommitted(const std::string& state) const {
+    if (state == state_digest) return theta_digest;
+    for (const auto& [key, h] : held) {
+      if (h.state_digest == state) return h.theta_digest;
+    }
+    return std::nullopt;
+  }
 };
 
 std::string Hex(const std::string& raw) {
@@ -160,8 +207,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (listener_) listener_->Close();
       sweep_timer_.cancel();
       for (auto& [id, job] : jobs_) {
-        if (job.round_timer) job.round_timer->cancel();
-        if (job.retry_timer) job.retry_timer->cancel();
+        CancelGroupTimers(job);
         if (job.start_timer) job.start_timer->cancel();
       }
       for (auto& [id, s] : sessions_) {
@@ -206,8 +252,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     Job& job = jobs_[id];
     job.id = id;
     job.spec = spec;
-    job.round_timer = std::make_unique<asio::steady_timer>(io_.context());
-    job.retry_timer = std::make_unique<asio::steady_timer>(io_.context());
     job.start_timer = std::make_unique<asio::steady_timer>(io_.context());
     TRIB_ASSIGN_OR_RETURN(std::optional<RoundRecord> last, store_->LastRound(id));
     if (last) {
@@ -216,6 +260,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.theta_digest = last->theta_digest;
       job.last_train_loss = last->train_loss;
       job.last_eval_loss = last->eval_loss;
+      // Who holds which state after that round (grouped rounds differ by group); rounds recorded
+      // without per-peer rows had one state for every member.
+      TRIB_ASSIGN_OR_RETURN(std::vector<PeerCommit> commits, store_->PeerCommits(id, last->round));
+      for (const PeerCommit& c : commits) job.held[c.key] = {c.theta_digest, c.state_digest};
+      if (commits.empty()) {
+        for (const std::string& key : last->members) job.held[key] = {last->theta_digest, last->state_digest};
+      }
     }
     TRIB_ASSIGN_OR_RETURN(std::vector<StoredPeer> peers, store_->Peers(id));
     for (const StoredPeer& p : peers) job.shard_of_key[p.key] = p.shard;
@@ -260,9 +311,20 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     return Status::Ok();
   }
 
+  // Members of the decided groups, each with the θ its round started from (its own committed
+  // state: groups of the last round differ), which a replay of its step 0 must start from.
   std::vector<VerificationService::Member> VerifierMembers(const Job& job) const {
     std::vector<VerificationService::Member> out;
-    for (uint64_t id : job.members) out.push_back({sessions_.at(id).key, sessions_.at(id).shard});
+    for (const auto& g : job.groups) {
+      if (g->state != Group::State::kDecided) continue;
+      for (uint64_t id : g->members) {
+        auto it = sessions_.find(id);
+        if (it == sessions_.end()) continue;
+        auto held = job.held.find(it->second.key_hex);
+        out.push_back({it->second.key, it->second.shard,
+                       held != job.held.end() ? held->second.theta_digest : job.theta_digest});
+      }
+    }
     return out;
   }
 
@@ -287,6 +349,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.verification->OnOpening(s.key, message.opening(), NowMs());
     } else if (message.has_verify_result()) {
       job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
+    } else if (message.has_contribution_proof()) {
+      job.verification->OnContributionProof(s.key, message.contribution_proof());
     }
     return true;
   }
@@ -415,6 +479,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         case v1::Envelope::kStepCommitment:
         case v1::Envelope::kOpening:
         case v1::Envelope::kVerifyResult:
+        case v1::Envelope::kContributionProof:
           if (!OnVerifierMessage(job, id, *message)) return;
           break;
         case v1::Envelope::kLeave:
@@ -534,9 +599,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.shard_of_key[s.key_hex] = s.shard;
     (void)store_->UpsertPeer(job.id, {s.key_hex, s.name, s.shard, 0, DescribeHardware(s.hardware)});
 
+    // Current: it holds a state some group committed in the last round (not necessarily the
+    // reference one: groups end rounds with different states, and a reconnect keeps its own).
     const bool current = (job.committed_rounds == 0 && hello.committed_rounds() == 0) ||
                          (hello.committed_rounds() == job.committed_rounds &&
-                          hello.state_digest() == job.state_digest);
+                          job.ThetaOfCommitted(hello.state_digest()).has_value());
+    if (current && job.committed_rounds > 0) {
+      job.held[s.key_hex] = {*job.ThetaOfCommitted(hello.state_digest()), hello.state_digest()};
+    }
     s.state = current ? PeerState::kReady : PeerState::kSyncing;
     s.syncing_since = Clock::now();
     v1::Envelope ack = net::MakeEnvelope(job.id);
@@ -599,19 +669,30 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     return out;
   }
 
-  // Late joiners fetch the committed state from peers that hold it.
+  // Late joiners fetch a committed state from peers that hold it: the reference state when a
+  // server of it is connected, else the state most connected servers hold (after a grouped
+  // round the groups hold different ones; each is a state the job committed).
   void SendSyncInstructions(Job& job) {
-    std::vector<Session*> sources;
+    std::map<std::string, std::vector<Session*>> servers;  // state digest -> who serves it
     for (Session* s : JobSessions(job)) {
-      if (s->state != PeerState::kSyncing && !s->relay_only && s->sync_port) sources.push_back(s);
+      if (s->state != PeerState::kSyncing && !s->relay_only && s->sync_port) {
+        servers[job.StateOf(s->key_hex)].push_back(s);
+      }
     }
-    if (sources.empty()) return;  // retried when someone holding the state arrives
+    if (servers.empty()) return;  // retried when someone holding the state arrives
+    std::string target = job.state_digest;
+    if (!servers.count(target)) {
+      target = std::max_element(servers.begin(), servers.end(), [](const auto& a, const auto& b) {
+                 return a.second.size() < b.second.size();
+               })->first;
+    }
+    const std::vector<Session*>& sources = servers.at(target);
     for (Session* s : JobSessions(job)) {
       if (s->state != PeerState::kSyncing || s->sync_sent_for == job.committed_rounds) continue;
       v1::Envelope e = net::MakeEnvelope(job.id);
       v1::SyncState* sync = e.mutable_sync_state();
       sync->set_committed_rounds(job.committed_rounds);
-      sync->set_state_digest(job.state_digest);
+      sync->set_state_digest(target);
       for (Session* src : sources) {
         if (src == s || sync->sources_size() >= 3) continue;
         v1::Member* m = sync->add_sources();
@@ -629,9 +710,15 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
   bool OnReady(Job& job, uint64_t id, const v1::Ready& ready) {
     Session& s = sessions_.at(id);
-    if (ready.committed_rounds() == job.committed_rounds && ready.state_digest() == job.state_digest) {
+    const bool current = ready.committed_rounds() == job.committed_rounds &&
+                         (ready.state_digest() == job.state_digest ||
+                          (job.committed_rounds > 0 && job.ThetaOfCommitted(ready.state_digest()).has_value()));
+    if (current) {
       if (s.state == PeerState::kSyncing) {
         s.state = PeerState::kReady;
+        if (job.committed_rounds > 0) {
+          job.held[s.key_hex] = {*job.ThetaOfCommitted(ready.state_digest()), ready.state_digest()};
+        }
         job.start_timer->cancel();
         spdlog::info("peer {} synced job {} at round {}", s.name, job.id, job.committed_rounds);
         SendSyncInstructions(job);
@@ -648,9 +735,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         s.state = PeerState::kSyncing;
         s.syncing_since = Clock::now();
         s.sync_sent_for = UINT64_MAX;
-        if (job.phase == Job::Phase::kRunning && IsCurrentMember(job, id)) {
-          MemberLost(job, id, s.name + " (it does not hold round " + std::to_string(job.committed_rounds) + ")");
-        }
+        MemberLost(job, id, s.name + " (it does not hold round " + std::to_string(job.committed_rounds) + ")");
       } else if (ready.sync_failed()) {
         s.sync_sent_for = UINT64_MAX;
       }
@@ -695,13 +780,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       });
       return;
     }
-    std::sort(ready.begin(), ready.end(), [](Session* a, Session* b) { return a->shard < b->shard; });
-    std::vector<uint64_t> members;
-    for (Session* s : ready) members.push_back(s->id);
-    StartAttempt(job, std::move(members));
+    StartRound(job, ready);
   }
 
-  void StartAttempt(Job& job, std::vector<uint64_t> members) {
+  // Partitions the ready peers into groups (launcher/grouping.h) and starts each one.
+  void StartRound(Job& job, const std::vector<Session*>& ready) {
     job.gathering_since.reset();
     job.start_timer->cancel();
     if (!job.round_started_set) {
@@ -709,33 +792,89 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.round_started_set = true;
     }
     job.phase = Job::Phase::kRunning;
-    job.members = std::move(members);
-    job.reports.clear();
-    job.suspicions.clear();
+    CancelGroupTimers(job);
+    job.groups.clear();
+    std::vector<std::string> keys;
+    for (Session* s : ready) keys.push_back(s->key_hex);
+    const auto partition =
+        FormGroups(job.id, job.committed_rounds,
+                   GroupSizeOfRound(job.spec.group_size(), job.committed_rounds, job.spec.rounds()), keys);
+    for (const auto& part : partition) {
+      auto group = std::make_unique<Group>();
+      group->index = static_cast<uint32_t>(job.groups.size());
+      group->round_timer = std::make_unique<asio::steady_timer>(io_.context());
+      group->retry_timer = std::make_unique<asio::steady_timer>(io_.context());
+      for (size_t i : part) group->members.push_back(ready[i]->id);
+      job.groups.push_back(std::move(group));
+    }
+    for (auto& group : job.groups) {
+      std::vector<uint64_t> members = group->members;
+      SortByShard(members);
+      StartAttempt(job, *group, std::move(members));
+    }
+    if (job.groups.size() > 1) {
+      std::string layout;
+      for (const auto& g : job.groups) {
+        layout += fmt::format(" [{}{}:", g->index, g->mix ? " mix" : "");
+        for (uint64_t id : g->members) layout += " " + sessions_.at(id).name;
+        layout += "]";
+      }
+      spdlog::info("job {} round {}: {} groups of {} ready peers:{}", job.id, job.committed_rounds,
+                   job.groups.size(), ready.size(), layout);
+    }
+  }
+
+  void SortByShard(std::vector<uint64_t>& members) const {
+    std::sort(members.begin(), members.end(),
+              [this](uint64_t a, uint64_t b) { return sessions_.at(a).shard < sessions_.at(b).shard; });
+  }
+
+  void CancelGroupTimers(Job& job) {
+    for (auto& g : job.groups) {
+      g->round_timer->cancel();
+      g->retry_timer->cancel();
+    }
+  }
+
+  void StartAttempt(Job& job, Group& group, std::vector<uint64_t> members) {
+    group.state = Group::State::kRunning;
+    group.attempt = job.next_attempt++;
+    group.tries++;
+    group.members = std::move(members);
+    group.reports.clear();
+    group.suspicions.clear();
     job.awaiting_verdicts = false;  // a retry collects its reports again
+    // Members that hold different committed states (from different groups of the last round)
+    // average those states too; when all hold the same one, nothing extra is sent.
+    std::set<std::string> states;
+    for (uint64_t id : group.members) states.insert(job.StateOf(sessions_.at(id).key_hex));
+    group.mix = states.size() > 1;
     v1::RoundStart start;
     start.set_round(job.committed_rounds);
-    start.set_attempt(job.attempt);
+    start.set_attempt(group.attempt);
     start.set_evaluate(true);
+    start.set_mix(group.mix);
+    start.set_group(group.index);
+    start.set_groups(static_cast<uint32_t>(job.groups.size()));
     {  // Ring order from the members' measured links, or a request to measure them.
       std::vector<std::string> keys;
       bool relayed = false;
-      for (uint64_t id : job.members) {
+      for (uint64_t id : group.members) {
         keys.push_back(net::KeyToBytes(sessions_.at(id).key));
         relayed = relayed || sessions_.at(id).relay_only;
       }
       const auto plan = job.topology.PlanAttempt(keys, runtime::JobUsesRing(job.spec), relayed,
-                                                 job.committed_rounds, job.attempt);
+                                                 job.committed_rounds, group.tries - 1);
       std::vector<uint64_t> ordered;
-      for (uint32_t i : plan.order) ordered.push_back(job.members[i]);
-      job.members = std::move(ordered);
+      for (uint32_t i : plan.order) ordered.push_back(group.members[i]);
+      group.members = std::move(ordered);
       start.set_probe_links(plan.probe);
     }
     if (job.verification) {
-      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest));
+      start.set_challenge_commitment(job.verification->OnRoundStart(job.committed_rounds, job.theta_digest, group.attempt));
     }
-    for (size_t r = 0; r < job.members.size(); ++r) {
-      Session& s = sessions_.at(job.members[r]);
+    for (size_t r = 0; r < group.members.size(); ++r) {
+      Session& s = sessions_.at(group.members[r]);
       s.state = PeerState::kMember;
       v1::Member* m = start.add_members();
       m->set_rank(static_cast<uint32_t>(r));
@@ -746,45 +885,55 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (s.relay_only) {
         // A fresh, single-use token for the edge into this member (see launcher/relay.h).
         m->set_relay_token(ToHex(Sha256Of(job.id + s.key_hex + std::to_string(job.committed_rounds) + "/" +
-                                          std::to_string(job.attempt) + "/" + std::to_string(++relay_nonce_) +
+                                          std::to_string(group.attempt) + "/" + std::to_string(++relay_nonce_) +
                                           DigestToBytes(relay_salt_))));
       }
     }
-    for (size_t r = 0; r < job.members.size(); ++r) {
+    for (size_t r = 0; r < group.members.size(); ++r) {
       v1::Envelope e = net::MakeEnvelope(job.id);
       *e.mutable_round_start() = start;
       e.mutable_round_start()->set_your_rank(static_cast<uint32_t>(r));
-      Send(sessions_.at(job.members[r]), e);
+      Send(sessions_.at(group.members[r]), e);
     }
-    if (job.attempt > 0) {
-      spdlog::warn("job {} round {} attempt {} with {} peers", job.id, job.committed_rounds, job.attempt,
-                   job.members.size());
+    if (group.tries > 1) {
+      spdlog::warn("job {} round {}{} attempt {} with {} peers", job.id, job.committed_rounds,
+                   GroupLabel(job, group), group.attempt, group.members.size());
     }
     const uint64_t round = job.committed_rounds;
-    const uint32_t attempt = job.attempt;
-    job.round_timer->expires_after(Millis(job.spec.round_timeout_ms()));
+    const uint32_t attempt = group.attempt, index = group.index;
+    group.round_timer->expires_after(Millis(job.spec.round_timeout_ms()));
     std::weak_ptr<Impl> weak = shared_from_this();
     const std::string job_id = job.id;
-    job.round_timer->async_wait([weak, job_id, round, attempt](const boost::system::error_code& ec) {
+    group.round_timer->async_wait([weak, job_id, round, index, attempt](const boost::system::error_code& ec) {
       if (ec) return;
       if (auto self = weak.lock()) {
-        asio::post(self->strand_, [self, job_id, round, attempt] { self->OnRoundDeadline(job_id, round, attempt); });
+        asio::post(self->strand_, [self, job_id, round, index, attempt] {
+          self->OnRoundDeadline(job_id, round, index, attempt);
+        });
       }
     });
   }
 
-  bool IsCurrentMember(const Job& job, uint64_t id) const {
-    return std::find(job.members.begin(), job.members.end(), id) != job.members.end();
+  static std::string GroupLabel(const Job& job, const Group& group) {
+    return job.groups.size() > 1 ? fmt::format(" group {}/{}", group.index, job.groups.size()) : "";
   }
 
-  void OnRoundDeadline(const std::string& job_id, uint64_t round, uint32_t attempt) {
+  // The running group whose current attempt is (round, index, attempt), if any.
+  Group* CurrentAttempt(Job& job, uint64_t round, uint32_t index, uint32_t attempt) {
+    if (job.phase != Job::Phase::kRunning || job.committed_rounds != round) return nullptr;
+    Group* g = job.GroupAt(index);
+    return g && g->state == Group::State::kRunning && g->attempt == attempt ? g : nullptr;
+  }
+
+  void OnRoundDeadline(const std::string& job_id, uint64_t round, uint32_t index, uint32_t attempt) {
     auto it = jobs_.find(job_id);
     if (it == jobs_.end()) return;
     Job& job = it->second;
-    if (job.phase != Job::Phase::kRunning || job.committed_rounds != round || job.attempt != attempt) return;
+    Group* group = CurrentAttempt(job, round, index, attempt);
+    if (!group) return;
     std::vector<uint64_t> stragglers;
-    for (uint64_t id : job.members) {
-      if (!job.reports.count(id)) stragglers.push_back(id);
+    for (uint64_t id : group->members) {
+      if (!group->reports.count(id)) stragglers.push_back(id);
     }
     for (uint64_t id : stragglers) {
       Reject(id, v1::ROUND_FAILED, "missed the deadline of round " + std::to_string(round) + " (" +
@@ -792,99 +941,119 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // A member is gone: retry the round with the survivors (their source buffers are intact).
+  // A member is gone before its group's round committed: that group retries with its survivors
+  // (their source buffers are intact); every other group carries on.
   void MemberLost(Job& job, uint64_t id, const std::string& who) {
-    if (job.phase != Job::Phase::kRunning || !IsCurrentMember(job, id)) return;
+    if (job.phase != Job::Phase::kRunning) return;
+    Group* group = job.GroupOf(id);
+    if (!group) return;
     std::vector<uint64_t> survivors;
-    for (uint64_t m : job.members) {
+    for (uint64_t m : group->members) {
       if (m != id && sessions_.count(m)) survivors.push_back(m);
     }
-    RetryRound(job, std::move(survivors), "lost " + who);
+    RetryGroup(job, *group, std::move(survivors), "lost " + who);
   }
 
-  void RetryRound(Job& job, std::vector<uint64_t> members, const std::string& why) {
-    job.round_timer->cancel();
-    job.retry_timer->cancel();
-    ++job.attempt;
-    if (job.attempt >= kMaxAttemptsPerRound) {
-      return FailJob(job, "round " + std::to_string(job.committed_rounds) + " failed " +
-                              std::to_string(job.attempt) + " times; last: " + why);
+  void RetryGroup(Job& job, Group& group, std::vector<uint64_t> members, const std::string& why) {
+    group.round_timer->cancel();
+    group.retry_timer->cancel();
+    if (group.tries >= kMaxAttemptsPerRound) {
+      return FailJob(job, "round " + std::to_string(job.committed_rounds) + GroupLabel(job, group) + " failed " +
+                              std::to_string(group.tries) + " times; last: " + why);
     }
-    spdlog::warn("job {} round {}: {}; retrying with {} peers", job.id, job.committed_rounds, why,
-                 members.size());
-    // Newly ready peers join the retry too.
-    for (Session* s : JobSessions(job)) {
-      if (s->state == PeerState::kReady && !job.excluded.count(s->id) &&
-          std::find(members.begin(), members.end(), s->id) == members.end()) {
-        members.push_back(s->id);
+    spdlog::warn("job {} round {}{}: {}; retrying with {} peers", job.id, job.committed_rounds,
+                 GroupLabel(job, group), why, members.size());
+    const bool single = job.groups.size() == 1;
+    if (single) {
+      // Newly ready peers join the retry too. With several groups they wait for the next round:
+      // the partition of this one is already announced.
+      for (Session* s : JobSessions(job)) {
+        if (s->state == PeerState::kReady && !job.excluded.count(s->id) &&
+            std::find(members.begin(), members.end(), s->id) == members.end()) {
+          members.push_back(s->id);
+        }
       }
     }
-    // Members that no longer wait for this round (e.g. excluded) are ready for the next one.
-    for (Session* s : JobSessions(job)) {
-      if (s->state == PeerState::kMember &&
-          std::find(members.begin(), members.end(), s->id) == members.end()) {
-        s->state = PeerState::kReady;
+    // Members that no longer wait for this group (e.g. excluded) are ready for the next round.
+    for (uint64_t id : group.members) {
+      auto it = sessions_.find(id);
+      if (it != sessions_.end() && it->second.state == PeerState::kMember &&
+          std::find(members.begin(), members.end(), id) == members.end()) {
+        it->second.state = PeerState::kReady;
       }
     }
-    std::sort(members.begin(), members.end(),
-              [this](uint64_t a, uint64_t b) { return sessions_.at(a).shard < sessions_.at(b).shard; });
-    if (members.size() < std::max<uint32_t>(1, job.min_peers())) {
+    SortByShard(members);
+    if (single && members.size() < std::max<uint32_t>(1, job.min_peers())) {
       job.phase = Job::Phase::kWaiting;
-      job.members.clear();
+      CancelGroupTimers(job);
+      job.groups.clear();
       for (Session* s : JobSessions(job)) {
         if (s->state == PeerState::kMember) s->state = PeerState::kReady;
       }
       spdlog::warn("job {} waits for {} peers (has {})", job.id, job.min_peers(), members.size());
       return;
     }
-    StartAttempt(job, std::move(members));
+    if (members.empty()) {
+      // Nobody left in this group: the round goes on with the others; its members (if any
+      // come back) hold the previous round and sync once it commits.
+      group.state = Group::State::kDropped;
+      group.members.clear();
+      spdlog::warn("job {} round {}{} dropped: no member left", job.id, job.committed_rounds, GroupLabel(job, group));
+      return MaybeFinishRound(job);
+    }
+    StartAttempt(job, group, std::move(members));
   }
 
   void OnRoundFailed(Job& job, uint64_t id, const v1::RoundFailed& failed) {
-    if (job.phase != Job::Phase::kRunning || failed.round() != job.committed_rounds ||
-        failed.attempt() != job.attempt || !IsCurrentMember(job, id)) {
+    Group* group = job.phase == Job::Phase::kRunning ? job.GroupOf(id) : nullptr;
+    if (!group || group->state != Group::State::kRunning || failed.round() != job.committed_rounds ||
+        failed.attempt() != group->attempt) {
       return;  // about an attempt that is already over
     }
-    spdlog::warn("job {} round {} attempt {} failed at {}: {}", job.id, failed.round(), failed.attempt(),
-                 sessions_.at(id).name, failed.reason());
+    spdlog::warn("job {} round {}{} attempt {} failed at {}: {}", job.id, failed.round(), GroupLabel(job, *group),
+                 failed.attempt(), sessions_.at(id).name, failed.reason());
     for (uint32_t rank : failed.suspect_ranks()) {
-      if (rank < job.members.size() && job.members[rank] != id) ++job.suspicions[job.members[rank]];
+      if (rank < group->members.size() && group->members[rank] != id) ++group->suspicions[group->members[rank]];
     }
-    // Usually a member died and its disconnect (or silence) will restart the round; if every
+    // Usually a member died and its disconnect (or silence) will restart the group; if every
     // member is still alive after a short grace, retry with all of them.
     const std::string job_id = job.id;
     const uint64_t round = job.committed_rounds;
-    const uint32_t attempt = job.attempt;
-    job.retry_timer->expires_after(job.heartbeat() * 2);
+    const uint32_t attempt = group->attempt, index = group->index;
+    group->retry_timer->expires_after(job.heartbeat() * 2);
     std::weak_ptr<Impl> weak = shared_from_this();
-    job.retry_timer->async_wait([weak, job_id, round, attempt](const boost::system::error_code& ec) {
+    group->retry_timer->async_wait([weak, job_id, round, index, attempt](const boost::system::error_code& ec) {
       if (ec) return;
       auto self = weak.lock();
       if (!self) return;
-      asio::post(self->strand_, [self, job_id, round, attempt] {
+      asio::post(self->strand_, [self, job_id, round, index, attempt] {
         Job& job = self->jobs_.at(job_id);
-        if (job.phase != Job::Phase::kRunning || job.committed_rounds != round || job.attempt != attempt) return;
+        Group* group = self->CurrentAttempt(job, round, index, attempt);
+        if (!group) return;
         // Every member is alive as far as the coordinator can tell. If members blamed someone,
         // leave out the most blamed (it is alive but unreachable for its group: a partition, a
         // firewall, a frozen process still heartbeating) for the rest of this round; a lone
         // false accusation costs the accused one round, and the accuser is blamed in return if
         // it was the one unreachable.
         uint32_t most = 0;
-        for (const auto& [m, n] : job.suspicions) most = std::max(most, n);
+        for (const auto& [m, n] : group->suspicions) most = std::max(most, n);
+        size_t excluded_here = 0;
+        for (uint64_t m : group->members) excluded_here += job.excluded.count(m);
         std::vector<uint64_t> alive;
         std::string left_out;
-        for (uint64_t m : job.members) {
+        for (uint64_t m : group->members) {
           if (!self->sessions_.count(m)) continue;
-          auto it = job.suspicions.find(m);
-          if (most > 0 && it != job.suspicions.end() && it->second == most &&
-              job.members.size() - job.excluded.size() > 1) {
+          auto it = group->suspicions.find(m);
+          if (most > 0 && it != group->suspicions.end() && it->second == most &&
+              group->members.size() - excluded_here > 1) {
             job.excluded.insert(m);
+            ++excluded_here;
             left_out += (left_out.empty() ? "" : ", ") + self->sessions_.at(m).name;
             continue;
           }
           alive.push_back(m);
         }
-        self->RetryRound(job, std::move(alive),
+        self->RetryGroup(job, *group, std::move(alive),
                          left_out.empty() ? "a collective failed with every member alive"
                                           : "members could not reach " + left_out + ", left out of this round");
       });
@@ -893,21 +1062,25 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
   bool OnReport(Job& job, uint64_t id, const v1::RoundReport& report) {
     Session& s = sessions_.at(id);
-    if (job.phase != Job::Phase::kRunning || report.round() != job.committed_rounds ||
-        report.attempt() != job.attempt) {
-      return true;  // a stale attempt's report: harmless, ignored
+    if (job.phase != Job::Phase::kRunning || report.round() != job.committed_rounds) {
+      return true;  // a stale round's report: harmless, ignored
     }
-    if (!IsCurrentMember(job, id)) {
+    Group* group = job.GroupOf(id);
+    if (!group) {
+      bool current_attempt = false;
+      for (const auto& g : job.groups) current_attempt = current_attempt || g->attempt == report.attempt();
+      if (!current_attempt) return true;  // a stale attempt's report
       Reject(id, v1::UNEXPECTED_MESSAGE, "report from a peer that is not in this round");
       return false;
     }
-    const auto rank = std::find(job.members.begin(), job.members.end(), id) - job.members.begin();
+    if (report.attempt() != group->attempt) return true;  // a stale attempt's report
+    const auto rank = std::find(group->members.begin(), group->members.end(), id) - group->members.begin();
     if (report.rank() != static_cast<uint32_t>(rank)) {
       Reject(id, v1::UNEXPECTED_MESSAGE, "report for rank " + std::to_string(report.rank()) +
                                              ", this peer has rank " + std::to_string(rank));
       return false;
     }
-    if (job.reports.count(id)) {
+    if (group->reports.count(id)) {
       Reject(id, v1::UNEXPECTED_MESSAGE, "duplicate report");
       return false;
     }
@@ -916,7 +1089,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return false;
     }
     if (job.verification) {
-      Status committed = job.verification->CheckReport(s.key, report.round());
+      Status committed =
+          job.verification->CheckReport(s.key, report, static_cast<uint32_t>(group->members.size()));
       if (!committed.ok()) {
         // No root before the report: its steps could be chosen after seeing the challenges.
         job.verification->Ban(s.key, committed.message());
@@ -925,17 +1099,19 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
     }
     job.topology.OnReport(net::KeyToBytes(s.key), report);
-    job.reports[id] = report;
+    group->reports[id] = report;
     s.bandwidth = report.bandwidth_bytes_per_second();
     (void)store_->RecordReport(job.id, report.round(), report.attempt(), s.key_hex, report.theta_digest());
-    if (job.reports.size() == job.members.size()) Decide(job);
+    if (group->reports.size() == group->members.size()) Decide(job, *group);
     return true;
   }
 
-  void Decide(Job& job) {
+  // Every member of `group` reported: a strict majority of equal (θ, state) digests decides the
+  // group's outcome; dissenters are ejected. The round commits once every group is settled.
+  void Decide(Job& job, Group& group) {
     std::map<std::string, std::vector<uint64_t>> by_digest;
-    for (uint64_t id : job.members) {
-      const auto& r = job.reports.at(id);
+    for (uint64_t id : group.members) {
+      const auto& r = group.reports.at(id);
       by_digest[r.theta_digest() + r.state_digest()].push_back(id);
     }
     auto best = std::max_element(by_digest.begin(), by_digest.end(),
@@ -947,33 +1123,57 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         for (uint64_t id : ids) detail += " " + sessions_.at(id).name;
         detail += "]";
       }
-      if (best->second.size() * 2 <= job.members.size()) {
+      if (best->second.size() * 2 <= group.members.size()) {
         const std::string error = "θ digests disagree after round " + std::to_string(job.committed_rounds) +
-                                  " with no majority:" + detail;
+                                  GroupLabel(job, group) + " with no majority:" + detail;
         v1::Envelope end = net::MakeEnvelope(job.id);
         end.mutable_round_end()->set_round(job.committed_rounds);
-        end.mutable_round_end()->set_attempt(job.attempt);
+        end.mutable_round_end()->set_attempt(group.attempt);
         end.mutable_round_end()->set_ok(false);
         end.mutable_round_end()->set_error(error);
-        for (uint64_t id : job.members) Send(sessions_.at(id), end);
+        for (uint64_t id : group.members) Send(sessions_.at(id), end);
         return FailJob(job, error);
       }
-      spdlog::error("job {} round {}: θ digests disagree{}; the majority commits, dissenters are ejected",
-                    job.id, job.committed_rounds, detail);
+      spdlog::error("job {} round {}{}: θ digests disagree{}; the majority commits, dissenters are ejected",
+                    job.id, job.committed_rounds, GroupLabel(job, group), detail);
       const std::set<uint64_t> majority(best->second.begin(), best->second.end());
       std::vector<uint64_t> dissenters;
-      for (uint64_t id : job.members) {
+      for (uint64_t id : group.members) {
         if (!majority.count(id)) dissenters.push_back(id);
       }
-      job.members = best->second;
+      group.members = best->second;
       for (uint64_t id : dissenters) {
         Reject(id, v1::ROUND_FAILED, "θ digest disagrees with the majority of round " +
                                          std::to_string(job.committed_rounds));
       }
     }
+    group.state = Group::State::kDecided;
+    group.round_timer->cancel();
+    group.retry_timer->cancel();
+    MaybeFinishRound(job);
+  }
+
+  // The round is complete when every group has decided or been dropped.
+  void MaybeFinishRound(Job& job) {
+    if (job.phase != Job::Phase::kRunning) return;
+    bool any_decided = false;
+    for (const auto& g : job.groups) {
+      if (g->state == Group::State::kRunning) return;
+      any_decided = any_decided || g->state == Group::State::kDecided;
+    }
+    if (!any_decided) {  // every group lost all its members: form the round again
+      job.phase = Job::Phase::kWaiting;
+      CancelGroupTimers(job);
+      job.groups.clear();
+      for (Session* s : JobSessions(job)) {
+        if (s->state == PeerState::kMember) s->state = PeerState::kReady;
+      }
+      spdlog::warn("job {} round {}: every group was dropped; forming it again", job.id, job.committed_rounds);
+      return MaybeStartRound(job);
+    }
     if (job.verification && options_.verify_before_commit && !job.challenged) {
       // Challenge before committing: a member convicted meanwhile is banned, which drops it and
-      // retries the round without it (the survivors resend their cached Δ), so its contribution
+      // retries its group without it (the survivors resend their cached Δ), so its contribution
       // never enters θ. The survivors' roots do not change, so the retry commits once its
       // reports are in.
       job.challenged = true;
@@ -984,39 +1184,69 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     CommitRound(job);
   }
 
+  bool AllGroupsSettled(const Job& job) const {
+    if (job.groups.empty()) return false;
+    for (const auto& g : job.groups) {
+      if (g->state == Group::State::kRunning) return false;
+    }
+    return true;
+  }
+
   void CommitRound(Job& job) {
-    job.round_timer->cancel();
-    job.retry_timer->cancel();
+    CancelGroupTimers(job);
+    std::vector<Group*> decided;
+    for (const auto& g : job.groups) {
+      if (g->state == Group::State::kDecided) decided.push_back(g.get());
+    }
+    // The reference state (what late joiners sync to): the largest group's, the first on ties.
+    const Group* reference = *std::max_element(decided.begin(), decided.end(), [](const Group* a, const Group* b) {
+      return a->members.size() < b->members.size();
+    });
     RoundSummary summary;
     summary.job_id = job.id;
     summary.round = job.committed_rounds;
-    summary.attempts = job.attempt + 1;
-    summary.peers = static_cast<uint32_t>(job.members.size());
     summary.wall_seconds = SecondsSince(job.round_started);
     RoundRecord record;
     record.round = job.committed_rounds;
-    const v1::RoundReport& first = job.reports.at(job.members.front());
+    const v1::RoundReport& first = reference->reports.at(reference->members.front());
     record.theta_digest = first.theta_digest();
     record.state_digest = first.state_digest();
-    v1::Envelope end = net::MakeEnvelope(job.id);
-    v1::RoundEnd* re = end.mutable_round_end();
-    re->set_round(job.committed_rounds);
-    re->set_attempt(job.attempt);
-    re->set_ok(true);
-    re->set_state_digest(record.state_digest);
-    const double n = static_cast<double>(job.members.size());
-    for (uint64_t id : job.members) {
-      const Session& s = sessions_.at(id);
-      const v1::RoundReport& r = job.reports.at(id);
-      record.members.push_back(s.key_hex);
-      summary.train_loss += r.train_loss() / n;
-      summary.tokens += r.tokens();
-      summary.bytes_sent += r.bytes_sent();
-      summary.compute_seconds += r.compute_seconds() / n;
-      summary.comm_seconds += r.comm_seconds() / n;
-      if (r.has_eval()) summary.eval_loss = r.eval_loss();
-      re->add_theta_digests(r.theta_digest());
+    size_t n_members = 0, n_evals = 0;
+    double eval_sum = 0;
+    for (const Group* g : decided) n_members += g->members.size();
+    const double n = static_cast<double>(n_members);
+    std::map<std::string, Held> held;
+    for (const auto& g : job.groups) summary.attempts = std::max(summary.attempts, g->tries);
+    for (const Group* g : decided) {
+      GroupSummary gs;
+      gs.index = g->index;
+      gs.mix = g->mix;
+      gs.attempts = g->tries;
+      const v1::RoundReport& agreed = g->reports.at(g->members.front());
+      gs.theta_digest = Hex(agreed.theta_digest());
+      gs.state_digest = Hex(agreed.state_digest());
+      for (uint64_t id : g->members) {
+        const Session& s = sessions_.at(id);
+        const v1::RoundReport& r = g->reports.at(id);
+        record.members.push_back(s.key_hex);
+        record.peers.push_back({s.key_hex, g->index, r.theta_digest(), r.state_digest()});
+        held[s.key_hex] = {r.theta_digest(), r.state_digest()};
+        gs.members.push_back(s.name);
+        gs.reported_thetas.push_back(Hex(r.theta_digest()));
+        summary.train_loss += r.train_loss() / n;
+        summary.tokens += r.tokens();
+        summary.bytes_sent += r.bytes_sent();
+        summary.compute_seconds += r.compute_seconds() / n;
+        summary.comm_seconds += r.comm_seconds() / n;
+        if (r.has_eval()) {
+          eval_sum += r.eval_loss();
+          ++n_evals;
+        }
+      }
+      summary.groups.push_back(std::move(gs));
     }
+    summary.peers = static_cast<uint32_t>(n_members);
+    if (n_evals > 0) summary.eval_loss = eval_sum / static_cast<double>(n_evals);  // mean over groups
     record.train_loss = summary.train_loss;
     record.eval_loss = summary.eval_loss.value_or(-1);
     record.tokens = summary.tokens;
@@ -1026,11 +1256,25 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     // Durable first: peers learn of a commit only once a restarted coordinator would know it.
     Status stored = store_->RecordRound(job.id, record);
     if (!stored.ok()) return FailJob(job, "cannot record round: " + stored.ToString());
-    for (uint64_t id : job.members) {
-      Session& s = sessions_.at(id);
-      Send(s, end);
-      s.state = PeerState::kReady;
-      ++s.rounds_contributed;
+    for (const Group* g : decided) {
+      v1::Envelope end = net::MakeEnvelope(job.id);
+      v1::RoundEnd* re = end.mutable_round_end();
+      re->set_round(job.committed_rounds);
+      re->set_attempt(g->attempt);
+      re->set_ok(true);
+      re->set_state_digest(g->reports.at(g->members.front()).state_digest());
+      for (uint64_t id : g->members) re->add_theta_digests(g->reports.at(id).theta_digest());
+      for (uint64_t id : g->members) {
+        Session& s = sessions_.at(id);
+        Send(s, end);
+        s.state = PeerState::kReady;
+        ++s.rounds_contributed;
+      }
+      if (decided.size() > 1) {
+        spdlog::info("job {} round {} group {}/{} committed{}: {} peers, θ {}", job.id, job.committed_rounds,
+                     g->index, job.groups.size(), g->mix ? " (mixed)" : "", g->members.size(),
+                     Hex(g->reports.at(g->members.front()).theta_digest()).substr(0, 12));
+      }
     }
     if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
@@ -1040,12 +1284,12 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.committed_rounds++;
     job.state_digest = record.state_digest;
     job.theta_digest = record.theta_digest;
+    job.held = std::move(held);
     job.last_train_loss = summary.train_loss;
     if (summary.eval_loss) job.last_eval_loss = *summary.eval_loss;
-    job.attempt = 0;
+    job.next_attempt = 0;
     job.round_started_set = false;
-    job.members.clear();
-    job.reports.clear();
+    job.groups.clear();
     job.excluded.clear();
     job.rounds.push_back(summary);
     {
@@ -1097,8 +1341,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   void FailJob(Job& job, const std::string& reason) {
     if (job.phase == Job::Phase::kFinished) return;
     job.phase = Job::Phase::kFinished;
-    job.round_timer->cancel();
-    job.retry_timer->cancel();
+    CancelGroupTimers(job);
     spdlog::error("job {} aborted: {}", job.id, reason);
     (void)store_->MarkJobFinished(job.id, reason);
     v1::Envelope abort = net::MakeEnvelope(job.id);
@@ -1150,7 +1393,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (!job.verification) continue;
       job.verification->Sweep(NowMs());
       if (job.awaiting_verdicts && !job.verification->busy() && job.phase == Job::Phase::kRunning &&
-          job.reports.size() == job.members.size()) {
+          AllGroupsSettled(job)) {
         job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
         CommitRound(job);
       }
@@ -1176,6 +1419,18 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       js->set_last_eval_loss(job.last_eval_loss);
       js->set_phase(job.phase == Job::Phase::kRunning ? "running"
                     : job.phase == Job::Phase::kWaiting ? "waiting for peers" : "finished");
+      js->set_group_size(job.spec.group_size());
+      for (const auto& g : job.groups) {
+        v1::GroupStatus* gs = js->add_groups();
+        gs->set_index(g->index);
+        gs->set_attempt(g->tries - 1);  // retries, not the wire attempt (unique across groups)
+        gs->set_state(g->StateName());
+        gs->set_mix(g->mix);
+        for (uint64_t id : g->members) {
+          auto it = sessions_.find(id);
+          if (it != sessions_.end()) gs->add_members(it->second.name);
+        }
+      }
       for (Session* s : JobSessions(job)) {
         v1::PeerStatus* ps = js->add_peers();
         ps->set_name(s->name);

@@ -7,6 +7,12 @@
 // (open, allowlist of keys, invite tokens), gets a data shard, and — if the job has already
 // committed rounds — syncs the committed state from other peers before it becomes ready.
 //
+// Groups: with JobSpec.group_size > 0 and more ready peers than that, each round's peers are
+// partitioned into balanced groups re-mixed every round (launcher/grouping.h). Each group runs the
+// attempt/retry/report/decide logic below on its own; the round commits when every group has
+// decided or been dropped, and each peer's committed state is recorded (groups differ). A group
+// whose members hold different states is told to mix them (RoundStart.mix).
+//
 // Rounds: once `min_peers` are ready the coordinator sends RoundStart{round, attempt, members}.
 // A member lost mid-round (disconnect, silence past the liveness timeout, Leave, or a straggler
 // past the round deadline) starts attempt+1 with the survivors; peers keep their source buffer,
@@ -37,19 +43,30 @@ namespace tributary::launcher {
 
 namespace v1 = ::tributary::v1;
 
+// One group of a round (JobSpec.group_size; a round of one group has one).
+struct GroupSummary {
+  uint32_t index = 0;
+  bool mix = false;                          // its members came from different groups
+  uint32_t attempts = 1;
+  std::vector<std::string> members;          // peer names, by rank
+  std::vector<std::string> reported_thetas;  // hex, by rank: what each member reported
+  std::string theta_digest, state_digest;    // hex, agreed by the members
+};
+
 struct RoundSummary {
   std::string job_id;
   uint64_t round = 0;
   uint32_t attempts = 1;            // 1 = no retry was needed
   uint32_t peers = 0;               // members whose contribution is in the round
   double train_loss = 0;            // mean over members
-  std::optional<double> eval_loss;  // reported by rank 0
+  std::optional<double> eval_loss;  // reported by rank 0 (mean over groups)
   uint64_t tokens = 0;              // sum over members
   uint64_t bytes_sent = 0;          // sum over members
   double wall_seconds = 0;          // first RoundStart to commit
   double compute_seconds = 0;       // mean over members
   double comm_seconds = 0;          // mean over members
-  std::string theta_digest;         // hex, agreed by the members
+  std::string theta_digest;         // hex: the reference (largest) group's
+  std::vector<GroupSummary> groups;  // the groups that committed
 };
 
 struct JobOutcome {

@@ -115,6 +115,10 @@ Result<std::unique_ptr<CoordinatorStore>> CoordinatorStore::Open(const std::stri
       job_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
       peer_key TEXT NOT NULL, theta_digest BLOB NOT NULL,
       PRIMARY KEY(job_id, round, attempt, peer_key));
+    CREATE TABLE IF NOT EXISTS peer_states(
+      job_id TEXT NOT NULL, round INTEGER NOT NULL, peer_key TEXT NOT NULL, grp INTEGER NOT NULL,
+      theta_digest BLOB NOT NULL, state_digest BLOB NOT NULL,
+      PRIMARY KEY(job_id, round, peer_key));
     CREATE TABLE IF NOT EXISTS verifier_ledger(
       job_id TEXT PRIMARY KEY, ledger BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS verifier_bans(
@@ -163,6 +167,14 @@ Status CoordinatorStore::RecordRound(const std::string& job_id, const RoundRecor
       .Bind(7, r.eval_loss).Bind(8, static_cast<int64_t>(r.tokens)).Bind(9, static_cast<int64_t>(r.bytes))
       .Bind(10, r.wall_seconds);
   Status st = s.Step().status();
+  for (const PeerCommit& p : r.peers) {
+    if (!st.ok()) break;
+    Statement q(db_, "INSERT INTO peer_states(job_id, round, peer_key, grp, theta_digest, state_digest) "
+                     "VALUES(?1,?2,?3,?4,?5,?6)");
+    q.Bind(1, job_id).Bind(2, static_cast<int64_t>(r.round)).Bind(3, p.key)
+        .Bind(4, static_cast<int64_t>(p.group)).Bind(5, p.theta_digest).Bind(6, p.state_digest);
+    st = q.Step().status();
+  }
   for (const std::string& key : r.members) {
     if (!st.ok()) break;
     Statement u(db_, "UPDATE peers SET rounds_contributed = rounds_contributed + 1 "
@@ -184,6 +196,19 @@ Result<std::optional<RoundRecord>> CoordinatorStore::LastRound(const std::string
   TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<RoundRecord>();
   return std::optional<RoundRecord>(ReadRound(s));
+}
+
+Result<std::vector<PeerCommit>> CoordinatorStore::PeerCommits(const std::string& job_id, uint64_t round) {
+  Statement s(db_, "SELECT peer_key, grp, theta_digest, state_digest FROM peer_states "
+                   "WHERE job_id = ?1 AND round = ?2 ORDER BY grp, peer_key");
+  s.Bind(1, job_id).Bind(2, static_cast<int64_t>(round));
+  std::vector<PeerCommit> out;
+  for (;;) {
+    TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back({s.Text(0), static_cast<uint32_t>(s.Int(1)), s.Text(2), s.Text(3)});
+  }
+  return out;
 }
 
 Result<std::vector<RoundRecord>> CoordinatorStore::Rounds(const std::string& job_id) {

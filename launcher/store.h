@@ -24,6 +24,15 @@ struct StoredJob {
   std::string signature;       // researcher's signature over spec_bytes (raw), may be empty
 };
 
+// What one peer holds after a committed round. Grouped rounds (JobSpec.group_size) end with
+// different states in different groups, so the coordinator keeps one per peer.
+struct PeerCommit {
+  std::string key;           // hex
+  uint32_t group = 0;        // its group in that round
+  std::string theta_digest;  // 32 raw bytes
+  std::string state_digest;  // 32 raw bytes
+};
+
 struct RoundRecord {
   uint64_t round = 0;            // the round that completed (0-based)
   std::string theta_digest;      // 32 raw bytes
@@ -34,6 +43,9 @@ struct RoundRecord {
   uint64_t tokens = 0;
   uint64_t bytes = 0;
   double wall_seconds = 0;
+  // Per member (written in the same transaction). theta/state_digest above are then the
+  // reference state: the one late joiners sync to (the largest group's).
+  std::vector<PeerCommit> peers;
 };
 
 struct StoredPeer {
@@ -55,6 +67,8 @@ class CoordinatorStore {
   Status RecordRound(const std::string& job_id, const RoundRecord& record);
   Result<std::optional<RoundRecord>> LastRound(const std::string& job_id);
   Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
+  // The per-peer states of one committed round (empty for rounds recorded without them).
+  Result<std::vector<PeerCommit>> PeerCommits(const std::string& job_id, uint64_t round);
   Status UpsertPeer(const std::string& job_id, const StoredPeer& peer);
   Result<std::vector<StoredPeer>> Peers(const std::string& job_id);
   Status RecordReport(const std::string& job_id, uint64_t round, uint32_t attempt,

@@ -8,6 +8,7 @@
 #include "core/digest.h"
 #include "launcher/store.h"
 #include "net/frame.h"
+#include "verifier/contribution.h"
 #include "verifier/dispute.h"
 #include "verifier/replay.h"
 
@@ -98,20 +99,29 @@ void VerificationService::Ban(const net::PublicKey& who, const std::string& why)
   ban_(who, why);
 }
 
-std::string VerificationService::OnRoundStart(uint64_t round, const std::string& round_start_theta) {
-  auto it = rounds_.find(round);
-  if (it == rounds_.end()) {
-    RoundState rs;
-    randombytes_buf(rs.secret.data(), rs.secret.size());
-    rs.round_start_theta = round_start_theta;
+std::string VerificationService::OnRoundStart(uint64_t round, const std::string& round_start_theta,
+                                              uint32_t attempt) {
+  auto fresh_book = [&](const RoundState& rs) {
     verifier::RoundSchedule schedule;
     schedule.job_id = job_id_;
     schedule.round = round;
     schedule.commit_deadline_ms = UINT64_MAX;  // closed when every member has reported
     schedule.secret_commitment = verifier::SecretCommitment(rs.secret);
-    rs.book = std::make_unique<verifier::CommitmentBook>(schedule);
+    return std::make_unique<verifier::CommitmentBook>(schedule);
+  };
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) {
+    RoundState rs;
+    randombytes_buf(rs.secret.data(), rs.secret.size());
+    rs.round_start_theta = round_start_theta;
+    rs.book = fresh_book(rs);
+    rs.attempt = attempt;
     it = rounds_.emplace(round, std::move(rs)).first;
     while (rounds_.size() > kRoundsKept) rounds_.erase(rounds_.begin());
+  } else if (spec_.mode() == v1::MODE_DDP && it->second.attempt != attempt) {
+    it->second.book = fresh_book(it->second);
+    it->second.attempt = attempt;
+    it->second.manifests.clear();
   }
   return DigestToBytes(*it->second.book->schedule().secret_commitment);
 }
@@ -154,14 +164,48 @@ Status VerificationService::OnCommitment(const net::PublicKey& from, const v1::S
   return st;
 }
 
-Status VerificationService::CheckReport(const net::PublicKey& from, uint64_t round) const {
-  auto it = rounds_.find(round);
+bool VerificationService::BindsContributions() const { return enabled() && spec_.mode() == v1::MODE_DILOCO; }
+
+Status VerificationService::CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world) {
+  auto it = rounds_.find(report.round());
+  const verifier::SignedCommitment* commitment = nullptr;
   if (it != rounds_.end()) {
     for (const auto& c : it->second.book->admitted()) {
-      if (c.body.peer == from) return Status::Ok();
+      if (c.body.peer == from) commitment = &c;
     }
   }
-  return FailedPrecondition("round report without a step commitment (the job verifies)");
+  if (!commitment) return FailedPrecondition("round report without a step commitment (the job verifies)");
+  if (!BindsContributions()) return Status::Ok();
+  if (report.contribution_manifest().empty()) {
+    return FailedPrecondition("round report without the manifest of its sent Δ (the job verifies)");
+  }
+  auto manifest = verifier::DecodeManifest(report.contribution_manifest());
+  if (!manifest.ok()) return manifest.status().WithContext("round report with a malformed contribution manifest");
+  TRIB_RETURN_IF_ERROR(verifier::VerifyManifest(*manifest).WithContext("round report's contribution manifest"));
+  const verifier::ContributionManifest& m = manifest->body;
+  if (m.peer != from || m.job_id != job_id_ || m.round != report.round() || m.attempt != report.attempt() ||
+      m.shard_digests.size() != world) {
+    return FailedPrecondition("the contribution manifest is not this peer's for this job, round and attempt");
+  }
+  if (m.pseudo_gradient != commitment->body.pseudo_gradient) {
+    return FailedPrecondition("its signed contribution manifest and its signed step commitment state different Δ");
+  }
+  it->second.manifests[from] = report.contribution_manifest();
+  return Status::Ok();
+}
+
+void VerificationService::OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& message) {
+  auto proof = verifier::DecodeMismatch(message.mismatch());
+  Status valid = proof.ok() ? verifier::CheckMismatchProof(*proof) : proof.status();
+  if (valid.ok() && proof->manifest.body.job_id != job_id_) valid = Corruption("a proof about another job");
+  if (!valid.ok()) {
+    Ban(from, "sent a baseless contribution proof: " + valid.message());
+    return;
+  }
+  const net::PublicKey& sender = proof->manifest.body.peer;
+  Ban(sender, "round " + std::to_string(proof->manifest.body.round) + " attempt " +
+                  std::to_string(proof->manifest.body.attempt) + ": sent shard " + std::to_string(proof->shard) +
+                  " a contribution that contradicts its signed manifest (proof from " + net::ShortKey(from) + ")");
 }
 
 void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms) {
@@ -211,17 +255,68 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
     p.commitment = by_key.at(ch.prover);
     p.verifiers = ch.verifiers;
     p.deadline_ms = now_ms + TimeoutMs();
-    v1::Envelope e = net::MakeEnvelope(job_id_);
-    e.mutable_open_request()->set_challenge_id(id);
-    e.mutable_open_request()->set_round(round);
-    e.mutable_open_request()->set_step(ch.step);
-    pending_.emplace(id, std::move(p));
-    if (!send_(ch.prover, std::move(e))) {
-      spdlog::warn("job {} round {}: prover {} is gone before its opening", job_id_, round, net::ShortKey(ch.prover));
-    }
+    SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
   }
   spdlog::info("job {} round {}: {} challenges drawn (q = {} per peer, {} verifier(s) each)", job_id_, round,
                challenges->size(), params.samples_per_peer, params.verifiers_per_step);
+  if (BindsContributions()) StartDeltaAudits(round, *seed, by_key, shard_of, params.verifiers_per_step, now_ms);
+}
+
+void VerificationService::SendOpenRequest(uint64_t id, const Pending& p) {
+  v1::Envelope e = net::MakeEnvelope(job_id_);
+  e.mutable_open_request()->set_challenge_id(id);
+  e.mutable_open_request()->set_round(p.round);
+  e.mutable_open_request()->set_step(p.step);
+  e.mutable_open_request()->set_end_state(!p.manifest.empty());
+  if (!send_(p.prover, std::move(e))) {
+    spdlog::warn("job {} round {}: prover {} is gone before its opening", job_id_, p.round, net::ShortKey(p.prover));
+  }
+}
+
+// The Δ a member sent is bound to its manifest on the wire (the shard owners check it) and to
+// its commitment by H(Δ); the audit closes the loop: θ_start − θ_end of the committed steps must
+// be that Δ. Every member is audited every round: it costs one end-state opening and no replay.
+void VerificationService::StartDeltaAudits(uint64_t round, const Digest& seed,
+                                           const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                                           const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers,
+                                           uint64_t now_ms) {
+  RoundState& rs = rounds_.at(round);
+  // The audit subtracts the verifier's own θ_start, so verifiers must have started the round
+  // from the prover's θ (in grouped jobs, members of one round start from different states).
+  std::map<net::PublicKey, std::string> start_of;
+  for (const Member& m : rs.members) start_of[m.key] = m.round_start_theta;
+  size_t audits = 0, unauditable = 0;
+  for (const auto& [prover, manifest] : rs.manifests) {
+    auto c = by_key.find(prover);
+    auto shard = shard_of.find(prover);
+    if (c == by_key.end() || shard == shard_of.end() || banned_.count(prover)) continue;
+    // Verifiers: the other committed members from the same θ, in an order drawn from the seed.
+    std::vector<std::pair<Digest, net::PublicKey>> order;
+    for (const auto& [key, other] : by_key) {
+      if (key == prover || !shard_of.count(key) || banned_.count(key) || start_of[key] != start_of[prover]) continue;
+      order.emplace_back(Sha256Of(DigestToBytes(seed) + "delta-audit" + net::KeyToBytes(prover) + net::KeyToBytes(key)),
+                         key);
+    }
+    if (order.empty()) {
+      ++unauditable;
+      continue;
+    }
+    std::sort(order.begin(), order.end());
+    Pending p;
+    p.round = round;
+    p.step = c->second.body.leaf_count - 1;
+    p.prover = prover;
+    p.shard = shard->second;
+    p.commitment = c->second;
+    p.manifest = manifest;
+    for (size_t i = 0; i < order.size() && i < verifiers; ++i) p.verifiers.push_back(order[i].second);
+    p.deadline_ms = now_ms + TimeoutMs();
+    const uint64_t id = next_challenge_++;
+    SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
+    ++audits;
+  }
+  spdlog::info("job {} round {}: {} Δ audits{}", job_id_, round, audits,
+               unauditable ? ", " + std::to_string(unauditable) + " member(s) with no other member from the same θ" : "");
 }
 
 void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey& accuser, const std::string& why) {
@@ -243,7 +338,8 @@ void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey&
   // On a bitwise (CPU) class an honest replay of a faked step cannot match: a verifier that
   // vouched for it colludes with the prover (or is broken) and is banned too.
   for (const auto& [verifier, result] : p.results) {
-    if (result.outcome() == v1::VERIFY_MATCH && p.referee && verifier != *p.referee) {
+    const bool referee = std::find(p.referees.begin(), p.referees.end(), verifier) != p.referees.end();
+    if (result.outcome() == v1::VERIFY_MATCH && !p.referees.empty() && !referee) {
       Ban(verifier, "vouched for round " + std::to_string(p.round) + " step " + std::to_string(p.step) +
                         " of " + net::ShortKey(p.prover) + ", which the referee convicted");
     }
@@ -261,8 +357,17 @@ void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicK
   q->set_commitment(verifier::EncodeCommitment(p.commitment));
   *q->mutable_opening() = *p.opening;
   auto rs = rounds_.find(p.round);
-  if (rs != rounds_.end()) q->set_round_start_theta(rs->second.round_start_theta);
+  if (rs != rounds_.end()) {
+    q->set_round_start_theta(rs->second.round_start_theta);
+    for (const Member& m : rs->second.members) {
+      if (m.key == p.prover && !m.round_start_theta.empty()) q->set_round_start_theta(m.round_start_theta);
+    }
+  }
   q->set_referee(referee);
+  if (!p.manifest.empty()) {
+    q->set_delta_audit(true);
+    q->set_manifest(p.manifest);
+  }
   p.asked.insert(to);
   p.deadline_ms = now_ms + TimeoutMs();
   if (!send_(to, std::move(e))) spdlog::warn("job {}: verifier {} is gone", job_id_, net::ShortKey(to));
@@ -275,11 +380,16 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
     return;
   }
   Pending& p = it->second;
+  if (o.end_state() != !p.manifest.empty()) {
+    return Convict(it->first, p, coordinator_->public_key(), "opened another state than the one asked for");
+  }
   auto checked = CheckOpening(p.commitment, p.step, o);
   if (!checked.ok()) {
     return Convict(it->first, p, coordinator_->public_key(), "bad opening: " + checked.status().message());
   }
-  if (checked->agreed && checked->agreed->leaf.update != checked->prover->leaf.state_before) {
+  // DiLoCo steps chain; a DDP step starts from the group's averaged state (its verifier checks).
+  if (spec_.mode() != v1::MODE_DDP && checked->agreed &&
+      checked->agreed->leaf.update != checked->prover->leaf.state_before) {
     return Convict(it->first, p, coordinator_->public_key(),
                    "chain break: step " + std::to_string(p.step) + " does not start where its predecessor ended");
   }
@@ -292,9 +402,15 @@ std::optional<net::PublicKey> VerificationService::PickReferee(const Pending& p)
   auto rs = rounds_.find(p.round);
   if (rs == rounds_.end()) return std::nullopt;
   // Deterministic in the challenge: the first member (by key hash with the step) not involved.
+  // A Δ audit's referee, like its verifiers, must have started the round from the prover's θ.
+  std::string prover_start;
+  for (const Member& m : rs->second.members) {
+    if (m.key == p.prover) prover_start = m.round_start_theta;
+  }
   std::vector<std::pair<Digest, net::PublicKey>> order;
   for (const Member& m : rs->second.members) {
     if (m.key == p.prover || p.asked.count(m.key) || banned_.count(m.key)) continue;
+    if (!p.manifest.empty() && m.round_start_theta != prover_start) continue;
     order.emplace_back(Sha256Of(net::KeyToBytes(m.key) + std::to_string(p.step)), m.key);
   }
   if (order.empty()) return std::nullopt;
@@ -310,9 +426,19 @@ void VerificationService::OnVerifyResult(const net::PublicKey& from, const v1::V
   }
   Pending& p = it->second;
   p.results[from] = r;
-  if (p.stage == Stage::kRefereeing && p.referee && from == *p.referee) return Settle(it->first, p, now_ms);
+  if (p.stage == Stage::kRefereeing) {
+    for (const net::PublicKey& referee : p.referees) {
+      if (!p.results.count(referee)) return;  // wait for the other referees
+    }
+    return Settle(it->first, p, now_ms);
+  }
   if (p.stage != Stage::kVerifying) return;
-  if (r.outcome() == v1::VERIFY_MATCH || r.outcome() == v1::VERIFY_MISMATCH) {
+  if (!p.manifest.empty()) {
+    if (r.outcome() == v1::VERIFY_CANNOT_REPLAY) {
+      spdlog::warn("job {} round {}: {} cannot audit {}'s Δ: {}", job_id_, p.round, net::ShortKey(from),
+                   net::ShortKey(p.prover), r.reason());
+    }
+  } else if (r.outcome() == v1::VERIFY_MATCH || r.outcome() == v1::VERIFY_MISMATCH) {
     (void)ledger_.RecordReplay(p.prover, p.round, p.step, from,
                                r.outcome() == v1::VERIFY_MATCH ? verifier::ReplayOutcome::kMatch
                                                                : verifier::ReplayOutcome::kMismatch);
@@ -327,7 +453,7 @@ void VerificationService::OnVerifyResult(const net::PublicKey& from, const v1::V
   Settle(it->first, p, now_ms);
 }
 
-// Every verifier answered (or the referee did): decide.
+// Every verifier answered (or every referee did): decide.
 void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
   std::vector<net::PublicKey> accusers;
   for (const net::PublicKey& v : p.verifiers) {
@@ -339,28 +465,93 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
     return;
   }
   if (p.stage == Stage::kVerifying) {
-    auto referee = PickReferee(p);
-    if (!referee) {
-      spdlog::error("job {} round {} step {}: disputed ({} says: {}), and no member is left to referee", job_id_,
-                    p.round, p.step, net::ShortKey(accusers.front()), p.results.at(accusers.front()).reason());
-      p.stage = Stage::kDone;
-      return;
-    }
-    p.referee = *referee;
     p.stage = Stage::kRefereeing;
-    spdlog::warn("job {} round {} step {}: {} reports a mismatch ({}); referee {}", job_id_, p.round, p.step,
-                 net::ShortKey(accusers.front()), p.results.at(accusers.front()).reason(), net::ShortKey(*referee));
-    return SendVerify(id, p, *referee, true, now_ms);
+    spdlog::warn("job {} round {} step {}: {} reports a mismatch ({})", job_id_, p.round, p.step,
+                 net::ShortKey(accusers.front()), p.results.at(accusers.front()).reason());
+    // Two referees, so that one colluder cannot decide alone; a third breaks a tie.
+    const bool asked = AskReferee(id, p, now_ms);
+    if (asked) AskReferee(id, p, now_ms);
+    if (!asked) {
+      spdlog::error("job {} round {} step {}: disputed, and no member is left to referee", job_id_, p.round, p.step);
+      p.stage = Stage::kDone;
+    }
+    return;
   }
-  // The referee answered. verifier::Referee rules on the evidence: the prover's opened leaf (and
-  // its predecessor, against the signed root) and the referee's recomputed leaf fields.
-  const v1::VerifyResult& rr = p.results.at(*p.referee);
+  // Every referee asked so far answered (or timed out): each one's ruling, then the majority.
+  std::vector<std::pair<net::PublicKey, RefereeRuling>> guilty, innocent;
+  for (const net::PublicKey& r : p.referees) {
+    RefereeRuling ruling = RuleOn(p, accusers.front(), p.results[r]);
+    if (ruling.ruling == verifier::Ruling::kProverGuilty) {
+      guilty.emplace_back(r, std::move(ruling));
+    } else if (ruling.ruling == verifier::Ruling::kAccuserGuilty) {
+      innocent.emplace_back(r, std::move(ruling));
+    } else {
+      spdlog::warn("job {} round {} step {}: referee {} could not rule: {}", job_id_, p.round, p.step,
+                   net::ShortKey(r), ruling.reason);
+    }
+  }
+  if (guilty.size() == innocent.size()) {  // a tie, or nobody could rule
+    if (AskReferee(id, p, now_ms)) return;
+    spdlog::error("job {} round {} step {}: the referees are split {}–{} and no member is left; it stays disputed",
+                  job_id_, p.round, p.step, guilty.size(), innocent.size());
+    p.stage = Stage::kDone;
+    return;
+  }
+  p.stage = Stage::kDone;
+  const bool convict = guilty.size() > innocent.size();
+  // On a bitwise class a referee's recomputation is a pure function of the evidence: one that
+  // contradicts the majority lied (or is broken), like a verifier that vouched for a fake.
+  for (const auto& [referee, ruling] : convict ? innocent : guilty) {
+    Ban(referee, "as referee of round " + std::to_string(p.round) + " step " + std::to_string(p.step) + " of " +
+                     net::ShortKey(p.prover) + ", ruled against the majority of referees");
+  }
+  if (convict) return Convict(id, p, accusers.front(), guilty.front().second.reason);
+  if (innocent.front().second.verdict) {
+    Status st = ledger_.RecordRuling(*innocent.front().second.verdict);
+    if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
+    Persist();
+  }
+  for (const net::PublicKey& a : accusers) {
+    Ban(a, "false accusation against " + net::ShortKey(p.prover) + " in round " + std::to_string(p.round) +
+               (p.manifest.empty() ? " step " + std::to_string(p.step) : std::string(" (its Δ)")));
+  }
+}
+
+bool VerificationService::AskReferee(uint64_t id, Pending& p, uint64_t now_ms) {
+  auto referee = PickReferee(p);
+  if (!referee) return false;
+  p.referees.push_back(*referee);
+  spdlog::warn("job {} round {} step {}: referee {}", job_id_, p.round, p.step, net::ShortKey(*referee));
+  SendVerify(id, p, *referee, true, now_ms);
+  return true;
+}
+
+// One referee's ruling on the evidence. A step replay: verifier::Referee on the prover's opened
+// leaf (and its predecessor, against the signed root) and the referee's recomputed leaf fields.
+// A Δ audit is a pure function of signed data and the public θ_start: the referee's outcome is
+// its ruling.
+VerificationService::RefereeRuling VerificationService::RuleOn(const Pending& p, const net::PublicKey& accuser,
+                                                               const v1::VerifyResult& rr) const {
+  RefereeRuling out;
+  if (!p.manifest.empty()) {
+    out.reason = rr.reason();
+    if (rr.outcome() == v1::VERIFY_MISMATCH) {
+      out.ruling = verifier::Ruling::kProverGuilty;
+    } else if (rr.outcome() == v1::VERIFY_MATCH) {
+      out.ruling = verifier::Ruling::kAccuserGuilty;  // no ledger verdict: its rulings are about steps
+    }
+    return out;
+  }
   auto checked = CheckOpening(p.commitment, p.step, *p.opening);
-  if (!checked.ok()) return Convict(id, p, coordinator_->public_key(), checked.status().message());
+  if (!checked.ok()) {
+    out.ruling = verifier::Ruling::kProverGuilty;
+    out.reason = checked.status().message();
+    return out;
+  }
   // The accuser's story: the leaf it recomputed, or (when it refused the opening before any
   // replay) "not this leaf", which the referee's replay settles either way.
   verifier::StepLeaf challenger = checked->prover->leaf;
-  auto accuser_fields = ReplayedOf(p.results.at(accusers.front()));
+  auto accuser_fields = ReplayedOf(p.results.at(accuser));
   if (accuser_fields.ok()) {
     challenger.state_before = accuser_fields->state_before;
     challenger.batch = accuser_fields->batch;
@@ -371,7 +562,9 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
   }
   checked->challenger = challenger;
   verifier::StepReplayFn replay = [&](const verifier::StepLeaf&) -> Result<verifier::ReplayedStep> {
-    if (rr.outcome() == v1::VERIFY_CANNOT_REPLAY) return Unavailable("the referee could not replay: " + rr.reason());
+    if (rr.outcome() != v1::VERIFY_MATCH && rr.outcome() != v1::VERIFY_MISMATCH) {
+      return Unavailable("the referee could not replay: " + rr.reason());
+    }
     if (rr.state_before().empty()) {
       // The referee refused the opened state itself (it is not the committed one, or does not
       // train): the prover did not supply a usable pre-state.
@@ -380,24 +573,16 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
     return ReplayedOf(rr);
   };
   verifier::RefereeOptions options;
-  options.chained_states = true;
-  auto verdict = verifier::Referee(p.commitment, accusers.front(), *checked, replay, options);
-  p.stage = Stage::kDone;
+  options.chained_states = spec_.mode() != v1::MODE_DDP;
+  auto verdict = verifier::Referee(p.commitment, accuser, *checked, replay, options);
   if (!verdict.ok()) {
-    spdlog::error("job {} round {} step {}: the referee could not rule: {}", job_id_, p.round, p.step,
-                  verdict.status().ToString());
-    return;
+    out.reason = verdict.status().ToString();
+    return out;
   }
-  if (verdict->ruling == verifier::Ruling::kProverGuilty) {
-    return Convict(id, p, accusers.front(), verdict->reason);
-  }
-  Status st = ledger_.RecordRuling(*verdict);
-  if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
-  Persist();
-  for (const net::PublicKey& a : accusers) {
-    Ban(a, "false accusation against " + net::ShortKey(p.prover) + " in round " + std::to_string(p.round) +
-               " step " + std::to_string(p.step));
-  }
+  out.ruling = verdict->ruling;
+  out.reason = verdict->reason;
+  if (verdict->ruling == verifier::Ruling::kAccuserGuilty) out.verdict = *verdict;
+  return out;
 }
 
 void VerificationService::Sweep(uint64_t now_ms) {
@@ -412,9 +597,11 @@ void VerificationService::Sweep(uint64_t now_ms) {
       }
       Settle(id, p, now_ms);
     } else if (p.stage == Stage::kRefereeing) {
-      spdlog::error("job {} round {} step {}: the referee did not answer in time; the step stays disputed", job_id_,
-                    p.round, p.step);
-      p.stage = Stage::kDone;
+      spdlog::warn("job {} round {} step {}: a referee did not answer in time", job_id_, p.round, p.step);
+      for (const net::PublicKey& r : p.referees) {
+        if (!p.results.count(r)) p.results[r].set_outcome(v1::VERIFY_CANNOT_REPLAY);
+      }
+      Settle(id, p, now_ms);
     }
   }
   std::erase_if(pending_, [](const auto& kv) { return kv.second.stage == Stage::kDone; });

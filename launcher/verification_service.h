@@ -41,6 +41,11 @@ class VerificationService {
   struct Member {
     net::PublicKey key{};
     uint32_t shard = 0;
+    // θ digest (raw) this member's round started from; empty = the round's (OnRoundStart). In
+    // grouped jobs members of one round start from different states, and a replay of step 0 is
+    // checked against the prover's own: the opening carries the full state, so any member of
+    // the determinism class can replay it.
+    std::string round_start_theta;
   };
 
   // Loads the job's ledger and bans from `store` (kept alive by the caller).
@@ -56,13 +61,20 @@ class VerificationService {
   bool busy() const;
 
   // A RoundStart of `round` goes out (any attempt): returns the challenge commitment it carries.
-  // `round_start_theta`: the θ digest the round starts from (raw, empty for round 0).
-  std::string OnRoundStart(uint64_t round, const std::string& round_start_theta);
+  // `round_start_theta`: the θ digest the round starts from (raw, empty for round 0). A DDP
+  // retry re-runs its steps with other survivors, so each DDP attempt gets a fresh commitment
+  // book (same secret); a DiLoCo retry resends the same root.
+  std::string OnRoundStart(uint64_t round, const std::string& round_start_theta, uint32_t attempt = 0);
   // A StepCommitment from a peer. An error means the peer cheated or misbehaved (forged, late,
   // equivocating): the caller refuses it; the peer is already banned where that is warranted.
   Status OnCommitment(const net::PublicKey& from, const v1::StepCommitment& commitment, uint64_t now_ms);
-  // OK iff `from` has an admitted commitment for `round` (checked before a report counts).
-  Status CheckReport(const net::PublicKey& from, uint64_t round) const;
+  // OK iff `from` has an admitted commitment for the report's round and, in a DiLoCo job, the
+  // report carries the manifest `from` signed for its sent Δ in this attempt of `world` members,
+  // stating the committed H(Δ). An error: the caller refuses the report and bans `from`.
+  Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world);
+  // A shard owner's proof that a sender's contribution contradicts its signed manifest: the
+  // sender is banned if the proof holds, the reporter if it does not (a baseless accusation).
+  void OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& proof);
   // Round `round` committed with these members: close admission, reveal, sample, open.
   void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
   void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);
@@ -80,7 +92,9 @@ class VerificationService {
     Digest secret{};
     std::string round_start_theta;
     std::unique_ptr<verifier::CommitmentBook> book;
+    uint32_t attempt = 0;         // DDP: the attempt `book` admits commitments for
     std::vector<Member> members;  // of the committed round
+    std::map<net::PublicKey, std::string> manifests;  // each member's last reported manifest
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {
@@ -92,8 +106,9 @@ class VerificationService {
     std::vector<net::PublicKey> verifiers;
     std::map<net::PublicKey, v1::VerifyResult> results;
     std::optional<v1::Opening> opening;
-    std::optional<net::PublicKey> referee;
+    std::vector<net::PublicKey> referees;  // asked in turn; the majority of their rulings decides
     std::set<net::PublicKey> asked;  // every peer this challenge went to
+    std::string manifest;            // set: a Δ audit of the round's last step, not a replay
     Stage stage = Stage::kOpening;
     uint64_t deadline_ms = 0;
   };
@@ -106,6 +121,19 @@ class VerificationService {
   void SendVerify(uint64_t id, Pending& p, const net::PublicKey& to, bool referee, uint64_t now_ms);
   void Settle(uint64_t id, Pending& p, uint64_t now_ms);
   std::optional<net::PublicKey> PickReferee(const Pending& p) const;
+  bool BindsContributions() const;
+  // One Δ audit per committed member with a manifest, by verifiers drawn from the round's seed.
+  void StartDeltaAudits(uint64_t round, const Digest& seed, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                        const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers, uint64_t now_ms);
+  void SendOpenRequest(uint64_t id, const Pending& p);
+  struct RefereeRuling {
+    std::optional<verifier::Ruling> ruling;  // nullopt: this referee could not rule
+    std::string reason;
+    std::optional<verifier::RefereeVerdict> verdict;  // a step's acquittal, for the ledger
+  };
+  RefereeRuling RuleOn(const Pending& p, const net::PublicKey& accuser, const v1::VerifyResult& referee) const;
+  // Sends the dispute to one more member (PickReferee); false when none is left.
+  bool AskReferee(uint64_t id, Pending& p, uint64_t now_ms);
 
   v1::JobSpec spec_;
   std::string job_id_;

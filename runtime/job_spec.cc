@@ -220,8 +220,15 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     if (!agg.ok()) return fail("aggregator: " + agg.status().message());
   }
   // Replays start from an opened local state; DDP steps would need the averaged gradients too.
-  if (s.verify_samples() > 0 && s.mode() != v1::MODE_DILOCO) return fail("verify_samples needs diloco mode");
+  if (s.verify_samples() > 0 && s.mode() == v1::MODE_DILOCO_ASYNC) {
+    return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
+  }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
+  // Groups end a round holding different states that the next round averages (θ and outer
+  // momentum, exactly): defined for synchronous DiLoCo. DDP's shared AdamW moments and the
+  // async mode's one-round-late Δ are not averaged across groups.
+  if (s.group_size() == 1) return fail("group_size must be 0 (one group) or at least 2");
+  if (s.group_size() > 1 && s.mode() != v1::MODE_DILOCO) return fail("group_size needs diloco mode");
   return Status::Ok();
 }
 

@@ -28,6 +28,7 @@
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "runtime/contribution_binding.h"
 #include "runtime/verification.h"
 
 namespace tributary::runtime {
@@ -423,25 +424,53 @@ class PeerSession {
       ring_members_ = members;
     }
     uint64_t collective = 0, sent = 0, received = 0;
-    Averager average = [&](std::span<float> values) -> Status {
+    // A verifying DiLoCo job binds the Δ it sends to a manifest it signs (docs/VERIFIER.md).
+    std::optional<AttemptBinding> binding;
+    if (BindsContributions()) {
+      std::vector<net::PublicKey> keys;
+      for (const auto& m : members) keys.push_back(m.public_key);
+      binding.emplace(job_id_, &identity_, round, start.attempt(), std::move(keys), rank_);
+      if (options_.adversary && options_.adversary->manifest_lies) {
+        binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
+      }
+    }
+    // `bind`: this call carries the round's Δ (bound when the job verifies); a mix call is not.
+    auto allreduce = [&](std::span<float> values, std::string codec, std::string stream, bool bind) -> Status {
       collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
                  std::to_string(collective++);
       opts.deadline = deadline;
       opts.average = true;
-      opts.codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+      opts.codec = std::move(codec);
       opts.aggregator = aggregator_;
-      opts.stream = spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient";
+      opts.stream = std::move(stream);
+      const auto* hooks = options_.adversary;
+      bind = bind && binding.has_value();
+      if (bind) {
+        if (hooks && hooks->sent_delta) hooks->sent_delta(round, values);
+        opts.binding = &binding->Bind(values);
+      }
       auto stats = group_->Allreduce(values, opts);
+      if (bind) SendContributionProofs(round, start.attempt(), *binding);
       if (!stats.ok()) return stats.status();
+      if (bind && hooks && hooks->averaged_delta) hooks->averaged_delta(round, values);
       sent += stats->bytes_sent;
       received += stats->bytes_received;
       return Status::Ok();
     };
+    Averager average = [&](std::span<float> values) {
+      return allreduce(values, spec_.codec().empty() ? "fp32" : spec_.codec(),
+                       spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient", /*bind=*/true);
+    };
+    // Members from different groups of the last round average their θ and momentum too:
+    // lossless (fp32, no error feedback) so that they end bit-identical, through the job's
+    // aggregator so that a robust job stays robust against a member lying about its θ.
+    Averager mix;
+    if (start.mix()) mix = [&](std::span<float> values) { return allreduce(values, "fp32", "mix", /*bind=*/false); };
     SetActiveGroup(group_);
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
-                              : trainer_->TryRound(average);
+                              : trainer_->TryRound(average, mix);
     SetActiveGroup(nullptr);
     if (!stats.ok()) {
       std::vector<uint32_t> suspects;
@@ -467,6 +496,7 @@ class PeerSession {
     r->set_comm_seconds(stats->comm_seconds);
     if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
     for (const v1::LinkProbe& link : links) *r->add_links() = link;
+    if (binding && binding->encoded_manifest()) r->set_contribution_manifest(*binding->encoded_manifest());
     if (start.evaluate() && rank_ == 0) {
       auto eval = trainer_->EvalLoss();
       if (eval.ok()) {
@@ -479,7 +509,10 @@ class PeerSession {
     pending_received_ = received;
     std::vector<v1::Envelope> late_commitments;
     if (verification_) {  // the signed Merkle root of this round's steps goes before the report
-      auto delta = trainer_->PseudoGradientDigest();
+      // The commitment states the Δ that went out (the manifest's), which a Δ audit checks
+      // against the committed steps; unbound rounds state the trainer's.
+      auto delta = binding && binding->sent_digest() ? Result<Digest>(*binding->sent_digest())
+                                                     : trainer_->PseudoGradientDigest();
       auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
       if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
       if (commitments.ok()) {
@@ -490,9 +523,12 @@ class PeerSession {
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
     for (auto& e : late_commitments) (void)SendSigned(std::move(e));
-    spdlog::info("round {} attempt {}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
-                 round, start.attempt(), stats->train_loss, ShortHex(tentative_theta_),
-                 stats->compute_seconds, stats->comm_seconds, sent);
+    spdlog::info("round {} attempt {}{}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
+                 round, start.attempt(),
+                 start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(),
+                                                  start.mix() ? ", mixed" : "")
+                                    : std::string(start.mix() ? " (mixed)" : ""),
+                 stats->train_loss, ShortHex(tentative_theta_), stats->compute_seconds, stats->comm_seconds, sent);
   }
 
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the
@@ -500,7 +536,25 @@ class PeerSession {
   // (error feedback) lives in the communicator, which survives membership changes.
   bool UsesButterfly() const {
     return (!spec_.codec().empty() && spec_.codec() != "fp32") ||
-           (!spec_.aggregator().empty() && spec_.aggregator() != "mean");
+           (!spec_.aggregator().empty() && spec_.aggregator() != "mean") || BindsContributions();
+  }
+
+  // A verifying synchronous DiLoCo job binds every sent Δ to a signed manifest, which only the
+  // butterfly can check (no ring member sees another's raw contribution).
+  bool BindsContributions() const { return verification_ && spec_.mode() == v1::MODE_DILOCO; }
+
+  // Each provable contradiction a sender committed against us goes to the coordinator, which
+  // checks the proof itself and bans the sender.
+  void SendContributionProofs(uint64_t round, uint32_t attempt, AttemptBinding& binding) {
+    for (std::string& proof : binding.TakeMismatches()) {
+      spdlog::error("round {} attempt {}: a contribution contradicts its sender's signed manifest; reporting it",
+                    round, attempt);
+      v1::Envelope e = net::MakeEnvelope(job_id_);
+      e.mutable_contribution_proof()->set_round(round);
+      e.mutable_contribution_proof()->set_attempt(attempt);
+      e.mutable_contribution_proof()->set_mismatch(std::move(proof));
+      (void)SendSigned(std::move(e));
+    }
   }
 
   // Forming waits only on the members (a few round trips each), so it gets a fraction of the

@@ -21,8 +21,9 @@ RingTopology::Plan RingTopology::PlanAttempt(const std::vector<std::string>& key
   }
   // Links missing or stale: ask for a probe (not on retries, which should be quick, and not
   // more often than every kProbeEveryRounds rounds, so a probe that keeps failing costs little).
+  // Every group of a grouped round may probe in the round that probes.
   if (!relayed && attempt == 0 &&
-      (!last_probe_round_ || round >= *last_probe_round_ + kProbeEveryRounds)) {
+      (!last_probe_round_ || round == *last_probe_round_ || round >= *last_probe_round_ + kProbeEveryRounds)) {
     plan.probe = true;
     last_probe_round_ = round;
   }

@@ -192,6 +192,7 @@ struct Trainer::Impl {
     record.before = std::move(before.state);
     before.state = std::move(after_state);
     before.digest = record.update;
+    if (step + 1 == spec.inner_steps()) record.end = before.state;
     const double loss = record.loss;
     observer(std::move(record));
     return loss;
@@ -208,9 +209,21 @@ struct Trainer::Impl {
         TRIB_ASSIGN_OR_RETURN(record.before, internal::CaptureState(*model, *inner));
         record.state_before = internal::StateDigestOfLoaded(*model, record.before);
       }
-      TRIB_ASSIGN_OR_RETURN(double loss, ForwardBackward(round, step, &record.batch));
+      // The harness's plan bends the contribution: a skipped step claims a zero gradient.
+      const StepTamper::Plan plan = tamper.plan ? tamper.plan(round, step) : StepTamper::Plan{};
+      double loss = 0;
+      torch::Tensor grads;
+      if (plan.skip) {
+        grads = torch::zeros({models::NumParameters(*model)});
+      } else {
+        std::optional<uint32_t> shard;
+        if (plan.shard_shift % placement.num_shards != 0) {
+          shard = (placement.shard + plan.shard_shift) % placement.num_shards;
+        }
+        TRIB_ASSIGN_OR_RETURN(loss, ForwardBackward(round, step, &record.batch, shard));
+        grads = models::FlattenGradients(*model);
+      }
       loss_sum += loss;
-      torch::Tensor grads = models::FlattenGradients(*model);
       if (observer) {
         record.round = round;
         record.step = step;
@@ -232,7 +245,7 @@ struct Trainer::Impl {
     return stats;
   }
 
-  Result<RoundStats> RunDilocoRound(const Averager& average) {
+  Result<RoundStats> RunDilocoRound(const Averager& average, const Averager& mix) {
     RoundStats stats;
     const uint64_t round = completed_rounds;
     const bool async = spec.mode() == v1::MODE_DILOCO_ASYNC;
@@ -265,8 +278,32 @@ struct Trainer::Impl {
       return averaged_ok;
     }
 
+    torch::Tensor base = committed.params;
+    if (mix) {
+      // Members come from different groups: the outer step starts from the exact group mean of
+      // θ and of the momentum. The step is linear in both, so this equals averaging the members'
+      // own outer steps, and every member ends with the same bits.
+      auto t_mix = Clock::now();
+      const int64_t n = committed.params.numel();
+      torch::Tensor both = torch::empty({2 * n}, torch::kFloat32);
+      both.narrow(0, 0, n).copy_(committed.params);
+      if (committed.momentum.defined()) {
+        both.narrow(0, n, n).copy_(committed.momentum);
+      } else {
+        both.narrow(0, n, n).zero_();  // no outer step yet: a zero buffer steps identically
+      }
+      Status mixed = mix(FloatSpan(both)).WithContext("averaging θ and momentum of round " + std::to_string(round));
+      stats.comm_seconds += SecondsSince(t_mix);
+      if (!mixed.ok()) {
+        (void)models::AssignFlatParameters(*model, committed.params);
+        return mixed;
+      }
+      base = both.narrow(0, 0, n).clone();
+      outer_momentum = both.narrow(0, n, n).clone();
+    }
+
     auto t2 = Clock::now();
-    torch::Tensor theta_global = OuterStep(committed.params, averaged, round);
+    torch::Tensor theta_global = OuterStep(base, averaged, round);
     TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, theta_global));
     stats.compute_seconds += SecondsSince(t2);
     stats.train_loss = cached_loss;
@@ -500,14 +537,19 @@ Result<RoundStats> Trainer::RunRound(const Averager& average) {
   return stats;
 }
 
-Result<RoundStats> Trainer::TryRound(const Averager& average) {
+Result<RoundStats> Trainer::TryRound(const Averager& average) { return TryRound(average, Averager()); }
+
+Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mix) {
+  if (mix && impl_->spec.mode() != v1::MODE_DILOCO) {
+    return FailedPrecondition("mixing members' states needs diloco mode");
+  }
   if (impl_->tentative) return FailedPrecondition("a tentative round is pending: Commit or Abandon it");
   if (impl_->completed_rounds >= impl_->spec.rounds()) {
     return FailedPrecondition("all " + std::to_string(impl_->spec.rounds()) +
                               " rounds of the job are done");
   }
   Result<RoundStats> stats = impl_->spec.mode() == v1::MODE_DDP ? impl_->RunDdpRound(average)
-                                                                : impl_->RunDilocoRound(average);
+                                                                : impl_->RunDilocoRound(average, mix);
   if (!stats.ok()) {
     // Leave nothing half-applied: the caller may retry from the committed state.
     (void)impl_->RestoreSnapshot(impl_->committed);

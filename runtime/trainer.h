@@ -55,11 +55,15 @@ struct StepRecord {
                           // of the raw local gradient, before averaging and clipping
   double loss = 0;        // the exact value whose bits enter the leaf
   verifier::TrainingState before;  // θ and the inner AdamW state before the step
+  // DiLoCo, the round's last step only: the state after it (θ_end, whose digest is `update`),
+  // from which θ_start − θ_end = Δ can be audited.
+  std::optional<verifier::TrainingState> end;
 };
 using StepObserver = std::function<void(StepRecord record)>;
 
 // Misbehaviour for the attack harness only (tests/adversary, binary tributary_adversary). No
-// normal peer sets it; unset, the trainer does exactly what it does without it.
+// normal peer sets it; unset, the trainer does exactly what it does without it. In DDP only the
+// plan applies (a skipped step contributes a zero gradient); `after` is DiLoCo's.
 struct StepTamper {
   struct Plan {
     bool skip = false;                  // claim the step without computing it
@@ -87,6 +91,10 @@ class Trainer {
   // reuses its pseudo-gradient (the inner steps are not repeated; the source buffer is kept).
   // DDP rounds repeat their steps from the committed state.
   Result<RoundStats> TryRound(const Averager& average);
+  // A grouped DiLoCo round whose members hold different committed states (RoundStart.mix):
+  // after Δ, `mix` averages [θ ‖ outer momentum] exactly (fp32 mean, no codec) and the outer
+  // step starts from that mean, so every member ends bit-identical. Empty `mix` = TryRound above.
+  Result<RoundStats> TryRound(const Averager& average, const Averager& mix);
   Status Commit();
   void Abandon();
   bool has_tentative_round() const;

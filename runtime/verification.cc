@@ -3,7 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include "net/frame.h"
+#include "collectives/butterfly.h"
+#include "collectives/codec/codec.h"
 #include "runtime/step_kernel.h"
+#include "verifier/contribution.h"
 #include "verifier/determinism.h"
 #include "verifier/replay.h"
 
@@ -61,6 +64,7 @@ void PeerVerification::Record(StepRecord r) {
   leaf.determinism_class = class_;
   log.leaves[r.step] = std::move(leaf);
   log.states[r.step] = std::move(r.before);
+  if (r.end) log.end = std::move(*r.end);
   log.tree.reset();
   while (rounds_.size() > kRoundsKept) rounds_.erase(rounds_.begin());
 }
@@ -109,7 +113,7 @@ Result<PeerVerification::Commitments> PeerVerification::CommitRound(uint64_t rou
   return out;
 }
 
-Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step) const {
+Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool end_state) const {
   auto it = rounds_.find(round);
   if (it == rounds_.end() || !it->second.tree) {
     return NotFound("this peer holds no committed leaves of round " + std::to_string(round));
@@ -127,7 +131,16 @@ Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step) const 
     TRIB_ASSIGN_OR_RETURN(verifier::MerkleProof previous, log.tree->Prove(step - 1));
     o.set_previous_proof(verifier::EncodeProof(previous));
   }
-  o.set_state(verifier::EncodeTrainingState(log.states[step]));
+  if (end_state) {
+    if (step + 1 != log.leaves.size() || !log.end) {
+      return InvalidArgument("only the state after the last step of round " + std::to_string(round) +
+                             " can be opened as an end state");
+    }
+    o.set_end_state(true);
+    o.set_state(verifier::EncodeTrainingState(*log.end));
+  } else {
+    o.set_state(verifier::EncodeTrainingState(log.states[step]));
+  }
   return o;
 }
 
@@ -158,6 +171,9 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   if (Status st = verifier::CheckOpenedLeaf(commitment->body, step, *leaf, *proof); !st.ok()) {
     return fail("the opened leaf is not committed: " + st.message());
   }
+  // DiLoCo steps chain (each starts where the previous ended). A DDP step starts from the state
+  // the whole group shares after the averaged previous step: this verifier's own.
+  const bool ddp = spec_.mode() == v1::MODE_DDP;
   if (step > 0) {
     auto prev = verifier::DecodeLeaf(o.previous_leaf());
     auto prev_proof = verifier::DecodeProof(o.previous_proof());
@@ -165,7 +181,7 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
     if (Status st = verifier::CheckOpenedLeaf(commitment->body, step - 1, *prev, *prev_proof); !st.ok()) {
       return fail("the previous leaf is not committed: " + st.message());
     }
-    if (prev->update != leaf->state_before) {
+    if (!ddp && prev->update != leaf->state_before) {
       return fail("chain break: step " + std::to_string(step) + " does not start where step " +
                   std::to_string(step - 1) + " ended");
     }
@@ -173,6 +189,18 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   if (leaf->determinism_class != class_) {
     return cannot("the prover's determinism class is not this verifier's");
   }
+  if (o.end_state() != q.delta_audit()) return fail("the opening is not the state the request names");
+  if (ddp) {
+    auto own = rounds_.find(q.round());
+    if (own == rounds_.end() || step >= own->second.leaves.size() || !own->second.leaves[step]) {
+      return cannot("this verifier holds no state of round " + std::to_string(q.round()) + " step " +
+                    std::to_string(step));
+    }
+    if (own->second.leaves[step]->state_before != leaf->state_before) {
+      return fail("step " + std::to_string(step) + " does not start from the state the group shared");
+    }
+  }
+  if (q.delta_audit()) return AuditDelta(q, *commitment, *leaf);
   auto kernel = Kernel();
   if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
   auto state = verifier::DecodeTrainingState(o.state(), static_cast<uint64_t>((*kernel)->num_parameters()));
@@ -200,7 +228,8 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   }
   const auto coords = InnerBatch(spec_, q.prover_shard(), spec_.num_peers(), 0, q.round(), step);
   const auto hyper = InnerHyper(spec_, q.round() * spec_.inner_steps() + step);
-  auto replayed = (*kernel)->ReplayLocalStep(*state, coords, hyper);
+  auto replayed = ddp ? (*kernel)->ReplayGradientStep(*state, coords)
+                      : (*kernel)->ReplayLocalStep(*state, coords, hyper);
   if (!replayed.ok()) {
     if (replayed.status().code() == StatusCode::kFailedPrecondition) {
       return fail("the committed state does not train: " + replayed.status().message());
@@ -217,6 +246,75 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   return r;
 }
 
+v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const verifier::SignedCommitment& c,
+                                              const verifier::StepLeaf& leaf) {
+  const uint64_t id = q.challenge_id();
+  auto fail = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_MISMATCH, "Δ audit: " + why); };
+  auto cannot = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_CANNOT_REPLAY, "Δ audit: " + why); };
+  // The manifest is the prover's signed statement of what it sent; a forged or foreign one
+  // proves nothing about the prover, so the coordinator (which checked it) is at fault.
+  auto manifest = verifier::DecodeManifest(q.manifest());
+  if (!manifest.ok() || !verifier::VerifyManifest(*manifest).ok()) return cannot("the manifest does not verify");
+  if (manifest->body.peer != c.body.peer || manifest->body.job_id != job_id_ || manifest->body.round != q.round()) {
+    return cannot("the manifest is not the prover's for this job and round");
+  }
+  if (leaf.step + 1 != c.body.leaf_count) return fail("the opened state is not the round's last");
+  if (manifest->body.pseudo_gradient != c.body.pseudo_gradient) {
+    return fail("the signed manifest and the signed commitment state different Δ digests");
+  }
+  auto kernel = Kernel();
+  if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
+  const uint64_t n = static_cast<uint64_t>((*kernel)->num_parameters());
+  auto end = verifier::DecodeTrainingState(q.opening().state(), n);
+  if (!end.ok()) return fail("the opened end state does not decode: " + end.status().message());
+  auto end_digest = (*kernel)->StateDigest(*end);
+  if (!end_digest.ok()) return fail("the opened end state does not fit the model: " + end_digest.status().message());
+  if (*end_digest != leaf.update) return fail("the opened end state is not the state the last leaf commits to");
+  // θ_start is public: every member of the round started from it, this verifier included.
+  auto own = rounds_.find(q.round());
+  if (own == rounds_.end() || own->second.states.empty() || own->second.states[0].params.size() != n) {
+    return cannot("this verifier holds no round-start θ of round " + std::to_string(q.round()));
+  }
+  const std::vector<float>& start = own->second.states[0].params;
+  if (!q.round_start_theta().empty()) {
+    auto theta = (*kernel)->ParametersDigest(start);
+    if (!theta.ok() || DigestToBytes(*theta) != q.round_start_theta()) {
+      return cannot("this verifier's round-start θ is not the round's public θ");
+    }
+  }
+  // Δ exactly as the trainer computes it (one correctly rounded subtraction per element).
+  std::vector<float> delta(n);
+  for (uint64_t i = 0; i < n; ++i) delta[i] = start[i] - end->params[i];
+  v1::VerifyResult match = MakeResult(id, v1::VERIFY_MATCH, "");
+  match.set_update(DigestToBytes(verifier::FloatsDigest(delta)));
+  if (verifier::FloatsDigest(delta) != manifest->body.pseudo_gradient) {
+    v1::VerifyResult r = fail("θ_start − θ_end of the committed steps is not the Δ it committed and sent");
+    r.set_update(match.update());
+    return r;
+  }
+  // The payloads: exact for the stateless fp32 codec. An error-feedback codec's payload also
+  // depends on its residual, which is not committed, so only H(Δ) binds there.
+  const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+  if (codec == "fp32") {
+    const auto& digests = manifest->body.shard_digests;
+    const uint32_t world = static_cast<uint32_t>(digests.size());
+    if (world == 0) return fail("the manifest names no shard");
+    for (uint32_t s = 0; s < world; ++s) {
+      const uint64_t begin = collectives::ButterflyShardBegin(n, world, s);
+      const uint64_t size = collectives::ButterflyShardBegin(n, world, s + 1) - begin;
+      if (size == 0) continue;
+      auto fp32 = collectives::codec::MakeCodec("fp32");
+      if (!fp32.ok()) return cannot(fp32.status().message());
+      auto payload = (*fp32)->Encode(std::span<const float>(delta).subspan(begin, size));
+      if (!payload.ok()) return fail("Δ does not encode: " + payload.status().message());
+      if (Sha256Of(*payload) != digests[s]) {
+        return fail("the manifest's payload digest for shard " + std::to_string(s) + " is not the encoding of Δ");
+      }
+    }
+  }
+  return match;
+}
+
 Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope& request,
                                                               const net::PublicKey& coordinator_key) {
   if (!net::VerifyEnvelope(coordinator_key, request)) {
@@ -226,7 +324,7 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
   if (request.has_open_request()) {
     const v1::OpenRequest& q = request.open_request();
     if (hooks_ && hooks_->withhold_openings) return std::optional<v1::Envelope>();
-    auto opening = Open(q.round(), q.step());
+    auto opening = Open(q.round(), q.step(), q.end_state());
     if (!opening.ok()) {
       spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
       return std::optional<v1::Envelope>();

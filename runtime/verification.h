@@ -13,9 +13,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,12 @@ struct AdversaryHooks {
   bool accuse_falsely = false;       // reports every replay it is asked for as a mismatch
   bool vouch_always = false;         // reports every replay it is asked for as a match (collusion)
   std::string claimed_class;         // non-empty: lies about its determinism class
+  // Rewrites the Δ this peer sends in a verifying DiLoCo round (stale, copied, scaled, NaN)
+  // before it is bound, so that its manifest and commitment state the sent Δ consistently.
+  std::function<void(uint64_t round, std::span<float> sent)> sent_delta;
+  // Sees the group's averaged Δ of each round it took part in (what a free rider copies).
+  std::function<void(uint64_t round, std::span<const float> averaged)> averaged_delta;
+  bool manifest_lies = false;  // signs shard digests other than those of the payloads it sends
 };
 
 class PeerVerification {
@@ -66,8 +74,9 @@ class PeerVerification {
                                              const net::PublicKey& coordinator_key);
 
   // The opening of (round, step), or NotFound when this peer no longer holds that round.
-  Result<v1::Opening> Open(uint64_t round, uint64_t step) const;
-  // The verdict on one VerifyRequest (the replay itself).
+  // `end_state`: the state after `step`, which must be the round's last (a Δ audit).
+  Result<v1::Opening> Open(uint64_t round, uint64_t step, bool end_state = false) const;
+  // The verdict on one VerifyRequest: the replay of a step, or a Δ audit.
   v1::VerifyResult Verify(const v1::VerifyRequest& request);
 
   const std::string& determinism_class() const { return class_; }
@@ -76,9 +85,13 @@ class PeerVerification {
   struct RoundLog {
     std::vector<std::optional<verifier::StepLeaf>> leaves;
     std::vector<verifier::TrainingState> states;
+    std::optional<verifier::TrainingState> end;  // after the last step (DiLoCo)
     std::optional<verifier::MerkleTree> tree;
   };
   void Record(StepRecord record);
+  // θ_start − θ_end of the opened end state against the prover's signed manifest.
+  v1::VerifyResult AuditDelta(const v1::VerifyRequest& request, const verifier::SignedCommitment& commitment,
+                              const verifier::StepLeaf& leaf);
   Result<StepKernel*> Kernel();
 
   v1::JobSpec spec_;

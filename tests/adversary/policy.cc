@@ -1,5 +1,6 @@
 #include "tests/adversary/policy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -8,14 +9,20 @@
 #include "core/seed.h"
 
 namespace tributary::adversary {
-namespace {
 
-// True iff step (round, step) is one of the faked ones at `rate` (a pure function of the seed).
 bool Faked(uint64_t seed, double rate, uint64_t round, uint64_t step) {
   if (rate >= 1.0) return true;
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull ^ (round << 20) ^ step);
   return std::uniform_real_distribution<double>(0, 1)(rng) < rate;
 }
+
+namespace {
+
+// What the sent-Δ attacks remember between rounds: the Δ this peer sent, and the group's average.
+struct SentMemory {
+  std::vector<float> own, averaged;
+};
+
 
 // Rewrites each (faked) step's update Δθ = after − before as f(Δθ).
 template <typename F>
@@ -34,7 +41,8 @@ const std::vector<std::string>& AttackNames() {
   static const std::vector<std::string> names = {"honest",   "zero",      "random",      "skip",   "partial",
                                                  "shard",    "sign_flip", "scale",       "subnormal",
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
-                                                 "class_lie"};
+                                                 "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
+                                                 "alie",     "ipm"};
   return names;
 }
 
@@ -78,6 +86,48 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     h.vouch_always = true;
   } else if (a == "class_lie") {
     h.claimed_class = "tributary.dclass.v1;device=cpu;torch=0.0.0;threads=1;blas=none;core=none;isa=;env=";
+  } else if (a == "stale") {  // trains honestly, sends the previous round's Δ
+    auto memory = std::make_shared<SentMemory>();
+    h.sent_delta = [memory](uint64_t, std::span<float> sent) {
+      std::vector<float> honest(sent.begin(), sent.end());
+      if (memory->own.size() == sent.size()) std::copy(memory->own.begin(), memory->own.end(), sent.begin());
+      memory->own = std::move(honest);
+    };
+  } else if (a == "copy") {  // a free rider: sends the group's previous average as its own Δ
+    auto memory = std::make_shared<SentMemory>();
+    h.sent_delta = [memory](uint64_t, std::span<float> sent) {
+      if (memory->averaged.size() == sent.size()) std::copy(memory->averaged.begin(), memory->averaged.end(), sent.begin());
+    };
+    h.averaged_delta = [memory](uint64_t, std::span<const float> averaged) {
+      memory->averaged.assign(averaged.begin(), averaged.end());
+    };
+  } else if (a == "send_scaled") {  // trains honestly, sends its Δ scaled (the committed steps stay honest)
+    const float k = static_cast<float>(o.scale);
+    h.sent_delta = [k](uint64_t, std::span<float> sent) {
+      for (float& v : sent) v *= k;
+    };
+  } else if (a == "alie") {
+    // "A little is enough" (Baruch et al. 2019): μ − z·σ per coordinate, small enough to pass
+    // distance-based filters. Alone, the attacker estimates μ by its own Δ and σ by how far that
+    // lies from the group's previous average.
+    auto memory = std::make_shared<SentMemory>();
+    h.sent_delta = [memory](uint64_t, std::span<float> sent) {
+      constexpr float kZ = 1.5f;
+      const bool have = memory->averaged.size() == sent.size();
+      for (size_t i = 0; i < sent.size(); ++i) {
+        const float sigma = std::fabs(have ? sent[i] - memory->averaged[i] : sent[i]);
+        sent[i] -= kZ * sigma;
+      }
+    };
+    h.averaged_delta = [memory](uint64_t, std::span<const float> averaged) {
+      memory->averaged.assign(averaged.begin(), averaged.end());
+    };
+  } else if (a == "ipm") {  // inner-product manipulation (Xie et al. 2020): −ε·μ, here ε = 0.5
+    h.sent_delta = [](uint64_t, std::span<float> sent) {
+      for (float& v : sent) v *= -0.5f;
+    };
+  } else if (a == "manifest_lie") {  // signs shard digests other than those of what it sends
+    h.manifest_lies = true;
   } else {
     return InvalidArgument("unknown attack '" + a + "'");
   }

@@ -20,8 +20,15 @@ struct PolicyOptions {
 };
 
 // zero, random, skip, partial, shard, sign_flip, scale, subnormal, withhold, equivocate,
-// commit_late, accuse, collude, class_lie, honest.
+// commit_late, accuse, collude, class_lie, honest; and on the sent Δ of a verifying DiLoCo job:
+// stale (the previous round's own Δ), copy (the group's previous average), send_scaled
+// (× scale), alie (μ − 1.5·σ, estimated alone), ipm (−0.5·μ), manifest_lie (a signed manifest
+// that states other payloads than those sent).
+// stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
+
+// True iff a partial cheater with `seed` fakes (round, step) at `rate` (a pure function).
+bool Faked(uint64_t seed, double rate, uint64_t round, uint64_t step);
 
 // The hooks implementing `options.attack`. InvalidArgument for an unknown attack.
 Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& options);

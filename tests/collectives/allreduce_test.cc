@@ -177,10 +177,17 @@ TEST(AllreduceTest, OverflowingSumIsAnErrorNotAnInfinity) {
   auto rings = cluster.FormAll();
   const std::vector<float> big(2, FLT_MAX);
   auto outcomes = RunAllreduce(rings, {big, big}, {.tag = "t", .deadline = DeadlineAfter(10s)});
+  // Whoever sums first names the overflow and breaks the ring; the other may see that first.
+  int named = 0;
   for (const auto& o : outcomes) {
     ASSERT_FALSE(o.status.ok());
-    EXPECT_TRUE(Contains(o.status.message(), "overflow")) << o.status.ToString();
+    if (Contains(o.status.message(), "overflow")) {
+      ++named;
+    } else {
+      EXPECT_EQ(o.status.code(), StatusCode::kUnavailable) << o.status.ToString();
+    }
   }
+  EXPECT_GE(named, 1);
 }
 
 TEST(AllreduceTest, NeighbourClosingMidCollectiveFailsTheOthersFast) {

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -398,6 +400,208 @@ TEST(Integration, AsyncDilocoPeerKilledMidCollectiveIsRetried) {
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 6u) << log;
   EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss);
+}
+
+// ---- groups (JobSpec.group_size) ------------------------------------------------------------------
+
+// "job J round R: 2 groups of 6 ready peers: [0 mix: p0 p3 p4] [1 mix: p1 p2 p5]" (the last line
+// per round wins: a round formed again after every group was dropped prints another).
+struct GroupLayout {
+  std::vector<std::set<std::string>> groups;
+  std::vector<bool> mix;
+};
+std::map<int, GroupLayout> ParseGroupLayouts(const std::string& log) {
+  std::map<int, GroupLayout> out;
+  std::regex line(R"(round (\d+): \d+ groups of \d+ ready peers:((?: \[[^\]]*\])+))");
+  std::regex group(R"(\[(\d+)( mix)?:([^\]]*)\])");
+  for (std::sregex_iterator it(log.begin(), log.end(), line), end; it != end; ++it) {
+    GroupLayout layout;
+    const std::string groups = (*it)[2];
+    for (std::sregex_iterator g(groups.begin(), groups.end(), group); g != end; ++g) {
+      std::set<std::string> names;
+      std::istringstream in((*g)[3].str());
+      for (std::string name; in >> name;) names.insert(name);
+      layout.groups.push_back(names);
+      layout.mix.push_back((*g)[2].matched);
+    }
+    out[std::stoi((*it)[1])] = layout;
+  }
+  return out;
+}
+
+// Per round, the group and θ a peer reported last (its committed attempt).
+std::map<int, std::pair<int, std::string>> ParsePeerGroupRounds(const std::string& peer_log) {
+  std::map<int, std::pair<int, std::string>> out;
+  std::regex re(R"(round (\d+) attempt \d+ \(group (\d+) of \d+(?:, mixed)?\): loss [0-9.]+, θ ([0-9a-f]+))");
+  for (std::sregex_iterator it(peer_log.begin(), peer_log.end(), re), end; it != end; ++it) {
+    out[std::stoi((*it)[1])] = {std::stoi((*it)[2]), (*it)[3]};
+  }
+  return out;
+}
+
+// Six peers in groups of three: two groups every round, re-mixed; groups whose members come from
+// different groups mix their states and end bit-identical; the last round is one group of all six,
+// so every peer ends with the same θ; and the model learns.
+TEST(Integration, GroupsOfThreeRemixEveryRoundAndConverge) {
+  Cluster cluster("it-groups");
+  cluster.StartCoordinator({"--peers", "6", "--rounds", "6", "--inner-steps", "6", "--mode", "diloco",
+                            "--group-size", "3", "--round-timeout-ms", "60000"});
+  const std::vector<std::string> names = {"p0", "p1", "p2", "p3", "p4", "p5"};
+  for (const auto& name : names) cluster.StartPeer(name);
+  auto code = cluster.coordinator().Wait(DeadlineAfter(400s));
+  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  ASSERT_EQ(*code, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(log.find("disagree"), std::string::npos) << log;
+
+  const auto layouts = ParseGroupLayouts(log);
+  for (int r = 0; r < 5; ++r) {
+    ASSERT_TRUE(layouts.count(r)) << "round " << r << " was not grouped:\n" << log;
+    ASSERT_EQ(layouts.at(r).groups.size(), 2u) << "round " << r;
+    for (const auto& g : layouts.at(r).groups) EXPECT_EQ(g.size(), 3u) << "round " << r;
+  }
+  EXPECT_FALSE(layouts.count(5)) << "the last round is one group of everyone";
+  for (int r = 1; r < 5; ++r) {
+    const auto& before = layouts.at(r - 1);
+    const auto& now = layouts.at(r);
+    EXPECT_NE(std::set<std::set<std::string>>(before.groups.begin(), before.groups.end()),
+              std::set<std::set<std::string>>(now.groups.begin(), now.groups.end()))
+        << "round " << r << " repeats round " << r - 1;
+    for (size_t g = 0; g < now.groups.size(); ++g) {
+      std::set<size_t> origins;
+      for (const auto& name : now.groups[g]) {
+        for (size_t o = 0; o < before.groups.size(); ++o) {
+          if (before.groups[o].count(name)) origins.insert(o);
+        }
+      }
+      EXPECT_EQ(now.mix[g], origins.size() > 1) << "round " << r << " group " << g;
+    }
+  }
+
+  // What the peers themselves computed: within each (round, group) every member holds the same
+  // θ (after a mix round too); the two groups of a round hold different ones.
+  std::map<std::pair<int, int>, std::set<std::string>> theta_of_group;
+  std::set<std::string> finals;
+  for (const auto& name : names) {
+    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(peer.ok());
+    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    for (const auto& [round, group_theta] : ParsePeerGroupRounds(peer_log)) {
+      theta_of_group[{round, group_theta.first}].insert(group_theta.second);
+      EXPECT_TRUE(layouts.at(round).groups.at(static_cast<size_t>(group_theta.first)).count(name))
+          << name << " reported group " << group_theta.first << " in round " << round;
+    }
+    finals.insert(FinalTheta(peer_log));
+  }
+  ASSERT_EQ(theta_of_group.size(), 10u) << "5 grouped rounds × 2 groups";
+  for (const auto& [key, thetas] : theta_of_group) {
+    EXPECT_EQ(thetas.size(), 1u) << "round " << key.first << " group " << key.second << " disagrees";
+  }
+  for (int r = 0; r < 5; ++r) {
+    const std::pair<int, int> first(r, 0), second(r, 1);
+    EXPECT_NE(*theta_of_group[first].begin(), *theta_of_group[second].begin()) << "round " << r;
+  }
+  // The groups' states converge: the last round averages them exactly, and all six end identical.
+  EXPECT_EQ(finals.size(), 1u) << "peers ended with different θ";
+  auto rounds = ParseRounds(log);
+  ASSERT_EQ(rounds.size(), 6u) << log;
+  EXPECT_EQ(finals.begin()->substr(0, 12), rounds.back().theta);
+  EXPECT_NE(log.find("round 5 complete: 6 peers"), std::string::npos);
+  EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss - 0.1);
+  EXPECT_LT(rounds.back().train_loss, rounds.front().train_loss);
+}
+
+// kill -9 of a member of one group: that group retries without it inside the round's deadline;
+// the other group is never retried; the job finishes with the five survivors on one θ.
+TEST(Integration, PeerKilledInOneGroupRetriesOnlyThatGroup) {
+  Cluster cluster("it-groups-kill");
+  cluster.StartCoordinator({"--peers", "6", "--min-peers", "4", "--gather-ms", "3000", "--rounds", "6",
+                            "--inner-steps", "6", "--mode", "diloco", "--group-size", "3",
+                            "--round-timeout-ms", "20000"});
+  const std::vector<std::string> names = {"p0", "p1", "p2", "p3", "p4", "p5"};
+  for (const auto& name : names) cluster.StartPeer(name);
+  ASSERT_TRUE(cluster.WaitForLog("round 1 complete: 6 peers", 180s)) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::this_thread::sleep_for(150ms);  // inside round 2's inner steps
+  cluster.peer("p5").Signal(SIGKILL);
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(300s));
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex(R"(round (\d+) group (\d+)/2: lost p5[^\n]*retrying with 2 peers)")))
+      << log;
+  const std::string round = m[1], group = m[2], other = group == "0" ? "1" : "0";
+  EXPECT_FALSE(std::regex_search(log, std::regex("round " + round + " group " + other + "/2: [^\n]*retrying")))
+      << "the other group must not be retried:\n" << log;
+  EXPECT_TRUE(std::regex_search(log, std::regex("round " + round + " group " + other + "/2 committed")))
+      << log;
+  EXPECT_TRUE(std::regex_search(log, std::regex("round " + round + " group " + group + "/2 committed[^\n]*: 2 peers")))
+      << log;
+  auto rounds = ParseRounds(log);
+  ASSERT_EQ(rounds.size(), 6u) << log;
+  for (const auto& r : rounds) EXPECT_LT(r.wall_seconds, 20.0) << "round " << r.round;
+  std::set<std::string> finals;
+  for (const auto& name : names) {
+    if (name == "p5") continue;
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    finals.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(finals.size(), 1u);
+  EXPECT_NE(log.find("round 5 complete: 5 peers"), std::string::npos) << log;
+}
+
+// kill -9 of the coordinator of a grouped job; restarted on its database it knows which state
+// each peer holds (groups differ), so the peers go on without re-syncing and mix as before.
+TEST(Integration, GroupedJobResumesAfterCoordinatorRestart) {
+  Cluster cluster("it-groups-restart");
+  const std::string key = cluster.dir() + "/coordinator.key";
+  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
+  const std::string db = cluster.dir() + "/coordinator.db";
+  const std::vector<std::string> job = {"--peers", "6", "--rounds", "6", "--inner-steps", "6", "--mode",
+                                        "diloco", "--group-size", "3", "--round-timeout-ms", "30000",
+                                        "--db", db, "--identity", key};
+  cluster.StartCoordinator(job);
+  const std::vector<std::string> names = {"p0", "p1", "p2", "p3", "p4", "p5"};
+  for (const auto& name : names) cluster.StartPeer(name);
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 240s)) << ReadFileOrEmpty(cluster.coordinator_log());
+  cluster.coordinator().Signal(SIGKILL);
+  ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
+  const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
+  std::remove(cluster.coordinator_log().c_str());
+
+  std::vector<std::string> restart = job;
+  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
+  cluster.StartCoordinator(restart);
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(300s));
+  ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  const std::string second_log = ReadFileOrEmpty(cluster.coordinator_log());
+  const int committed_before = static_cast<int>(ParseRounds(first_log).size());
+  auto after = ParseRounds(second_log);
+  ASSERT_FALSE(after.empty()) << second_log;
+  EXPECT_EQ(after.front().round, committed_before) << "resumes right after the last committed round";
+  EXPECT_EQ(after.back().round, 5);
+  // The first round after the restart is grouped and mixes: the peers kept their groups' states.
+  const auto layouts = ParseGroupLayouts(second_log);
+  if (committed_before < 5) {
+    ASSERT_TRUE(layouts.count(committed_before)) << second_log;
+    bool mixes = false;
+    for (bool mix : layouts.at(committed_before).mix) mixes = mixes || mix;
+    EXPECT_TRUE(mixes) << second_log;
+  }
+  std::set<std::string> finals;
+  for (const auto& name : names) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_EQ(*code, 0) << peer_log;
+    EXPECT_EQ(peer_log.find("synced round"), std::string::npos) << name << " had to re-sync:\n" << peer_log;
+    finals.insert(FinalTheta(peer_log));
+  }
+  EXPECT_EQ(finals.size(), 1u);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "launcher/process.h"
 #include "launcher/store.h"
 #include "net/identity.h"
+#include "tests/adversary/policy.h"
 #include "tests/common/test_corpus.h"
 #include "verifier/ledger.h"
 
@@ -57,13 +58,29 @@ class VerifiedJob {
     return hex;
   }
 
-  void Start(int rounds, bool before_commit = false) {
+  // Every inner step is challenged (verify_samples = inner_steps).
+  struct Options {
+    int rounds = 3;
+    bool before_commit = false;
+    int peers = 3;
+    int min_peers = 2;
+    int inner_steps = 4;
+    int verifiers_per_step = 1;
+    int gather_ms = 5000;
+    std::string mode = "diloco";
+    int group_size = 0;  // > 0: a grouped job (docs/GROUPS.md)
+  };
+  void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
+  void Start(const Options& o) {
     std::vector<std::string> argv = {TRIBUTARY_BINARY, "coordinator", "--data", corpus_, "--port-file", dir_ + "/port", "--db", db(),
-         "--mode", "diloco", "--peers", "3", "--min-peers", "2", "--gather-ms", "5000", "--rounds",
-         std::to_string(rounds), "--inner-steps", "4", "--verify-samples", "4", "--verifiers-per-step", "1",
+         "--mode", o.mode, "--peers", std::to_string(o.peers), "--min-peers", std::to_string(o.min_peers),
+         "--gather-ms", std::to_string(o.gather_ms), "--rounds", std::to_string(o.rounds),
+         "--inner-steps", std::to_string(o.inner_steps), "--verify-samples", std::to_string(o.inner_steps),
+         "--verifiers-per-step", std::to_string(o.verifiers_per_step),
          "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
-    if (before_commit) argv.push_back("--verify-before-commit");
+    if (o.before_commit) argv.push_back("--verify-before-commit");
+    if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
     auto child = ChildProcess::Spawn(argv, {}, log("coordinator"));
     ASSERT_TRUE(child.ok());
     processes_.push_back(std::move(child).value());
@@ -144,6 +161,9 @@ void ExpectHonest(const Outcome& o, const std::string& hex) {
   EXPECT_GT(verified, 0u);
 }
 
+// How a Δ audit convicts (launcher/verification_service.cc logs the referee's reason).
+constexpr const char* kDeltaAudit = "Δ audit: θ_start − θ_end of the committed steps is not the Δ it committed and sent";
+
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
 TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
@@ -165,7 +185,7 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   ExpectHonest(o, a);
   ExpectHonest(o, b);
   // A prover caught faking steps has a rejected round with failed steps in the ledger.
-  if (attack.expected == "convicted") {
+  if (attack.expected == "convicted" || attack.expected == kDeltaAudit) {
     bool rejected = false;
     for (const auto& rec : o.ledger.Records()) {
       if (net::KeyToHex(rec.peer) == m && rec.verdict() == verifier::RoundVerdict::kRejected) rejected = true;
@@ -188,8 +208,96 @@ INSTANTIATE_TEST_SUITE_P(
                       Attack{"withhold", {}, "withheld the opening"}, Attack{"equivocate", {}, "equivocated"},
                       Attack{"commit_late", {}, "without a step commitment"},
                       Attack{"accuse", {}, "false accusation"},
-                      Attack{"random", {}, "convicted", /*before_commit=*/true}),
+                      Attack{"random", {}, "convicted", /*before_commit=*/true},
+                      // Honest steps, another Δ sent: the Δ audit (θ_start − θ_end ≠ the sent Δ).
+                      Attack{"stale", {}, kDeltaAudit}, Attack{"copy", {}, kDeltaAudit},
+                      Attack{"send_scaled", {"--scale", "1000"}, kDeltaAudit},
+                      Attack{"alie", {}, kDeltaAudit}, Attack{"ipm", {}, kDeltaAudit},
+                      // A manifest that states other payloads: the shard owner's proof.
+                      Attack{"manifest_lie", {}, "contradicts its signed manifest"}),
     [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
+
+// Partial cheating at f = 1 %, 5 % and 10 % over real trainer steps. Every step is challenged here
+// (detection against the sampling rate is the detection benchmark's subject), so the question is
+// whether one faked step among honest ones is caught: the seed is chosen so that the cheater fakes
+// at least one step in the first two rounds.
+class PartialCheatingTest : public ::testing::TestWithParam<double> {};
+
+TEST_P(PartialCheatingTest, OneFakedStepAmongHonestOnesIsCaught) {
+  const double rate = GetParam();
+  constexpr uint64_t kInnerSteps = 4;
+  uint64_t seed = 1, first_round = 0, first_step = 0;
+  for (bool found = false; !found; ++seed) {
+    for (uint64_t t = 0; t < 2 * kInnerSteps && !found; ++t) {
+      found = adversary::Faked(seed, rate, t / kInnerSteps, t % kInnerSteps);
+      first_round = t / kInnerSteps;
+      first_step = t % kInnerSteps;
+    }
+    if (found) break;
+  }
+  VerifiedJob job("verify-partial-" + std::to_string(static_cast<int>(rate * 100)));
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start(3);
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY,
+           {"--attack", "partial", "--rate", std::to_string(rate), "--seed", std::to_string(seed)});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  const std::string caught = "round " + std::to_string(first_round) + " step " + std::to_string(first_step);
+  EXPECT_NE(log.find(caught + ": prover"), std::string::npos) << "expected a conviction at " << caught << "\n" << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rates, PartialCheatingTest, ::testing::Values(0.01, 0.05, 0.10),
+                         [](const auto& info) { return "f" + std::to_string(static_cast<int>(info.param * 100)); });
+
+// DDP: every step's gradient is committed and replayed from the state the group shared (the
+// verifier's own), not from a chain of local steps. A peer that contributes a zero gradient
+// instead of computing its steps is convicted; the honest peers' replays all match.
+TEST(VerifierDdp, ACheaterInADdpJobIsCaughtAndHonestPeersAreNot) {
+  VerifiedJob job("verify-ddp");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start({.rounds = 3, .mode = "ddp"});
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "zero"});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+}
+
+// A cheater and a colluding verifier among six peers: the colluder vouches for every step it is
+// asked about. Two verifiers per step and a referee majority mean its word never decides: the
+// cheater is convicted, and the colluder is banned for vouching for a convicted step or for
+// ruling against the majority of referees. With 8 challenged steps, the chance that the colluder
+// takes part in none of the cheater's disputes is (1/5)^8 ≈ 3·10⁻⁶.
+TEST(VerifierCollusion, AColludingVerifierCannotSaveACheater) {
+  VerifiedJob job("verify-collude");
+  std::vector<std::string> honest;
+  for (const char* name : {"alice", "bob", "carol", "dave"}) honest.push_back(job.Key(name));
+  const std::string m = job.Key("mallory"), t = job.Key("trudy");
+  job.Start({.rounds = 2, .peers = 6, .inner_steps = 8, .verifiers_per_step = 2, .gather_ms = 60000});
+  for (const char* name : {"alice", "bob", "carol", "dave"}) job.Peer(name, TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
+  job.Peer("trudy", TRIBUTARY_ADVERSARY, {"--attack", "collude"});
+  ASSERT_EQ(job.WaitCoordinator(300s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  ASSERT_EQ(o.banned.count(t), 1u) << log;
+  const std::string& why = o.banned.at(t);
+  EXPECT_TRUE(why.find("vouched for") != std::string::npos || why.find("against the majority") != std::string::npos)
+      << why;
+  for (const std::string& h : honest) ExpectHonest(o, h);
+}
 
 // A peer that claims a determinism class nobody shares cannot be replayed bitwise by anyone: its
 // challenges come back VERIFY_CANNOT_REPLAY, so it earns no verified credit (and is not banned:
@@ -209,6 +317,32 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   auto key = net::KeyFromHex(m);
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
+// Groups of two re-mixed every round: members start each round from their own group's state, so
+// every replay of step 0 is checked against the prover's own round-start θ. Every step of every
+// round is challenged: honest peers in every group verify cleanly, and the cheater is caught.
+TEST(VerifierGroups, GroupedJobVerifiesEachGroupsStateAndCatchesACheater) {
+  VerifiedJob job("verify-groups");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol"), m = job.Key("mallory");
+  job.Start({.rounds = 4, .peers = 4, .min_peers = 3, .group_size = 2});
+  for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "random"});
+  const int code = job.WaitCoordinator(300s);
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("groups of 4 ready peers"), std::string::npos) << "round 0 must be grouped:\n" << log;
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  EXPECT_EQ(o.banned.size(), 1u) << log;
+  for (const std::string& k : {a, b, c}) ExpectHonest(o, k);
+  // Honest work verified after a mix round: round 1 started from two different group states.
+  uint64_t verified_later = 0;
+  for (const auto& rec : o.ledger.Records()) {
+    if (rec.round >= 1 && net::KeyToHex(rec.peer) != m) verified_later += rec.steps_verified();
+  }
+  EXPECT_GT(verified_later, 0u) << log;
 }
 
 // Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and

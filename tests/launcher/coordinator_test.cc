@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "core/digest.h"
@@ -165,6 +167,44 @@ class CoordinatorTest : public ::testing::Test {
       ASSERT_TRUE(start.ok() && start->has_round_start()) << net::PayloadName(*start);
       ASSERT_EQ(start->round_start().round(), 1u);
       ASSERT_EQ(start->round_start().members_size(), 3);
+    }
+  }
+
+  // One round of a grouped job: reads every client's RoundStart (checking that the members of a
+  // group were told the same group), then each group reports digest `base + group index`.
+  // Returns the groups as sets of client indices, and their mix flags.
+  struct GroupedStart {
+    std::map<uint32_t, std::set<size_t>> groups;
+    std::map<uint32_t, bool> mix;
+    std::map<size_t, v1::RoundStart> starts;
+  };
+  GroupedStart ReadGroupedStart(std::vector<Client*> clients, uint64_t round) {
+    GroupedStart out;
+    for (size_t i = 0; i < clients.size(); ++i) {
+      auto start = clients[i]->Next();
+      EXPECT_TRUE(start.ok() && start->has_round_start()) << (start.ok() ? net::PayloadName(*start) : start.status().ToString());
+      if (!start.ok() || !start->has_round_start()) return out;
+      const v1::RoundStart& rs = start->round_start();
+      EXPECT_EQ(rs.round(), round);
+      out.groups[rs.group()].insert(i);
+      if (out.mix.count(rs.group())) EXPECT_EQ(out.mix[rs.group()], rs.mix());
+      out.mix[rs.group()] = rs.mix();
+      out.starts[i] = rs;
+    }
+    return out;
+  }
+  void ReportGrouped(std::vector<Client*> clients, const GroupedStart& g, uint64_t round, char base) {
+    for (const auto& [i, rs] : g.starts) {
+      ASSERT_TRUE(clients[i]->Send(clients[i]->Report(round, rs.attempt(), rs.your_rank(),
+                                                      static_cast<char>(base + rs.group()))).ok());
+    }
+  }
+  void ExpectGroupedEnd(std::vector<Client*> clients, const GroupedStart& g, char base) {
+    for (const auto& [i, rs] : g.starts) {
+      auto end = clients[i]->Next();
+      ASSERT_TRUE(end.ok() && end->has_round_end()) << (end.ok() ? net::PayloadName(*end) : end.status().ToString());
+      EXPECT_TRUE(end->round_end().ok());
+      EXPECT_EQ(end->round_end().state_digest(), std::string(32, static_cast<char>(base + rs.group())));
     }
   }
 
@@ -569,6 +609,152 @@ TEST_F(CoordinatorTest, RestartedCoordinatorResumesFromItsDatabase) {
     back.push_back(c);
   }
   PlayRound({&back[0], &back[1]}, 1);
+  std::filesystem::remove_all(dir);
+}
+
+v1::JobSpec GroupedJob(uint32_t peers, uint32_t rounds, uint32_t group_size, uint32_t min_peers = 0) {
+  v1::JobSpec spec = SmallJob(peers, rounds, min_peers);
+  spec.set_mode(v1::MODE_DILOCO);
+  spec.set_group_size(group_size);
+  return spec;
+}
+
+TEST_F(CoordinatorTest, GroupsAreRemixedEachRoundAndAFailureStaysInItsGroup) {
+  StartCoordinator(GroupedJob(6, 4, 3));
+  std::vector<Client> peers;
+  for (int i = 0; i < 6; ++i) peers.push_back(Join("p" + std::to_string(i), 1000 + i));
+  std::vector<Client*> all;
+  for (auto& p : peers) all.push_back(&p);
+
+  // Round 0: two groups of three; everyone starts from θ_0, so nobody mixes.
+  GroupedStart r0 = ReadGroupedStart(all, 0);
+  ASSERT_EQ(r0.groups.size(), 2u);
+  for (const auto& [index, members] : r0.groups) {
+    EXPECT_EQ(members.size(), 3u);
+    EXPECT_FALSE(r0.mix[index]);
+    for (size_t i : members) {
+      EXPECT_EQ(r0.starts[i].groups(), 2u);
+      EXPECT_EQ(r0.starts[i].members_size(), 3);
+    }
+  }
+  ReportGrouped(all, r0, 0, 'a');  // group 0 commits state 'a', group 1 state 'b'
+  ExpectGroupedEnd(all, r0, 'a');
+
+  // Round 1: other groups, and a group whose members hold different states mixes them.
+  GroupedStart r1 = ReadGroupedStart(all, 1);
+  ASSERT_EQ(r1.groups.size(), 2u);
+  std::set<std::set<size_t>> before, after;
+  for (const auto& [i, m] : r0.groups) before.insert(m);
+  for (const auto& [i, m] : r1.groups) after.insert(m);
+  EXPECT_NE(before, after) << "membership must change between rounds";
+  std::map<size_t, uint32_t> group0;
+  for (const auto& [index, members] : r0.groups) {
+    for (size_t i : members) group0[i] = index;
+  }
+  for (const auto& [index, members] : r1.groups) {
+    std::set<uint32_t> origins;
+    for (size_t i : members) origins.insert(group0[i]);
+    EXPECT_EQ(r1.mix[index], origins.size() > 1) << "group " << index;
+  }
+  ReportGrouped(all, r1, 1, 'c');
+  ExpectGroupedEnd(all, r1, 'c');
+
+  // Round 2: the status shows the groups.
+  GroupedStart r2 = ReadGroupedStart(all, 2);
+  ASSERT_EQ(r2.groups.size(), 2u);
+  CoordinatorAddress address{"127.0.0.1", coordinator_->port(), coordinator_->public_key()};
+  auto status = QueryStatus(address, net::Identity::Generate());
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  ASSERT_EQ(status->jobs(0).groups_size(), 2);
+  EXPECT_EQ(status->jobs(0).group_size(), 3u);
+  EXPECT_EQ(status->jobs(0).groups(0).members_size(), 3);
+  EXPECT_NE(FormatStatus(*status).find("groups of up to 3"), std::string::npos) << FormatStatus(*status);
+
+  // A member of group 0 dies: only group 0 retries (without it); group 1 is not disturbed.
+  const size_t victim = *r2.groups[0].begin();
+  peers[victim].conn->Close();
+  std::vector<size_t> survivors;
+  for (size_t i : r2.groups[0]) {
+    if (i != victim) survivors.push_back(i);
+  }
+  for (size_t i : r2.groups[1]) {
+    ASSERT_TRUE(all[i]->Send(all[i]->Report(2, r2.starts[i].attempt(), r2.starts[i].your_rank(), 'f')).ok());
+  }
+  for (size_t i : survivors) {
+    auto retry = all[i]->Next();
+    ASSERT_TRUE(retry.ok() && retry->has_round_start()) << net::PayloadName(*retry);
+    EXPECT_EQ(retry->round_start().round(), 2u);
+    EXPECT_EQ(retry->round_start().group(), 0u);
+    EXPECT_EQ(retry->round_start().members_size(), 2);
+    EXPECT_NE(retry->round_start().attempt(), r2.starts[i].attempt());
+    r2.starts[i] = retry->round_start();
+  }
+  for (size_t i : survivors) {
+    ASSERT_TRUE(all[i]->Send(all[i]->Report(2, r2.starts[i].attempt(), r2.starts[i].your_rank(), 'e')).ok());
+  }
+  for (size_t i : survivors) {
+    auto end = all[i]->Next();
+    ASSERT_TRUE(end.ok() && end->has_round_end());
+    EXPECT_EQ(end->round_end().state_digest(), std::string(32, 'e'));
+  }
+  for (size_t i : r2.groups[1]) {  // group 1 was never retried: its next message is the commit
+    auto end = all[i]->Next();
+    ASSERT_TRUE(end.ok() && end->has_round_end()) << net::PayloadName(*end);
+    EXPECT_EQ(end->round_end().state_digest(), std::string(32, 'f'));
+  }
+}
+
+TEST_F(CoordinatorTest, GroupedJobResumesAfterRestartWithEachPeersState) {
+  const std::string dir = ::tributary::testing::FreshTempDir("coord-groups-db");
+  const std::string db = dir + "/coordinator.db";
+  const v1::JobSpec spec = GroupedJob(7, 4, 3, 6);
+  StartCoordinator(spec, db);
+  std::vector<Client> peers;
+  for (int i = 0; i < 6; ++i) peers.push_back(Join("p" + std::to_string(i), 1000 + i));
+  std::vector<Client*> all;
+  for (auto& p : peers) all.push_back(&p);
+  GroupedStart r0 = ReadGroupedStart(all, 0);
+  ASSERT_EQ(r0.groups.size(), 2u);
+  ReportGrouped(all, r0, 0, 'a');
+  ExpectGroupedEnd(all, r0, 'a');
+  coordinator_.reset();  // crash-equivalent: nothing else is written after the commit
+  StartCoordinator(std::nullopt, db);
+  // Every peer comes back with its own group's state and is current: nobody is told to sync.
+  std::vector<Client> back;
+  for (size_t i = 0; i < 6; ++i) {
+    Client c = Secure();
+    v1::Envelope hello = HelloFor(c, "p" + std::to_string(i), 1000 + static_cast<uint32_t>(i));
+    hello.mutable_hello()->set_committed_rounds(1);
+    hello.mutable_hello()->set_state_digest(std::string(32, static_cast<char>('a' + r0.starts[i].group())));
+    ASSERT_TRUE(c.Send(hello).ok());
+    auto ack = c.Next();
+    ASSERT_TRUE(ack.ok() && ack->has_hello_ack()) << (ack.ok() ? net::PayloadName(*ack) : ack.status().ToString());
+    EXPECT_EQ(ack->hello_ack().committed_rounds(), 1u);
+    back.push_back(c);
+  }
+  std::vector<Client*> again;
+  for (auto& c : back) again.push_back(&c);
+  GroupedStart r1 = ReadGroupedStart(again, 1);
+  ASSERT_EQ(r1.groups.size(), 2u);
+  bool any_mix = false;
+  for (const auto& [index, mix] : r1.mix) any_mix = any_mix || mix;
+  EXPECT_TRUE(any_mix) << "the restarted coordinator must know the groups' states differ";
+  // A newcomer syncs one committed state, from peers that hold exactly that state.
+  Client late = Join("late", 1010);
+  auto sync = late.Next();
+  ASSERT_TRUE(sync.ok() && sync->has_sync_state()) << net::PayloadName(*sync);
+  const char held = sync->sync_state().state_digest()[0];
+  ASSERT_TRUE(held == 'a' || held == 'b') << sync->sync_state().state_digest();
+  ASSERT_GT(sync->sync_state().sources_size(), 0);
+  for (const auto& source : sync->sync_state().sources()) {
+    bool holds = false;
+    for (size_t i = 0; i < 6; ++i) {
+      if (net::KeyToBytes(back[i].id.public_key()) == source.public_key()) {
+        holds = static_cast<char>('a' + r0.starts[i].group()) == held;
+      }
+    }
+    EXPECT_TRUE(holds) << "source " << source.peer_name() << " does not hold the announced state";
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -57,6 +57,42 @@ TEST(StoreTest, RoundsPeersAndJobsSurviveReopening) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(StoreTest, GroupedRoundKeepsEachPeersStateAtomically) {
+  const std::string dir = ::tributary::testing::FreshTempDir("store-groups");
+  const std::string path = dir + "/coordinator.db";
+  {
+    auto store = CoordinatorStore::Open(path);
+    ASSERT_TRUE(store.ok());
+    RoundRecord r;
+    r.round = 4;
+    r.theta_digest = std::string(32, 'a');
+    r.state_digest = std::string(32, 'b');
+    r.members = {"k1", "k2", "k3"};
+    r.peers = {{"k1", 0, std::string(32, 'a'), std::string(32, 'b')},
+               {"k2", 0, std::string(32, 'a'), std::string(32, 'b')},
+               {"k3", 1, std::string(32, 'c'), std::string(32, 'd')}};
+    ASSERT_TRUE((*store)->RecordRound("job-g", r).ok());
+    // A round whose per-peer rows cannot all be written is not recorded at all.
+    RoundRecord bad = r;
+    bad.round = 5;
+    bad.peers.push_back(bad.peers.front());  // the same peer twice
+    EXPECT_FALSE((*store)->RecordRound("job-g", bad).ok());
+  }
+  auto store = CoordinatorStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  auto last = (*store)->LastRound("job-g");
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->round, 4u);
+  auto commits = (*store)->PeerCommits("job-g", 4);
+  ASSERT_TRUE(commits.ok());
+  ASSERT_EQ(commits->size(), 3u);
+  EXPECT_EQ((*commits)[2].key, "k3");
+  EXPECT_EQ((*commits)[2].group, 1u);
+  EXPECT_EQ((*commits)[2].state_digest, std::string(32, 'd'));
+  EXPECT_TRUE((*store)->PeerCommits("job-g", 5)->empty());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(StoreTest, UnopenablePathIsAClearError) {
   auto store = CoordinatorStore::Open("/nonexistent-dir/x/coordinator.db");
   ASSERT_FALSE(store.ok());

@@ -12,6 +12,7 @@
 #include "launcher/store.h"
 #include "runtime/job_spec.h"
 #include "verifier/commitment.h"
+#include "verifier/contribution.h"
 
 namespace tributary::launcher {
 namespace {
@@ -119,6 +120,29 @@ class ServiceTest : public ::testing::Test {
     return out;
   }
 
+  // The manifest `p` signs for the Δ it sent in round 0 (digests stand in for the payloads).
+  std::string Manifest(const Prover& p, uint32_t attempt = 0, uint32_t world = 3,
+                       std::optional<Digest> delta = std::nullopt) {
+    verifier::ContributionManifest m;
+    m.job_id = job_;
+    m.peer = p.id.public_key();
+    m.round = p.commitment.body.round;
+    m.attempt = attempt;
+    m.pseudo_gradient = delta ? *delta : p.commitment.body.pseudo_gradient;
+    for (uint32_t i = 0; i < world; ++i) m.shard_digests.push_back(Sha256Of("payload " + std::to_string(i)));
+    auto signed_manifest = verifier::SignManifest(m, p.id);
+    EXPECT_TRUE(signed_manifest.ok());
+    return verifier::EncodeManifest(*signed_manifest);
+  }
+
+  v1::RoundReport Report(const Prover& p, std::string manifest) {
+    v1::RoundReport r;
+    r.set_round(p.commitment.body.round);
+    r.set_attempt(0);
+    r.set_contribution_manifest(std::move(manifest));
+    return r;
+  }
+
   verifier::LedgerRecord Record(const Prover& p) {
     auto r = service_->ledger().Get(p.id.public_key(), 0);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -144,10 +168,132 @@ TEST_F(ServiceTest, RoundStartCarriesACommitmentToAFreshSecret) {
 
 TEST_F(ServiceTest, AReportNeedsAnAdmittedCommitment) {
   service_->OnRoundStart(0, "");
-  EXPECT_FALSE(service_->CheckReport(provers_[0].id.public_key(), 0).ok());
-  ASSERT_TRUE(service_->OnCommitment(provers_[0].id.public_key(), Message(provers_[0]), 10).ok());
-  EXPECT_TRUE(service_->CheckReport(provers_[0].id.public_key(), 0).ok());
-  EXPECT_FALSE(service_->CheckReport(provers_[1].id.public_key(), 0).ok());
+  const auto& key0 = provers_[0].id.public_key();
+  EXPECT_FALSE(service_->CheckReport(key0, Report(provers_[0], Manifest(provers_[0])), 3).ok());
+  ASSERT_TRUE(service_->OnCommitment(key0, Message(provers_[0]), 10).ok());
+  EXPECT_TRUE(service_->CheckReport(key0, Report(provers_[0], Manifest(provers_[0])), 3).ok());
+  EXPECT_FALSE(service_->CheckReport(provers_[1].id.public_key(), Report(provers_[1], Manifest(provers_[1])), 3).ok());
+}
+
+// In a verifying DiLoCo job a report must carry the manifest its sender signed for the Δ it sent
+// in this very attempt, and that manifest must state the Δ digest its step commitment states.
+TEST_F(ServiceTest, ADiLoCoReportNeedsTheSignedManifestOfItsSentDelta) {
+  service_->OnRoundStart(0, "");
+  Prover& p = provers_[0];
+  const auto& key = p.id.public_key();
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, ""), 3).ok());
+  std::string forged = Manifest(p);
+  forged.back() ^= 0x01;  // the signature's last byte
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, forged), 3).ok());
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, Manifest(p, /*attempt=*/1)), 3).ok());
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, Manifest(p, 0, /*world=*/2)), 3).ok());
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, Manifest(provers_[1])), 3).ok());  // another's
+  Status contradicts = service_->CheckReport(key, Report(p, Manifest(p, 0, 3, Sha256Of("another Δ"))), 3);
+  EXPECT_FALSE(contradicts.ok());
+  EXPECT_NE(contradicts.message().find("different Δ"), std::string::npos) << contradicts.ToString();
+  EXPECT_TRUE(service_->CheckReport(key, Report(p, Manifest(p)), 3).ok());
+}
+
+// A shard owner's proof that a sender signed a manifest contradicting what it sent bans the
+// sender; a "proof" that does not hold bans whoever sent it.
+TEST_F(ServiceTest, AContributionProofBansTheSenderAndABaselessOneTheReporter) {
+  Prover& sender = provers_[0];
+  auto manifest = verifier::DecodeManifest(Manifest(sender));
+  ASSERT_TRUE(manifest.ok());
+  verifier::ContributionMismatch mismatch;
+  mismatch.manifest = *manifest;
+  mismatch.shard = 1;
+  mismatch.payload = Sha256Of("a payload the manifest does not state");
+  mismatch.signature = verifier::SignContribution(sender.id, *manifest, 1, mismatch.payload);
+  v1::ContributionProof proof;
+  proof.set_mismatch(verifier::EncodeMismatch(mismatch));
+  service_->OnContributionProof(provers_[1].id.public_key(), proof);
+  EXPECT_TRUE(bans_.count(sender.id.public_key()));
+  EXPECT_FALSE(bans_.count(provers_[1].id.public_key()));
+
+  // The payload the manifest does state: no contradiction, so the accuser is the liar.
+  Prover& honest = provers_[1];
+  auto honest_manifest = verifier::DecodeManifest(Manifest(honest));
+  ASSERT_TRUE(honest_manifest.ok());
+  mismatch.manifest = *honest_manifest;
+  mismatch.payload = honest_manifest->body.shard_digests[1];
+  mismatch.signature = verifier::SignContribution(honest.id, *honest_manifest, 1, mismatch.payload);
+  proof.set_mismatch(verifier::EncodeMismatch(mismatch));
+  service_->OnContributionProof(provers_[2].id.public_key(), proof);
+  EXPECT_FALSE(bans_.count(honest.id.public_key()));
+  EXPECT_TRUE(bans_.count(provers_[2].id.public_key()));
+}
+
+// Every committed member with a manifest gets a Δ audit: its end state is opened and a verifier
+// checks θ_start − θ_end against the manifest; a mismatch goes to a referee, whose recomputation
+// decides. Opening another state than the end state convicts on the spot.
+TEST_F(ServiceTest, EveryMembersSentDeltaIsAuditedAndARefereeDecides) {
+  service_->OnRoundStart(0, "");
+  for (auto& p : provers_) {
+    ASSERT_TRUE(service_->OnCommitment(p.id.public_key(), Message(p), 10).ok());
+    ASSERT_TRUE(service_->CheckReport(p.id.public_key(), Report(p, Manifest(p)), 3).ok());
+  }
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < provers_.size(); ++i) members.push_back({provers_[i].id.public_key(), i});
+  service_->OnRoundCommitted(0, members, 20);
+  std::map<size_t, v1::OpenRequest> audits;
+  for (size_t i = 0; i < provers_.size(); ++i) {
+    for (const auto& q : OpenRequests(provers_[i])) {
+      if (!q.end_state()) continue;
+      EXPECT_EQ(q.step(), kSteps - 1);
+      EXPECT_FALSE(audits.count(i));
+      audits[i] = q;
+    }
+  }
+  ASSERT_EQ(audits.size(), 3u);
+  for (size_t i = 0; i < 2; ++i) {
+    v1::Opening o = Open(provers_[i], audits[i].challenge_id(), kSteps - 1);
+    o.set_end_state(true);
+    service_->OnOpening(provers_[i].id.public_key(), o, 30);
+  }
+  // The audits went out with the manifest, each to a member other than its prover.
+  auto audit_requests = [&](uint64_t id) {
+    std::vector<std::pair<net::PublicKey, v1::VerifyRequest>> out;
+    for (auto& [to, envelopes] : sent_) {
+      for (const auto& e : envelopes) {
+        if (e.has_verify_request() && e.verify_request().challenge_id() == id) out.emplace_back(to, e.verify_request());
+      }
+    }
+    return out;
+  };
+  auto answer = [&](const net::PublicKey& from, uint64_t id, v1::VerifyOutcome outcome) {
+    v1::VerifyResult r;
+    r.set_challenge_id(id);
+    r.set_outcome(outcome);
+    r.set_reason(outcome == v1::VERIFY_MISMATCH ? "Δ audit: not the Δ it sent" : "");
+    service_->OnVerifyResult(from, r, 40);
+  };
+  for (size_t i = 0; i < 2; ++i) {
+    auto requests = audit_requests(audits[i].challenge_id());
+    ASSERT_EQ(requests.size(), 1u);
+    EXPECT_TRUE(requests[0].second.delta_audit());
+    EXPECT_EQ(requests[0].second.manifest(), Manifest(provers_[i]));
+    EXPECT_NE(requests[0].first, provers_[i].id.public_key());
+  }
+  // Prover 1 matches. Prover 0 is accused; the referee's recomputation agrees: convicted.
+  answer(audit_requests(audits[1].challenge_id())[0].first, audits[1].challenge_id(), v1::VERIFY_MATCH);
+  const net::PublicKey accuser = audit_requests(audits[0].challenge_id())[0].first;
+  answer(accuser, audits[0].challenge_id(), v1::VERIFY_MISMATCH);
+  auto after = audit_requests(audits[0].challenge_id());
+  ASSERT_EQ(after.size(), 2u);
+  const auto& [referee, request] = after[0].first == accuser ? after[1] : after[0];
+  EXPECT_TRUE(request.referee());
+  EXPECT_TRUE(request.delta_audit());
+  EXPECT_NE(referee, provers_[0].id.public_key());
+  answer(referee, audits[0].challenge_id(), v1::VERIFY_MISMATCH);
+  EXPECT_TRUE(bans_.count(provers_[0].id.public_key()));
+  EXPECT_FALSE(bans_.count(provers_[1].id.public_key()));
+  EXPECT_FALSE(bans_.count(accuser));
+  EXPECT_EQ(Record(provers_[0]).verdict(), verifier::RoundVerdict::kRejected);
+  // Prover 2 opens the state before its last step instead of the one after it.
+  service_->OnOpening(provers_[2].id.public_key(), Open(provers_[2], audits[2].challenge_id(), kSteps - 1), 50);
+  EXPECT_TRUE(bans_.count(provers_[2].id.public_key()));
 }
 
 TEST_F(ServiceTest, EquivocationForgeryWrongCountAndLateCommitsAreBanned) {
@@ -174,6 +320,34 @@ TEST_F(ServiceTest, EquivocationForgeryWrongCountAndLateCommitsAreBanned) {
   Commit(late, 0);
   EXPECT_EQ(service_->OnCommitment(late.id.public_key(), Message(late), 30).code(), StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(bans_.count(late.id.public_key()));
+}
+
+TEST_F(ServiceTest, EachProversReplayStartsFromItsOwnRoundStartState) {
+  // Grouped rounds: members start a round from their own group's state, so the verifier checks
+  // a prover's step 0 against that prover's θ, not one θ for the whole round.
+  service_->OnRoundStart(0, std::string(32, 'r'));
+  for (auto& p : provers_) ASSERT_TRUE(service_->OnCommitment(p.id.public_key(), Message(p), 10).ok());
+  std::vector<VerificationService::Member> members;
+  std::map<std::string, std::string> theta_of;  // prover key bytes -> its round-start θ
+  for (uint32_t i = 0; i < provers_.size(); ++i) {
+    // Prover 2 has no θ of its own on record: it gets the round's.
+    const std::string theta = i < 2 ? std::string(32, static_cast<char>('a' + i)) : "";
+    members.push_back({provers_[i].id.public_key(), i, theta});
+    theta_of[net::KeyToBytes(provers_[i].id.public_key())] = theta.empty() ? std::string(32, 'r') : theta;
+  }
+  service_->OnRoundCommitted(0, members, 20);
+  for (auto& p : provers_) {
+    for (const auto& q : OpenRequests(p)) service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 30);
+  }
+  int checked = 0;
+  for (auto& [to, envelopes] : sent_) {
+    for (const auto& e : envelopes) {
+      if (!e.has_verify_request()) continue;
+      EXPECT_EQ(e.verify_request().round_start_theta(), theta_of.at(e.verify_request().prover_key()));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 3 * static_cast<int>(spec_.verify_samples()));
 }
 
 TEST_F(ServiceTest, ChallengesOpenAndVerifyIntoTheLedger) {
@@ -335,6 +509,67 @@ TEST_F(ServiceTest, AVerifierThatVouchesForAConvictedStepIsBanned) {
   EXPECT_TRUE(bans_.count(verifiers[0]));   // vouched for a convicted step
   EXPECT_FALSE(bans_.count(verifiers[1]));  // told the truth
   EXPECT_FALSE(bans_.count(referee));
+  EXPECT_EQ(Record(cheat).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+// With enough members a dispute goes to two referees; a split is broken by a third, and the
+// referee in the minority is banned: one referee colluding with the prover cannot acquit it.
+TEST_F(ServiceTest, ASplitBetweenTwoRefereesGoesToAThirdAndTheMinorityIsBanned) {
+  std::array<Prover, 2> extra;
+  for (auto& p : extra) Commit(p, 0);
+  service_->OnRoundStart(0, "");
+  std::vector<Prover*> all = {&provers_[0], &provers_[1], &provers_[2], &extra[0], &extra[1]};
+  for (Prover* p : all) ASSERT_TRUE(service_->OnCommitment(p->id.public_key(), Message(*p), 10).ok());
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < all.size(); ++i) members.push_back({all[i]->id.public_key(), i});
+  service_->OnRoundCommitted(0, members, 20);
+  Prover& cheat = provers_[0];
+  const auto q = OpenRequests(cheat).front();
+  service_->OnOpening(cheat.id.public_key(), Open(cheat, q.challenge_id(), q.step()), 30);
+  auto asked = [&](bool referee) {
+    std::vector<net::PublicKey> out;
+    for (auto& [to, envelopes] : sent_) {
+      for (const auto& e : envelopes) {
+        if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id() &&
+            e.verify_request().referee() == referee) {
+          out.push_back(to);
+        }
+      }
+    }
+    return out;
+  };
+  const std::vector<net::PublicKey> verifiers = asked(false);
+  ASSERT_EQ(verifiers.size(), 1u);
+  const verifier::StepLeaf& leaf = cheat.leaves[q.step()];
+  v1::VerifyResult honest;  // what an honest replay of the faked step finds
+  honest.set_challenge_id(q.challenge_id());
+  honest.set_outcome(v1::VERIFY_MISMATCH);
+  honest.set_state_before(DigestToBytes(leaf.state_before));
+  honest.set_batch(DigestToBytes(leaf.batch));
+  honest.set_update(DigestToBytes(Sha256Of("the honest update")));
+  honest.set_loss_bits(leaf.loss_bits);
+  v1::VerifyResult cover = honest;  // a colluder reports the prover's own leaf as its replay
+  cover.set_outcome(v1::VERIFY_MATCH);
+  cover.set_update(DigestToBytes(leaf.update));
+  service_->OnVerifyResult(verifiers[0], honest, 40);
+  std::vector<net::PublicKey> referees = asked(true);
+  ASSERT_EQ(referees.size(), 2u);
+  service_->OnVerifyResult(referees[0], cover, 41);
+  EXPECT_FALSE(bans_.count(cheat.id.public_key()));  // one referee's word decides nothing
+  service_->OnVerifyResult(referees[1], honest, 42);
+  const std::vector<net::PublicKey> now = asked(true);
+  ASSERT_EQ(now.size(), 3u);  // the split went to a third
+  net::PublicKey third{};
+  for (const auto& k : now) {
+    if (k != referees[0] && k != referees[1]) third = k;
+  }
+  EXPECT_FALSE(bans_.count(cheat.id.public_key()));
+  service_->OnVerifyResult(third, honest, 43);
+  EXPECT_TRUE(bans_.count(cheat.id.public_key()));
+  EXPECT_TRUE(bans_.count(referees[0]));  // ruled against the majority
+  EXPECT_FALSE(bans_.count(referees[1]));
+  EXPECT_FALSE(bans_.count(third));
+  EXPECT_FALSE(bans_.count(verifiers[0]));
   EXPECT_EQ(Record(cheat).verdict(), verifier::RoundVerdict::kRejected);
 }
 

@@ -50,6 +50,18 @@ TEST(JobSpecTest, ValidationNamesTheProblem) {
   spec = DefaultJobSpec();
   spec.set_mode(v1::MODE_UNSPECIFIED);
   EXPECT_FALSE(ValidateJobSpec(spec).ok());
+  // Groups: diloco only, and a group of one would never average with anyone.
+  spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_DILOCO);
+  spec.set_group_size(3);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  spec.set_group_size(1);
+  EXPECT_NE(ValidateJobSpec(spec).message().find("group_size"), std::string::npos);
+  for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO_ASYNC}) {
+    spec.set_mode(mode);
+    spec.set_group_size(4);
+    EXPECT_NE(ValidateJobSpec(spec).message().find("group_size needs diloco"), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -39,6 +39,8 @@ TEST(RingTopology, ProbesOnceThenOrdersByTheReportedLinks) {
   // A retry and the next rounds (backoff) do not ask again while links are missing.
   EXPECT_FALSE(t.PlanAttempt(keys, true, false, 0, 1, now).probe);
   EXPECT_FALSE(t.PlanAttempt(keys, true, false, 1, 0, now).probe);
+  // Another group of the probing round (a grouped job) probes its own links too.
+  EXPECT_TRUE(t.PlanAttempt({Key('e'), Key('f'), Key('g')}, true, false, 0, 0, now).probe);
   // a->b, b->c, c->d and d->a are slow: shard order would use all four.
   const std::set<std::pair<char, char>> slow{{'a', 'b'}, {'b', 'c'}, {'c', 'd'}, {'d', 'a'}};
   for (char c : ids) t.OnReport(Key(c), Report(c, ids, slow), now);

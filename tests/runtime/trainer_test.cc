@@ -5,7 +5,12 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <cmath>
+#include <condition_variable>
+#include <iostream>
 #include <limits>
+#include <mutex>
+#include <thread>
 
 #include "core/files.h"
 #include "runtime/job_spec.h"
@@ -317,6 +322,163 @@ TEST_P(TentativeTest, BadStateIsRejectedAndChangesNothing) {
   EXPECT_EQ(foreign->ImportState(good).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(joiner->CommittedStateDigest(), before);
   EXPECT_EQ(joiner->completed_rounds(), 0u);
+}
+
+
+// One group's all-reduce in memory, for trainers on separate threads: blocks until every member
+// has contributed, then hands each the mean summed in member order (bit-identical for all).
+class GroupBus {
+ public:
+  explicit GroupBus(size_t members) : inputs_(members) {}
+
+  Status Average(size_t member, std::span<float> values) {
+    std::unique_lock<std::mutex> lock(mu_);
+    inputs_[member].assign(values.begin(), values.end());
+    const uint64_t generation = generation_;
+    if (++arrived_ == inputs_.size()) {
+      result_.assign(values.size(), 0.0f);
+      for (const auto& in : inputs_) {
+        if (in.size() != values.size()) return InvalidArgument("members disagree on the size");
+        for (size_t i = 0; i < in.size(); ++i) result_[i] += in[i];
+      }
+      for (float& v : result_) v /= static_cast<float>(inputs_.size());
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+    std::copy(result_.begin(), result_.end(), values.begin());
+    return Status::Ok();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::vector<float>> inputs_;
+  std::vector<float> result_;
+  size_t arrived_ = 0;
+  uint64_t generation_ = 0;
+};
+
+std::vector<float> ThetaOf(const Trainer& trainer) {
+  const std::string state = *trainer.ExportCommittedState();
+  const size_t first_value = 10 + 8 + 16 + 8 + 8;  // magic, id length, id, rounds, count
+  std::vector<float> theta(static_cast<size_t>(trainer.num_parameters()));
+  std::memcpy(theta.data(), state.data() + first_value, theta.size() * sizeof(float));
+  return theta;
+}
+
+// Largest distance between two workers' θ, relative to the norm of θ.
+double Spread(const std::vector<std::unique_ptr<Trainer>>& workers) {
+  std::vector<std::vector<float>> thetas;
+  for (const auto& w : workers) thetas.push_back(ThetaOf(*w));
+  double norm = 0, worst = 0;
+  for (float v : thetas[0]) norm += double(v) * v;
+  for (size_t a = 0; a < thetas.size(); ++a) {
+    for (size_t b = a + 1; b < thetas.size(); ++b) {
+      double d = 0;
+      for (size_t i = 0; i < thetas[a].size(); ++i) d += std::pow(double(thetas[a][i]) - thetas[b][i], 2);
+      worst = std::max(worst, d);
+    }
+  }
+  return std::sqrt(worst / norm);
+}
+
+// Six DiLoCo workers in groups of three, re-mixed like launcher/grouping.h does for 6 / 3
+// (blocks, then dealt); `mix` decides whether a group whose members come from different groups
+// averages θ and momentum too. Returns the spread of θ after each round.
+class GroupMixTest : public TrainerTest {
+ protected:
+  std::vector<double> Run(bool mix, int rounds, std::vector<std::unique_ptr<Trainer>>& workers,
+                          const std::vector<std::vector<std::vector<size_t>>>& schedule) {
+    v1::JobSpec spec = TinySpec(v1::MODE_DILOCO);
+    spec.set_num_peers(6);
+    spec.set_group_size(3);
+    spec.set_rounds(static_cast<uint32_t>(rounds));
+    auto data = LoadTrainingData(*corpus_dir_, spec);
+    EXPECT_TRUE(data.ok());
+    workers.clear();
+    for (uint32_t shard = 0; shard < 6; ++shard) {
+      workers.push_back(std::move(Trainer::Create(spec, *data, WorkerPlacement{shard, 6, 0})).value());
+    }
+    std::vector<double> spread;
+    std::vector<int> group_of_last(6, 0);
+    for (int r = 0; r < rounds; ++r) {
+      const auto& groups = schedule[static_cast<size_t>(r) % schedule.size()];
+      std::vector<std::thread> threads;
+      std::vector<Status> results(6);
+      std::vector<std::unique_ptr<GroupBus>> delta_bus, mix_bus;
+      for (const auto& g : groups) {
+        delta_bus.push_back(std::make_unique<GroupBus>(g.size()));
+        mix_bus.push_back(std::make_unique<GroupBus>(g.size()));
+      }
+      for (size_t gi = 0; gi < groups.size(); ++gi) {
+        // Mix only where the members come from different groups of the last round.
+        bool mixed_origin = false;
+        for (size_t w : groups[gi]) mixed_origin = mixed_origin || group_of_last[w] != group_of_last[groups[gi][0]];
+        for (size_t slot = 0; slot < groups[gi].size(); ++slot) {
+          const size_t w = groups[gi][slot];
+          GroupBus* db = delta_bus[gi].get();
+          GroupBus* mb = mix_bus[gi].get();
+          Averager average = [db, slot](std::span<float> v) { return db->Average(slot, v); };
+          Averager mixer;
+          if (mix && mixed_origin && r > 0) mixer = [mb, slot](std::span<float> v) { return mb->Average(slot, v); };
+          threads.emplace_back([&, w, average, mixer] {
+            auto stats = workers[w]->TryRound(average, mixer);
+            results[w] = stats.ok() ? workers[w]->Commit() : stats.status();
+          });
+        }
+      }
+      for (auto& t : threads) t.join();
+      for (const Status& st : results) EXPECT_TRUE(st.ok()) << st.ToString();
+      for (size_t gi = 0; gi < groups.size(); ++gi) {
+        for (size_t w : groups[gi]) group_of_last[w] = static_cast<int>(gi);
+      }
+      spread.push_back(Spread(workers));
+    }
+    return spread;
+  }
+};
+
+TEST_F(GroupMixTest, MixRoundsMakeGroupsBitIdenticalAndBringGroupsTogether) {
+  const std::vector<std::vector<std::vector<size_t>>> remixed = {{{0, 1, 2}, {3, 4, 5}}, {{0, 2, 4}, {1, 3, 5}}};
+  std::vector<std::unique_ptr<Trainer>> mixed, unmixed;
+  const auto with_mix = Run(true, 4, mixed, remixed);
+  const auto without = Run(false, 4, unmixed, remixed);
+  // After a mix round every member of each group holds the same θ and the same full state.
+  for (const auto& group : remixed[1]) {
+    for (size_t w : group) {
+      EXPECT_EQ(mixed[w]->CommittedStateDigest(), mixed[group[0]]->CommittedStateDigest()) << "worker " << w;
+      EXPECT_EQ(mixed[w]->ThetaDigest(), mixed[group[0]]->ThetaDigest());
+    }
+  }
+  // Without the mix, members of one group keep their own θ: workers 0 and 4 (one group in the
+  // last round, different groups in round 0) differ.
+  EXPECT_NE(unmixed[0]->ThetaDigest(), unmixed[4]->ThetaDigest());
+  // Round 0 is identical (everyone starts at θ_0). From the first mix on, θ across all six is
+  // closer with mixing than without, and the gap keeps closing while the unmixed one grows.
+  EXPECT_EQ(with_mix[0], without[0]);
+  for (size_t r = 0; r < with_mix.size(); ++r) {
+    std::cout << "round " << r << ": θ spread across six workers, with mixing " << with_mix[r] << ", without "
+              << without[r] << "\n";
+  }
+  for (size_t r = 1; r < with_mix.size(); ++r) {
+    EXPECT_LT(with_mix[r], 0.75 * without[r]) << "round " << r;
+    EXPECT_LT(with_mix[r], with_mix[r - 1]) << "round " << r << ": mixing must keep pulling the groups together";
+  }
+  EXPECT_LT(with_mix.back(), 0.25 * without.back());
+  // One group of everyone that mixes averages exactly: all six end bit-identical.
+  std::vector<std::unique_ptr<Trainer>> merged;
+  Run(true, 3, merged, {{{0, 1, 2}, {3, 4, 5}}, {{0, 1, 2}, {3, 4, 5}}, {{0, 1, 2, 3, 4, 5}}});
+  for (size_t w = 1; w < 6; ++w) EXPECT_EQ(merged[w]->CommittedStateDigest(), merged[0]->CommittedStateDigest());
+}
+
+TEST_F(GroupMixTest, MixIsRefusedOutsideDiloco) {
+  auto ddp = Make(TinySpec(v1::MODE_DDP));
+  auto st = ddp->TryRound(kAlone, kAlone);
+  EXPECT_EQ(st.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ddp->completed_rounds(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, TentativeTest, ::testing::Values(v1::MODE_DDP, v1::MODE_DILOCO),

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 
+#include "collectives/butterfly.h"
+#include "collectives/codec/codec.h"
 #include "net/frame.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
@@ -16,6 +18,8 @@
 #include "tests/adversary/policy.h"
 #include "tests/common/test_corpus.h"
 #include "verifier/commitment.h"
+#include "verifier/contribution.h"
+#include "verifier/replay.h"
 #include "verifier/training_state.h"
 
 namespace tributary::runtime {
@@ -252,6 +256,101 @@ TEST(TrainingStateCodec, RoundTripsAndRejectsMalformedBytes) {
   EXPECT_FALSE(verifier::DecodeTrainingState(bytes + "x", 3).ok());
   verifier::TrainingState fresh{{1, 2, 3}, 0, {1, 2, 3}, {1, 2, 3}};  // moments at step 0
   EXPECT_FALSE(verifier::DecodeTrainingState(verifier::EncodeTrainingState(fresh), 3).ok());
+}
+
+// The Δ audit (docs/VERIFIER.md, "Sent Δ") on real steps: a verifier that trained the same round
+// from the same θ_start checks the prover's signed manifest against θ_start − θ_end of the
+// prover's committed end state. The manifest's shard digests follow the wire contract: SHA-256 of
+// the fp32 payload of each butterfly shard of Δ.
+TEST_F(VerificationTest, DeltaAuditBindsTheSentDeltaToTheCommittedSteps) {
+  const v1::JobSpec spec = TinySpec(21);
+  const TrainingData data = Data(spec);
+  const std::string job = JobIdOf(spec);
+  net::Identity prover_id = net::Identity::Generate(), verifier_id = net::Identity::Generate();
+  PeerVerification prover(spec, job, data, &prover_id, nullptr), verifier(spec, job, data, &verifier_id, nullptr);
+  auto prover_trainer = Trainer::Create(spec, data, WorkerPlacement{0, 2, 0});
+  auto verifier_trainer = Trainer::Create(spec, data, WorkerPlacement{1, 2, 0});
+  ASSERT_TRUE(prover_trainer.ok() && verifier_trainer.ok());
+  (*prover_trainer)->SetStepObserver(prover.Observer());
+  (*verifier_trainer)->SetStepObserver(verifier.Observer());
+  std::vector<float> delta;
+  ASSERT_TRUE((*prover_trainer)->TryRound([&](std::span<float> v) {
+    delta.assign(v.begin(), v.end());
+    return Status::Ok();
+  }).ok());
+  ASSERT_TRUE((*verifier_trainer)->TryRound([](std::span<float>) { return Status::Ok(); }).ok());
+  const uint64_t last = spec.inner_steps() - 1;
+
+  auto commit = [&](const Digest& sent) {
+    auto c = prover.CommitRound(0, 0, sent);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c->before.front().step_commitment().commitment();
+  };
+  auto manifest_of = [&](std::span<const float> d, uint32_t world, int lie_about_shard = -1) {
+    verifier::ContributionManifest m;
+    m.job_id = job;
+    m.peer = prover_id.public_key();
+    m.pseudo_gradient = verifier::FloatsDigest(d);
+    for (uint32_t s = 0; s < world; ++s) {
+      const uint64_t begin = collectives::ButterflyShardBegin(d.size(), world, s);
+      const uint64_t end = collectives::ButterflyShardBegin(d.size(), world, s + 1);
+      auto fp32 = collectives::codec::MakeCodec("fp32");
+      auto payload = (*fp32)->Encode(d.subspan(begin, end - begin));
+      EXPECT_TRUE(payload.ok());
+      m.shard_digests.push_back(Sha256Of(*payload + (static_cast<int>(s) == lie_about_shard ? "x" : "")));
+    }
+    return verifier::EncodeManifest(*verifier::SignManifest(m, prover_id));
+  };
+  auto audit = [&](const std::string& commitment, const std::string& manifest, bool end_state = true) {
+    auto opening = prover.Open(0, last, end_state);
+    EXPECT_TRUE(opening.ok()) << opening.status().ToString();
+    opening->set_end_state(true);
+    v1::VerifyRequest q;
+    q.set_challenge_id(9);
+    q.set_round(0);
+    q.set_prover_key(net::KeyToBytes(prover_id.public_key()));
+    q.set_commitment(commitment);
+    *q.mutable_opening() = *opening;
+    q.set_delta_audit(true);
+    q.set_manifest(manifest);
+    return verifier.Verify(q);
+  };
+
+  const std::string honest = commit(verifier::FloatsDigest(delta));
+  for (uint32_t world : {1u, 2u, 3u}) {
+    v1::VerifyResult r = audit(honest, manifest_of(delta, world));
+    EXPECT_EQ(r.outcome(), v1::VERIFY_MATCH) << world << ": " << r.reason();
+  }
+  // The manifest states a payload that is not the encoding of Δ.
+  v1::VerifyResult r = audit(honest, manifest_of(delta, 3, /*lie_about_shard=*/1));
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("shard 1"), std::string::npos) << r.reason();
+  // The end state opened is the one before the last step.
+  r = audit(honest, manifest_of(delta, 2), /*end_state=*/false);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  // Another Δ sent (scaled, or any other), with manifest and commitment consistently stating it.
+  std::vector<float> scaled = delta;
+  for (float& v : scaled) v *= 1000.0f;
+  const std::string lie = commit(verifier::FloatsDigest(scaled));
+  r = audit(lie, manifest_of(scaled, 2));
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("θ_start − θ_end"), std::string::npos) << r.reason();
+  // A manifest that contradicts the commitment.
+  r = audit(honest, manifest_of(scaled, 2));
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  // A verifier that did not train the round has no θ_start: it cannot audit (no accusation).
+  PeerVerification outsider(spec, job, data, &verifier_id, nullptr);
+  auto opening = prover.Open(0, last, true);
+  ASSERT_TRUE(opening.ok());
+  v1::VerifyRequest q;
+  q.set_challenge_id(9);
+  q.set_round(0);
+  q.set_prover_key(net::KeyToBytes(prover_id.public_key()));
+  q.set_commitment(honest);
+  *q.mutable_opening() = *opening;
+  q.set_delta_audit(true);
+  q.set_manifest(manifest_of(delta, 2));
+  EXPECT_EQ(outsider.Verify(q).outcome(), v1::VERIFY_CANNOT_REPLAY);
 }
 
 }  // namespace

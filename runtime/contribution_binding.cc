@@ -1,0 +1,77 @@
+#include "runtime/contribution_binding.h"
+
+#include <utility>
+
+#include "verifier/replay.h"
+
+namespace tributary::runtime {
+
+AttemptBinding::AttemptBinding(std::string job_id, const net::Identity* identity, uint64_t round,
+                               uint32_t attempt, std::vector<net::PublicKey> members, uint32_t rank)
+    : job_id_(std::move(job_id)),
+      identity_(identity),
+      round_(round),
+      attempt_(attempt),
+      members_(std::move(members)),
+      rank_(rank) {
+  binding_.attest = [this](std::span<const Digest> digests) { return Attest(digests); };
+  binding_.check = [this](uint32_t from, std::string_view attestation, const Digest& payload) {
+    return Check(from, attestation, payload);
+  };
+}
+
+const collectives::ContributionBinding& AttemptBinding::Bind(std::span<const float> values) {
+  sent_digest_ = verifier::FloatsDigest(values);
+  manifest_bytes_.reset();
+  return binding_;
+}
+
+Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> shard_digests) {
+  if (!sent_digest_) return FailedPrecondition("attest before Bind()");
+  verifier::ContributionManifest body;
+  body.job_id = job_id_;
+  body.peer = identity_->public_key();
+  body.round = round_;
+  body.attempt = attempt_;
+  body.pseudo_gradient = *sent_digest_;
+  body.shard_digests.assign(shard_digests.begin(), shard_digests.end());
+  if (tamper_) tamper_(body.shard_digests);
+  TRIB_ASSIGN_OR_RETURN(verifier::SignedManifest manifest, verifier::SignManifest(body, *identity_));
+  manifest_bytes_ = verifier::EncodeManifest(manifest);
+  std::vector<std::string> attestations;
+  attestations.reserve(shard_digests.size());
+  for (uint64_t shard = 0; shard < shard_digests.size(); ++shard) {
+    // The signature covers what is really sent, whatever the manifest claims: that pair is
+    // what makes a lying manifest provable.
+    attestations.push_back(verifier::EncodeAttestation(
+        manifest, verifier::SignContribution(*identity_, manifest, shard, shard_digests[shard])));
+  }
+  return attestations;
+}
+
+Status AttemptBinding::Check(uint32_t from, std::string_view attestation, const Digest& payload) {
+  if (from >= members_.size()) return InvalidArgument("contribution from rank " + std::to_string(from));
+  verifier::ExpectedContribution expected;
+  expected.job_id = job_id_;
+  expected.sender = members_[from];
+  expected.round = round_;
+  expected.attempt = attempt_;
+  expected.world = members_.size();
+  expected.shard = rank_;
+  TRIB_ASSIGN_OR_RETURN(std::optional<verifier::ContributionMismatch> mismatch,
+                        verifier::CheckAttestation(expected, attestation, payload));
+  if (!mismatch) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    mismatches_.push_back(verifier::EncodeMismatch(*mismatch));
+  }
+  return ProtocolError("rank " + std::to_string(from) + " sent shard " + std::to_string(rank_) +
+                       " a payload its signed manifest does not state");
+}
+
+std::vector<std::string> AttemptBinding::TakeMismatches() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(mismatches_, {});
+}
+
+}  // namespace tributary::runtime

@@ -1,0 +1,72 @@
+// The peer's side of "Sent Δ" (docs/VERIFIER.md): one attempt's pseudo-gradient goes out over
+// the butterfly bound to a ContributionManifest this peer signs before sending anything, and
+// every contribution this peer receives as a shard owner is checked against its sender's
+// manifest before it is decoded.
+//
+// What the attempt leaves behind: the signed manifest (for the RoundReport; the coordinator
+// checks it against the step commitment and a Δ audit checks it against the committed steps),
+// the digest of the Δ actually sent (for the commitment), and any provable mismatch a sender
+// committed (a ContributionProof for the coordinator, which bans on it).
+//
+// Thread-safety: Bind() and the accessors run on the training thread; the binding's `check`
+// may run on a mesh io thread while the call is in progress, so the mismatches are locked.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "collectives/butterfly.h"
+#include "core/digest.h"
+#include "core/status.h"
+#include "net/identity.h"
+#include "verifier/contribution.h"
+
+namespace tributary::runtime {
+
+class AttemptBinding {
+ public:
+  // `members`: the attempt's members by rank (their keys check the attestations); `rank` is ours.
+  AttemptBinding(std::string job_id, const net::Identity* identity, uint64_t round, uint32_t attempt,
+                 std::vector<net::PublicKey> members, uint32_t rank);
+  AttemptBinding(const AttemptBinding&) = delete;
+  AttemptBinding& operator=(const AttemptBinding&) = delete;
+
+  // The binding for the call that sends `values` (this attempt's Δ, as it goes out). Kept alive
+  // and unmoved by the caller for the duration of that call.
+  const collectives::ContributionBinding& Bind(std::span<const float> values);
+
+  // Attack harness only: rewrites the shard digests before they are signed (a manifest that
+  // states payloads other than those sent).
+  void SetManifestTamper(std::function<void(std::vector<Digest>&)> tamper) { tamper_ = std::move(tamper); }
+
+  // After Bind(): FloatsDigest of the Δ handed to the collective.
+  const std::optional<Digest>& sent_digest() const { return sent_digest_; }
+  // After the call signed it: verifier::EncodeManifest of the signed manifest.
+  const std::optional<std::string>& encoded_manifest() const { return manifest_bytes_; }
+  // The provable contradictions seen as a shard owner (each is a verifier::EncodeMismatch).
+  std::vector<std::string> TakeMismatches();
+
+ private:
+  Result<std::vector<std::string>> Attest(std::span<const Digest> shard_digests);
+  Status Check(uint32_t from, std::string_view attestation, const Digest& payload);
+
+  std::string job_id_;
+  const net::Identity* identity_;
+  uint64_t round_;
+  uint32_t attempt_;
+  std::vector<net::PublicKey> members_;
+  uint32_t rank_;
+  std::function<void(std::vector<Digest>&)> tamper_;
+  collectives::ContributionBinding binding_;
+  std::optional<Digest> sent_digest_;
+  std::optional<std::string> manifest_bytes_;
+  std::mutex mu_;
+  std::vector<std::string> mismatches_;
+};
+
+}  // namespace tributary::runtime
