@@ -232,6 +232,31 @@ TEST(Integration, LateJoinerSyncsAndEndsBitIdentical) {
 
 // kill -9 of the coordinator mid-job; restarted on the same database, key and port, it resumes
 // after the last committed round and the peers (who reconnect on their own) finish the job.
+// kill -9 of the coordinator once round 2 committed, then a restart on the same port and
+// database: the resumed job must pick up right after the last committed round and end with round
+// 5. Gives the restarted coordinator's log and the rounds committed before the kill.
+void KillAndRestartCoordinator(Cluster& cluster, const std::vector<std::string>& job, std::chrono::seconds until_kill,
+                               std::chrono::seconds until_done, std::string* second_log, int* committed_before) {
+  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", until_kill)) << ReadFileOrEmpty(cluster.coordinator_log());
+  cluster.coordinator().Signal(SIGKILL);
+  ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
+  const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
+  std::remove(cluster.coordinator_log().c_str());
+
+  std::vector<std::string> restart = job;
+  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
+  cluster.StartCoordinator(restart);
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(until_done));
+  ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  *second_log = ReadFileOrEmpty(cluster.coordinator_log());
+  *committed_before = static_cast<int>(ParseRounds(first_log).size());
+  auto after = ParseRounds(*second_log);
+  ASSERT_FALSE(after.empty()) << *second_log;
+  EXPECT_EQ(after.front().round, *committed_before) << "resumes right after the last committed round";
+  EXPECT_EQ(after.back().round, 5);
+}
+
 TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   Cluster cluster("it-restart");
   const std::string key = cluster.dir() + "/coordinator.key";
@@ -243,24 +268,9 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   cluster.StartCoordinator(job);
   cluster.StartPeer("p0");
   cluster.StartPeer("p1");
-  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
-  cluster.coordinator().Signal(SIGKILL);
-  ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
-  const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
-  std::remove(cluster.coordinator_log().c_str());
-
-  std::vector<std::string> restart = job;
-  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
-  cluster.StartCoordinator(restart);
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  const std::string second_log = ReadFileOrEmpty(cluster.coordinator_log());
-  const int committed_before = static_cast<int>(ParseRounds(first_log).size());
-  auto after = ParseRounds(second_log);
-  ASSERT_FALSE(after.empty()) << second_log;
-  EXPECT_EQ(after.front().round, committed_before) << "resumes right after the last committed round";
-  EXPECT_EQ(after.back().round, 5);
+  std::string second_log;
+  int committed_before = 0;
+  ASSERT_NO_FATAL_FAILURE(KillAndRestartCoordinator(cluster, job, 120s, 180s, &second_log, &committed_before));
   std::set<std::string> thetas;
   for (const char* name : {"p0", "p1"}) {
     auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
@@ -566,24 +576,9 @@ TEST(Integration, GroupedJobResumesAfterCoordinatorRestart) {
   cluster.StartCoordinator(job);
   const std::vector<std::string> names = {"p0", "p1", "p2", "p3", "p4", "p5"};
   for (const auto& name : names) cluster.StartPeer(name);
-  ASSERT_TRUE(cluster.WaitForLog("round 2 complete", 240s)) << ReadFileOrEmpty(cluster.coordinator_log());
-  cluster.coordinator().Signal(SIGKILL);
-  ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
-  const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
-  std::remove(cluster.coordinator_log().c_str());
-
-  std::vector<std::string> restart = job;
-  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
-  cluster.StartCoordinator(restart);
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(300s));
-  ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  const std::string second_log = ReadFileOrEmpty(cluster.coordinator_log());
-  const int committed_before = static_cast<int>(ParseRounds(first_log).size());
-  auto after = ParseRounds(second_log);
-  ASSERT_FALSE(after.empty()) << second_log;
-  EXPECT_EQ(after.front().round, committed_before) << "resumes right after the last committed round";
-  EXPECT_EQ(after.back().round, 5);
+  std::string second_log;
+  int committed_before = 0;
+  ASSERT_NO_FATAL_FAILURE(KillAndRestartCoordinator(cluster, job, 240s, 300s, &second_log, &committed_before));
   // The first round after the restart is grouped and mixes: the peers kept their groups' states.
   const auto layouts = ParseGroupLayouts(second_log);
   if (committed_before < 5) {
