@@ -368,7 +368,9 @@ TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
     verified = ReadFileOrEmpty(out).find("| verified |\n") != std::string::npos;  // a row's verdict column
   }
   ASSERT_TRUE(verified) << ReadFileOrEmpty(out) << ReadFileOrEmpty(job.log("coordinator"));
-  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  // The peers' logs too: a clean-clone CI run once saw this coordinator not exit after "finished".
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator")) << ReadFileOrEmpty(job.log("alice"))
+                                          << ReadFileOrEmpty(job.log("bob")) << ReadFileOrEmpty(job.log("carol"));
   std::vector<std::string> paths;
   for (const auto& entry : std::filesystem::directory_iterator(receipts)) {
     if (entry.path().extension() == ".receipt") paths.push_back(entry.path().string());
