@@ -1528,8 +1528,17 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(Options options) {
 // the thread (which destroys pending handlers and their Impl references), then release Impl.
 Coordinator::~Coordinator() {
   impl_->Shutdown();
+  // Impl holds a strand of the io_context, so it must die while the context (and its strand
+  // service) still exists: dropping it after io_.reset() locked a freed mutex and hung the exit
+  // now and then. Release our reference on the io thread, between handlers; a handler still
+  // holding one releases it there too, or when the context destroys its queue.
+  std::promise<void> released;
+  asio::post(io_->context(), [impl = std::move(impl_), &released]() mutable {
+    impl.reset();
+    released.set_value();
+  });
+  released.get_future().wait();
   io_.reset();
-  impl_.reset();
 }
 
 uint16_t Coordinator::port() const { return impl_->port(); }
