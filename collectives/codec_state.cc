@@ -178,4 +178,18 @@ void CodecState::Rollback() {
   whole_codec_.reset();
 }
 
+Result<CodecState*> CodecStreams::For(const std::string& stream, std::string_view codec) {
+  TRIB_ASSIGN_OR_RETURN(auto canonical, codec::MakeCodec(codec));
+  std::unique_ptr<CodecState>& state = states_[stream];
+  if (!state || state->codec() != canonical->name()) {
+    TRIB_ASSIGN_OR_RETURN(state, CodecState::Make(codec));
+  }
+  return state.get();
+}
+
+const CodecState* CodecStreams::Find(const std::string& stream) const {
+  auto it = states_.find(stream);
+  return it == states_.end() ? nullptr : it->second.get();
+}
+
 }  // namespace tributary::collectives

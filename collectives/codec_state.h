@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -106,6 +107,18 @@ class CodecState {
   std::vector<float> aggregate_residual_;
   std::vector<float> saved_contribution_residual_;
   std::vector<float> saved_aggregate_residual_;
+};
+
+// The codec state of each named tensor stream of a communicator. A stream whose codec changes
+// starts over with a fresh state (its residual belonged to the other codec).
+class CodecStreams {
+ public:
+  // The state of `stream` for `codec` (a codec::MakeCodec spec). InvalidArgument for a bad spec.
+  Result<CodecState*> For(const std::string& stream, std::string_view codec);
+  const CodecState* Find(const std::string& stream) const;  // null if the stream never ran
+
+ private:
+  std::map<std::string, std::unique_ptr<CodecState>> states_;
 };
 
 }  // namespace tributary::collectives

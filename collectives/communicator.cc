@@ -51,37 +51,31 @@ ButterflyCommunicator::ButterflyCommunicator(std::unique_ptr<Mesh> mesh, int agg
     : mesh_(std::move(mesh)), aggregate_threads_(aggregate_threads) {}
 
 const CodecState* ButterflyCommunicator::codec_state(const std::string& stream) const {
-  auto it = codec_states_.find(stream);
-  return it == codec_states_.end() ? nullptr : it->second.get();
+  return codec_streams_.Find(stream);
 }
 
-Result<CodecState*> ButterflyCommunicator::StateFor(const CollectiveOptions& options) {
-  TRIB_ASSIGN_OR_RETURN(auto codec, codec::MakeCodec(options.codec));
-  std::unique_ptr<CodecState>& state = codec_states_[options.stream];
-  if (!state || state->codec() != codec->name()) {
-    TRIB_ASSIGN_OR_RETURN(state, CodecState::Make(options.codec));
-  }
-  return state.get();
+ButterflyOptions ButterflyOptionsFor(const CollectiveOptions& options, CodecState* state, int aggregate_threads,
+                                     ShardRecord* record) {
+  return {.tag = options.tag,
+          .deadline = options.deadline,
+          .codec = options.codec,
+          .aggregator = options.aggregator,
+          .average = options.average,
+          .codec_state = state,
+          .aggregate_threads = aggregate_threads,
+          .record = record,
+          .binding = options.binding};
 }
 
 Result<CollectiveStats> ButterflyCommunicator::Allreduce(std::span<float> data,
                                                          const CollectiveOptions& options) {
   last_stats_ = {};
-  TRIB_ASSIGN_OR_RETURN(CodecState * state, StateFor(options));
+  TRIB_ASSIGN_OR_RETURN(CodecState * state, codec_streams_.For(options.stream, options.codec));
   const bool was_broken = mesh_->broken();
   const Clock::time_point start = Clock::now();
   const uint64_t sent_before = mesh_->bytes_sent();
   const uint64_t received_before = mesh_->bytes_received();
-  auto result = ButterflyAllreduce(*mesh_, data,
-                                   {.tag = options.tag,
-                                    .deadline = options.deadline,
-                                    .codec = options.codec,
-                                    .aggregator = options.aggregator,
-                                    .average = options.average,
-                                    .codec_state = state,
-                                    .aggregate_threads = aggregate_threads_,
-                                    .record = record_,
-                                    .binding = options.binding});
+  auto result = ButterflyAllreduce(*mesh_, data, ButterflyOptionsFor(options, state, aggregate_threads_, record_));
   last_stats_.bytes_sent = mesh_->bytes_sent() - sent_before;
   last_stats_.bytes_received = mesh_->bytes_received() - received_before;
   last_stats_.seconds = SecondsSince(start);

@@ -57,6 +57,11 @@ struct CollectiveOptions {
   const FormControl* control = nullptr;
 };
 
+// The butterfly's options for one call: the caller's, plus the stream's codec state, the
+// aggregation threads and (optionally) where the shard owner records its work.
+ButterflyOptions ButterflyOptionsFor(const CollectiveOptions& options, CodecState* state, int aggregate_threads,
+                                     ShardRecord* record = nullptr);
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -132,11 +137,9 @@ class ButterflyCommunicator final : public Communicator {
   void set_record(ShardRecord* record) { record_ = record; }
 
  private:
-  Result<CodecState*> StateFor(const CollectiveOptions& options);
-
   std::unique_ptr<Mesh> mesh_;
   int aggregate_threads_;
-  std::map<std::string, std::unique_ptr<CodecState>> codec_states_;
+  CodecStreams codec_streams_;
   ShardRecord* record_ = nullptr;
 };
 

@@ -271,10 +271,8 @@ class DirectOp {
 
   Status OnArrival(const Arrival& a) {
     if (a.relayed) {
-      Status why = Aborted(mesh_.Describe(a.peer) + " aborted the collective: " + *a.relayed);
-      const std::optional<uint32_t> blamed = BlamedRank(*a.relayed, world());
-      if (blamed && *blamed != a.peer) return Blame(*blamed, why, a.peer);
-      return Blame(a.peer, why);
+      failure_ = mesh_.FailureOfRelayedAbort(a.peer, *a.relayed);
+      return Aborted(mesh_.Describe(a.peer) + " aborted the collective: " + *a.relayed);
     }
     if (!a.status.ok()) {
       return Blame(a.peer, a.status.WithContext((a.sending ? "sending to " : "from ") +

@@ -582,6 +582,11 @@ PeerFailure Mesh::FailureOf(uint32_t rank, std::optional<uint32_t> reported_by) 
   return PeerFailure{rank, members_[rank].name, reported_by};
 }
 
+PeerFailure Mesh::FailureOfRelayedAbort(uint32_t from, const std::string& relayed) const {
+  const std::optional<uint32_t> blamed = BlamedRank(relayed, world());
+  return blamed && *blamed != from ? FailureOf(*blamed, from) : FailureOf(from);
+}
+
 uint64_t Mesh::bytes_sent() const {
   uint64_t total = 0;
   for (const auto& p : peers_) total += p ? p->bytes_sent() : 0;

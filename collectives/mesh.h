@@ -91,6 +91,9 @@ class Mesh {
   // "rank 2 'peer-2' at 127.0.0.1:40312" (the connection's remote address), for errors.
   std::string Describe(uint32_t rank) const;
   PeerFailure FailureOf(uint32_t rank, std::optional<uint32_t> reported_by = std::nullopt) const;
+  // `from` relayed an abort (`relayed`, Mesh::Abort's message): the rank it names, reported by
+  // `from`, or `from` itself when it names nobody else.
+  PeerFailure FailureOfRelayedAbort(uint32_t from, const std::string& relayed) const;
 
   // Bytes on all of this rank's connections since Form, frames included.
   uint64_t bytes_sent() const;

@@ -98,17 +98,7 @@ MeshCommunicator::Path MeshCommunicator::PathFor(size_t bytes,
 }
 
 const CodecState* MeshCommunicator::codec_state(const std::string& stream) const {
-  auto it = codec_states_.find(stream);
-  return it == codec_states_.end() ? nullptr : it->second.get();
-}
-
-Result<CodecState*> MeshCommunicator::StateFor(const std::string& codec,
-                                               const std::string& stream) {
-  std::unique_ptr<CodecState>& state = codec_states_[stream];
-  if (!state || state->codec() != codec) {
-    TRIB_ASSIGN_OR_RETURN(state, CodecState::Make(codec));
-  }
-  return state.get();
+  return codec_streams_.Find(stream);
 }
 
 Ring& MeshCommunicator::RingView() {
@@ -158,7 +148,7 @@ Result<CollectiveStats> MeshCommunicator::Allreduce(std::span<float> data,
   if (path == Path::kDirect) {
     CodecState* state = nullptr;
     if (!PlainSum(codec_name, options)) {
-      TRIB_ASSIGN_OR_RETURN(state, StateFor(codec_name, options.stream));
+      TRIB_ASSIGN_OR_RETURN(state, codec_streams_.For(options.stream, codec_name));
     }
     st = DirectAllreduce(*mesh_, data,
                          {.tag = options.tag,
@@ -176,18 +166,9 @@ Result<CollectiveStats> MeshCommunicator::Allreduce(std::span<float> data,
     st = RunRing(data, options);
     cancelled = !st.ok() && watch.fired();
   } else {
-    TRIB_ASSIGN_OR_RETURN(CodecState * state, StateFor(codec_name, options.stream));
+    TRIB_ASSIGN_OR_RETURN(CodecState * state, codec_streams_.For(options.stream, codec_name));
     CancelWatch watch(options.control, *mesh_);
-    st = ButterflyAllreduce(*mesh_, data,
-                            {.tag = options.tag,
-                             .deadline = options.deadline,
-                             .codec = options.codec,
-                             .aggregator = options.aggregator,
-                             .average = options.average,
-                             .codec_state = state,
-                             .aggregate_threads = options_.aggregate_threads,
-                             .binding = options.binding})
-             .status();
+    st = ButterflyAllreduce(*mesh_, data, ButterflyOptionsFor(options, state, options_.aggregate_threads)).status();
     cancelled = !st.ok() && watch.fired();
   }
   last_stats_.bytes_sent = mesh_->bytes_sent() - sent_before;

@@ -71,7 +71,6 @@ class MeshCommunicator final : public Communicator {
   const CodecState* codec_state(const std::string& stream) const;
 
  private:
-  Result<CodecState*> StateFor(const std::string& codec, const std::string& stream);
   Ring& RingView();
   Status RunRing(std::span<float> data, const CollectiveOptions& options);
 
@@ -79,7 +78,7 @@ class MeshCommunicator final : public Communicator {
   Options options_;
   std::unique_ptr<Ring> ring_;  // over mesh_'s connections; built on first use
   std::vector<float> backup_;   // the ring path's copy of `data` (exact retry)
-  std::map<std::string, std::unique_ptr<CodecState>> codec_states_;
+  CodecStreams codec_streams_;
   Path last_path_ = Path::kDirect;
 };
 

@@ -111,7 +111,6 @@ struct Job {
   Clock::time_point round_started = Clock::now();
   bool round_started_set = false;
   std::unique_ptr<asio::steady_timer> start_timer;  // re-checks a start delayed for syncing peers
-  std::unique_ptr<asio::steady_timer> finish_timer;  // publishes the outcome if a JobDone stalls
   std::optional<Clock::time_point> gathering_since;  // matchmaking window of the next round
   std::vector<RoundSummary> rounds;
   std::optional<JobOutcome> outcome;
@@ -210,7 +209,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       for (auto& [id, job] : jobs_) {
         CancelGroupTimers(job);
         if (job.start_timer) job.start_timer->cancel();
-        if (job.finish_timer) job.finish_timer->cancel();
       }
       for (auto& [id, s] : sessions_) {
         if (s.hello_timer) s.hello_timer->cancel();
@@ -1331,20 +1329,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     auto remaining = std::make_shared<size_t>(peers.size());
     auto self = shared_from_this();
     const std::string job_id = job.id;
-    // A peer that does not take its JobDone (stopped, or its link stalled behind a full socket)
-    // must not hold the coordinator: after the liveness timeout the outcome is published anyway.
-    job.finish_timer = std::make_unique<asio::steady_timer>(io_.context(), runtime::LivenessTimeout(job.spec));
-    std::weak_ptr<Impl> weak = self;
-    job.finish_timer->async_wait([weak, job_id](const boost::system::error_code& ec) {
-      auto self = weak.lock();
-      if (ec || !self) return;
-      asio::post(self->strand_, [self, job_id] {
-        if (self->shutting_down_ || self->Published(job_id)) return;
-        spdlog::warn("job {}: not every peer took its JobDone within the liveness timeout; finishing anyway",
-                     job_id);
-        self->Publish(self->jobs_.at(job_id), Status::Ok());
-      });
-    });
     for (Session* s : peers) {
       s->connection->AsyncSend(done, [self, remaining, job_id](Status) {
         asio::post(self->strand_, [self, remaining, job_id] {
@@ -1365,11 +1349,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     abort.mutable_abort()->set_reason(reason);
     for (Session* s : JobSessions(job)) Send(*s, abort);
     Publish(job, Aborted(reason));
-  }
-
-  bool Published(const std::string& job_id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return outcomes_.count(job_id) > 0;
   }
 
   void Publish(const Job& job, Status status) {

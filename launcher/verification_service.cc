@@ -121,7 +121,6 @@ std::string VerificationService::OnRoundStart(uint64_t round, const std::string&
   } else if (spec_.mode() == v1::MODE_DDP && it->second.attempt != attempt) {
     it->second.book = fresh_book(it->second);
     it->second.attempt = attempt;
-    it->second.manifests.clear();
   }
   return DigestToBytes(*it->second.book->schedule().secret_commitment);
 }

@@ -285,9 +285,10 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   // Δ exactly as the trainer computes it (one correctly rounded subtraction per element).
   std::vector<float> delta(n);
   for (uint64_t i = 0; i < n; ++i) delta[i] = start[i] - end->params[i];
+  const Digest recomputed = verifier::FloatsDigest(delta);
   v1::VerifyResult match = MakeResult(id, v1::VERIFY_MATCH, "");
-  match.set_update(DigestToBytes(verifier::FloatsDigest(delta)));
-  if (verifier::FloatsDigest(delta) != manifest->body.pseudo_gradient) {
+  match.set_update(DigestToBytes(recomputed));
+  if (recomputed != manifest->body.pseudo_gradient) {
     v1::VerifyResult r = fail("θ_start − θ_end of the committed steps is not the Δ it committed and sent");
     r.set_update(match.update());
     return r;

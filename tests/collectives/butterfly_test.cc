@@ -25,6 +25,8 @@ using testing::LocalCluster;
 using testing::OnEveryRank;
 using testing::ShardBegin;
 using testing::Uniform;
+using testing::Inputs;
+using testing::SameBits;
 
 robust::AggregatorSpec Spec(const std::string& text) {
   auto spec = robust::ParseAggregator(text);
@@ -56,16 +58,6 @@ std::vector<Outcome> RunButterfly(std::vector<std::unique_ptr<Mesh>>& meshes,
     }
     return out;
   });
-}
-
-std::vector<std::vector<float>> Inputs(uint32_t world, size_t n, uint64_t seed) {
-  std::vector<std::vector<float>> inputs;
-  for (uint32_t r = 0; r < world; ++r) inputs.push_back(Uniform(DeriveSeed({seed, r}), n));
-  return inputs;
-}
-
-bool SameBits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
 // --- every codec × aggregator × world × size against float64 references ----------------------

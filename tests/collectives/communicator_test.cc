@@ -15,10 +15,7 @@ using testing::FormMeshes;
 using testing::LocalCluster;
 using testing::OnEveryRank;
 using testing::Uniform;
-
-bool SameBits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
-}
+using testing::SameBits;
 
 std::vector<std::unique_ptr<Communicator>> Rings(LocalCluster& cluster) {
   std::vector<std::unique_ptr<Communicator>> out;

@@ -23,18 +23,14 @@ using testing::FormMeshes;
 using testing::LocalCluster;
 using testing::OnEveryRank;
 using testing::Uniform;
+using testing::Inputs;
+using testing::SameBits;
 
 struct Outcome {
   Status status;
   std::vector<float> data;
   std::optional<PeerFailure> failure;
 };
-
-std::vector<std::vector<float>> Inputs(uint32_t world, size_t n, uint64_t seed) {
-  std::vector<std::vector<float>> out;
-  for (uint32_t r = 0; r < world; ++r) out.push_back(Uniform(seed * 100 + r, n));
-  return out;
-}
 
 std::vector<Outcome> RunAll(std::vector<std::unique_ptr<Mesh>>& meshes,
                             const std::vector<std::vector<float>>& inputs, DirectOptions options) {
@@ -45,10 +41,6 @@ std::vector<Outcome> RunAll(std::vector<std::unique_ptr<Mesh>>& meshes,
     out.failure = meshes[r]->failure();
     return out;
   });
-}
-
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 TEST(DirectAllreduceTest, ExactAgainstFloat64AndTheSameBitsOnEveryRank) {

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,18 @@ inline std::vector<float> Uniform(uint64_t seed, size_t n) {
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(stream.Next() >> 40) * 0x1p-23f - 1.0f;
   return v;
+}
+
+// One input vector per rank, each a pure function of (seed, rank).
+inline std::vector<std::vector<float>> Inputs(uint32_t world, size_t n, uint64_t seed) {
+  std::vector<std::vector<float>> inputs;
+  for (uint32_t r = 0; r < world; ++r) inputs.push_back(Uniform(DeriveSeed({seed, r}), n));
+  return inputs;
+}
+
+// Bit-for-bit equality: what "the same result on every rank" means.
+inline bool SameBits(std::span<const float> a, std::span<const float> b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
 // The members at `ranks` (indices into `all`), renumbered 0..k-1: a group of survivors.

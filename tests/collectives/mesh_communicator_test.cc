@@ -20,11 +20,8 @@ using testing::FormMeshes;
 using testing::LocalCluster;
 using testing::OnEveryRank;
 using testing::Uniform;
+using testing::SameBits;
 using Path = MeshCommunicator::Path;
-
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 TEST(PathChoiceTest, ThresholdFollowsTheModel) {
   const LinkEstimate wan{.rtt_seconds = 0.05, .bytes_per_second = 12.5e6};  // 100 Mbit/s, 50 ms

@@ -143,6 +143,26 @@ class ServiceTest : public ::testing::Test {
     return r;
   }
 
+  // Every VerifyRequest of challenge `id` sent so far, with its addressee (by key order).
+  std::vector<std::pair<net::PublicKey, v1::VerifyRequest>> VerifyRequests(uint64_t id) {
+    std::vector<std::pair<net::PublicKey, v1::VerifyRequest>> out;
+    for (auto& [to, envelopes] : sent_) {
+      for (const auto& e : envelopes) {
+        if (e.has_verify_request() && e.verify_request().challenge_id() == id) out.emplace_back(to, e.verify_request());
+      }
+    }
+    return out;
+  }
+
+  // Who was asked about challenge `id`: its verifiers, or its referees.
+  std::vector<net::PublicKey> Asked(uint64_t id, bool referees) {
+    std::vector<net::PublicKey> out;
+    for (const auto& [to, q] : VerifyRequests(id)) {
+      if (q.referee() == referees) out.push_back(to);
+    }
+    return out;
+  }
+
   verifier::LedgerRecord Record(const Prover& p) {
     auto r = service_->ledger().Get(p.id.public_key(), 0);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -253,15 +273,6 @@ TEST_F(ServiceTest, EveryMembersSentDeltaIsAuditedAndARefereeDecides) {
     service_->OnOpening(provers_[i].id.public_key(), o, 30);
   }
   // The audits went out with the manifest, each to a member other than its prover.
-  auto audit_requests = [&](uint64_t id) {
-    std::vector<std::pair<net::PublicKey, v1::VerifyRequest>> out;
-    for (auto& [to, envelopes] : sent_) {
-      for (const auto& e : envelopes) {
-        if (e.has_verify_request() && e.verify_request().challenge_id() == id) out.emplace_back(to, e.verify_request());
-      }
-    }
-    return out;
-  };
   auto answer = [&](const net::PublicKey& from, uint64_t id, v1::VerifyOutcome outcome) {
     v1::VerifyResult r;
     r.set_challenge_id(id);
@@ -270,17 +281,17 @@ TEST_F(ServiceTest, EveryMembersSentDeltaIsAuditedAndARefereeDecides) {
     service_->OnVerifyResult(from, r, 40);
   };
   for (size_t i = 0; i < 2; ++i) {
-    auto requests = audit_requests(audits[i].challenge_id());
+    auto requests = VerifyRequests(audits[i].challenge_id());
     ASSERT_EQ(requests.size(), 1u);
     EXPECT_TRUE(requests[0].second.delta_audit());
     EXPECT_EQ(requests[0].second.manifest(), Manifest(provers_[i]));
     EXPECT_NE(requests[0].first, provers_[i].id.public_key());
   }
   // Prover 1 matches. Prover 0 is accused; the referee's recomputation agrees: convicted.
-  answer(audit_requests(audits[1].challenge_id())[0].first, audits[1].challenge_id(), v1::VERIFY_MATCH);
-  const net::PublicKey accuser = audit_requests(audits[0].challenge_id())[0].first;
+  answer(VerifyRequests(audits[1].challenge_id())[0].first, audits[1].challenge_id(), v1::VERIFY_MATCH);
+  const net::PublicKey accuser = VerifyRequests(audits[0].challenge_id())[0].first;
   answer(accuser, audits[0].challenge_id(), v1::VERIFY_MISMATCH);
-  auto after = audit_requests(audits[0].challenge_id());
+  auto after = VerifyRequests(audits[0].challenge_id());
   ASSERT_EQ(after.size(), 2u);
   const auto& [referee, request] = after[0].first == accuser ? after[1] : after[0];
   EXPECT_TRUE(request.referee());
@@ -421,12 +432,9 @@ TEST_F(ServiceTest, AMismatchGoesToARefereeWhoDecides) {
   Prover& p = provers_[0];
   const auto q = OpenRequests(p).front();
   service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 30);
-  net::PublicKey accuser{};
-  for (auto& [to, envelopes] : sent_) {
-    for (const auto& e : envelopes) {
-      if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id()) accuser = to;
-    }
-  }
+  const std::vector<net::PublicKey> verifiers = Asked(q.challenge_id(), false);
+  ASSERT_FALSE(verifiers.empty());
+  const net::PublicKey accuser = verifiers.back();
   // The accuser claims another update; the referee reproduces the prover's leaf exactly.
   const verifier::StepLeaf& leaf = p.leaves[q.step()];
   v1::VerifyResult lie;
@@ -438,12 +446,8 @@ TEST_F(ServiceTest, AMismatchGoesToARefereeWhoDecides) {
   lie.set_loss_bits(leaf.loss_bits);
   const size_t before = sent_.size();
   service_->OnVerifyResult(accuser, lie, 40);
-  net::PublicKey referee{};
-  for (auto& [to, envelopes] : sent_) {
-    for (const auto& e : envelopes) {
-      if (e.has_verify_request() && e.verify_request().referee()) referee = to;
-    }
-  }
+  const std::vector<net::PublicKey> referees = Asked(q.challenge_id(), true);
+  const net::PublicKey referee = referees.empty() ? net::PublicKey{} : referees.back();
   ASSERT_NE(referee, net::PublicKey{}) << before;
   EXPECT_NE(referee, accuser);
   EXPECT_NE(referee, p.id.public_key());
@@ -475,12 +479,7 @@ TEST_F(ServiceTest, AVerifierThatVouchesForAConvictedStepIsBanned) {
   Prover& cheat = provers_[0];
   const auto q = OpenRequests(cheat).front();
   service_->OnOpening(cheat.id.public_key(), Open(cheat, q.challenge_id(), q.step()), 30);
-  std::vector<net::PublicKey> verifiers;
-  for (auto& [to, envelopes] : sent_) {
-    for (const auto& e : envelopes) {
-      if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id()) verifiers.push_back(to);
-    }
-  }
+  const std::vector<net::PublicKey> verifiers = Asked(q.challenge_id(), false);
   ASSERT_EQ(verifiers.size(), 2u);
   const verifier::StepLeaf& leaf = cheat.leaves[q.step()];
   v1::VerifyResult vouch;  // the colluder: "it matches"
@@ -495,12 +494,8 @@ TEST_F(ServiceTest, AVerifierThatVouchesForAConvictedStepIsBanned) {
   honest.set_loss_bits(leaf.loss_bits);
   service_->OnVerifyResult(verifiers[0], vouch, 40);
   service_->OnVerifyResult(verifiers[1], honest, 41);
-  net::PublicKey referee{};
-  for (auto& [to, envelopes] : sent_) {
-    for (const auto& e : envelopes) {
-      if (e.has_verify_request() && e.verify_request().referee()) referee = to;
-    }
-  }
+  const std::vector<net::PublicKey> referees = Asked(q.challenge_id(), true);
+  const net::PublicKey referee = referees.empty() ? net::PublicKey{} : referees.back();
   ASSERT_NE(referee, net::PublicKey{});
   EXPECT_NE(referee, cheat.id.public_key());
   EXPECT_TRUE(std::find(verifiers.begin(), verifiers.end(), referee) == verifiers.end());
@@ -526,18 +521,7 @@ TEST_F(ServiceTest, ASplitBetweenTwoRefereesGoesToAThirdAndTheMinorityIsBanned) 
   Prover& cheat = provers_[0];
   const auto q = OpenRequests(cheat).front();
   service_->OnOpening(cheat.id.public_key(), Open(cheat, q.challenge_id(), q.step()), 30);
-  auto asked = [&](bool referee) {
-    std::vector<net::PublicKey> out;
-    for (auto& [to, envelopes] : sent_) {
-      for (const auto& e : envelopes) {
-        if (e.has_verify_request() && e.verify_request().challenge_id() == q.challenge_id() &&
-            e.verify_request().referee() == referee) {
-          out.push_back(to);
-        }
-      }
-    }
-    return out;
-  };
+  auto asked = [&](bool referee) { return Asked(q.challenge_id(), referee); };
   const std::vector<net::PublicKey> verifiers = asked(false);
   ASSERT_EQ(verifiers.size(), 1u);
   const verifier::StepLeaf& leaf = cheat.leaves[q.step()];
