@@ -20,6 +20,15 @@ std::string Ratio(double a, double b) {
 
 }  // namespace
 
+std::string FasterToFinalLoss(const SystemResult& a, const SystemResult& b) {
+  if (!b.final_eval_loss) return "–";
+  const auto tb = TimeToLoss(b, *b.final_eval_loss);
+  const auto ta = TimeToLoss(a, *b.final_eval_loss);
+  if (!tb) return "–";
+  if (!ta) return fmt::format("not reached ({:.4f})", a.final_eval_loss.value_or(0));
+  return Ratio(*tb, *ta);
+}
+
 std::optional<double> CommonTargetLoss(const std::vector<SystemResult>& results) {
   std::optional<double> target;
   for (const auto& r : results) {
@@ -34,8 +43,9 @@ std::string MarkdownReport(const BenchScenario& s, const std::vector<SystemResul
   auto normalised_rate = [](const SystemResult& r) {
     return r.normalised_train_seconds > 0 ? static_cast<double>(r.tokens) / r.normalised_train_seconds : 0.0;
   };
-  std::string out = fmt::format("### {}: {} peers, {} tokens per system\n\n", s.name, s.peers(),
-                                s.total_tokens());
+  std::string out = fmt::format("### {}: {} peers, {} tokens per system{}\n\n", s.name, s.peers(),
+                                s.total_tokens(),
+                                s.diloco_steps ? fmt::format(" ({} steps per peer for DiLoCo)", *s.diloco_steps) : "");
   out += "| system | steps/round | rounds | tokens | train s | tokens/s | compute util | "
          "compute s/step | train s at equal compute | all-reduce s/round | all-reduce share | "
          "wire/peer | final eval loss | s to loss " + Fixed(target, 3) + " | load | status |\n";
@@ -66,16 +76,16 @@ std::string MarkdownReport(const BenchScenario& s, const std::vector<SystemResul
     for (const auto& b : results) {
       if (&a == &b || !b.ok) continue;
       const bool vs_baseline = IsBaseline(b);
-      const bool diloco_vs_ddp = a.mode == "diloco" && b.name == "tributary-ddp";
+      const bool diloco_vs_ddp = a.mode.rfind("diloco", 0) == 0 && b.name == "tributary-ddp";
       if (!vs_baseline && !diloco_vs_ddp) continue;
       const auto ta = target ? TimeToLoss(a, *target) : std::nullopt;
       const auto tb = target ? TimeToLoss(b, *target) : std::nullopt;
       ratios += fmt::format(
-          "| {} vs {} | {} | {} | {} | {} | {} |\n", a.name, b.name,
+          "| {} vs {} | {} | {} | {} | {} | {} | {} |\n", a.name, b.name,
           Ratio(a.tokens_per_second, b.tokens_per_second),
           Ratio(normalised_rate(a), normalised_rate(b)),
           Ratio(b.wire_bytes_per_peer, a.wire_bytes_per_peer),
-          (ta && tb) ? Ratio(*tb, *ta) : "–",
+          (ta && tb) ? Ratio(*tb, *ta) : "–", FasterToFinalLoss(a, b),
           (a.final_eval_loss && b.final_eval_loss)
               ? fmt::format("{:+.4f}", *a.final_eval_loss - *b.final_eval_loss)
               : "–");
@@ -84,8 +94,8 @@ std::string MarkdownReport(const BenchScenario& s, const std::vector<SystemResul
   if (!ratios.empty()) {
     out += "\n| comparison | tokens/s (×, higher is better) | tokens/s at equal compute (×) | "
            "fewer wire bytes (×) | faster to loss " + Fixed(target, 3) +
-           " (×) | final eval loss difference |\n";
-    out += "|---|---:|---:|---:|---:|---:|\n" + ratios;
+           " (×) | faster to the second's final loss (×) | final eval loss difference |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|\n" + ratios;
   }
   return out;
 }
@@ -120,6 +130,7 @@ nlohmann::json ReportJson(const BenchScenario& s, const std::vector<SystemResult
                    {"inner_lr", j.inner_lr()}, {"outer_lr", j.outer_lr()}, {"seed", j.seed()},
                    {"eval_batches", j.eval_batches()}}},
           {"budget", {{"steps_per_peer", s.steps_per_peer}, {"tokens", s.total_tokens()},
+                      {"diloco_steps_per_peer", s.diloco_steps ? nlohmann::json(*s.diloco_steps) : nlohmann::json(nullptr)},
                       {"h", s.h}, {"ddp_steps_per_round", s.ddp_steps_per_round}}},
           {"target_loss", target ? nlohmann::json(*target) : nlohmann::json(nullptr)},
           {"reference_compute_s_per_step", info.reference_compute_s_per_step},

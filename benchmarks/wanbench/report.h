@@ -16,6 +16,10 @@ namespace tributary::wanbench {
 // The loss every successful system reached: the worst final eval loss among them.
 std::optional<double> CommonTargetLoss(const std::vector<SystemResult>& results);
 
+// How many times sooner `a` reached `b`'s final eval loss than `b` did ("–" without a loss,
+// "not reached (L)" with a's final loss L): benchmark (d), the time to DDP's final loss.
+std::string FasterToFinalLoss(const SystemResult& a, const SystemResult& b);
+
 // One row per system, then one row per (Tributary system, baseline) pair with the ratios.
 std::string MarkdownReport(const BenchScenario& scenario, const std::vector<SystemResult>& results);
 

@@ -124,9 +124,12 @@ class Run {
 
  private:
   std::vector<std::string> JobFlags() const {
-    return {"--job-file", o_.job_file, "--mode", runtime::ModeName(spec_.mode()),
-            "--rounds", std::to_string(spec_.rounds()), "--inner-steps", std::to_string(spec_.inner_steps()),
-            "--peers", std::to_string(spec_.num_peers()), "--seed", std::to_string(spec_.seed())};
+    std::vector<std::string> flags = {
+        "--job-file", o_.job_file, "--mode", runtime::ModeName(spec_.mode()),
+        "--rounds", std::to_string(spec_.rounds()), "--inner-steps", std::to_string(spec_.inner_steps()),
+        "--peers", std::to_string(spec_.num_peers()), "--seed", std::to_string(spec_.seed())};
+    if (!system_.codec.empty()) flags.insert(flags.end(), {"--codec", system_.codec});
+    return flags;
   }
 
   // ------------------------------------------------------------------ the poll loop

@@ -18,22 +18,41 @@ namespace tributary::wanbench {
 namespace {
 
 constexpr const char* kKnownSystems =
-    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, gloo-ddp";
+    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, tributary-diloco-async[-h<N>], gloo-ddp; "
+    "a Tributary system may end in +<codec>";
 
 using Reader = wan::TomlTableReader;
 
-Result<SystemSpec> ParseSystem(const std::string& name, uint32_t h, uint32_t ddp_steps) {
-  if (name == "tributary-ddp") return SystemSpec{name, SystemKind::kTributaryDdp, ddp_steps};
-  if (name == "gloo-ddp") return SystemSpec{name, SystemKind::kGlooDdp, ddp_steps};
-  if (name == "tributary-diloco") return SystemSpec{name, SystemKind::kTributaryDiloco, h};
-  const std::string prefix = "tributary-diloco-h";
-  if (name.rfind(prefix, 0) == 0 && name.size() > prefix.size() && name.size() < prefix.size() + 7 &&
-      std::all_of(name.begin() + static_cast<long>(prefix.size()), name.end(),
-                  [](char c) { return c >= '0' && c <= '9'; })) {
-    const auto n = static_cast<uint32_t>(std::stoul(name.substr(prefix.size())));
-    if (n > 0) return SystemSpec{name, SystemKind::kTributaryDiloco, n};
+// tributary-ddp[+codec] | tributary-diloco[-async][-h<N>][+codec] | gloo-ddp
+Result<SystemSpec> ParseSystem(const std::string& full_name, uint32_t h, uint32_t ddp_steps) {
+  auto unknown = [&] { return InvalidArgument("unknown system '" + full_name + "' (known: " + kKnownSystems + ")"); };
+  std::string name = full_name, codec;
+  if (const auto plus = full_name.find('+'); plus != std::string::npos) {
+    name = full_name.substr(0, plus);
+    codec = full_name.substr(plus + 1);
+    if (codec.empty()) return unknown();
+    if (name == "gloo-ddp") return InvalidArgument("system '" + full_name + "': gloo-ddp has no codecs");
   }
-  return InvalidArgument("unknown system '" + name + "' (known: " + kKnownSystems + ")");
+  if (name == "gloo-ddp") return SystemSpec{full_name, SystemKind::kGlooDdp, ddp_steps};
+  if (name == "tributary-ddp") return SystemSpec{full_name, SystemKind::kTributaryDdp, ddp_steps, false, codec};
+  std::string rest;
+  if (name.rfind("tributary-diloco", 0) != 0) return unknown();
+  rest = name.substr(std::string("tributary-diloco").size());
+  SystemSpec system{full_name, SystemKind::kTributaryDiloco, h, false, codec};
+  if (rest.rfind("-async", 0) == 0) {
+    system.async = true;
+    rest = rest.substr(std::string("-async").size());
+  }
+  if (!rest.empty()) {
+    const std::string digits = rest.size() > 2 && rest.rfind("-h", 0) == 0 ? rest.substr(2) : "";
+    if (digits.empty() || digits.size() > 6 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        std::stoul(digits) == 0) {
+      return unknown();
+    }
+    system.steps_per_round = static_cast<uint32_t>(std::stoul(digits));
+  }
+  return system;
 }
 
 // [job]: each key goes through the job spec's own TOML reader, one key at a time, so that its
@@ -69,7 +88,12 @@ Status ReadBudget(const toml::table& root, const std::string& source, BenchScena
   TRIB_ASSIGN_OR_RETURN(auto steps, r.Integer("steps"));
   TRIB_ASSIGN_OR_RETURN(auto h, r.Integer("h"));
   TRIB_ASSIGN_OR_RETURN(auto ddp_steps, r.Integer("ddp_steps_per_round"));
-  TRIB_RETURN_IF_ERROR(r.RefuseUnknown({"tokens", "steps", "h", "ddp_steps_per_round"}));
+  TRIB_ASSIGN_OR_RETURN(auto diloco_steps, r.Integer("diloco_steps"));
+  TRIB_RETURN_IF_ERROR(r.RefuseUnknown({"tokens", "steps", "h", "ddp_steps_per_round", "diloco_steps"}));
+  if (diloco_steps) {
+    if (*diloco_steps < 1) return r.Error("diloco_steps", "must be positive, got " + std::to_string(*diloco_steps));
+    s.diloco_steps = static_cast<uint64_t>(*diloco_steps);
+  }
   if (h) {
     if (*h < 1 || *h > 100000) return r.Error("h", "must be in 1..100000, got " + std::to_string(*h));
     s.h = static_cast<uint32_t>(*h);
@@ -114,10 +138,11 @@ Status ReadSystems(Reader& top, BenchScenario& s) {
     auto system = ParseSystem(name, s.h, s.ddp_steps_per_round);
     if (!system.ok()) return top.Error("systems", ": " + system.status().message());
     if (!seen.insert(name).second) return top.Error("systems", "names '" + name + "' twice");
-    if (s.steps_per_peer % system->steps_per_round != 0) {
+    system->steps_per_peer = system->ddp() ? s.steps_per_peer : s.diloco_steps.value_or(s.steps_per_peer);
+    if (system->steps_per_peer % system->steps_per_round != 0) {
       return top.Error("systems", ": " + name + " trains " + std::to_string(system->steps_per_round) +
                                       " steps per round, which does not divide the budget of " +
-                                      std::to_string(s.steps_per_peer) + " steps per peer");
+                                      std::to_string(system->steps_per_peer) + " steps per peer");
     }
     s.systems.push_back(*system);
   }
@@ -187,6 +212,10 @@ uint64_t BenchScenario::tokens_per_step() const {
 
 uint64_t BenchScenario::total_tokens() const {
   return steps_per_peer * tokens_per_step() * static_cast<uint64_t>(peers());
+}
+
+uint64_t BenchScenario::total_tokens(const SystemSpec& system) const {
+  return system.steps_per_peer * tokens_per_step() * static_cast<uint64_t>(peers());
 }
 
 const FaultSpec* BenchScenario::FaultFor(const std::string& system) const {
@@ -270,9 +299,10 @@ Result<BenchScenario> LoadBenchScenarioFile(const std::string& path) {
 
 v1::JobSpec SpecFor(const BenchScenario& s, const SystemSpec& system) {
   v1::JobSpec spec = s.base_spec;
-  spec.set_mode(system.ddp() ? v1::MODE_DDP : v1::MODE_DILOCO);
+  spec.set_mode(system.ddp() ? v1::MODE_DDP : system.async ? v1::MODE_DILOCO_ASYNC : v1::MODE_DILOCO);
+  if (!system.codec.empty()) spec.set_codec(system.codec);
   spec.set_inner_steps(system.steps_per_round);
-  spec.set_rounds(static_cast<uint32_t>(s.steps_per_peer / system.steps_per_round));
+  spec.set_rounds(static_cast<uint32_t>(system.steps_per_peer / system.steps_per_round));
   if (system.tributary() && s.FaultFor(system.name) && spec.min_peers() == 0) {
     // Without this the coordinator would wait for the dead peer forever. The gather window
     // keeps round 0 from starting before every peer has joined.
@@ -291,7 +321,9 @@ std::string DescribeScenario(const BenchScenario& s) {
                     std::to_string(j.d_model()) + ", context " + std::to_string(j.context()) +
                     "), batch " + std::to_string(j.batch_size()) + " per peer; budget " +
                     std::to_string(s.steps_per_peer) + " steps per peer = " +
-                    std::to_string(s.total_tokens()) + " tokens; systems: " + systems;
+                    std::to_string(s.total_tokens()) + " tokens";
+  if (s.diloco_steps) out += " (DiLoCo systems: " + std::to_string(*s.diloco_steps) + " steps per peer)";
+  out += "; systems: " + systems;
   for (const auto& f : s.faults) {
     char at[32];
     std::snprintf(at, sizeof(at), "%g", f.at_seconds);

@@ -4,11 +4,13 @@
 //
 //   name = "continent"                 # optional; names the output files (default: file stem)
 //   seed = 1234                        # the job seed (model init and batches)
-//   systems = ["tributary-ddp", "tributary-diloco", "gloo-ddp"]   # also "tributary-diloco-h<N>"
+//   systems = ["tributary-ddp", "tributary-diloco", "gloo-ddp"]   # a Tributary system is
+//       tributary-ddp[+<codec>] or tributary-diloco[-async][-h<N>][+<codec>]
 //   timeout_seconds = 900              # per system
 //   [network]    a benchmarks/wan scenario: peers, preset, [network.matrix], [[network.link]], ...
 //   [job]        job keys as in jobs/demo.toml (model size, batch, learning rates, ...)
-//   [budget]     tokens = N (all peers together) or steps = N (per peer); h; ddp_steps_per_round
+//   [budget]     tokens = N (all peers together) or steps = N (per peer); h; ddp_steps_per_round;
+//                diloco_steps = N (per peer, DiLoCo systems only; default: the same budget)
 //   [[fault]]    peer = 3, at_seconds = 20, systems = ["tributary-diloco"]
 //                kind = "kill" (SIGKILL the peer's process, the default) or "cut" (every link to
 //                and from the peer drops every packet), duration_seconds = 10 (cut only; default:
@@ -16,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,9 +31,12 @@ namespace tributary::wanbench {
 enum class SystemKind { kTributaryDdp, kTributaryDiloco, kGlooDdp };
 
 struct SystemSpec {
-  std::string name;  // as written in the scenario ("tributary-diloco-h100")
+  std::string name;  // as written in the scenario ("tributary-diloco-async-h100+int4")
   SystemKind kind = SystemKind::kTributaryDdp;
   uint32_t steps_per_round = 0;  // H for DiLoCo; steps between evaluations for DDP
+  bool async = false;            // DiLoCo only: mode diloco-async (runtime/async_outer.h)
+  std::string codec;             // Tributary only: the job's codec; empty = the job's own
+  uint64_t steps_per_peer = 0;   // this system's budget (set by the parser)
   bool ddp() const { return kind != SystemKind::kTributaryDiloco; }
   bool tributary() const { return kind != SystemKind::kGlooDdp; }
 };
@@ -54,7 +60,9 @@ struct BenchScenario {
   wan::WanConfig network;
   std::string job_toml;     // the [job] table, as a job file for `tributary coordinator --job-file`
   v1::JobSpec base_spec;    // DefaultJobSpec() + [job] + seed + num_peers
-  uint64_t steps_per_peer = 0;
+  uint64_t steps_per_peer = 0;         // the budget; DDP systems always train this many
+  std::optional<uint64_t> diloco_steps;  // DiLoCo systems' budget when it differs (benchmark (d):
+                                         // the time DiLoCo needs to reach DDP's final loss)
   uint32_t h = 50;
   uint32_t ddp_steps_per_round = 10;
   std::vector<SystemSpec> systems;
@@ -62,7 +70,8 @@ struct BenchScenario {
 
   int peers() const { return network.num_peers; }
   uint64_t tokens_per_step() const;  // one step of one peer
-  uint64_t total_tokens() const;     // the budget every system trains on
+  uint64_t total_tokens() const;     // the budget of the DDP systems (all of them without diloco_steps)
+  uint64_t total_tokens(const SystemSpec& system) const;
   const FaultSpec* FaultFor(const std::string& system) const;  // nullptr: none
 };
 

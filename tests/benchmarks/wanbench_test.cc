@@ -99,7 +99,7 @@ TEST(BenchScenarioTest, TokenBudgetMustBeWholeSteps) {
               HasSubstr("b.toml:6: budget.h must be in 1..100000, got 0"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = -3\n"), HasSubstr("budget.steps must be positive"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = 100\nrounds = 3\n"),
-              HasSubstr("b.toml:6: unknown key 'budget.rounds' (known here: tokens, steps, h, ddp_steps_per_round)"));
+              HasSubstr("b.toml:6: unknown key 'budget.rounds' (known here: tokens, steps, h, ddp_steps_per_round, diloco_steps)"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = 100\nh = 30\n"),
               HasSubstr("tributary-diloco trains 30 steps per round, which does not divide the budget of 100"));
 }
@@ -139,7 +139,8 @@ TEST(BenchScenarioTest, SystemsFaultsAndTopLevelAreChecked) {
   const std::string base = std::string(kNetwork) + kBudget;
   EXPECT_THAT(Refusal("systems = [\"tributary-ddp\", \"horovod\"]\n" + base),
               HasSubstr("b.toml:1: systems: unknown system 'horovod' (known: tributary-ddp, tributary-diloco, "
-                        "tributary-diloco-h<N>, gloo-ddp)"));
+                        "tributary-diloco-h<N>, tributary-diloco-async[-h<N>], gloo-ddp; a Tributary system "
+                        "may end in +<codec>)"));
   EXPECT_THAT(Refusal("systems = [\"gloo-ddp\", \"gloo-ddp\"]\n" + base), HasSubstr("names 'gloo-ddp' twice"));
   EXPECT_THAT(Refusal("systems = []\n" + base), HasSubstr("at least one system"));
   EXPECT_THAT(Refusal("systems = \"gloo-ddp\"\n" + base), HasSubstr("systems must be an array of strings"));
@@ -160,6 +161,44 @@ TEST(BenchScenarioTest, SystemsFaultsAndTopLevelAreChecked) {
   EXPECT_THAT(Refusal(base + "[fault]\npeer = 1\n"), HasSubstr("'fault' must be written as [[fault]] tables"));
   EXPECT_THAT(Refusal("seed = \n" + base), HasSubstr("b.toml:1:"));  // TOML syntax error
   EXPECT_THAT(LoadBenchScenarioFile("/nonexistent/s.toml").status().message(), HasSubstr("cannot read scenario"));
+}
+
+// Benchmark (d): async DiLoCo with a codec, trained for longer than DDP to reach DDP's loss.
+TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
+  const std::string toml = std::string("systems = [\"gloo-ddp\", \"tributary-ddp\", \"tributary-diloco-async\", ") +
+                           "\"tributary-diloco-async-h25+int4\", \"tributary-diloco+int8\"]\n" + kNetwork +
+                           "[budget]\nsteps = 100\nh = 50\nddp_steps_per_round = 10\ndiloco_steps = 300\n";
+  auto s = ParseBenchScenario(toml, "b.toml");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_EQ(s->systems.size(), 5u);
+  EXPECT_EQ(s->systems[1].steps_per_peer, 100u);  // DDP keeps the base budget
+  const auto& async = s->systems[2];
+  EXPECT_TRUE(async.async);
+  EXPECT_EQ(async.steps_per_round, 50u);
+  EXPECT_EQ(async.steps_per_peer, 300u);
+  EXPECT_EQ(s->total_tokens(async), 3 * s->total_tokens());
+  const v1::JobSpec a = SpecFor(*s, async);
+  EXPECT_EQ(a.mode(), v1::MODE_DILOCO_ASYNC);
+  EXPECT_EQ(a.rounds(), 6u);
+  const v1::JobSpec a4 = SpecFor(*s, s->systems[3]);
+  EXPECT_EQ(a4.mode(), v1::MODE_DILOCO_ASYNC);
+  EXPECT_EQ(a4.codec(), "int4");
+  EXPECT_EQ(a4.inner_steps(), 25u);
+  EXPECT_EQ(a4.rounds(), 12u);
+  const v1::JobSpec s8 = SpecFor(*s, s->systems[4]);
+  EXPECT_EQ(s8.mode(), v1::MODE_DILOCO);
+  EXPECT_EQ(s8.codec(), "int8");
+  EXPECT_THAT(DescribeScenario(*s), HasSubstr("(DiLoCo systems: 300 steps per peer)"));
+
+  const std::string budget = "[budget]\nsteps = 100\nh = 50\n";
+  EXPECT_THAT(Refusal("systems = [\"gloo-ddp+int8\"]\n" + std::string(kNetwork) + budget), HasSubstr("gloo-ddp has no codecs"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco+int9\"]\n" + std::string(kNetwork) + budget), HasSubstr("codec"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco+\"]\n" + std::string(kNetwork) + budget), HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-asyncx\"]\n" + std::string(kNetwork) + budget), HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-async-h\"]\n" + std::string(kNetwork) + budget), HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco\"]\n" + std::string(kNetwork) + budget + "diloco_steps = 120\n"),
+              HasSubstr("does not divide the budget of 120 steps per peer"));
+  EXPECT_THAT(Refusal(std::string(kNetwork) + budget + "diloco_steps = 0\n"), HasSubstr("diloco_steps must be positive"));
 }
 
 TEST(BenchScenarioTest, ShippedScenariosParse) {
@@ -282,6 +321,23 @@ TEST(BenchMetricsTest, DerivesRatesUtilisationAndWireBytes) {
   EXPECT_FALSE(TimeToLoss(r, 1.0).has_value());
   EXPECT_DOUBLE_EQ(*TokensToLoss(r, 2.5), 1500);
   EXPECT_DOUBLE_EQ(*CommonTargetLoss({r}), 2.0);
+}
+
+// Benchmark (d)'s ratio: how much sooner one system reached the other's final loss.
+TEST(BenchMetricsTest, FasterToTheOthersFinalLoss) {
+  SystemResult ddp = TwoRounds(), diloco = TwoRounds();
+  ddp.name = "gloo-ddp";
+  ddp.rounds[1].eval_loss = 2.5;  // DDP ends at 2.5, at t = 20
+  Finish(ddp);
+  diloco.rounds[0].t_end = 2;  // DiLoCo: 3.0 at t = 2, 2.0 at t = 4: 2.5 at t = 3
+  diloco.rounds[1].t_end = 4;
+  Finish(diloco);
+  EXPECT_EQ(FasterToFinalLoss(diloco, ddp), "6.67×");
+  EXPECT_EQ(FasterToFinalLoss(ddp, diloco), "not reached (2.5000)");
+  SystemResult none = TwoRounds();
+  for (auto& p : none.rounds) p.eval_loss.reset();
+  Finish(none);
+  EXPECT_EQ(FasterToFinalLoss(diloco, none), "–");
 }
 
 TEST(BenchMetricsTest, NormalisingReplacesComputeByTheMedianSpeed) {
