@@ -250,6 +250,9 @@ class ButterflyOp {
       const uint64_t begin = layout_.Begin(shard);
       TRIB_ASSIGN_OR_RETURN(encoded[shard],
                             codecs_.EncodeContribution(shard, begin, input_.subspan(begin, size)));
+      if (options_.binding->tamper_payload && shard != me()) {
+        options_.binding->tamper_payload(shard, encoded[shard].payload);
+      }
       digests[shard] = Sha256Of(encoded[shard].payload);
     }
     TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations, options_.binding->attest(digests));
@@ -281,8 +284,9 @@ class ButterflyOp {
     return Status::Ok();
   }
 
-  // Splits a bound contribution and lets the binding check it before any decoding.
-  Status CheckBound(uint32_t from, std::string& payload) {
+  // Splits a bound contribution into `attestation` and `payload` and lets the binding check it
+  // before any decoding.
+  Status CheckBound(uint32_t from, std::string& payload, std::string& attestation) {
     const std::string where = "contribution to shard " + std::to_string(me()) + " from " + mesh_.Describe(from);
     if (payload.size() < 4) return Blame(from, ProtocolError(where + ": no attestation"));
     uint64_t n = 0;
@@ -290,7 +294,7 @@ class ButterflyOp {
     if (n > options_.binding->max_attestation_bytes || n > payload.size() - 4) {
       return Blame(from, ProtocolError(where + ": attestation length " + std::to_string(n) + " out of bounds"));
     }
-    const std::string attestation = payload.substr(4, n);
+    attestation = payload.substr(4, n);
     payload.erase(0, 4 + n);
     Status st = options_.binding->check(from, attestation, Sha256Of(payload));
     if (!st.ok()) return Blame(from, st.WithContext(where));
@@ -338,9 +342,12 @@ class ButterflyOp {
   }
 
   Status OnContribution(uint32_t from, std::string payload) {
-    if (options_.binding) TRIB_RETURN_IF_ERROR(CheckBound(from, payload));
+    std::string attestation;
+    if (options_.binding) TRIB_RETURN_IF_ERROR(CheckBound(from, payload, attestation));
     auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(me()));
     if (!decoded.ok()) {
+      // The sender signed these very bytes: with a binding, that is provable.
+      if (options_.binding && options_.binding->bad_payload) options_.binding->bad_payload(from, attestation, payload);
       return Blame(from, decoded.status().WithContext("contribution to shard " +
                                                       std::to_string(me()) + " from " +
                                                       mesh_.Describe(from)));

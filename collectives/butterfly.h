@@ -10,7 +10,8 @@
 //      owners are not all hit at once.
 //   2. The owner decodes each contribution as it arrives. A payload that does not decode, or
 //      decodes to a non-finite value, fails the call naming the sender; whether to exclude it on
-//      retry is the caller's decision. With every contribution in, the owner aggregates them in
+//      retry is the caller's decision (with a binding, the owner hands the signed bytes to
+//      ContributionBinding::bad_payload first). With every contribution in, the owner aggregates them in
 //      rank order (robust::Aggregate: deterministic), scales the result by world() unless
 //      `average`, and encodes it.
 //   3. All-gather: the owner sends that one payload to every rank; every rank (the owner too)
@@ -71,6 +72,14 @@ struct ContributionBinding {
   // Owner: checks one contribution (sender rank, its attestation, SHA-256 of its codec payload)
   // before decoding it. An error fails the call and blames the sender.
   std::function<Status(uint32_t from, std::string_view attestation, const Digest& payload)> check;
+  // Owner, optional: a contribution passed `check` and then does not decode or decodes to a
+  // non-finite value (DecodeChecked). Called with the sender rank, its attestation and the codec
+  // payload as received (the bytes the sender signed) before the call fails blaming the sender,
+  // as it does without this callback. May run on any thread of the call.
+  std::function<void(uint32_t from, std::string_view attestation, std::string_view payload)> bad_payload;
+  // Sender, attack harness only (tests/adversary): rewrites the encoded payload to `shard` before
+  // its digest is taken, so the attestation states what is really sent. Unset everywhere else.
+  std::function<void(uint32_t shard, std::string& payload)> tamper_payload;
   size_t max_attestation_bytes = 1 << 16;  // larger is refused before allocating
 };
 

@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <variant>
 
+#include "collectives/butterfly.h"
 #include "core/digest.h"
 #include "launcher/store.h"
 #include "net/frame.h"
@@ -16,6 +18,9 @@ namespace tributary::launcher {
 namespace {
 
 constexpr size_t kRoundsKept = 4;
+// The largest shard a bad-payload proof is decoded for (256 MiB of floats): bounds what a
+// colluding sender and reporter can make the coordinator allocate.
+constexpr uint64_t kMaxCheckedShardNumel = uint64_t{1} << 26;
 
 Result<Digest> DigestField(const std::string& raw) { return DigestFromBytes(raw); }
 
@@ -109,6 +114,8 @@ std::string VerificationService::OnRoundStart(uint64_t round, const std::string&
     schedule.secret_commitment = verifier::SecretCommitment(rs.secret);
     return std::make_unique<verifier::CommitmentBook>(schedule);
   };
+  const std::pair<uint64_t, uint64_t> started{round, attempt};
+  if (!latest_start_ || started > *latest_start_) latest_start_ = started;
   auto it = rounds_.find(round);
   if (it == rounds_.end()) {
     RoundState rs;
@@ -193,18 +200,58 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
   return Status::Ok();
 }
 
+Status VerificationService::CheckBadPayload(const verifier::BadContributionPayload& proof) const {
+  TRIB_RETURN_IF_ERROR(verifier::VerifyManifest(proof.manifest));
+  const verifier::ContributionManifest& m = proof.manifest.body;
+  const uint64_t world = m.shard_digests.size();
+  if (proof.shard >= world) return Corruption("the proof names shard " + std::to_string(proof.shard) + " beyond the manifest");
+  // The sender's own signed tensor size and world fix the shard's size; an owner forwards a
+  // payload only under a manifest stating its own tensor's size (verifier::CheckAttestation).
+  const auto w = static_cast<uint32_t>(world), s = static_cast<uint32_t>(proof.shard);
+  const uint64_t size = collectives::ButterflyShardBegin(m.numel, w, s + 1) - collectives::ButterflyShardBegin(m.numel, w, s);
+  if (size > kMaxCheckedShardNumel) {
+    return FailedPrecondition("a shard of " + std::to_string(size) + " elements is too large to decode here");
+  }
+  return verifier::CheckBadPayloadProof(proof, spec_.codec().empty() ? "fp32" : spec_.codec(), size);
+}
+
 void VerificationService::OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& message) {
-  auto proof = verifier::DecodeMismatch(message.mismatch());
-  Status valid = proof.ok() ? verifier::CheckMismatchProof(*proof) : proof.status();
-  if (valid.ok() && proof->manifest.body.job_id != job_id_) valid = Corruption("a proof about another job");
+  auto proof = verifier::DecodeContributionProof(message.mismatch());
+  if (!proof.ok()) {
+    Ban(from, "sent a baseless contribution proof: " + proof.status().message());
+    return;
+  }
+  const auto* bad = std::get_if<verifier::BadContributionPayload>(&*proof);
+  const verifier::ContributionManifest& m =
+      bad ? bad->manifest.body : std::get<verifier::ContributionMismatch>(*proof).manifest.body;
+  const uint64_t shard = bad ? bad->shard : std::get<verifier::ContributionMismatch>(*proof).shard;
+  const std::string where = "round " + std::to_string(m.round) + " attempt " + std::to_string(m.attempt);
+  Status valid;
+  if (m.job_id != job_id_) {
+    valid = Corruption("a proof about another job");
+  } else if (m.round != message.round() || m.attempt != message.attempt()) {
+    valid = Corruption("the proof is about " + where + ", its message names round " + std::to_string(message.round()) +
+                       " attempt " + std::to_string(message.attempt()));
+  } else if (!latest_start_ || std::make_pair(m.round, m.attempt) > *latest_start_) {
+    // No member can have received it; the coordinator may also have restarted since. Nobody is
+    // banned on it.
+    spdlog::warn("job {}: peer {} sent a contribution proof about {}, which this coordinator has not started; ignored",
+                 job_id_, net::ShortKey(from), where);
+    return;
+  } else {
+    valid = bad ? CheckBadPayload(*bad) : verifier::CheckMismatchProof(std::get<verifier::ContributionMismatch>(*proof));
+  }
+  if (!valid.ok() && valid.code() != StatusCode::kCorruption) {  // this coordinator cannot judge it
+    spdlog::error("job {}: cannot check the contribution proof from {}: {}", job_id_, net::ShortKey(from), valid.ToString());
+    return;
+  }
   if (!valid.ok()) {
     Ban(from, "sent a baseless contribution proof: " + valid.message());
     return;
   }
-  const net::PublicKey& sender = proof->manifest.body.peer;
-  Ban(sender, "round " + std::to_string(proof->manifest.body.round) + " attempt " +
-                  std::to_string(proof->manifest.body.attempt) + ": sent shard " + std::to_string(proof->shard) +
-                  " a contribution that contradicts its signed manifest (proof from " + net::ShortKey(from) + ")");
+  const std::string what = bad ? "a non-finite/undecodable contribution, proven by its signed payload"
+                               : "a contribution that contradicts its signed manifest";
+  Ban(m.peer, where + ": sent shard " + std::to_string(shard) + " " + what + " (proof from " + net::ShortKey(from) + ")");
 }
 
 void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms) {

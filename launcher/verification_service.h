@@ -19,12 +19,14 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
 #include "net/identity.h"
 #include "proto/tributary.pb.h"
 #include "verifier/challenge.h"
+#include "verifier/contribution.h"
 #include "verifier/ledger.h"
 
 namespace tributary::launcher {
@@ -72,8 +74,11 @@ class VerificationService {
   // report carries the manifest `from` signed for its sent Δ in this attempt of `world` members,
   // stating the committed H(Δ). An error: the caller refuses the report and bans `from`.
   Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world);
-  // A shard owner's proof that a sender's contribution contradicts its signed manifest: the
-  // sender is banned if the proof holds, the reporter if it does not (a baseless accusation).
+  // A shard owner's proof against a sender (verifier::DecodeContributionProof): its contribution
+  // contradicts its signed manifest, or its signed payload does not decode with the job's codec
+  // or decodes to NaN/Inf. The sender is banned if the proof holds, the reporter if it does not
+  // (a baseless accusation) or if it names another job, or another round/attempt than its
+  // message. A proof about an attempt this coordinator has not started is ignored.
   void OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& proof);
   // Round `round` committed with these members: close admission, reveal, sample, open.
   void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
@@ -122,6 +127,8 @@ class VerificationService {
   void Settle(uint64_t id, Pending& p, uint64_t now_ms);
   std::optional<net::PublicKey> PickReferee(const Pending& p) const;
   bool BindsContributions() const;
+  // verifier::CheckBadPayloadProof with the job's codec and the shard's size from the manifest.
+  Status CheckBadPayload(const verifier::BadContributionPayload& proof) const;
   // One Δ audit per committed member with a manifest, by verifiers drawn from the round's seed.
   void StartDeltaAudits(uint64_t round, const Digest& seed, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
                         const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers, uint64_t now_ms);
@@ -144,6 +151,7 @@ class VerificationService {
   verifier::Ledger ledger_;
   std::map<net::PublicKey, std::string> banned_;
   std::map<uint64_t, RoundState> rounds_;
+  std::optional<std::pair<uint64_t, uint64_t>> latest_start_;  // the latest (round, attempt) started
   std::map<uint64_t, Pending> pending_;
   uint64_t next_challenge_ = 1;
 };

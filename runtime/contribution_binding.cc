@@ -18,10 +18,14 @@ AttemptBinding::AttemptBinding(std::string job_id, const net::Identity* identity
   binding_.check = [this](uint32_t from, std::string_view attestation, const Digest& payload) {
     return Check(from, attestation, payload);
   };
+  binding_.bad_payload = [this](uint32_t, std::string_view attestation, std::string_view payload) {
+    BadPayload(attestation, payload);
+  };
 }
 
 const collectives::ContributionBinding& AttemptBinding::Bind(std::span<const float> values) {
   sent_digest_ = verifier::FloatsDigest(values);
+  sent_numel_ = values.size();
   manifest_bytes_.reset();
   return binding_;
 }
@@ -33,6 +37,7 @@ Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> 
   body.peer = identity_->public_key();
   body.round = round_;
   body.attempt = attempt_;
+  body.numel = sent_numel_;
   body.pseudo_gradient = *sent_digest_;
   body.shard_digests.assign(shard_digests.begin(), shard_digests.end());
   if (tamper_) tamper_(body.shard_digests);
@@ -58,20 +63,29 @@ Status AttemptBinding::Check(uint32_t from, std::string_view attestation, const 
   expected.attempt = attempt_;
   expected.world = members_.size();
   expected.shard = rank_;
+  expected.numel = sent_numel_;
   TRIB_ASSIGN_OR_RETURN(std::optional<verifier::ContributionMismatch> mismatch,
                         verifier::CheckAttestation(expected, attestation, payload));
   if (!mismatch) return Status::Ok();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    mismatches_.push_back(verifier::EncodeMismatch(*mismatch));
+    proofs_.push_back(verifier::EncodeMismatch(*mismatch));
   }
   return ProtocolError("rank " + std::to_string(from) + " sent shard " + std::to_string(rank_) +
                        " a payload its signed manifest does not state");
 }
 
-std::vector<std::string> AttemptBinding::TakeMismatches() {
+// The attestation passed Check, so the sender signed exactly these bytes for our shard.
+void AttemptBinding::BadPayload(std::string_view attestation, std::string_view payload) {
+  auto proof = verifier::MakeBadPayloadProof(attestation, rank_, std::string(payload));
+  if (!proof.ok()) return;  // too large to carry: the sender is still blamed and left out
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(mismatches_, {});
+  proofs_.push_back(verifier::EncodeBadPayload(*proof));
+}
+
+std::vector<std::string> AttemptBinding::TakeProofs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(proofs_, {});
 }
 
 }  // namespace tributary::runtime

@@ -5,11 +5,13 @@
 //
 // What the attempt leaves behind: the signed manifest (for the RoundReport; the coordinator
 // checks it against the step commitment and a Δ audit checks it against the committed steps),
-// the digest of the Δ actually sent (for the commitment), and any provable mismatch a sender
-// committed (a ContributionProof for the coordinator, which bans on it).
+// the digest of the Δ actually sent (for the commitment), and the proofs against senders (each
+// a ContributionProof for the coordinator, which bans on it): a payload that contradicts its
+// sender's manifest, or one that matches it and then does not decode or decodes to NaN/Inf.
 //
 // Thread-safety: Bind() and the accessors run on the training thread; the binding's `check`
-// may run on a mesh io thread while the call is in progress, so the mismatches are locked.
+// and `bad_payload` may run on a mesh io thread while the call is in progress, so the proofs
+// are locked.
 #pragma once
 
 #include <cstdint>
@@ -43,17 +45,24 @@ class AttemptBinding {
   // Attack harness only: rewrites the shard digests before they are signed (a manifest that
   // states payloads other than those sent).
   void SetManifestTamper(std::function<void(std::vector<Digest>&)> tamper) { tamper_ = std::move(tamper); }
+  // Attack harness only: rewrites each encoded payload before it is digested and signed (a
+  // payload with NaN/Inf or garbage that its manifest does state).
+  void SetPayloadTamper(std::function<void(uint32_t shard, std::string& payload)> tamper) {
+    binding_.tamper_payload = std::move(tamper);
+  }
 
   // After Bind(): FloatsDigest of the Δ handed to the collective.
   const std::optional<Digest>& sent_digest() const { return sent_digest_; }
   // After the call signed it: verifier::EncodeManifest of the signed manifest.
   const std::optional<std::string>& encoded_manifest() const { return manifest_bytes_; }
-  // The provable contradictions seen as a shard owner (each is a verifier::EncodeMismatch).
-  std::vector<std::string> TakeMismatches();
+  // The proofs made as a shard owner, each a verifier::EncodeMismatch or EncodeBadPayload (what
+  // ContributionProof.mismatch carries; verifier::DecodeContributionProof tells them apart).
+  std::vector<std::string> TakeProofs();
 
  private:
   Result<std::vector<std::string>> Attest(std::span<const Digest> shard_digests);
   Status Check(uint32_t from, std::string_view attestation, const Digest& payload);
+  void BadPayload(std::string_view attestation, std::string_view payload);
 
   std::string job_id_;
   const net::Identity* identity_;
@@ -64,9 +73,10 @@ class AttemptBinding {
   std::function<void(std::vector<Digest>&)> tamper_;
   collectives::ContributionBinding binding_;
   std::optional<Digest> sent_digest_;
+  uint64_t sent_numel_ = 0;
   std::optional<std::string> manifest_bytes_;
   std::mutex mu_;
-  std::vector<std::string> mismatches_;
+  std::vector<std::string> proofs_;
 };
 
 }  // namespace tributary::runtime

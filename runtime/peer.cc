@@ -433,6 +433,7 @@ class PeerSession {
       if (options_.adversary && options_.adversary->manifest_lies) {
         binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
       }
+      if (options_.adversary && options_.adversary->sent_payload) binding->SetPayloadTamper(options_.adversary->sent_payload);
     }
     // `bind`: this call carries the round's Δ (bound when the job verifies); a mix call is not.
     auto allreduce = [&](std::span<float> values, std::string codec, std::string stream, bool bind) -> Status {
@@ -543,11 +544,13 @@ class PeerSession {
   // butterfly can check (no ring member sees another's raw contribution).
   bool BindsContributions() const { return verification_ && spec_.mode() == v1::MODE_DILOCO; }
 
-  // Each provable contradiction a sender committed against us goes to the coordinator, which
-  // checks the proof itself and bans the sender.
+  // Each provably bad contribution a sender sent us (a payload that contradicts its signed
+  // manifest, or a signed payload that does not decode or is not finite) goes to the
+  // coordinator, which checks the proof itself and bans the sender.
   void SendContributionProofs(uint64_t round, uint32_t attempt, AttemptBinding& binding) {
-    for (std::string& proof : binding.TakeMismatches()) {
-      spdlog::error("round {} attempt {}: a contribution contradicts its sender's signed manifest; reporting it",
+    for (std::string& proof : binding.TakeProofs()) {
+      spdlog::error("round {} attempt {}: a contribution contradicts its sender's signed manifest, or its signed "
+                    "payload does not decode to finite values; reporting it",
                     round, attempt);
       v1::Envelope e = net::MakeEnvelope(job_id_);
       e.mutable_contribution_proof()->set_round(round);

@@ -265,6 +265,11 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   auto kernel = Kernel();
   if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
   const uint64_t n = static_cast<uint64_t>((*kernel)->num_parameters());
+  // The stated size fixes each shard's size in a bad-payload proof, so it must be the model's.
+  if (manifest->body.numel != n) {
+    return fail("the signed manifest states a Δ of " + std::to_string(manifest->body.numel) + " elements, the model has " +
+                std::to_string(n));
+  }
   auto end = verifier::DecodeTrainingState(q.opening().state(), n);
   if (!end.ok()) return fail("the opened end state does not decode: " + end.status().message());
   auto end_digest = (*kernel)->StateDigest(*end);

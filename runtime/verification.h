@@ -48,6 +48,9 @@ struct AdversaryHooks {
   // Sees the group's averaged Δ of each round it took part in (what a free rider copies).
   std::function<void(uint64_t round, std::span<const float> averaged)> averaged_delta;
   bool manifest_lies = false;  // signs shard digests other than those of the payloads it sends
+  // Rewrites each encoded payload of its sent Δ before it is digested and signed (NaN/Inf or
+  // garbage bytes that its manifest does state; the codecs themselves refuse non-finite input).
+  std::function<void(uint32_t shard, std::string& payload)> sent_payload;
 };
 
 class PeerVerification {

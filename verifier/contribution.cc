@@ -1,14 +1,19 @@
 #include "verifier/contribution.h"
 
+#include <cmath>
+#include <memory>
+
+#include "collectives/codec/codec.h"
 #include "verifier/detail/encoding.h"
 
 namespace tributary::verifier {
 namespace {
 
-constexpr std::string_view kManifestMagic = "TRIBMANIF1";
+constexpr std::string_view kManifestMagic = "TRIBMANIF2";
 constexpr std::string_view kManifestLabel = "tributary.verifier.manifest.v1";
 constexpr std::string_view kContributionLabel = "tributary.verifier.contribution.v1";
 constexpr std::string_view kMismatchMagic = "TRIBMISMATCH1";
+constexpr std::string_view kBadPayloadMagic = "TRIBBADPAYLOAD1";
 constexpr size_t kMaxJobId = 1024;
 
 std::string ManifestSignedBytes(const ContributionManifest& body) {
@@ -31,6 +36,10 @@ Status CheckBody(const ContributionManifest& body) {
     return InvalidArgument("a manifest names between 1 and " + std::to_string(kMaxManifestShards) +
                            " shards, not " + std::to_string(body.shard_digests.size()));
   }
+  if (body.numel == 0 || body.numel > kMaxManifestNumel) {
+    return InvalidArgument("a manifest states a tensor of 1 to " + std::to_string(kMaxManifestNumel) +
+                           " elements, not " + std::to_string(body.numel));
+  }
   return Status::Ok();
 }
 
@@ -46,6 +55,37 @@ Result<SignedManifest> ReadManifest(detail::Reader& r) {
   return m;
 }
 
+// What travels with a contribution (EncodeAttestation): the manifest and the signature over
+// one payload.
+struct Attestation {
+  SignedManifest manifest;
+  net::Signature signature{};
+};
+
+Result<Attestation> ParseAttestation(std::string_view bytes) {
+  detail::Reader r(bytes, "contribution attestation");
+  Attestation a;
+  TRIB_ASSIGN_OR_RETURN(a.manifest, ReadManifest(r));
+  TRIB_ASSIGN_OR_RETURN(a.signature, r.Fixed<64>());
+  TRIB_RETURN_IF_ERROR(r.Done());
+  return a;
+}
+
+// The checks both proofs share: the manifest is the peer's, `shard` is one it names, and the
+// peer signed `payload` as its contribution to that shard.
+Status CheckSignedContribution(const SignedManifest& manifest, uint64_t shard, const Digest& payload,
+                               const net::Signature& signature) {
+  TRIB_RETURN_IF_ERROR(VerifyManifest(manifest));
+  if (shard >= manifest.body.shard_digests.size()) {
+    return Corruption("the proof names shard " + std::to_string(shard) + " beyond the manifest");
+  }
+  if (!net::VerifySignature(manifest.body.peer, ContributionSignedBytes(manifest, shard, payload), signature)) {
+    return Corruption("the contribution signature of peer " + net::ShortKey(manifest.body.peer) +
+                      " does not verify: not a proof");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string ContributionManifest::Canonical() const {
@@ -55,6 +95,7 @@ std::string ContributionManifest::Canonical() const {
   w.Fixed(peer);
   w.U64(round);
   w.U64(attempt);
+  w.U64(numel);
   w.Fixed(pseudo_gradient);
   w.U64(shard_digests.size());
   for (const Digest& d : shard_digests) w.Fixed(d);
@@ -91,6 +132,7 @@ Result<SignedManifest> DecodeManifest(std::string_view bytes) {
   TRIB_ASSIGN_OR_RETURN(m.body.peer, r.Fixed<32>());
   TRIB_ASSIGN_OR_RETURN(m.body.round, r.U64());
   TRIB_ASSIGN_OR_RETURN(m.body.attempt, r.U64());
+  TRIB_ASSIGN_OR_RETURN(m.body.numel, r.U64());
   TRIB_ASSIGN_OR_RETURN(m.body.pseudo_gradient, r.Fixed<32>());
   TRIB_ASSIGN_OR_RETURN(const uint64_t n, r.U64());
   if (n == 0 || n > kMaxManifestShards) return Corruption("manifest names " + std::to_string(n) + " shards");
@@ -138,25 +180,77 @@ Result<ContributionMismatch> DecodeMismatch(std::string_view bytes) {
 }
 
 Status CheckMismatchProof(const ContributionMismatch& p) {
-  TRIB_RETURN_IF_ERROR(VerifyManifest(p.manifest));
-  const auto& digests = p.manifest.body.shard_digests;
-  if (p.shard >= digests.size()) return Corruption("mismatch names shard " + std::to_string(p.shard) + " beyond the manifest");
-  if (!net::VerifySignature(p.manifest.body.peer, ContributionSignedBytes(p.manifest, p.shard, p.payload),
-                            p.signature)) {
-    return Corruption("the contribution signature of peer " + net::ShortKey(p.manifest.body.peer) +
-                      " does not verify: not a proof");
+  TRIB_RETURN_IF_ERROR(CheckSignedContribution(p.manifest, p.shard, p.payload, p.signature));
+  if (p.manifest.body.shard_digests[p.shard] == p.payload) {
+    return Corruption("the payload is the one the manifest states: no mismatch");
   }
-  if (digests[p.shard] == p.payload) return Corruption("the payload is the one the manifest states: no mismatch");
   return Status::Ok();
+}
+
+std::string EncodeBadPayload(const BadContributionPayload& p) {
+  detail::Writer w;
+  w.Raw(kBadPayloadMagic);
+  WriteManifest(w, p.manifest);
+  w.U64(p.shard);
+  w.Str(p.payload);
+  w.Fixed(p.signature);
+  return std::move(w).bytes();
+}
+
+Result<BadContributionPayload> DecodeBadPayload(std::string_view bytes) {
+  detail::Reader r(bytes, "bad contribution payload proof");
+  TRIB_RETURN_IF_ERROR(r.Magic(kBadPayloadMagic));
+  BadContributionPayload p;
+  TRIB_ASSIGN_OR_RETURN(p.manifest, ReadManifest(r));
+  TRIB_ASSIGN_OR_RETURN(p.shard, r.U64());
+  TRIB_ASSIGN_OR_RETURN(p.payload, r.Str(kMaxProofPayloadBytes));
+  TRIB_ASSIGN_OR_RETURN(p.signature, r.Fixed<64>());
+  TRIB_RETURN_IF_ERROR(r.Done());
+  return p;
+}
+
+Result<BadContributionPayload> MakeBadPayloadProof(std::string_view attestation, uint64_t shard,
+                                                   std::string payload) {
+  if (payload.size() > kMaxProofPayloadBytes) return Corruption("the payload is too large for a proof");
+  TRIB_ASSIGN_OR_RETURN(Attestation a, ParseAttestation(attestation));
+  return BadContributionPayload{std::move(a.manifest), shard, std::move(payload), a.signature};
+}
+
+Status CheckBadPayloadProof(const BadContributionPayload& p, std::string_view codec_spec, uint64_t shard_numel) {
+  auto codec = collectives::codec::MakeCodec(codec_spec);
+  if (!codec.ok()) return InvalidArgument("cannot check a payload proof: " + codec.status().message());
+  if (p.payload.size() > kMaxProofPayloadBytes) return Corruption("the payload is too large for a proof");
+  const Digest digest = Sha256Of(p.payload);
+  TRIB_RETURN_IF_ERROR(CheckSignedContribution(p.manifest, p.shard, digest, p.signature));
+  if (p.manifest.body.shard_digests[p.shard] != digest) {
+    return Corruption("the payload is not the one the manifest states (that would be a mismatch proof)");
+  }
+  auto values = (*codec)->Decode(p.payload, shard_numel);
+  if (!values.ok()) return Status::Ok();  // signed bytes that are no payload of this codec
+  for (float v : *values) {
+    if (!std::isfinite(v)) return Status::Ok();
+  }
+  return Corruption("the payload decodes to " + std::to_string(shard_numel) + " finite values: nothing wrong with it");
+}
+
+Result<ContributionProof> DecodeContributionProof(std::string_view bytes) {
+  if (bytes.starts_with(kMismatchMagic)) {
+    TRIB_ASSIGN_OR_RETURN(ContributionMismatch m, DecodeMismatch(bytes));
+    return ContributionProof(std::move(m));
+  }
+  if (bytes.starts_with(kBadPayloadMagic)) {
+    TRIB_ASSIGN_OR_RETURN(BadContributionPayload b, DecodeBadPayload(bytes));
+    return ContributionProof(std::move(b));
+  }
+  return Corruption("not a contribution proof (unknown magic)");
 }
 
 Result<std::optional<ContributionMismatch>> CheckAttestation(const ExpectedContribution& e,
                                                              std::string_view attestation,
                                                              const Digest& payload) {
-  detail::Reader r(attestation, "contribution attestation");
-  TRIB_ASSIGN_OR_RETURN(SignedManifest m, ReadManifest(r));
-  TRIB_ASSIGN_OR_RETURN(net::Signature sig, r.Fixed<64>());
-  TRIB_RETURN_IF_ERROR(r.Done());
+  TRIB_ASSIGN_OR_RETURN(Attestation a, ParseAttestation(attestation));
+  SignedManifest& m = a.manifest;
+  const net::Signature& sig = a.signature;
   TRIB_RETURN_IF_ERROR(VerifyManifest(m));
   const ContributionManifest& b = m.body;
   if (b.peer != e.sender) return Corruption("the manifest is not the sender's (" + net::ShortKey(b.peer) + ")");
@@ -166,6 +260,12 @@ Result<std::optional<ContributionMismatch>> CheckAttestation(const ExpectedContr
   if (b.shard_digests.size() != e.world) {
     return Corruption("the manifest names " + std::to_string(b.shard_digests.size()) + " shards, the mesh has " +
                       std::to_string(e.world));
+  }
+  // An owner forwards a bad payload only under a manifest stating its own tensor's size, so a
+  // proof's shard size (from the manifest) is the one the owner decoded with.
+  if (b.numel != e.numel) {
+    return Corruption("the manifest states a tensor of " + std::to_string(b.numel) + " elements, ours has " +
+                      std::to_string(e.numel));
   }
   if (!net::VerifySignature(b.peer, ContributionSignedBytes(m, e.shard, payload), sig)) {
     return Corruption("the contribution signature does not verify for the bytes received");

@@ -5,11 +5,16 @@
 // each butterfly shard. Every contribution message carries an attestation: the signed manifest
 // and the sender's signature over (H(manifest), shard, H(payload)). The shard owner checks it
 // before decoding anything:
-//   - malformed, wrong peer/job/round/attempt/world/shard, or a signature that fails: the bytes
+//   - malformed, wrong peer/job/round/attempt/world/numel/shard, or a signature that fails: the bytes
 //     are refused and the sender blamed, but nothing is provable (it could be the link);
 //   - both signatures valid but H(payload) ≠ the manifest's digest for the shard: the sender
 //     signed two contradicting statements. That pair (ContributionMismatch) is a transferable
 //     proof anyone can check with CheckMismatchProof; the coordinator bans on it.
+// A payload that passes this check and then does not decode with the job's codec, or decodes to
+// a non-finite value, is the sender's signed garbage: no honest encoder makes one (every codec
+// refuses non-finite input). The owner keeps it as a BadContributionPayload, which anyone holding
+// the job's codec spec can check with CheckBadPayloadProof. Both proofs start with their own
+// magic, so one bytes field carries either (DecodeContributionProof).
 // The manifest is per attempt (a retry re-shards), so it is kept apart from the RoundCommitment,
 // where a second body would be equivocation. Torch-free.
 #pragma once
@@ -19,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "core/digest.h"
@@ -32,11 +38,15 @@ struct ContributionManifest {
   net::PublicKey peer{};
   uint64_t round = 0;
   uint64_t attempt = 0;
+  // Elements of the whole tensor the shards cut (collectives::ButterflyShardBegin): what fixes
+  // each shard's size for a BadContributionPayload check, so the checker needs no model.
+  uint64_t numel = 0;
   Digest pseudo_gradient{};           // FloatsDigest(Δ), as in the RoundCommitment
   std::vector<Digest> shard_digests;  // SHA-256 of the encoded payload to shard i (world entries)
 
   bool operator==(const ContributionManifest&) const = default;
-  // "TRIBMANIF1" ‖ str job ‖ peer ‖ u64 round ‖ u64 attempt ‖ pseudo_gradient ‖ u64 n ‖ digests.
+  // "TRIBMANIF2" ‖ str job ‖ peer ‖ u64 round ‖ u64 attempt ‖ u64 numel ‖ pseudo_gradient ‖
+  // u64 n ‖ digests.
   std::string Canonical() const;
 };
 
@@ -47,6 +57,11 @@ struct SignedManifest {
 
 // The most shards a manifest may name (bounds a hostile length before allocating).
 inline constexpr uint64_t kMaxManifestShards = 4096;
+// The largest tensor a manifest may state (the codecs' per-stream limit, 2^32 − 1).
+inline constexpr uint64_t kMaxManifestNumel = (uint64_t{1} << 32) - 1;
+// The largest payload a BadContributionPayload may carry (bounds a hostile length before
+// allocating; a contribution is far below the 16 MiB frame limit it travels in).
+inline constexpr uint64_t kMaxProofPayloadBytes = uint64_t{1} << 26;
 
 Result<SignedManifest> SignManifest(const ContributionManifest& body, const net::Identity& identity);
 Status VerifyManifest(const SignedManifest& manifest);  // Corruption if forged or malformed
@@ -74,6 +89,34 @@ Result<ContributionMismatch> DecodeMismatch(std::string_view bytes);  // strict;
 // otherwise (a forged or baseless accusation).
 Status CheckMismatchProof(const ContributionMismatch& proof);
 
+// A transferable proof that `manifest.body.peer` signed, as its contribution to shard `shard`,
+// a payload that its manifest states (SHA-256 equal to the manifest's digest for the shard) and
+// that does not decode with the job's codec or decodes to a non-finite value.
+struct BadContributionPayload {
+  SignedManifest manifest;
+  uint64_t shard = 0;
+  std::string payload;  // the codec payload exactly as received (at most kMaxProofPayloadBytes)
+  net::Signature signature{};
+};
+// "TRIBBADPAYLOAD1" ‖ str manifest ‖ manifest signature ‖ u64 shard ‖ str payload ‖ signature.
+std::string EncodeBadPayload(const BadContributionPayload& proof);
+Result<BadContributionPayload> DecodeBadPayload(std::string_view bytes);  // strict; does not verify
+// The owner's proof of a payload that passed CheckAttestation (`attestation` exactly as received
+// with it) and then failed to decode. Corruption if the attestation does not parse.
+Result<BadContributionPayload> MakeBadPayloadProof(std::string_view attestation, uint64_t shard,
+                                                   std::string payload);
+// OK iff both signatures are the peer's, SHA-256(payload) is the manifest's digest for `shard`,
+// and decoding the payload with `codec_spec` (collectives/codec) for `shard_numel` elements fails
+// or yields a non-finite value: the peer is guilty. Corruption otherwise (a forged or baseless
+// accusation); InvalidArgument if `codec_spec` is not a codec (the checker's own mistake).
+// `shard_numel` is the checker's: ButterflyShardBegin over the manifest's numel and world.
+Status CheckBadPayloadProof(const BadContributionPayload& proof, std::string_view codec_spec,
+                            uint64_t shard_numel);
+
+// Either proof, told apart by its magic: what ContributionProof.mismatch carries.
+using ContributionProof = std::variant<ContributionMismatch, BadContributionPayload>;
+Result<ContributionProof> DecodeContributionProof(std::string_view bytes);  // strict; does not verify
+
 // What the owner of `shard` expects of a contribution from `sender`.
 struct ExpectedContribution {
   std::string job_id;
@@ -82,6 +125,7 @@ struct ExpectedContribution {
   uint64_t attempt = 0;
   uint64_t world = 0;
   uint64_t shard = 0;
+  uint64_t numel = 0;  // elements of the whole tensor (the manifest must state the same)
 };
 // The owner's check of one received payload (given by its digest) against its attestation.
 // Error: refuse and blame the sender, nothing provable. nullopt: the payload is the one the

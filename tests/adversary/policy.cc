@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
 
+#include "collectives/codec/wire_format.h"
 #include "core/seed.h"
 
 namespace tributary::adversary {
@@ -35,6 +37,17 @@ runtime::StepTamper RewriteUpdate(const PolicyOptions& o, F f) {
   return t;
 }
 
+// Writes `value` over the first 4 bytes after the codec header of each payload it sends: for
+// fp32 the first element of the shard, for the other codecs a value or a scale; either way the
+// payload no longer decodes to finite values.
+std::function<void(uint32_t, std::string&)> OverwriteFirstValue(float value) {
+  return [value](uint32_t, std::string& payload) {
+    if (payload.size() >= collectives::codec::kHeaderBytes + sizeof value) {
+      std::memcpy(payload.data() + collectives::codec::kHeaderBytes, &value, sizeof value);
+    }
+  };
+}
+
 }  // namespace
 
 const std::vector<std::string>& AttackNames() {
@@ -42,7 +55,8 @@ const std::vector<std::string>& AttackNames() {
                                                  "shard",    "sign_flip", "scale",       "subnormal",
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
-                                                 "alie",     "ipm"};
+                                                 "alie",     "ipm",       "send_nan",    "send_inf",
+                                                 "send_garbage"};
   return names;
 }
 
@@ -128,6 +142,14 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     };
   } else if (a == "manifest_lie") {  // signs shard digests other than those of what it sends
     h.manifest_lies = true;
+  } else if (a == "send_nan") {  // trains honestly, sends a NaN in each payload (and signs it)
+    h.sent_payload = OverwriteFirstValue(std::numeric_limits<float>::quiet_NaN());
+  } else if (a == "send_inf") {  // same with +Inf
+    h.sent_payload = OverwriteFirstValue(std::numeric_limits<float>::infinity());
+  } else if (a == "send_garbage") {  // same with a payload one byte short (does not decode)
+    h.sent_payload = [](uint32_t, std::string& payload) {
+      if (!payload.empty()) payload.pop_back();
+    };
   } else {
     return InvalidArgument("unknown attack '" + a + "'");
   }

@@ -794,6 +794,69 @@ TEST(ContributionBindingTest, OwnersCheckEveryContributionAndCatchALyingSender) 
   }
 }
 
+// A sender that signs what it sends, but sends a NaN: each owner's `check` passes, decoding
+// fails, and the owner hands the signed bytes to `bad_payload` before the call fails blaming the
+// sender, as it does without the callback. Honest contributions never reach the callback.
+TEST(ContributionBindingTest, ASignedNonFinitePayloadGoesToBadPayloadAndTheSenderIsBlamed) {
+  const uint32_t world = 3, cheater = 1;
+  const auto inputs = Inputs(world, 90, 5);
+  for (const bool cheat : {false, true}) {
+    LocalCluster cluster(world);
+    auto meshes = FormMeshes(cluster);
+    struct Seen {
+      uint32_t from;
+      std::string attestation, payload;
+    };
+    std::vector<std::vector<Seen>> seen(world);
+    std::vector<std::vector<uint32_t>> checked(world);
+    auto outcomes = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+      Outcome out{Status::Ok(), {}, inputs[r], {}};
+      ContributionBinding b = DigestListBinding(world, false, &checked[r]);
+      b.bad_payload = [&, r](uint32_t from, std::string_view attestation, std::string_view payload) {
+        seen[r].push_back({from, std::string(attestation), std::string(payload)});
+      };
+      if (cheat && r == cheater) {
+        b.tamper_payload = [](uint32_t, std::string& payload) {
+          const float nan = std::numeric_limits<float>::quiet_NaN();
+          std::memcpy(payload.data() + 12, &nan, sizeof nan);  // the first value after the header
+        };
+      }
+      auto result = ButterflyAllreduce(*meshes[r], out.data,
+                                       {.tag = "nan", .deadline = DeadlineAfter(10s), .average = true, .binding = &b});
+      out.status = result.ok() ? Status::Ok() : result.status();
+      return out;
+    });
+    size_t reported = 0;
+    for (uint32_t r = 0; r < world; ++r) {
+      if (!cheat) {
+        ASSERT_TRUE(outcomes[r].status.ok()) << outcomes[r].status.ToString();
+        EXPECT_TRUE(seen[r].empty());
+        continue;
+      }
+      if (r == cheater) continue;
+      ASSERT_FALSE(outcomes[r].status.ok()) << "rank " << r << " accepted a NaN";
+      ASSERT_TRUE(meshes[r]->failure().has_value());
+      EXPECT_EQ(meshes[r]->failure()->rank, cheater) << meshes[r]->failure()->ToString();
+      EXPECT_TRUE(SameBits(outcomes[r].data, inputs[r]));
+      // An owner may learn of the failure from the other owner's abort before its own
+      // contribution from the cheater arrives; at most once, and only about the cheater.
+      ASSERT_LE(seen[r].size(), 1u) << "rank " << r;
+      for (const Seen& s : seen[r]) {
+        ++reported;
+        EXPECT_EQ(s.from, cheater);
+        // The attestation states the digest of exactly the bytes handed over (the sender signed them).
+        const Digest digest = Sha256Of(s.payload);
+        ASSERT_EQ(s.attestation.size(), 32u * world);
+        EXPECT_EQ(std::memcmp(s.attestation.data() + 32 * r, digest.data(), 32), 0);
+        float first = 0;
+        std::memcpy(&first, s.payload.data() + 12, sizeof first);
+        EXPECT_TRUE(std::isnan(first));
+      }
+    }
+    if (cheat) EXPECT_GE(reported, 1u);
+  }
+}
+
 TEST(ContributionBindingTest, BoundAndUnboundRanksFailFast) {
   LocalCluster cluster(2);
   auto meshes = FormMeshes(cluster);

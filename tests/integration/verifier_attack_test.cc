@@ -33,6 +33,7 @@ struct Attack {
   std::vector<std::string> flags;  // extra adversary flags
   std::string expected;            // what the coordinator's log must say about the cheater
   bool before_commit = false;      // coordinator --verify-before-commit
+  bool expected_in_ban = false;    // the cheater's ban reason (SQLite) says `expected` too
 };
 
 class VerifiedJob {
@@ -163,6 +164,8 @@ void ExpectHonest(const Outcome& o, const std::string& hex) {
 
 // How a Δ audit convicts (launcher/verification_service.cc logs the referee's reason).
 constexpr const char* kDeltaAudit = "Δ audit: θ_start − θ_end of the committed steps is not the Δ it committed and sent";
+// How a shard owner's proof of a signed NaN/Inf/garbage payload bans its sender.
+constexpr const char* kBadPayload = "a non-finite/undecodable contribution, proven by its signed payload";
 
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
@@ -182,6 +185,7 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   EXPECT_NE(log.find(attack.expected), std::string::npos) << "expected '" << attack.expected << "' in\n" << log;
   const Outcome o = ReadLedger(job);
   ASSERT_EQ(o.banned.count(m), 1u) << log;
+  if (attack.expected_in_ban) EXPECT_NE(o.banned.at(m).find(attack.expected), std::string::npos) << o.banned.at(m);
   ExpectHonest(o, a);
   ExpectHonest(o, b);
   // A prover caught faking steps has a rejected round with failed steps in the ledger.
@@ -214,7 +218,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Attack{"send_scaled", {"--scale", "1000"}, kDeltaAudit},
                       Attack{"alie", {}, kDeltaAudit}, Attack{"ipm", {}, kDeltaAudit},
                       // A manifest that states other payloads: the shard owner's proof.
-                      Attack{"manifest_lie", {}, "contradicts its signed manifest"}),
+                      Attack{"manifest_lie", {}, "contradicts its signed manifest"},
+                      // Honest steps and manifest, but the signed payloads carry NaN / +Inf / are
+                      // one byte short: the shard owner's proof of the signed bytes.
+                      Attack{"send_nan", {}, kBadPayload, false, true},
+                      Attack{"send_inf", {}, kBadPayload, false, true},
+                      Attack{"send_garbage", {}, kBadPayload, false, true}),
     [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
 
 // Partial cheating at f = 1 %, 5 % and 10 % over real trainer steps. Every step is challenged here

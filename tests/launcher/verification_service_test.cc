@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 #include <map>
 
 #include "launcher/store.h"
 #include "runtime/job_spec.h"
+#include "tests/common/contribution_proofs.h"
 #include "verifier/commitment.h"
 #include "verifier/contribution.h"
 
@@ -128,6 +131,7 @@ class ServiceTest : public ::testing::Test {
     m.peer = p.id.public_key();
     m.round = p.commitment.body.round;
     m.attempt = attempt;
+    m.numel = 30;
     m.pseudo_gradient = delta ? *delta : p.commitment.body.pseudo_gradient;
     for (uint32_t i = 0; i < world; ++i) m.shard_digests.push_back(Sha256Of("payload " + std::to_string(i)));
     auto signed_manifest = verifier::SignManifest(m, p.id);
@@ -218,6 +222,7 @@ TEST_F(ServiceTest, ADiLoCoReportNeedsTheSignedManifestOfItsSentDelta) {
 // A shard owner's proof that a sender signed a manifest contradicting what it sent bans the
 // sender; a "proof" that does not hold bans whoever sent it.
 TEST_F(ServiceTest, AContributionProofBansTheSenderAndABaselessOneTheReporter) {
+  service_->OnRoundStart(0, "");
   Prover& sender = provers_[0];
   auto manifest = verifier::DecodeManifest(Manifest(sender));
   ASSERT_TRUE(manifest.ok());
@@ -243,6 +248,60 @@ TEST_F(ServiceTest, AContributionProofBansTheSenderAndABaselessOneTheReporter) {
   service_->OnContributionProof(provers_[2].id.public_key(), proof);
   EXPECT_FALSE(bans_.count(honest.id.public_key()));
   EXPECT_TRUE(bans_.count(provers_[2].id.public_key()));
+}
+
+// A shard owner's proof that a sender signed a payload that decodes to NaN/Inf, or does not
+// decode, with the job's codec bans the sender; a proof over a finite payload, about another
+// job, or misdescribed by its message bans whoever sent it; one about an attempt never started
+// bans nobody.
+TEST_F(ServiceTest, ABadPayloadProofBansTheSenderAndABaselessOneTheReporter) {
+  service_->OnRoundStart(0, "");
+  service_->OnRoundStart(0, "", /*attempt=*/1);
+  struct Case {
+    std::string what;
+    std::function<void(uint64_t, std::string&)> tamper;
+    bool guilty;  // the sender (else the reporter) is banned
+    uint64_t message_round = 0;
+    std::string job;  // empty: this job
+  };
+  const std::vector<Case> cases = {
+      {"NaN", testing::OverwriteFirstValue(std::numeric_limits<float>::quiet_NaN()), true},
+      {"Inf", testing::OverwriteFirstValue(std::numeric_limits<float>::infinity()), true},
+      {"truncated", [](uint64_t, std::string& p) { p.pop_back(); }, true},
+      {"finite", {}, false},
+      {"misdescribed", testing::OverwriteFirstValue(std::numeric_limits<float>::quiet_NaN()), false, 1},
+      {"another job", testing::OverwriteFirstValue(std::numeric_limits<float>::quiet_NaN()), false, 0, "job-2"}};
+  for (const Case& c : cases) {
+    const net::Identity sender = net::Identity::Generate(), reporter = net::Identity::Generate();
+    const testing::SignedContributions sent = testing::SignContributions(
+        sender, {.job_id = c.job.empty() ? job_ : c.job, .round = 0, .attempt = 1, .tamper = c.tamper});
+    v1::ContributionProof proof;
+    proof.set_round(c.message_round);
+    proof.set_attempt(1);
+    proof.set_mismatch(verifier::EncodeBadPayload(testing::BadPayloadProofOf(sender, sent, 2)));
+    service_->OnContributionProof(reporter.public_key(), proof);
+    EXPECT_EQ(bans_.count(sender.public_key()), c.guilty ? 1u : 0u) << c.what;
+    EXPECT_EQ(bans_.count(reporter.public_key()), c.guilty ? 0u : 1u) << c.what;
+    const std::string why = bans_[c.guilty ? sender.public_key() : reporter.public_key()];
+    const std::string expected = c.guilty ? "sent shard 2 a non-finite/undecodable contribution, proven by its signed payload"
+                                          : "sent a baseless contribution proof";
+    EXPECT_NE(why.find(expected), std::string::npos) << c.what << ": " << why;
+  }
+  // An attempt this coordinator never started: nobody can have received it, nobody is banned.
+  const net::Identity sender = net::Identity::Generate(), reporter = net::Identity::Generate();
+  const testing::SignedContributions later = testing::SignContributions(
+      sender, {.job_id = job_, .round = 0, .attempt = 2, .tamper = testing::OverwriteFirstValue(std::numeric_limits<float>::quiet_NaN())});
+  v1::ContributionProof proof;
+  proof.set_round(0);
+  proof.set_attempt(2);
+  proof.set_mismatch(verifier::EncodeBadPayload(testing::BadPayloadProofOf(sender, later, 0)));
+  service_->OnContributionProof(reporter.public_key(), proof);
+  EXPECT_FALSE(bans_.count(sender.public_key()));
+  EXPECT_FALSE(bans_.count(reporter.public_key()));
+  // Bytes that are no proof of either kind.
+  proof.set_mismatch("TRIBBADPAYLOAD1 and then nothing");
+  service_->OnContributionProof(reporter.public_key(), proof);
+  EXPECT_TRUE(bans_.count(reporter.public_key()));
 }
 
 // Every committed member with a manifest gets a Δ audit: its end state is opened and a verifier

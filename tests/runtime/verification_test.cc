@@ -286,10 +286,11 @@ TEST_F(VerificationTest, DeltaAuditBindsTheSentDeltaToTheCommittedSteps) {
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c->before.front().step_commitment().commitment();
   };
-  auto manifest_of = [&](std::span<const float> d, uint32_t world, int lie_about_shard = -1) {
+  auto manifest_of = [&](std::span<const float> d, uint32_t world, int lie_about_shard = -1, uint64_t numel = 0) {
     verifier::ContributionManifest m;
     m.job_id = job;
     m.peer = prover_id.public_key();
+    m.numel = numel ? numel : d.size();
     m.pseudo_gradient = verifier::FloatsDigest(d);
     for (uint32_t s = 0; s < world; ++s) {
       const uint64_t begin = collectives::ButterflyShardBegin(d.size(), world, s);
@@ -325,6 +326,11 @@ TEST_F(VerificationTest, DeltaAuditBindsTheSentDeltaToTheCommittedSteps) {
   v1::VerifyResult r = audit(honest, manifest_of(delta, 3, /*lie_about_shard=*/1));
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   EXPECT_NE(r.reason().find("shard 1"), std::string::npos) << r.reason();
+  // The manifest states another tensor size than the model's (it fixes the shard sizes a
+  // bad-payload proof is checked with).
+  r = audit(honest, manifest_of(delta, 3, -1, delta.size() + 1));
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("elements"), std::string::npos) << r.reason();
   // The end state opened is the one before the last step.
   r = audit(honest, manifest_of(delta, 2), /*end_state=*/false);
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
