@@ -199,7 +199,7 @@ class DirectOp {
                                      : options_.deadline;
       bool all_sent = false;
       std::deque<Arrival> arrivals = shared_->Take(until, in_ + 1 == world(), &all_sent);
-      for (Arrival& a : arrivals) TRIB_RETURN_IF_ERROR(OnArrival(a));
+      TRIB_RETURN_IF_ERROR(Process(arrivals));
       if (in_ + 1 == world() && all_sent) break;
       if (polling && options_.control->IsCancelled()) {
         return Aborted("gave up the all-reduce: the attempt was superseded");
@@ -267,6 +267,30 @@ class DirectOp {
       });
     }
     return Status::Ok();
+  }
+
+  // A relayed abort names who failed, so it goes first; a failed send waits kRelayedAbortGrace
+  // for one (the peer may have aborted and closed) before blaming that peer.
+  Status Process(std::deque<Arrival>& arrivals) {
+    std::stable_partition(arrivals.begin(), arrivals.end(), [](const Arrival& a) { return a.relayed.has_value(); });
+    for (const Arrival& a : arrivals) {
+      if (a.sending && !a.status.ok()) {
+        if (auto relayed = AwaitRelayedAbort()) return OnArrival(*relayed);
+      }
+      TRIB_RETURN_IF_ERROR(OnArrival(a));
+    }
+    return Status::Ok();
+  }
+
+  std::optional<Arrival> AwaitRelayedAbort() {
+    const Deadline grace = std::min(options_.deadline, DeadlineAfter(kRelayedAbortGrace));
+    while (Clock::now() < grace) {
+      bool all_sent = false;
+      for (Arrival& a : shared_->Take(grace, false, &all_sent)) {
+        if (a.relayed) return std::move(a);
+      }
+    }
+    return std::nullopt;
   }
 
   Status OnArrival(const Arrival& a) {

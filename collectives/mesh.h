@@ -131,6 +131,12 @@ class Mesh {
   std::optional<PeerFailure> failure_;
 };
 
+// How long a rank whose send to a peer failed waits for that peer's relayed abort before blaming
+// the peer itself. A peer that gives up relays why (Mesh::Abort) and then closes, so a write to it
+// can fail ("Broken pipe") before its message is read, and would blame a live peer for another's
+// death. Only failures pay it.
+inline constexpr Millis kRelayedAbortGrace{200};
+
 // The "failed rank K: ..." prefix Mesh::Abort puts on an Error it relays: K, when `message`
 // starts with it and K is a rank of a world of `world`.
 std::optional<uint32_t> BlamedRank(const std::string& message, uint32_t world);
