@@ -322,27 +322,9 @@ class ButterflyOp {
     return Status::Ok();
   }
 
-  // A relayed abort names who failed, so it goes first; a failed send waits kRelayedAbortGrace
-  // for one (the peer may have aborted and closed) before blaming that peer.
   Status Process(std::deque<Arrival> arrivals) {
-    std::stable_partition(arrivals.begin(), arrivals.end(), [](const Arrival& a) { return a.relayed.has_value(); });
-    for (Arrival& a : arrivals) {
-      if (a.sending && !a.status.ok()) {
-        if (auto relayed = AwaitRelayedAbort()) return OnArrival(*relayed);
-      }
-      TRIB_RETURN_IF_ERROR(OnArrival(a));
-    }
-    return Status::Ok();
-  }
-
-  std::optional<Arrival> AwaitRelayedAbort() {
-    const Deadline grace = std::min(options_.deadline, DeadlineAfter(kRelayedAbortGrace));
-    while (Clock::now() < grace) {
-      for (Arrival& a : inbox_->Take(grace)) {
-        if (a.relayed) return std::move(a);
-      }
-    }
-    return std::nullopt;
+    return HandleArrivals(arrivals, options_.deadline, [&](Deadline until) { return inbox_->Take(until); },
+                          [&](Arrival& a) { return OnArrival(a); });
   }
 
   Status OnArrival(Arrival& a) {

@@ -269,28 +269,12 @@ class DirectOp {
     return Status::Ok();
   }
 
-  // A relayed abort names who failed, so it goes first; a failed send waits kRelayedAbortGrace
-  // for one (the peer may have aborted and closed) before blaming that peer.
   Status Process(std::deque<Arrival>& arrivals) {
-    std::stable_partition(arrivals.begin(), arrivals.end(), [](const Arrival& a) { return a.relayed.has_value(); });
-    for (const Arrival& a : arrivals) {
-      if (a.sending && !a.status.ok()) {
-        if (auto relayed = AwaitRelayedAbort()) return OnArrival(*relayed);
-      }
-      TRIB_RETURN_IF_ERROR(OnArrival(a));
-    }
-    return Status::Ok();
-  }
-
-  std::optional<Arrival> AwaitRelayedAbort() {
-    const Deadline grace = std::min(options_.deadline, DeadlineAfter(kRelayedAbortGrace));
-    while (Clock::now() < grace) {
+    auto take = [&](Deadline until) {
       bool all_sent = false;
-      for (Arrival& a : shared_->Take(grace, false, &all_sent)) {
-        if (a.relayed) return std::move(a);
-      }
-    }
-    return std::nullopt;
+      return shared_->Take(until, false, &all_sent);
+    };
+    return HandleArrivals(arrivals, options_.deadline, take, [&](const Arrival& a) { return OnArrival(a); });
   }
 
   Status OnArrival(const Arrival& a) {

@@ -32,7 +32,9 @@
 // mesh acceptor or the other way round.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -136,6 +138,27 @@ class Mesh {
 // can fail ("Broken pipe") before its message is read, and would blame a live peer for another's
 // death. Only failures pay it.
 inline constexpr Millis kRelayedAbortGrace{200};
+
+// Hands `arrivals` to `handle` in order, relayed aborts first (they name who failed), stopping at
+// the first error. Before a failed send is handled, waits up to kRelayedAbortGrace (capped by
+// `deadline`) for a relayed abort through `take(until)` and handles that instead. Shared by the
+// butterfly and the direct all-reduce; `Arrival` has `relayed`, `sending` and `status`.
+template <typename Arrival, typename Take, typename Handle>
+Status HandleArrivals(std::deque<Arrival>& arrivals, Deadline deadline, Take take, Handle handle) {
+  std::stable_partition(arrivals.begin(), arrivals.end(), [](const Arrival& a) { return a.relayed.has_value(); });
+  for (Arrival& a : arrivals) {
+    if (a.sending && !a.status.ok()) {
+      const Deadline grace = std::min(deadline, DeadlineAfter(kRelayedAbortGrace));
+      while (Clock::now() < grace) {
+        for (Arrival& later : take(grace)) {
+          if (later.relayed) return handle(later);
+        }
+      }
+    }
+    TRIB_RETURN_IF_ERROR(handle(a));
+  }
+  return Status::Ok();
+}
 
 // The "failed rank K: ..." prefix Mesh::Abort puts on an Error it relays: K, when `message`
 // starts with it and K is a rank of a world of `world`.
