@@ -1034,20 +1034,26 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         // leave out the most blamed (it is alive but unreachable for its group: a partition, a
         // firewall, a frozen process still heartbeating) for the rest of this round; a lone
         // false accusation costs the accused one round, and the accuser is blamed in return if
-        // it was the one unreachable.
+        // it was the one unreachable. Only while the others still make a quorum: blame spread
+        // over many members (a transient, e.g. a ring formed while one member still left the
+        // previous attempt) is no verdict, and leaving them all out would stall the round with
+        // its ready peers excluded. Then everyone retries; blame accumulates over attempts.
         uint32_t most = 0;
         for (const auto& [m, n] : group->suspicions) most = std::max(most, n);
-        size_t excluded_here = 0;
-        for (uint64_t m : group->members) excluded_here += job.excluded.count(m);
-        std::vector<uint64_t> alive;
-        std::string left_out;
+        std::vector<uint64_t> connected, blamed;
         for (uint64_t m : group->members) {
           if (!self->sessions_.count(m)) continue;
+          connected.push_back(m);
           auto it = group->suspicions.find(m);
-          if (most > 0 && it != group->suspicions.end() && it->second == most &&
-              group->members.size() - excluded_here > 1) {
+          if (most > 0 && it != group->suspicions.end() && it->second == most) blamed.push_back(m);
+        }
+        const size_t quorum = std::max<size_t>(2, job.min_peers());
+        if (connected.size() < blamed.size() + quorum) blamed.clear();
+        std::vector<uint64_t> alive;
+        std::string left_out;
+        for (uint64_t m : connected) {
+          if (std::find(blamed.begin(), blamed.end(), m) != blamed.end()) {
             job.excluded.insert(m);
-            ++excluded_here;
             left_out += (left_out.empty() ? "" : ", ") + self->sessions_.at(m).name;
             continue;
           }
