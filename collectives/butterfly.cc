@@ -344,7 +344,7 @@ class ButterflyOp {
   Status OnContribution(uint32_t from, std::string payload) {
     std::string attestation;
     if (options_.binding) TRIB_RETURN_IF_ERROR(CheckBound(from, payload, attestation));
-    auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(me()));
+    auto decoded = codec::DecodeChecked(codecs_.decoder(), payload, layout_.Size(me()));
     if (!decoded.ok()) {
       // The sender signed these very bytes: with a binding, that is provable.
       if (options_.binding && options_.binding->bad_payload) options_.binding->bad_payload(from, attestation, payload);
@@ -388,7 +388,7 @@ class ButterflyOp {
   }
 
   Status OnAggregate(uint32_t from, std::string payload) {
-    auto decoded = DecodeChecked(codecs_.decoder(), payload, layout_.Size(from));
+    auto decoded = codec::DecodeChecked(codecs_.decoder(), payload, layout_.Size(from));
     if (!decoded.ok()) {
       return Blame(from, decoded.status().WithContext("aggregate of shard " +
                                                       std::to_string(from) + " from " +
@@ -465,20 +465,6 @@ class ButterflyOp {
 
 }  // namespace
 
-// Decode() already refuses non-finite values; checking again costs one pass and keeps the
-// promise "no non-finite value reaches an aggregator" independent of every codec's care.
-Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
-                                         size_t numel) {
-  TRIB_ASSIGN_OR_RETURN(std::vector<float> values, codec.Decode(payload, numel));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (NonFinite(values[i])) {
-      return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
-                             std::to_string(i));
-    }
-  }
-  return values;
-}
-
 Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
                                           const std::vector<std::vector<float>>& decoded,
                                           bool average, int threads) {
@@ -518,7 +504,7 @@ Result<std::vector<float>> ReduceShard(const codec::Codec& codec,
                                        int threads) {
   std::vector<std::vector<float>> decoded;
   for (size_t i = 0; i < contributions.size(); ++i) {
-    auto values = DecodeChecked(codec, contributions[i], shard_numel);
+    auto values = codec::DecodeChecked(codec, contributions[i], shard_numel);
     if (!values.ok()) {
       return values.status().WithContext("contribution of rank " + std::to_string(i));
     }

@@ -73,7 +73,7 @@ struct ContributionBinding {
   // before decoding it. An error fails the call and blames the sender.
   std::function<Status(uint32_t from, std::string_view attestation, const Digest& payload)> check;
   // Owner, optional: a contribution passed `check` and then does not decode or decodes to a
-  // non-finite value (DecodeChecked). Called with the sender rank, its attestation and the codec
+  // non-finite value (codec::DecodeChecked). Called with the sender rank, its attestation and the codec
   // payload as received (the bytes the sender signed) before the call fails blaming the sender,
   // as it does without this callback. May run on any thread of the call.
   std::function<void(uint32_t from, std::string_view attestation, std::string_view payload)> bad_payload;
@@ -131,12 +131,9 @@ inline uint64_t ButterflyShardBegin(uint64_t numel, uint32_t world, uint32_t sha
 }
 
 // The pieces of step 2, shared with the direct all-reduce (direct_allreduce.h) so both run the
-// same arithmetic. DecodeChecked: Decode plus a finiteness check (InvalidArgument naming the
-// element). AggregateShard: robust::Aggregate over contributions in rank order, scaled by their
+// same arithmetic (each decodes with codec::DecodeChecked). AggregateShard: robust::Aggregate over contributions in rank order, scaled by their
 // count unless `average` (InvalidArgument when that overflows). CheckAggregatorFits: whether
 // `spec` can aggregate `world` contributions (checked before anything is sent).
-Result<std::vector<float>> DecodeChecked(const codec::Codec& codec, std::string_view payload,
-                                         size_t numel);
 Result<std::vector<float>> AggregateShard(const robust::AggregatorSpec& spec,
                                           const std::vector<std::vector<float>>& decoded,
                                           bool average, int threads);

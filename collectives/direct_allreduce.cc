@@ -303,7 +303,7 @@ class DirectOp {
   }
 
   Status DecodeFrom(uint32_t peer) {
-    auto decoded = DecodeChecked(codecs_->decoder(), shared_->payloads[peer], data_.size());
+    auto decoded = codec::DecodeChecked(codecs_->decoder(), shared_->payloads[peer], data_.size());
     if (!decoded.ok()) {
       return Blame(peer, decoded.status().WithContext("contribution from " + mesh_.Describe(peer)));
     }

@@ -201,6 +201,8 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
 }
 
 Status VerificationService::CheckBadPayload(const verifier::BadContributionPayload& proof) const {
+  // Verified before the size limit below (CheckBadPayloadProof verifies it again): a forged
+  // manifest must ban the reporter, not pass as "too large to judge".
   TRIB_RETURN_IF_ERROR(verifier::VerifyManifest(proof.manifest));
   const verifier::ContributionManifest& m = proof.manifest.body;
   const uint64_t world = m.shard_digests.size();

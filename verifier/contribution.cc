@@ -225,11 +225,8 @@ Status CheckBadPayloadProof(const BadContributionPayload& p, std::string_view co
   if (p.manifest.body.shard_digests[p.shard] != digest) {
     return Corruption("the payload is not the one the manifest states (that would be a mismatch proof)");
   }
-  auto values = (*codec)->Decode(p.payload, shard_numel);
-  if (!values.ok()) return Status::Ok();  // signed bytes that are no payload of this codec
-  for (float v : *values) {
-    if (!std::isfinite(v)) return Status::Ok();
-  }
+  // What the owner refused (collectives/butterfly.cc) is exactly what DecodeChecked refuses.
+  if (!collectives::codec::DecodeChecked(**codec, p.payload, shard_numel).ok()) return Status::Ok();
   return Corruption("the payload decodes to " + std::to_string(shard_numel) + " finite values: nothing wrong with it");
 }
 

@@ -43,9 +43,13 @@ std::string MarkdownReport(const BenchScenario& s, const std::vector<SystemResul
   auto normalised_rate = [](const SystemResult& r) {
     return r.normalised_train_seconds > 0 ? static_cast<double>(r.tokens) / r.normalised_train_seconds : 0.0;
   };
-  std::string out = fmt::format("### {}: {} peers, {} tokens per system{}\n\n", s.name, s.peers(),
-                                s.total_tokens(),
-                                s.diloco_steps ? fmt::format(" ({} steps per peer for DiLoCo)", *s.diloco_steps) : "");
+  std::string budget = fmt::format("{} tokens per system", s.total_tokens());
+  for (const auto& system : s.systems) {
+    if (system.ddp() || s.total_tokens(system) == s.total_tokens()) continue;
+    budget = fmt::format("{} tokens per DDP system, {} per DiLoCo system", s.total_tokens(), s.total_tokens(system));
+    break;
+  }
+  std::string out = fmt::format("### {}: {} peers, {}\n\n", s.name, s.peers(), budget);
   out += "| system | steps/round | rounds | tokens | train s | tokens/s | compute util | "
          "compute s/step | train s at equal compute | all-reduce s/round | all-reduce share | "
          "wire/peer | final eval loss | s to loss " + Fixed(target, 3) + " | load | status |\n";

@@ -93,6 +93,13 @@ class Codec {
 // Builds a codec from its spec (see the file comment). InvalidArgument names the bad part.
 Result<std::unique_ptr<Codec>> MakeCodec(std::string_view spec, const CodecOptions& options = {});
 
+// Decode plus a finiteness check (InvalidArgument naming the element): what a receiver accepts.
+// Every codec's Decode already refuses non-finite values; checking again keeps "no non-finite
+// value reaches an aggregator" independent of each codec's care. A shard owner (butterfly,
+// direct all-reduce) and the checker of a bad-payload proof (verifier/contribution.h) both call
+// this, so they agree on what a bad payload is.
+Result<std::vector<float>> DecodeChecked(const Codec& codec, std::string_view payload, size_t numel);
+
 // fp32 bytes over payload bytes: 4·numel / payload_bytes (0 when the payload is empty).
 double CompressionRatio(size_t numel, size_t payload_bytes);
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "collectives/codec/codec.h"
+#include "collectives/codec/wire_format.h"
 #include "net/identity.h"
 #include "verifier/contribution.h"
 
@@ -68,9 +69,11 @@ inline verifier::BadContributionPayload BadPayloadProofOf(const net::Identity& s
   return {c.manifest, shard, payload, verifier::SignContribution(sender, c.manifest, shard, Sha256Of(payload))};
 }
 
-// Writes `value` over the first fp32 element of a payload (after the 12-byte codec header).
+// Writes `value` over the first fp32 element of a payload (after the codec header).
 inline std::function<void(uint64_t, std::string&)> OverwriteFirstValue(float value) {
-  return [value](uint64_t, std::string& payload) { std::memcpy(payload.data() + 12, &value, sizeof value); };
+  return [value](uint64_t, std::string& payload) {
+    std::memcpy(payload.data() + collectives::codec::kHeaderBytes, &value, sizeof value);
+  };
 }
 
 }  // namespace tributary::testing
