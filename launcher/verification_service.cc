@@ -144,6 +144,10 @@ Status VerificationService::OnCommitment(const net::PublicKey& from, const v1::S
     Ban(from, "commitment for round " + std::to_string(m.round()) + ", which is not open");
     return DeadlineExceeded("commitment for a round that is not open");
   }
+  // In DDP each attempt re-runs the steps into a book of its own (OnRoundStart). A member that
+  // finished an attempt just as it was retried sends that attempt's commitment after the new
+  // book opened: stale, not a second root for the retry.
+  if (spec_.mode() == v1::MODE_DDP && m.attempt() < it->second.attempt) return Status::Ok();
   if (c.body.leaf_count != spec_.inner_steps()) {
     Ban(from, "committed " + std::to_string(c.body.leaf_count) + " steps, the job has " +
                   std::to_string(spec_.inner_steps()));

@@ -392,6 +392,32 @@ TEST_F(ServiceTest, EquivocationForgeryWrongCountAndLateCommitsAreBanned) {
   EXPECT_TRUE(bans_.count(late.id.public_key()));
 }
 
+// DDP: a retried attempt re-runs the steps into a fresh book. The previous attempt's commitment,
+// arriving after the retry started (the member finished just as a peer was banned), is stale and
+// must not count as a second root against the retry's: that banned an honest peer in
+// VerifierDdp.ACheaterInADdpJobIsCaughtAndHonestPeersAreNot now and then.
+TEST_F(ServiceTest, ADdpAttemptsLateCommitmentAfterItsRetryIsNoEquivocation) {
+  spec_.set_mode(v1::MODE_DDP);
+  service_ = Make();
+  Prover& p = provers_[0];
+  service_->OnRoundStart(0, "", /*attempt=*/0);
+  service_->OnRoundStart(0, "", /*attempt=*/1);
+  v1::StepCommitment stale = Message(p);  // attempt 0's steps
+  stale.set_attempt(0);
+  EXPECT_TRUE(service_->OnCommitment(p.id.public_key(), stale, 10).ok());
+  Commit(p, 0, /*variant=*/1);  // attempt 1 re-ran them
+  v1::StepCommitment retry = Message(p);
+  retry.set_attempt(1);
+  EXPECT_TRUE(service_->OnCommitment(p.id.public_key(), retry, 11).ok());
+  EXPECT_FALSE(service_->IsBanned(p.id.public_key())) << bans_[p.id.public_key()];
+  // Two roots within one attempt are still equivocation.
+  Commit(p, 0, /*variant=*/2);
+  v1::StepCommitment second = Message(p);
+  second.set_attempt(1);
+  EXPECT_EQ(service_->OnCommitment(p.id.public_key(), second, 12).code(), StatusCode::kProtocolError);
+  EXPECT_TRUE(service_->IsBanned(p.id.public_key()));
+}
+
 TEST_F(ServiceTest, EachProversReplayStartsFromItsOwnRoundStartState) {
   // Grouped rounds: members start a round from their own group's state, so the verifier checks
   // a prover's step 0 against that prover's θ, not one θ for the whole round.
