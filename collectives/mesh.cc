@@ -584,7 +584,7 @@ PeerFailure Mesh::FailureOf(uint32_t rank, std::optional<uint32_t> reported_by) 
 
 PeerFailure Mesh::FailureOfRelayedAbort(uint32_t from, const std::string& relayed) const {
   const std::optional<uint32_t> blamed = BlamedRank(relayed, world());
-  return blamed && *blamed != from ? FailureOf(*blamed, from) : FailureOf(from);
+  return blamed && *blamed != from && *blamed != rank_ ? FailureOf(*blamed, from) : FailureOf(from);
 }
 
 uint64_t Mesh::bytes_sent() const {
@@ -607,12 +607,12 @@ void Mesh::Abort(const Status& why, std::optional<PeerFailure> failure) {
       failure ? std::string(kBlamePrefix) + std::to_string(failure->rank) + ": " + why.message()
               : "rank " + std::to_string(rank_) + " gave up: " + why.message();
   const v1::Envelope error = net::MakeError(job_id_, v1::ROUND_FAILED, text);
-  for (uint32_t p = 0; p < world(); ++p) {
-    if (peers_[p] && !(failure && failure->rank == p)) peers_[p]->AsyncSend(error);
+  for (const auto& p : peers_) {
+    if (p) p->AsyncSend(error);
   }
   const Deadline grace = DeadlineAfter(kAbortGrace);
-  for (uint32_t p = 0; p < world(); ++p) {
-    if (peers_[p] && !(failure && failure->rank == p)) (void)peers_[p]->Flush(grace);
+  for (const auto& p : peers_) {
+    if (p) (void)p->Flush(grace);
   }
   CloseAll();
 }

@@ -94,14 +94,16 @@ class Mesh {
   std::string Describe(uint32_t rank) const;
   PeerFailure FailureOf(uint32_t rank, std::optional<uint32_t> reported_by = std::nullopt) const;
   // `from` relayed an abort (`relayed`, Mesh::Abort's message): the rank it names, reported by
-  // `from`, or `from` itself when it names nobody else.
+  // `from`, or `from` itself when it names nobody else or names this rank (we cannot tell who of
+  // the two is wrong; the coordinator weighs both reports).
   PeerFailure FailureOfRelayedAbort(uint32_t from, const std::string& relayed) const;
 
   // Bytes on all of this rank's connections since Form, frames included.
   uint64_t bytes_sent() const;
   uint64_t bytes_received() const;
 
-  // Gives up on the mesh: tells every peer (but `failure`'s rank) why, as
+  // Gives up on the mesh: tells every peer why (the blamed one too: it may be alive and only
+  // wrong, e.g. a mismatched tag, and should learn why instead of seeing a closed socket), as
   // Error{ROUND_FAILED, "failed rank K: <why>"} when a peer is to blame or
   // Error{ROUND_FAILED, "rank R gave up: <why>"} when not, waits briefly for those frames to
   // leave, then closes every connection. Returns once no queued send can still read caller

@@ -181,6 +181,30 @@ TEST(MeshTest, BlamedRankParsesOnlyTheAbortPrefix) {
   EXPECT_EQ(BlamedRank("failed rank x: y", 4), std::nullopt);
 }
 
+TEST(MeshTest, ARelayedAbortBlamesWhomItNamesUnlessItNamesTheReader) {
+  LocalCluster cluster(3);
+  auto meshes = FormMeshes(cluster);
+  const Mesh& reader = *meshes[0];
+  // Rank 1 says rank 2 failed: rank 2, as reported by 1.
+  const PeerFailure third = reader.FailureOfRelayedAbort(1, "failed rank 2: wrong tag");
+  EXPECT_EQ(third.rank, 2u);
+  EXPECT_EQ(third.reported_by, std::optional<uint32_t>(1));
+  // Rank 1 says the reader failed: from where the reader stands that is rank 1's word against
+  // its own, so it names rank 1 (the coordinator weighs both reports).
+  EXPECT_EQ(reader.FailureOfRelayedAbort(1, "failed rank 0: wrong tag").rank, 1u);
+  EXPECT_EQ(reader.FailureOfRelayedAbort(1, "rank 1 gave up: deadline").rank, 1u);
+}
+
+TEST(MeshTest, AbortTellsTheBlamedRankWhyInsteadOfOnlyClosing) {
+  LocalCluster cluster(2);
+  auto meshes = FormMeshes(cluster);
+  meshes[1]->Abort(InvalidArgument("wrong tag 'x'"), meshes[1]->FailureOf(0));
+  auto env = meshes[0]->peer(1)->Receive(DeadlineAfter(5s));
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  ASSERT_TRUE(env->has_error());
+  EXPECT_TRUE(Contains(env->error().message(), "failed rank 0: wrong tag")) << env->error().message();
+}
+
 // --- secure meshes ----------------------------------------------------------------------------
 
 struct SecureCluster {
