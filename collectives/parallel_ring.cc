@@ -13,7 +13,8 @@ namespace tributary::collectives {
 Result<std::unique_ptr<ParallelRing>> ParallelRing::Form(
     net::IoThread& io, net::Listener& listener, uint32_t my_rank,
     const std::vector<RingMember>& members, const std::string& job_id, uint64_t round,
-    uint32_t attempt, const net::Identity* identity, Deadline deadline, uint32_t streams) {
+    uint32_t attempt, const net::Identity* identity, Deadline deadline, uint32_t streams,
+    FormControl* control) {
   if (streams < 1 || streams > kMaxStreams) {
     return InvalidArgument("streams per ring edge must be 1.." + std::to_string(kMaxStreams) +
                            ", got " + std::to_string(streams));
@@ -26,7 +27,7 @@ Result<std::unique_ptr<ParallelRing>> ParallelRing::Form(
     // Sequential formation is safe on one listener: a rank accepts only until its prev's hello
     // of stream k arrives, so stream k+1's hello waits in the backlog for the next Form.
     auto ring = Ring::Form(io, listener, my_rank, members, job_id, round,
-                           attempt | (k << kStreamShift), identity, deadline);
+                           attempt | (k << kStreamShift), identity, deadline, control);
     if (!ring.ok()) {
       set->Abort();
       return ring.status().WithContext("stream " + std::to_string(k) + " of " + std::to_string(streams));

@@ -25,7 +25,8 @@ class ParallelRing {
  public:
   // Forms `streams` rings one after another; ring k is formed for attempt
   // `attempt | k << kStreamShift`, so its hellos cannot be mistaken for another stream's.
-  // Every member must pass the same `streams`. streams == 1 is a plain Ring.
+  // Every member must pass the same `streams`. streams == 1 is a plain Ring. `control` is passed
+  // to every stream's formation (Ring::Form): a superseded attempt gives up at once.
   static constexpr uint32_t kStreamShift = 24;
   static constexpr uint32_t kMaxStreams = 16;
   static Result<std::unique_ptr<ParallelRing>> Form(net::IoThread& io, net::Listener& listener,
@@ -33,7 +34,8 @@ class ParallelRing {
                                                     const std::vector<RingMember>& members,
                                                     const std::string& job_id, uint64_t round,
                                                     uint32_t attempt, const net::Identity* identity,
-                                                    Deadline deadline, uint32_t streams);
+                                                    Deadline deadline, uint32_t streams,
+                                                    FormControl* control = nullptr);
 
   uint32_t streams() const { return static_cast<uint32_t>(rings_.size()); }
   Ring& ring(uint32_t k) { return *rings_[k]; }
@@ -81,7 +83,7 @@ class ParallelRingCommunicator final : public Communicator {
   uint32_t rank() const override { return rings_->rank(); }
   uint32_t world() const override { return rings_->world(); }
   bool broken() const override { return rings_->broken(); }
-  void Interrupt() { rings_->Interrupt(); }
+  void Interrupt() override { rings_->Interrupt(); }
   ParallelRing& rings() { return *rings_; }
   void ReplaceRings(std::unique_ptr<ParallelRing> rings) { rings_ = std::move(rings); }
 

@@ -465,8 +465,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
       Job& job = jobs_.at(s.job_id);
       switch (kind) {
-        case v1::Envelope::kHeartbeat:
+        case v1::Envelope::kHeartbeat: {
+          // Answered so that a peer waiting for a round (too few peers yet) keeps hearing us and
+          // does not take the quiet for a dead link. Unsigned: it announces nothing.
+          v1::Envelope echo = net::MakeEnvelope(s.job_id);
+          echo.mutable_heartbeat()->set_committed_rounds(job.committed_rounds);
+          s.connection->AsyncSend(echo);
           break;
+        }
         case v1::Envelope::kRoundReport:
           if (!OnReport(job, id, message->round_report())) return;
           break;

@@ -45,7 +45,7 @@ struct JobFlags {
   int64_t rounds = -1, inner_steps = -1, peers = -1, batch_size = -1, seed = -1;
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
-  int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1;
+  int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -73,6 +73,8 @@ struct JobFlags {
     app->add_option("--liveness-timeout-ms", liveness_timeout_ms, "a peer silent this long is dead");
     app->add_option("--verify-samples", verify_samples, "inner steps replayed per peer per round (0 = off)");
     app->add_option("--verifiers-per-step", verifiers_per_step, "verifier peers per sampled step");
+    app->add_option("--streams", streams,
+                    "TCP streams per ring edge, 1..16 (fp32 ring only; for long fat links one stream cannot fill)");
     app->add_option("--group-size", group_size,
                     "peers averaged together per round; 0 = everyone (diloco; larger pools are re-mixed every round)");
   }
@@ -107,6 +109,7 @@ struct JobFlags {
     if (verify_samples >= 0) spec.set_verify_samples(static_cast<uint32_t>(verify_samples));
     if (verifiers_per_step >= 0) spec.set_verifiers_per_step(static_cast<uint32_t>(verifiers_per_step));
     if (group_size >= 0) spec.set_group_size(static_cast<uint32_t>(group_size));
+    if (streams >= 0) spec.set_streams(static_cast<uint32_t>(streams));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }

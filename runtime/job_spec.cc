@@ -40,6 +40,7 @@ v1::JobSpec DefaultJobSpec() {
   s.set_num_peers(4);
   s.set_round_timeout_ms(120000);
   s.set_checkpoint_every(0);
+  s.set_streams(1);
   return s;
 }
 
@@ -126,6 +127,7 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     else if (key == "heartbeat_ms") st = as_u32(&v1::JobSpec::set_heartbeat_ms);
     else if (key == "liveness_timeout_ms") st = as_u32(&v1::JobSpec::set_liveness_timeout_ms);
     else if (key == "group_size") st = as_u32(&v1::JobSpec::set_group_size);
+    else if (key == "streams") st = as_u32(&v1::JobSpec::set_streams);
     else if (key == "gather_ms") st = as_u32(&v1::JobSpec::set_gather_ms);
     else if (key == "verify_samples") st = as_u32(&v1::JobSpec::set_verify_samples);
     else if (key == "verifiers_per_step") st = as_u32(&v1::JobSpec::set_verifiers_per_step);
@@ -227,6 +229,11 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
   // Groups end a round holding different states that the next round averages (θ and outer
   // momentum, exactly): defined for synchronous DiLoCo. DDP's shared AdamW moments and the
   // async mode's one-round-late Δ are not averaged across groups.
+  if (s.streams() > 16) return fail("streams must be 0..16");
+  if (s.streams() > 1 && !UsesRing(s)) {
+    return fail("streams > 1 needs the ring path: codec fp32, aggregator mean and, in diloco mode, "
+                "no verification (those run the butterfly over one connection per pair)");
+  }
   if (s.group_size() == 1) return fail("group_size must be 0 (one group) or at least 2");
   if (s.group_size() > 1 && s.mode() != v1::MODE_DILOCO) return fail("group_size needs diloco mode");
   return Status::Ok();
@@ -248,6 +255,17 @@ std::string DescribeJobSpec(const v1::JobSpec& spec) {
   google::protobuf::TextFormat::PrintToString(spec, &out);
   return out;
 }
+
+bool BindsContributions(const v1::JobSpec& spec) {
+  return spec.verify_samples() > 0 && spec.mode() == v1::MODE_DILOCO;
+}
+
+bool UsesRing(const v1::JobSpec& spec) {
+  return (spec.codec().empty() || spec.codec() == "fp32") &&
+         (spec.aggregator().empty() || spec.aggregator() == "mean") && !BindsContributions(spec);
+}
+
+uint32_t StreamsPerEdge(const v1::JobSpec& spec) { return spec.streams() > 1 ? spec.streams() : 1; }
 
 Millis HeartbeatInterval(const v1::JobSpec& spec) {
   return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000);

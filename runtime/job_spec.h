@@ -27,6 +27,13 @@ Result<v1::Mode> ParseMode(const std::string& name);
 // values, or 1 s and 5 heartbeats when unset. Peer and coordinator must read the same ones.
 Millis HeartbeatInterval(const v1::JobSpec& spec);
 Millis LivenessTimeout(const v1::JobSpec& spec);
+// How a round averages. A verifying synchronous DiLoCo job binds every sent Δ to a signed
+// manifest, which only the butterfly can check (no ring member sees another's raw contribution);
+// a codec or a robust aggregator needs the butterfly too. Everything else runs the pipelined
+// fp32 ring, over streams_per_edge TCP streams per ring edge.
+bool BindsContributions(const v1::JobSpec& spec);
+bool UsesRing(const v1::JobSpec& spec);
+uint32_t StreamsPerEdge(const v1::JobSpec& spec);  // 1 when unset
 // One line per field, for logs and `--print-spec`.
 std::string DescribeJobSpec(const v1::JobSpec& spec);
 

@@ -16,6 +16,7 @@
 #include "collectives/allreduce.h"
 #include "collectives/communicator.h"
 #include "collectives/mesh.h"
+#include "collectives/parallel_ring.h"
 #include "collectives/ring.h"
 #include "core/clock.h"
 #include "core/digest.h"
@@ -103,6 +104,9 @@ struct Mailbox {
   std::atomic<uint64_t> syncs_arrived{0}, syncs_taken{0};
   std::atomic<bool> abort_arrived{false};
   std::atomic<bool> closed{false};
+  // When the coordinator was last heard from (any frame, its heartbeat echoes included), set on
+  // the io thread: an idle peer must tell a silent coordinator from a dead link.
+  std::atomic<Clock::time_point> heard_at{Clock::now()};
   std::function<void()> on_superseded;  // set before the first read; runs on the io thread when
                                         // a newer RoundStart, an Abort or the link's end arrives
 
@@ -116,6 +120,10 @@ void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> b
   connection->AsyncReceive([connection, box](Result<v1::Envelope> message) {
     const bool more = message.ok();
     if (message.ok()) {
+      box->heard_at = Clock::now();
+      // The coordinator answers every heartbeat so that a peer waiting for a round keeps hearing
+      // it; the answer carries nothing to act on.
+      if (message->has_heartbeat()) return ReadInto(connection, box);
       if (message->has_round_start()) box->starts_arrived++;
       if (message->has_sync_state()) box->syncs_arrived++;
       if (message->has_abort()) box->abort_arrived = true;
@@ -191,9 +199,11 @@ class PeerSession {
   bool CoordinatorLost() {
     auto c = coordinator();
     if (!c || c->closed()) return true;
-    // The coordinator never goes quiet for long while a job runs: rounds start, heartbeats
-    // are answered by TCP. Treat a silence far past any round as a dead link.
-    return SecondsSince(last_heard_) * 1000 > 2.0 * spec_.round_timeout_ms() + 30000;
+    // The coordinator answers every heartbeat, so it never goes quiet for long while it lives.
+    // Only a silence far past any round counts as a dead link: its event loop may be busy.
+    auto box = mailbox();
+    if (!box) return true;
+    return SecondsSince(box->heard_at.load()) * 1000 > 2.0 * spec_.round_timeout_ms() + 30000;
   }
 
   Status ConnectCoordinator(Deadline deadline) {
@@ -236,7 +246,6 @@ class PeerSession {
       mailbox_->on_superseded = [this] { InterruptActiveGroup(); };
       ReadInto(conn, mailbox_);
     }
-    last_heard_ = Clock::now();
     spdlog::info("connected to coordinator {} at {}:{}", net::ShortKey(key), options_.coordinator_host,
                  options_.coordinator_port);
     return OnHelloAck(ack->hello_ack());
@@ -324,7 +333,6 @@ class PeerSession {
     if (message.ok() && message->has_round_start()) box->starts_taken++;
     if (message.ok() && message->has_sync_state()) box->syncs_taken++;
     if (!message.ok()) return Unavailable(message.status().message());
-    last_heard_ = Clock::now();
     TRIB_RETURN_IF_ERROR(net::CheckEnvelope(*message, "").WithContext("coordinator"));
     if (message->has_error()) {
       return Aborted("coordinator refused: " + v1::ErrorCode_Name(message->error().code()) + ": " +
@@ -535,14 +543,8 @@ class PeerSession {
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the
   // butterfly (every shard owner sees each member's contribution). The butterfly's codec state
   // (error feedback) lives in the communicator, which survives membership changes.
-  bool UsesButterfly() const {
-    return (!spec_.codec().empty() && spec_.codec() != "fp32") ||
-           (!spec_.aggregator().empty() && spec_.aggregator() != "mean") || BindsContributions();
-  }
-
-  // A verifying synchronous DiLoCo job binds every sent Δ to a signed manifest, which only the
-  // butterfly can check (no ring member sees another's raw contribution).
-  bool BindsContributions() const { return verification_ && spec_.mode() == v1::MODE_DILOCO; }
+  bool UsesButterfly() const { return !UsesRing(spec_); }
+  bool BindsContributions() const { return runtime::BindsContributions(spec_); }
 
   // Each provably bad contribution a sender sent us (a payload that contradicts its signed
   // manifest, or a signed payload that does not decode or is not finite) goes to the
@@ -606,6 +608,15 @@ class PeerSession {
         butterfly_ = std::make_shared<collectives::ButterflyCommunicator>(std::move(mesh).value());
       }
       group_ = butterfly_;
+      return Status::Ok();
+    }
+    if (const uint32_t streams = StreamsPerEdge(spec_); streams > 1) {
+      auto rings = collectives::ParallelRing::Form(io_, *ring_listener_, rank_, members, job_id_, round,
+                                                   attempt, &identity_, deadline, streams, control);
+      if (!rings.ok()) return rings.status().WithContext("forming the ring's " + std::to_string(streams) + " streams");
+      group_ = std::make_shared<collectives::ParallelRingCommunicator>(std::move(rings).value());
+      spdlog::info("round {} attempt {}: ring of {} with {} TCP streams per edge", round, attempt,
+                   members.size(), streams);
       return Status::Ok();
     }
     auto ring = collectives::Ring::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
@@ -758,7 +769,6 @@ class PeerSession {
   std::mutex mu_;
   std::shared_ptr<Connection> coordinator_;  // guarded by mu_ (the heartbeat timer reads it)
   std::shared_ptr<Mailbox> mailbox_;         // guarded by mu_
-  Clock::time_point last_heard_ = Clock::now();
   v1::JobSpec spec_;
   std::string job_id_;
   uint32_t shard_ = 0;

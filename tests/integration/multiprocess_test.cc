@@ -127,13 +127,15 @@ class ThreePeers : public ::testing::TestWithParam<std::string> {};
 TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   Cluster cluster("it-" + GetParam());
   // "diloco-int8-trimmed": DiLoCo over the butterfly with int8 + error feedback and a robust
-  // aggregator; the plain modes use the fp32 ring.
+  // aggregator; the plain modes use the fp32 ring; "ddp-streams2" runs it over two TCP streams
+  // per ring edge (every step's all-reduce).
   const std::string param = GetParam();
   std::vector<std::string> job = {"--peers", "3", "--rounds", "4", "--inner-steps", "8", "--mode",
                                   param.substr(0, param.find('-')), "--round-timeout-ms", "60000"};
   if (param.find("-int8-trimmed") != std::string::npos) {
     job.insert(job.end(), {"--codec", "int8", "--aggregator", "trimmed_mean:1"});
   }
+  if (param.find("-streams2") != std::string::npos) job.insert(job.end(), {"--streams", "2"});
   cluster.StartCoordinator(job);
   // A peer with the wrong job id is refused with a clear error and the job is unaffected.
   cluster.StartPeer("intruder", "0123456789abcdef");
@@ -154,6 +156,10 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
     ASSERT_TRUE(peer.ok());
     EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
     thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
+    if (param.find("-streams2") != std::string::npos) {
+      EXPECT_NE(ReadFileOrEmpty(cluster.peer_log(name)).find("ring of 3 with 2 TCP streams per edge"),
+                std::string::npos) << ReadFileOrEmpty(cluster.peer_log(name));
+    }
   }
   EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
   EXPECT_EQ(thetas.begin()->size(), 64u);
@@ -165,7 +171,7 @@ TEST_P(ThreePeers, TrainLossFallsAndEveryThetaAgrees) {
   EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp", "diloco-int8-trimmed"),
+INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp", "diloco-int8-trimmed", "ddp-streams2"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

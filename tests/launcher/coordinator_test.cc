@@ -398,6 +398,23 @@ TEST_F(CoordinatorTest, MemberDyingMidRoundIsRetriedWithTheSurvivors) {
   EXPECT_EQ(outcome->rounds[1].peers, 2u);
 }
 
+// A peer waiting for a round (the job needs three) hears the coordinator on every heartbeat, so it
+// never mistakes the quiet for a dead link and reconnects.
+TEST_F(CoordinatorTest, HeartbeatsOfAWaitingPeerAreAnswered) {
+  StartCoordinator(SmallJob(3, 2));
+  Client lone = Join("lone", 1000);
+  for (int i = 0; i < 3; ++i) {
+    v1::Envelope beat = net::MakeEnvelope(lone.job);
+    beat.mutable_heartbeat()->set_committed_rounds(0);
+    ASSERT_TRUE(lone.Send(beat, /*sign=*/false).ok());
+    auto answer = lone.conn->Receive(DeadlineAfter(3s));
+    ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+    ASSERT_TRUE(answer->has_heartbeat()) << net::PayloadName(*answer);
+    EXPECT_EQ(answer->job_id(), lone.job);
+    EXPECT_EQ(answer->heartbeat().committed_rounds(), 0u);
+  }
+}
+
 TEST_F(CoordinatorTest, SilentPeerIsDeclaredDeadByLiveness) {
   v1::JobSpec spec = SmallJob(3, 2, 2);
   spec.set_liveness_timeout_ms(800);

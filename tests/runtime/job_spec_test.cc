@@ -64,6 +64,36 @@ TEST(JobSpecTest, ValidationNamesTheProblem) {
   }
 }
 
+TEST(JobSpecTest, StreamsPerEdgeNeedTheRingPath) {
+  v1::JobSpec spec = DefaultJobSpec();
+  EXPECT_EQ(StreamsPerEdge(spec), 1u);
+  ASSERT_TRUE(ApplyTomlString("streams = 4\n", spec).ok());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  EXPECT_EQ(StreamsPerEdge(spec), 4u);
+  spec.set_mode(v1::MODE_DDP);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << "DDP runs the ring too";
+  spec.set_streams(17);
+  EXPECT_NE(ValidateJobSpec(spec).message().find("streams must be 0..16"), std::string::npos);
+  // Each of these sends the round over the butterfly, which has one connection per pair.
+  const auto butterfly = [](v1::JobSpec s, const std::string& why) {
+    s.set_streams(2);
+    EXPECT_FALSE(UsesRing(s)) << why;
+    EXPECT_NE(ValidateJobSpec(s).message().find("streams > 1 needs the ring path"), std::string::npos) << why;
+  };
+  v1::JobSpec diloco = DefaultJobSpec();
+  v1::JobSpec with_codec = diloco;
+  with_codec.set_codec("int8");
+  butterfly(with_codec, "codec");
+  v1::JobSpec robust = diloco;
+  robust.set_aggregator("median");
+  butterfly(robust, "aggregator");
+  v1::JobSpec verified = diloco;
+  verified.set_verify_samples(2);
+  butterfly(verified, "verifying diloco binds contributions");
+  verified.set_mode(v1::MODE_DDP);
+  EXPECT_TRUE(UsesRing(verified)) << "a verifying DDP job binds nothing: the ring";
+}
+
 }  // namespace
 }  // namespace tributary::runtime
 
