@@ -181,8 +181,12 @@ class RingAllreduceOp {
         if (tracker_->failed()) return SendFailure(tracker_->failure());
       }
     }
-    Status flushed = ring_.next().Flush(options_.deadline);
-    if (!flushed.ok()) return SendFailure(flushed);
+    // Every send of this call is counted by the tracker; by now they have almost always left, so
+    // this returns without the io-thread round trip a Flush costs.
+    if (next_seq_ > 0) {
+      Status flushed = tracker_->WaitFinished(next_seq_ - 1, options_.deadline);
+      if (!flushed.ok()) return SendFailure(flushed);
+    }
     return Status::Ok();
   }
 
@@ -218,14 +222,13 @@ class RingAllreduceOp {
 
   // Reads segment k of this step's chunk into `into` after checking its header.
   Status ReceiveSegment(uint32_t step, uint64_t k, std::span<float> into) {
-    const uint32_t chunk = RecvChunk(step);
-    auto header = ring_.prev().Receive(options_.deadline);
-    if (!header.ok()) return ReceiveFailure(header.status());
-    Status valid = CheckSegmentHeader(*header, ring_.job_id(), options_.tag, layout_.numel,
-                                      layout_.SegmentBegin(chunk, k), into.size());
-    if (!valid.ok()) return ReceiveFailure(valid);
-    Status raw = ring_.prev().ReceiveRaw(std::as_writable_bytes(into), options_.deadline);
-    if (!raw.ok()) return ReceiveFailure(raw);
+    const uint64_t offset = layout_.SegmentBegin(RecvChunk(step), k);
+    Status received = ring_.prev().ReceiveWithTail(
+        [this, offset, count = into.size()](const v1::Envelope& header) {
+          return CheckSegmentHeader(header, ring_.job_id(), options_.tag, layout_.numel, offset, count);
+        },
+        std::as_writable_bytes(into), options_.deadline);
+    if (!received.ok()) return ReceiveFailure(received);
     return Status::Ok();
   }
 

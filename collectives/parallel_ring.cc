@@ -93,21 +93,20 @@ Result<AllreduceStats> SmallRingAllreduce(Ring& ring, std::span<float> data,
         failed = st.WithContext("sending to next " + ring.DescribeNext());
         break;
       }
-      auto got = ring.prev().Receive(options.deadline);
-      Status valid = got.ok() ? Status::Ok() : got.status();
-      if (valid.ok()) {
-        const v1::TensorHeader& g = got->tensor();
-        if (!got->has_tensor() || got->job_id() != ring.job_id() || g.tag() != options.tag ||
+      auto check = [&ring, &options, len, in](const v1::Envelope& got) {
+        const v1::TensorHeader& g = got.tensor();
+        if (!got.has_tensor() || got.job_id() != ring.job_id() || g.tag() != options.tag ||
             g.dtype() != v1::DTYPE_F32 || g.numel() != len || g.offset() != in ||
             g.nbytes() != len * sizeof(float)) {
-          valid = ProtocolError("bad segment header (tag '" + g.tag() + "', numel " +
-                                std::to_string(g.numel()) + ", slot " + std::to_string(g.offset()) +
-                                ", " + std::to_string(g.nbytes()) + " bytes; expected tag '" +
-                                options.tag + "', numel " + std::to_string(len) + ", slot " +
-                                std::to_string(in) + ")");
+          return ProtocolError("bad segment header (tag '" + g.tag() + "', numel " +
+                               std::to_string(g.numel()) + ", slot " + std::to_string(g.offset()) +
+                               ", " + std::to_string(g.nbytes()) + " bytes; expected tag '" +
+                               options.tag + "', numel " + std::to_string(len) + ", slot " +
+                               std::to_string(in) + ")");
         }
-      }
-      if (valid.ok()) valid = ring.prev().ReceiveRaw(std::as_writable_bytes(slot(in)), options.deadline);
+        return Status::Ok();
+      };
+      Status valid = ring.prev().ReceiveWithTail(check, std::as_writable_bytes(slot(in)), options.deadline);
       if (valid.ok()) {
         for (size_t i = 0; i < len; ++i) {
           if (!std::isfinite(slot(in)[i])) {

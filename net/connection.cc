@@ -292,6 +292,21 @@ Status Connection::ReceiveRaw(std::span<std::byte> into, Deadline deadline) {
       deadline, "receive tensor data");
 }
 
+Status Connection::ReceiveWithTail(std::function<Status(const v1::Envelope&)> check,
+                                   std::span<std::byte> into, Deadline deadline) {
+  return Await<Status>(
+      [this, into, check = std::move(check)](auto promise) mutable {
+        auto self = shared_from_this();
+        AsyncReceive([self, into, check = std::move(check), promise](Result<v1::Envelope> frame) {
+          if (!frame.ok()) return promise->set_value(frame.status());
+          Status accepted = check(*frame);
+          if (!accepted.ok()) return promise->set_value(std::move(accepted));
+          self->AsyncReceiveRaw(into, [promise](Status st) { promise->set_value(std::move(st)); });
+        });
+      },
+      deadline, "receive tensor data");
+}
+
 Status Connection::Send(const v1::Envelope& envelope, Deadline deadline) {
   auto frame = EncodeFrame(envelope, max_frame_bytes_);
   if (!frame.ok()) return frame.status();

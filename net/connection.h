@@ -59,6 +59,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // --- blocking API (not on an IoThread) ---
   Result<v1::Envelope> Receive(Deadline deadline);
   Status ReceiveRaw(std::span<std::byte> into, Deadline deadline);
+  // Receive, then ReceiveRaw of the tail that follows, with the frame handed to `check` in
+  // between, all on the io thread: the caller wakes once per tensor segment instead of twice.
+  // The tail is read only when `check` (which runs on the io thread and must not block) accepts
+  // the frame; otherwise its error is returned and the tail stays unread.
+  Status ReceiveWithTail(std::function<Status(const v1::Envelope&)> check, std::span<std::byte> into,
+                         Deadline deadline);
   Status Send(const v1::Envelope& envelope, Deadline deadline);
   // Queues envelope + tail without waiting; the first failure is reported by Flush().
   Status QueueSend(const v1::Envelope& envelope, std::span<const std::byte> tail = {});

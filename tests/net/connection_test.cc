@@ -59,6 +59,45 @@ TEST_F(ConnectionTest, SendAndReceiveEnvelopeAndRawTail) {
   EXPECT_EQ((*server)->bytes_received(), client->bytes_sent());
 }
 
+// One wake-up per tensor segment: the header is checked on the io thread, and only an accepted
+// header's tail is read; a refused one leaves the tail unread and returns the check's error.
+TEST_F(ConnectionTest, ReceiveWithTailReadsTheTailOnlyAfterTheCheckAccepts) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  const std::array<float, 2> first{1.5f, -2.0f}, second{3.0f, 4.0f};
+  for (const auto* payload : {&first, &second}) {
+    v1::Envelope e = MakeEnvelope("job");
+    e.mutable_tensor()->set_nbytes(8);
+    e.mutable_tensor()->set_offset(payload == &first ? 0 : 2);
+    ASSERT_TRUE(client->QueueSend(e, std::as_bytes(std::span(*payload))).ok());
+  }
+  ASSERT_TRUE(client->Flush(DeadlineAfter(2s)).ok());
+
+  std::array<float, 2> into{};
+  auto offset_is = [](uint64_t want) {
+    return [want](const v1::Envelope& e) {
+      return e.tensor().offset() == want ? Status::Ok() : ProtocolError("wrong offset");
+    };
+  };
+  ASSERT_TRUE((*server)->ReceiveWithTail(offset_is(0), std::as_writable_bytes(std::span(into)),
+                                         DeadlineAfter(2s)).ok());
+  EXPECT_EQ(into, first);
+  into = {};
+  Status refused = (*server)->ReceiveWithTail(offset_is(0), std::as_writable_bytes(std::span(into)),
+                                              DeadlineAfter(2s));
+  EXPECT_EQ(refused.code(), StatusCode::kProtocolError) << refused.ToString();
+  EXPECT_EQ(into, (std::array<float, 2>{})) << "a refused header's tail is not read";
+  // A deadline while waiting closes the connection, as Receive does.
+  auto quiet_client = DialListener();
+  auto quiet = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(quiet.ok());
+  Status late = (*quiet)->ReceiveWithTail(offset_is(0), std::as_writable_bytes(std::span(into)),
+                                          DeadlineAfter(100ms));
+  EXPECT_EQ(late.code(), StatusCode::kDeadlineExceeded) << late.ToString();
+  EXPECT_TRUE((*quiet)->closed());
+}
+
 TEST_F(ConnectionTest, OversizedLengthIsRejectedWithoutReadingBody) {
   auto raw = RawClient();
   auto server = listener_->Accept(DeadlineAfter(2s), /*max_frame_bytes=*/1024);
