@@ -607,12 +607,16 @@ void Mesh::Abort(const Status& why, std::optional<PeerFailure> failure) {
       failure ? std::string(kBlamePrefix) + std::to_string(failure->rank) + ": " + why.message()
               : "rank " + std::to_string(rank_) + " gave up: " + why.message();
   const v1::Envelope error = net::MakeError(job_id_, v1::ROUND_FAILED, text);
-  for (const auto& p : peers_) {
-    if (p) p->AsyncSend(error);
-  }
+  // The others first, the blamed rank only once our word has left for them: a blamed rank that
+  // answers with an accusation of its own must not overtake ours at the others.
   const Deadline grace = DeadlineAfter(kAbortGrace);
-  for (const auto& p : peers_) {
-    if (p) (void)p->Flush(grace);
+  for (const bool blamed : {false, true}) {
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (peers_[p] && (failure && failure->rank == p) == blamed) peers_[p]->AsyncSend(error);
+    }
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (peers_[p] && (failure && failure->rank == p) == blamed) (void)peers_[p]->Flush(grace);
+    }
   }
   CloseAll();
 }

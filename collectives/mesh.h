@@ -102,8 +102,8 @@ class Mesh {
   uint64_t bytes_sent() const;
   uint64_t bytes_received() const;
 
-  // Gives up on the mesh: tells every peer why (the blamed one too: it may be alive and only
-  // wrong, e.g. a mismatched tag, and should learn why instead of seeing a closed socket), as
+  // Gives up on the mesh: tells every peer why (the blamed one too, last: it may be alive and
+  // only wrong, e.g. a mismatched tag, and should learn why instead of seeing a closed socket), as
   // Error{ROUND_FAILED, "failed rank K: <why>"} when a peer is to blame or
   // Error{ROUND_FAILED, "rank R gave up: <why>"} when not, waits briefly for those frames to
   // leave, then closes every connection. Returns once no queued send can still read caller
@@ -141,13 +141,29 @@ class Mesh {
 // death. Only failures pay it.
 inline constexpr Millis kRelayedAbortGrace{200};
 
-// Hands `arrivals` to `handle` in order, relayed aborts first (they name who failed), stopping at
-// the first error. Before a failed send is handled, waits up to kRelayedAbortGrace (capped by
-// `deadline`) for a relayed abort through `take(until)` and handles that instead. Shared by the
+// Hands `arrivals` to `handle`, stopping at the first error, in the order of the evidence: first
+// what this rank saw itself (data, whose content `handle` checks, and malformed headers), then
+// relayed aborts (hearsay that names who failed), last transport failures (a failed send or a
+// closed connection, which may only mean the peer gave up because of someone else). So a cheater
+// that answers an owner's accusation with one of its own cannot overtake the NaN it sent us
+// itself. Before a failed send is handled, waits up to kRelayedAbortGrace (capped by `deadline`)
+// for a relayed abort through `take(until)` and handles that instead (a peer's relayed abort
+// comes before its close on the same connection, so a failed receive needs no grace). Shared by the
 // butterfly and the direct all-reduce; `Arrival` has `relayed`, `sending` and `status`.
+template <typename Arrival>
+int EvidenceRank(const Arrival& a) {
+  if (a.relayed) return 1;
+  if (a.status.ok()) return 0;
+  const bool transport = a.sending || a.status.code() == StatusCode::kUnavailable ||
+                         a.status.code() == StatusCode::kDeadlineExceeded;
+  return transport ? 2 : 0;
+}
+
 template <typename Arrival, typename Take, typename Handle>
 Status HandleArrivals(std::deque<Arrival>& arrivals, Deadline deadline, Take take, Handle handle) {
-  std::stable_partition(arrivals.begin(), arrivals.end(), [](const Arrival& a) { return a.relayed.has_value(); });
+  std::stable_sort(arrivals.begin(), arrivals.end(), [](const Arrival& a, const Arrival& b) {
+    return EvidenceRank(a) < EvidenceRank(b);
+  });
   for (Arrival& a : arrivals) {
     if (a.sending && !a.status.ok()) {
       const Deadline grace = std::min(deadline, DeadlineAfter(kRelayedAbortGrace));
