@@ -293,10 +293,12 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
 
 // A peer behind NAT announces no ports at all; its neighbours reach it through the
 // coordinator's relay, end-to-end encrypted, and it contributes to every round.
-TEST(Integration, RelayOnlyPeerContributesToEveryRound) {
-  Cluster cluster("it-relay");
+// A peer behind NAT (no inbound connections) reaches its ring neighbours through the
+// coordinator's relay, one relayed connection per ring stream.
+void RunRelayOnlyJob(const std::string& streams) {
+  Cluster cluster("it-relay-s" + streams);
   cluster.StartCoordinator({"--peers", "3", "--rounds", "4", "--inner-steps", "6", "--mode", "ddp",
-                            "--round-timeout-ms", "30000"});
+                            "--round-timeout-ms", "30000", "--streams", streams});
   cluster.StartPeer("p0");
   cluster.StartPeer("behind-nat", "", {"--relay-only"});
   cluster.StartPeer("p1");
@@ -317,8 +319,13 @@ TEST(Integration, RelayOnlyPeerContributesToEveryRound) {
     thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u);
-  EXPECT_NE(ReadFileOrEmpty(cluster.peer_log("behind-nat")).find("contributed 4 rounds"), std::string::npos);
+  const std::string nat = ReadFileOrEmpty(cluster.peer_log("behind-nat"));
+  EXPECT_NE(nat.find("contributed 4 rounds"), std::string::npos) << nat;
+  if (streams != "1") EXPECT_NE(nat.find("with " + streams + " TCP streams per edge"), std::string::npos) << nat;
 }
+
+TEST(Integration, RelayOnlyPeerContributesToEveryRound) { RunRelayOnlyJob("1"); }
+TEST(Integration, RelayOnlyPeerContributesOverTwoStreamsPerEdge) { RunRelayOnlyJob("2"); }
 
 TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
   const std::string dir = ::tributary::testing::FreshTempDir("it-nocorpus");
