@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #endif
 
+#include "collectives/codec/codec.h"
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -39,7 +40,8 @@ struct Layout {
   uint64_t LargestChunk() const { return numel / world + (numel % world != 0); }
 };
 
-bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+using codec::NonFinite;
+using codec::ValueName;
 
 // Branch-free so that it vectorises; FirstNonFinite then finds the culprit on the rare failure.
 bool AllFinite(std::span<const float> v) {
@@ -80,38 +82,6 @@ void SaveStreaming(std::span<const float> src, float* dst) {
   _mm_sfence();
 #endif
   for (; i < src.size(); ++i) dst[i] = src[i];
-}
-
-std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
-
-Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
-                          const std::string& tag, uint64_t numel, uint64_t offset, uint64_t count) {
-  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
-  if (env.has_error()) {
-    return Aborted("neighbour reported an error (" + v1::ErrorCode_Name(env.error().code()) +
-                   "): " + env.error().message());
-  }
-  if (!env.has_tensor()) {
-    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
-  }
-  const v1::TensorHeader& h = env.tensor();
-  if (h.tag() != tag) {
-    return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + tag + "')");
-  }
-  if (h.dtype() != v1::DTYPE_F32) {
-    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
-  }
-  if (h.numel() != numel) {
-    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
-                           " elements, ours has " + std::to_string(numel));
-  }
-  if (h.offset() != offset || h.nbytes() != count * sizeof(float)) {
-    return ProtocolError("wrong segment: offset " + std::to_string(h.offset()) + " with " +
-                         std::to_string(h.nbytes()) + " bytes, expected offset " +
-                         std::to_string(offset) + " with " + std::to_string(count * sizeof(float)) +
-                         " bytes");
-  }
-  return Status::Ok();
 }
 
 // Sends on a connection finish in queue order; counting them tells which tensor regions the
@@ -325,6 +295,36 @@ class RingAllreduceOp {
 };
 
 }  // namespace
+
+Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
+                          const std::string& tag, uint64_t numel, uint64_t offset, uint64_t count) {
+  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, job_id));
+  if (env.has_error()) {
+    return Aborted("neighbour reported an error (" + v1::ErrorCode_Name(env.error().code()) +
+                   "): " + env.error().message());
+  }
+  if (!env.has_tensor()) {
+    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
+  }
+  const v1::TensorHeader& h = env.tensor();
+  if (h.tag() != tag) {
+    return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + tag + "')");
+  }
+  if (h.dtype() != v1::DTYPE_F32) {
+    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
+  }
+  if (h.numel() != numel) {
+    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
+                           " elements, ours has " + std::to_string(numel));
+  }
+  if (h.offset() != offset || h.nbytes() != count * sizeof(float)) {
+    return ProtocolError("wrong segment: offset " + std::to_string(h.offset()) + " with " +
+                         std::to_string(h.nbytes()) + " bytes, expected offset " +
+                         std::to_string(offset) + " with " + std::to_string(count * sizeof(float)) +
+                         " bytes");
+  }
+  return Status::Ok();
+}
 
 Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
                                      const AllreduceOptions& options) {

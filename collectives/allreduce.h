@@ -49,6 +49,12 @@ struct AllreduceStats {
 Result<AllreduceStats> RingAllreduce(Ring& ring, std::span<float> data,
                                      const AllreduceOptions& options);
 
+// Checks a ring segment's frame before its `count` floats are read: an Error from the neighbour
+// (Aborted), the job id, then tag, dtype and tensor size (`numel`), then where the segment sits
+// (`offset`) and its length, each mismatch named. Shared by every ring over Ring connections.
+Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
+                          const std::string& tag, uint64_t numel, uint64_t offset, uint64_t count);
+
 // The neighbour a failed RingAllreduce blames: its errors name it ("from prev <DescribePrev>",
 // "sending to next <DescribeNext>"), so this is an exact match, not a guess. Nullopt when the
 // error names neither (our own input, arguments).

@@ -28,9 +28,8 @@ struct ShardLayout {
   uint64_t Size(uint32_t s) const { return Begin(s + 1) - Begin(s); }
 };
 
-bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
-
-std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
+using codec::NonFinite;
+using codec::ValueName;
 
 // One message (or failure) from a peer, posted by the receive and send handlers.
 struct Arrival {

@@ -23,7 +23,8 @@ constexpr Millis kCancelPoll{20};
 // The fp32 reduction runs in blocks that stay in L1, so one pass over the peers' buffers does it.
 constexpr size_t kSumBlock = 1024;
 
-bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+using codec::NonFinite;
+using codec::ValueName;
 
 size_t FirstNonFinite(std::span<const float> v) {
   for (size_t i = 0; i < v.size(); ++i) {
@@ -41,8 +42,6 @@ uint32_t MaxAbsBits(std::span<const float> v) {
   return max;
 }
 constexpr uint32_t kNonFiniteBits = 0x7f800000u;
-
-std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
 bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
   return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;

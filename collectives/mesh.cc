@@ -610,12 +610,13 @@ void Mesh::Abort(const Status& why, std::optional<PeerFailure> failure) {
   // The others first, the blamed rank only once our word has left for them: a blamed rank that
   // answers with an accusation of its own must not overtake ours at the others.
   const Deadline grace = DeadlineAfter(kAbortGrace);
-  for (const bool blamed : {false, true}) {
+  const auto is_blamed = [&](uint32_t p) { return failure && failure->rank == p; };
+  for (const bool blamed_turn : {false, true}) {
     for (uint32_t p = 0; p < world(); ++p) {
-      if (peers_[p] && (failure && failure->rank == p) == blamed) peers_[p]->AsyncSend(error);
+      if (peers_[p] && is_blamed(p) == blamed_turn) peers_[p]->AsyncSend(error);
     }
     for (uint32_t p = 0; p < world(); ++p) {
-      if (peers_[p] && (failure && failure->rank == p) == blamed) (void)peers_[p]->Flush(grace);
+      if (peers_[p] && is_blamed(p) == blamed_turn) (void)peers_[p]->Flush(grace);
     }
   }
   CloseAll();

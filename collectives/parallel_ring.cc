@@ -93,18 +93,9 @@ Result<AllreduceStats> SmallRingAllreduce(Ring& ring, std::span<float> data,
         failed = st.WithContext("sending to next " + ring.DescribeNext());
         break;
       }
+      // The header's offset names the slot (whose rank's tensor this is).
       auto check = [&ring, &options, len, in](const v1::Envelope& got) {
-        const v1::TensorHeader& g = got.tensor();
-        if (!got.has_tensor() || got.job_id() != ring.job_id() || g.tag() != options.tag ||
-            g.dtype() != v1::DTYPE_F32 || g.numel() != len || g.offset() != in ||
-            g.nbytes() != len * sizeof(float)) {
-          return ProtocolError("bad segment header (tag '" + g.tag() + "', numel " +
-                               std::to_string(g.numel()) + ", slot " + std::to_string(g.offset()) +
-                               ", " + std::to_string(g.nbytes()) + " bytes; expected tag '" +
-                               options.tag + "', numel " + std::to_string(len) + ", slot " +
-                               std::to_string(in) + ")");
-        }
-        return Status::Ok();
+        return CheckSegmentHeader(got, ring.job_id(), options.tag, len, in, len);
       };
       Status valid = ring.prev().ReceiveWithTail(check, std::as_writable_bytes(slot(in)), options.deadline);
       if (valid.ok()) {
@@ -188,14 +179,16 @@ Result<CollectiveStats> ParallelRingCommunicator::Allreduce(std::span<float> dat
                            codec->name() + "' with aggregator '" +
                            robust::ToString(options.aggregator) + "' (use ButterflyCommunicator)");
   }
-  const std::vector<float> backup(data.begin(), data.end());  // exact retry
+  // Exact retry. The buffer is kept between calls: a DDP job calls this every step, and a fresh
+  // allocation of the model's size would page-fault in each time (as RingCommunicator's backup_).
+  backup_.assign(data.begin(), data.end());
   auto result = ParallelRingAllreduce(*rings_, data,
                                       {.tag = options.tag,
                                        .deadline = options.deadline,
                                        .segment_bytes = segment_bytes_,
                                        .average = options.average});
   if (!result.ok()) {
-    std::copy(backup.begin(), backup.end(), data.begin());
+    std::copy(backup_.begin(), backup_.end(), data.begin());
     // Blame as the ring does: the neighbour whose connection an error names.
     const std::string& message = result.status().message();
     Ring& ring = rings_->ring(0);

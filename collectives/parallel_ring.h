@@ -90,6 +90,7 @@ class ParallelRingCommunicator final : public Communicator {
  private:
   std::unique_ptr<ParallelRing> rings_;
   size_t segment_bytes_;
+  std::vector<float> backup_;  // `data` as it was before the call in flight
 };
 
 }  // namespace tributary::collectives

@@ -7,6 +7,7 @@
 #include <google/protobuf/text_format.h>
 
 #include "collectives/codec/codec.h"
+#include "collectives/parallel_ring.h"
 #include "collectives/robust/aggregator.h"
 #include "core/digest.h"
 #include "core/files.h"
@@ -226,14 +227,16 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
   }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
-  // Groups end a round holding different states that the next round averages (θ and outer
-  // momentum, exactly): defined for synchronous DiLoCo. DDP's shared AdamW moments and the
-  // async mode's one-round-late Δ are not averaged across groups.
-  if (s.streams() > 16) return fail("streams must be 0..16");
+  if (s.streams() > collectives::ParallelRing::kMaxStreams) {
+    return fail("streams must be 0.." + std::to_string(collectives::ParallelRing::kMaxStreams));
+  }
   if (s.streams() > 1 && !UsesRing(s)) {
     return fail("streams > 1 needs the ring path: codec fp32, aggregator mean and, in diloco mode, "
                 "no verification (those run the butterfly over one connection per pair)");
   }
+  // Groups end a round holding different states that the next round averages (θ and outer
+  // momentum, exactly): defined for synchronous DiLoCo. DDP's shared AdamW moments and the
+  // async mode's one-round-late Δ are not averaged across groups.
   if (s.group_size() == 1) return fail("group_size must be 0 (one group) or at least 2");
   if (s.group_size() > 1 && s.mode() != v1::MODE_DILOCO) return fail("group_size needs diloco mode");
   return Status::Ok();

@@ -24,6 +24,8 @@
 // format version, numel; then the codec's parameters, then its data, all little-endian.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -92,6 +94,11 @@ class Codec {
 
 // Builds a codec from its spec (see the file comment). InvalidArgument names the bad part.
 Result<std::unique_ptr<Codec>> MakeCodec(std::string_view spec, const CodecOptions& options = {});
+
+// NaN or ±Inf, from the exponent bits alone: branch-free, so loops over it vectorise.
+inline bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+// "NaN", "+Inf" or "-Inf", for errors that name a bad value.
+inline std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
 // Decode plus a finiteness check (InvalidArgument naming the element): what a receiver accepts.
 // Every codec's Decode already refuses non-finite values; checking again keeps "no non-finite
