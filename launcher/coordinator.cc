@@ -858,7 +858,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     v1::RoundStart start;
     start.set_round(job.committed_rounds);
     start.set_attempt(group.attempt);
-    start.set_evaluate(true);
+    start.set_evaluate(runtime::EvaluatesAfterRound(job.spec, job.committed_rounds));
     start.set_mix(group.mix);
     start.set_group(group.index);
     start.set_groups(static_cast<uint32_t>(job.groups.size()));

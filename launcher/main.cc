@@ -46,6 +46,7 @@ struct JobFlags {
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
   int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
+  int64_t async_apply_step = -1, eval_every = -1;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -75,6 +76,9 @@ struct JobFlags {
     app->add_option("--verifiers-per-step", verifiers_per_step, "verifier peers per sampled step");
     app->add_option("--streams", streams,
                     "TCP streams per ring edge, 1..16 (fp32 ring only; for long fat links one stream cannot fill)");
+    app->add_option("--async-apply-step", async_apply_step,
+                    "diloco-async: inner step at which the previous round's average is applied (0 = H/2, H = round end)");
+    app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
     app->add_option("--group-size", group_size,
                     "peers averaged together per round; 0 = everyone (diloco; larger pools are re-mixed every round)");
   }
@@ -110,6 +114,8 @@ struct JobFlags {
     if (verifiers_per_step >= 0) spec.set_verifiers_per_step(static_cast<uint32_t>(verifiers_per_step));
     if (group_size >= 0) spec.set_group_size(static_cast<uint32_t>(group_size));
     if (streams >= 0) spec.set_streams(static_cast<uint32_t>(streams));
+    if (async_apply_step >= 0) spec.set_async_apply_step(static_cast<uint32_t>(async_apply_step));
+    if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }

@@ -1,5 +1,6 @@
 #include "runtime/job_spec.h"
 
+#include <algorithm>
 #include <toml++/toml.h>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -120,6 +121,8 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     else if (key == "outer_lr") st = as_f64(&v1::JobSpec::set_outer_lr);
     else if (key == "outer_momentum") st = as_f64(&v1::JobSpec::set_outer_momentum);
     else if (key == "outer_warmup_rounds") st = as_u32(&v1::JobSpec::set_outer_warmup_rounds);
+    else if (key == "async_apply_step") st = as_u32(&v1::JobSpec::set_async_apply_step);
+    else if (key == "eval_every") st = as_u32(&v1::JobSpec::set_eval_every);
     else if (key == "grad_clip") st = as_f64(&v1::JobSpec::set_grad_clip);
     else if (key == "num_peers") st = as_u32(&v1::JobSpec::set_num_peers);
     else if (key == "round_timeout_ms") st = as_u32(&v1::JobSpec::set_round_timeout_ms);
@@ -227,6 +230,10 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
   }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
+  if (s.async_apply_step() > 0 && s.mode() != v1::MODE_DILOCO_ASYNC) {
+    return fail("async_apply_step applies to diloco-async only");
+  }
+  if (s.async_apply_step() > s.inner_steps()) return fail("async_apply_step cannot exceed inner_steps");
   if (s.streams() > collectives::ParallelRing::kMaxStreams) {
     return fail("streams must be 0.." + std::to_string(collectives::ParallelRing::kMaxStreams));
   }
@@ -269,6 +276,16 @@ bool UsesRing(const v1::JobSpec& spec) {
 }
 
 uint32_t StreamsPerEdge(const v1::JobSpec& spec) { return spec.streams() > 1 ? spec.streams() : 1; }
+
+uint32_t AsyncApplyStep(const v1::JobSpec& spec) {
+  if (spec.async_apply_step() > 0) return std::min(spec.async_apply_step(), spec.inner_steps());
+  return std::max<uint32_t>(1, (spec.inner_steps() + 1) / 2);
+}
+
+bool EvaluatesAfterRound(const v1::JobSpec& spec, uint64_t round) {
+  const uint64_t every = spec.eval_every() > 1 ? spec.eval_every() : 1;
+  return (round + 1) % every == 0 || round + 1 >= spec.rounds();
+}
 
 Millis HeartbeatInterval(const v1::JobSpec& spec) {
   return Millis(spec.heartbeat_ms() ? spec.heartbeat_ms() : 1000);

@@ -34,6 +34,12 @@ Millis LivenessTimeout(const v1::JobSpec& spec);
 bool BindsContributions(const v1::JobSpec& spec);
 bool UsesRing(const v1::JobSpec& spec);
 uint32_t StreamsPerEdge(const v1::JobSpec& spec);  // 1 when unset
+// diloco-async: the inner step (1..inner_steps) before which the previous round's average is
+// applied; ceil(inner_steps / 2) when unset.
+uint32_t AsyncApplyStep(const v1::JobSpec& spec);
+// Whether rank 0 evaluates at the end of round `round` (0-based): every eval_every rounds and
+// after the last.
+bool EvaluatesAfterRound(const v1::JobSpec& spec, uint64_t round);
 // One line per field, for logs and `--print-spec`.
 std::string DescribeJobSpec(const v1::JobSpec& spec);
 

@@ -164,6 +164,7 @@ class PeerSession {
     TRIB_RETURN_IF_ERROR(ConnectCoordinator(DeadlineAfter(Millis(options_.connect_timeout_ms))));
     for (;;) {
       if (StopRequested()) return Leave("stopped by the operator");
+      RunAhead();
       auto message = ReceiveFromCoordinator(DeadlineAfter(Millis(500)));
       if (!message.ok()) {
         if (message.status().code() == StatusCode::kDeadlineExceeded && !CoordinatorLost()) continue;
@@ -188,6 +189,24 @@ class PeerSession {
     }
     spdlog::info("peer identity {}", net::ShortKey(identity_.public_key()));
     return Status::Ok();
+  }
+
+  // Between rounds, while the report goes to the coordinator and the next RoundStart comes
+  // back (a round trip, plus rank 0's evaluation), the trainer runs the next round's first inner
+  // steps (Trainer::Speculate); it stops as soon as the coordinator says anything. Only for a
+  // peer that trained the round before: a joiner's start will come from a sync instead.
+  void RunAhead() {
+    if (!trainer_ || spec_.mode() == v1::MODE_DDP || verification_ || options_.adversary) return;
+    if (!trainer_->has_tentative_round() && outcome_.rounds_contributed == 0) return;
+    auto box = mailbox();
+    if (!box) return;
+    const auto heard = [this, &box] {
+      if (StopRequested() || box->closed) return true;
+      std::lock_guard<std::mutex> lock(box->mu);
+      return !box->items.empty();
+    };
+    Status st = trainer_->Speculate(heard);
+    if (!st.ok()) spdlog::warn("running the next round's steps ahead failed: {}", st.ToString());
   }
 
   // ---------------------------------------------------------------- coordinator link

@@ -65,6 +65,27 @@ struct Trainer::Impl {
   // the next round. This peer's own: not part of the shared state (runtime/async_outer.h).
   torch::Tensor pending_delta;
   uint64_t pending_round = UINT64_MAX;
+  // diloco-async: inner steps of round `round` done before its delayed collective failed at the
+  // apply step. The first apply-step steps do not depend on that collective, so a retry resumes
+  // from here instead of recomputing them with an optimizer that already took them (exact retry).
+  struct Paused {
+    uint64_t round = UINT64_MAX;
+    torch::Tensor params, start;
+    double loss_sum = 0;
+  };
+  Paused paused;
+  // DiLoCo: inner steps of round `round` run ahead of its RoundStart (Trainer::Speculate), kept
+  // outside the visible state: the model and the optimizer hold what they held before.
+  struct Ahead {
+    uint64_t round = UINT64_MAX;
+    torch::Tensor start;                // where the round starts; must match when it does start
+    torch::Tensor params;               // the local model after `steps` steps
+    std::vector<AdamSlot> adam_before;  // the optimizer before them, and after them
+    std::vector<AdamSlot> adam_after;
+    uint64_t steps = 0;
+    double loss_sum = 0, compute_seconds = 0;
+  };
+  Ahead ahead;
   StepObserver observer;  // verifier hook (SetStepObserver)
   StepTamper tamper;      // attack harness only
 
@@ -81,40 +102,46 @@ struct Trainer::Impl {
     Snapshot snap;
     snap.params = models::FlattenParameters(*model);
     if (outer_momentum.defined()) snap.momentum = outer_momentum.clone();
-    if (spec.mode() == v1::MODE_DDP) {
-      for (const auto& p : Params()) {
-        AdamSlot slot;
-        if (auto* st = AdamState(p)) {
-          slot.present = true;
-          slot.step = st->step();
-          slot.exp_avg = st->exp_avg().clone();
-          slot.exp_avg_sq = st->exp_avg_sq().clone();
-        }
-        snap.adam.push_back(std::move(slot));
-      }
-    }
+    if (spec.mode() == v1::MODE_DDP) snap.adam = CopyAdam();
     return snap;
+  }
+
+  std::vector<AdamSlot> CopyAdam() const {
+    std::vector<AdamSlot> out;
+    for (const auto& p : Params()) {
+      AdamSlot slot;
+      if (auto* st = AdamState(p)) {
+        slot.present = true;
+        slot.step = st->step();
+        slot.exp_avg = st->exp_avg().clone();
+        slot.exp_avg_sq = st->exp_avg_sq().clone();
+      }
+      out.push_back(std::move(slot));
+    }
+    return out;
+  }
+
+  void RestoreAdam(const std::vector<AdamSlot>& slots) {
+    auto params = Params();
+    auto& state = inner->state();
+    for (size_t i = 0; i < params.size() && i < slots.size(); ++i) {
+      const std::string key = c10::guts::to_string(params[i].unsafeGetTensorImpl());
+      if (!slots[i].present) {
+        state.erase(key);
+        continue;
+      }
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(slots[i].step);
+      st->exp_avg(slots[i].exp_avg.clone());
+      st->exp_avg_sq(slots[i].exp_avg_sq.clone());
+      state[key] = std::move(st);
+    }
   }
 
   Status RestoreSnapshot(const Snapshot& snap) {
     TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, snap.params));
     outer_momentum = snap.momentum.defined() ? snap.momentum.clone() : torch::Tensor();
-    if (spec.mode() == v1::MODE_DDP) {
-      auto params = Params();
-      auto& state = inner->state();
-      for (size_t i = 0; i < params.size() && i < snap.adam.size(); ++i) {
-        const std::string key = c10::guts::to_string(params[i].unsafeGetTensorImpl());
-        if (!snap.adam[i].present) {
-          state.erase(key);
-          continue;
-        }
-        auto st = std::make_unique<torch::optim::AdamWParamState>();
-        st->step(snap.adam[i].step);
-        st->exp_avg(snap.adam[i].exp_avg.clone());
-        st->exp_avg_sq(snap.adam[i].exp_avg_sq.clone());
-        state[key] = std::move(st);
-      }
-    }
+    if (spec.mode() == v1::MODE_DDP) RestoreAdam(snap.adam);
     return Status::Ok();
   }
 
@@ -252,12 +279,42 @@ struct Trainer::Impl {
     // diloco-async: the previous round's Δ is averaged on another thread during the inner steps.
     BackgroundAverage in_flight =
         async && round > 0 ? BackgroundAverage::Start(average, PreviousDelta(round)) : BackgroundAverage();
+    // diloco-async: θ_{r+1}, once the delayed average has been applied during the inner steps.
+    std::optional<torch::Tensor> applied_theta;
     if (delta_round != round) {
       double loss_sum = 0;
       auto t0 = Clock::now();
       TRIB_ASSIGN_OR_RETURN(torch::Tensor start, async ? AsyncStart(round) : committed.params);
+      uint64_t first_step = 0;
+      if (async && paused.round == round) {  // a retry after the delayed collective failed
+        TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, paused.params));
+        start = paused.start;
+        loss_sum = paused.loss_sum;
+        first_step = AsyncApplyStep(spec);
+      } else if (ahead.round == round && ahead.steps > 0 && torch::equal(ahead.start, start)) {
+        // The steps run ahead started from this very point with this very optimizer state
+        // (nothing touches it between rounds), so they are the steps this round would run.
+        TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, ahead.params));
+        RestoreAdam(ahead.adam_after);
+        loss_sum = ahead.loss_sum;
+        first_step = ahead.steps;
+        stats.compute_seconds += ahead.compute_seconds;
+      }
+      paused = Paused{};
+      ahead = Ahead{};
       Carried carried;
-      for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+      for (uint64_t step = first_step; step < spec.inner_steps(); ++step) {
+        if (async && in_flight.started() && step == AsyncApplyStep(spec)) {
+          stats.compute_seconds += SecondsSince(t0);
+          auto applied = ApplyDelayedAverage(in_flight, round, start, stats);
+          if (!applied.ok()) {
+            paused = Paused{round, models::FlattenParameters(*model), start, loss_sum};
+            return applied.status();
+          }
+          applied_theta = std::move(*applied);
+          carried.valid = false;  // the parameters moved: a step observer re-captures them
+          t0 = Clock::now();
+        }
         TRIB_ASSIGN_OR_RETURN(double loss, LocalInnerStep(round, step, carried));
         loss_sum += loss;
       }
@@ -266,7 +323,7 @@ struct Trainer::Impl {
       cached_loss = loss_sum / spec.inner_steps();
       stats.compute_seconds += SecondsSince(t0);
     }
-    if (async) return FinishAsyncRound(average, in_flight, stats);
+    if (async) return FinishAsyncRound(average, in_flight, std::move(applied_theta), stats);
     // The averager works on a copy: the cached source must survive a failed collective.
     torch::Tensor averaged = cached_delta.clone();
     auto t1 = Clock::now();
@@ -344,19 +401,38 @@ struct Trainer::Impl {
     return start;
   }
 
+  // diloco-async: waits for round − 1's average and takes the outer step it gives, θ_{r+1}.
+  Result<torch::Tensor> DelayedOuterStep(BackgroundAverage& in_flight, uint64_t round, RoundStats& stats) {
+    Status ok = in_flight.Wait().WithContext("averaging the pseudo-gradient of round " +
+                                             std::to_string(round - 1) + " (delayed)");
+    stats.comm_seconds += in_flight.seconds();  // the collective's own time, overlapped or not
+    if (!ok.ok()) return ok;
+    const auto values = in_flight.values();
+    torch::Tensor averaged = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())},
+                                              torch::kFloat32).clone();
+    return OuterStep(committed.params, averaged, round - 1);
+  }
+
+  // diloco-async, at the apply step: the local model trained from the eager start θ_r − own
+  // Δ_{r−1}; it moves by θ_{r+1} − that start, so the rest of the round continues from where
+  // the group's average put it, and this round's Δ counts from θ_{r+1}.
+  Result<torch::Tensor> ApplyDelayedAverage(BackgroundAverage& in_flight, uint64_t round,
+                                            torch::Tensor& start, RoundStats& stats) {
+    TRIB_ASSIGN_OR_RETURN(torch::Tensor theta, DelayedOuterStep(in_flight, round, stats));
+    torch::Tensor shift = theta - start;
+    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, models::FlattenParameters(*model) + shift));
+    start = theta;
+    return theta;
+  }
+
   Result<RoundStats> FinishAsyncRound(const Averager& average, BackgroundAverage& in_flight,
-                                      RoundStats stats) {
+                                      std::optional<torch::Tensor> applied_theta, RoundStats stats) {
     const uint64_t round = completed_rounds;
     torch::Tensor theta = committed.params;
-    if (in_flight.started()) {
-      Status ok = in_flight.Wait().WithContext("averaging the pseudo-gradient of round " +
-                                               std::to_string(round - 1) + " (delayed)");
-      stats.comm_seconds += in_flight.seconds();
-      if (!ok.ok()) return ok;
-      const auto values = in_flight.values();
-      torch::Tensor averaged = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())},
-                                                torch::kFloat32).clone();
-      theta = OuterStep(theta, averaged, round - 1);
+    if (applied_theta) {
+      theta = std::move(*applied_theta);
+    } else if (in_flight.started()) {  // a retry that reused its cached Δ, or H below the apply step
+      TRIB_ASSIGN_OR_RETURN(theta, DelayedOuterStep(in_flight, round, stats));
     }
     if (round + 1 == spec.rounds()) {
       // Nothing overlaps the last round's Δ: average it now and apply it, so no token is lost.
@@ -493,6 +569,8 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   delta_round = UINT64_MAX;
   cached_delta = torch::Tensor();
   pending_delta = torch::Tensor();  // relative to a state this peer did not hold: contribute zeros
+  paused = Paused{};
+  ahead = Ahead{};
   pending_round = UINT64_MAX;
   return Status::Ok();
 }
@@ -559,6 +637,59 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
   stats->round = impl_->completed_rounds;
   stats->tokens = tokens_per_round();
   return stats;
+}
+
+Status Trainer::Speculate(const std::function<bool()>& stop) {
+  Impl& m = *impl_;
+  if (m.spec.mode() == v1::MODE_DDP || m.observer || m.tamper.plan || m.tamper.after) return Status::Ok();
+  const bool async = m.spec.mode() == v1::MODE_DILOCO_ASYNC;
+  const uint64_t round = m.completed_rounds + (m.tentative ? 1 : 0);
+  // Nothing to run ahead when the round's steps are already done (a retry reuses them).
+  if (round >= m.spec.rounds() || m.paused.round != UINT64_MAX || m.delta_round == round) return Status::Ok();
+  // The steps before the apply step do not depend on the round's collective (async); a
+  // synchronous round's collective comes after all of them.
+  const uint64_t limit = async && round > 0 ? AsyncApplyStep(m.spec) : m.spec.inner_steps();
+  // Where the round will start once this round commits as computed: θ (the model holds the
+  // tentative or committed θ), minus this peer's own Δ of the round before (async).
+  torch::Tensor theta = models::FlattenParameters(*m.model);
+  torch::Tensor start = theta;
+  if (async) {
+    const torch::Tensor& own = m.tentative ? m.cached_delta : m.pending_delta;
+    const bool have = m.tentative ? m.cached_delta.defined()
+                                  : m.pending_delta.defined() && m.pending_round + 1 == round;
+    if (have) start = theta - own;
+  }
+  if (m.ahead.round != round || !torch::equal(m.ahead.start, start)) {
+    m.ahead = Impl::Ahead{};
+    m.ahead.round = round;
+    m.ahead.start = start;
+    m.ahead.params = start.clone();
+    m.ahead.adam_before = m.CopyAdam();
+    m.ahead.adam_after = m.ahead.adam_before;
+  }
+  if (m.ahead.steps >= limit || stop()) return Status::Ok();
+  TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*m.model, m.ahead.params));
+  m.RestoreAdam(m.ahead.adam_after);
+  const auto t0 = Clock::now();
+  Status result = Status::Ok();
+  Impl::Carried carried;
+  while (m.ahead.steps < limit && !stop()) {
+    auto loss = m.LocalInnerStep(round, m.ahead.steps, carried);
+    if (!loss.ok()) {
+      result = loss.status();
+      break;
+    }
+    m.ahead.loss_sum += *loss;
+    m.ahead.steps++;
+  }
+  m.ahead.compute_seconds += SecondsSince(t0);
+  m.ahead.params = models::FlattenParameters(*m.model);
+  m.ahead.adam_after = m.CopyAdam();
+  // Back to the visible state: θ and the optimizer as they were.
+  TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*m.model, theta));
+  m.RestoreAdam(m.ahead.adam_before);
+  if (!result.ok()) m.ahead = Impl::Ahead{};
+  return result;
 }
 
 Status Trainer::Commit() {
@@ -716,6 +847,8 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();
     impl_->delta_round = UINT64_MAX;
+    impl_->paused = {};
+    impl_->ahead = {};
   } catch (const c10::Error& e) {
     return Corruption("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
   }

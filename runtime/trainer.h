@@ -118,6 +118,13 @@ class Trainer {
   // Called on the training thread after every inner step, before the next one starts (a DiLoCo
   // retry that reuses its pseudo-gradient runs no steps, so it reports none). Unset (the
   // default): no state is captured and no digest computed.
+  // DiLoCo: runs inner steps of the next round (the one after the tentative round, or after the
+  // last committed one) before its RoundStart arrives, until `stop()` or until the next step
+  // would need that round's collective (async: the apply step). They are kept aside; the
+  // round's TryRound resumes after them when it starts from the same point, which makes them
+  // exactly the steps it would have run. θ, the optimizer and every digest stay as they were.
+  // Does nothing for DDP or with a step observer or tamper (their steps must be recorded).
+  Status Speculate(const std::function<bool()>& stop);
   void SetStepObserver(StepObserver observer);
   void SetStepTamper(StepTamper tamper);  // attack harness only (see StepTamper)
   // verifier::FloatsDigest of the pseudo-gradient of the tentative DiLoCo round (what this

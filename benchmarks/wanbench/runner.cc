@@ -129,6 +129,10 @@ class Run {
         "--rounds", std::to_string(spec_.rounds()), "--inner-steps", std::to_string(spec_.inner_steps()),
         "--peers", std::to_string(spec_.num_peers()), "--seed", std::to_string(spec_.seed())};
     if (!system_.codec.empty()) flags.insert(flags.end(), {"--codec", system_.codec});
+    if (spec_.eval_every() > 1) flags.insert(flags.end(), {"--eval-every", std::to_string(spec_.eval_every())});
+    if (spec_.async_apply_step() > 0) {
+      flags.insert(flags.end(), {"--async-apply-step", std::to_string(spec_.async_apply_step())});
+    }
     return flags;
   }
 

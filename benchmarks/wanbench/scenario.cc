@@ -18,12 +18,12 @@ namespace tributary::wanbench {
 namespace {
 
 constexpr const char* kKnownSystems =
-    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, tributary-diloco-async[-h<N>], gloo-ddp; "
+    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>], gloo-ddp; "
     "a Tributary system may end in +<codec>";
 
 using Reader = wan::TomlTableReader;
 
-// tributary-ddp[+codec] | tributary-diloco[-async][-h<N>][+codec] | gloo-ddp
+// tributary-ddp[+codec] | tributary-diloco[-async][-h<N>][-k<N>][+codec] | gloo-ddp
 Result<SystemSpec> ParseSystem(const std::string& full_name, uint32_t h, uint32_t ddp_steps) {
   auto unknown = [&] { return InvalidArgument("unknown system '" + full_name + "' (known: " + kKnownSystems + ")"); };
   std::string name = full_name, codec;
@@ -43,15 +43,21 @@ Result<SystemSpec> ParseSystem(const std::string& full_name, uint32_t h, uint32_
     system.async = true;
     rest = rest.substr(std::string("-async").size());
   }
-  if (!rest.empty()) {
-    const std::string digits = rest.size() > 2 && rest.rfind("-h", 0) == 0 ? rest.substr(2) : "";
-    if (digits.empty() || digits.size() > 6 ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        std::stoul(digits) == 0) {
-      return unknown();
-    }
-    system.steps_per_round = static_cast<uint32_t>(std::stoul(digits));
+  // "-h<N>" then, for async systems, "-k<N>": each a positive number of at most 6 digits.
+  auto take = [&](char letter) -> std::optional<uint32_t> {
+    if (rest.size() < 3 || rest[0] != '-' || rest[1] != letter) return std::nullopt;
+    size_t end = 2;
+    while (end < rest.size() && rest[end] >= '0' && rest[end] <= '9') ++end;
+    const std::string digits = rest.substr(2, end - 2);
+    if (digits.empty() || digits.size() > 6 || std::stoul(digits) == 0) return std::nullopt;
+    rest = rest.substr(end);
+    return static_cast<uint32_t>(std::stoul(digits));
+  };
+  if (auto h_steps = take('h')) system.steps_per_round = *h_steps;
+  if (system.async) {
+    if (auto k = take('k')) system.async_apply_step = *k;
   }
+  if (!rest.empty()) return unknown();
   return system;
 }
 
@@ -89,7 +95,15 @@ Status ReadBudget(const toml::table& root, const std::string& source, BenchScena
   TRIB_ASSIGN_OR_RETURN(auto h, r.Integer("h"));
   TRIB_ASSIGN_OR_RETURN(auto ddp_steps, r.Integer("ddp_steps_per_round"));
   TRIB_ASSIGN_OR_RETURN(auto diloco_steps, r.Integer("diloco_steps"));
-  TRIB_RETURN_IF_ERROR(r.RefuseUnknown({"tokens", "steps", "h", "ddp_steps_per_round", "diloco_steps"}));
+  TRIB_ASSIGN_OR_RETURN(auto diloco_eval_every, r.Integer("diloco_eval_every"));
+  TRIB_RETURN_IF_ERROR(
+      r.RefuseUnknown({"tokens", "steps", "h", "ddp_steps_per_round", "diloco_steps", "diloco_eval_every"}));
+  if (diloco_eval_every) {
+    if (*diloco_eval_every < 1 || *diloco_eval_every > 100000) {
+      return r.Error("diloco_eval_every", "must be in 1..100000, got " + std::to_string(*diloco_eval_every));
+    }
+    s.diloco_eval_every = static_cast<uint32_t>(*diloco_eval_every);
+  }
   if (diloco_steps) {
     if (*diloco_steps < 1) return r.Error("diloco_steps", "must be positive, got " + std::to_string(*diloco_steps));
     s.diloco_steps = static_cast<uint64_t>(*diloco_steps);
@@ -303,6 +317,8 @@ v1::JobSpec SpecFor(const BenchScenario& s, const SystemSpec& system) {
   if (!system.codec.empty()) spec.set_codec(system.codec);
   spec.set_inner_steps(system.steps_per_round);
   spec.set_rounds(static_cast<uint32_t>(system.steps_per_peer / system.steps_per_round));
+  if (!system.ddp() && s.diloco_eval_every > 0) spec.set_eval_every(s.diloco_eval_every);
+  if (system.async_apply_step > 0) spec.set_async_apply_step(system.async_apply_step);
   if (system.tributary() && s.FaultFor(system.name) && spec.min_peers() == 0) {
     // Without this the coordinator would wait for the dead peer forever. The gather window
     // keeps round 0 from starting before every peer has joined.

@@ -5,12 +5,13 @@
 //   name = "continent"                 # optional; names the output files (default: file stem)
 //   seed = 1234                        # the job seed (model init and batches)
 //   systems = ["tributary-ddp", "tributary-diloco", "gloo-ddp"]   # a Tributary system is
-//       tributary-ddp[+<codec>] or tributary-diloco[-async][-h<N>][+<codec>]
+//       tributary-ddp[+<codec>] or tributary-diloco[-async][-h<N>][-k<N>][+<codec>] (-k: async_apply_step)
 //   timeout_seconds = 900              # per system
 //   [network]    a benchmarks/wan scenario: peers, preset, [network.matrix], [[network.link]], ...
 //   [job]        job keys as in jobs/demo.toml (model size, batch, learning rates, ...)
 //   [budget]     tokens = N (all peers together) or steps = N (per peer); h; ddp_steps_per_round;
-//                diloco_steps = N (per peer, DiLoCo systems only; default: the same budget)
+//                diloco_steps = N (per peer, DiLoCo systems only; default: the same budget);
+//                diloco_eval_every = N (DiLoCo systems evaluate every N rounds; default: every round)
 //   [[fault]]    peer = 3, at_seconds = 20, systems = ["tributary-diloco"]
 //                kind = "kill" (SIGKILL the peer's process, the default) or "cut" (every link to
 //                and from the peer drops every packet), duration_seconds = 10 (cut only; default:
@@ -37,6 +38,7 @@ struct SystemSpec {
   bool async = false;            // DiLoCo only: mode diloco-async (runtime/async_outer.h)
   std::string codec;             // Tributary only: the job's codec; empty = the job's own
   uint64_t steps_per_peer = 0;   // this system's budget (set by the parser)
+  uint32_t async_apply_step = 0; // diloco-async only ("-k<N>"): the job's async_apply_step; 0 = default
   bool ddp() const { return kind != SystemKind::kTributaryDiloco; }
   bool tributary() const { return kind != SystemKind::kGlooDdp; }
 };
@@ -63,6 +65,7 @@ struct BenchScenario {
   uint64_t steps_per_peer = 0;         // the budget; DDP systems always train this many
   std::optional<uint64_t> diloco_steps;  // DiLoCo systems' budget when it differs (benchmark (d):
                                          // the time DiLoCo needs to reach DDP's final loss)
+  uint32_t diloco_eval_every = 0;       // 0: every round
   uint32_t h = 50;
   uint32_t ddp_steps_per_round = 10;
   std::vector<SystemSpec> systems;

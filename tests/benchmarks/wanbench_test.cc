@@ -99,7 +99,7 @@ TEST(BenchScenarioTest, TokenBudgetMustBeWholeSteps) {
               HasSubstr("b.toml:6: budget.h must be in 1..100000, got 0"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = -3\n"), HasSubstr("budget.steps must be positive"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = 100\nrounds = 3\n"),
-              HasSubstr("b.toml:6: unknown key 'budget.rounds' (known here: tokens, steps, h, ddp_steps_per_round, diloco_steps)"));
+              HasSubstr("b.toml:6: unknown key 'budget.rounds' (known here: tokens, steps, h, ddp_steps_per_round, diloco_steps, diloco_eval_every)"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + "[budget]\nsteps = 100\nh = 30\n"),
               HasSubstr("tributary-diloco trains 30 steps per round, which does not divide the budget of 100"));
 }
@@ -139,7 +139,7 @@ TEST(BenchScenarioTest, SystemsFaultsAndTopLevelAreChecked) {
   const std::string base = std::string(kNetwork) + kBudget;
   EXPECT_THAT(Refusal("systems = [\"tributary-ddp\", \"horovod\"]\n" + base),
               HasSubstr("b.toml:1: systems: unknown system 'horovod' (known: tributary-ddp, tributary-diloco, "
-                        "tributary-diloco-h<N>, tributary-diloco-async[-h<N>], gloo-ddp; a Tributary system "
+                        "tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>], gloo-ddp; a Tributary system "
                         "may end in +<codec>)"));
   EXPECT_THAT(Refusal("systems = [\"gloo-ddp\", \"gloo-ddp\"]\n" + base), HasSubstr("names 'gloo-ddp' twice"));
   EXPECT_THAT(Refusal("systems = []\n" + base), HasSubstr("at least one system"));
@@ -167,7 +167,8 @@ TEST(BenchScenarioTest, SystemsFaultsAndTopLevelAreChecked) {
 TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
   const std::string toml = std::string("systems = [\"gloo-ddp\", \"tributary-ddp\", \"tributary-diloco-async\", ") +
                            "\"tributary-diloco-async-h25+int4\", \"tributary-diloco+int8\"]\n" + kNetwork +
-                           "[budget]\nsteps = 100\nh = 50\nddp_steps_per_round = 10\ndiloco_steps = 300\n";
+                           "[budget]\nsteps = 100\nh = 50\nddp_steps_per_round = 10\ndiloco_steps = 300\n"
+                           "diloco_eval_every = 3\n";
   auto s = ParseBenchScenario(toml, "b.toml");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   ASSERT_EQ(s->systems.size(), 5u);
@@ -180,6 +181,8 @@ TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
   const v1::JobSpec a = SpecFor(*s, async);
   EXPECT_EQ(a.mode(), v1::MODE_DILOCO_ASYNC);
   EXPECT_EQ(a.rounds(), 6u);
+  EXPECT_EQ(a.eval_every(), 3u) << "DiLoCo systems evaluate every diloco_eval_every rounds";
+  EXPECT_EQ(SpecFor(*s, s->systems[1]).eval_every(), 0u) << "DDP systems evaluate every round";
   const v1::JobSpec a4 = SpecFor(*s, s->systems[3]);
   EXPECT_EQ(a4.mode(), v1::MODE_DILOCO_ASYNC);
   EXPECT_EQ(a4.codec(), "int4");
@@ -199,6 +202,24 @@ TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
   EXPECT_THAT(Refusal("systems = [\"tributary-diloco\"]\n" + std::string(kNetwork) + budget + "diloco_steps = 120\n"),
               HasSubstr("does not divide the budget of 120 steps per peer"));
   EXPECT_THAT(Refusal(std::string(kNetwork) + budget + "diloco_steps = 0\n"), HasSubstr("diloco_steps must be positive"));
+  EXPECT_THAT(Refusal(std::string(kNetwork) + budget + "diloco_eval_every = 0\n"),
+              HasSubstr("diloco_eval_every must be in 1..100000"));
+  // "-k<N>": the async apply step, async systems only, checked against H by the job's validation.
+  const std::string k_budget = "[budget]\nsteps = 100\nh = 10\n";
+  auto k = ParseBenchScenario("systems = [\"tributary-diloco-async-k2+int8\", \"tributary-diloco-async-h20-k7\"]\n" +
+                                  std::string(kNetwork) + k_budget,
+                              "b.toml");
+  ASSERT_TRUE(k.ok()) << k.status().ToString();
+  EXPECT_EQ(SpecFor(*k, k->systems[0]).async_apply_step(), 2u);
+  EXPECT_EQ(SpecFor(*k, k->systems[0]).codec(), "int8");
+  EXPECT_EQ(SpecFor(*k, k->systems[1]).inner_steps(), 20u);
+  EXPECT_EQ(SpecFor(*k, k->systems[1]).async_apply_step(), 7u);
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-k2\"]\n" + std::string(kNetwork) + k_budget),
+              HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-async-k0\"]\n" + std::string(kNetwork) + k_budget),
+              HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-async-k11\"]\n" + std::string(kNetwork) + k_budget),
+              HasSubstr("async_apply_step cannot exceed inner_steps"));
 }
 
 TEST(BenchScenarioTest, ShippedScenariosParse) {

@@ -170,11 +170,54 @@ TEST_P(DelayedUpdateTest, MatchesAHandComputedReference) {
 
 INSTANTIATE_TEST_SUITE_P(Warmup, DelayedUpdateTest, ::testing::Values(0u, 2u));
 
+// The delayed average moves the local model at the apply step: the inner steps before it do not
+// depend on what the group averaged, every step from it on does. Two peers identical through
+// round 0 whose groups return different averages in round 1 show exactly that split.
+class ApplyStepTest : public AsyncOuterTest, public ::testing::WithParamInterface<uint32_t> {};
+
+TEST_P(ApplyStepTest, TheGroupsAverageEntersAtTheApplyStep) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_async_apply_step(GetParam());
+  const uint32_t apply = AsyncApplyStep(spec);
+  std::vector<std::vector<Digest>> before(2);
+  std::vector<std::vector<float>> theta(2);
+  for (int peer = 0; peer < 2; ++peer) {
+    auto t = Make(spec);
+    ASSERT_TRUE(t->RunRound(kAlone).ok());
+    t->SetStepObserver([&, peer](StepRecord record) {
+      if (record.round == 1) before[peer].push_back(record.state_before);
+    });
+    const Averager group = [peer](std::span<float> v) {
+      for (size_t i = 0; i < v.size(); ++i) v[i] = 1e-3f * static_cast<float>((int(i) + peer) % 5 - 2);
+      return Status::Ok();
+    };
+    ASSERT_TRUE(t->RunRound(group).ok());
+    theta[peer] = ThetaOf(*t);
+  }
+  ASSERT_EQ(before[0].size(), spec.inner_steps());
+  ASSERT_EQ(before[1].size(), spec.inner_steps());
+  for (uint32_t step = 0; step < spec.inner_steps(); ++step) {
+    if (step < apply) {
+      EXPECT_EQ(before[0][step], before[1][step]) << "step " << step << " ran before the apply step " << apply;
+    } else {
+      EXPECT_NE(before[0][step], before[1][step]) << "step " << step << " ran after the apply step " << apply;
+    }
+  }
+  EXPECT_NE(theta[0], theta[1]) << "the averages differ, so the outer steps do";
+}
+
+// 0: the default (ceil(3 / 2) = 2); 3 = inner_steps: applied when the round ends.
+INSTANTIATE_TEST_SUITE_P(Steps, ApplyStepTest, ::testing::Values(0u, 1u, 3u));
+
 // A member dying in either collective of a round (the delayed one during the inner steps, or
 // the last round's own) fails the round without advancing; the retry re-sends the preserved
-// sources, so the result is bit-identical to a run without the failure.
-TEST_F(AsyncOuterTest, RetryOfEitherCollectiveIsExact) {
-  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+// sources, so the result is bit-identical to a run without the failure. A delayed collective
+// that fails at the apply step leaves the steps before it done: the retry resumes after them.
+class RetryTest : public AsyncOuterTest, public ::testing::WithParamInterface<uint32_t> {};
+
+TEST_P(RetryTest, RetryOfEitherCollectiveIsExact) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_async_apply_step(GetParam());
   auto straight = Make(spec);
   for (int r = 0; r < 3; ++r) ASSERT_TRUE(straight->RunRound(kAlone).ok());
 
@@ -199,6 +242,64 @@ TEST_F(AsyncOuterTest, RetryOfEitherCollectiveIsExact) {
   EXPECT_EQ(retried->ThetaDigest(), straight->ThetaDigest());
   EXPECT_EQ(retried->CommittedStateDigest(), straight->CommittedStateDigest());
 }
+
+INSTANTIATE_TEST_SUITE_P(ApplySteps, RetryTest, ::testing::Values(0u, 1u, 3u));
+
+// Steps run ahead of a round (Trainer::Speculate, between the report and the next RoundStart)
+// are exactly the steps the round would run: a trainer that runs ahead after every round, for
+// a few steps or as many as it may, ends bit-identical to one that never does, and running
+// ahead leaves θ and the state digest untouched. A round retried with another group's average
+// starts elsewhere, and the steps run ahead are dropped, not used.
+struct AheadCase {
+  v1::Mode mode;
+  int calls;  // stop() answers false this many times (-1: never stops)
+};
+class RunAheadTest : public AsyncOuterTest, public ::testing::WithParamInterface<AheadCase> {};
+
+TEST_P(RunAheadTest, StepsRunAheadAreTheStepsTheRoundRuns) {
+  v1::JobSpec spec = TinySpec(GetParam().mode);
+  spec.set_rounds(4);
+  const Averager halve = [](std::span<float> v) {
+    for (float& x : v) x *= 0.5f;
+    return Status::Ok();
+  };
+  const Averager other = [](std::span<float> v) {
+    for (float& x : v) x *= 0.25f;
+    return Status::Ok();
+  };
+  auto run_ahead = [&](Trainer& t) {
+    int left = GetParam().calls;
+    const Digest theta = t.ThetaDigest(), state = t.CurrentStateDigest();
+    ASSERT_TRUE(t.Speculate([&] { return left >= 0 && left-- == 0; }).ok());
+    EXPECT_EQ(t.ThetaDigest(), theta) << "running ahead must not move the visible θ";
+    EXPECT_EQ(t.CurrentStateDigest(), state) << "nor the optimizer";
+  };
+  // Both go through the same rounds; only `ahead` runs ahead between them. Round 2 first runs
+  // with one average, is abandoned (not committed), and is retried with another.
+  auto plain = Make(spec);
+  auto ahead = Make(spec);
+  for (int r = 0; r < 4; ++r) {
+    for (Trainer* t : {plain.get(), ahead.get()}) {
+      const bool speculate = t == ahead.get();
+      if (r == 2) {
+        ASSERT_TRUE(t->TryRound(halve).ok());
+        if (speculate) run_ahead(*t);
+        t->Abandon();
+      }
+      ASSERT_TRUE(t->TryRound(r == 2 ? other : halve).ok());
+      if (speculate) run_ahead(*t);  // tentative: the next round's start is known already
+      ASSERT_TRUE(t->Commit().ok());
+      if (speculate) run_ahead(*t);  // committed, the RoundStart not here yet
+    }
+  }
+  EXPECT_EQ(ahead->ThetaDigest(), plain->ThetaDigest());
+  EXPECT_EQ(ahead->CommittedStateDigest(), plain->CommittedStateDigest());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, RunAheadTest,
+                         ::testing::Values(AheadCase{v1::MODE_DILOCO, 2}, AheadCase{v1::MODE_DILOCO, -1},
+                                           AheadCase{v1::MODE_DILOCO_ASYNC, 2},
+                                           AheadCase{v1::MODE_DILOCO_ASYNC, -1}));
 
 // A peer that imported the shared state did not train the previous round: it contributes zeros
 // (and still takes part, so the others' collective completes), and then θ matches the veteran's.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace tributary::runtime {
 namespace {
 
@@ -62,6 +64,43 @@ TEST(JobSpecTest, ValidationNamesTheProblem) {
     spec.set_group_size(4);
     EXPECT_NE(ValidateJobSpec(spec).message().find("group_size needs diloco"), std::string::npos);
   }
+}
+
+TEST(JobSpecTest, AsyncApplyStepDefaultsToMidRoundAndBelongsToAsyncJobs) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_DILOCO_ASYNC);
+  spec.set_inner_steps(10);
+  EXPECT_EQ(AsyncApplyStep(spec), 5u);
+  spec.set_inner_steps(25);
+  EXPECT_EQ(AsyncApplyStep(spec), 13u);
+  spec.set_inner_steps(1);
+  EXPECT_EQ(AsyncApplyStep(spec), 1u);
+  spec.set_inner_steps(10);
+  ASSERT_TRUE(ApplyTomlString("async_apply_step = 3\n", spec).ok());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  EXPECT_EQ(AsyncApplyStep(spec), 3u);
+  spec.set_async_apply_step(11);
+  EXPECT_NE(ValidateJobSpec(spec).message().find("async_apply_step cannot exceed inner_steps"), std::string::npos);
+  spec.set_async_apply_step(10);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << "the end of the round: the one-round delay";
+  for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO}) {
+    spec.set_mode(mode);
+    EXPECT_NE(ValidateJobSpec(spec).message().find("async_apply_step applies to diloco-async only"),
+              std::string::npos);
+  }
+}
+
+TEST(JobSpecTest, EvalEveryEvaluatesOnItsCadenceAndAfterTheLastRound) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_rounds(7);
+  for (uint64_t r = 0; r < 7; ++r) EXPECT_TRUE(EvaluatesAfterRound(spec, r)) << "unset: every round";
+  ASSERT_TRUE(ApplyTomlString("eval_every = 3\n", spec).ok());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  std::vector<uint64_t> evaluated;
+  for (uint64_t r = 0; r < 7; ++r) {
+    if (EvaluatesAfterRound(spec, r)) evaluated.push_back(r);
+  }
+  EXPECT_EQ(evaluated, (std::vector<uint64_t>{2, 5, 6}));
 }
 
 TEST(JobSpecTest, StreamsPerEdgeNeedTheRingPath) {
