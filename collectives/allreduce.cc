@@ -40,6 +40,7 @@ struct Layout {
   uint64_t LargestChunk() const { return numel / world + (numel % world != 0); }
 };
 
+using codec::FirstNonFinite;
 using codec::NonFinite;
 using codec::ValueName;
 
@@ -50,12 +51,6 @@ bool AllFinite(std::span<const float> v) {
   return bad == 0;
 }
 
-size_t FirstNonFinite(std::span<const float> v) {
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (NonFinite(v[i])) return i;
-  }
-  return v.size();
-}
 
 // acc += in, with branch-free finiteness flags so the loop vectorises: bit 0 says `in` held a
 // non-finite value, bit 1 that a sum is non-finite (overflow, or our own input was not finite).

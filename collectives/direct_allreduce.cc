@@ -23,15 +23,9 @@ constexpr Millis kCancelPoll{20};
 // The fp32 reduction runs in blocks that stay in L1, so one pass over the peers' buffers does it.
 constexpr size_t kSumBlock = 1024;
 
+using codec::FirstNonFinite;
 using codec::NonFinite;
 using codec::ValueName;
-
-size_t FirstNonFinite(std::span<const float> v) {
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (NonFinite(v[i])) return i;
-  }
-  return v.size();
-}
 
 // The largest |x| as its bit pattern (for finite floats the patterns order like the values);
 // at least 0x7f800000 when some element is not finite. Branch-free so that it vectorises;

@@ -193,10 +193,11 @@ class PeerSession {
 
   // Between rounds, while the report goes to the coordinator and the next RoundStart comes
   // back (a round trip, plus rank 0's evaluation), the trainer runs the next round's first inner
-  // steps (Trainer::Speculate); it stops as soon as the coordinator says anything. Only for a
-  // peer that trained the round before: a joiner's start will come from a sync instead.
+  // steps (Trainer::Speculate, which decides which jobs may: not DDP, not a recorded step); it
+  // stops as soon as the coordinator says anything. Only for a peer that trained the round
+  // before: a joiner's start will come from a sync instead.
   void RunAhead() {
-    if (!trainer_ || spec_.mode() == v1::MODE_DDP || verification_ || options_.adversary) return;
+    if (!trainer_) return;
     if (!trainer_->has_tentative_round() && outcome_.rounds_contributed == 0) return;
     auto box = mailbox();
     if (!box) return;

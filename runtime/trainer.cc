@@ -65,27 +65,27 @@ struct Trainer::Impl {
   // the next round. This peer's own: not part of the shared state (runtime/async_outer.h).
   torch::Tensor pending_delta;
   uint64_t pending_round = UINT64_MAX;
-  // diloco-async: inner steps of round `round` done before its delayed collective failed at the
-  // apply step. The first apply-step steps do not depend on that collective, so a retry resumes
-  // from here instead of recomputing them with an optimizer that already took them (exact retry).
-  struct Paused {
-    uint64_t round = UINT64_MAX;
-    torch::Tensor params, start;
-    double loss_sum = 0;
-  };
-  Paused paused;
-  // DiLoCo: inner steps of round `round` run ahead of its RoundStart (Trainer::Speculate), kept
-  // outside the visible state: the model and the optimizer hold what they held before.
+  // DiLoCo: the first `steps` inner steps of round `round`, done before that round's TryRound
+  // got to them, which resumes after them when it starts from the same point. Two sources:
+  // Trainer::Speculate runs them ahead of the RoundStart (kept outside the visible state: the
+  // model and the optimizer hold what they held before); a diloco-async round whose delayed
+  // collective failed at the apply step leaves the steps before it (they do not depend on that
+  // collective, and the optimizer already took them: recomputing them would not be exact).
   struct Ahead {
     uint64_t round = UINT64_MAX;
+    uint64_t version = UINT64_MAX;      // start_version when `start` was last confirmed
     torch::Tensor start;                // where the round starts; must match when it does start
     torch::Tensor params;               // the local model after `steps` steps
-    std::vector<AdamSlot> adam_before;  // the optimizer before them, and after them
-    std::vector<AdamSlot> adam_after;
+    std::vector<AdamSlot> adam_before;  // Speculate: the optimizer before them
+    std::vector<AdamSlot> adam_after;   // and after them
     uint64_t steps = 0;
     double loss_sum = 0, compute_seconds = 0;
   };
   Ahead ahead;
+  // Bumped whenever the next round's start may have moved (a round tried or abandoned, a state
+  // imported or loaded), so Speculate, called between every two coordinator messages, knows its
+  // steps still apply without flattening θ to recompute that start.
+  uint64_t start_version = 0;
   StepObserver observer;  // verifier hook (SetStepObserver)
   StepTamper tamper;      // attack harness only
 
@@ -284,23 +284,19 @@ struct Trainer::Impl {
     if (delta_round != round) {
       double loss_sum = 0;
       auto t0 = Clock::now();
-      TRIB_ASSIGN_OR_RETURN(torch::Tensor start, async ? AsyncStart(round) : committed.params);
+      torch::Tensor start = RoundStart(round, committed.params);
       uint64_t first_step = 0;
-      if (async && paused.round == round) {  // a retry after the delayed collective failed
-        TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, paused.params));
-        start = paused.start;
-        loss_sum = paused.loss_sum;
-        first_step = AsyncApplyStep(spec);
-      } else if (ahead.round == round && ahead.steps > 0 && torch::equal(ahead.start, start)) {
-        // The steps run ahead started from this very point with this very optimizer state
-        // (nothing touches it between rounds), so they are the steps this round would run.
+      if (ahead.round == round && ahead.steps > 0 && torch::equal(ahead.start, start)) {
+        // Those steps started from this very point with this very optimizer state (nothing
+        // touches it between rounds), so they are the steps this round would run.
         TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, ahead.params));
         RestoreAdam(ahead.adam_after);
         loss_sum = ahead.loss_sum;
         first_step = ahead.steps;
         stats.compute_seconds += ahead.compute_seconds;
+      } else if (async) {  // the model holds θ; the eager start differs from it
+        TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, start));
       }
-      paused = Paused{};
       ahead = Ahead{};
       Carried carried;
       for (uint64_t step = first_step; step < spec.inner_steps(); ++step) {
@@ -308,7 +304,9 @@ struct Trainer::Impl {
           stats.compute_seconds += SecondsSince(t0);
           auto applied = ApplyDelayedAverage(in_flight, round, start, stats);
           if (!applied.ok()) {
-            paused = Paused{round, models::FlattenParameters(*model), start, loss_sum};
+            ahead = Ahead{.round = round, .version = start_version, .start = start,
+                          .params = models::FlattenParameters(*model), .adam_after = CopyAdam(),
+                          .steps = step, .loss_sum = loss_sum, .compute_seconds = stats.compute_seconds};
             return applied.status();
           }
           applied_theta = std::move(*applied);
@@ -391,14 +389,16 @@ struct Trainer::Impl {
     return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
   }
 
-  // diloco-async: the inner steps start from θ − own pending Δ: this peer's own progress stands
-  // in for the group's until the group's average arrives (eager local update), so no round
-  // restarts from a point that lacks the previous round's work.
-  Result<torch::Tensor> AsyncStart(uint64_t round) {
-    if (!pending_delta.defined() || pending_round + 1 != round) return committed.params;
-    torch::Tensor start = committed.params - pending_delta;
-    TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, start));
-    return start;
+  // Where round `round`'s inner steps start, given the θ it starts with. diloco-async: θ − this
+  // peer's own Δ of round − 1 (the tentative round's, or the pending one once committed): its own
+  // progress stands in for the group's until the group's average arrives (eager local update),
+  // so no round restarts from a point that lacks the previous round's work. A peer without that
+  // Δ (it synced in) starts from θ.
+  torch::Tensor RoundStart(uint64_t round, const torch::Tensor& theta) const {
+    if (spec.mode() != v1::MODE_DILOCO_ASYNC || round == 0) return theta;
+    if (tentative && delta_round + 1 == round && cached_delta.defined()) return theta - cached_delta;
+    if (pending_delta.defined() && pending_round + 1 == round) return theta - pending_delta;
+    return theta;
   }
 
   // diloco-async: waits for round − 1's average and takes the outer step it gives, θ_{r+1}.
@@ -569,8 +569,8 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   delta_round = UINT64_MAX;
   cached_delta = torch::Tensor();
   pending_delta = torch::Tensor();  // relative to a state this peer did not hold: contribute zeros
-  paused = Paused{};
   ahead = Ahead{};
+  start_version++;
   pending_round = UINT64_MAX;
   return Status::Ok();
 }
@@ -628,6 +628,7 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
   }
   Result<RoundStats> stats = impl_->spec.mode() == v1::MODE_DDP ? impl_->RunDdpRound(average)
                                                                 : impl_->RunDilocoRound(average, mix);
+  impl_->start_version++;  // θ is tentative now, or restored: the next round's start may differ
   if (!stats.ok()) {
     // Leave nothing half-applied: the caller may retry from the committed state.
     (void)impl_->RestoreSnapshot(impl_->committed);
@@ -642,32 +643,26 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
 Status Trainer::Speculate(const std::function<bool()>& stop) {
   Impl& m = *impl_;
   if (m.spec.mode() == v1::MODE_DDP || m.observer || m.tamper.plan || m.tamper.after) return Status::Ok();
-  const bool async = m.spec.mode() == v1::MODE_DILOCO_ASYNC;
   const uint64_t round = m.completed_rounds + (m.tentative ? 1 : 0);
   // Nothing to run ahead when the round's steps are already done (a retry reuses them).
-  if (round >= m.spec.rounds() || m.paused.round != UINT64_MAX || m.delta_round == round) return Status::Ok();
+  if (round >= m.spec.rounds() || m.delta_round == round) return Status::Ok();
   // The steps before the apply step do not depend on the round's collective (async); a
   // synchronous round's collective comes after all of them.
-  const uint64_t limit = async && round > 0 ? AsyncApplyStep(m.spec) : m.spec.inner_steps();
-  // Where the round will start once this round commits as computed: θ (the model holds the
-  // tentative or committed θ), minus this peer's own Δ of the round before (async).
-  torch::Tensor theta = models::FlattenParameters(*m.model);
-  torch::Tensor start = theta;
-  if (async) {
-    const torch::Tensor& own = m.tentative ? m.cached_delta : m.pending_delta;
-    const bool have = m.tentative ? m.cached_delta.defined()
-                                  : m.pending_delta.defined() && m.pending_round + 1 == round;
-    if (have) start = theta - own;
-  }
-  if (m.ahead.round != round || !torch::equal(m.ahead.start, start)) {
-    m.ahead = Impl::Ahead{};
-    m.ahead.round = round;
-    m.ahead.start = start;
-    m.ahead.params = start.clone();
-    m.ahead.adam_before = m.CopyAdam();
-    m.ahead.adam_after = m.ahead.adam_before;
+  const uint64_t limit = m.spec.mode() == v1::MODE_DILOCO_ASYNC && round > 0 ? AsyncApplyStep(m.spec)
+                                                                             : m.spec.inner_steps();
+  if (m.ahead.round != round || m.ahead.version != m.start_version) {
+    // Where the round will start if this peer's tentative round commits as computed (the model
+    // holds its θ) or from the committed θ.
+    const torch::Tensor theta = m.tentative ? models::FlattenParameters(*m.model) : m.committed.params;
+    torch::Tensor start = m.RoundStart(round, theta);
+    if (m.ahead.round != round || !torch::equal(m.ahead.start, start)) {
+      m.ahead = Impl::Ahead{.round = round, .start = start, .params = start.clone(), .adam_before = m.CopyAdam()};
+      m.ahead.adam_after = m.ahead.adam_before;
+    }
+    m.ahead.version = m.start_version;
   }
   if (m.ahead.steps >= limit || stop()) return Status::Ok();
+  const torch::Tensor theta = models::FlattenParameters(*m.model);  // the visible θ, restored below
   TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*m.model, m.ahead.params));
   m.RestoreAdam(m.ahead.adam_after);
   const auto t0 = Clock::now();
@@ -710,6 +705,7 @@ void Trainer::Abandon() {
   if (!impl_->tentative) return;
   (void)impl_->RestoreSnapshot(impl_->committed);
   impl_->tentative = false;
+  impl_->start_version++;
 }
 
 bool Trainer::has_tentative_round() const { return impl_->tentative; }
@@ -847,8 +843,8 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();
     impl_->delta_round = UINT64_MAX;
-    impl_->paused = {};
     impl_->ahead = {};
+    impl_->start_version++;
   } catch (const c10::Error& e) {
     return Corruption("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
   }

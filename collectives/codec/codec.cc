@@ -124,11 +124,9 @@ double CompressionRatio(size_t numel, size_t payload_bytes) {
 
 Result<std::vector<float>> DecodeChecked(const Codec& codec, std::string_view payload, size_t numel) {
   TRIB_ASSIGN_OR_RETURN(std::vector<float> values, codec.Decode(payload, numel));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (NonFinite(values[i])) {
-      return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
-                             std::to_string(i));
-    }
+  if (const size_t i = FirstNonFinite(values); i < values.size()) {
+    return InvalidArgument("non-finite value " + ValueName(values[i]) + " at shard element " +
+                           std::to_string(i));
   }
   return values;
 }

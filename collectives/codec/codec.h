@@ -97,6 +97,14 @@ Result<std::unique_ptr<Codec>> MakeCodec(std::string_view spec, const CodecOptio
 
 // NaN or ±Inf, from the exponent bits alone: branch-free, so loops over it vectorise.
 inline bool NonFinite(float f) { return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u; }
+// The index of the first NaN or ±Inf in `v`, or v.size(): finds the culprit once a vectorised
+// check has failed.
+inline size_t FirstNonFinite(std::span<const float> v) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (NonFinite(v[i])) return i;
+  }
+  return v.size();
+}
 // "NaN", "+Inf" or "-Inf", for errors that name a bad value.
 inline std::string ValueName(float f) { return std::isnan(f) ? "NaN" : (f > 0 ? "+Inf" : "-Inf"); }
 
