@@ -8,7 +8,10 @@
 #include <boost/asio/write.hpp>
 
 #include <sodium.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
+#include <cerrno>
 #include <cstring>
 #include <future>
 
@@ -20,10 +23,16 @@ std::string EndpointString(const tcp::socket& socket) {
   if (ec) return "unknown-peer";
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
+
+asio::io_context* ContextOf(const asio::any_io_executor& executor) {
+  const auto* on_context = executor.target<asio::io_context::executor_type>();
+  return on_context ? &on_context->context() : nullptr;
+}
 }  // namespace
 
 Connection::Connection(tcp::socket socket, uint32_t max_frame_bytes)
-    : strand_(asio::make_strand(socket.get_executor())),
+    : io_(ContextOf(socket.get_executor())),
+      strand_(asio::make_strand(socket.get_executor())),
       socket_(std::move(socket)),
       max_frame_bytes_(max_frame_bytes),
       remote_(EndpointString(socket_)) {
@@ -98,7 +107,7 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
                                                const boost::system::error_code& ec,
                                                size_t n) mutable {
           if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "frame header"));
-          const uint32_t overhead = self->cipher_ ? kRecordOverhead : 0;
+          const uint32_t overhead = self->rx_cipher_ ? kRecordOverhead : 0;
           auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_ + overhead);
           if (!length.ok()) {
             return handler(length.status().WithContext("from " + self->remote_));
@@ -112,7 +121,7 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
                                                      size_t got) mutable {
                 if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
                 self->bytes_received_ += kFrameHeaderBytes + got;
-                if (self->cipher_) {
+                if (self->rx_cipher_) {
                   if (got < kRecordOverhead) {
                     return handler(ProtocolError("malformed frame from " + self->remote_ +
                                                  ": record shorter than its tag"));
@@ -136,7 +145,7 @@ void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler)
   auto self = shared_from_this();
   asio::dispatch(strand_, [self, into, handler = std::move(handler)]() mutable {
     if (self->closed_) return handler(Unavailable("connection to " + self->remote_ + " is closed"));
-    if (!self->cipher_) {
+    if (!self->rx_cipher_) {
       asio::async_read(self->socket_, asio::buffer(into.data(), into.size()),
                        asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
                                                               const boost::system::error_code& ec,
@@ -179,31 +188,65 @@ void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler)
 
 void Connection::AsyncSend(std::shared_ptr<const std::string> frame,
                            std::span<const std::byte> tail, DoneHandler done) {
-  auto self = shared_from_this();
-  asio::dispatch(strand_, [self, frame = std::move(frame), tail, done = std::move(done)]() mutable {
-    if (!self->write_failure_.ok() || self->closed_) {
-      if (done) {
-        done(self->write_failure_.ok()
-                 ? Unavailable("connection to " + self->remote_ + " is closed")
-                 : self->write_failure_);
-      }
+  std::unique_lock<std::mutex> lock(write_mu_);
+  if (!write_failure_.ok() || closed_) {
+    Status failed = write_failure_.ok() ? Unavailable("connection to " + remote_ + " is closed")
+                                        : write_failure_;
+    lock.unlock();
+    if (done) done(std::move(failed));
+    return;
+  }
+  if (tx_cipher_) {
+    // Sealed under write_mu_, so record counters follow the order records hit the wire.
+    std::string sealed;
+    if (frame) sealed = Seal(std::string_view(*frame).substr(kFrameHeaderBytes));
+    if (!tail.empty()) {
+      sealed += Seal(std::string_view(reinterpret_cast<const char*>(tail.data()), tail.size()));
+    }
+    frame = std::make_shared<const std::string>(std::move(sealed));
+    tail = {};
+  }
+  PendingWrite write{std::move(frame), tail, std::move(done)};
+  // `writing_` false means the queue is empty and no write is in flight: the stream is free.
+  if (!writing_ && io_ != nullptr && !io_->get_executor().running_in_this_thread()) {
+    // On an error nothing was written: the write goes to the strand like any queued one, which
+    // meets the same error there and fails in order with the reads queued before it. So a
+    // peer's last words (an Error frame before its close) are read as before, not cut off.
+    write.written = WriteNow(write);
+    const size_t wanted = (write.frame ? write.frame->size() : 0) + write.tail.size();
+    if (write.written == wanted) {
+      lock.unlock();
+      if (write.done) write.done(Status::Ok());
       return;
     }
-    if (self->cipher_) {
-      // Seal here, on the strand, so record counters follow the order records hit the wire.
-      std::string sealed;
-      if (frame) {
-        sealed = self->Seal(std::string_view(*frame).substr(kFrameHeaderBytes));
-      }
-      if (!tail.empty()) {
-        sealed += self->Seal(std::string_view(reinterpret_cast<const char*>(tail.data()), tail.size()));
-      }
-      frame = std::make_shared<const std::string>(std::move(sealed));
-      tail = {};
-    }
-    self->writes_.push_back({std::move(frame), tail, std::move(done)});
-    if (!self->writing_) self->StartNextWrite();
-  });
+  }
+  writes_.push_back(std::move(write));
+  if (writing_) return;
+  writing_ = true;
+  lock.unlock();
+  asio::dispatch(strand_, [self = shared_from_this()] { self->StartNextWrite(); });
+}
+
+size_t Connection::WriteNow(const PendingWrite& w) {
+  iovec parts[2];
+  int count = 0;
+  if (w.frame && !w.frame->empty()) {
+    parts[count++] = {const_cast<char*>(w.frame->data()), w.frame->size()};
+  }
+  if (!w.tail.empty()) {
+    parts[count++] = {const_cast<std::byte*>(w.tail.data()), w.tail.size()};
+  }
+  if (count == 0) return 0;
+  msghdr message{};
+  message.msg_iov = parts;
+  message.msg_iovlen = count;
+  ssize_t n;
+  do {
+    n = ::sendmsg(socket_.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;  // full (EAGAIN) or failed: the strand's write takes it from here
+  bytes_sent_ += static_cast<uint64_t>(n);
+  return static_cast<size_t>(n);
 }
 
 void Connection::AsyncSend(const v1::Envelope& envelope, DoneHandler done) {
@@ -216,26 +259,33 @@ void Connection::AsyncSend(const v1::Envelope& envelope, DoneHandler done) {
 }
 
 void Connection::StartNextWrite() {
+  std::unique_lock<std::mutex> lock(write_mu_);
   if (writes_.empty()) {
     writing_ = false;
     auto waiters = std::move(flush_waiters_);
     flush_waiters_.clear();
+    lock.unlock();
     for (auto& w : waiters) w();
     return;
   }
-  writing_ = true;
+  // Only this strand pops the queue, and deque::push_back keeps references valid, so `w` stays
+  // put while other threads queue behind it.
   const PendingWrite& w = writes_.front();
+  const size_t frame_bytes = w.frame ? w.frame->size() : 0;
   std::array<asio::const_buffer, 2> buffers{
-      w.frame ? asio::buffer(*w.frame) : asio::const_buffer(),
-      asio::buffer(w.tail.data(), w.tail.size())};
+      w.frame ? asio::buffer(*w.frame) + std::min(w.written, frame_bytes) : asio::const_buffer(),
+      asio::buffer(w.tail.data(), w.tail.size()) + (w.written > frame_bytes ? w.written - frame_bytes : 0)};
   const size_t wanted = asio::buffer_size(buffers);
+  lock.unlock();
   auto self = shared_from_this();
   asio::async_write(socket_, buffers,
                     asio::bind_executor(strand_, [self, wanted](const boost::system::error_code& ec,
                                                                 size_t n) {
                       self->bytes_sent_ += n;
+                      std::unique_lock<std::mutex> lock(self->write_mu_);
                       PendingWrite done = std::move(self->writes_.front());
                       self->writes_.pop_front();
+                      lock.unlock();
                       if (ec) {
                         Status st = self->MapError(ec, n, wanted, "send");
                         if (done.done) done.done(st);
@@ -248,19 +298,21 @@ void Connection::StartNextWrite() {
 }
 
 void Connection::FailAllWrites(const Status& status) {
-  write_failure_ = status;
+  std::unique_lock<std::mutex> lock(write_mu_);
+  if (write_failure_.ok()) write_failure_ = status;
   auto pending = std::move(writes_);
   writes_.clear();
   writing_ = false;
-  for (auto& w : pending) {
-    if (w.done) w.done(status);
-  }
   auto waiters = std::move(flush_waiters_);
   flush_waiters_.clear();
-  for (auto& w : waiters) w();
   closed_ = true;
   boost::system::error_code ignored;
   socket_.close(ignored);
+  lock.unlock();
+  for (auto& w : pending) {
+    if (w.done) w.done(status);
+  }
+  for (auto& w : waiters) w();
 }
 
 template <typename T, typename Start>
@@ -329,20 +381,31 @@ Status Connection::Flush(Deadline deadline) {
   auto self = shared_from_this();
   return Await<Status>(
       [self](auto promise) {
-        asio::dispatch(self->strand_, [self, promise] {
-          if (!self->write_failure_.ok()) return promise->set_value(self->write_failure_);
-          if (!self->writing_ && self->writes_.empty()) return promise->set_value(Status::Ok());
-          self->flush_waiters_.push_back(
-              [self, promise] { promise->set_value(self->write_failure_); });
-        });
+        std::unique_lock<std::mutex> lock(self->write_mu_);
+        if (self->write_failure_.ok() && self->writing_) {
+          self->flush_waiters_.push_back([self, promise] {
+            std::unique_lock<std::mutex> relock(self->write_mu_);
+            Status outcome = self->write_failure_;
+            relock.unlock();
+            promise->set_value(std::move(outcome));
+          });
+          return;
+        }
+        Status outcome = self->write_failure_;
+        lock.unlock();
+        promise->set_value(std::move(outcome));
       },
       deadline, "flush");
 }
 
 void Connection::EnableEncryption(const SessionKeys& keys) {
   encrypted_ = true;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    tx_cipher_ = Cipher{keys.tx, 0};
+  }
   auto self = shared_from_this();
-  asio::dispatch(strand_, [self, keys] { self->cipher_ = Cipher{keys, 0, 0}; });
+  asio::dispatch(strand_, [self, keys] { self->rx_cipher_ = Cipher{keys.rx, 0}; });
 }
 
 namespace {
@@ -357,13 +420,13 @@ std::string Connection::Seal(std::string_view plaintext) {
   std::string record(kFrameHeaderBytes + length, '\0');
   for (size_t i = 0; i < kFrameHeaderBytes; ++i) record[i] = static_cast<char>((length >> (8 * i)) & 0xff);
   unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  CounterNonce(cipher_->tx_counter++, nonce);
+  CounterNonce(tx_cipher_->counter++, nonce);
   unsigned long long written = 0;
   crypto_aead_chacha20poly1305_ietf_encrypt(
       reinterpret_cast<unsigned char*>(record.data() + kFrameHeaderBytes), &written,
       reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
       reinterpret_cast<const unsigned char*>(record.data()), kFrameHeaderBytes, nullptr, nonce,
-      cipher_->keys.tx.data());
+      tx_cipher_->key.data());
   return record;
 }
 
@@ -375,16 +438,16 @@ Status Connection::Open(std::span<const std::byte> record_body, std::span<std::b
   const uint32_t length = static_cast<uint32_t>(record_body.size());
   for (size_t i = 0; i < kFrameHeaderBytes; ++i) header[i] = static_cast<unsigned char>(length >> (8 * i));
   unsigned char nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  CounterNonce(cipher_->rx_counter, nonce);
+  CounterNonce(rx_cipher_->counter, nonce);
   unsigned long long plain_len = 0;
   if (crypto_aead_chacha20poly1305_ietf_decrypt(
           reinterpret_cast<unsigned char*>(into.data()), &plain_len, nullptr,
           reinterpret_cast<const unsigned char*>(record_body.data()), record_body.size(), header,
-          sizeof(header), nonce, cipher_->keys.rx.data()) != 0) {
+          sizeof(header), nonce, rx_cipher_->key.data()) != 0) {
     return ProtocolError("frame from " + remote_ +
                          " failed authentication (forged, tampered, replayed or reordered)");
   }
-  ++cipher_->rx_counter;
+  ++rx_cipher_->counter;
   return Status::Ok();
 }
 
@@ -392,6 +455,7 @@ void Connection::Close() {
   closed_ = true;
   auto self = shared_from_this();
   asio::dispatch(strand_, [self] {
+    std::lock_guard<std::mutex> lock(self->write_mu_);  // no inline write is using the descriptor
     boost::system::error_code ignored;
     self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
     self->socket_.close(ignored);

@@ -1,7 +1,12 @@
 // Connection: one framed TCP stream (protocol v1) between two processes.
 //
-// Ownership and threads: a Connection owns its socket; every socket operation runs on the
-// Connection's strand, on the IoThread whose io_context it was made with. Two styles of use:
+// Ownership and threads: a Connection owns its socket. Reads, closing and queued writes run on
+// the Connection's strand, on the IoThread whose io_context it was made with. A send called from
+// any other thread (a collective's worker) when nothing is queued is written straight from that
+// thread, non-blocking, under the write mutex; whatever the socket does not take at once is
+// queued for the strand. That saves the hand-off to the io thread, the one wake-up per message
+// Gloo does not pay. Its completion handler then runs on the calling thread, before AsyncSend
+// returns. Sends called on the io thread always go through the strand. Two styles of use:
 //   * async (servers): AsyncReceive/AsyncSend; handlers run on the strand and must not block.
 //   * blocking with a deadline (worker threads, e.g. collectives): Receive/Send/ReceiveRaw/Flush.
 //     They wait for the async operation; on timeout the connection is closed (a stream that timed
@@ -19,6 +24,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -95,9 +101,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::shared_ptr<const std::string> frame;
     std::span<const std::byte> tail;
     DoneHandler done;
+    size_t written = 0;  // bytes already on the wire (written inline before it was queued)
   };
 
   Connection(tcp::socket socket, uint32_t max_frame_bytes);
+  // Writes what the socket takes now from the calling thread, without blocking; write_mu_ held.
+  // Returns the bytes written: 0 when the socket is full or fails (the strand's write then meets
+  // the same error and fails the connection in order with its reads).
+  size_t WriteNow(const PendingWrite& w);
   void StartNextWrite();  // strand only
   void FailAllWrites(const Status& status);  // strand only
   Status MapError(const boost::system::error_code& ec, size_t got, size_t wanted,
@@ -105,6 +116,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   template <typename T, typename Start>
   T Await(Start start, Deadline deadline, const char* what);
 
+  asio::io_context* io_;  // the context running strand_, to tell its thread from a caller's
   asio::strand<asio::any_io_executor> strand_;
   tcp::socket socket_;
   const uint32_t max_frame_bytes_;
@@ -114,19 +126,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
 
-  // Strand-only state.
+  // AEAD state, one per direction: implicit counters as nonces.
   struct Cipher {
-    SessionKeys keys;
-    uint64_t tx_counter = 0;
-    uint64_t rx_counter = 0;
+    std::array<uint8_t, 32> key{};
+    uint64_t counter = 0;
   };
-  std::optional<Cipher> cipher_;
-  std::string Seal(std::string_view plaintext);  // -> length-prefixed record
-  Status Open(std::span<const std::byte> record_body, std::span<std::byte> into);
+  std::string Seal(std::string_view plaintext);  // write_mu_ held -> length-prefixed record
+  Status Open(std::span<const std::byte> record_body, std::span<std::byte> into);  // strand only
+
+  // Strand-only state: the read side.
+  std::optional<Cipher> rx_cipher_;
   std::array<std::byte, kFrameHeaderBytes> header_{};
   std::vector<std::byte> body_;
+
+  // The write side, under write_mu_ (taken by any sending thread and by the strand). The socket
+  // is closed only with write_mu_ held, so an inline write never sees its descriptor reused.
+  std::mutex write_mu_;
+  std::optional<Cipher> tx_cipher_;
   std::deque<PendingWrite> writes_;
-  bool writing_ = false;
+  bool writing_ = false;  // the strand owns the stream: an async write is in flight or posted
   Status write_failure_;
   std::vector<std::function<void()>> flush_waiters_;
 };
