@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <future>
 #include <map>
@@ -113,6 +114,10 @@ struct Job {
   std::unique_ptr<asio::steady_timer> start_timer;  // re-checks a start delayed for syncing peers
   std::optional<Clock::time_point> gathering_since;  // matchmaking window of the next round
   std::vector<RoundSummary> rounds;
+  // eval_beside_training: per committed round, the sessions asked to evaluate it (each group's
+  // rank 0) whose loss has not come yet, and the losses in so far (sum, count).
+  std::map<uint64_t, std::set<uint64_t>> beside_evaluators;
+  std::map<uint64_t, std::pair<double, uint32_t>> beside_evals;
   std::optional<JobOutcome> outcome;
   Clock::time_point started = Clock::now();
   double last_train_loss = 0, last_eval_loss = -1;
@@ -1074,6 +1079,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
   bool OnReport(Job& job, uint64_t id, const v1::RoundReport& report) {
     Session& s = sessions_.at(id);
+    AcceptEarlierEvals(job, id, report);  // whatever becomes of the report itself
     if (job.phase != Job::Phase::kRunning || report.round() != job.committed_rounds) {
       return true;  // a stale round's report: harmless, ignored
     }
@@ -1116,6 +1122,41 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     (void)store_->RecordReport(job.id, report.round(), report.attempt(), s.key_hex, report.theta_digest());
     if (group->reports.size() == group->members.size()) Decide(job, *group);
     return true;
+  }
+
+  // Losses that rank 0s computed beside training for rounds committed earlier. Each is taken
+  // once, from a session that was that round's rank 0 of some group, and only when finite; the
+  // round's eval loss is their mean over groups, as for losses that come with the round.
+  void AcceptEarlierEvals(Job& job, uint64_t id, const v1::RoundReport& report) {
+    const Session& s = sessions_.at(id);
+    for (const v1::EarlierEval& e : report.earlier_evals()) {
+      auto asked = job.beside_evaluators.find(e.round());
+      std::string refused;
+      if (asked == job.beside_evaluators.end() || !asked->second.count(id)) {
+        refused = "it was not asked to evaluate that round beside training, or has already reported it";
+      } else if (!std::isfinite(e.loss()) || e.loss() < 0) {
+        refused = "not a finite, non-negative loss";
+      }
+      if (!refused.empty()) {
+        spdlog::warn("job {}: ignoring the eval loss {} of round {} from {}: {}", job.id, e.loss(), e.round(),
+                     s.name, refused);
+        continue;
+      }
+      asked->second.erase(id);
+      auto& [sum, count] = job.beside_evals[e.round()];
+      sum += e.loss();
+      ++count;
+      const double mean = sum / count;
+      bool newer = false;
+      for (RoundSummary& r : job.rounds) {
+        if (r.round == e.round()) r.eval_loss = mean;
+        newer = newer || (r.round > e.round() && r.eval_loss);
+      }
+      if (!newer) job.last_eval_loss = mean;
+      Status stored = store_->UpdateRoundEval(job.id, e.round(), mean);
+      if (!stored.ok()) spdlog::warn("job {}: cannot store the eval loss of round {}: {}", job.id, e.round(), stored.ToString());
+      spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), mean, s.name);
+    }
   }
 
   // Every member of `group` reported: a strict majority of equal (θ, state) digests decides the
@@ -1290,6 +1331,10 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
+    }
+    if (runtime::EvaluatesBesideTraining(job.spec, job.committed_rounds)) {
+      auto& asked = job.beside_evaluators[job.committed_rounds];
+      for (const Group* g : decided) asked.insert(g->members.front());
     }
     job.challenged = false;
     job.awaiting_verdicts = false;

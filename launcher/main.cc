@@ -47,6 +47,7 @@ struct JobFlags {
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
   int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
   int64_t async_apply_step = -1, eval_every = -1;
+  bool eval_beside_training = false;
   double inner_lr = -1, outer_lr = -1;
 
   void Register(CLI::App* app) {
@@ -79,6 +80,8 @@ struct JobFlags {
     app->add_option("--async-apply-step", async_apply_step,
                     "diloco-async: inner step at which the previous round's average is applied (0 = H/2, H = round end)");
     app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
+    app->add_flag("--eval-beside-training", eval_beside_training,
+                  "rank 0 evaluates on its own thread while training goes on; the loss is reported a round or more later");
     app->add_option("--group-size", group_size,
                     "peers averaged together per round; 0 = everyone (diloco; larger pools are re-mixed every round)");
   }
@@ -116,6 +119,7 @@ struct JobFlags {
     if (streams >= 0) spec.set_streams(static_cast<uint32_t>(streams));
     if (async_apply_step >= 0) spec.set_async_apply_step(static_cast<uint32_t>(async_apply_step));
     if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
+    if (eval_beside_training) spec.set_eval_beside_training(true);
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }

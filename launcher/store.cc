@@ -254,6 +254,16 @@ Status CoordinatorStore::RecordReport(const std::string& job_id, uint64_t round,
   return s.Step().status();
 }
 
+Status CoordinatorStore::UpdateRoundEval(const std::string& job_id, uint64_t round, double eval_loss) {
+  Statement s(db_, "UPDATE rounds SET eval_loss = ?3 WHERE job_id = ?1 AND round = ?2");
+  s.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, eval_loss);
+  TRIB_RETURN_IF_ERROR(s.Step().status());
+  if (sqlite3_changes(db_) != 1) {
+    return NotFound("job " + job_id + " has no recorded round " + std::to_string(round));
+  }
+  return Status::Ok();
+}
+
 Status CoordinatorStore::MarkJobFinished(const std::string& job_id, const std::string& outcome) {
   Statement s(db_, "UPDATE jobs SET outcome = ?2 WHERE job_id = ?1");
   s.Bind(1, job_id).Bind(2, outcome);

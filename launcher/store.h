@@ -65,6 +65,8 @@ class CoordinatorStore {
   Status PutJob(const StoredJob& job);  // idempotent for the same id and bytes
   Result<std::vector<StoredJob>> Jobs();
   Status RecordRound(const std::string& job_id, const RoundRecord& record);
+  // An eval loss that arrived after its round was recorded (JobSpec.eval_beside_training).
+  Status UpdateRoundEval(const std::string& job_id, uint64_t round, double eval_loss);
   Result<std::optional<RoundRecord>> LastRound(const std::string& job_id);
   Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
   // The per-peer states of one committed round (empty for rounds recorded without them).

@@ -92,6 +92,10 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
     } else if (key == "seed") {
       TRIB_ASSIGN_OR_RETURN(int64_t v, Get<int64_t>(node, key));
       s.set_seed(static_cast<uint64_t>(v));
+    } else if (key == "eval_beside_training") {
+      const auto* flag = node.as_boolean();  // strictly: value<bool>() would take 1 as true
+      if (!flag) return InvalidArgument("job key 'eval_beside_training' must be true or false");
+      s.set_eval_beside_training(flag->get());
     } else if (key == "mode") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       TRIB_ASSIGN_OR_RETURN(v1::Mode m, ParseMode(v));
@@ -285,6 +289,10 @@ uint32_t AsyncApplyStep(const v1::JobSpec& spec) {
 bool EvaluatesAfterRound(const v1::JobSpec& spec, uint64_t round) {
   const uint64_t every = spec.eval_every() > 1 ? spec.eval_every() : 1;
   return (round + 1) % every == 0 || round + 1 >= spec.rounds();
+}
+
+bool EvaluatesBesideTraining(const v1::JobSpec& spec, uint64_t round) {
+  return spec.eval_beside_training() && EvaluatesAfterRound(spec, round) && round + 1 < spec.rounds();
 }
 
 Millis HeartbeatInterval(const v1::JobSpec& spec) {

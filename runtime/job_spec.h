@@ -40,6 +40,9 @@ uint32_t AsyncApplyStep(const v1::JobSpec& spec);
 // Whether rank 0 evaluates at the end of round `round` (0-based): every eval_every rounds and
 // after the last.
 bool EvaluatesAfterRound(const v1::JobSpec& spec, uint64_t round);
+// Whether that evaluation runs on rank 0's own thread beside the next rounds and is reported
+// late (eval_beside_training; never the last round's, which the job's end waits for).
+bool EvaluatesBesideTraining(const v1::JobSpec& spec, uint64_t round);
 // One line per field, for logs and `--print-spec`.
 std::string DescribeJobSpec(const v1::JobSpec& spec);
 

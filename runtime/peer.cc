@@ -439,17 +439,34 @@ class PeerSession {
     const std::vector<v1::LinkProbe> links =
         ProbeLinksIfAsked(start, io_, *ring_listener_, members, job_id_, &identity_,
                           FormationDeadline(deadline), [this] { return Superseded(); });
-    if (!group_ || group_->broken() || !SameMembers(members, ring_members_) || start.attempt() > 0) {
+    // Forming the group takes a few round trips per member (0.5–0.7 s on a 100 ms link).
+    // diloco-async needs the group only for the delayed collective, which runs on its own thread
+    // beside the inner steps (and not at all in round 0), so it forms there, hidden behind
+    // compute. Every member makes the same choice from the same spec, so all of them form in the
+    // same call. The other modes need the group before their first step.
+    bool group_ready =
+        group_ && !group_->broken() && SameMembers(members, ring_members_) && start.attempt() == 0;
+    std::optional<Status> formation_failure;
+    std::optional<uint32_t> formation_suspect;
+    auto form = [&]() -> Status {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };
       Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
       if (!formed.ok()) {
-        if (Superseded()) return;  // the coordinator already moved on; nothing to report
-        std::vector<uint32_t> suspects;
-        if (control.blamed_rank) suspects.push_back(*control.blamed_rank);
-        return ReportFailure(start, formed, suspects);
+        formation_failure = formed;
+        formation_suspect = control.blamed_rank;
+        return formed;
       }
       ring_members_ = members;
+      group_ready = true;
+      return Status::Ok();
+    };
+    const bool form_beside_steps = spec_.mode() == v1::MODE_DILOCO_ASYNC;
+    if (!group_ready && !form_beside_steps && !form().ok()) {
+      if (Superseded()) return;  // the coordinator already moved on; nothing to report
+      std::vector<uint32_t> suspects;
+      if (formation_suspect) suspects.push_back(*formation_suspect);
+      return ReportFailure(start, *formation_failure, suspects);
     }
     uint64_t collective = 0, sent = 0, received = 0;
     // A verifying DiLoCo job binds the Δ it sends to a manifest it signs (docs/VERIFIER.md).
@@ -465,6 +482,13 @@ class PeerSession {
     }
     // `bind`: this call carries the round's Δ (bound when the job verifies); a mix call is not.
     auto allreduce = [&](std::span<float> values, std::string codec, std::string stream, bool bind) -> Status {
+      if (!group_ready) {
+        TRIB_RETURN_IF_ERROR(form());
+        spdlog::info("round {} attempt {}: group of {} formed beside the inner steps", round,
+                     start.attempt(), members.size());
+        SetActiveGroup(group_);
+        if (Superseded()) return Aborted("the attempt was superseded");
+      }
       collectives::CollectiveOptions opts;
       opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
                  std::to_string(collective++);
@@ -496,14 +520,18 @@ class PeerSession {
     // aggregator so that a robust job stays robust against a member lying about its θ.
     Averager mix;
     if (start.mix()) mix = [&](std::span<float> values) { return allreduce(values, "fp32", "mix", /*bind=*/false); };
-    SetActiveGroup(group_);
+    if (group_ready) SetActiveGroup(group_);
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
                               : trainer_->TryRound(average, mix);
     SetActiveGroup(nullptr);
     if (!stats.ok()) {
       std::vector<uint32_t> suspects;
-      if (group_ && group_->last_stats().failed_peer) suspects.push_back(group_->last_stats().failed_peer->rank);
+      if (formation_failure) {
+        if (formation_suspect) suspects.push_back(*formation_suspect);
+      } else if (group_ && group_->last_stats().failed_peer) {
+        suspects.push_back(group_->last_stats().failed_peer->rank);
+      }
       DropGroup();  // closing our sockets tells the other members at once
       if (Superseded()) return;
       return ReportFailure(start, stats.status(), suspects);
@@ -526,14 +554,21 @@ class PeerSession {
     if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
     for (const v1::LinkProbe& link : links) *r->add_links() = link;
     if (binding && binding->encoded_manifest()) r->set_contribution_manifest(*binding->encoded_manifest());
+    evaluate_after_commit_.reset();
     if (start.evaluate() && rank_ == 0) {
-      auto eval = trainer_->EvalLoss();
-      if (eval.ok()) {
-        r->set_has_eval(true);
-        r->set_eval_loss(*eval);
-        pending_eval_ = *eval;
+      if (runtime::EvaluatesBesideTraining(spec_, round)) {
+        evaluate_after_commit_ = round;  // on its own thread once the round commits (OnRoundEnd)
+      } else {
+        auto eval = trainer_->EvalLoss();
+        if (eval.ok()) {
+          r->set_has_eval(true);
+          r->set_eval_loss(*eval);
+          pending_eval_ = *eval;
+        }
       }
     }
+    // The job's last report waits for them: the coordinator finishes the job on that round.
+    AttachEarlierEvals(*r, /*wait=*/round + 1 >= spec_.rounds());
     pending_sent_ = sent;
     pending_received_ = received;
     std::vector<v1::Envelope> late_commitments;
@@ -690,8 +725,33 @@ class PeerSession {
     if (pending_eval_) outcome_.last_eval_loss = *pending_eval_;
     pending_eval_.reset();
     committed_rounds_ = trainer_->completed_rounds();
+    if (evaluate_after_commit_ == end.round()) EvaluateBesideTraining(end.round());
+    evaluate_after_commit_.reset();
     PublishState();
     return MaybeCheckpoint();
+  }
+
+  // eval_beside_training: the committed θ is copied and evaluated on a thread of its own while
+  // the next rounds train; the loss goes with a later report (AttachEarlierEvals).
+  void EvaluateBesideTraining(uint64_t round) {
+    if (auto done = trainer_->TakeBackgroundEval(/*wait=*/true)) finished_evals_.push_back(std::move(*done));
+    Status started = trainer_->StartBackgroundEval(round);
+    if (!started.ok()) spdlog::warn("cannot evaluate round {} beside training: {}", round, started.ToString());
+  }
+
+  void AttachEarlierEvals(v1::RoundReport& report, bool wait) {
+    if (auto done = trainer_->TakeBackgroundEval(wait)) finished_evals_.push_back(std::move(*done));
+    for (const Trainer::BackgroundEval& e : finished_evals_) {
+      if (!e.loss.ok()) {
+        spdlog::warn("evaluating round {} beside training failed: {}", e.round, e.loss.status().ToString());
+        continue;
+      }
+      v1::EarlierEval* out = report.add_earlier_evals();
+      out->set_round(e.round);
+      out->set_loss(*e.loss);
+      outcome_.last_eval_loss = *e.loss;
+    }
+    finished_evals_.clear();
   }
 
   static std::string Hex(const std::string& raw) {
@@ -807,6 +867,8 @@ class PeerSession {
   std::vector<collectives::RingMember> ring_members_;
   Digest tentative_theta_{}, tentative_state_{};
   std::optional<double> pending_eval_;
+  std::optional<uint64_t> evaluate_after_commit_;  // this attempt's round, when we evaluate it beside training
+  std::vector<Trainer::BackgroundEval> finished_evals_;  // not yet sent
   uint64_t pending_sent_ = 0, pending_received_ = 0;
   PeerOutcome outcome_;
 };

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <sstream>
 
 #include "core/clock.h"
@@ -453,6 +454,13 @@ struct Trainer::Impl {
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   Status DecodeState(std::string_view bytes);
+
+  // eval_beside_training: a second instance of the model, loaded with a copy of θ and
+  // evaluated on its own thread. Declared last so that destruction waits for the thread before
+  // anything it reads (the model copy, `validation`) goes.
+  std::shared_ptr<models::LanguageModel> eval_model;
+  uint64_t eval_round = 0;
+  std::future<Result<double>> eval_done;
 };
 
 namespace {
@@ -740,6 +748,44 @@ Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
 }
 
 Result<double> Trainer::EvalLoss() { return models::EvaluateLoss(*impl_->model, impl_->validation); }
+
+Status Trainer::StartBackgroundEval(uint64_t round) {
+  Impl& m = *impl_;
+  if (m.eval_done.valid()) return FailedPrecondition("an evaluation is still running or untaken");
+  if (!m.eval_model) {
+    TRIB_ASSIGN_OR_RETURN(m.eval_model, models::MakeModel(ModelConfigOf(m.spec, m.data.vocab_size), m.spec.seed()));
+  }
+  // θ and the buffers (whatever a user model keeps beside its parameters), so the copy
+  // evaluates to the same bits as EvalLoss() would now.
+  TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*m.eval_model, models::FlattenParameters(*m.model)));
+  {
+    torch::NoGradGuard no_grad;
+    auto source = m.model->named_buffers();
+    for (auto& buffer : m.eval_model->named_buffers()) {
+      const torch::Tensor* from = source.find(buffer.key());
+      if (from == nullptr || from->sizes() != buffer.value().sizes()) {
+        return Internal("the evaluation copy's buffer " + buffer.key() + " has no match in the model");
+      }
+      buffer.value().copy_(*from);
+    }
+  }
+  m.eval_round = round;
+  m.eval_done = std::async(std::launch::async, [model = m.eval_model, batches = &m.validation]() -> Result<double> {
+    try {
+      return models::EvaluateLoss(*model, *batches);
+    } catch (const std::exception& e) {
+      return Internal(std::string("evaluating beside training failed: ") + e.what());
+    }
+  });
+  return Status::Ok();
+}
+
+std::optional<Trainer::BackgroundEval> Trainer::TakeBackgroundEval(bool wait) {
+  Impl& m = *impl_;
+  if (!m.eval_done.valid()) return std::nullopt;
+  if (!wait && m.eval_done.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return std::nullopt;
+  return BackgroundEval{m.eval_round, m.eval_done.get()};
+}
 
 void Trainer::SetStepObserver(StepObserver observer) { impl_->observer = std::move(observer); }
 void Trainer::SetStepTamper(StepTamper tamper) { impl_->tamper = std::move(tamper); }

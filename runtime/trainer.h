@@ -114,6 +114,17 @@ class Trainer {
   Result<double> MeasureTokensPerSecond(int steps) const;
   // Mean loss of θ on the job's fixed validation batches.
   Result<double> EvalLoss();
+  // eval_beside_training: EvalLoss() of θ as it is now, computed on a thread of its own (on a
+  // copy of the model) while this trainer goes on; `round` labels it. One at a time:
+  // FailedPrecondition while an earlier one has not been taken. Bit-identical to EvalLoss().
+  struct BackgroundEval {
+    uint64_t round = 0;
+    Result<double> loss;
+  };
+  Status StartBackgroundEval(uint64_t round);
+  // The evaluation started last, once finished (or waiting for it when `wait`); nullopt when
+  // none is running or it has not finished.
+  std::optional<BackgroundEval> TakeBackgroundEval(bool wait);
 
   // Called on the training thread after every inner step, before the next one starts (a DiLoCo
   // retry that reuses its pseudo-gradient runs no steps, so it reports none). Unset (the

@@ -49,6 +49,13 @@ std::optional<CommitLine> ParseCommitLine(const LogLine& line) {
   return c;
 }
 
+std::optional<LateEvalLine> ParseLateEvalLine(const LogLine& line) {
+  static const std::regex re(R"(^round (\d+) eval loss ([-+0-9.eEnaif]+) \(evaluated beside training)");
+  std::smatch m;
+  if (!std::regex_search(line.text, m, re)) return std::nullopt;
+  return LateEvalLine{std::stoull(m[1]), std::stod(m[2])};
+}
+
 std::optional<AttemptLine> ParseAttemptLine(const LogLine& line) {
   static const std::regex re(
       R"(^round (\d+) attempt (\d+): loss ([-+0-9.eEnaif]+), \S+ \S+, compute ([0-9.]+) s, comm ([0-9.]+) s, (\d+) bytes sent)");
@@ -79,6 +86,11 @@ CoordinatorLog ParseCoordinatorLog(std::string_view text) {
     if (!line) continue;
     if (auto c = ParseCommitLine(*line)) {
       log.commits.push_back(*c);
+    } else if (auto e = ParseLateEvalLine(*line)) {
+      // The loss of θ as the round committed: it belongs to that round's point in time.
+      for (CommitLine& c : log.commits) {
+        if (c.round == e->round) c.eval_loss = e->eval_loss;
+      }
     } else if (ParseJoinLine(*line)) {
       log.joins.push_back(line->seconds_of_day);
     } else if (line->text.rfind("job ", 0) == 0 && line->text.find(" finished: ") != std::string::npos) {

@@ -31,6 +31,14 @@ struct CommitLine {
 };
 std::optional<CommitLine> ParseCommitLine(const LogLine& line);
 
+// "round 4 eval loss 2.3000 (evaluated beside training by p0)": a loss that came after its
+// round's commit line (JobSpec.eval_beside_training); the parsed log gives it to that round.
+struct LateEvalLine {
+  uint64_t round = 0;
+  double eval_loss = 0;
+};
+std::optional<LateEvalLine> ParseLateEvalLine(const LogLine& line);
+
 // "round 3 attempt 0: loss 2.1000, θ ab12, compute 1.23 s, comm 0.45 s, 123456 bytes sent"
 struct AttemptLine {
   double seconds_of_day = 0;

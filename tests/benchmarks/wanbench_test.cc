@@ -286,16 +286,22 @@ TEST(BenchLogTest, ReadsCoordinatorAndPeerLines) {
       "garbage line\n"
       "20:35:20.000 info [coordinator] round 1 complete: 3 peers, train loss 2.5000, θ abcdef012345, 5.50 s, "
       "2 attempt(s)\n"
-      "20:35:20.100 info [coordinator] job 0123 finished: 2 rounds in 9.0 s\n";
+      "20:35:21.000 info [coordinator] round 2 complete: 3 peers, train loss 2.4000, θ abcdef012345, 1.00 s, "
+      "1 attempt(s)\n"
+      "20:35:21.500 info [coordinator] round 1 eval loss 2.6000 (evaluated beside training by p0)\n"
+      "20:35:21.600 info [coordinator] round 7 eval loss 2.6000 (evaluated beside training by p0)\n"
+      "20:35:22.100 info [coordinator] job 0123 finished: 2 rounds in 9.0 s\n";
   const CoordinatorLog log = ParseCoordinatorLog(coordinator);
-  ASSERT_EQ(log.commits.size(), 2u);
+  ASSERT_EQ(log.commits.size(), 3u);
+  // A loss evaluated beside training belongs to the round it names, whenever it was logged.
+  EXPECT_DOUBLE_EQ(*log.commits[1].eval_loss, 2.6);
+  EXPECT_FALSE(log.commits[2].eval_loss.has_value());
   EXPECT_EQ(log.joins.size(), 1u);
   EXPECT_TRUE(log.finished);
   EXPECT_EQ(log.commits[0].peers, 4u);
   EXPECT_DOUBLE_EQ(*log.commits[0].eval_loss, 2.9);
   EXPECT_DOUBLE_EQ(log.commits[0].wall_seconds, 3.37);
   EXPECT_NEAR(log.commits[0].seconds_of_day, 20 * 3600 + 35 * 60 + 14.5, 1e-9);
-  EXPECT_FALSE(log.commits[1].eval_loss.has_value());
   EXPECT_EQ(log.commits[1].attempts, 2u);
   const auto peer = ParsePeerLog(
       "20:35:14.400 info [p2] round 0 attempt 0: loss 3.0999, θ abcdef012345, compute 2.10 s, comm 0.90 s, "

@@ -385,6 +385,17 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
     thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
   }
   EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
+  // The group forms on the collective's thread, beside round 1's inner steps: round 0 has no
+  // collective and so needs none, and later rounds keep it.
+  const std::regex formed(R"(round (\d+) attempt 0: group of 3 formed beside the inner steps)");
+  for (const char* name : {"p0", "p1", "p2"}) {
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    std::vector<int> rounds_formed;
+    for (std::sregex_iterator it(peer_log.begin(), peer_log.end(), formed), end; it != end; ++it) {
+      rounds_formed.push_back(std::stoi((*it)[1]));
+    }
+    EXPECT_EQ(rounds_formed, std::vector<int>{1}) << peer_log;
+  }
   const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_EQ(log.find("disagree"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
@@ -395,6 +406,48 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
   EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss - 0.1);
   EXPECT_LT(rounds.back().train_loss, rounds.front().train_loss);
   EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
+}
+
+// eval_beside_training: rank 0 evaluates committed rounds on a thread of its own while the next
+// rounds train, and the loss comes with a later report. The losses are the same bits as in a
+// job whose reports wait for them (int8 over the butterfly: runs are bit-reproducible), and
+// only the last round's still comes with its own commit.
+TEST(Integration, EvalBesideTrainingReportsTheSameLossesLater) {
+  auto run = [](const std::string& name, bool beside) {
+    Cluster cluster(name);
+    std::vector<std::string> flags = {"--peers", "3", "--rounds", "5", "--inner-steps", "6", "--mode", "diloco",
+                                      "--codec", "int8", "--eval-every", "2", "--round-timeout-ms", "60000"};
+    if (beside) flags.push_back("--eval-beside-training");
+    cluster.StartCoordinator(flags);
+    for (const char* peer : {"p0", "p1", "p2"}) cluster.StartPeer(peer);
+    auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
+    EXPECT_TRUE(code.ok() && *code == 0) << ReadFileOrEmpty(cluster.coordinator_log());
+    for (const char* peer : {"p0", "p1", "p2"}) (void)cluster.peer(peer).Wait(DeadlineAfter(30s));
+    return ReadFileOrEmpty(cluster.coordinator_log());
+  };
+  // round -> eval loss as logged, and the rounds whose loss came with their commit line.
+  auto evals = [](const std::string& log, std::set<int>* with_commit) {
+    std::map<int, std::string> out;
+    const std::regex commit(R"(round (\d+) complete: [^\n]*?eval loss ([0-9.]+))");
+    const std::regex late(R"(round (\d+) eval loss ([0-9.]+) \(evaluated beside training)");
+    for (std::sregex_iterator it(log.begin(), log.end(), commit), end; it != end; ++it) {
+      out[std::stoi((*it)[1])] = (*it)[2];
+      with_commit->insert(std::stoi((*it)[1]));
+    }
+    for (std::sregex_iterator it(log.begin(), log.end(), late), end; it != end; ++it) {
+      EXPECT_FALSE(out.count(std::stoi((*it)[1]))) << "round " << (*it)[1] << " evaluated twice";
+      out[std::stoi((*it)[1])] = (*it)[2];
+    }
+    return out;
+  };
+  const std::string waited_log = run("it-eval-wait", false);
+  const std::string beside_log = run("it-eval-beside", true);
+  std::set<int> waited_inline, beside_inline;
+  const auto waited = evals(waited_log, &waited_inline);
+  const auto beside = evals(beside_log, &beside_inline);
+  EXPECT_EQ(waited_inline, (std::set<int>{1, 3, 4})) << waited_log;
+  EXPECT_EQ(beside_inline, (std::set<int>{4})) << beside_log;
+  EXPECT_EQ(beside, waited) << beside_log;
 }
 
 // kill -9 of a member while the delayed collective runs (it overlaps the inner steps): the

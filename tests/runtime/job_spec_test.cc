@@ -103,6 +103,21 @@ TEST(JobSpecTest, EvalEveryEvaluatesOnItsCadenceAndAfterTheLastRound) {
   EXPECT_EQ(evaluated, (std::vector<uint64_t>{2, 5, 6}));
 }
 
+TEST(JobSpecTest, EvalBesideTrainingCoversEveryEvaluationButTheLast) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_rounds(7);
+  for (uint64_t r = 0; r < 7; ++r) EXPECT_FALSE(EvaluatesBesideTraining(spec, r)) << "off by default";
+  ASSERT_TRUE(ApplyTomlString("eval_every = 3\neval_beside_training = true\n", spec).ok());
+  EXPECT_TRUE(spec.eval_beside_training());
+  std::vector<uint64_t> beside;
+  for (uint64_t r = 0; r < 7; ++r) {
+    if (EvaluatesBesideTraining(spec, r)) beside.push_back(r);
+  }
+  EXPECT_EQ(beside, (std::vector<uint64_t>{2, 5})) << "the last round's loss ends the job: never beside";
+  EXPECT_NE(ApplyTomlString("eval_beside_training = 1\n", spec).message().find("eval_beside_training"),
+            std::string::npos);
+}
+
 TEST(JobSpecTest, StreamsPerEdgeNeedTheRingPath) {
   v1::JobSpec spec = DefaultJobSpec();
   EXPECT_EQ(StreamsPerEdge(spec), 1u);
