@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Eval loss of a char-GPT DiLoCo job with 25 % attackers (1 of 4 peers runs tributary_adversary),
-# against the clean run: plain mean, a robust aggregator (trimmed mean over the butterfly), and
-# the verifier (every step challenged; async, and with --verify-before-commit).
+# against the clean run: plain mean, a robust aggregator (trimmed mean over the butterfly), the
+# verifier (every step challenged; async, and with --verify-before-commit), and the async
+# verifier with the trimmed mean.
 #   benchmarks/verifier/attack_eval.sh BUILD_DIR ATTACK [ROUNDS]
 # Prints one markdown row per configuration. Real processes on loopback; minutes on 2 cores.
 # The attacks on the sent Δ (stale, copy, send_scaled, manifest_lie, alie, ipm, send_nan,
@@ -52,4 +53,6 @@ case $attack in
      run "trimmed_mean:1, no verifier" 1 --aggregator trimmed_mean:1 ;;
 esac
 run "mean, verifier (async)" 1 --verify-samples 8
+# The async verifier bans after 2-3 rounds have committed; robust aggregation bounds those rounds.
+run "trimmed_mean:1, verifier (async)" 1 --aggregator trimmed_mean:1 --verify-samples 8
 run "mean, verifier --verify-before-commit" 1 --verify-samples 8 --verify-before-commit
