@@ -1129,6 +1129,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   // round's eval loss is their mean over groups, as for losses that come with the round.
   void AcceptEarlierEvals(Job& job, uint64_t id, const v1::RoundReport& report) {
     const Session& s = sessions_.at(id);
+    // At most one loss per round of the job: a report stuffed with more is ignored whole,
+    // with one warning instead of one per entry.
+    if (static_cast<uint64_t>(report.earlier_evals_size()) > job.spec.rounds()) {
+      spdlog::warn("job {}: ignoring {} earlier eval losses from {}: the job has {} rounds", job.id,
+                   report.earlier_evals_size(), s.name, job.spec.rounds());
+      return;
+    }
     for (const v1::EarlierEval& e : report.earlier_evals()) {
       auto asked = job.beside_evaluators.find(e.round());
       std::string refused;

@@ -652,12 +652,13 @@ TEST_F(CoordinatorTest, LateJoinerIsToldWhereToSyncAndJoinsAfterReady) {
 
 // eval_beside_training: a round's eval loss comes with a later report of that round's rank 0.
 // It is taken once, only from that rank 0, only for a committed round that was evaluated beside
-// training, and only when finite; everything else is ignored without harming the report.
+// training, only when finite, and not from a report stuffed with more losses than rounds;
+// everything else is ignored without harming the report.
 TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
   const std::string dir = ::tributary::testing::FreshTempDir("coord-eval-beside");
   const std::string db = dir + "/coordinator.db";
-  v1::JobSpec spec = SmallJob(2, 3);
-  spec.set_eval_beside_training(true);  // rounds 0 and 1 beside training; the last (2) inline
+  v1::JobSpec spec = SmallJob(2, 4);
+  spec.set_eval_beside_training(true);  // rounds 0-2 beside training; the last (3) inline
   StartCoordinator(spec, db);
   Client a = Join("a", 1000), b = Join("b", 1001);  // ranks follow shards: a is rank 0
   PlayRound({&a, &b}, 0, 'r');
@@ -669,32 +670,34 @@ TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
     }
     return e;
   };
+  // Both members report round `round` (a as rank 0), with these losses attached.
+  auto play = [&](uint64_t round, char d, std::vector<std::pair<uint64_t, double>> from_a,
+                  std::vector<std::pair<uint64_t, double>> from_b) {
+    for (Client* c : {&a, &b}) ASSERT_TRUE(c->Next().ok());  // RoundStart
+    ASSERT_TRUE(b.Send(with_evals(b.Report(round, 0, 1, d), from_b)).ok());
+    ASSERT_TRUE(a.Send(with_evals(a.Report(round, 0, 0, d), from_a)).ok());
+    for (Client* c : {&a, &b}) {
+      auto end = c->Next();
+      ASSERT_TRUE(end.ok() && end->has_round_end() && end->round_end().ok()) << "the reports still count";
+    }
+  };
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (Client* c : {&a, &b}) ASSERT_TRUE(c->Next().ok());  // round 1's RoundStart
-  // b was not round 0's rank 0; round 1 is not committed yet; NaN is not a loss.
-  ASSERT_TRUE(b.Send(with_evals(b.Report(1, 0, 1, 's'), {{0, 1.5}})).ok());
-  ASSERT_TRUE(a.Send(with_evals(a.Report(1, 0, 0, 's'), {{1, 1.75}, {0, nan}, {0, 2.25}})).ok());
-  for (Client* c : {&a, &b}) {
-    auto end = c->Next();
-    ASSERT_TRUE(end.ok() && end->has_round_end() && end->round_end().ok()) << "the reports still count";
-  }
-  for (Client* c : {&a, &b}) ASSERT_TRUE(c->Next().ok());  // round 2's RoundStart
-  // Round 0 again (taken once), and round 1, whose loss is now due.
-  ASSERT_TRUE(a.Send(with_evals(a.Report(2, 0, 0, 't'), {{0, 9.0}, {1, 1.75}})).ok());
-  ASSERT_TRUE(b.Send(b.Report(2, 0, 1, 't')).ok());
-  for (Client* c : {&a, &b}) {
-    auto end = c->Next();
-    ASSERT_TRUE(end.ok() && end->has_round_end() && end->round_end().ok());
-  }
+  // b was not round 0's rank 0; round 1 is not committed yet; NaN is not a loss; round 0's loss
+  // is taken once.
+  play(1, 's', {{1, 1.75}, {0, nan}, {0, 2.25}, {0, 9.0}}, {{0, 1.5}});
+  // More losses than the job has rounds: the report's losses are ignored whole.
+  play(2, 't', std::vector<std::pair<uint64_t, double>>(5, {1, 5.0}), {});
+  play(3, 'u', {{1, 1.5}, {2, 1.25}}, {});
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
   ASSERT_TRUE(outcome.ok() && outcome->status.ok());
   coordinator_.reset();
   auto store = CoordinatorStore::Open(db);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   auto rounds = (*store)->Rounds(runtime::JobIdOf(spec));
-  ASSERT_TRUE(rounds.ok() && rounds->size() == 3u);
+  ASSERT_TRUE(rounds.ok() && rounds->size() == 4u);
   EXPECT_DOUBLE_EQ((*rounds)[0].eval_loss, 2.25);
-  EXPECT_DOUBLE_EQ((*rounds)[1].eval_loss, 1.75);
+  EXPECT_DOUBLE_EQ((*rounds)[1].eval_loss, 1.5);
+  EXPECT_DOUBLE_EQ((*rounds)[2].eval_loss, 1.25);
 }
 
 TEST_F(CoordinatorTest, RestartedCoordinatorResumesFromItsDatabase) {
