@@ -446,27 +446,27 @@ class PeerSession {
     // same call. The other modes need the group before their first step.
     bool group_ready =
         group_ && !group_->broken() && SameMembers(members, ring_members_) && start.attempt() == 0;
-    std::optional<Status> formation_failure;
+    bool formation_failed = false;
     std::optional<uint32_t> formation_suspect;
     auto form = [&]() -> Status {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };
       Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
-      if (!formed.ok()) {
-        formation_failure = formed;
-        formation_suspect = control.blamed_rank;
-        return formed;
+      formation_failed = !formed.ok();
+      formation_suspect = control.blamed_rank;
+      if (formed.ok()) {
+        ring_members_ = members;
+        group_ready = true;
       }
-      ring_members_ = members;
-      group_ready = true;
-      return Status::Ok();
+      return formed;
     };
-    const bool form_beside_steps = spec_.mode() == v1::MODE_DILOCO_ASYNC;
-    if (!group_ready && !form_beside_steps && !form().ok()) {
-      if (Superseded()) return;  // the coordinator already moved on; nothing to report
-      std::vector<uint32_t> suspects;
-      if (formation_suspect) suspects.push_back(*formation_suspect);
-      return ReportFailure(start, *formation_failure, suspects);
+    if (!group_ready && spec_.mode() != v1::MODE_DILOCO_ASYNC) {
+      if (Status formed = form(); !formed.ok()) {
+        if (Superseded()) return;  // the coordinator already moved on; nothing to report
+        std::vector<uint32_t> suspects;
+        if (formation_suspect) suspects.push_back(*formation_suspect);
+        return ReportFailure(start, formed, suspects);
+      }
     }
     uint64_t collective = 0, sent = 0, received = 0;
     // A verifying DiLoCo job binds the Δ it sends to a manifest it signs (docs/VERIFIER.md).
@@ -527,7 +527,7 @@ class PeerSession {
     SetActiveGroup(nullptr);
     if (!stats.ok()) {
       std::vector<uint32_t> suspects;
-      if (formation_failure) {
+      if (formation_failed) {
         if (formation_suspect) suspects.push_back(*formation_suspect);
       } else if (group_ && group_->last_stats().failed_peer) {
         suspects.push_back(group_->last_stats().failed_peer->rank);
@@ -734,13 +734,17 @@ class PeerSession {
   // eval_beside_training: the committed θ is copied and evaluated on a thread of its own while
   // the next rounds train; the loss goes with a later report (AttachEarlierEvals).
   void EvaluateBesideTraining(uint64_t round) {
-    if (auto done = trainer_->TakeBackgroundEval(/*wait=*/true)) finished_evals_.push_back(std::move(*done));
+    CollectBackgroundEval(/*wait=*/true);  // one at a time: a slow earlier one is waited for
     Status started = trainer_->StartBackgroundEval(round);
     if (!started.ok()) spdlog::warn("cannot evaluate round {} beside training: {}", round, started.ToString());
   }
 
-  void AttachEarlierEvals(v1::RoundReport& report, bool wait) {
+  void CollectBackgroundEval(bool wait) {
     if (auto done = trainer_->TakeBackgroundEval(wait)) finished_evals_.push_back(std::move(*done));
+  }
+
+  void AttachEarlierEvals(v1::RoundReport& report, bool wait) {
+    CollectBackgroundEval(wait);
     for (const Trainer::BackgroundEval& e : finished_evals_) {
       if (!e.loss.ok()) {
         spdlog::warn("evaluating round {} beside training failed: {}", e.round, e.loss.status().ToString());
