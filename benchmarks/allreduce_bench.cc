@@ -179,7 +179,7 @@ Result<std::vector<SizeResult>> RunWorld(const BenchConfig& config, uint32_t wor
   return out;
 }
 
-std::string TableRow(uint32_t world, const SizeResult& r) {
+std::string TableRow(uint32_t world, const SizeResult& r, const std::string& spread) {
   const double ours = Median(r.ours_s), gloo = Median(r.gloo_s), mib = r.bytes / kMiB;
   const double ring = r.ring_s.empty() ? 0 : Median(r.ring_s);
   std::string chunked = "–";
@@ -192,15 +192,54 @@ std::string TableRow(uint32_t world, const SizeResult& r) {
   // CPU cost: ns of CPU (all ranks together) per byte of the tensor reduced.
   const double bytes = static_cast<double>(r.bytes);
   return fmt::format(
-      "| {} | {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.2f} | {:.2f} | {} | {:.2f} | {:.2f} | {} |",
+      "| {} | {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.2f} | {} | {:.2f} | {} | {:.2f} | {:.2f} | {} |",
       world, size, r.ours_path, ours * 1e3, ring * 1e3, gloo * 1e3, mib / ours, gloo / ours,
-      gloo / ring, chunked, r.ours_cpu_s / bytes * 1e9, r.gloo_cpu_s / bytes * 1e9,
+      spread, gloo / ring, chunked, r.ours_cpu_s / bytes * 1e9, r.gloo_cpu_s / bytes * 1e9,
       r.ok ? "ok" : "FAILED");
 }
 
-}  // namespace
+// One cell measured in several runs: every run's repetitions pooled (the row's medians), the
+// CPU cost averaged, and each run's own gloo/ours ratio of medians kept (the spread over runs).
+struct Cell {
+  SizeResult pooled;
+  std::vector<double> run_ratios;  // Median(gloo_s) / Median(ours_s) of each run
+};
 
-namespace {
+void AddRun(Cell& cell, const SizeResult& run, size_t runs_before) {
+  SizeResult& p = cell.pooled;
+  if (runs_before == 0) {
+    p = run;
+  } else {
+    auto append = [](std::vector<double>& to, const std::vector<double>& from) {
+      to.insert(to.end(), from.begin(), from.end());
+    };
+    append(p.ours_s, run.ours_s);
+    append(p.ring_s, run.ring_s);
+    append(p.gloo_s, run.gloo_s);
+    append(p.gloo_chunked_s, run.gloo_chunked_s);
+    p.max_abs_diff_ours_vs_gloo = std::max(p.max_abs_diff_ours_vs_gloo, run.max_abs_diff_ours_vs_gloo);
+    p.max_abs_err_ours_vs_fp64 = std::max(p.max_abs_err_ours_vs_fp64, run.max_abs_err_ours_vs_fp64);
+    p.ours_bit_identical = p.ours_bit_identical && run.ours_bit_identical;
+    p.gloo_bit_identical = p.gloo_bit_identical && run.gloo_bit_identical;
+    p.ok = p.ok && run.ok;
+    if (p.ours_path != run.ours_path) p.ours_path += "/" + run.ours_path;
+    const double n = static_cast<double>(runs_before);
+    auto mean = [n](double so_far, double next) { return (so_far * n + next) / (n + 1); };
+    p.ours_cpu_s = mean(p.ours_cpu_s, run.ours_cpu_s);
+    p.ring_cpu_s = mean(p.ring_cpu_s, run.ring_cpu_s);
+    p.gloo_cpu_s = mean(p.gloo_cpu_s, run.gloo_cpu_s);
+    p.gloo_chunked_cpu_s = mean(p.gloo_chunked_cpu_s, run.gloo_chunked_cpu_s);
+  }
+  cell.run_ratios.push_back(Median(run.gloo_s) / Median(run.ours_s));
+}
+
+// "0.93 [0.81–1.12]" over runs, or "–" for a single run.
+std::string RatioSpread(const std::vector<double>& ratios) {
+  if (ratios.size() < 2) return "–";
+  const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
+  return fmt::format("{:.2f} [{:.2f}–{:.2f}]", Median(ratios), *lo, *hi);
+}
+
 }  // namespace
 
 int RunLauncher(const BenchConfig& config) {
@@ -210,17 +249,29 @@ int RunLauncher(const BenchConfig& config) {
   std::vector<std::string> rows;
   bool all_ok = true;
   for (uint32_t world : config.worlds) {
-    auto sizes = RunWorld(config, world);
-    if (!sizes.ok()) {
-      spdlog::error("world {}: {}", world, sizes.status().ToString());
-      all_ok = false;
-      continue;
+    std::vector<Cell> cells;
+    uint32_t runs_done = 0;
+    for (uint32_t run = 0; run < config.runs; ++run) {
+      auto sizes = RunWorld(config, world);
+      if (!sizes.ok()) {
+        spdlog::error("world {} run {}: {}", world, run + 1, sizes.status().ToString());
+        all_ok = false;
+        continue;
+      }
+      cells.resize(sizes->size());
+      for (size_t i = 0; i < sizes->size(); ++i) AddRun(cells[i], (*sizes)[i], runs_done);
+      ++runs_done;
+      if (config.runs > 1) spdlog::info("world {}: run {} of {} done", world, run + 1, config.runs);
     }
-    for (const SizeResult& r : *sizes) {
-      rows.push_back(TableRow(world, r));
+    for (const Cell& cell : cells) {
+      const SizeResult& r = cell.pooled;
+      rows.push_back(TableRow(world, r, RatioSpread(cell.run_ratios)));
       all_ok = all_ok && r.ok;
       nlohmann::json j = ToJson(r);
       j["world"] = world;
+      j["runs"] = runs_done;
+      j["gloo_over_ours_per_run"] = cell.run_ratios;
+      if (cell.run_ratios.size() > 1) j["gloo_over_ours_median_over_runs"] = Median(cell.run_ratios);
       j["ours_median_s"] = Median(r.ours_s);
       if (!r.ring_s.empty()) j["ring_median_s"] = Median(r.ring_s);
       j["gloo_median_s"] = Median(r.gloo_s);
@@ -235,19 +286,21 @@ int RunLauncher(const BenchConfig& config) {
     }
   }
   std::cout << "| world | size | ours path | ours ms | ring ms | gloo ms | ours algbw MiB/s | "
-               "gloo/ours time | gloo/ring time | gloo chunked ms (time/ours) | ours CPU ns/B | "
+               "gloo/ours time | gloo/ours per run: median [min–max] | gloo/ring time | gloo chunked ms (time/ours) | ours CPU ns/B | "
                "gloo CPU ns/B | sums agree |\n"
-               "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& row : rows) std::cout << row << "\n";
   std::cout
-      << "\nMedian of per-repetition times; each repetition's time is the slowest rank's, "
+      << "\nMedian of per-repetition times (pooled over every run); each repetition's time is the "
+         "slowest rank's, "
          "from a Gloo barrier to the end of its all-reduce. \"ours\" is MeshCommunicator (the "
          "path it picked); \"ring\" is RingAllreduce over the same mesh. "
          "algbw = size / time. CPU ns/B = CPU "
          "time (getrusage, user + system, all threads) of all ranks together for one all-reduce, "
          "per byte of the tensor. \"gloo\" "
-         "is gloo::AllreduceRing<float>; \"gloo chunked\" is gloo::AllreduceRingChunked<float>."
-         "\n";
+         "is gloo::AllreduceRing<float>; \"gloo chunked\" is gloo::AllreduceRingChunked<float>. "
+         "Runs: " << config.runs << " (fresh worker processes and connections each); the per-run "
+         "column is each run's ratio of medians.\n";
   const std::string load_after = LoadAverages();
   std::cout << "Load average (1/5/15 min) before: " << load_before << ", after: " << load_after
             << ", on " << std::thread::hardware_concurrency() << " CPUs.\n";
@@ -261,6 +314,7 @@ int RunLauncher(const BenchConfig& config) {
                         {"loadavg_before", load_before},
                         {"loadavg_after", load_after},
                         {"segment_bytes", config.segment_bytes},
+                        {"runs", config.runs},
                         {"warmup", config.warmup},
                         {"reps", config.reps},
                         {"small_reps", config.small_reps},
@@ -302,6 +356,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", config.timeout_s, "per world size");
   app.add_option("--json", config.json_path, "where to write the JSON results");
   app.add_option("--gloo-chunked", config.gloo_chunked, "also time AllreduceRingChunked");
+  app.add_option("--runs", config.runs, "fresh sets of worker processes per world size")
+      ->check(CLI::Range(1, 100));
   app.add_flag("--worker", worker, "internal: run one rank");
   app.add_option("--rank", config.rank);
   app.add_option("--world", config.world);

@@ -7,6 +7,12 @@
 // they rendezvous through files in a fresh temp dir (our mesh: one port file per rank; Gloo: its
 // FileStore in the same dir). Rank 0 writes its measurements there as JSON for the launcher,
 // which prints a Markdown table and writes the merged JSON.
+//
+// With --runs N > 1 the launcher starts a fresh set of workers N times per world size (new
+// processes, new connections). Interleaving inside one run cancels drift, but not what a run
+// settles into once (which core each thread lands on, how far TCP autotuning grew each
+// socket's buffers), and on 2 shared cores that moves a small size's ratio by ±20 % from run to
+// run. So each cell also reports the per-run gloo/ours ratio as median [min–max] over runs.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +37,7 @@ struct BenchConfig {
   size_t segment_bytes = 1 << 20;  // our ring's pipelining unit
   uint32_t timeout_s = 300;        // per world, launcher and workers alike
   bool gloo_chunked = true;        // also time Gloo's AllreduceRingChunked
+  uint32_t runs = 1;               // launcher-only: fresh worker processes per world, N times
   std::string json_path;
   // Worker-only.
   uint32_t rank = 0;
