@@ -98,7 +98,8 @@ std::vector<std::string> WorkerArgs(const BenchConfig& c, uint32_t world, uint32
           "--warmup",        std::to_string(c.warmup),
           "--segment-bytes", std::to_string(c.segment_bytes),
           "--timeout-s",     std::to_string(c.timeout_s),
-          "--gloo-chunked",  c.gloo_chunked ? "true" : "false"};
+          "--gloo-chunked",  c.gloo_chunked ? "true" : "false",
+          "--direct-max-bytes", std::to_string(c.direct_max_bytes)};
 }
 
 Result<pid_t> Spawn(const std::vector<std::string>& args) {
@@ -356,6 +357,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", config.timeout_s, "per world size");
   app.add_option("--json", config.json_path, "where to write the JSON results");
   app.add_option("--gloo-chunked", config.gloo_chunked, "also time AllreduceRingChunked");
+  app.add_option("--direct-max-bytes", config.direct_max_bytes,
+                 "largest tensor ours sends by the direct path (default: the link model's threshold)");
   app.add_option("--runs", config.runs, "fresh sets of worker processes per world size")
       ->check(CLI::Range(1, 100));
   app.add_flag("--worker", worker, "internal: run one rank");

@@ -308,7 +308,9 @@ Status WorkerMain(const BenchConfig& config) {
       auto mesh, collectives::Mesh::Form(io, *listener, config.rank, members, kJobId, 0, setup));
   // Loopback has no measured link: the default estimate picks the path; the ring keeps the
   // configured segment size, as the plain ring below does.
-  collectives::MeshCommunicator comm(std::move(mesh), {.segment_bytes = config.segment_bytes});
+  collectives::MeshCommunicatorOptions options{.segment_bytes = config.segment_bytes};
+  if (config.direct_max_bytes >= 0) options.direct_max_bytes = static_cast<size_t>(config.direct_max_bytes);
+  collectives::MeshCommunicator comm(std::move(mesh), options);
   const collectives::Mesh& m = comm.mesh();
   const uint32_t n = m.world();
   auto ring = collectives::Ring::Over(m.rank(), m.members(), m.job_id(), m.round(), m.attempt(),
