@@ -233,6 +233,10 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     std::lock_guard<std::mutex> lock(mu_);
     callback_ = std::move(cb);
   }
+  void SetLateEvalCallback(std::function<void(uint64_t, double)> cb) {
+    std::lock_guard<std::mutex> lock(mu_);
+    late_eval_callback_ = std::move(cb);
+  }
 
   Result<JobOutcome> Wait(std::optional<Deadline> deadline, std::string job_id) {
     if (job_id.empty()) job_id = first_job_;
@@ -1163,6 +1167,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       Status stored = store_->UpdateRoundEval(job.id, e.round(), mean);
       if (!stored.ok()) spdlog::warn("job {}: cannot store the eval loss of round {}: {}", job.id, e.round(), stored.ToString());
       spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), mean, s.name);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (late_eval_callback_) late_eval_callback_(e.round(), mean);
     }
   }
 
@@ -1554,6 +1560,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   std::condition_variable cv_;
   std::map<std::string, JobOutcome> outcomes_;
   std::function<void(const RoundSummary&)> callback_;
+  std::function<void(uint64_t, double)> late_eval_callback_;
 };
 
 Coordinator::Coordinator(std::unique_ptr<net::IoThread> io, std::shared_ptr<Impl> impl)
@@ -1588,6 +1595,9 @@ uint16_t Coordinator::port() const { return impl_->port(); }
 net::PublicKey Coordinator::public_key() const { return impl_->public_key(); }
 const std::string& Coordinator::job_id() const { return impl_->job_id(); }
 void Coordinator::OnRound(std::function<void(const RoundSummary&)> cb) { impl_->SetCallback(std::move(cb)); }
+void Coordinator::OnLateEval(std::function<void(uint64_t, double)> cb) {
+  impl_->SetLateEvalCallback(std::move(cb));
+}
 Result<JobOutcome> Coordinator::Wait(std::optional<Deadline> deadline, const std::string& job_id) {
   return impl_->Wait(deadline, job_id);
 }

@@ -100,6 +100,10 @@ class Coordinator {
   const std::string& job_id() const;
   // Called on the coordinator's thread after each committed round; must not block for long.
   void OnRound(std::function<void(const RoundSummary&)> callback);
+  // Called on the coordinator's thread when a loss evaluated beside training (job key
+  // eval_beside_training) arrives for a round committed earlier: the round and its eval loss
+  // (the mean over the groups heard so far). Must not block for long.
+  void OnLateEval(std::function<void(uint64_t round, double eval_loss)> callback);
   // Blocks until job `job_id` (default: job_id()) finishes or `deadline` passes.
   Result<JobOutcome> Wait(std::optional<Deadline> deadline = std::nullopt,
                           const std::string& job_id = "");

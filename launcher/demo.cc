@@ -36,8 +36,7 @@ class ProgressLine {
   void Update(const RoundSummary& s) {
     total_bytes_ += s.bytes_sent;
     total_tokens_ += s.tokens;
-    char line[256];
-    std::snprintf(line, sizeof(line),
+    std::snprintf(line_, sizeof(line_),
                   "round %3llu/%u | train loss %.4f | eval loss %s | %6.0f tok/s | sent %s | "
                   "%u peers",
                   static_cast<unsigned long long>(s.round + 1), rounds_, s.train_loss,
@@ -45,9 +44,21 @@ class ProgressLine {
                   s.wall_seconds > 0 ? s.tokens / s.wall_seconds : 0.0,
                   HumanBytes(static_cast<double>(total_bytes_)).c_str(), s.peers);
     if (tty_) {
-      std::printf("\r%s\033[K", line);
+      std::printf("\r%s\033[K", line_);
     } else {
-      std::printf("%s\n", line);
+      std::printf("%s\n", line_);
+    }
+    std::fflush(stdout);
+  }
+  // A round's eval loss that rank 0 computed beside training arrives with a later report, after
+  // that round's line showed "-": it gets a line of its own (above the live one on a terminal).
+  void LateEval(uint64_t round, double eval_loss) {
+    const std::string late = fmt::format("round {:3}/{} | eval loss {:.4f} (evaluated beside training)",
+                                         round + 1, rounds_, eval_loss);
+    if (tty_) {
+      std::printf("\r%s\033[K\n%s", late.c_str(), line_);
+    } else {
+      std::printf("%s\n", late.c_str());
     }
     std::fflush(stdout);
   }
@@ -61,6 +72,7 @@ class ProgressLine {
   uint32_t rounds_;
   bool tty_;
   uint64_t total_bytes_ = 0, total_tokens_ = 0;
+  char line_[256] = "";
 };
 
 }  // namespace
@@ -87,6 +99,7 @@ Status RunDemo(const DemoOptions& options) {
 
   ProgressLine progress(spec.rounds());
   coordinator->OnRound([&progress](const RoundSummary& s) { progress.Update(s); });
+  coordinator->OnLateEval([&progress](uint64_t round, double loss) { progress.LateEval(round, loss); });
 
   std::vector<ChildProcess> peers;
   const std::map<std::string, std::string> env = {{"OPENBLAS_NUM_THREADS", "1"},

@@ -660,6 +660,12 @@ TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
   v1::JobSpec spec = SmallJob(2, 4);
   spec.set_eval_beside_training(true);  // rounds 0-2 beside training; the last (3) inline
   StartCoordinator(spec, db);
+  std::mutex late_mu;
+  std::vector<std::pair<uint64_t, double>> late;  // what OnLateEval saw, in order
+  coordinator_->OnLateEval([&](uint64_t round, double loss) {
+    std::lock_guard<std::mutex> lock(late_mu);
+    late.emplace_back(round, loss);
+  });
   Client a = Join("a", 1000), b = Join("b", 1001);  // ranks follow shards: a is rank 0
   PlayRound({&a, &b}, 0, 'r');
   auto with_evals = [](v1::Envelope e, std::vector<std::pair<uint64_t, double>> evals) {
@@ -691,6 +697,12 @@ TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
   ASSERT_TRUE(outcome.ok() && outcome->status.ok());
   coordinator_.reset();
+  {
+    // Only the accepted losses are announced, once each, as they arrive.
+    std::lock_guard<std::mutex> lock(late_mu);
+    const std::vector<std::pair<uint64_t, double>> want = {{0, 2.25}, {1, 1.5}, {2, 1.25}};
+    EXPECT_EQ(late, want);
+  }
   auto store = CoordinatorStore::Open(db);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   auto rounds = (*store)->Rounds(runtime::JobIdOf(spec));
