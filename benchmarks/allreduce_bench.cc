@@ -206,8 +206,9 @@ struct Cell {
   std::vector<double> run_ratios;  // Median(gloo_s) / Median(ours_s) of each run
 };
 
-void AddRun(Cell& cell, const SizeResult& run, size_t runs_before) {
+void AddRun(Cell& cell, const SizeResult& run) {
   SizeResult& p = cell.pooled;
+  const size_t runs_before = cell.run_ratios.size();
   if (runs_before == 0) {
     p = run;
   } else {
@@ -223,7 +224,10 @@ void AddRun(Cell& cell, const SizeResult& run, size_t runs_before) {
     p.ours_bit_identical = p.ours_bit_identical && run.ours_bit_identical;
     p.gloo_bit_identical = p.gloo_bit_identical && run.gloo_bit_identical;
     p.ok = p.ok && run.ok;
-    if (p.ours_path != run.ours_path) p.ours_path += "/" + run.ours_path;
+    // The path is a function of size and options, so runs agree; name both if one day they do not.
+    if (("/" + p.ours_path + "/").find("/" + run.ours_path + "/") == std::string::npos) {
+      p.ours_path += "/" + run.ours_path;
+    }
     const double n = static_cast<double>(runs_before);
     auto mean = [n](double so_far, double next) { return (so_far * n + next) / (n + 1); };
     p.ours_cpu_s = mean(p.ours_cpu_s, run.ours_cpu_s);
@@ -251,7 +255,6 @@ int RunLauncher(const BenchConfig& config) {
   bool all_ok = true;
   for (uint32_t world : config.worlds) {
     std::vector<Cell> cells;
-    uint32_t runs_done = 0;
     for (uint32_t run = 0; run < config.runs; ++run) {
       auto sizes = RunWorld(config, world);
       if (!sizes.ok()) {
@@ -260,8 +263,7 @@ int RunLauncher(const BenchConfig& config) {
         continue;
       }
       cells.resize(sizes->size());
-      for (size_t i = 0; i < sizes->size(); ++i) AddRun(cells[i], (*sizes)[i], runs_done);
-      ++runs_done;
+      for (size_t i = 0; i < sizes->size(); ++i) AddRun(cells[i], (*sizes)[i]);
       if (config.runs > 1) spdlog::info("world {}: run {} of {} done", world, run + 1, config.runs);
     }
     for (const Cell& cell : cells) {
@@ -270,7 +272,7 @@ int RunLauncher(const BenchConfig& config) {
       all_ok = all_ok && r.ok;
       nlohmann::json j = ToJson(r);
       j["world"] = world;
-      j["runs"] = runs_done;
+      j["runs"] = cell.run_ratios.size();
       j["gloo_over_ours_per_run"] = cell.run_ratios;
       if (cell.run_ratios.size() > 1) j["gloo_over_ours_median_over_runs"] = Median(cell.run_ratios);
       j["ours_median_s"] = Median(r.ours_s);

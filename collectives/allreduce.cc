@@ -51,7 +51,6 @@ bool AllFinite(std::span<const float> v) {
   return bad == 0;
 }
 
-
 // acc += in, with branch-free finiteness flags so the loop vectorises: bit 0 says `in` held a
 // non-finite value, bit 1 that a sum is non-finite (overflow, or our own input was not finite).
 uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
