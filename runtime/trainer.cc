@@ -755,20 +755,21 @@ Status Trainer::StartBackgroundEval(uint64_t round) {
   if (!m.eval_model) {
     TRIB_ASSIGN_OR_RETURN(m.eval_model, models::MakeModel(ModelConfigOf(m.spec, m.data.vocab_size), m.spec.seed()));
   }
-  // θ and the buffers (whatever a user model keeps beside its parameters), so the copy
-  // evaluates to the same bits as EvalLoss() would now.
-  TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*m.eval_model, models::FlattenParameters(*m.model)));
-  {
-    torch::NoGradGuard no_grad;
-    auto source = m.model->named_buffers();
-    for (auto& buffer : m.eval_model->named_buffers()) {
-      const torch::Tensor* from = source.find(buffer.key());
-      if (from == nullptr || from->sizes() != buffer.value().sizes()) {
-        return Internal("the evaluation copy's buffer " + buffer.key() + " has no match in the model");
+  // θ and the buffers (whatever a user model keeps beside its parameters), tensor by tensor in
+  // place, so the copy evaluates to the same bits as EvalLoss() would now.
+  torch::NoGradGuard no_grad;
+  auto copy_by_name = [](const auto& from, const auto& into, const char* kind) -> Status {
+    for (const auto& target : into) {
+      const torch::Tensor* source = from.find(target.key());
+      if (source == nullptr || source->sizes() != target.value().sizes()) {
+        return Internal(std::string("the evaluation copy's ") + kind + " " + target.key() + " has no match in the model");
       }
-      buffer.value().copy_(*from);
+      target.value().copy_(*source);
     }
-  }
+    return Status::Ok();
+  };
+  TRIB_RETURN_IF_ERROR(copy_by_name(m.model->named_parameters(), m.eval_model->named_parameters(), "parameter"));
+  TRIB_RETURN_IF_ERROR(copy_by_name(m.model->named_buffers(), m.eval_model->named_buffers(), "buffer"));
   m.eval_round = round;
   m.eval_done = std::async(std::launch::async, [model = m.eval_model, batches = &m.validation]() -> Result<double> {
     try {
