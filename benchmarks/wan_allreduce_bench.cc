@@ -36,6 +36,7 @@
 #include "core/logging.h"
 #include "net/connection.h"
 #include "net/io_thread.h"
+#include "net/tcp_tuning.h"
 
 #ifndef TRIBUTARY_SOURCE_DIR
 #define TRIBUTARY_SOURCE_DIR "."
@@ -63,6 +64,9 @@ struct Config {
   // Linux resets a connection's congestion window after an idle RTO (tcp_slow_start_after_idle
   // = 1, the default); the ring idles between all-reduces. false sets it to 0 in every peer.
   bool slow_start_after_idle = true;
+  // Our connections' TCP congestion control (net/tcp_tuning.h) and iperf3's, so both run the same
+  // algorithm; "" leaves the kernel's default to both.
+  std::string tcp_congestion = net::kDefaultCongestionControl;
   std::string json_path;
   // worker
   bool worker = false;
@@ -85,10 +89,19 @@ float InputValue(uint32_t rank, uint64_t i) {
   return static_cast<float>(x >> 40) * 0x1p-23f - 1.0f;
 }
 
+// What an empty --tcp-congestion leaves (peers' namespaces inherit the host's default).
+std::string KernelDefaultCongestion() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
+  std::string name;
+  in >> name;
+  return name;
+}
+
 std::string PortFile(const std::string& dir, uint32_t r) { return dir + "/port." + std::to_string(r); }
 
 Status WorkerMain(const Config& c) {
   InitLogging("wan-worker-" + std::to_string(c.rank), "warn");
+  net::SetPreferredCongestionControl(c.tcp_congestion);
   net::IoThread io("bench-io");
   TRIB_ASSIGN_OR_RETURN(auto listener, net::Listener::Bind(io.context(), c.host, 0));
   TRIB_RETURN_IF_ERROR(WriteFileAtomically(PortFile(c.dir, c.rank), c.host + " " + std::to_string(listener->port())));
@@ -231,7 +244,7 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
                           fmt::format("{}", probe_seconds), std::string("--link-rtt-ms"), fmt::format("{}", link_rtt_ms),
                           std::string("--link-mbit"), fmt::format("{}", link_mbit), std::string("--direct-max-bytes"),
                           std::to_string(c.direct_max_bytes), std::string("--segment-bytes"),
-                          std::to_string(c.segment_bytes)}) {
+                          std::to_string(c.segment_bytes), std::string("--tcp-congestion"), c.tcp_congestion}) {
       argv.push_back(a);
     }
     const pid_t pid = fork();
@@ -318,6 +331,7 @@ int Launcher(const Config& c) {
   }
   json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
               {"slow_start_after_idle", c.slow_start_after_idle},
+              {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", KernelDefaultCongestion()},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
   std::vector<std::string> table;
@@ -339,7 +353,7 @@ int Launcher(const Config& c) {
           }
         }
       }
-      auto iperf = wan::RunIperf3(**wan, 1, 0, c.iperf_seconds, 3);
+      auto iperf = wan::RunIperf3(**wan, 1, 0, c.iperf_seconds, 3, 5201, c.tcp_congestion);
       if (!iperf.ok()) {
         spdlog::error("iperf3: {}", iperf.status().ToString());
         return 1;
@@ -505,6 +519,9 @@ int main(int argc, char** argv) {
   app.add_option("--tcp-buffer-bytes", c.tcp_buffer_bytes);
   app.add_option("--slow-start-after-idle", c.slow_start_after_idle,
                  "false: net.ipv4.tcp_slow_start_after_idle=0 in every peer");
+  app.add_option("--tcp-congestion", c.tcp_congestion,
+                 "TCP congestion control of the workers' connections and of iperf3 (\"\" = the kernel's default)")
+      ->capture_default_str();
   app.add_option("--json", c.json_path);
   app.add_flag("--worker", c.worker);
   app.add_option("--rank", c.rank);

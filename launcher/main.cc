@@ -26,6 +26,7 @@
 #include "launcher/process.h"
 #include "models/corpus.h"
 #include "net/identity.h"
+#include "net/tcp_tuning.h"
 #include "runtime/job_spec.h"
 #include "runtime/peer.h"
 #include "runtime/reference.h"
@@ -211,6 +212,7 @@ struct PeerFlags {
   std::string coordinator;
   std::string coordinator_key;
   int threads = 1;
+  std::string tcp_congestion = net::kDefaultCongestionControl;
 
   void Register(CLI::App* app) {
     options.corpus_dir = DefaultCorpus();
@@ -228,9 +230,13 @@ struct PeerFlags {
     app->add_option("--threads", threads, "compute threads (same on every peer)")->capture_default_str();
     app->add_flag("--relay-only", options.relay_only,
                   "behind NAT: accept no connections; neighbours reach this peer via the coordinator's relay");
+    app->add_option("--tcp-congestion", tcp_congestion,
+                    "TCP congestion control for links to other hosts (\"\" = the kernel's default)")
+        ->capture_default_str();
   }
 
   int Run() {
+    net::SetPreferredCongestionControl(tcp_congestion);
     auto address = launcher::ParseCoordinator(coordinator, coordinator_key);
     if (!address.ok()) return Fail(address.status());
     options.coordinator_host = address->host;

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <future>
 
+#include "net/tcp_tuning.h"
+
 namespace tributary::net {
 namespace {
 std::string EndpointString(const tcp::socket& socket) {
@@ -39,11 +41,19 @@ Connection::Connection(tcp::socket socket, uint32_t max_frame_bytes)
   boost::system::error_code ignored;
   // Control frames are tiny and latency-bound; Nagle would add tens of ms per round trip.
   socket_.set_option(tcp::no_delay(true), ignored);
+  const tcp::endpoint peer = socket_.remote_endpoint(ignored);
+  ApplyPreferredCongestionControl(socket_.native_handle(), ignored || peer.address().is_loopback());
 }
 
 Connection::~Connection() {
   boost::system::error_code ignored;
   socket_.close(ignored);
+}
+
+Result<std::string> Connection::congestion_control() {
+  std::lock_guard<std::mutex> lock(write_mu_);  // the socket closes only under it
+  if (closed_.load() || !socket_.is_open()) return Unavailable("connection to " + remote_ + " is closed");
+  return CongestionControlOf(socket_.native_handle());
 }
 
 std::shared_ptr<Connection> Connection::Adopt(tcp::socket socket, uint32_t max_frame_bytes) {

@@ -95,6 +95,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::string& remote() const { return remote_; }
   uint64_t bytes_sent() const { return bytes_sent_.load(); }
   uint64_t bytes_received() const { return bytes_received_.load(); }
+  // The TCP congestion control the kernel runs for this connection (net/tcp_tuning.h).
+  Result<std::string> congestion_control();
 
  private:
   struct PendingWrite {

@@ -291,7 +291,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv, Deadline 
 }
 
 Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, int seconds,
-                              int omit_seconds, int port) {
+                              int omit_seconds, int port, const std::string& congestion) {
   std::vector<std::string> server_argv = wan.ExecPrefix(server);
   for (const char* a : {"iperf3", "-s", "-1", "-B"}) server_argv.push_back(a);
   server_argv.push_back(wan.Address(server));
@@ -306,6 +306,10 @@ Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, in
                                std::to_string(seconds), std::string("-O"),
                                std::to_string(omit_seconds)}) {
     client_argv.push_back(a);
+  }
+  if (!congestion.empty()) {
+    client_argv.push_back("-C");
+    client_argv.push_back(congestion);
   }
   // The server needs a moment to listen; a refused connection is retried, nothing else is.
   Result<IperfResult> result = Unavailable("iperf3 never ran");

@@ -46,9 +46,10 @@ Result<IperfResult> ParseIperf3Json(const std::string& json);
 
 // iperf3 TCP from peer `client` to peer `server`: `iperf3 -s -1` in the server's namespace and
 // `iperf3 -c -J` in the client's, both through `ip netns exec`. `omit_seconds` of slow start
-// are left out of the average.
+// are left out of the average. `congestion` non-empty: both ends run that TCP congestion
+// control (iperf3 -C), so a comparison with our connections runs the same algorithm.
 Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, int seconds,
-                              int omit_seconds, int port = 5201);
+                              int omit_seconds, int port = 5201, const std::string& congestion = "");
 
 // Runs argv (argv[0] looked up in PATH) and returns its exit code and stdout; stderr is appended
 // to the output when `merge_stderr`. Kills the child at `deadline`.
