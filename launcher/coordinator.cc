@@ -114,10 +114,6 @@ struct Job {
   std::unique_ptr<asio::steady_timer> start_timer;  // re-checks a start delayed for syncing peers
   std::optional<Clock::time_point> gathering_since;  // matchmaking window of the next round
   std::vector<RoundSummary> rounds;
-  // eval_beside_training: per committed round, the sessions asked to evaluate it (each group's
-  // rank 0) whose loss has not come yet, and the losses in so far (sum, count).
-  std::map<uint64_t, std::set<uint64_t>> beside_evaluators;
-  std::map<uint64_t, std::pair<double, uint32_t>> beside_evals;
   std::optional<JobOutcome> outcome;
   Clock::time_point started = Clock::now();
   double last_train_loss = 0, last_eval_loss = -1;
@@ -1141,34 +1137,24 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return;
     }
     for (const v1::EarlierEval& e : report.earlier_evals()) {
-      auto asked = job.beside_evaluators.find(e.round());
-      std::string refused;
-      if (asked == job.beside_evaluators.end() || !asked->second.count(id)) {
-        refused = "it was not asked to evaluate that round beside training, or has already reported it";
-      } else if (!std::isfinite(e.loss()) || e.loss() < 0) {
-        refused = "not a finite, non-negative loss";
-      }
-      if (!refused.empty()) {
+      // Who was asked is in the store with the round (RoundRecord::beside_evaluators), by key,
+      // so a loss that arrives after a coordinator restart still counts.
+      Result<double> mean = InvalidArgument("not a finite, non-negative loss");
+      if (std::isfinite(e.loss()) && e.loss() >= 0) mean = store_->RecordBesideEval(job.id, e.round(), s.key_hex, e.loss());
+      if (!mean.ok()) {
         spdlog::warn("job {}: ignoring the eval loss {} of round {} from {}: {}", job.id, e.loss(), e.round(),
-                     s.name, refused);
+                     s.name, mean.status().message());
         continue;
       }
-      asked->second.erase(id);
-      auto& [sum, count] = job.beside_evals[e.round()];
-      sum += e.loss();
-      ++count;
-      const double mean = sum / count;
       bool newer = false;
       for (RoundSummary& r : job.rounds) {
-        if (r.round == e.round()) r.eval_loss = mean;
+        if (r.round == e.round()) r.eval_loss = *mean;
         newer = newer || (r.round > e.round() && r.eval_loss);
       }
-      if (!newer) job.last_eval_loss = mean;
-      Status stored = store_->UpdateRoundEval(job.id, e.round(), mean);
-      if (!stored.ok()) spdlog::warn("job {}: cannot store the eval loss of round {}: {}", job.id, e.round(), stored.ToString());
-      spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), mean, s.name);
+      if (!newer) job.last_eval_loss = *mean;
+      spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), *mean, s.name);
       std::lock_guard<std::mutex> lock(mu_);
-      if (late_eval_callback_) late_eval_callback_(e.round(), mean);
+      if (late_eval_callback_) late_eval_callback_(e.round(), *mean);
     }
   }
 
@@ -1319,6 +1305,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     record.bytes = summary.bytes_sent;
     record.wall_seconds = summary.wall_seconds;
     summary.theta_digest = Hex(record.theta_digest);
+    if (runtime::EvaluatesBesideTraining(job.spec, job.committed_rounds)) {
+      for (const Group* g : decided) record.beside_evaluators.push_back(sessions_.at(g->members.front()).key_hex);
+    }
     // Durable first: peers learn of a commit only once a restarted coordinator would know it.
     Status stored = store_->RecordRound(job.id, record);
     if (!stored.ok()) return FailJob(job, "cannot record round: " + stored.ToString());
@@ -1344,10 +1333,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
-    }
-    if (runtime::EvaluatesBesideTraining(job.spec, job.committed_rounds)) {
-      auto& asked = job.beside_evaluators[job.committed_rounds];
-      for (const Group* g : decided) asked.insert(g->members.front());
     }
     job.challenged = false;
     job.awaiting_verdicts = false;

@@ -119,6 +119,9 @@ Result<std::unique_ptr<CoordinatorStore>> CoordinatorStore::Open(const std::stri
       job_id TEXT NOT NULL, round INTEGER NOT NULL, peer_key TEXT NOT NULL, grp INTEGER NOT NULL,
       theta_digest BLOB NOT NULL, state_digest BLOB NOT NULL,
       PRIMARY KEY(job_id, round, peer_key));
+    CREATE TABLE IF NOT EXISTS beside_evals(
+      job_id TEXT NOT NULL, round INTEGER NOT NULL, peer_key TEXT NOT NULL, loss REAL,
+      PRIMARY KEY(job_id, round, peer_key));
     CREATE TABLE IF NOT EXISTS verifier_ledger(
       job_id TEXT PRIMARY KEY, ledger BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS verifier_bans(
@@ -173,6 +176,12 @@ Status CoordinatorStore::RecordRound(const std::string& job_id, const RoundRecor
                      "VALUES(?1,?2,?3,?4,?5,?6)");
     q.Bind(1, job_id).Bind(2, static_cast<int64_t>(r.round)).Bind(3, p.key)
         .Bind(4, static_cast<int64_t>(p.group)).Bind(5, p.theta_digest).Bind(6, p.state_digest);
+    st = q.Step().status();
+  }
+  for (const std::string& key : r.beside_evaluators) {
+    if (!st.ok()) break;
+    Statement q(db_, "INSERT INTO beside_evals(job_id, round, peer_key) VALUES(?1,?2,?3)");
+    q.Bind(1, job_id).Bind(2, static_cast<int64_t>(r.round)).Bind(3, key);
     st = q.Step().status();
   }
   for (const std::string& key : r.members) {
@@ -254,14 +263,36 @@ Status CoordinatorStore::RecordReport(const std::string& job_id, uint64_t round,
   return s.Step().status();
 }
 
-Status CoordinatorStore::UpdateRoundEval(const std::string& job_id, uint64_t round, double eval_loss) {
-  Statement s(db_, "UPDATE rounds SET eval_loss = ?3 WHERE job_id = ?1 AND round = ?2");
-  s.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, eval_loss);
-  TRIB_RETURN_IF_ERROR(s.Step().status());
-  if (sqlite3_changes(db_) != 1) {
-    return NotFound("job " + job_id + " has no recorded round " + std::to_string(round));
+Result<double> CoordinatorStore::RecordBesideEval(const std::string& job_id, uint64_t round,
+                                                   const std::string& key, double loss) {
+  TRIB_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto result = [&]() -> Result<double> {
+    Statement taken(db_, "UPDATE beside_evals SET loss = ?4 "
+                         "WHERE job_id = ?1 AND round = ?2 AND peer_key = ?3 AND loss IS NULL");
+    taken.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, key).Bind(4, loss);
+    TRIB_RETURN_IF_ERROR(taken.Step().status());
+    if (sqlite3_changes(db_) != 1) {
+      return NotFound("it was not asked to evaluate round " + std::to_string(round) +
+                      " beside training, or has already reported it");
+    }
+    Statement mean(db_, "SELECT AVG(loss) FROM beside_evals WHERE job_id = ?1 AND round = ?2 AND loss IS NOT NULL");
+    mean.Bind(1, job_id).Bind(2, static_cast<int64_t>(round));
+    TRIB_RETURN_IF_ERROR(mean.Step().status());
+    const double value = mean.Real(0);
+    Statement update(db_, "UPDATE rounds SET eval_loss = ?3 WHERE job_id = ?1 AND round = ?2");
+    update.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, value);
+    TRIB_RETURN_IF_ERROR(update.Step().status());
+    if (sqlite3_changes(db_) != 1) {
+      return NotFound("job " + job_id + " has no recorded round " + std::to_string(round));
+    }
+    return value;
+  }();
+  if (!result.ok()) {
+    (void)Exec("ROLLBACK");
+    return result;
   }
-  return Status::Ok();
+  TRIB_RETURN_IF_ERROR(Exec("COMMIT"));
+  return result;
 }
 
 Status CoordinatorStore::MarkJobFinished(const std::string& job_id, const std::string& outcome) {

@@ -46,6 +46,9 @@ struct RoundRecord {
   // Per member (written in the same transaction). theta/state_digest above are then the
   // reference state: the one late joiners sync to (the largest group's).
   std::vector<PeerCommit> peers;
+  // eval_beside_training: the peers (keys, hex) asked to report this round's eval loss later,
+  // each group's rank 0. Written with the round, so a restarted coordinator still takes them.
+  std::vector<std::string> beside_evaluators;
 };
 
 struct StoredPeer {
@@ -66,7 +69,11 @@ class CoordinatorStore {
   Result<std::vector<StoredJob>> Jobs();
   Status RecordRound(const std::string& job_id, const RoundRecord& record);
   // An eval loss that arrived after its round was recorded (JobSpec.eval_beside_training).
-  Status UpdateRoundEval(const std::string& job_id, uint64_t round, double eval_loss);
+  // Takes the eval loss `key` computed beside training for `round`, once: NotFound unless `key`
+  // was asked for it (RoundRecord::beside_evaluators) and has not reported it yet. The round's
+  // eval loss becomes the mean of the losses in so far (one per group); returns that mean.
+  Result<double> RecordBesideEval(const std::string& job_id, uint64_t round, const std::string& key,
+                                  double loss);
   Result<std::optional<RoundRecord>> LastRound(const std::string& job_id);
   Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
   // The per-peer states of one committed round (empty for rounds recorded without them).

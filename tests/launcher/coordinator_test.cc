@@ -137,6 +137,31 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   // Plays one whole round for `clients` (all members), reporting digest `d`.
+  // Every (round, loss) OnLateEval announces, in order; read it once the coordinator is gone.
+  std::shared_ptr<std::vector<std::pair<uint64_t, double>>> RecordLateEvals() {
+    auto late = std::make_shared<std::vector<std::pair<uint64_t, double>>>();
+    auto mu = std::make_shared<std::mutex>();
+    coordinator_->OnLateEval([late, mu](uint64_t round, double loss) {
+      std::lock_guard<std::mutex> lock(*mu);
+      late->emplace_back(round, loss);
+    });
+    return late;
+  }
+
+  // The eval loss of every round `db` recorded for `spec`'s job (−1: none).
+  static std::vector<double> StoredEvalLosses(const std::string& db, const v1::JobSpec& spec) {
+    auto store = CoordinatorStore::Open(db);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) return {};
+    auto rounds = (*store)->Rounds(runtime::JobIdOf(spec));
+    EXPECT_TRUE(rounds.ok()) << rounds.status().ToString();
+    std::vector<double> losses;
+    if (rounds.ok()) {
+      for (const RoundRecord& r : *rounds) losses.push_back(r.eval_loss);
+    }
+    return losses;
+  }
+
   void PlayRound(std::vector<Client*> clients, uint64_t round, char d = 'x') {
     for (Client* c : clients) {
       auto start = c->Next();
@@ -660,12 +685,7 @@ TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
   v1::JobSpec spec = SmallJob(2, 4);
   spec.set_eval_beside_training(true);  // rounds 0-2 beside training; the last (3) inline
   StartCoordinator(spec, db);
-  std::mutex late_mu;
-  std::vector<std::pair<uint64_t, double>> late;  // what OnLateEval saw, in order
-  coordinator_->OnLateEval([&](uint64_t round, double loss) {
-    std::lock_guard<std::mutex> lock(late_mu);
-    late.emplace_back(round, loss);
-  });
+  auto late = RecordLateEvals();
   Client a = Join("a", 1000), b = Join("b", 1001);  // ranks follow shards: a is rank 0
   PlayRound({&a, &b}, 0, 'r');
   auto with_evals = [](v1::Envelope e, std::vector<std::pair<uint64_t, double>> evals) {
@@ -697,19 +717,64 @@ TEST_F(CoordinatorTest, EvalsBesideTrainingAreTakenOnceFromTheRoundsRankZero) {
   auto outcome = coordinator_->Wait(DeadlineAfter(5s));
   ASSERT_TRUE(outcome.ok() && outcome->status.ok());
   coordinator_.reset();
-  {
-    // Only the accepted losses are announced, once each, as they arrive.
-    std::lock_guard<std::mutex> lock(late_mu);
-    const std::vector<std::pair<uint64_t, double>> want = {{0, 2.25}, {1, 1.5}, {2, 1.25}};
-    EXPECT_EQ(late, want);
+  // Only the accepted losses are announced, once each, as they arrive.
+  const std::vector<std::pair<uint64_t, double>> want = {{0, 2.25}, {1, 1.5}, {2, 1.25}};
+  EXPECT_EQ(*late, want);
+  const std::vector<double> stored = StoredEvalLosses(db, spec);
+  ASSERT_EQ(stored.size(), 4u);
+  EXPECT_DOUBLE_EQ(stored[0], 2.25);
+  EXPECT_DOUBLE_EQ(stored[1], 1.5);
+  EXPECT_DOUBLE_EQ(stored[2], 1.25);
+}
+
+// Who was asked to evaluate a round beside training is stored with the round, by key: a loss
+// that arrives after a coordinator restart, over a new connection, still counts, once, and only
+// from the round's rank 0.
+TEST_F(CoordinatorTest, AnEvalBesideTrainingStillCountsAfterACoordinatorRestart) {
+  const std::string dir = ::tributary::testing::FreshTempDir("coord-eval-restart");
+  const std::string db = dir + "/coordinator.db";
+  v1::JobSpec spec = SmallJob(2, 3);
+  spec.set_eval_beside_training(true);  // rounds 0-1 beside training; the last (2) inline
+  StartCoordinator(spec, db);
+  Client a = Join("a", 1000), b = Join("b", 1001);  // ranks follow shards: a is rank 0
+  PlayRound({&a, &b}, 0, 'r');
+  coordinator_.reset();  // crash-equivalent: round 0 is committed, its loss not in yet
+  StartCoordinator(std::nullopt, db);
+  auto late = RecordLateEvals();
+  std::vector<Client> back;
+  for (const Client* before : {&a, &b}) {
+    Client c = Secure(before->id);  // same key, new connection
+    v1::Envelope hello = HelloFor(c, before == &a ? "a" : "b", before == &a ? 1000 : 1001);
+    hello.mutable_hello()->set_committed_rounds(1);
+    hello.mutable_hello()->set_state_digest(std::string(32, 'r'));
+    ASSERT_TRUE(c.Send(hello).ok());
+    auto ack = c.Next();
+    ASSERT_TRUE(ack.ok() && ack->has_hello_ack());
+    back.push_back(c);
   }
-  auto store = CoordinatorStore::Open(db);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  auto rounds = (*store)->Rounds(runtime::JobIdOf(spec));
-  ASSERT_TRUE(rounds.ok() && rounds->size() == 4u);
-  EXPECT_DOUBLE_EQ((*rounds)[0].eval_loss, 2.25);
-  EXPECT_DOUBLE_EQ((*rounds)[1].eval_loss, 1.5);
-  EXPECT_DOUBLE_EQ((*rounds)[2].eval_loss, 1.25);
+  auto report = [](v1::Envelope e, double loss_of_round_0) {
+    v1::EarlierEval* x = e.mutable_round_report()->add_earlier_evals();
+    x->set_round(0);
+    x->set_loss(loss_of_round_0);
+    return e;
+  };
+  for (Client& c : back) ASSERT_TRUE(c.Next().ok());  // RoundStart of round 1
+  // b was not round 0's rank 0; a's loss counts; a second one from a does not.
+  ASSERT_TRUE(back[1].Send(report(back[1].Report(1, 0, 1, 's'), 7.0)).ok());
+  ASSERT_TRUE(back[0].Send(report(back[0].Report(1, 0, 0, 's'), 2.5)).ok());
+  for (Client& c : back) ASSERT_TRUE(c.Next().ok());  // RoundEnd
+  for (Client& c : back) ASSERT_TRUE(c.Next().ok());  // RoundStart of round 2
+  ASSERT_TRUE(back[1].Send(back[1].Report(2, 0, 1, 't')).ok());
+  ASSERT_TRUE(back[0].Send(report(back[0].Report(2, 0, 0, 't'), 3.0)).ok());
+  auto outcome = coordinator_->Wait(DeadlineAfter(5s));
+  ASSERT_TRUE(outcome.ok() && outcome->status.ok());
+  coordinator_.reset();
+  const std::vector<std::pair<uint64_t, double>> want = {{0, 2.5}};
+  EXPECT_EQ(*late, want);
+  const std::vector<double> stored = StoredEvalLosses(db, spec);
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_DOUBLE_EQ(stored[0], 2.5);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(CoordinatorTest, RestartedCoordinatorResumesFromItsDatabase) {

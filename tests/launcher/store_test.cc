@@ -9,6 +9,41 @@
 namespace tributary::launcher {
 namespace {
 
+TEST(StoreTest, EvalsBesideTrainingAreTakenOncePerAskedKeyAndAveragedAcrossReopening) {
+  const std::string dir = ::tributary::testing::FreshTempDir("store-beside");
+  const std::string path = dir + "/coordinator.db";
+  RoundRecord r0;
+  r0.round = 0;
+  r0.theta_digest = std::string(32, 'a');
+  r0.state_digest = std::string(32, 'b');
+  r0.members = {"k1", "k2", "k3", "k4"};
+  r0.beside_evaluators = {"k1", "k3"};  // two groups' rank 0s
+  {
+    auto store = CoordinatorStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->RecordRound("job-e", r0).ok());
+    auto first = (*store)->RecordBesideEval("job-e", 0, "k1", 2.0);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    EXPECT_DOUBLE_EQ(*first, 2.0);
+    EXPECT_EQ((*store)->RecordBesideEval("job-e", 0, "k1", 1.0).status().code(), StatusCode::kNotFound)
+        << "once per key";
+    EXPECT_EQ((*store)->RecordBesideEval("job-e", 0, "k2", 1.0).status().code(), StatusCode::kNotFound)
+        << "k2 was not asked";
+    EXPECT_EQ((*store)->RecordBesideEval("job-e", 1, "k1", 1.0).status().code(), StatusCode::kNotFound)
+        << "round 1 is not recorded";
+    EXPECT_EQ((*store)->RecordBesideEval("job-x", 0, "k1", 1.0).status().code(), StatusCode::kNotFound);
+  }
+  auto store = CoordinatorStore::Open(path);  // what a restarted coordinator finds
+  ASSERT_TRUE(store.ok());
+  auto mean = (*store)->RecordBesideEval("job-e", 0, "k3", 3.0);
+  ASSERT_TRUE(mean.ok()) << mean.status().ToString();
+  EXPECT_DOUBLE_EQ(*mean, 2.5);
+  auto rounds = (*store)->Rounds("job-e");
+  ASSERT_TRUE(rounds.ok() && rounds->size() == 1u);
+  EXPECT_DOUBLE_EQ((*rounds)[0].eval_loss, 2.5);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(StoreTest, RoundsPeersAndJobsSurviveReopening) {
   const std::string dir = ::tributary::testing::FreshTempDir("store");
   const std::string path = dir + "/coordinator.db";
