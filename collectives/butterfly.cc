@@ -241,6 +241,14 @@ class ButterflyOp {
   // With a binding the sender must state every payload's digest before sending any, so all
   // shards are encoded first; then each goes out behind its attestation (same stagger).
   Status SendBoundContributions() {
+    if (options_.binding->tamper_residual && !codecs_.contribution_residual().empty()) {
+      std::vector<float> forged(codecs_.contribution_residual().begin(), codecs_.contribution_residual().end());
+      options_.binding->tamper_residual(forged);
+      TRIB_RETURN_IF_ERROR(codecs_.SetContributionResidual(std::move(forged)));
+    }
+    // What this rank owed before encoding: stated with the payloads, so an audit can re-encode.
+    const std::vector<float> residual_in(codecs_.contribution_residual().begin(),
+                                         codecs_.contribution_residual().end());
     std::vector<CodecState::Encoded> encoded(world());
     std::vector<Digest> digests(world());
     for (uint32_t shard = 0; shard < world(); ++shard) {
@@ -254,7 +262,8 @@ class ButterflyOp {
       }
       digests[shard] = Sha256Of(encoded[shard].payload);
     }
-    TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations, options_.binding->attest(digests));
+    TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations,
+                          options_.binding->attest(digests, residual_in, codecs_.contribution_residual()));
     if (attestations.size() != world()) {
       return Internal("the binding returned " + std::to_string(attestations.size()) +
                       " attestations for " + std::to_string(world()) + " shards");

@@ -67,8 +67,13 @@ namespace tributary::collectives {
 // (ranks that disagree fail at once). Every rank must pass a binding or none.
 struct ContributionBinding {
   // Sender: called once, before anything is sent, with the SHA-256 of the encoded payload to
-  // each shard (by shard; zero for an empty shard); returns the attestation for each shard.
-  std::function<Result<std::vector<std::string>>(std::span<const Digest>)> attest;
+  // each shard (by shard; zero for an empty shard) and the stream's error-feedback residual over
+  // the whole tensor before and after encoding (empty when the codec keeps none); returns the
+  // attestation for each shard.
+  std::function<Result<std::vector<std::string>>(std::span<const Digest> shard_digests,
+                                                 std::span<const float> residual_in,
+                                                 std::span<const float> residual_out)>
+      attest;
   // Owner: checks one contribution (sender rank, its attestation, SHA-256 of its codec payload)
   // before decoding it. An error fails the call and blames the sender.
   std::function<Status(uint32_t from, std::string_view attestation, const Digest& payload)> check;
@@ -80,6 +85,9 @@ struct ContributionBinding {
   // Sender, attack harness only (tests/adversary): rewrites the encoded payload to `shard` before
   // its digest is taken, so the attestation states what is really sent. Unset everywhere else.
   std::function<void(uint32_t shard, std::string& payload)> tamper_payload;
+  // Sender, attack harness only: rewrites the error-feedback residual before this call encodes
+  // with it (a payload that carries more than Δ plus what was honestly owed). Unset elsewhere.
+  std::function<void(std::span<float> residual)> tamper_residual;
   size_t max_attestation_bytes = 1 << 16;  // larger is refused before allocating
 };
 

@@ -164,6 +164,18 @@ Result<CodecState::Encoded> CodecState::Encode(codec::Codec& codec, std::span<fl
   return out;
 }
 
+Status CodecState::SetContributionResidual(std::vector<float> residual) {
+  if (!keeps_residual() || numel_ == 0) {
+    return InvalidArgument("codec state of stream '" + name_ + "' keeps no residual to set");
+  }
+  if (residual.size() != numel_) {
+    return InvalidArgument("a residual of " + std::to_string(residual.size()) + " elements for a stream of " +
+                           std::to_string(numel_));
+  }
+  contribution_residual_ = std::move(residual);
+  return Status::Ok();
+}
+
 void CodecState::Checkpoint() {
   saved_contribution_residual_ = contribution_residual_;
   saved_aggregate_residual_ = aggregate_residual_;
@@ -185,6 +197,14 @@ Result<CodecState*> CodecStreams::For(const std::string& stream, std::string_vie
     TRIB_ASSIGN_OR_RETURN(state, CodecState::Make(codec));
   }
   return state.get();
+}
+
+void CodecStreams::Put(const std::string& stream, std::unique_ptr<CodecState> state) {
+  if (state) {
+    states_[stream] = std::move(state);
+  } else {
+    states_.erase(stream);
+  }
 }
 
 const CodecState* CodecStreams::Find(const std::string& stream) const {

@@ -54,6 +54,10 @@ class CodecState {
   // What this rank owes as owner of its shard (zero outside that shard's range).
   std::span<const float> aggregate_residual() const { return aggregate_residual_; }
 
+  // Replaces what this rank owes as contributor (a Δ audit re-encoding a prover's contribution
+  // from its opened residual; the attack harness). InvalidArgument unless the state keeps a
+  // residual and `residual` has numel() elements.
+  Status SetContributionResidual(std::vector<float> residual);
   // Same residuals, numel and binding, no warm-start state: the state a failed call leaves.
   std::unique_ptr<CodecState> Clone() const;
   // Forgets everything; the next call starts a new stream (of any numel).
@@ -116,6 +120,8 @@ class CodecStreams {
   // The state of `stream` for `codec` (a codec::MakeCodec spec). InvalidArgument for a bad spec.
   Result<CodecState*> For(const std::string& stream, std::string_view codec);
   const CodecState* Find(const std::string& stream) const;  // null if the stream never ran
+  // Replaces the stream's state (a saved Clone); null forgets it, so the stream starts over.
+  void Put(const std::string& stream, std::unique_ptr<CodecState> state);
 
  private:
   std::map<std::string, std::unique_ptr<CodecState>> states_;

@@ -133,6 +133,11 @@ class ButterflyCommunicator final : public Communicator {
   void ReplaceMesh(std::unique_ptr<Mesh> mesh) { mesh_ = std::move(mesh); }
   // The stream's codec state, or null before its first call.
   const CodecState* codec_state(const std::string& stream) const;
+  // Puts a saved state (CodecState::Clone) back, so that the error feedback of calls whose
+  // round did not commit is undone; null: the stream starts over, owing nothing.
+  void RestoreCodecState(const std::string& stream, std::unique_ptr<CodecState> state) {
+    codec_streams_.Put(stream, std::move(state));
+  }
   // When set, the next successful calls record this rank's shard (see ShardRecord).
   void set_record(ShardRecord* record) { record_ = record; }
 

@@ -1308,6 +1308,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (runtime::EvaluatesBesideTraining(job.spec, job.committed_rounds)) {
       for (const Group* g : decided) record.beside_evaluators.push_back(sessions_.at(g->members.front()).key_hex);
     }
+    if (job.verification) {
+      std::vector<net::PublicKey> keys;
+      for (const Group* g : decided) {
+        for (uint64_t id : g->members) keys.push_back(sessions_.at(id).key);
+      }
+      record.residual_links = job.verification->CommitResidualLinks(job.committed_rounds, keys);
+    }
     // Durable first: peers learn of a commit only once a restarted coordinator would know it.
     Status stored = store_->RecordRound(job.id, record);
     if (!stored.ok()) return FailJob(job, "cannot record round: " + stored.ToString());

@@ -122,6 +122,9 @@ Result<std::unique_ptr<CoordinatorStore>> CoordinatorStore::Open(const std::stri
     CREATE TABLE IF NOT EXISTS beside_evals(
       job_id TEXT NOT NULL, round INTEGER NOT NULL, peer_key TEXT NOT NULL, loss REAL,
       PRIMARY KEY(job_id, round, peer_key));
+    CREATE TABLE IF NOT EXISTS residual_links(
+      job_id TEXT NOT NULL, peer_key TEXT NOT NULL, round INTEGER NOT NULL, residual_in BLOB NOT NULL,
+      residual_out BLOB NOT NULL, PRIMARY KEY(job_id, peer_key));
     CREATE TABLE IF NOT EXISTS verifier_ledger(
       job_id TEXT PRIMARY KEY, ledger BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS verifier_bans(
@@ -178,6 +181,14 @@ Status CoordinatorStore::RecordRound(const std::string& job_id, const RoundRecor
         .Bind(4, static_cast<int64_t>(p.group)).Bind(5, p.theta_digest).Bind(6, p.state_digest);
     st = q.Step().status();
   }
+  for (const ResidualLink& link : r.residual_links) {
+    if (!st.ok()) break;
+    Statement q(db_, "INSERT OR REPLACE INTO residual_links(job_id, peer_key, round, residual_in, residual_out) "
+                     "VALUES(?1,?2,?3,?4,?5)");
+    q.Bind(1, job_id).Bind(2, link.key).Bind(3, static_cast<int64_t>(r.round)).Bind(4, link.residual_in)
+        .Bind(5, link.residual_out);
+    st = q.Step().status();
+  }
   for (const std::string& key : r.beside_evaluators) {
     if (!st.ok()) break;
     Statement q(db_, "INSERT INTO beside_evals(job_id, round, peer_key) VALUES(?1,?2,?3)");
@@ -216,6 +227,18 @@ Result<std::vector<PeerCommit>> CoordinatorStore::PeerCommits(const std::string&
     TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
     out.push_back({s.Text(0), static_cast<uint32_t>(s.Int(1)), s.Text(2), s.Text(3)});
+  }
+  return out;
+}
+
+Result<std::vector<ResidualLink>> CoordinatorStore::ResidualLinks(const std::string& job_id) {
+  Statement s(db_, "SELECT peer_key, residual_in, residual_out FROM residual_links WHERE job_id = ?1 ORDER BY peer_key");
+  s.Bind(1, job_id);
+  std::vector<ResidualLink> out;
+  for (;;) {
+    TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back({s.Text(0), s.Text(1), s.Text(2)});
   }
   return out;
 }

@@ -33,6 +33,14 @@ struct PeerCommit {
   std::string state_digest;  // 32 raw bytes
 };
 
+// A verifying DiLoCo job: the error-feedback residual digests (verifier::ContributionManifest)
+// that a member's manifest of a committed round stated; its next manifest must continue them.
+struct ResidualLink {
+  std::string key;           // hex
+  std::string residual_in;   // 32 raw bytes
+  std::string residual_out;  // 32 raw bytes
+};
+
 struct RoundRecord {
   uint64_t round = 0;            // the round that completed (0-based)
   std::string theta_digest;      // 32 raw bytes
@@ -49,6 +57,8 @@ struct RoundRecord {
   // eval_beside_training: the peers (keys, hex) asked to report this round's eval loss later,
   // each group's rank 0. Written with the round, so a restarted coordinator still takes them.
   std::vector<std::string> beside_evaluators;
+  // Each member's residual link of this round (verifying DiLoCo jobs), replacing its last one.
+  std::vector<ResidualLink> residual_links;
 };
 
 struct StoredPeer {
@@ -78,6 +88,8 @@ class CoordinatorStore {
   Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
   // The per-peer states of one committed round (empty for rounds recorded without them).
   Result<std::vector<PeerCommit>> PeerCommits(const std::string& job_id, uint64_t round);
+  // Each peer's residual link from the last committed round it was in.
+  Result<std::vector<ResidualLink>> ResidualLinks(const std::string& job_id);
   Status UpsertPeer(const std::string& job_id, const StoredPeer& peer);
   Result<std::vector<StoredPeer>> Peers(const std::string& job_id);
   Status RecordReport(const std::string& job_id, uint64_t round, uint32_t attempt,

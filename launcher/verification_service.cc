@@ -79,6 +79,13 @@ Result<std::unique_ptr<VerificationService>> VerificationService::Create(
   if (!bytes.empty()) {
     TRIB_ASSIGN_OR_RETURN(s->ledger_, verifier::Ledger::Decode(bytes));
   }
+  TRIB_ASSIGN_OR_RETURN(std::vector<ResidualLink> links, store->ResidualLinks(s->job_id_));
+  for (const ResidualLink& link : links) {
+    auto key = net::KeyFromHex(link.key);
+    auto in = DigestFromBytes(link.residual_in);
+    auto out = DigestFromBytes(link.residual_out);
+    if (key.ok() && in.ok() && out.ok()) s->residual_links_[*key] = {*in, *out};
+  }
   TRIB_ASSIGN_OR_RETURN(auto bans, store->BannedPeers(s->job_id_));
   for (const auto& [hex, reason] : bans) {
     auto key = net::KeyFromHex(hex);
@@ -200,6 +207,14 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
   if (m.pseudo_gradient != commitment->body.pseudo_gradient) {
     return FailedPrecondition("its signed contribution manifest and its signed step commitment state different Δ");
   }
+  if (m.residual_in != Digest{}) {
+    auto link = residual_links_.find(from);
+    if (link == residual_links_.end() || (m.residual_in != link->second.second && m.residual_in != link->second.first)) {
+      return FailedPrecondition(
+          "its error-feedback residual is not the one its last committed contribution left (its manifest states " +
+          ShortHex(m.residual_in) + ")");
+    }
+  }
   it->second.manifests[from] = report.contribution_manifest();
   return Status::Ok();
 }
@@ -258,6 +273,23 @@ void VerificationService::OnContributionProof(const net::PublicKey& from, const 
   const std::string what = bad ? "a non-finite/undecodable contribution, proven by its signed payload"
                                : "a contribution that contradicts its signed manifest";
   Ban(m.peer, where + ": sent shard " + std::to_string(shard) + " " + what + " (proof from " + net::ShortKey(from) + ")");
+}
+
+std::vector<ResidualLink> VerificationService::CommitResidualLinks(uint64_t round,
+                                                                  const std::vector<net::PublicKey>& members) {
+  std::vector<ResidualLink> links;
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) return links;
+  for (const net::PublicKey& key : members) {
+    auto m = it->second.manifests.find(key);
+    if (m == it->second.manifests.end()) continue;
+    auto manifest = verifier::DecodeManifest(m->second);  // checked when its report came
+    if (!manifest.ok()) continue;
+    residual_links_[key] = {manifest->body.residual_in, manifest->body.residual_out};
+    links.push_back({net::KeyToHex(key), DigestToBytes(manifest->body.residual_in),
+                     DigestToBytes(manifest->body.residual_out)});
+  }
+  return links;
 }
 
 void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms) {

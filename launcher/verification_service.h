@@ -32,6 +32,7 @@
 namespace tributary::launcher {
 
 class CoordinatorStore;
+struct ResidualLink;
 
 class VerificationService {
  public:
@@ -72,7 +73,10 @@ class VerificationService {
   Status OnCommitment(const net::PublicKey& from, const v1::StepCommitment& commitment, uint64_t now_ms);
   // OK iff `from` has an admitted commitment for the report's round and, in a DiLoCo job, the
   // report carries the manifest `from` signed for its sent Δ in this attempt of `world` members,
-  // stating the committed H(Δ). An error: the caller refuses the report and bans `from`.
+  // stating the committed H(Δ), and an error-feedback residual that continues its last one (its
+  // residual_in is zero, or the residual_out or residual_in of its manifest in the last round
+  // committed with it: a peer that never heard of that commit rolled it back). An error: the
+  // caller refuses the report and bans `from`.
   Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world);
   // A shard owner's proof against a sender (verifier::DecodeContributionProof): its contribution
   // contradicts its signed manifest, or its signed payload does not decode with the job's codec
@@ -80,6 +84,10 @@ class VerificationService {
   // (a baseless accusation) or if it names another job, or another round/attempt than its
   // message. A proof about an attempt this coordinator has not started is ignored.
   void OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& proof);
+  // Round `round` is about to be recorded as committed with these members: their residual links
+  // (the error-feedback digests their manifests of the round stated), for the round's record,
+  // and from now on what each one's next manifest must continue (CheckReport).
+  std::vector<ResidualLink> CommitResidualLinks(uint64_t round, const std::vector<net::PublicKey>& members);
   // Round `round` committed with these members: close admission, reveal, sample, open.
   void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
   void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);
@@ -150,6 +158,8 @@ class VerificationService {
   BanFn ban_;
   verifier::Ledger ledger_;
   std::map<net::PublicKey, std::string> banned_;
+  // Per peer: residual_in and residual_out of its manifest in the last round committed with it.
+  std::map<net::PublicKey, std::pair<Digest, Digest>> residual_links_;
   std::map<uint64_t, RoundState> rounds_;
   std::optional<std::pair<uint64_t, uint64_t>> latest_start_;  // the latest (round, attempt) started
   std::map<uint64_t, Pending> pending_;

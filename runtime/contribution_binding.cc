@@ -14,7 +14,8 @@ AttemptBinding::AttemptBinding(std::string job_id, const net::Identity* identity
       attempt_(attempt),
       members_(std::move(members)),
       rank_(rank) {
-  binding_.attest = [this](std::span<const Digest> digests) { return Attest(digests); };
+  binding_.attest = [this](std::span<const Digest> digests, std::span<const float> residual_in,
+                           std::span<const float> residual_out) { return Attest(digests, residual_in, residual_out); };
   binding_.check = [this](uint32_t from, std::string_view attestation, const Digest& payload) {
     return Check(from, attestation, payload);
   };
@@ -27,10 +28,21 @@ const collectives::ContributionBinding& AttemptBinding::Bind(std::span<const flo
   sent_digest_ = verifier::FloatsDigest(values);
   sent_numel_ = values.size();
   manifest_bytes_.reset();
+  residual_in_.clear();
+  claimed_residual_.reset();
   return binding_;
 }
 
-Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> shard_digests) {
+void AttemptBinding::SetResidualTamper(std::function<void(std::span<float>)> tamper, bool claim_untampered) {
+  binding_.tamper_residual = [this, tamper = std::move(tamper), claim_untampered](std::span<float> residual) {
+    if (claim_untampered) claimed_residual_.emplace(residual.begin(), residual.end());
+    tamper(residual);
+  };
+}
+
+Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> shard_digests,
+                                                       std::span<const float> residual_in,
+                                                       std::span<const float> residual_out) {
   if (!sent_digest_) return FailedPrecondition("attest before Bind()");
   verifier::ContributionManifest body;
   body.job_id = job_id_;
@@ -39,10 +51,14 @@ Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> 
   body.attempt = attempt_;
   body.numel = sent_numel_;
   body.pseudo_gradient = *sent_digest_;
+  if (claimed_residual_) residual_in = *claimed_residual_;  // the attack harness's lie
+  body.residual_in = verifier::ResidualDigest(residual_in);
+  body.residual_out = verifier::ResidualDigest(residual_out);
   body.shard_digests.assign(shard_digests.begin(), shard_digests.end());
   if (tamper_) tamper_(body.shard_digests);
   TRIB_ASSIGN_OR_RETURN(verifier::SignedManifest manifest, verifier::SignManifest(body, *identity_));
   manifest_bytes_ = verifier::EncodeManifest(manifest);
+  if (body.residual_in != Digest{}) residual_in_.assign(residual_in.begin(), residual_in.end());
   std::vector<std::string> attestations;
   attestations.reserve(shard_digests.size());
   for (uint64_t shard = 0; shard < shard_digests.size(); ++shard) {

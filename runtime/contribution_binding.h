@@ -51,16 +51,24 @@ class AttemptBinding {
     binding_.tamper_payload = std::move(tamper);
   }
 
+  // Attack harness only: rewrites the error-feedback residual before the call encodes with it.
+  // `claim_untampered`: the manifest states, and an audit is opened, the residual as it was.
+  void SetResidualTamper(std::function<void(std::span<float>)> tamper, bool claim_untampered = false);
+
   // After Bind(): FloatsDigest of the Δ handed to the collective.
   const std::optional<Digest>& sent_digest() const { return sent_digest_; }
   // After the call signed it: verifier::EncodeManifest of the signed manifest.
   const std::optional<std::string>& encoded_manifest() const { return manifest_bytes_; }
+  // After the call signed it: the error-feedback residual the payloads were encoded with (whole
+  // tensor; empty when the codec keeps none or it was all zero). A Δ audit opens it.
+  const std::vector<float>& sent_residual() const { return residual_in_; }
   // The proofs made as a shard owner, each a verifier::EncodeMismatch or EncodeBadPayload (what
   // ContributionProof.mismatch carries; verifier::DecodeContributionProof tells them apart).
   std::vector<std::string> TakeProofs();
 
  private:
-  Result<std::vector<std::string>> Attest(std::span<const Digest> shard_digests);
+  Result<std::vector<std::string>> Attest(std::span<const Digest> shard_digests, std::span<const float> residual_in,
+                                          std::span<const float> residual_out);
   Status Check(uint32_t from, std::string_view attestation, const Digest& payload);
   void BadPayload(std::string_view attestation, std::string_view payload);
 
@@ -75,6 +83,8 @@ class AttemptBinding {
   std::optional<Digest> sent_digest_;
   uint64_t sent_numel_ = 0;
   std::optional<std::string> manifest_bytes_;
+  std::vector<float> residual_in_;
+  std::optional<std::vector<float>> claimed_residual_;  // SetResidualTamper(…, true)
   std::mutex mu_;
   std::vector<std::string> proofs_;
 };

@@ -5,11 +5,13 @@
 
 #include <boost/asio/steady_timer.hpp>
 
-#include <filesystem>
-#include <fstream>
+#include <array>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -302,7 +304,7 @@ class PeerSession {
 
   Status Reconnect() {
     DropGroup();
-    if (trainer_ && trainer_->has_tentative_round()) trainer_->Abandon();
+    if (trainer_ && trainer_->has_tentative_round()) AbandonTentativeRound();
     const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
     Millis backoff{200};
     Status last;
@@ -415,7 +417,7 @@ class PeerSession {
 
   void RunAttempt(const v1::RoundStart& start) {
     const uint64_t round = start.round();
-    if (trainer_->has_tentative_round()) trainer_->Abandon();  // a retry: start from committed
+    if (trainer_->has_tentative_round()) AbandonTentativeRound();  // a retry: start from committed
     if (round != trainer_->completed_rounds()) {
       spdlog::warn("round {} started but this peer holds round {}; asking to sync", round,
                    trainer_->completed_rounds());
@@ -479,6 +481,10 @@ class PeerSession {
         binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
       }
       if (options_.adversary && options_.adversary->sent_payload) binding->SetPayloadTamper(options_.adversary->sent_payload);
+      if (options_.adversary && options_.adversary->sent_residual) {
+        binding->SetResidualTamper([hook = options_.adversary->sent_residual, round](std::span<float> r) { hook(round, r); },
+                                   options_.adversary->residual_claim_untampered);
+      }
     }
     // `bind`: this call carries the round's Δ (bound when the job verifies); a mix call is not.
     auto allreduce = [&](std::span<float> values, std::string codec, std::string stream, bool bind) -> Status {
@@ -577,6 +583,7 @@ class PeerSession {
       // against the committed steps; unbound rounds state the trainer's.
       auto delta = binding && binding->sent_digest() ? Result<Digest>(*binding->sent_digest())
                                                      : trainer_->PseudoGradientDigest();
+      if (binding) verification_->KeepSentResidual(round, binding->sent_residual());
       auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
       if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
       if (commitments.ok()) {
@@ -681,6 +688,28 @@ class PeerSession {
     return Status::Ok();
   }
 
+  // Error feedback follows the trainer's commits: what the codec came to owe in a round that did
+  // not commit (a retry, a failed or superseded round) is undone with it, so every attempt
+  // encodes from the residual the last committed round left. That keeps a retry exact, and it
+  // is the chain a verifying job's manifests must continue (docs/VERIFIER.md, "Sent Δ").
+  static constexpr std::array<const char*, 2> kCodecStreams = {"pseudo-gradient", "gradients"};
+  void KeepCommittedCodecStates() {
+    if (!butterfly_) return;
+    for (const char* stream : kCodecStreams) {
+      const collectives::CodecState* state = butterfly_->codec_state(stream);
+      committed_codecs_[stream] = state ? state->Clone() : nullptr;
+    }
+  }
+  void AbandonTentativeRound() {
+    trainer_->Abandon();
+    if (!butterfly_) return;
+    for (const char* stream : kCodecStreams) {
+      auto saved = committed_codecs_.find(stream);
+      butterfly_->RestoreCodecState(stream, saved != committed_codecs_.end() && saved->second ? saved->second->Clone()
+                                                                                            : nullptr);
+    }
+  }
+
   void DropGroup() {
     if (butterfly_ && group_ == butterfly_) {
       butterfly_->mesh().Abort(Aborted("the round failed at this peer"));
@@ -706,17 +735,18 @@ class PeerSession {
       return Status::Ok();  // about an attempt we are not part of any more
     }
     if (!end.ok()) {
-      trainer_->Abandon();
+      AbandonTentativeRound();
       return Aborted("round " + std::to_string(end.round()) + " failed: " + end.error());
     }
     if (end.state_digest() != DigestToBytes(tentative_state_)) {
       // The group committed something else (we were outvoted or out of date): fetch theirs.
-      trainer_->Abandon();
+      AbandonTentativeRound();
       spdlog::error("round {} committed state {} but this peer computed {}; resyncing", end.round(),
                     Hex(end.state_digest()), ShortHex(tentative_state_));
       return Status::Ok();
     }
     TRIB_RETURN_IF_ERROR(trainer_->Commit());
+    KeepCommittedCodecStates();
     outcome_.rounds_completed = trainer_->completed_rounds();
     outcome_.rounds_contributed++;
     outcome_.bytes_sent += pending_sent_;
@@ -786,7 +816,7 @@ class PeerSession {
       spdlog::error("coordinator sent a malformed state digest");
       return;
     }
-    if (trainer_->has_tentative_round()) trainer_->Abandon();
+    if (trainer_->has_tentative_round()) AbandonTentativeRound();
     if (trainer_->completed_rounds() == sync.committed_rounds() && trainer_->CommittedStateDigest() == *digest) {
       SendReady();  // already there (an earlier instruction for this round got us here)
       return;
@@ -867,6 +897,8 @@ class PeerSession {
   std::mutex active_mu_;  // guards active_group_: read on the io thread, set on the training thread
   std::shared_ptr<collectives::Communicator> active_group_;  // set while TryRound runs
   std::shared_ptr<collectives::ButterflyCommunicator> butterfly_;  // kept: it owns error feedback
+  // Each codec stream's state after the last committed round (KeepCommittedCodecStates).
+  std::map<std::string, std::unique_ptr<collectives::CodecState>> committed_codecs_;
   collectives::robust::AggregatorSpec aggregator_;
   std::vector<collectives::RingMember> ring_members_;
   Digest tentative_theta_{}, tentative_state_{};

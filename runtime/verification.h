@@ -51,6 +51,11 @@ struct AdversaryHooks {
   // Rewrites each encoded payload of its sent Δ before it is digested and signed (NaN/Inf or
   // garbage bytes that its manifest does state; the codecs themselves refuse non-finite input).
   std::function<void(uint32_t shard, std::string& payload)> sent_payload;
+  // Rewrites the error-feedback residual this peer encodes its sent Δ with (a payload carrying
+  // more than Δ plus what it honestly owed); `residual_claim_untampered`: its manifest states,
+  // and its audit opens, the residual as it was.
+  std::function<void(uint64_t round, std::span<float> residual)> sent_residual;
+  bool residual_claim_untampered = false;
 };
 
 class PeerVerification {
@@ -76,6 +81,11 @@ class PeerVerification {
   Result<std::optional<v1::Envelope>> Handle(const v1::Envelope& request,
                                              const net::PublicKey& coordinator_key);
 
+  // The error-feedback residual the sent Δ of `round` was encoded with
+  // (AttemptBinding::sent_residual; empty = zero): opened with the end state in a Δ audit.
+  // A later attempt of the round replaces it.
+  void KeepSentResidual(uint64_t round, std::vector<float> residual);
+
   // The opening of (round, step), or NotFound when this peer no longer holds that round.
   // `end_state`: the state after `step`, which must be the round's last (a Δ audit).
   Result<v1::Opening> Open(uint64_t round, uint64_t step, bool end_state = false) const;
@@ -89,6 +99,7 @@ class PeerVerification {
     std::vector<std::optional<verifier::StepLeaf>> leaves;
     std::vector<verifier::TrainingState> states;
     std::optional<verifier::TrainingState> end;  // after the last step (DiLoCo)
+    std::vector<float> sent_residual;            // KeepSentResidual
     std::optional<verifier::MerkleTree> tree;
   };
   void Record(StepRecord record);

@@ -1,15 +1,19 @@
 #include "verifier/contribution.h"
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <memory>
 
 #include "collectives/codec/codec.h"
 #include "verifier/detail/encoding.h"
+#include "verifier/replay.h"
 
 namespace tributary::verifier {
 namespace {
 
-constexpr std::string_view kManifestMagic = "TRIBMANIF2";
+constexpr std::string_view kManifestMagic = "TRIBMANIF3";
 constexpr std::string_view kManifestLabel = "tributary.verifier.manifest.v1";
 constexpr std::string_view kContributionLabel = "tributary.verifier.contribution.v1";
 constexpr std::string_view kMismatchMagic = "TRIBMISMATCH1";
@@ -88,6 +92,34 @@ Status CheckSignedContribution(const SignedManifest& manifest, uint64_t shard, c
 
 }  // namespace
 
+Digest ResidualDigest(std::span<const float> residual) {
+  const auto bytes = std::as_bytes(residual);
+  if (std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; })) return Digest{};
+  return FloatsDigest(residual);
+}
+
+std::string EncodeResidual(std::span<const float> residual) {
+  static_assert(std::endian::native == std::endian::little, "canonical bytes are little-endian");
+  if (ResidualDigest(residual) == Digest{}) return "";
+  const auto bytes = std::as_bytes(residual);
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+Result<std::vector<float>> DecodeResidual(std::string_view bytes, uint64_t numel) {
+  if (numel > kMaxManifestNumel) return Corruption("a residual of " + std::to_string(numel) + " elements");
+  std::vector<float> residual(numel, 0.0f);
+  if (bytes.empty()) return residual;
+  if (bytes.size() != numel * sizeof(float)) {
+    return Corruption("a residual of " + std::to_string(bytes.size()) + " bytes for " + std::to_string(numel) +
+                      " elements");
+  }
+  std::memcpy(residual.data(), bytes.data(), bytes.size());
+  for (uint64_t i = 0; i < numel; ++i) {
+    if (!std::isfinite(residual[i])) return Corruption("residual element " + std::to_string(i) + " is not finite");
+  }
+  return residual;
+}
+
 std::string ContributionManifest::Canonical() const {
   detail::Writer w;
   w.Raw(kManifestMagic);
@@ -97,6 +129,8 @@ std::string ContributionManifest::Canonical() const {
   w.U64(attempt);
   w.U64(numel);
   w.Fixed(pseudo_gradient);
+  w.Fixed(residual_in);
+  w.Fixed(residual_out);
   w.U64(shard_digests.size());
   for (const Digest& d : shard_digests) w.Fixed(d);
   return std::move(w).bytes();
@@ -134,6 +168,8 @@ Result<SignedManifest> DecodeManifest(std::string_view bytes) {
   TRIB_ASSIGN_OR_RETURN(m.body.attempt, r.U64());
   TRIB_ASSIGN_OR_RETURN(m.body.numel, r.U64());
   TRIB_ASSIGN_OR_RETURN(m.body.pseudo_gradient, r.Fixed<32>());
+  TRIB_ASSIGN_OR_RETURN(m.body.residual_in, r.Fixed<32>());
+  TRIB_ASSIGN_OR_RETURN(m.body.residual_out, r.Fixed<32>());
   TRIB_ASSIGN_OR_RETURN(const uint64_t n, r.U64());
   if (n == 0 || n > kMaxManifestShards) return Corruption("manifest names " + std::to_string(n) + " shards");
   m.body.shard_digests.resize(n);

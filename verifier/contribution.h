@@ -42,13 +42,31 @@ struct ContributionManifest {
   // each shard's size for a BadContributionPayload check, so the checker needs no model.
   uint64_t numel = 0;
   Digest pseudo_gradient{};           // FloatsDigest(Δ), as in the RoundCommitment
+  // Error feedback (a lossy codec): ResidualDigest of what this peer still owed the wire before
+  // encoding Δ, and of what it owes after. The payload to shard i is the codec's encoding of
+  // (Δ + residual_in) over that shard, so a Δ audit that is given the residual re-encodes it
+  // exactly; residual_in must be the residual_out of this peer's previous manifest (or its
+  // residual_in, after a rolled-back call, or zero), so the chain leaves it no free choice.
+  Digest residual_in{};
+  Digest residual_out{};
   std::vector<Digest> shard_digests;  // SHA-256 of the encoded payload to shard i (world entries)
 
   bool operator==(const ContributionManifest&) const = default;
-  // "TRIBMANIF2" ‖ str job ‖ peer ‖ u64 round ‖ u64 attempt ‖ u64 numel ‖ pseudo_gradient ‖
-  // u64 n ‖ digests.
+  // "TRIBMANIF3" ‖ str job ‖ peer ‖ u64 round ‖ u64 attempt ‖ u64 numel ‖ pseudo_gradient ‖
+  // residual_in ‖ residual_out ‖ u64 n ‖ digests.
   std::string Canonical() const;
 };
+
+// The digest a manifest states for an error-feedback residual: all zero bits (nothing owed, or
+// no residual kept: an empty span) is the zero Digest, so a peer's first call, one after a
+// restart, and codecs without a residual need no model-sized hash; otherwise FloatsDigest.
+Digest ResidualDigest(std::span<const float> residual);
+// A residual as a prover opens it for a Δ audit: its floats, little-endian; "" when it is all
+// zero (or empty), the state ResidualDigest names by the zero Digest.
+std::string EncodeResidual(std::span<const float> residual);
+// Strict: exactly `numel` floats, or "" for an all-zero residual (returned as `numel` zeros).
+// Corruption otherwise; a non-finite value is Corruption too (no honest residual holds one).
+Result<std::vector<float>> DecodeResidual(std::string_view bytes, uint64_t numel);
 
 struct SignedManifest {
   ContributionManifest body;

@@ -56,7 +56,7 @@ const std::vector<std::string>& AttackNames() {
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
                                                  "alie",     "ipm",       "send_nan",    "send_inf",
-                                                 "send_garbage"};
+                                                 "send_garbage", "send_residual", "residual_lie"};
   return names;
 }
 
@@ -150,6 +150,15 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     h.sent_payload = [](uint32_t, std::string& payload) {
       if (!payload.empty()) payload.pop_back();
     };
+  } else if (a == "send_residual" || a == "residual_lie") {
+    // Trains honestly and sends Δ, but encodes it with an error-feedback residual it made up
+    // (every element 0.01 more than it owes), so its payloads carry a drift its Δ does not:
+    // stated in its manifest (send_residual), or hidden behind the honest residual's digest
+    // (residual_lie). Needs a lossy codec.
+    h.sent_residual = [](uint64_t, std::span<float> residual) {
+      for (float& v : residual) v += 0.01f;
+    };
+    h.residual_claim_untampered = a == "residual_lie";
   } else {
     return InvalidArgument("unknown attack '" + a + "'");
   }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "collectives/allreduce.h"
+#include "collectives/codec_state.h"
 #include "collectives/codec/wire_format.h"
 #include "tests/collectives/mesh_cluster.h"
 
@@ -733,7 +734,8 @@ TEST(BytesOnTheWireTest, OneMillionFloatsFourRanks) {
 // another).
 ContributionBinding DigestListBinding(uint32_t world, bool lie, std::vector<uint32_t>* checked_from) {
   ContributionBinding b;
-  b.attest = [world, lie](std::span<const Digest> digests) -> Result<std::vector<std::string>> {
+  b.attest = [world, lie](std::span<const Digest> digests, std::span<const float>,
+                          std::span<const float>) -> Result<std::vector<std::string>> {
     std::string list;
     for (const Digest& d : digests) {
       const Digest stated = lie ? Sha256Of(ToHex(d)) : d;
@@ -874,6 +876,75 @@ TEST(ContributionBindingTest, ASignedNonFinitePayloadGoesToBadPayloadAndTheSende
     }
     if (cheat) EXPECT_GE(reported, 1u);
   }
+}
+
+// With error feedback the attestation also states the residual the payloads were encoded with
+// and the one they leave: from those alone (and Δ), a fresh CodecState re-encodes every payload
+// bit for bit, which is what a Δ audit does; the next call starts from the residual the last
+// one left. A tampered residual is what gets stated and encoded.
+TEST(ContributionBindingTest, TheAttestationStatesTheResidualThePayloadsAreEncodedWith) {
+  const uint32_t world = 3;
+  const size_t n = 517;
+  LocalCluster cluster(world);
+  auto meshes = FormMeshes(cluster);
+  struct Seen {
+    std::vector<Digest> digests;
+    std::vector<float> in, out;
+  };
+  std::vector<std::vector<Seen>> seen(world);
+  std::vector<std::unique_ptr<CodecState>> states(world);
+  for (uint32_t r = 0; r < world; ++r) states[r] = std::move(CodecState::Make("int8")).value();
+  for (int call = 0; call < 3; ++call) {
+    const auto inputs = Inputs(world, n, 100 + call);
+    auto outcomes = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+      Outcome out{Status::Ok(), {}, inputs[r], {}};
+      ContributionBinding b;
+      b.attest = [&, r](std::span<const Digest> digests, std::span<const float> in,
+                        std::span<const float> left) -> Result<std::vector<std::string>> {
+        seen[r].push_back({{digests.begin(), digests.end()}, {in.begin(), in.end()}, {left.begin(), left.end()}});
+        return std::vector<std::string>(world, "ok");
+      };
+      b.check = [](uint32_t, std::string_view, const Digest&) { return Status::Ok(); };
+      if (call == 2 && r == 1) b.tamper_residual = [](std::span<float> e) { e[5] += 0.5f; };
+      auto result = ButterflyAllreduce(*meshes[r], out.data,
+                                       {.tag = "ef" + std::to_string(call), .deadline = DeadlineAfter(10s),
+                                        .codec = "int8", .average = true, .codec_state = states[r].get(),
+                                        .binding = &b});
+      out.status = result.ok() ? Status::Ok() : result.status();
+      return out;
+    });
+    for (uint32_t r = 0; r < world; ++r) {
+      ASSERT_TRUE(outcomes[r].status.ok()) << outcomes[r].status.ToString();
+      const Seen& now = seen[r].back();
+      ASSERT_EQ(now.in.size(), n);
+      ASSERT_EQ(now.out.size(), n);
+      if (call == 0) EXPECT_EQ(now.in, std::vector<float>(n, 0.0f)) << "a first call owes nothing";
+      if (call == 1) EXPECT_EQ(now.in, seen[r][0].out) << "a call starts from what the last one left";
+      if (call == 2 && r == 1) EXPECT_EQ(now.in[5], seen[r][1].out[5] + 0.5f) << "the tampered residual is stated";
+      EXPECT_EQ(now.out, std::vector<float>(states[r]->contribution_residual().begin(),
+                                            states[r]->contribution_residual().end()));
+      // What an audit does: Δ and the stated residual alone reproduce the payloads and the
+      // residual they leave.
+      auto audit = std::move(CodecState::Make("int8")).value();
+      ASSERT_TRUE(audit->Bind(world, 0, n).ok());
+      if (call > 0) ASSERT_TRUE(audit->SetContributionResidual(now.in).ok());
+      for (uint32_t s = 0; s < world; ++s) {
+        const uint64_t begin = ButterflyShardBegin(n, world, s), end = ButterflyShardBegin(n, world, s + 1);
+        auto encoded = audit->EncodeContribution(s, begin, std::span<const float>(inputs[r]).subspan(begin, end - begin));
+        ASSERT_TRUE(encoded.ok());
+        EXPECT_EQ(Sha256Of(encoded->payload), now.digests[s]) << "rank " << r << " shard " << s;
+      }
+      EXPECT_EQ(std::vector<float>(audit->contribution_residual().begin(), audit->contribution_residual().end()),
+                now.out);
+    }
+  }
+  // A state that keeps no residual (a lossless codec) has none to set.
+  auto fp32 = std::move(CodecState::Make("fp32")).value();
+  ASSERT_TRUE(fp32->Bind(world, 0, n).ok());
+  EXPECT_FALSE(fp32->SetContributionResidual(std::vector<float>(n, 0.0f)).ok());
+  auto int8 = std::move(CodecState::Make("int8")).value();
+  ASSERT_TRUE(int8->Bind(world, 0, n).ok());
+  EXPECT_FALSE(int8->SetContributionResidual(std::vector<float>(n - 1, 0.0f)).ok()) << "another size";
 }
 
 TEST(ContributionBindingTest, BoundAndUnboundRanksFailFast) {

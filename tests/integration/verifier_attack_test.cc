@@ -34,6 +34,7 @@ struct Attack {
   std::string expected;            // what the coordinator's log must say about the cheater
   bool before_commit = false;      // coordinator --verify-before-commit
   bool expected_in_ban = false;    // the cheater's ban reason (SQLite) says `expected` too
+  std::string codec;               // the job's codec (empty: fp32)
 };
 
 class VerifiedJob {
@@ -70,6 +71,7 @@ class VerifiedJob {
     int gather_ms = 5000;
     std::string mode = "diloco";
     int group_size = 0;  // > 0: a grouped job (docs/GROUPS.md)
+    std::string codec;   // empty: the default (fp32)
   };
   void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
   void Start(const Options& o) {
@@ -82,6 +84,7 @@ class VerifiedJob {
          "--batch-size", "8", "--inner-lr", "0.01"};
     if (o.before_commit) argv.push_back("--verify-before-commit");
     if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
+    if (!o.codec.empty()) argv.insert(argv.end(), {"--codec", o.codec});
     auto child = ChildProcess::Spawn(argv, {}, log("coordinator"));
     ASSERT_TRUE(child.ok());
     processes_.push_back(std::move(child).value());
@@ -167,13 +170,18 @@ constexpr const char* kDeltaAudit = "Δ audit: θ_start − θ_end of the commit
 // How a shard owner's proof of a signed NaN/Inf/garbage payload bans its sender.
 constexpr const char* kBadPayload = "a non-finite/undecodable contribution, proven by its signed payload";
 
+// How the coordinator refuses a manifest whose residual does not continue the sender's last one,
+// and how a Δ audit convicts payloads that are not the encoding of Δ plus the opened residual.
+constexpr const char* kResidualChain = "its error-feedback residual is not the one its last committed contribution left";
+constexpr const char* kResidualAudit = "is not the codec's encoding of Δ plus the opened residual";
+
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
 TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   const Attack& attack = GetParam();
   VerifiedJob job("verify-" + attack.name);
   const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
-  job.Start(3, attack.before_commit);
+  job.Start({.rounds = 3, .before_commit = attack.before_commit, .codec = attack.codec});
   job.Peer("alice", TRIBUTARY_BINARY);
   job.Peer("bob", TRIBUTARY_BINARY);
   std::vector<std::string> flags = {"--attack", attack.name};
@@ -189,7 +197,7 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   ExpectHonest(o, a);
   ExpectHonest(o, b);
   // A prover caught faking steps has a rejected round with failed steps in the ledger.
-  if (attack.expected == "convicted" || attack.expected == kDeltaAudit) {
+  if (attack.expected == "convicted" || attack.expected == kDeltaAudit || attack.expected == kResidualAudit) {
     bool rejected = false;
     for (const auto& rec : o.ledger.Records()) {
       if (net::KeyToHex(rec.peer) == m && rec.verdict() == verifier::RoundVerdict::kRejected) rejected = true;
@@ -223,8 +231,17 @@ INSTANTIATE_TEST_SUITE_P(
                       // one byte short: the shard owner's proof of the signed bytes.
                       Attack{"send_nan", {}, kBadPayload, false, true},
                       Attack{"send_inf", {}, kBadPayload, false, true},
-                      Attack{"send_garbage", {}, kBadPayload, false, true}),
-    [](const auto& info) { return info.param.name + (info.param.before_commit ? "_before_commit" : ""); });
+                      Attack{"send_garbage", {}, kBadPayload, false, true},
+                      // An int8 job (error feedback): Δ sent with a made-up residual. Stated in
+                      // its manifest, the coordinator's residual chain refuses it; hidden behind
+                      // the honest residual's digest, the Δ audit's re-encoding convicts it. The
+                      // honest peers' retry without it rolls their own residual back.
+                      Attack{"send_residual", {}, kResidualChain, false, true, "int8"},
+                      Attack{"residual_lie", {}, kResidualAudit, false, false, "int8"}),
+    [](const auto& info) {
+      return info.param.name + (info.param.before_commit ? "_before_commit" : "") +
+             (info.param.codec.empty() ? "" : "_" + info.param.codec);
+    });
 
 // Partial cheating at f = 1 %, 5 % and 10 % over real trainer steps. Every step is challenged here
 // (detection against the sampling rate is the detection benchmark's subject), so the question is

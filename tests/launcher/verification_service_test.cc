@@ -125,7 +125,7 @@ class ServiceTest : public ::testing::Test {
 
   // The manifest `p` signs for the Δ it sent in round 0 (digests stand in for the payloads).
   std::string Manifest(const Prover& p, uint32_t attempt = 0, uint32_t world = 3,
-                       std::optional<Digest> delta = std::nullopt) {
+                       std::optional<Digest> delta = std::nullopt, Digest residual_in = {}, Digest residual_out = {}) {
     verifier::ContributionManifest m;
     m.job_id = job_;
     m.peer = p.id.public_key();
@@ -133,6 +133,8 @@ class ServiceTest : public ::testing::Test {
     m.attempt = attempt;
     m.numel = 30;
     m.pseudo_gradient = delta ? *delta : p.commitment.body.pseudo_gradient;
+    m.residual_in = residual_in;
+    m.residual_out = residual_out;
     for (uint32_t i = 0; i < world; ++i) m.shard_digests.push_back(Sha256Of("payload " + std::to_string(i)));
     auto signed_manifest = verifier::SignManifest(m, p.id);
     EXPECT_TRUE(signed_manifest.ok());
@@ -217,6 +219,49 @@ TEST_F(ServiceTest, ADiLoCoReportNeedsTheSignedManifestOfItsSentDelta) {
   EXPECT_FALSE(contradicts.ok());
   EXPECT_NE(contradicts.message().find("different Δ"), std::string::npos) << contradicts.ToString();
   EXPECT_TRUE(service_->CheckReport(key, Report(p, Manifest(p)), 3).ok());
+}
+
+// With error feedback the payloads encode Δ plus what the sender still owed, so the residual a
+// manifest states must continue the one its manifest of the last round committed with it left
+// (or be zero: a first contribution, a restarted peer; or that manifest's own residual_in: a
+// peer that never heard of the commit rolled it back). The links survive a coordinator restart.
+TEST_F(ServiceTest, AnErrorFeedbackResidualMustContinueTheLastCommittedOne) {
+  Prover& p = provers_[0];
+  const auto& key = p.id.public_key();
+  const Digest zero{}, a = Sha256Of("left after round 0"), b = Sha256Of("left after round 1");
+  service_->OnRoundStart(0, "");
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  Status made_up = service_->CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, a, b)), 3);
+  EXPECT_FALSE(made_up.ok()) << "nothing was owed before its first contribution";
+  EXPECT_NE(made_up.message().find("error-feedback residual"), std::string::npos) << made_up.ToString();
+  ASSERT_TRUE(service_->CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, zero, a)), 3).ok());
+  const auto links = service_->CommitResidualLinks(0, {key, provers_[1].id.public_key()});
+  ASSERT_EQ(links.size(), 1u) << "only members with a manifest have a link";
+  EXPECT_EQ(links[0].key, net::KeyToHex(key));
+  EXPECT_EQ(links[0].residual_in, DigestToBytes(zero));
+  EXPECT_EQ(links[0].residual_out, DigestToBytes(a));
+  RoundRecord record;
+  record.round = 0;
+  record.theta_digest = std::string(32, 't');
+  record.state_digest = std::string(32, 's');
+  record.residual_links = links;
+  ASSERT_TRUE(store_->RecordRound(job_, record).ok());
+
+  auto report_round_1 = [&](VerificationService& service, Digest in) {
+    return service.CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, in, b)), 3);
+  };
+  service_->OnRoundStart(1, "");
+  Commit(p, 1);
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(report_round_1(*service_, b).ok()) << "not what round 0 left";
+  EXPECT_TRUE(report_round_1(*service_, a).ok());
+  EXPECT_TRUE(report_round_1(*service_, zero).ok()) << "a restarted peer owes nothing";
+  // A restarted coordinator knows the same links.
+  auto restarted = Make();
+  restarted->OnRoundStart(1, "");
+  ASSERT_TRUE(restarted->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(report_round_1(*restarted, b).ok());
+  EXPECT_TRUE(report_round_1(*restarted, a).ok());
 }
 
 // A shard owner's proof that a sender signed a manifest contradicting what it sent bans the

@@ -10,6 +10,7 @@
 
 #include "collectives/butterfly.h"
 #include "collectives/codec/codec.h"
+#include "collectives/codec_state.h"
 #include "net/frame.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
@@ -98,6 +99,61 @@ class Pair {
   std::unique_ptr<PeerVerification> prover_, verifier_;
   std::unique_ptr<Trainer> trainer_;
   std::string round_start_theta_;
+};
+
+// Round 0 of `spec` trained by a prover (shard 0) and a verifier (shard 1) from the same θ_0,
+// both with their step observers, and the Δ the prover handed to its (identity) averager. What
+// a Δ audit needs: the verifier's own θ_start and the prover's committed end state.
+struct DeltaAuditRound {
+  DeltaAuditRound(const v1::JobSpec& spec, const TrainingData& data)
+      : spec(spec),
+        job(JobIdOf(spec)),
+        prover(spec, job, data, &prover_id, nullptr),
+        verifier(spec, job, data, &verifier_id, nullptr) {
+    auto prover_trainer = Trainer::Create(spec, data, WorkerPlacement{0, 2, 0});
+    auto verifier_trainer = Trainer::Create(spec, data, WorkerPlacement{1, 2, 0});
+    EXPECT_TRUE(prover_trainer.ok() && verifier_trainer.ok());
+    (*prover_trainer)->SetStepObserver(prover.Observer());
+    (*verifier_trainer)->SetStepObserver(verifier.Observer());
+    EXPECT_TRUE((*prover_trainer)->TryRound([&](std::span<float> v) {
+      delta.assign(v.begin(), v.end());
+      return Status::Ok();
+    }).ok());
+    EXPECT_TRUE((*verifier_trainer)->TryRound([](std::span<float>) { return Status::Ok(); }).ok());
+  }
+
+  // The prover's signed step commitment of round 0, stating `sent` as its Δ.
+  std::string Commit(const Digest& sent) {
+    auto c = prover.CommitRound(0, 0, sent);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? c->before.front().step_commitment().commitment() : std::string();
+  }
+
+  // The verifier's Δ audit of the prover's opening (`end_state`: the state after the last step).
+  v1::VerifyResult Audit(PeerVerification& by, const std::string& commitment, const std::string& manifest,
+                         bool end_state = true) {
+    auto opening = prover.Open(0, spec.inner_steps() - 1, end_state);
+    EXPECT_TRUE(opening.ok()) << opening.status().ToString();
+    opening->set_end_state(true);
+    v1::VerifyRequest q;
+    q.set_challenge_id(9);
+    q.set_round(0);
+    q.set_prover_key(net::KeyToBytes(prover_id.public_key()));
+    q.set_commitment(commitment);
+    *q.mutable_opening() = *opening;
+    q.set_delta_audit(true);
+    q.set_manifest(manifest);
+    return by.Verify(q);
+  }
+  v1::VerifyResult Audit(const std::string& commitment, const std::string& manifest, bool end_state = true) {
+    return Audit(verifier, commitment, manifest, end_state);
+  }
+
+  v1::JobSpec spec;
+  std::string job;
+  net::Identity prover_id = net::Identity::Generate(), verifier_id = net::Identity::Generate();
+  PeerVerification prover, verifier;
+  std::vector<float> delta;
 };
 
 class VerificationTest : public ::testing::Test {
@@ -265,31 +321,12 @@ TEST(TrainingStateCodec, RoundTripsAndRejectsMalformedBytes) {
 TEST_F(VerificationTest, DeltaAuditBindsTheSentDeltaToTheCommittedSteps) {
   const v1::JobSpec spec = TinySpec(21);
   const TrainingData data = Data(spec);
-  const std::string job = JobIdOf(spec);
-  net::Identity prover_id = net::Identity::Generate(), verifier_id = net::Identity::Generate();
-  PeerVerification prover(spec, job, data, &prover_id, nullptr), verifier(spec, job, data, &verifier_id, nullptr);
-  auto prover_trainer = Trainer::Create(spec, data, WorkerPlacement{0, 2, 0});
-  auto verifier_trainer = Trainer::Create(spec, data, WorkerPlacement{1, 2, 0});
-  ASSERT_TRUE(prover_trainer.ok() && verifier_trainer.ok());
-  (*prover_trainer)->SetStepObserver(prover.Observer());
-  (*verifier_trainer)->SetStepObserver(verifier.Observer());
-  std::vector<float> delta;
-  ASSERT_TRUE((*prover_trainer)->TryRound([&](std::span<float> v) {
-    delta.assign(v.begin(), v.end());
-    return Status::Ok();
-  }).ok());
-  ASSERT_TRUE((*verifier_trainer)->TryRound([](std::span<float>) { return Status::Ok(); }).ok());
-  const uint64_t last = spec.inner_steps() - 1;
-
-  auto commit = [&](const Digest& sent) {
-    auto c = prover.CommitRound(0, 0, sent);
-    EXPECT_TRUE(c.ok()) << c.status().ToString();
-    return c->before.front().step_commitment().commitment();
-  };
+  DeltaAuditRound round(spec, data);
+  const std::vector<float>& delta = round.delta;
   auto manifest_of = [&](std::span<const float> d, uint32_t world, int lie_about_shard = -1, uint64_t numel = 0) {
     verifier::ContributionManifest m;
-    m.job_id = job;
-    m.peer = prover_id.public_key();
+    m.job_id = round.job;
+    m.peer = round.prover_id.public_key();
     m.numel = numel ? numel : d.size();
     m.pseudo_gradient = verifier::FloatsDigest(d);
     for (uint32_t s = 0; s < world; ++s) {
@@ -300,63 +337,113 @@ TEST_F(VerificationTest, DeltaAuditBindsTheSentDeltaToTheCommittedSteps) {
       EXPECT_TRUE(payload.ok());
       m.shard_digests.push_back(Sha256Of(*payload + (static_cast<int>(s) == lie_about_shard ? "x" : "")));
     }
-    return verifier::EncodeManifest(*verifier::SignManifest(m, prover_id));
-  };
-  auto audit = [&](const std::string& commitment, const std::string& manifest, bool end_state = true) {
-    auto opening = prover.Open(0, last, end_state);
-    EXPECT_TRUE(opening.ok()) << opening.status().ToString();
-    opening->set_end_state(true);
-    v1::VerifyRequest q;
-    q.set_challenge_id(9);
-    q.set_round(0);
-    q.set_prover_key(net::KeyToBytes(prover_id.public_key()));
-    q.set_commitment(commitment);
-    *q.mutable_opening() = *opening;
-    q.set_delta_audit(true);
-    q.set_manifest(manifest);
-    return verifier.Verify(q);
+    return verifier::EncodeManifest(*verifier::SignManifest(m, round.prover_id));
   };
 
-  const std::string honest = commit(verifier::FloatsDigest(delta));
+  const std::string honest = round.Commit(verifier::FloatsDigest(delta));
   for (uint32_t world : {1u, 2u, 3u}) {
-    v1::VerifyResult r = audit(honest, manifest_of(delta, world));
+    v1::VerifyResult r = round.Audit(honest, manifest_of(delta, world));
     EXPECT_EQ(r.outcome(), v1::VERIFY_MATCH) << world << ": " << r.reason();
   }
   // The manifest states a payload that is not the encoding of Δ.
-  v1::VerifyResult r = audit(honest, manifest_of(delta, 3, /*lie_about_shard=*/1));
+  v1::VerifyResult r = round.Audit(honest, manifest_of(delta, 3, /*lie_about_shard=*/1));
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   EXPECT_NE(r.reason().find("shard 1"), std::string::npos) << r.reason();
   // The manifest states another tensor size than the model's (it fixes the shard sizes a
   // bad-payload proof is checked with).
-  r = audit(honest, manifest_of(delta, 3, -1, delta.size() + 1));
+  r = round.Audit(honest, manifest_of(delta, 3, -1, delta.size() + 1));
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   EXPECT_NE(r.reason().find("elements"), std::string::npos) << r.reason();
   // The end state opened is the one before the last step.
-  r = audit(honest, manifest_of(delta, 2), /*end_state=*/false);
+  r = round.Audit(honest, manifest_of(delta, 2), /*end_state=*/false);
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   // Another Δ sent (scaled, or any other), with manifest and commitment consistently stating it.
   std::vector<float> scaled = delta;
   for (float& v : scaled) v *= 1000.0f;
-  const std::string lie = commit(verifier::FloatsDigest(scaled));
-  r = audit(lie, manifest_of(scaled, 2));
+  const std::string lie = round.Commit(verifier::FloatsDigest(scaled));
+  r = round.Audit(lie, manifest_of(scaled, 2));
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   EXPECT_NE(r.reason().find("θ_start − θ_end"), std::string::npos) << r.reason();
   // A manifest that contradicts the commitment.
-  r = audit(honest, manifest_of(scaled, 2));
+  r = round.Audit(honest, manifest_of(scaled, 2));
   EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
   // A verifier that did not train the round has no θ_start: it cannot audit (no accusation).
-  PeerVerification outsider(spec, job, data, &verifier_id, nullptr);
-  auto opening = prover.Open(0, last, true);
-  ASSERT_TRUE(opening.ok());
-  v1::VerifyRequest q;
-  q.set_challenge_id(9);
-  q.set_round(0);
-  q.set_prover_key(net::KeyToBytes(prover_id.public_key()));
-  q.set_commitment(honest);
-  *q.mutable_opening() = *opening;
-  q.set_delta_audit(true);
-  q.set_manifest(manifest_of(delta, 2));
-  EXPECT_EQ(outsider.Verify(q).outcome(), v1::VERIFY_CANNOT_REPLAY);
+  net::Identity outsider_id = net::Identity::Generate();
+  PeerVerification outsider(spec, round.job, data, &outsider_id, nullptr);
+  EXPECT_EQ(round.Audit(outsider, honest, manifest_of(delta, 2)).outcome(), v1::VERIFY_CANNOT_REPLAY);
+}
+
+// The Δ audit under an error-feedback codec (int8): the payloads encode Δ plus the residual the
+// prover still owed, which it opens with its end state and its manifest states. The audit
+// re-encodes them through the butterfly's own CodecState and checks the payload digests and the
+// residual they leave; a made-up residual is caught whichever way it is stated.
+TEST_F(VerificationTest, DeltaAuditWithErrorFeedbackReencodesDeltaPlusTheOpenedResidual) {
+  v1::JobSpec spec = TinySpec(22);
+  spec.set_codec("int8");
+  const TrainingData data = Data(spec);
+  DeltaAuditRound round(spec, data);
+  const std::vector<float>& delta = round.delta;
+  const std::string commitment = round.Commit(verifier::FloatsDigest(delta));
+  const uint32_t world = 3;
+  const size_t n = delta.size();
+  std::vector<float> owed(n);
+  for (size_t i = 0; i < n; ++i) owed[i] = 1e-4f * static_cast<float>(static_cast<int>(i % 13) - 6);
+
+  // What an honest sender signs: payloads of Δ + `encoded_with`; the manifest states `stated_in`.
+  struct Signed {
+    std::string manifest;
+    std::vector<float> left;
+  };
+  auto sign = [&](const std::vector<float>& encoded_with, const std::vector<float>& stated_in,
+                  std::optional<Digest> stated_out = std::nullopt) {
+    auto codecs = std::move(collectives::CodecState::Make("int8")).value();
+    EXPECT_TRUE(codecs->Bind(world, 0, n).ok());
+    EXPECT_TRUE(codecs->SetContributionResidual(encoded_with).ok());
+    verifier::ContributionManifest m;
+    m.job_id = round.job;
+    m.peer = round.prover_id.public_key();
+    m.numel = n;
+    m.pseudo_gradient = verifier::FloatsDigest(delta);
+    for (uint32_t s = 0; s < world; ++s) {
+      const uint64_t begin = collectives::ButterflyShardBegin(n, world, s);
+      const uint64_t end = collectives::ButterflyShardBegin(n, world, s + 1);
+      auto encoded = codecs->EncodeContribution(s, begin, std::span<const float>(delta).subspan(begin, end - begin));
+      EXPECT_TRUE(encoded.ok());
+      m.shard_digests.push_back(Sha256Of(encoded->payload));
+    }
+    Signed out;
+    out.left.assign(codecs->contribution_residual().begin(), codecs->contribution_residual().end());
+    m.residual_in = verifier::ResidualDigest(stated_in);
+    m.residual_out = stated_out ? *stated_out : verifier::ResidualDigest(out.left);
+    out.manifest = verifier::EncodeManifest(*verifier::SignManifest(m, round.prover_id));
+    return out;
+  };
+  auto audit = [&](const std::string& manifest, const std::vector<float>& opened) {
+    round.prover.KeepSentResidual(0, opened);
+    return round.Audit(commitment, manifest);
+  };
+
+  const std::vector<float> zero(n, 0.0f);
+  v1::VerifyResult r = audit(sign(zero, zero).manifest, zero);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MATCH) << r.reason();
+  const Signed honest = sign(owed, owed);
+  EXPECT_NE(verifier::ResidualDigest(honest.left), Digest{});
+  r = audit(honest.manifest, owed);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MATCH) << r.reason();
+  // The opening carries another residual than the manifest states.
+  r = audit(honest.manifest, zero);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("opened residual"), std::string::npos) << r.reason();
+  // Encoded with a made-up residual, the honest one stated and opened: the payloads give it away.
+  std::vector<float> made_up = owed;
+  for (float& v : made_up) v += 0.01f;
+  r = audit(sign(made_up, owed).manifest, owed);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("encoding of Δ plus the opened residual"), std::string::npos) << r.reason();
+  // The residual the encoding leaves is not the one stated (what the next round must continue).
+  r = audit(sign(owed, owed, Sha256Of("another residual")).manifest, owed);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("residual its encoding leaves"), std::string::npos) << r.reason();
 }
 
 }  // namespace

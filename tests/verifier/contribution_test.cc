@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/common/contribution_proofs.h"
+#include "verifier/replay.h"
 
 namespace tributary::verifier {
 namespace {
@@ -22,6 +23,8 @@ ContributionManifest Body(const net::Identity& id) {
   m.attempt = 1;
   m.numel = 30;
   m.pseudo_gradient = Sha256Of("delta");
+  m.residual_in = Sha256Of("owed before");
+  m.residual_out = Sha256Of("owed after");
   for (int i = 0; i < 3; ++i) m.shard_digests.push_back(Sha256Of("payload " + std::to_string(i)));
   return m;
 }
@@ -44,6 +47,46 @@ TEST(Contribution, HonestPayloadPassesAndRoundTrips) {
     ASSERT_TRUE(checked.ok()) << checked.status().ToString();
     EXPECT_FALSE(checked->has_value());
   }
+}
+
+// The residual digests are signed: changing either one breaks the manifest's signature.
+TEST(Contribution, TheResidualDigestsAreSigned) {
+  const net::Identity id = net::Identity::Generate();
+  auto m = SignManifest(Body(id), id);
+  ASSERT_TRUE(m.ok());
+  SignedManifest in = *m, out = *m;
+  in.body.residual_in[0] ^= 1;
+  out.body.residual_out[31] ^= 1;
+  EXPECT_FALSE(VerifyManifest(in).ok());
+  EXPECT_FALSE(VerifyManifest(out).ok());
+  const std::string bytes = EncodeManifest(*m);
+  for (size_t n = 0; n < bytes.size(); ++n) EXPECT_FALSE(DecodeManifest(bytes.substr(0, n)).ok()) << n;
+}
+
+// All-zero residuals (nothing owed, or no residual at all) are the zero digest and travel as no
+// bytes; anything else is FloatsDigest and its floats. Decoding is strict.
+TEST(Contribution, ResidualsHaveAZeroFormAndDecodeStrictly) {
+  const std::vector<float> zero(5, 0.0f), owed = {0.0f, 0.25f, -1e-3f, 0.0f, 7.0f};
+  EXPECT_EQ(ResidualDigest(zero), Digest{});
+  EXPECT_EQ(ResidualDigest({}), Digest{});
+  EXPECT_EQ(ResidualDigest(owed), FloatsDigest(owed));
+  EXPECT_NE(ResidualDigest(std::vector<float>{-0.0f}), Digest{}) << "-0 is not all zero bits";
+  EXPECT_EQ(EncodeResidual(zero), "");
+  auto back = DecodeResidual(EncodeResidual(owed), owed.size());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, owed);
+  auto none = DecodeResidual("", 5);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, zero);
+  const std::string bytes = EncodeResidual(owed);
+  EXPECT_FALSE(DecodeResidual(bytes, owed.size() + 1).ok());
+  EXPECT_FALSE(DecodeResidual(bytes.substr(1), owed.size()).ok());
+  EXPECT_FALSE(DecodeResidual(bytes + "x", owed.size()).ok());
+  std::vector<float> bad = owed;
+  bad[2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(DecodeResidual(EncodeResidual(bad), bad.size()).ok());
+  bad[2] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(DecodeResidual(EncodeResidual(bad), bad.size()).ok());
 }
 
 TEST(Contribution, SignedDifferentPayloadIsAProvableMismatch) {
