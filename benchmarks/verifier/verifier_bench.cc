@@ -24,10 +24,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "benchmarks/common/bench_stats.h"
+#include "collectives/butterfly.h"
+#include "collectives/codec_state.h"
 #include "core/clock.h"
 #include "core/files.h"
 #include "core/seed.h"
@@ -37,6 +40,7 @@
 #include "runtime/training_data.h"
 #include "verifier/challenge.h"
 #include "verifier/commitment.h"
+#include "verifier/contribution.h"
 #include "verifier/determinism.h"
 #include "verifier/step_replay.h"
 
@@ -203,7 +207,35 @@ struct CostResult {
   double gradient_ratio = 0;  // median of gradient_replay_t / train_t
   int honest_replays = 0, honest_mismatches = 0;
   std::string determinism_class;
+  // A Δ audit of one member's round, per codec (median): Δ = θ_start − θ_end and its digest,
+  // the opened residual's digest, the re-encoding of Δ + residual into 4 shards with their
+  // payload digests, and the digest of the residual left. Once per member and round, against
+  // a round's H training steps.
+  std::map<std::string, double> delta_audit_s;
 };
+
+// What a verifier's Δ audit computes once the opening is decoded (runtime/verification.cc).
+Status TimeDeltaAudit(const std::string& codec, std::span<const float> start, std::span<const float> end,
+                      std::span<const float> owed, uint32_t world) {
+  const size_t n = start.size();
+  std::vector<float> delta(n);
+  for (size_t i = 0; i < n; ++i) delta[i] = start[i] - end[i];
+  (void)verifier::FloatsDigest(delta);
+  TRIB_ASSIGN_OR_RETURN(auto codecs, collectives::CodecState::Make(codec));
+  TRIB_RETURN_IF_ERROR(codecs->Bind(world, 0, n));
+  if (codecs->lossy()) {
+    (void)verifier::ResidualDigest(owed);
+    TRIB_RETURN_IF_ERROR(codecs->SetContributionResidual(std::vector<float>(owed.begin(), owed.end())));
+  }
+  for (uint32_t s = 0; s < world; ++s) {
+    const uint64_t begin = collectives::ButterflyShardBegin(n, world, s);
+    const uint64_t size = collectives::ButterflyShardBegin(n, world, s + 1) - begin;
+    TRIB_ASSIGN_OR_RETURN(auto encoded, codecs->EncodeContribution(s, begin, std::span<const float>(delta).subspan(begin, size)));
+    (void)Sha256Of(encoded.payload);
+  }
+  (void)verifier::ResidualDigest(codecs->contribution_residual());
+  return Status::Ok();
+}
 
 Result<CostResult> RunCost(const Config& config) {
   runtime::PinComputeThreads(1);
@@ -264,6 +296,29 @@ Result<CostResult> RunCost(const Config& config) {
     gradient_ratio.push_back(gradient_t / train_t);
     state = std::move(step.after);
   }
+  // The Δ audit, from θ_0 to the state after the timed steps, with the residual an int8 sender
+  // owes after one call on a Δ of the same size (realistic magnitudes).
+  {
+    TRIB_ASSIGN_OR_RETURN(verifier::TrainingState initial, replayer->InitialState(spec.seed()));
+    std::vector<float> owed(initial.params.size());
+    {
+      TRIB_ASSIGN_OR_RETURN(auto first, collectives::CodecState::Make("int8"));
+      TRIB_RETURN_IF_ERROR(first->Bind(1, 0, owed.size()));
+      std::vector<float> delta(owed.size());
+      for (size_t i = 0; i < delta.size(); ++i) delta[i] = initial.params[i] - state.params[i];
+      TRIB_RETURN_IF_ERROR(first->EncodeContribution(0, 0, delta).status());
+      std::copy(first->contribution_residual().begin(), first->contribution_residual().end(), owed.begin());
+    }
+    for (const std::string codec : {"fp32", "int8"}) {
+      std::vector<double> times;
+      for (int rep = 0; rep < 7; ++rep) {
+        const auto t0 = Clock::now();
+        TRIB_RETURN_IF_ERROR(TimeDeltaAudit(codec, initial.params, state.params, owed, 4));
+        times.push_back(SecondsSince(t0));
+      }
+      out.delta_audit_s[codec] = Median(times);
+    }
+  }
   out.train_step_s = Median(train);
   out.local_step_s = Median(local);
   out.state_digest_s = Median(digest);
@@ -275,10 +330,10 @@ Result<CostResult> RunCost(const Config& config) {
   spdlog::info(
       "params {}  train step {:.1f} ms  replayer step {:.1f} ms  state digest {:.1f} ms  "
       "replay {:.1f} ms ({:.2f}x train)  DDP gradient replay {:.1f} ms ({:.2f}x)  "
-      "honest mismatches {}/{}",
+      "honest mismatches {}/{}  Δ audit fp32 {:.1f} ms, int8 {:.1f} ms",
       out.params, out.train_step_s * 1e3, out.local_step_s * 1e3, out.state_digest_s * 1e3,
       out.replay_s * 1e3, out.replay_ratio, out.gradient_replay_s * 1e3, out.gradient_ratio,
-      out.honest_mismatches, out.honest_replays);
+      out.honest_mismatches, out.honest_replays, out.delta_audit_s["fp32"] * 1e3, out.delta_audit_s["int8"] * 1e3);
   return out;
 }
 
@@ -388,6 +443,10 @@ int main(int argc, char** argv) {
         {"ddp_gradient_replay_ms", cost->gradient_replay_s * 1e3},
         {"ddp_gradient_replay_over_train", cost->gradient_ratio},
         {"honest_replays", cost->honest_replays},
+        {"delta_audit_ms", {{"fp32", cost->delta_audit_s.at("fp32") * 1e3}, {"int8", cost->delta_audit_s.at("int8") * 1e3}}},
+        {"delta_audit_over_train_step",
+         {{"fp32", cost->delta_audit_s.at("fp32") / cost->train_step_s},
+          {"int8", cost->delta_audit_s.at("int8") / cost->train_step_s}}},
         {"honest_mismatches", cost->honest_mismatches},
         {"cost_table", CostTable(config, *cost)},
         // Smallest peer-epoch (steps) where q = SamplesForDetection(5 %, 99 %) replays
