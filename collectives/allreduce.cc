@@ -14,6 +14,7 @@
 #endif
 
 #include "collectives/codec/codec.h"
+#include "core/vector_clones.h"
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -45,7 +46,7 @@ using codec::NonFinite;
 using codec::ValueName;
 
 // Branch-free so that it vectorises; FirstNonFinite then finds the culprit on the rare failure.
-bool AllFinite(std::span<const float> v) {
+TRIB_VECTOR_CLONES bool AllFinite(std::span<const float> v) {
   uint32_t bad = 0;
   for (float f : v) bad |= NonFinite(f);
   return bad == 0;
@@ -53,7 +54,7 @@ bool AllFinite(std::span<const float> v) {
 
 // acc += in, with branch-free finiteness flags so the loop vectorises: bit 0 says `in` held a
 // non-finite value, bit 1 that a sum is non-finite (overflow, or our own input was not finite).
-uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
+TRIB_VECTOR_CLONES uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
   uint32_t bad_in = 0;
   uint32_t bad_sum = 0;
   for (size_t i = 0; i < acc.size(); ++i) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "collectives/butterfly.h"
+#include "core/vector_clones.h"
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -30,12 +31,25 @@ using codec::ValueName;
 // The largest |x| as its bit pattern (for finite floats the patterns order like the values);
 // at least 0x7f800000 when some element is not finite. Branch-free so that it vectorises;
 // FirstNonFinite finds the culprit on the rare failure.
-uint32_t MaxAbsBits(std::span<const float> v) {
+TRIB_VECTOR_CLONES uint32_t MaxAbsBits(std::span<const float> v) {
   uint32_t max = 0;
   for (float f : v) max = std::max(max, std::bit_cast<uint32_t>(f) & 0x7fffffffu);
   return max;
 }
 constexpr uint32_t kNonFiniteBits = 0x7f800000u;
+
+// acc[j] += s[j]; element-wise, so the same bits at any vector width.
+TRIB_VECTOR_CLONES void AddInto(float* acc, const float* s, size_t m) {
+  for (size_t j = 0; j < m; ++j) acc[j] += s[j];
+}
+TRIB_VECTOR_CLONES uint32_t AnyNonFinite(const float* v, size_t m) {
+  uint32_t bad = 0;
+  for (size_t j = 0; j < m; ++j) bad |= NonFinite(v[j]);
+  return bad;
+}
+TRIB_VECTOR_CLONES void DivideInto(float* out, const float* in, size_t m, float n) {
+  for (size_t j = 0; j < m; ++j) out[j] = in[j] / n;
+}
 
 bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
   return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
@@ -323,11 +337,8 @@ class DirectOp {
     for (size_t b = 0; b < data_.size() && !bad; b += kSumBlock) {
       const size_t m = std::min(kSumBlock, data_.size() - b);
       std::copy(src[0] + b, src[0] + b + m, acc);
-      for (uint32_t r = 1; r < world(); ++r) {
-        const float* s = src[r] + b;
-        for (size_t j = 0; j < m; ++j) acc[j] += s[j];
-      }
-      for (size_t j = 0; j < m; ++j) bad |= NonFinite(acc[j]);
+      for (uint32_t r = 1; r < world(); ++r) AddInto(acc, src[r] + b, m);
+      bad = AnyNonFinite(acc, m);
       std::copy(acc, acc + m, out + b);
       if (bad) {
         const size_t i = b + FirstNonFinite(std::span<const float>(acc, m));
@@ -338,8 +349,7 @@ class DirectOp {
       if (out != data_.data()) std::copy(out, out + data_.size(), data_.begin());
       return Status::Ok();
     }
-    const float n = static_cast<float>(world());
-    for (size_t i = 0; i < data_.size(); ++i) data_[i] = out[i] / n;
+    DivideInto(data_.data(), out, data_.size(), static_cast<float>(world()));
     return Status::Ok();
   }
 
