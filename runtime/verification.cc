@@ -329,7 +329,7 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   // PowerSGD's payload also depends on its warm-start Q, which nothing commits: there only
   // H(Δ) and the residual chain bind.
   if ((*codecs)->decoder().id() == collectives::codec::CodecId::kPowerSgd) return match;
-  if (keeps_residual && *residual != std::vector<float>(n, 0.0f)) {
+  if (keeps_residual && manifest->body.residual_in != Digest{}) {  // else the state owes nothing yet
     if (Status set = (*codecs)->SetContributionResidual(std::move(residual).value()); !set.ok()) {
       return cannot(set.message());
     }
