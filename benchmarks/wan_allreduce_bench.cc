@@ -89,14 +89,6 @@ float InputValue(uint32_t rank, uint64_t i) {
   return static_cast<float>(x >> 40) * 0x1p-23f - 1.0f;
 }
 
-// What an empty --tcp-congestion leaves (peers' namespaces inherit the host's default).
-std::string KernelDefaultCongestion() {
-  std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
-  std::string name;
-  in >> name;
-  return name;
-}
-
 std::string PortFile(const std::string& dir, uint32_t r) { return dir + "/port." + std::to_string(r); }
 
 Status WorkerMain(const Config& c) {
@@ -331,7 +323,7 @@ int Launcher(const Config& c) {
   }
   json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
               {"slow_start_after_idle", c.slow_start_after_idle},
-              {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", KernelDefaultCongestion()},
+              {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", net::KernelDefaultCongestionControl()},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
   std::vector<std::string> table;

@@ -14,7 +14,7 @@
 #endif
 
 #include "collectives/codec/codec.h"
-#include "core/vector_clones.h"
+#include "collectives/float_loops.h"
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -42,29 +42,7 @@ struct Layout {
 };
 
 using codec::FirstNonFinite;
-using codec::NonFinite;
 using codec::ValueName;
-
-// Branch-free so that it vectorises; FirstNonFinite then finds the culprit on the rare failure.
-TRIB_VECTOR_CLONES bool AllFinite(std::span<const float> v) {
-  uint32_t bad = 0;
-  for (float f : v) bad |= NonFinite(f);
-  return bad == 0;
-}
-
-// acc += in, with branch-free finiteness flags so the loop vectorises: bit 0 says `in` held a
-// non-finite value, bit 1 that a sum is non-finite (overflow, or our own input was not finite).
-TRIB_VECTOR_CLONES uint32_t AddChecked(std::span<float> acc, std::span<const float> in) {
-  uint32_t bad_in = 0;
-  uint32_t bad_sum = 0;
-  for (size_t i = 0; i < acc.size(); ++i) {
-    const float s = acc[i] + in[i];
-    acc[i] = s;
-    bad_in |= NonFinite(in[i]);
-    bad_sum |= NonFinite(s);
-  }
-  return bad_in | (bad_sum << 1);
-}
 
 // Copies `src` to `dst`, which is written once and read back only after a failure: where the
 // CPU allows, with streaming stores that bypass the cache (no read-for-ownership, no eviction of

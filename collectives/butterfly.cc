@@ -521,6 +521,27 @@ Result<std::vector<float>> ReduceShard(const codec::Codec& codec,
   return AggregateShard(aggregator, decoded, average, threads);
 }
 
+Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uint32_t world,
+                                                     std::span<const float> values,
+                                                     std::span<const float> owed) {
+  if (world == 0) return InvalidArgument("no shard to encode for");
+  TRIB_ASSIGN_OR_RETURN(auto state, CodecState::Make(codec));
+  TRIB_RETURN_IF_ERROR(state->Bind(world, 0, values.size()));
+  ReencodedContributions out;
+  out.lossy = state->lossy();
+  if (!owed.empty()) TRIB_RETURN_IF_ERROR(state->SetContributionResidual({owed.begin(), owed.end()}));
+  out.shard_digests.resize(world);
+  for (uint32_t s = 0; s < world; ++s) {
+    const uint64_t begin = ButterflyShardBegin(values.size(), world, s);
+    const uint64_t size = ButterflyShardBegin(values.size(), world, s + 1) - begin;
+    if (size == 0) continue;
+    TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, state->EncodeContribution(s, begin, values.subspan(begin, size)));
+    out.shard_digests[s] = Sha256Of(encoded.payload);
+  }
+  out.residual_left.assign(state->contribution_residual().begin(), state->contribution_residual().end());
+  return out;
+}
+
 Result<CollectiveStats> ButterflyAllreduce(Mesh& mesh, std::span<float> data,
                                            const ButterflyOptions& options) {
   const std::string ctx = "butterfly all-reduce '" + options.tag + "' (rank " +

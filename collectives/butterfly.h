@@ -138,6 +138,20 @@ inline uint64_t ButterflyShardBegin(uint64_t numel, uint32_t world, uint32_t sha
   return shard * (numel / world) + std::min<uint64_t>(shard, numel % world);
 }
 
+// A rank's bound contributions recomputed from what it states (a Δ audit,
+// runtime/verification.cc): `values` plus the error-feedback residual it owed (`owed`: numel
+// floats, or empty for none), encoded shard by shard for `world` shards through a fresh
+// CodecState of `codec`, as ButterflyAllreduce encodes them. Warm-started codecs (PowerSGD)
+// cannot be reproduced this way: their payloads also depend on earlier calls.
+struct ReencodedContributions {
+  std::vector<Digest> shard_digests;  // SHA-256 of each shard's payload; zero for an empty shard
+  std::vector<float> residual_left;   // what encoding leaves owed; empty when the codec keeps none
+  bool lossy = false;                 // the codec keeps a residual
+};
+Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uint32_t world,
+                                                     std::span<const float> values,
+                                                     std::span<const float> owed);
+
 // The pieces of step 2, shared with the direct all-reduce (direct_allreduce.h) so both run the
 // same arithmetic (each decodes with codec::DecodeChecked). AggregateShard: robust::Aggregate over contributions in rank order, scaled by their
 // count unless `average` (InvalidArgument when that overflows). CheckAggregatorFits: whether

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "collectives/butterfly.h"
-#include "core/vector_clones.h"
+#include "collectives/float_loops.h"
 #include "net/frame.h"
 
 namespace tributary::collectives {
@@ -25,31 +25,7 @@ constexpr Millis kCancelPoll{20};
 constexpr size_t kSumBlock = 1024;
 
 using codec::FirstNonFinite;
-using codec::NonFinite;
 using codec::ValueName;
-
-// The largest |x| as its bit pattern (for finite floats the patterns order like the values);
-// at least 0x7f800000 when some element is not finite. Branch-free so that it vectorises;
-// FirstNonFinite finds the culprit on the rare failure.
-TRIB_VECTOR_CLONES uint32_t MaxAbsBits(std::span<const float> v) {
-  uint32_t max = 0;
-  for (float f : v) max = std::max(max, std::bit_cast<uint32_t>(f) & 0x7fffffffu);
-  return max;
-}
-constexpr uint32_t kNonFiniteBits = 0x7f800000u;
-
-// acc[j] += s[j]; element-wise, so the same bits at any vector width.
-TRIB_VECTOR_CLONES void AddInto(float* acc, const float* s, size_t m) {
-  for (size_t j = 0; j < m; ++j) acc[j] += s[j];
-}
-TRIB_VECTOR_CLONES uint32_t AnyNonFinite(const float* v, size_t m) {
-  uint32_t bad = 0;
-  for (size_t j = 0; j < m; ++j) bad |= NonFinite(v[j]);
-  return bad;
-}
-TRIB_VECTOR_CLONES void DivideInto(float* out, const float* in, size_t m, float n) {
-  for (size_t j = 0; j < m; ++j) out[j] = in[j] / n;
-}
 
 bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
   return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
@@ -333,23 +309,21 @@ class DirectOp {
     const bool safe = bound * (1 + 0x1p-20 * world()) < std::numeric_limits<float>::max();
     float* const out = safe ? data_.data() : shared_->floats[me() == 0 ? 1 : 0].get();
     float acc[kSumBlock];
-    uint32_t bad = 0;
-    for (size_t b = 0; b < data_.size() && !bad; b += kSumBlock) {
+    for (size_t b = 0; b < data_.size(); b += kSumBlock) {
       const size_t m = std::min(kSumBlock, data_.size() - b);
       std::copy(src[0] + b, src[0] + b + m, acc);
-      for (uint32_t r = 1; r < world(); ++r) AddInto(acc, src[r] + b, m);
-      bad = AnyNonFinite(acc, m);
-      std::copy(acc, acc + m, out + b);
-      if (bad) {
+      for (uint32_t r = 1; r < world(); ++r) AddInto({acc, m}, {src[r] + b, m});
+      if (!AllFinite({acc, m})) {
         const size_t i = b + FirstNonFinite(std::span<const float>(acc, m));
         return InvalidArgument("the sum at element " + std::to_string(i) + " overflows float");
       }
+      std::copy(acc, acc + m, out + b);
     }
     if (!options_.average) {
       if (out != data_.data()) std::copy(out, out + data_.size(), data_.begin());
       return Status::Ok();
     }
-    DivideInto(data_.data(), out, data_.size(), static_cast<float>(world()));
+    DivideInto(data_, {out, data_.size()}, static_cast<float>(world()));
     return Status::Ok();
   }
 

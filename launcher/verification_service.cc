@@ -216,6 +216,7 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
     }
   }
   it->second.manifests[from] = report.contribution_manifest();
+  it->second.residuals[from] = {m.residual_in, m.residual_out};
   return Status::Ok();
 }
 
@@ -281,13 +282,10 @@ std::vector<ResidualLink> VerificationService::CommitResidualLinks(uint64_t roun
   auto it = rounds_.find(round);
   if (it == rounds_.end()) return links;
   for (const net::PublicKey& key : members) {
-    auto m = it->second.manifests.find(key);
-    if (m == it->second.manifests.end()) continue;
-    auto manifest = verifier::DecodeManifest(m->second);  // checked when its report came
-    if (!manifest.ok()) continue;
-    residual_links_[key] = {manifest->body.residual_in, manifest->body.residual_out};
-    links.push_back({net::KeyToHex(key), DigestToBytes(manifest->body.residual_in),
-                     DigestToBytes(manifest->body.residual_out)});
+    auto r = it->second.residuals.find(key);
+    if (r == it->second.residuals.end()) continue;
+    residual_links_[key] = r->second;
+    links.push_back({net::KeyToHex(key), DigestToBytes(r->second.first), DigestToBytes(r->second.second)});
   }
   return links;
 }

@@ -108,6 +108,8 @@ class VerificationService {
     uint32_t attempt = 0;         // DDP: the attempt `book` admits commitments for
     std::vector<Member> members;  // of the committed round
     std::map<net::PublicKey, std::string> manifests;  // each member's last reported manifest
+    // residual_in and residual_out those manifests state (CommitResidualLinks).
+    std::map<net::PublicKey, std::pair<Digest, Digest>> residuals;
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {

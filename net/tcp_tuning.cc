@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 
 namespace tributary::net {
@@ -54,6 +55,13 @@ Result<std::string> CongestionControlOf(int fd) {
     return Unavailable(std::string("cannot read TCP_CONGESTION: ") + std::strerror(errno));
   }
   return std::string(name, strnlen(name, size));
+}
+
+std::string KernelDefaultCongestionControl() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
+  std::string name;
+  in >> name;
+  return name;
 }
 
 }  // namespace tributary::net

@@ -30,4 +30,8 @@ void ApplyPreferredCongestionControl(int fd, bool loopback);
 // The algorithm the kernel runs for this socket ("bbr", "cubic", ...).
 Result<std::string> CongestionControlOf(int fd);
 
+// What the kernel gives a new connection in this network namespace
+// (net.ipv4.tcp_congestion_control); "" when that cannot be read.
+std::string KernelDefaultCongestionControl();
+
 }  // namespace tributary::net

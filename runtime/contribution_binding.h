@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "collectives/butterfly.h"
@@ -59,9 +60,9 @@ class AttemptBinding {
   const std::optional<Digest>& sent_digest() const { return sent_digest_; }
   // After the call signed it: verifier::EncodeManifest of the signed manifest.
   const std::optional<std::string>& encoded_manifest() const { return manifest_bytes_; }
-  // After the call signed it: the error-feedback residual the payloads were encoded with (whole
-  // tensor; empty when the codec keeps none or it was all zero). A Δ audit opens it.
-  const std::vector<float>& sent_residual() const { return residual_in_; }
+  // After the call signed it, once: the error-feedback residual the payloads were encoded with
+  // (whole tensor; empty when the codec keeps none or it was all zero). A Δ audit opens it.
+  std::vector<float> TakeSentResidual() { return std::exchange(residual_in_, {}); }
   // The proofs made as a shard owner, each a verifier::EncodeMismatch or EncodeBadPayload (what
   // ContributionProof.mismatch carries; verifier::DecodeContributionProof tells them apart).
   std::vector<std::string> TakeProofs();

@@ -583,7 +583,7 @@ class PeerSession {
       // against the committed steps; unbound rounds state the trainer's.
       auto delta = binding && binding->sent_digest() ? Result<Digest>(*binding->sent_digest())
                                                      : trainer_->PseudoGradientDigest();
-      if (binding) verification_->KeepSentResidual(round, binding->sent_residual());
+      if (binding) verification_->KeepSentResidual(round, binding->TakeSentResidual());
       auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
       if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
       if (commitments.ok()) {

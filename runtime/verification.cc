@@ -4,7 +4,6 @@
 
 #include "net/frame.h"
 #include "collectives/butterfly.h"
-#include "collectives/codec_state.h"
 #include "collectives/codec/codec.h"
 #include "runtime/step_kernel.h"
 #include "verifier/contribution.h"
@@ -306,46 +305,38 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
     return r;
   }
   // The payloads: the codec's encoding of Δ plus what the prover still owed the wire (its
-  // error-feedback residual, opened with the end state and stated in the manifest), shard by
-  // shard, through the very CodecState the butterfly encodes with. The residual the encoding
-  // leaves must be the one the manifest states: the next round's must start from it (the
-  // coordinator links the two manifests), so a peer has no free choice of residual.
+  // error-feedback residual, opened with the end state and stated in the manifest), recomputed
+  // as the butterfly encodes them. The residual the encoding leaves must be the one the manifest
+  // states: the next round's must start from it (the coordinator links the two manifests), so a
+  // peer has no free choice of residual.
   const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
   const auto& digests = manifest->body.shard_digests;
   const uint32_t world = static_cast<uint32_t>(digests.size());
   if (world == 0) return fail("the manifest names no shard");
-  auto codecs = collectives::CodecState::Make(codec);
-  if (!codecs.ok()) return cannot("the job's codec: " + codecs.status().message());
-  if (Status bound = (*codecs)->Bind(world, 0, n); !bound.ok()) return cannot(bound.message());
-  const bool keeps_residual = (*codecs)->lossy();
   auto residual = verifier::DecodeResidual(q.opening().residual(), n);
   if (!residual.ok()) return fail("the opened residual does not decode: " + residual.status().message());
   if (verifier::ResidualDigest(*residual) != manifest->body.residual_in) {
     return fail("the opened residual is not the one its signed manifest states");
   }
-  if (!keeps_residual && (manifest->body.residual_in != Digest{} || manifest->body.residual_out != Digest{})) {
+  auto codec_id = collectives::codec::MakeCodec(codec);
+  if (!codec_id.ok()) return cannot("the job's codec: " + codec_id.status().message());
+  if (!(*codec_id)->lossy() && (manifest->body.residual_in != Digest{} || manifest->body.residual_out != Digest{})) {
     return fail("the manifest states an error-feedback residual for the lossless codec " + codec);
   }
   // PowerSGD's payload also depends on its warm-start Q, which nothing commits: there only
   // H(Δ) and the residual chain bind.
-  if ((*codecs)->decoder().id() == collectives::codec::CodecId::kPowerSgd) return match;
-  if (keeps_residual && manifest->body.residual_in != Digest{}) {  // else the state owes nothing yet
-    if (Status set = (*codecs)->SetContributionResidual(std::move(residual).value()); !set.ok()) {
-      return cannot(set.message());
-    }
-  }
+  if ((*codec_id)->id() == collectives::codec::CodecId::kPowerSgd) return match;
+  const bool owed = manifest->body.residual_in != Digest{};  // else nothing was owed yet
+  auto reencoded = collectives::ReencodeContributions(codec, world, delta, owed ? std::span<const float>(*residual)
+                                                                                  : std::span<const float>());
+  if (!reencoded.ok()) return fail("Δ plus the residual does not encode: " + reencoded.status().message());
   for (uint32_t s = 0; s < world; ++s) {
-    const uint64_t begin = collectives::ButterflyShardBegin(n, world, s);
-    const uint64_t size = collectives::ButterflyShardBegin(n, world, s + 1) - begin;
-    if (size == 0) continue;
-    auto encoded = (*codecs)->EncodeContribution(s, begin, std::span<const float>(delta).subspan(begin, size));
-    if (!encoded.ok()) return fail("Δ plus the residual does not encode: " + encoded.status().message());
-    if (Sha256Of(encoded->payload) != digests[s]) {
+    if (reencoded->shard_digests[s] != digests[s]) {
       return fail("the manifest's payload digest for shard " + std::to_string(s) +
                   " is not the codec's encoding of Δ plus the opened residual");
     }
   }
-  if (verifier::ResidualDigest((*codecs)->contribution_residual()) != manifest->body.residual_out) {
+  if (verifier::ResidualDigest(reencoded->residual_left) != manifest->body.residual_out) {
     return fail("the residual its encoding leaves is not the one its signed manifest states");
   }
   return match;

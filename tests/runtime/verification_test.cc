@@ -396,23 +396,16 @@ TEST_F(VerificationTest, DeltaAuditWithErrorFeedbackReencodesDeltaPlusTheOpenedR
   };
   auto sign = [&](const std::vector<float>& encoded_with, const std::vector<float>& stated_in,
                   std::optional<Digest> stated_out = std::nullopt) {
-    auto codecs = std::move(collectives::CodecState::Make("int8")).value();
-    EXPECT_TRUE(codecs->Bind(world, 0, n).ok());
-    EXPECT_TRUE(codecs->SetContributionResidual(encoded_with).ok());
+    auto reencoded = collectives::ReencodeContributions("int8", world, delta, encoded_with);
+    EXPECT_TRUE(reencoded.ok()) << reencoded.status().ToString();
     verifier::ContributionManifest m;
     m.job_id = round.job;
     m.peer = round.prover_id.public_key();
     m.numel = n;
     m.pseudo_gradient = verifier::FloatsDigest(delta);
-    for (uint32_t s = 0; s < world; ++s) {
-      const uint64_t begin = collectives::ButterflyShardBegin(n, world, s);
-      const uint64_t end = collectives::ButterflyShardBegin(n, world, s + 1);
-      auto encoded = codecs->EncodeContribution(s, begin, std::span<const float>(delta).subspan(begin, end - begin));
-      EXPECT_TRUE(encoded.ok());
-      m.shard_digests.push_back(Sha256Of(encoded->payload));
-    }
+    m.shard_digests = reencoded->shard_digests;
     Signed out;
-    out.left.assign(codecs->contribution_residual().begin(), codecs->contribution_residual().end());
+    out.left = reencoded->residual_left;
     m.residual_in = verifier::ResidualDigest(stated_in);
     m.residual_out = stated_out ? *stated_out : verifier::ResidualDigest(out.left);
     out.manifest = verifier::EncodeManifest(*verifier::SignManifest(m, round.prover_id));
