@@ -99,7 +99,8 @@ std::vector<std::string> WorkerArgs(const BenchConfig& c, uint32_t world, uint32
           "--segment-bytes", std::to_string(c.segment_bytes),
           "--timeout-s",     std::to_string(c.timeout_s),
           "--gloo-chunked",  c.gloo_chunked ? "true" : "false",
-          "--direct-max-bytes", std::to_string(c.direct_max_bytes)};
+          "--direct-max-bytes", std::to_string(c.direct_max_bytes),
+          "--doubling-max-bytes", std::to_string(c.doubling_max_bytes)};
 }
 
 Result<pid_t> Spawn(const std::vector<std::string>& args) {
@@ -309,7 +310,7 @@ int RunLauncher(const BenchConfig& config) {
             << ", on " << std::thread::hardware_concurrency() << " CPUs.\n";
 
   nlohmann::json doc = {{"benchmark", "allreduce_loopback"},
-                        {"ours", "tributary MeshCommunicator (direct path below its threshold, else RingAllreduce over the mesh)"},
+                        {"ours", "tributary MeshCommunicator (direct path below its threshold, recursive doubling up to the next at power-of-two worlds >= 4, else RingAllreduce over the mesh)"},
                         {"ring", "tributary RingAllreduce (pipelined reduce-scatter + all-gather) over the same mesh"},
                         {"gloo", "gloo 0.5.0 AllreduceRing<float>, TCP transport"},
                         {"gloo_chunked", "gloo 0.5.0 AllreduceRingChunked<float>, TCP transport"},
@@ -361,6 +362,9 @@ int main(int argc, char** argv) {
   app.add_option("--gloo-chunked", config.gloo_chunked, "also time AllreduceRingChunked");
   app.add_option("--direct-max-bytes", config.direct_max_bytes,
                  "largest tensor ours sends by the direct path (default: the link model's threshold)");
+  app.add_option("--doubling-max-bytes", config.doubling_max_bytes,
+                 "largest tensor ours sends by recursive doubling at power-of-two worlds >= 4 "
+                 "(default: the link model's threshold; 0: never)");
   app.add_option("--runs", config.runs, "fresh sets of worker processes per world size")
       ->check(CLI::Range(1, 100));
   app.add_flag("--worker", worker, "internal: run one rank");

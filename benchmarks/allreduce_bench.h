@@ -38,6 +38,7 @@ struct BenchConfig {
   uint32_t timeout_s = 300;        // per world, launcher and workers alike
   bool gloo_chunked = true;        // also time Gloo's AllreduceRingChunked
   int64_t direct_max_bytes = -1;  // >= 0 overrides the communicator's direct-path threshold
+  int64_t doubling_max_bytes = -1;  // >= 0 overrides its recursive-doubling threshold
   uint32_t runs = 1;               // launcher-only: fresh worker processes per world, N times
   std::string json_path;
   // Worker-only.

@@ -310,6 +310,7 @@ Status WorkerMain(const BenchConfig& config) {
   // configured segment size, as the plain ring below does.
   collectives::MeshCommunicatorOptions options{.segment_bytes = config.segment_bytes};
   if (config.direct_max_bytes >= 0) options.direct_max_bytes = static_cast<size_t>(config.direct_max_bytes);
+  if (config.doubling_max_bytes >= 0) options.doubling_max_bytes = static_cast<size_t>(config.doubling_max_bytes);
   collectives::MeshCommunicator comm(std::move(mesh), options);
   const collectives::Mesh& m = comm.mesh();
   const uint32_t n = m.world();

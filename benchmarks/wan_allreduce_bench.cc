@@ -78,6 +78,7 @@ struct Config {
   // The group's link as every worker is told it (0: unknown, the defaults apply).
   double link_rtt_ms = 0, link_mbit = 0;
   int64_t direct_max_bytes = -1;  // >= 0 overrides the model's threshold
+  int64_t doubling_max_bytes = -1;  // >= 0 overrides the model's recursive-doubling threshold
   uint64_t segment_bytes = 0;     // > 0 overrides the ring's segment size
 };
 
@@ -149,9 +150,11 @@ Status WorkerMain(const Config& c) {
     collectives::MeshCommunicator::Options options;
     if (c.link_mbit > 0) options.link = {.rtt_seconds = c.link_rtt_ms / 1e3, .bytes_per_second = c.link_mbit * 1e6 / 8};
     if (c.direct_max_bytes >= 0) options.direct_max_bytes = static_cast<size_t>(c.direct_max_bytes);
+    if (c.doubling_max_bytes >= 0) options.doubling_max_bytes = static_cast<size_t>(c.doubling_max_bytes);
     options.segment_bytes = c.segment_bytes;
     comm = std::make_unique<collectives::MeshCommunicator>(std::move(mesh), options);
     out["direct_max_bytes"] = comm->direct_max_bytes();
+    out["doubling_max_bytes"] = comm->doubling_max_bytes();
     out["segment_bytes"] = comm->segment_bytes();
   }
   const auto allreduce = [&](std::span<float> v, const std::string& tag) -> Status {
@@ -235,7 +238,8 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
                           std::string("--streams"), std::to_string(c.streams), std::string("--probe-seconds"),
                           fmt::format("{}", probe_seconds), std::string("--link-rtt-ms"), fmt::format("{}", link_rtt_ms),
                           std::string("--link-mbit"), fmt::format("{}", link_mbit), std::string("--direct-max-bytes"),
-                          std::to_string(c.direct_max_bytes), std::string("--segment-bytes"),
+                          std::to_string(c.direct_max_bytes), std::string("--doubling-max-bytes"),
+                          std::to_string(c.doubling_max_bytes), std::string("--segment-bytes"),
                           std::to_string(c.segment_bytes), std::string("--tcp-congestion"), c.tcp_congestion}) {
       argv.push_back(a);
     }
@@ -526,6 +530,8 @@ int main(int argc, char** argv) {
   app.add_option("--link-rtt-ms", c.link_rtt_ms);
   app.add_option("--link-mbit", c.link_mbit);
   app.add_option("--direct-max-bytes", c.direct_max_bytes, "override the direct path's threshold (bytes)");
+  app.add_option("--doubling-max-bytes", c.doubling_max_bytes,
+                 "override the recursive-doubling threshold (bytes; 0: never)");
   app.add_option("--segment-bytes", c.segment_bytes, "override the ring's segment size (bytes)");
   CLI11_PARSE(app, argc, argv);
   if (c.worker) {

@@ -3,24 +3,19 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <condition_variable>
-#include <deque>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "collectives/butterfly.h"
 #include "collectives/float_loops.h"
-#include "net/frame.h"
+#include "collectives/tensor_exchange.h"
 
 namespace tributary::collectives {
 namespace {
 
-// How often a waiting call looks at control->cancelled().
-constexpr Millis kCancelPoll{20};
 // The fp32 reduction runs in blocks that stay in L1, so one pass over the peers' buffers does it.
 constexpr size_t kSumBlock = 1024;
 
@@ -29,127 +24,6 @@ using codec::ValueName;
 
 bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
   return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
-}
-
-// What a peer's single message must look like.
-struct Expected {
-  std::string job_id;
-  std::string tag;
-  uint64_t numel = 0;
-  uint64_t max_bytes = 0;  // plain sum: exactly numel floats; codec: the codec's bound
-  bool exact = false;
-};
-
-Status CheckHeader(const v1::Envelope& env, const Expected& e, uint32_t sender) {
-  TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, e.job_id));
-  if (!env.has_tensor()) {
-    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
-  }
-  const v1::TensorHeader& h = env.tensor();
-  if (h.tag() != e.tag) return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + e.tag + "')");
-  if (h.dtype() != v1::DTYPE_F32) {
-    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
-  }
-  if (h.numel() != e.numel) {
-    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
-                           " elements, ours has " + std::to_string(e.numel));
-  }
-  if (h.offset() != sender) {
-    return ProtocolError("message claims to be rank " + std::to_string(h.offset()) +
-                         "'s contribution on rank " + std::to_string(sender) + "'s connection");
-  }
-  const bool size_ok = e.exact ? h.nbytes() == e.max_bytes : h.nbytes() > 0 && h.nbytes() <= e.max_bytes;
-  if (!size_ok) {
-    return ProtocolError("payload of " + std::to_string(h.nbytes()) + " bytes, expected " +
-                         (e.exact ? "exactly " : "at most ") + std::to_string(e.max_bytes));
-  }
-  return Status::Ok();
-}
-
-// One peer's contribution (or why it did not come), posted by the io handlers.
-struct Arrival {
-  uint32_t peer = 0;
-  bool sending = false;                // a send to `peer` failed
-  Status status;                       // transport or header failure
-  std::optional<std::string> relayed;  // the peer sent an Error instead
-};
-
-// Shared with the io handlers, so it outlives a call that failed while receives were in flight.
-// Slot p (payload or floats) is written only by peer p's handlers, and read by the caller only
-// after that peer's successful Arrival was taken under the mutex.
-struct Shared {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Arrival> arrivals;
-  std::vector<bool> sent_to;  // by rank: our send to it finished
-  uint32_t sends_done = 0;
-  bool awaiting_sends = false;  // the caller has all contributions and waits for its sends
-  std::vector<std::unique_ptr<float[]>> floats;  // plain sum: by rank, numel each
-  std::vector<std::string> payloads;             // codec: by rank
-
-  void Push(Arrival a) {
-    {
-      std::lock_guard lock(mu);
-      arrivals.push_back(std::move(a));
-    }
-    cv.notify_all();
-  }
-  // Our sends usually finish while the caller still waits for contributions, so a finished send
-  // wakes it only when it waits for exactly that: an extra wake-up is a context switch on the
-  // latency path. (Waiting through Connection::Flush would cost a round trip to each io thread.)
-  void SendDone(uint32_t peer) {
-    bool wake = false;
-    {
-      std::lock_guard lock(mu);
-      sent_to[peer] = true;
-      ++sends_done;
-      wake = awaiting_sends;
-    }
-    if (wake) cv.notify_all();
-  }
-  // What arrived, waiting until something did, `until` passed or (when `wait_for_sends`) every
-  // send finished. *all_sent says whether every send has finished.
-  std::deque<Arrival> Take(Deadline until, bool wait_for_sends, bool* all_sent) {
-    std::unique_lock lock(mu);
-    const uint32_t want = static_cast<uint32_t>(sent_to.size()) - 1;
-    awaiting_sends = wait_for_sends;
-    cv.wait_until(lock, until, [&] {
-      return !arrivals.empty() || (wait_for_sends && sends_done >= want);
-    });
-    awaiting_sends = false;
-    *all_sent = sends_done >= want;
-    return std::exchange(arrivals, {});
-  }
-  std::optional<uint32_t> FirstUnsent(uint32_t me) {
-    std::lock_guard lock(mu);
-    for (uint32_t p = 0; p < sent_to.size(); ++p) {
-      if (p != me && !sent_to[p]) return p;
-    }
-    return std::nullopt;
-  }
-};
-
-void ReceiveFrom(std::shared_ptr<Shared> shared, std::shared_ptr<net::Connection> conn,
-                 uint32_t peer, std::shared_ptr<const Expected> expected) {
-  conn->AsyncReceive([shared, conn, peer, expected](Result<v1::Envelope> env) {
-    if (!env.ok()) return shared->Push({.peer = peer, .status = env.status()});
-    if (env->has_error() && net::CheckEnvelope(*env, expected->job_id).ok()) {
-      return shared->Push({.peer = peer, .relayed = env->error().message()});
-    }
-    if (Status valid = CheckHeader(*env, *expected, peer); !valid.ok()) {
-      return shared->Push({.peer = peer, .status = valid});
-    }
-    std::span<std::byte> into;
-    if (expected->exact) {
-      into = std::as_writable_bytes(std::span(shared->floats[peer].get(), expected->numel));
-    } else {
-      shared->payloads[peer].resize(env->tensor().nbytes());
-      into = std::as_writable_bytes(std::span(shared->payloads[peer]));
-    }
-    conn->AsyncReceiveRaw(into, [shared, peer](Status st) {
-      shared->Push({.peer = peer, .status = std::move(st)});
-    });
-  });
 }
 
 // One call on one rank.
@@ -176,19 +50,10 @@ class DirectOp {
     TRIB_RETURN_IF_ERROR(SendOurs());
     // Until every contribution is in and our sends finished (they read `data_`, which the
     // reduction overwrites).
-    const bool polling = options_.control && options_.control->cancelled;
-    for (;;) {
-      const Deadline until = polling ? std::min(options_.deadline, DeadlineAfter(kCancelPoll))
-                                     : options_.deadline;
-      bool all_sent = false;
-      std::deque<Arrival> arrivals = shared_->Take(until, in_ + 1 == world(), &all_sent);
-      TRIB_RETURN_IF_ERROR(Process(arrivals));
-      if (in_ + 1 == world() && all_sent) break;
-      if (polling && options_.control->IsCancelled()) {
-        return Aborted("gave up the all-reduce: the attempt was superseded");
-      }
-      if (arrivals.empty() && Clock::now() >= options_.deadline) return TimedOut();
-    }
+    TRIB_RETURN_IF_ERROR(AwaitArrivals(
+        *shared_, options_.deadline, options_.control, /*need_sends=*/true,
+        [&] { return in_ + 1 == world(); }, [&](const Arrival& a) { return OnArrival(a); },
+        [&] { return TimedOut(); }));
     return codecs_ ? ReduceDecoded() : ReduceFloats();
   }
 
@@ -199,8 +64,12 @@ class DirectOp {
   uint32_t world() const { return mesh_.world(); }
 
   Status StartReceives() {
-    shared_->sent_to.assign(world(), false);
-    auto expected = std::make_shared<Expected>();
+    std::vector<uint32_t> others;
+    for (uint32_t p = 0; p < world(); ++p) {
+      if (p != me()) others.push_back(p);
+    }
+    shared_->ExpectSendsTo(world(), others);
+    auto expected = std::make_shared<ExpectedTensor>();
     expected->job_id = mesh_.job_id();
     expected->tag = tag_;
     expected->numel = data_.size();
@@ -215,9 +84,7 @@ class DirectOp {
         if (p != me()) shared_->floats[p].reset(new float[data_.size()]);
       }
     }
-    for (uint32_t p = 0; p < world(); ++p) {
-      if (p != me()) ReceiveFrom(shared_, mesh_.peer(p), p, expected);
-    }
+    for (uint32_t p : others) ReceiveTensorFrom(shared_, mesh_.peer(p), p, expected);
     return Status::Ok();
   }
 
@@ -231,44 +98,18 @@ class DirectOp {
       payload = std::make_shared<const std::string>(std::move(encoded.payload));
       tail = std::as_bytes(std::span(payload->data(), payload->size()));
     }
-    v1::Envelope env = net::MakeEnvelope(mesh_.job_id());
-    v1::TensorHeader* h = env.mutable_tensor();
-    h->set_tag(tag_);
-    h->set_dtype(v1::DTYPE_F32);
-    h->set_numel(data_.size());
-    h->set_offset(me());
-    h->set_nbytes(tail.size());
-    TRIB_ASSIGN_OR_RETURN(std::string encoded_frame, net::EncodeFrame(env));
-    auto frame = std::make_shared<const std::string>(std::move(encoded_frame));
+    TRIB_ASSIGN_OR_RETURN(auto frame, TensorFrame(mesh_.job_id(), tag_, data_.size(), me(), tail.size()));
     for (uint32_t k = 1; k < world(); ++k) {
       const uint32_t to = (me() + k) % world();
       // The tail is `data_` (unchanged until every send finished) or *payload (kept by the
       // callback).
-      mesh_.peer(to)->AsyncSend(frame, tail, [shared = shared_, to, payload](Status st) {
-        if (!st.ok()) return shared->Push({.peer = to, .sending = true, .status = std::move(st)});
-        shared->SendDone(to);
-      });
+      SendTensorTo(shared_, *mesh_.peer(to), to, frame, tail, payload);
     }
     return Status::Ok();
   }
 
-  Status Process(std::deque<Arrival>& arrivals) {
-    auto take = [&](Deadline until) {
-      bool all_sent = false;
-      return shared_->Take(until, false, &all_sent);
-    };
-    return HandleArrivals(arrivals, options_.deadline, take, [&](const Arrival& a) { return OnArrival(a); });
-  }
-
   Status OnArrival(const Arrival& a) {
-    if (a.relayed) {
-      failure_ = mesh_.FailureOfRelayedAbort(a.peer, *a.relayed);
-      return Aborted(mesh_.Describe(a.peer) + " aborted the collective: " + *a.relayed);
-    }
-    if (!a.status.ok()) {
-      return Blame(a.peer, a.status.WithContext((a.sending ? "sending to " : "from ") +
-                                                mesh_.Describe(a.peer)));
-    }
+    TRIB_RETURN_IF_ERROR(ArrivalFailure(mesh_, a, &failure_));
     if (have_[a.peer]) return Blame(a.peer, ProtocolError("second contribution from " + mesh_.Describe(a.peer)));
     TRIB_RETURN_IF_ERROR(codecs_ ? DecodeFrom(a.peer) : CheckFloatsFrom(a.peer));
     have_[a.peer] = true;
@@ -349,7 +190,7 @@ class DirectOp {
       return Blame(*first, DeadlineExceeded("still waiting at the deadline for the contribution of " +
                                             missing));
     }
-    const uint32_t unsent = shared_->FirstUnsent(me()).value_or(me());
+    const uint32_t unsent = shared_->FirstUnsent().value_or(me());
     return Blame(unsent, DeadlineExceeded("our contribution was not written to " +
                                           mesh_.Describe(unsent) + " by the deadline"));
   }
@@ -364,7 +205,7 @@ class DirectOp {
   const DirectOptions& options_;
   CodecState* codecs_;  // null: plain fp32 sum
   const std::string tag_;
-  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  std::shared_ptr<ArrivalBox> shared_ = std::make_shared<ArrivalBox>();
   std::vector<bool> have_;
   uint32_t in_ = 0;  // peers whose contribution arrived and checked out
   std::vector<uint32_t> max_abs_ = std::vector<uint32_t>(mesh_.world(), 0);  // plain sum: by rank
@@ -428,17 +269,9 @@ Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
   stats.seconds = SecondsSince(start);
   if (!st.ok()) {
     if (codecs) codecs->Rollback();
-    std::optional<PeerFailure> blamed = op.failure();
-    // A superseded attempt is nobody's fault (a member that learnt it first may have given up
-    // on us before we polled it ourselves).
-    if (options.control && options.control->IsCancelled() &&
-        (blamed || st.code() != StatusCode::kAborted)) {
-      st = Aborted("gave up the all-reduce: the attempt was superseded (" + st.message() + ")");
-      blamed.reset();
-    }
     // Before `op` goes away: afterwards no queued send reads `data` and no handler touches
     // anything but the state it shares.
-    mesh.Abort(st, blamed);
+    st = AbortFailedCall(mesh, std::move(st), op.failure(), options.control);
     return st.WithContext(ctx);
   }
   return stats;

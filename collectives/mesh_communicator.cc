@@ -10,6 +10,7 @@
 #include "collectives/allreduce.h"
 #include "collectives/butterfly.h"
 #include "collectives/direct_allreduce.h"
+#include "collectives/doubling_allreduce.h"
 
 namespace tributary::collectives {
 namespace {
@@ -64,6 +65,8 @@ std::string_view PathName(MeshCommunicator::Path path) {
   switch (path) {
     case MeshCommunicator::Path::kDirect:
       return "direct";
+    case MeshCommunicator::Path::kDoubling:
+      return "doubling";
     case MeshCommunicator::Path::kRing:
       return "ring";
     case MeshCommunicator::Path::kButterfly:
@@ -84,6 +87,12 @@ size_t MeshCommunicator::direct_max_bytes() const {
   return options_.direct_max_bytes.value_or(DirectThresholdBytes(world(), options_.link));
 }
 
+size_t MeshCommunicator::doubling_max_bytes() const {
+  if (!DoublingFits(world())) return 0;
+  return options_.doubling_max_bytes.value_or(
+      DoublingThresholdBytes(world(), options_.link, segment_bytes()));
+}
+
 size_t MeshCommunicator::segment_bytes() const {
   return options_.segment_bytes > 0 ? options_.segment_bytes : RingSegmentBytes(options_.link);
 }
@@ -93,7 +102,9 @@ MeshCommunicator::Path MeshCommunicator::PathFor(size_t bytes,
   if (options.binding) return Path::kButterfly;  // only the butterfly binds contributions
   if (bytes <= direct_max_bytes()) return Path::kDirect;
   auto codec = codec::MakeCodec(options.codec);
-  if (codec.ok() && PlainSum((*codec)->name(), options)) return Path::kRing;
+  if (codec.ok() && PlainSum((*codec)->name(), options)) {
+    return bytes <= doubling_max_bytes() ? Path::kDoubling : Path::kRing;
+  }
   return Path::kButterfly;
 }
 
@@ -159,6 +170,13 @@ Result<CollectiveStats> MeshCommunicator::Allreduce(std::span<float> data,
                           .codec_state = state,
                           .aggregate_threads = options_.aggregate_threads,
                           .control = options.control})
+             .status();
+  } else if (path == Path::kDoubling) {
+    st = DoublingAllreduce(*mesh_, data,
+                           {.tag = options.tag,
+                            .deadline = options.deadline,
+                            .average = options.average,
+                            .control = options.control})
              .status();
   } else if (path == Path::kRing) {
     if (was_broken) return FailedPrecondition("the mesh broke in an earlier collective; form a new one");

@@ -1,11 +1,13 @@
 // MeshCommunicator: one Mesh, every all-reduce algorithm, the path chosen per call.
 //
-//   tensor ≤ direct_max_bytes()   DirectAllreduce (direct_allreduce.h): 0.5 RTT, any codec and
-//                                 aggregator (no binding).
-//   fp32 + mean above that        RingAllreduce over the mesh's ring edges (rank r sends to
-//                                 r+1 on the mesh connection between them): bandwidth-optimal.
-//   otherwise, or with a binding  ButterflyAllreduce (robust aggregation, codecs, binding).
-// The threshold and the ring's segment size come from path_choice.h's model over the group's
+//   tensor ≤ direct_max_bytes()    DirectAllreduce (direct_allreduce.h): 0.5 RTT, any codec and
+//                                  aggregator (no binding).
+//   fp32 + mean, ≤ doubling_max    DoublingAllreduce (doubling_allreduce.h): log2(N) exchanges
+//     _bytes() (power-of-two N≥4)  of the whole partial sum.
+//   fp32 + mean above that         RingAllreduce over the mesh's ring edges (rank r sends to
+//                                  r+1 on the mesh connection between them): bandwidth-optimal.
+//   otherwise, or with a binding   ButterflyAllreduce (robust aggregation, codecs, binding).
+// The thresholds and the ring's segment size come from path_choice.h's model over the group's
 // link estimate; every member must be built with the same Options (from the link matrix the
 // coordinator shares), so every member takes the same path. A disagreement fails at once: each
 // path has its own wire tag.
@@ -36,6 +38,7 @@ namespace tributary::collectives {
 struct MeshCommunicatorOptions {
   LinkEstimate link = kDefaultLink;        // the group's (GroupLink of the shared matrix)
   std::optional<size_t> direct_max_bytes;  // overrides the model's threshold
+  std::optional<size_t> doubling_max_bytes;  // overrides the model's (0: never doubling)
   size_t segment_bytes = 0;                // the ring's; 0: RingSegmentBytes(link)
   int aggregate_threads = 1;               // robust aggregation; never changes the result
 };
@@ -43,7 +46,7 @@ struct MeshCommunicatorOptions {
 class MeshCommunicator final : public Communicator {
  public:
   using Options = MeshCommunicatorOptions;
-  enum class Path { kDirect, kRing, kButterfly };
+  enum class Path { kDirect, kDoubling, kRing, kButterfly };
 
   explicit MeshCommunicator(std::unique_ptr<Mesh> mesh, Options options = {});
 
@@ -65,6 +68,8 @@ class MeshCommunicator final : public Communicator {
   // The path a call of `bytes` with `options` takes in the current group.
   Path PathFor(size_t bytes, const CollectiveOptions& options) const;
   size_t direct_max_bytes() const;
+  // 0 unless the world is a power of two, at least 4.
+  size_t doubling_max_bytes() const;
   size_t segment_bytes() const;
   // The path of the last call (also when it failed).
   Path last_path() const { return last_path_; }

@@ -1,21 +1,90 @@
 #include "collectives/path_choice.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
 namespace tributary::collectives {
 
+namespace {
+
+// One path's model cost: a + b·S seconds.
+struct Cost {
+  double a = 0, b = 0;
+  double At(double bytes) const { return a + b * bytes; }
+};
+
+double Alpha(const LinkEstimate& link) {
+  return std::max(0.0, link.rtt_seconds) / 2 + kMessageOverheadSeconds;
+}
+double Bandwidth(const LinkEstimate& link) {
+  return link.bytes_per_second > 0 ? link.bytes_per_second : kDefaultLink.bytes_per_second;
+}
+
+Cost DirectCost(uint32_t world, const LinkEstimate& link) {
+  const double n = world;
+  return {Alpha(link), (n - 1) / Bandwidth(link) + n / kReduceBytesPerSecond};
+}
+// Doubling is a bet that latency dominates: it sends log2(N)·S per member, more than the ring's
+// 2(N-1)/N·S. Only a measured link (bandwidth known, not the LAN default) backs that bet.
+bool Measured(const LinkEstimate& link) {
+  return link.bytes_per_second > 0 && !(link.rtt_seconds == kDefaultLink.rtt_seconds &&
+                                        link.bytes_per_second == kDefaultLink.bytes_per_second);
+}
+
+Cost DoublingCost(uint32_t world, const LinkEstimate& link) {
+  const double steps = std::bit_width(world) - 1;
+  return {steps * Alpha(link), steps * (1 / Bandwidth(link) + 2 / kReduceBytesPerSecond)};
+}
+Cost RingCost(uint32_t world, const LinkEstimate& link) {
+  const double n = world;
+  return {2 * (n - 1) * Alpha(link), 2 * (n - 1) / (n * Bandwidth(link))};
+}
+
+// The largest S at which `cheap` (cheaper at S = 0) still costs no more than `other`.
+double Crossover(const Cost& cheap, const Cost& other) {
+  if (cheap.b <= other.b) return std::numeric_limits<double>::infinity();
+  return (other.a - cheap.a) / (cheap.b - other.b);
+}
+
+size_t Capped(double bytes) {
+  if (!std::isfinite(bytes) || bytes >= static_cast<double>(kMaxDirectBytes)) return kMaxDirectBytes;
+  return bytes <= 0 ? 0 : static_cast<size_t>(bytes);
+}
+
+}  // namespace
+
+double DirectSeconds(uint32_t world, const LinkEstimate& link, double bytes) {
+  return world <= 1 ? 0 : DirectCost(world, link).At(bytes);
+}
+double DoublingSeconds(uint32_t world, const LinkEstimate& link, double bytes) {
+  return DoublingFits(world) ? DoublingCost(world, link).At(bytes)
+                             : std::numeric_limits<double>::infinity();
+}
+double RingLatencySeconds(uint32_t world, const LinkEstimate& link, size_t segment_bytes) {
+  return 2.0 * (world - 1) * (Alpha(link) + static_cast<double>(segment_bytes) / Bandwidth(link));
+}
+double RingSeconds(uint32_t world, const LinkEstimate& link, double bytes) {
+  return world <= 1 ? 0 : RingCost(world, link).At(bytes);
+}
+
+bool DoublingFits(uint32_t world) { return world >= 4 && std::has_single_bit(world); }
+
 size_t DirectThresholdBytes(uint32_t world, const LinkEstimate& link) {
   if (world <= 1) return kMaxDirectBytes;
-  const double bandwidth =
-      link.bytes_per_second > 0 ? link.bytes_per_second : kDefaultLink.bytes_per_second;
-  const double alpha = std::max(0.0, link.rtt_seconds) / 2 + kMessageOverheadSeconds;
-  const double n = world;
-  const double s = (2 * n - 3) * alpha /
-                   ((n - 1) * (n - 2) / (n * bandwidth) + n / kReduceBytesPerSecond);
-  if (!std::isfinite(s) || s >= static_cast<double>(kMaxDirectBytes)) return kMaxDirectBytes;
-  return static_cast<size_t>(s);
+  const Cost direct = DirectCost(world, link);
+  double s = Crossover(direct, RingCost(world, link));
+  if (DoublingFits(world) && Measured(link)) s = std::min(s, Crossover(direct, DoublingCost(world, link)));
+  return Capped(s);
+}
+
+size_t DoublingThresholdBytes(uint32_t world, const LinkEstimate& link, size_t segment_bytes) {
+  if (!DoublingFits(world) || !Measured(link)) return 0;
+  // Doubling only wins while the ring's hop latencies, not its bytes, decide its time.
+  const Cost doubling = DoublingCost(world, link);
+  const size_t s = Capped((RingLatencySeconds(world, link, segment_bytes) - doubling.a) / doubling.b);
+  return s > DirectThresholdBytes(world, link) ? s : 0;
 }
 
 size_t RingSegmentBytes(const LinkEstimate& link) {

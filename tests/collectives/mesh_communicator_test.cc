@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "tests/collectives/mesh_cluster.h"
@@ -30,21 +31,51 @@ TEST(PathChoiceTest, ThresholdFollowsTheModel) {
   EXPECT_EQ(DirectThresholdBytes(2, wan), kMaxDirectBytes);
   EXPECT_NEAR(static_cast<double>(DirectThresholdBytes(2, kDefaultLink)),
               600e-6 * kReduceBytesPerSecond / 2, 1.0);
-  // Four: S* = 5·α / (6/(4·B) + 4/R) with α = 25.1 ms: ≈ 1.03 MB. 4 KiB goes direct, 16 MiB not.
+  // Three (no doubling): S* = 3·α / (2/(3·B) + 3/R) with α = 25.1 ms: ≈ 1.4 MB. 4 KiB goes
+  // direct, 16 MiB not.
+  const double alpha = 0.0251, b = 12.5e6, r = kReduceBytesPerSecond;
+  const size_t three = DirectThresholdBytes(3, wan);
+  EXPECT_NEAR(static_cast<double>(three), 3 * alpha / (2 / (3 * b) + 3 / r), 1.0);
+  EXPECT_GT(three, size_t{4096});
+  EXPECT_LT(three, size_t{16} << 20);
+  EXPECT_EQ(DoublingThresholdBytes(3, wan, 64 << 10), 0u);
+  // Four: doubling (2α + 2S/B + 4S/R) takes over from direct (α + 3S/B + 4S/R) at
+  // α / (1/B) ≈ 314 KB, before the direct path's crossover with the ring (≈ 1.03 MB), and hands
+  // over to the ring where it reaches the ring's latency floor, 6 hops of α + 64 KiB/B:
+  // (6·(α + g/B) - 2α) / (2/B + 4/R) ≈ 817 KB.
+  const size_t g = RingSegmentBytes(wan);
+  ASSERT_EQ(g, size_t{64} << 10);
   const size_t four = DirectThresholdBytes(4, wan);
-  EXPECT_NEAR(static_cast<double>(four), 5 * 0.0251 / (6 / (4 * 12.5e6) + 4 / kReduceBytesPerSecond), 1.0);
-  EXPECT_GT(four, size_t{4096});
-  EXPECT_LT(four, size_t{16} << 20);
-  // More members: the direct path's extra bytes grow faster than the ring's extra hops.
+  EXPECT_NEAR(static_cast<double>(four), alpha / (1 / b), 1.0);
+  const size_t four_doubling = DoublingThresholdBytes(4, wan, g);
+  EXPECT_NEAR(static_cast<double>(four_doubling), (6 * (alpha + g / b) - 2 * alpha) / (2 / b + 4 / r), 1.0);
+  EXPECT_NEAR(DoublingSeconds(4, wan, static_cast<double>(four_doubling)), RingLatencySeconds(4, wan, g), 1e-6);
+  for (double s : {0.5 * four, 0.99 * four}) {
+    EXPECT_LT(DirectSeconds(4, wan, s), DoublingSeconds(4, wan, s)) << s;
+  }
+  EXPECT_LT(DoublingSeconds(4, wan, 1.01 * four), DirectSeconds(4, wan, 1.01 * four));
+  EXPECT_EQ(DoublingSeconds(6, wan, 1e6), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(DoublingThresholdBytes(6, wan, g), 0u);
+  // A larger segment raises the ring's floor, and with it doubling's range.
+  EXPECT_GT(DoublingThresholdBytes(4, wan, 4 * g), four_doubling);
+  // More members: the direct path's extra bytes grow faster than the others' extra hops.
   EXPECT_LT(DirectThresholdBytes(8, wan), four);
-  EXPECT_GT(DirectThresholdBytes(32, wan), 2 * 0.0251 * 12.5e6 * 0.99);
-  // A LAN (or loopback) moves the crossover to tens of KiB.
+  EXPECT_GT(DoublingThresholdBytes(8, wan, g), four_doubling);
+  // Without doubling the threshold tends to 2α·B as the world grows (the ring's 2(N-1) hops).
+  EXPECT_GT(DirectThresholdBytes(31, wan), 2 * alpha * b * 0.99);
+  // A LAN (or loopback) moves the crossover to tens of KiB. The LAN default is no measurement:
+  // no bet on doubling there.
   const size_t lan = DirectThresholdBytes(4, kDefaultLink);
   EXPECT_GT(lan, size_t{64} << 10);
   EXPECT_LT(lan, size_t{1} << 20);
-  // Unknown bandwidth falls back to the default's; a huge product is capped.
+  EXPECT_EQ(DoublingThresholdBytes(4, kDefaultLink, RingSegmentBytes(kDefaultLink)), 0u);
+  // Unknown bandwidth falls back to the default's (and is no measurement either); a huge
+  // product is capped.
   EXPECT_EQ(DirectThresholdBytes(4, {.rtt_seconds = 0.001}), lan);
-  EXPECT_EQ(DirectThresholdBytes(4, {.rtt_seconds = 10, .bytes_per_second = 1e12}), kMaxDirectBytes);
+  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 0.05}, g), 0u);
+  EXPECT_EQ(DirectThresholdBytes(3, {.rtt_seconds = 10, .bytes_per_second = 1e12}), kMaxDirectBytes);
+  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 10, .bytes_per_second = 1e12}, g), 0u)
+      << "the direct path's cap already covers everything doubling would take";
 }
 
 TEST(PathChoiceTest, SegmentsAndGroupLink) {
@@ -103,15 +134,38 @@ TEST(MeshCommunicatorTest, PicksThePathBySizeCodecAndBinding) {
   LocalCluster two(2);
   auto pair = Comms(two, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
   EXPECT_EQ(pair[0]->direct_max_bytes(), kMaxDirectBytes);
+  EXPECT_EQ(pair[0]->doubling_max_bytes(), 0u);
+  // Four on that measured link: doubling between the model's two thresholds; on the LAN
+  // default, none.
+  LocalCluster four(4);
+  auto wan_quad = Comms(four, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
+  EXPECT_EQ(wan_quad[0]->doubling_max_bytes(), DoublingThresholdBytes(4, {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}, 64 << 10));
+  EXPECT_EQ(wan_quad[0]->PathFor(512 << 10, {}), Path::kDoubling);
+  EXPECT_EQ(wan_quad[0]->PathFor(1 << 20, {}), Path::kRing);
+  EXPECT_EQ(wan_quad[0]->PathFor(256 << 10, {}), Path::kDirect);
+  EXPECT_EQ(Comms(four, {})[0]->PathFor(512 << 10, {}), Path::kRing);
   EXPECT_EQ(pair[0]->segment_bytes(), size_t{64} << 10);
+  // Overrides: doubling between the two thresholds, plain sums only.
+  auto quad = Comms(four, {.direct_max_bytes = 4096, .doubling_max_bytes = 65536});
+  EXPECT_EQ(quad[0]->PathFor(4096, {}), Path::kDirect);
+  EXPECT_EQ(quad[0]->PathFor(4100, {}), Path::kDoubling);
+  EXPECT_EQ(quad[0]->PathFor(65536, {}), Path::kDoubling);
+  EXPECT_EQ(quad[0]->PathFor(65540, {}), Path::kRing);
+  EXPECT_EQ(quad[0]->PathFor(8192, {.codec = "int8"}), Path::kButterfly);
+  EXPECT_EQ(quad[0]->PathFor(8192, {.aggregator = median}), Path::kButterfly);
+  // A world that is not a power of two never doubles, whatever the override says.
+  EXPECT_EQ(Comms(cluster, {.direct_max_bytes = 4096, .doubling_max_bytes = 65536})[0]->PathFor(8192, {}),
+            Path::kRing);
 }
 
-// One mesh, every path in turn (small: direct; large fp32: ring over the mesh; large int8:
-// butterfly), each exact against float64 and the same bits on every rank.
+// One mesh, every path in turn (small: direct; mid fp32: doubling at world 4, else the ring;
+// large fp32: ring over the mesh; large int8: butterfly), each exact against float64 and the
+// same bits on every rank.
 TEST(MeshCommunicatorTest, EveryPathIsExactOnOneMesh) {
-  for (uint32_t world : {2u, 3u, 4u}) {
+  for (uint32_t world : {2u, 3u, 4u, 8u}) {
     LocalCluster cluster(world);
-    auto comms = Comms(cluster, {.direct_max_bytes = 8192, .segment_bytes = 4096});
+    auto comms = Comms(cluster, {.direct_max_bytes = 8192, .doubling_max_bytes = 40000, .segment_bytes = 4096});
+    const Path mid = world >= 4 ? Path::kDoubling : Path::kRing;
     struct Case {
       size_t n;
       std::string codec;
@@ -119,8 +173,9 @@ TEST(MeshCommunicatorTest, EveryPathIsExactOnOneMesh) {
       double tolerance;
     };
     for (const Case& c : {Case{5, "fp32", Path::kDirect, 1e-6}, Case{2048, "fp32", Path::kDirect, 1e-6},
-                          Case{20001, "fp32", Path::kRing, 1e-6}, Case{20001, "int8", Path::kButterfly, 2e-2},
-                          Case{7, "fp32", Path::kDirect, 1e-6}}) {
+                          Case{9001, "fp32", mid, 1e-6}, Case{20001, "fp32", Path::kRing, 1e-6},
+                          Case{20001, "int8", Path::kButterfly, 2e-2}, Case{7, "fp32", Path::kDirect, 1e-6},
+                          Case{9001, "fp32", mid, 1e-6}}) {
       SCOPED_TRACE("world " + std::to_string(world) + ", n " + std::to_string(c.n) + " " + c.codec);
       std::vector<std::vector<float>> inputs;
       for (uint32_t r = 0; r < world; ++r) inputs.push_back(Uniform(c.n * 10 + r, c.n));

@@ -1,0 +1,219 @@
+#include "collectives/doubling_allreduce.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "collectives/codec/codec.h"
+#include "collectives/float_loops.h"
+#include "collectives/tensor_exchange.h"
+
+namespace tributary::collectives {
+namespace {
+
+// The last step's sum runs in blocks that stay in L1 on its way into `data`.
+constexpr size_t kSumBlock = 1024;
+
+using codec::FirstNonFinite;
+using codec::ValueName;
+
+// One call on one rank.
+class DoublingOp {
+ public:
+  DoublingOp(Mesh& mesh, std::span<float> data, const DoublingOptions& options, std::string tag)
+      : mesh_(mesh), data_(data), options_(options), tag_(std::move(tag)), have_(mesh.world(), false) {
+    for (uint32_t bit = 1; bit < world(); bit <<= 1) partners_.push_back(me() ^ bit);
+  }
+
+  Status Run() {
+    max_abs_[me()] = MaxAbsBits(data_);
+    if (max_abs_[me()] >= kNonFiniteBits) {
+      const size_t i = FirstNonFinite(data_);
+      return InvalidArgument("our own input element " + std::to_string(i) + " is " +
+                             ValueName(data_[i]));
+    }
+    StartReceives();
+    // The partial sum we hold: `data_` itself, then the receive buffer of the last partner (the
+    // sum is formed in place there, so nothing we have sent is ever overwritten).
+    const float* current = data_.data();
+    for (size_t k = 0; k < partners_.size(); ++k) {
+      const uint32_t partner = partners_[k];
+      const bool last = k + 1 == partners_.size();
+      TRIB_RETURN_IF_ERROR(Send(partner, current));
+      // The last step also waits for every send: the step-0 send reads `data_`, which the
+      // result overwrites.
+      TRIB_RETURN_IF_ERROR(AwaitArrivals(
+          *box_, StepDeadline(k), options_.control, /*need_sends=*/last,
+          [&] { return have_[partner]; }, [&](const Arrival& a) { return OnArrival(a); },
+          [&] { return TimedOut(); }));
+      float* theirs = box_->floats[partner].get();
+      if (last) return Finish(current, partner);
+      if (AddChecked({theirs, n()}, {current, n()}) & 2u) return Overflow({theirs, n()});
+      current = theirs;
+    }
+    return Status::Ok();  // world 1
+  }
+
+  const std::optional<PeerFailure>& failure() const { return failure_; }
+
+ private:
+  uint32_t me() const { return mesh_.rank(); }
+  uint32_t world() const { return mesh_.world(); }
+  size_t n() const { return data_.size(); }
+
+  // A silent member is timed out by its partners, and the members further along (waiting on a
+  // partner that waits on it) must hear that from them rather than blame the partner: so the
+  // wait in step k ends (steps - 1 - k) grace periods before the deadline, a grace being
+  // kRelayedAbortGrace or, for a short call, a fraction of it.
+  Deadline StepDeadline(size_t k) const {
+    const size_t later = partners_.size() - 1 - k;
+    if (later == 0) return options_.deadline;
+    const Clock::duration grace = std::min<Clock::duration>(
+        kRelayedAbortGrace, (options_.deadline - start_) / (2 * partners_.size()));
+    return options_.deadline - static_cast<Clock::duration::rep>(later) * grace;
+  }
+
+  void StartReceives() {
+    box_->ExpectSendsTo(world(), partners_);
+    auto expected = std::make_shared<ExpectedTensor>();
+    expected->job_id = mesh_.job_id();
+    expected->tag = tag_;
+    expected->numel = n();
+    expected->exact = true;
+    expected->max_bytes = data_.size_bytes();
+    box_->floats.resize(world());
+    for (uint32_t p : partners_) {
+      box_->floats[p].reset(new float[n()]);
+      ReceiveTensorFrom(box_, mesh_.peer(p), p, expected);
+    }
+  }
+
+  // `sum` stays unchanged until the send finished: it is `data_` or a partner's buffer that no
+  // later step writes.
+  Status Send(uint32_t to, const float* sum) {
+    const auto tail = std::as_bytes(std::span(sum, n()));
+    TRIB_ASSIGN_OR_RETURN(auto frame, TensorFrame(mesh_.job_id(), tag_, n(), me(), tail.size()));
+    SendTensorTo(box_, *mesh_.peer(to), to, std::move(frame), tail);
+    return Status::Ok();
+  }
+
+  Status OnArrival(const Arrival& a) {
+    TRIB_RETURN_IF_ERROR(ArrivalFailure(mesh_, a, &failure_));
+    const std::span<const float> v(box_->floats[a.peer].get(), n());
+    max_abs_[a.peer] = MaxAbsBits(v);
+    if (max_abs_[a.peer] >= kNonFiniteBits) {
+      const size_t i = FirstNonFinite(v);
+      return Blame(a.peer, InvalidArgument("non-finite value " + ValueName(v[i]) + " at element " +
+                                           std::to_string(i) + " from " + mesh_.Describe(a.peer)));
+    }
+    have_[a.peer] = true;
+    return Status::Ok();
+  }
+
+  // data_ = (current + theirs) [÷ world]. When the magnitudes rule out an overflow (the usual
+  // case) the sum goes straight into `data_`; otherwise it is formed in the partner's buffer
+  // first, so an overflow leaves `data_` untouched.
+  Status Finish(const float* current, uint32_t partner) {
+    float* theirs = box_->floats[partner].get();
+    const uint32_t ours_max = current == data_.data() ? max_abs_[me()] : MaxAbsBits({current, n()});
+    const double bound = static_cast<double>(std::bit_cast<float>(ours_max)) +
+                         std::bit_cast<float>(max_abs_[partner]);
+    const float divisor = static_cast<float>(world());
+    if (bound * (1 + 0x1p-20) < std::numeric_limits<float>::max()) {
+      float acc[kSumBlock];
+      for (size_t b = 0; b < n(); b += kSumBlock) {
+        const size_t m = std::min(kSumBlock, n() - b);
+        std::copy(current + b, current + b + m, acc);
+        AddInto({acc, m}, {theirs + b, m});
+        if (options_.average) {
+          DivideInto(data_.subspan(b, m), {acc, m}, divisor);
+        } else {
+          std::copy(acc, acc + m, data_.begin() + static_cast<std::ptrdiff_t>(b));
+        }
+      }
+      return Status::Ok();
+    }
+    if (AddChecked({theirs, n()}, {current, n()}) & 2u) return Overflow({theirs, n()});
+    if (options_.average) {
+      DivideInto(data_, {theirs, n()}, divisor);
+    } else {
+      std::copy(theirs, theirs + n(), data_.begin());
+    }
+    return Status::Ok();
+  }
+
+  Status Overflow(std::span<const float> sum) {
+    return InvalidArgument("the sum at element " + std::to_string(FirstNonFinite(sum)) +
+                           " overflows float");
+  }
+
+  // Names the partner we still wait for; with every partial sum in, the first partner that did
+  // not take ours.
+  Status TimedOut() {
+    for (uint32_t p : partners_) {
+      if (!have_[p]) {
+        return Blame(p, DeadlineExceeded("still waiting at the deadline for the partial sum of " +
+                                         mesh_.Describe(p)));
+      }
+    }
+    const uint32_t unsent = box_->FirstUnsent().value_or(me());
+    return Blame(unsent, DeadlineExceeded("our partial sum was not written to " +
+                                          mesh_.Describe(unsent) + " by the deadline"));
+  }
+
+  Status Blame(uint32_t peer, const Status& why) {
+    failure_ = mesh_.FailureOf(peer);
+    return why;
+  }
+
+  Mesh& mesh_;
+  std::span<float> data_;
+  const DoublingOptions& options_;
+  const std::string tag_;
+  std::vector<uint32_t> partners_;  // by step: me ^ 2^k
+  std::shared_ptr<ArrivalBox> box_ = std::make_shared<ArrivalBox>();
+  std::vector<bool> have_;
+  std::vector<uint32_t> max_abs_ = std::vector<uint32_t>(mesh_.world(), 0);  // by rank
+  std::optional<PeerFailure> failure_;
+  const Clock::time_point start_ = Clock::now();
+};
+
+}  // namespace
+
+std::string DoublingWireTag(const std::string& tag, bool average) {
+  return tag + "/doubling/" + (average ? "mean" : "sum");
+}
+
+Result<CollectiveStats> DoublingAllreduce(Mesh& mesh, std::span<float> data,
+                                          const DoublingOptions& options) {
+  const std::string ctx = "recursive-doubling all-reduce '" + options.tag + "' (rank " +
+                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
+                          ")";
+  if (mesh.broken()) {
+    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
+  }
+  if (!std::has_single_bit(mesh.world())) {
+    return InvalidArgument(ctx + ": needs a power-of-two group");
+  }
+  CollectiveStats stats;
+  if (data.empty() || mesh.world() == 1) return stats;
+  const Clock::time_point start = Clock::now();
+  const uint64_t sent_before = mesh.bytes_sent();
+  const uint64_t received_before = mesh.bytes_received();
+  DoublingOp op(mesh, data, options, DoublingWireTag(options.tag, options.average));
+  Status st = op.Run();
+  stats.bytes_sent = mesh.bytes_sent() - sent_before;
+  stats.bytes_received = mesh.bytes_received() - received_before;
+  stats.seconds = SecondsSince(start);
+  if (!st.ok()) {
+    // Before `op` goes away: afterwards no queued send reads `data` or op's buffers.
+    return AbortFailedCall(mesh, std::move(st), op.failure(), options.control).WithContext(ctx);
+  }
+  return stats;
+}
+
+}  // namespace tributary::collectives
