@@ -1,7 +1,7 @@
 // DirectAllreduce (the latency path): exact against a float64 reference at 2-8 ranks and odd
 // sizes, the same bits on every rank, codecs and robust aggregators, and the failure contract:
-// a dead, silent or lying peer is named, `data` and codec state survive for an exact retry,
-// cancellation and Interrupt end the call at once.
+// a dead, silent or lying peer is named, `data` and codec state survive for an exact retry.
+// Cancellation, Interrupt and mismatched options: latency_paths_test.cc.
 #include "collectives/direct_allreduce.h"
 
 #include <gtest/gtest.h>
@@ -26,20 +26,12 @@ using testing::Uniform;
 using testing::Inputs;
 using testing::SameBits;
 
-struct Outcome {
-  Status status;
-  std::vector<float> data;
-  std::optional<PeerFailure> failure;
-};
+using Outcome = testing::MeshOutcome;
 
 std::vector<Outcome> RunAll(std::vector<std::unique_ptr<Mesh>>& meshes,
                             const std::vector<std::vector<float>>& inputs, DirectOptions options) {
-  return OnEveryRank(static_cast<uint32_t>(meshes.size()), [&](uint32_t r) {
-    Outcome out{Status::Ok(), inputs[r], std::nullopt};
-    auto result = DirectAllreduce(*meshes[r], out.data, options);
-    if (!result.ok()) out.status = result.status();
-    out.failure = meshes[r]->failure();
-    return out;
+  return testing::OnEveryMesh(meshes, inputs, [&](Mesh& mesh, std::span<float> data) {
+    return DirectAllreduce(mesh, data, options);
   });
 }
 
@@ -180,43 +172,6 @@ TEST(DirectAllreduceTest, SilentPeerIsADeadlineNamingIt) {
   }
 }
 
-// A superseded attempt (FormControl::cancelled) ends the wait long before the deadline; so does
-// Interrupt from another thread. Neither blames anybody, and `data` is kept.
-TEST(DirectAllreduceTest, CancellationAndInterruptEndTheWaitAtOnce) {
-  LocalCluster cluster(3);
-  auto meshes = FormMeshes(cluster);
-  const auto inputs = Inputs(3, 33, 6);
-  std::atomic<bool> superseded{false};
-  FormControl control{.cancelled = [&] { return superseded.load(); }};
-  std::thread flip([&] {
-    std::this_thread::sleep_for(150ms);
-    superseded = true;
-  });
-  std::vector<float> data = inputs[0];
-  const auto start = Clock::now();
-  auto result = DirectAllreduce(*meshes[0], data,
-                                {.tag = "c", .deadline = DeadlineAfter(20s), .control = &control});
-  flip.join();
-  ASSERT_FALSE(result.ok());
-  EXPECT_EQ(result.status().code(), StatusCode::kAborted) << result.status().ToString();
-  EXPECT_LT(SecondsSince(start), 2.0);
-  EXPECT_TRUE(SameBits(data, inputs[0]));
-  EXPECT_FALSE(meshes[0]->failure().has_value());
-  EXPECT_TRUE(meshes[0]->broken());
-
-  std::vector<float> other = inputs[1];
-  std::thread interrupt([&] {
-    std::this_thread::sleep_for(150ms);
-    meshes[1]->Interrupt();
-  });
-  const auto start2 = Clock::now();
-  auto interrupted = DirectAllreduce(*meshes[1], other, {.tag = "i", .deadline = DeadlineAfter(20s)});
-  interrupt.join();
-  ASSERT_FALSE(interrupted.ok());
-  EXPECT_LT(SecondsSince(start2), 2.0) << interrupted.status().ToString();
-  EXPECT_TRUE(SameBits(other, inputs[1]));
-}
-
 // A NaN on the wire is refused on receipt and its sender is named; the sender itself fails on its
 // own input without blaming anyone.
 TEST(DirectAllreduceTest, NonFiniteInputIsRefusedAndItsSenderNamed) {
@@ -319,25 +274,6 @@ TEST(DirectAllreduceTest, CodecStateIsRolledBackOnFailure) {
   const std::vector<float> after(states[0]->contribution_residual().begin(),
                                  states[0]->contribution_residual().end());
   EXPECT_TRUE(SameBits(after, residual));
-}
-
-TEST(DirectAllreduceTest, MismatchedOptionsFailFastWithWrongTag) {
-  LocalCluster cluster(2);
-  auto meshes = FormMeshes(cluster);
-  const auto inputs = Inputs(2, 8, 13);
-  const auto start = Clock::now();
-  auto outs = OnEveryRank(2, [&](uint32_t r) {
-    Outcome out{Status::Ok(), inputs[r], std::nullopt};
-    auto result = DirectAllreduce(*meshes[r], out.data,
-                                  {.tag = "x", .deadline = DeadlineAfter(10s), .average = r == 0});
-    if (!result.ok()) out.status = result.status();
-    return out;
-  });
-  EXPECT_LT(SecondsSince(start), 5.0);
-  for (const auto& o : outs) {
-    ASSERT_FALSE(o.status.ok());
-  }
-  EXPECT_TRUE(Contains(outs[0].status.message() + outs[1].status.message(), "wrong tag"));
 }
 
 TEST(DirectAllreduceTest, ArgumentErrorsBreakNothing) {

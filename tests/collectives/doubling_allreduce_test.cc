@@ -1,7 +1,8 @@
 // DoublingAllreduce (recursive doubling): exact against a float64 reference at power-of-two
 // worlds and odd sizes, the same bits on every rank, and the failure contract: a dead, silent or
 // lying peer is named by every member (also by those that never exchange with it), `data`
-// survives for an exact retry, cancellation and Interrupt end the call at once.
+// survives for an exact retry. Cancellation, Interrupt and mismatched options:
+// latency_paths_test.cc.
 #include "collectives/doubling_allreduce.h"
 
 #include <gtest/gtest.h>
@@ -25,20 +26,12 @@ using testing::LocalCluster;
 using testing::OnEveryRank;
 using testing::SameBits;
 
-struct Outcome {
-  Status status;
-  std::vector<float> data;
-  std::optional<PeerFailure> failure;
-};
+using Outcome = testing::MeshOutcome;
 
 std::vector<Outcome> RunAll(std::vector<std::unique_ptr<Mesh>>& meshes,
                             const std::vector<std::vector<float>>& inputs, DoublingOptions options) {
-  return OnEveryRank(static_cast<uint32_t>(meshes.size()), [&](uint32_t r) {
-    Outcome out{Status::Ok(), inputs[r], std::nullopt};
-    auto result = DoublingAllreduce(*meshes[r], out.data, options);
-    if (!result.ok()) out.status = result.status();
-    out.failure = meshes[r]->failure();
-    return out;
+  return testing::OnEveryMesh(meshes, inputs, [&](Mesh& mesh, std::span<float> data) {
+    return DoublingAllreduce(mesh, data, options);
   });
 }
 
@@ -166,40 +159,6 @@ TEST(DoublingAllreduceTest, SilentPeerIsADeadlineNamingIt) {
   }
 }
 
-TEST(DoublingAllreduceTest, CancellationAndInterruptEndTheWaitAtOnce) {
-  LocalCluster cluster(4);
-  auto meshes = FormMeshes(cluster);
-  const auto inputs = Inputs(4, 33, 6);
-  std::atomic<bool> superseded{false};
-  FormControl control{.cancelled = [&] { return superseded.load(); }};
-  std::thread flip([&] {
-    std::this_thread::sleep_for(150ms);
-    superseded = true;
-  });
-  std::vector<float> data = inputs[0];
-  const auto start = Clock::now();
-  auto result = DoublingAllreduce(*meshes[0], data,
-                                  {.tag = "c", .deadline = DeadlineAfter(20s), .control = &control});
-  flip.join();
-  ASSERT_FALSE(result.ok());
-  EXPECT_EQ(result.status().code(), StatusCode::kAborted) << result.status().ToString();
-  EXPECT_LT(SecondsSince(start), 2.0);
-  EXPECT_TRUE(SameBits(data, inputs[0]));
-  EXPECT_FALSE(meshes[0]->failure().has_value());
-
-  std::vector<float> other = inputs[1];
-  std::thread interrupt([&] {
-    std::this_thread::sleep_for(150ms);
-    meshes[1]->Interrupt();
-  });
-  const auto start2 = Clock::now();
-  auto interrupted = DoublingAllreduce(*meshes[1], other, {.tag = "i", .deadline = DeadlineAfter(20s)});
-  interrupt.join();
-  ASSERT_FALSE(interrupted.ok());
-  EXPECT_LT(SecondsSince(start2), 2.0) << interrupted.status().ToString();
-  EXPECT_TRUE(SameBits(other, inputs[1]));
-}
-
 // Rank 3 speaks the protocol by hand and sends a NaN to both its partners (rank 2 in step 0,
 // rank 1 in step 1). They refuse it on receipt and name rank 3; rank 0, which never hears from
 // rank 3, names it too, reported by the partner that saw it. A NaN in our own input fails
@@ -274,23 +233,6 @@ TEST(DoublingAllreduceTest, OverflowingSumIsAnErrorAndKeepsData) {
       EXPECT_FALSE(outs[r].failure.has_value()) << outs[r].failure->ToString();
     }
   }
-}
-
-TEST(DoublingAllreduceTest, MismatchedOptionsFailFastWithWrongTag) {
-  LocalCluster cluster(2);
-  auto meshes = FormMeshes(cluster);
-  const auto inputs = Inputs(2, 8, 13);
-  const auto start = Clock::now();
-  auto outs = OnEveryRank(2, [&](uint32_t r) {
-    Outcome out{Status::Ok(), inputs[r], std::nullopt};
-    auto result = DoublingAllreduce(*meshes[r], out.data,
-                                    {.tag = "x", .deadline = DeadlineAfter(10s), .average = r == 0});
-    if (!result.ok()) out.status = result.status();
-    return out;
-  });
-  EXPECT_LT(SecondsSince(start), 5.0);
-  for (const auto& o : outs) ASSERT_FALSE(o.status.ok());
-  EXPECT_TRUE(Contains(outs[0].status.message() + outs[1].status.message(), "wrong tag"));
 }
 
 }  // namespace

@@ -82,6 +82,26 @@ inline std::vector<std::unique_ptr<Mesh>> FormMeshes(LocalCluster& cluster,
   return meshes;
 }
 
+// One rank's end of a collective call on its mesh.
+struct MeshOutcome {
+  Status status;
+  std::vector<float> data;               // the rank's buffer after the call
+  std::optional<PeerFailure> failure;    // whom its mesh blamed
+};
+
+// Runs call(mesh, data) on every rank at once, each on a copy of its input.
+template <typename Call>
+std::vector<MeshOutcome> OnEveryMesh(std::vector<std::unique_ptr<Mesh>>& meshes,
+                                     const std::vector<std::vector<float>>& inputs, Call call) {
+  return OnEveryRank(static_cast<uint32_t>(meshes.size()), [&](uint32_t r) {
+    MeshOutcome out{Status::Ok(), inputs[r], std::nullopt};
+    auto result = call(*meshes[r], std::span<float>(out.data));
+    if (!result.ok()) out.status = result.status();
+    out.failure = meshes[r]->failure();
+    return out;
+  });
+}
+
 // Shard s of a tensor of n elements over `world` ranks, as ButterflyAllreduce cuts it.
 inline size_t ShardBegin(size_t n, uint32_t world, uint32_t s) {
   return s * (n / world) + std::min<size_t>(s, n % world);
