@@ -1,9 +1,7 @@
 #include "collectives/direct_allreduce.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -15,9 +13,6 @@
 
 namespace tributary::collectives {
 namespace {
-
-// The fp32 reduction runs in blocks that stay in L1, so one pass over the peers' buffers does it.
-constexpr size_t kSumBlock = 1024;
 
 using codec::FirstNonFinite;
 using codec::ValueName;
@@ -136,35 +131,16 @@ class DirectOp {
     return Status::Ok();
   }
 
-  // x0 + x1 + ... in rank order on every rank (the same bits everywhere), ÷ world if averaging.
-  // The sums go into a peer's receive buffer first, so an overflow leaves `data_` untouched.
+  // x0 + x1 + ... in rank order on every rank (the same bits everywhere), ÷ world if averaging;
+  // staged in a peer's receive buffer when an overflow is possible, so it leaves `data_` as it was.
   Status ReduceFloats() {
     if (world() == 1) return Status::Ok();
     std::vector<const float*> src(world());
     for (uint32_t r = 0; r < world(); ++r) src[r] = r == me() ? data_.data() : shared_->floats[r].get();
-    // When no sum can overflow (the usual case), sum straight into `data_`: each element's
-    // inputs are read before it is written. Otherwise stage the sums in a receive buffer so an
-    // overflow leaves `data_` untouched.
-    double bound = 0;
-    for (uint32_t r = 0; r < world(); ++r) bound += std::bit_cast<float>(max_abs_[r]);
-    const bool safe = bound * (1 + 0x1p-20 * world()) < std::numeric_limits<float>::max();
-    float* const out = safe ? data_.data() : shared_->floats[me() == 0 ? 1 : 0].get();
-    float acc[kSumBlock];
-    for (size_t b = 0; b < data_.size(); b += kSumBlock) {
-      const size_t m = std::min(kSumBlock, data_.size() - b);
-      std::copy(src[0] + b, src[0] + b + m, acc);
-      for (uint32_t r = 1; r < world(); ++r) AddInto({acc, m}, {src[r] + b, m});
-      if (!AllFinite({acc, m})) {
-        const size_t i = b + FirstNonFinite(std::span<const float>(acc, m));
-        return InvalidArgument("the sum at element " + std::to_string(i) + " overflows float");
-      }
-      std::copy(acc, acc + m, out + b);
+    const float divisor = options_.average ? static_cast<float>(world()) : 1.0f;
+    if (auto i = SumUnlessOverflow(src, max_abs_, data_, shared_->floats[me() == 0 ? 1 : 0].get(), divisor)) {
+      return InvalidArgument("the sum at element " + std::to_string(*i) + " overflows float");
     }
-    if (!options_.average) {
-      if (out != data_.data()) std::copy(out, out + data_.size(), data_.begin());
-      return Status::Ok();
-    }
-    DivideInto(data_, {out, data_.size()}, static_cast<float>(world()));
     return Status::Ok();
   }
 

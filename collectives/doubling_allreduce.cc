@@ -1,8 +1,7 @@
 #include "collectives/doubling_allreduce.h"
 
 #include <algorithm>
-#include <bit>
-#include <limits>
+#include <array>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -14,9 +13,6 @@
 
 namespace tributary::collectives {
 namespace {
-
-// The last step's sum runs in blocks that stay in L1 on its way into `data`.
-constexpr size_t kSumBlock = 1024;
 
 using codec::FirstNonFinite;
 using codec::ValueName;
@@ -52,7 +48,9 @@ class DoublingOp {
           [&] { return TimedOut(); }));
       float* theirs = box_->floats[partner].get();
       if (last) return Finish(current, partner);
-      if (AddChecked({theirs, n()}, {current, n()}) & 2u) return Overflow({theirs, n()});
+      if (AddChecked({theirs, n()}, {current, n()}) & 2u) {
+        return Overflow(FirstNonFinite(std::span<const float>(theirs, n())));
+      }
       current = theirs;
     }
     return Status::Ok();  // world 1
@@ -114,41 +112,19 @@ class DoublingOp {
     return Status::Ok();
   }
 
-  // data_ = (current + theirs) [÷ world]. When the magnitudes rule out an overflow (the usual
-  // case) the sum goes straight into `data_`; otherwise it is formed in the partner's buffer
-  // first, so an overflow leaves `data_` untouched.
+  // data_ = (current + theirs) [÷ world], `data_` untouched on an overflow.
   Status Finish(const float* current, uint32_t partner) {
     float* theirs = box_->floats[partner].get();
     const uint32_t ours_max = current == data_.data() ? max_abs_[me()] : MaxAbsBits({current, n()});
-    const double bound = static_cast<double>(std::bit_cast<float>(ours_max)) +
-                         std::bit_cast<float>(max_abs_[partner]);
-    const float divisor = static_cast<float>(world());
-    if (bound * (1 + 0x1p-20) < std::numeric_limits<float>::max()) {
-      float acc[kSumBlock];
-      for (size_t b = 0; b < n(); b += kSumBlock) {
-        const size_t m = std::min(kSumBlock, n() - b);
-        std::copy(current + b, current + b + m, acc);
-        AddInto({acc, m}, {theirs + b, m});
-        if (options_.average) {
-          DivideInto(data_.subspan(b, m), {acc, m}, divisor);
-        } else {
-          std::copy(acc, acc + m, data_.begin() + static_cast<std::ptrdiff_t>(b));
-        }
-      }
-      return Status::Ok();
-    }
-    if (AddChecked({theirs, n()}, {current, n()}) & 2u) return Overflow({theirs, n()});
-    if (options_.average) {
-      DivideInto(data_, {theirs, n()}, divisor);
-    } else {
-      std::copy(theirs, theirs + n(), data_.begin());
-    }
+    const std::array<const float*, 2> inputs{current, theirs};
+    const std::array<uint32_t, 2> max_abs{ours_max, max_abs_[partner]};
+    const float divisor = options_.average ? static_cast<float>(world()) : 1.0f;
+    if (auto i = SumUnlessOverflow(inputs, max_abs, data_, theirs, divisor)) return Overflow(*i);
     return Status::Ok();
   }
 
-  Status Overflow(std::span<const float> sum) {
-    return InvalidArgument("the sum at element " + std::to_string(FirstNonFinite(sum)) +
-                           " overflows float");
+  Status Overflow(size_t element) {
+    return InvalidArgument("the sum at element " + std::to_string(element) + " overflows float");
   }
 
   // Names the partner we still wait for; with every partial sum in, the first partner that did

@@ -5,7 +5,9 @@
 // culprit on the rare failure.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 namespace tributary::collectives {
@@ -23,5 +25,16 @@ void AddInto(std::span<float> acc, std::span<const float> in);
 uint32_t AddChecked(std::span<float> acc, std::span<const float> in);
 // out[i] = in[i] / n (`out` may be `in`).
 void DivideInto(std::span<float> out, std::span<const float> in, float n);
+
+// data = (inputs[0] + inputs[1] + ...) / divisor, summed left to right (the same bits on every
+// machine) in blocks that stay in L1; every input is data.size() finite floats, with MaxAbsBits
+// `max_abs_bits`. When those rule an overflow out (the usual case) the sum goes straight into
+// `data`, which may be one of the inputs (each block is read before it is written). Otherwise
+// it is staged in `scratch` (data.size() floats, may be an input other than `data`, is
+// overwritten) so that an overflow leaves `data` untouched; the overflowing element's index is
+// returned.
+std::optional<size_t> SumUnlessOverflow(std::span<const float* const> inputs,
+                                        std::span<const uint32_t> max_abs_bits,
+                                        std::span<float> data, float* scratch, float divisor);
 
 }  // namespace tributary::collectives

@@ -13,6 +13,8 @@
 #include <functional>
 #include <optional>
 
+#include "core/clock.h"
+
 namespace tributary::collectives {
 
 struct FormControl {
@@ -21,5 +23,11 @@ struct FormControl {
 
   bool IsCancelled() const { return cancelled && cancelled(); }
 };
+
+// An all-reduce (CollectiveOptions::control) polls cancelled() this often while it waits on
+// peers, and reports a cancellation as Aborted with this message.
+inline constexpr Millis kCollectiveCancelPoll{20};
+inline constexpr const char* kCollectiveSuperseded =
+    "gave up the all-reduce: the attempt was superseded";
 
 }  // namespace tributary::collectives

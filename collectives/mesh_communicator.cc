@@ -15,8 +15,6 @@
 namespace tributary::collectives {
 namespace {
 
-constexpr Millis kCancelPoll{20};
-constexpr const char* kSuperseded = "gave up the all-reduce: the attempt was superseded";
 
 // The ring and the butterfly wait inside blocking receives, so they cannot poll a cancellation
 // themselves: this thread polls it for them and interrupts the mesh (closing its connections
@@ -33,7 +31,7 @@ class CancelWatch {
           mesh.Interrupt();
           return;
         }
-        cv_.wait_for(lock, kCancelPoll);
+        cv_.wait_for(lock, kCollectiveCancelPoll);
       }
     });
   }
@@ -196,7 +194,7 @@ Result<CollectiveStats> MeshCommunicator::Allreduce(std::span<float> data,
   // A superseded attempt is nobody's fault: our interrupt closed the connections, or a member
   // that learnt it first gave up on us. Whom the algorithm blamed for that does not matter.
   if (cancelled || (options.control && options.control->IsCancelled())) {
-    return Aborted(std::string(kSuperseded) + " (" + st.message() + ")");
+    return Aborted(std::string(kCollectiveSuperseded) + " (" + st.message() + ")");
   }
   if (!was_broken) last_stats_.failed_peer = mesh_->failure();
   return st;

@@ -144,7 +144,7 @@ Result<std::shared_ptr<const std::string>> TensorFrame(const std::string& job_id
 Status AbortFailedCall(Mesh& mesh, Status st, std::optional<PeerFailure> blamed,
                        const FormControl* control) {
   if (control && control->IsCancelled() && (blamed || st.code() != StatusCode::kAborted)) {
-    st = Aborted("gave up the all-reduce: the attempt was superseded (" + st.message() + ")");
+    st = Aborted(std::string(kCollectiveSuperseded) + " (" + st.message() + ")");
     blamed.reset();
   }
   mesh.Abort(st, blamed);

@@ -98,12 +98,10 @@ Result<std::shared_ptr<const std::string>> TensorFrame(const std::string& job_id
                                                        const std::string& tag, uint64_t numel,
                                                        uint32_t sender, uint64_t nbytes);
 
-// How often a waiting call looks at control->cancelled().
-inline constexpr Millis kCancelPoll{20};
-
 // Waits, handing every Arrival to `handle` (evidence order, see HandleArrivals), until
 // have_all() is true and, when `need_sends`, every send finished. Ends with Aborted once
-// control->cancelled() (polled every kCancelPoll) is true, and with timed_out() at `deadline`.
+// control->cancelled() (polled every kCollectiveCancelPoll) is true, and with timed_out() at
+// `deadline`.
 template <typename HaveAll, typename Handle, typename TimedOut>
 Status AwaitArrivals(ArrivalBox& box, Deadline deadline, const FormControl* control, bool need_sends,
                      HaveAll have_all, Handle handle, TimedOut timed_out) {
@@ -114,13 +112,14 @@ Status AwaitArrivals(ArrivalBox& box, Deadline deadline, const FormControl* cont
   };
   for (;;) {
     if (have_all() && (!need_sends || box.AllSent())) return Status::Ok();
-    const Deadline until = polling ? std::min(deadline, DeadlineAfter(kCancelPoll)) : deadline;
+    const Deadline until =
+        polling ? std::min(deadline, DeadlineAfter(kCollectiveCancelPoll)) : deadline;
     bool all_sent = false;
     std::deque<Arrival> arrivals = box.Take(until, need_sends && have_all(), &all_sent);
     TRIB_RETURN_IF_ERROR(HandleArrivals(arrivals, deadline, take, handle));
     if (have_all() && (!need_sends || all_sent)) return Status::Ok();
     if (polling && control->IsCancelled()) {
-      return Aborted("gave up the all-reduce: the attempt was superseded");
+      return Aborted(kCollectiveSuperseded);
     }
     if (arrivals.empty() && Clock::now() >= deadline) return timed_out();
   }
