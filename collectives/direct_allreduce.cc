@@ -79,7 +79,7 @@ class DirectOp {
         if (p != me()) shared_->floats[p].reset(new float[data_.size()]);
       }
     }
-    for (uint32_t p : others) ReceiveTensorFrom(shared_, mesh_.peer(p), p, expected);
+    for (uint32_t p : others) shared_->ExpectMessage(mesh_.peer(p), p, expected, options_.deadline);
     return Status::Ok();
   }
 

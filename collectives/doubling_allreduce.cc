@@ -86,7 +86,7 @@ class DoublingOp {
     box_->floats.resize(world());
     for (uint32_t p : partners_) {
       box_->floats[p].reset(new float[n()]);
-      ReceiveTensorFrom(box_, mesh_.peer(p), p, expected);
+      box_->ExpectMessage(mesh_.peer(p), p, expected, options_.deadline);
     }
   }
 

@@ -26,13 +26,6 @@ Cost DirectCost(uint32_t world, const LinkEstimate& link) {
   const double n = world;
   return {Alpha(link), (n - 1) / Bandwidth(link) + n / kReduceBytesPerSecond};
 }
-// Doubling is a bet that latency dominates: it sends log2(N)·S per member, more than the ring's
-// 2(N-1)/N·S. Only a measured link (bandwidth known, not the LAN default) backs that bet.
-bool Measured(const LinkEstimate& link) {
-  return link.bytes_per_second > 0 && !(link.rtt_seconds == kDefaultLink.rtt_seconds &&
-                                        link.bytes_per_second == kDefaultLink.bytes_per_second);
-}
-
 Cost DoublingCost(uint32_t world, const LinkEstimate& link) {
   const double steps = std::bit_width(world) - 1;
   return {steps * Alpha(link), steps * (1 / Bandwidth(link) + 2 / kReduceBytesPerSecond)};
@@ -71,16 +64,23 @@ double RingSeconds(uint32_t world, const LinkEstimate& link, double bytes) {
 
 bool DoublingFits(uint32_t world) { return world >= 4 && std::has_single_bit(world); }
 
+bool Measured(const LinkEstimate& link) {
+  return link.bytes_per_second > 0 && !(link.rtt_seconds == kDefaultLink.rtt_seconds &&
+                                        link.bytes_per_second == kDefaultLink.bytes_per_second);
+}
+
 size_t DirectThresholdBytes(uint32_t world, const LinkEstimate& link) {
   if (world <= 1) return kMaxDirectBytes;
+  if (!Measured(link)) return DoublingFits(world) ? 0 : kUnmeasuredDirectMaxBytes;
   const Cost direct = DirectCost(world, link);
   double s = Crossover(direct, RingCost(world, link));
-  if (DoublingFits(world) && Measured(link)) s = std::min(s, Crossover(direct, DoublingCost(world, link)));
+  if (DoublingFits(world)) s = std::min(s, Crossover(direct, DoublingCost(world, link)));
   return Capped(s);
 }
 
 size_t DoublingThresholdBytes(uint32_t world, const LinkEstimate& link, size_t segment_bytes) {
-  if (!DoublingFits(world) || !Measured(link)) return 0;
+  if (!DoublingFits(world)) return 0;
+  if (!Measured(link)) return kUnmeasuredDoublingMaxBytes;
   // Doubling only wins while the ring's hop latencies, not its bytes, decide its time.
   const Cost doubling = DoublingCost(world, link);
   const size_t s = Capped((RingLatencySeconds(world, link, segment_bytes) - doubling.a) / doubling.b);

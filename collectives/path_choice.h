@@ -15,10 +15,12 @@
 // wins only while the ring is latency-bound: the ring pipelines its segments (g bytes), so its
 // time is about max(2(N-1)·(α + g/B), 2(N-1)/N·S/B), and doubling takes tensors up to where
 // L·(α + S/B + 2·S/R) reaches 2(N-1)·(α + g/B) (≈ 0.8 MB at N = 4 on 100 Mbit/s, 50 ms; the
-// linear ring term above overstates the ring there, docs/BENCHMARKS.md). That bet on latency
-// is taken only on a measured link: with the LAN default (kDefaultLink, which is what a group
-// without measurements and the loopback benchmark run on) doubling is off. Both thresholds are
-// capped so receive buffers ((N-1)·S direct, L·S doubling) stay bounded. The same model sets
+// linear ring term above overstates the ring there, docs/BENCHMARKS.md). The model needs a
+// measured link. Without one (kDefaultLink: a group nobody probed, in practice ranks on one
+// host or a LAN, like the loopback benchmark) its α and B are guesses, and what decides there is
+// the CPU cost of messages, not latency: the thresholds are then the crossovers measured on
+// loopback (kUnmeasured*). Both thresholds are capped so receive buffers ((N-1)·S direct,
+// L·S doubling) stay bounded. The same model sets
 // the ring's segment size: small enough that the
 // store-and-forward of one segment (segment/B per hop) stays a few ms on a slow link, large
 // enough that per-segment costs vanish on a fast one.
@@ -44,6 +46,13 @@ inline constexpr double kMessageOverheadSeconds = 100e-6;
 inline constexpr double kReduceBytesPerSecond = 3e9;
 // Without measurements: a LAN-like link (1 ms RTT, 1 Gbit/s).
 inline constexpr LinkEstimate kDefaultLink{.rtt_seconds = 1e-3, .bytes_per_second = 125e6};
+// An unmeasured group's thresholds: the direct path up to 32 KiB (at N = 2 it beats the ring at
+// 32 KiB and loses at 64 KiB; at N = 3 they tie at 64 KiB), recursive doubling (power-of-two
+// N ≥ 4, where it also beats the direct path at 4 KiB) up to 64 KiB (it beats the ring by 1.3×
+// there and loses from 96 KiB). Loopback, 2-vCPU VM, docs/BENCHMARKS.md; whole-tensor messages
+// above one 64 KiB loopback segment cost disproportionately, the ring's segments do not.
+inline constexpr size_t kUnmeasuredDirectMaxBytes = 32 << 10;
+inline constexpr size_t kUnmeasuredDoublingMaxBytes = 64 << 10;
 // Upper bound on the direct and doubling paths' tensor size (their receive buffers are (N-1)×
 // and log2(N)× that).
 inline constexpr size_t kMaxDirectBytes = 16 << 20;
@@ -58,11 +67,14 @@ double RingLatencySeconds(uint32_t world, const LinkEstimate& link, size_t segme
 
 // Whether recursive doubling applies to a group of `world`: a power of two, at least 4.
 bool DoublingFits(uint32_t world);
-// The largest tensor (bytes) that takes the direct path in a group of `world` over `link`.
+// Whether `link` is a measurement: a bandwidth, and not the default.
+bool Measured(const LinkEstimate& link);
+// The largest tensor (bytes) that takes the direct path in a group of `world` over `link`
+// (unmeasured: kUnmeasuredDirectMaxBytes, or 0 where doubling fits).
 size_t DirectThresholdBytes(uint32_t world, const LinkEstimate& link);
 // The largest plain-sum tensor that takes recursive doubling (it takes it above
 // DirectThresholdBytes) when the ring runs `segment_bytes` segments; 0 where doubling does not
-// fit the world, the link is not measured, or doubling never wins.
+// fit the world or never wins (unmeasured: kUnmeasuredDoublingMaxBytes where it fits).
 size_t DoublingThresholdBytes(uint32_t world, const LinkEstimate& link, size_t segment_bytes);
 
 // The ring's pipelining unit for `link`: ≈ 4 ms of link time, clamped to [64 KiB, 1 MiB] and

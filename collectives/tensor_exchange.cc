@@ -1,5 +1,8 @@
 #include "collectives/tensor_exchange.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <utility>
 
 #include "net/frame.h"
@@ -32,6 +35,43 @@ Status CheckTensorHeader(const v1::Envelope& env, const ExpectedTensor& e, uint3
   return Status::Ok();
 }
 
+ArrivalBox::ArrivalBox() : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+ArrivalBox::~ArrivalBox() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void ArrivalBox::ExpectMessage(std::shared_ptr<net::Connection> conn, uint32_t peer,
+                               std::shared_ptr<const ExpectedTensor> expected, Deadline deadline) {
+  due_.push_back({std::move(conn), peer, std::move(expected), deadline});
+}
+
+Arrival ArrivalBox::Read(const Due& due) {
+  Result<v1::Envelope> env = due.conn->Receive(due.deadline);
+  if (!env.ok()) return {.peer = due.peer, .status = env.status()};
+  if (env->has_error() && net::CheckEnvelope(*env, due.expected->job_id).ok()) {
+    return {.peer = due.peer, .relayed = env->error().message()};
+  }
+  if (Status valid = CheckTensorHeader(*env, *due.expected, due.peer); !valid.ok()) {
+    return {.peer = due.peer, .status = valid};
+  }
+  std::span<std::byte> into;
+  if (due.expected->exact) {
+    into = std::as_writable_bytes(std::span(floats[due.peer].get(), due.expected->numel));
+  } else {
+    payloads[due.peer].resize(env->tensor().nbytes());
+    into = std::as_writable_bytes(std::span(payloads[due.peer]));
+  }
+  return {.peer = due.peer, .status = due.conn->ReceiveRaw(into, due.deadline)};
+}
+
+void ArrivalBox::Wake() {
+  if (polling_ && wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
 void ArrivalBox::ExpectSendsTo(uint32_t world, const std::vector<uint32_t>& targets) {
   std::lock_guard lock(mu_);
   sent_to_.assign(world, true);
@@ -44,6 +84,7 @@ void ArrivalBox::Push(Arrival a) {
   {
     std::lock_guard lock(mu_);
     arrivals_.push_back(std::move(a));
+    Wake();
   }
   cv_.notify_all();
 }
@@ -55,6 +96,7 @@ void ArrivalBox::SendDone(uint32_t peer) {
     sent_to_[peer] = true;
     ++sends_done_;
     wake = awaiting_sends_;
+    if (wake) Wake();
   }
   if (wake) cv_.notify_all();
 }
@@ -62,9 +104,25 @@ void ArrivalBox::SendDone(uint32_t peer) {
 std::deque<Arrival> ArrivalBox::Take(Deadline until, bool wait_for_sends, bool* all_sent) {
   std::unique_lock lock(mu_);
   awaiting_sends_ = wait_for_sends;
-  cv_.wait_until(lock, until, [&] {
-    return !arrivals_.empty() || (wait_for_sends && sends_done_ >= sends_wanted_);
-  });
+  auto done = [&] { return !arrivals_.empty() || (wait_for_sends && sends_done_ >= sends_wanted_); };
+  while (!done() && !due_.empty() && Clock::now() < until) {
+    polling_ = true;
+    lock.unlock();
+    std::vector<net::Connection*> conns;
+    for (const Due& d : due_) conns.push_back(d.conn.get());
+    std::vector<size_t> ready = net::Connection::WaitReadable(conns, wake_fd_, until);
+    uint64_t drained = 0;
+    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &drained, sizeof(drained));
+    std::deque<Arrival> read;
+    for (size_t i : ready) read.push_back(Read(due_[i]));
+    for (auto it = ready.rbegin(); it != ready.rend(); ++it) {
+      due_.erase(due_.begin() + static_cast<ptrdiff_t>(*it));
+    }
+    lock.lock();
+    polling_ = false;
+    for (Arrival& a : read) arrivals_.push_back(std::move(a));
+  }
+  if (due_.empty()) cv_.wait_until(lock, until, done);
   awaiting_sends_ = false;
   *all_sent = sends_done_ >= sends_wanted_;
   return std::exchange(arrivals_, {});
@@ -81,29 +139,6 @@ std::optional<uint32_t> ArrivalBox::FirstUnsent() {
     if (!sent_to_[p]) return p;
   }
   return std::nullopt;
-}
-
-void ReceiveTensorFrom(std::shared_ptr<ArrivalBox> box, std::shared_ptr<net::Connection> conn,
-                       uint32_t peer, std::shared_ptr<const ExpectedTensor> expected) {
-  conn->AsyncReceive([box, conn, peer, expected](Result<v1::Envelope> env) {
-    if (!env.ok()) return box->Push({.peer = peer, .status = env.status()});
-    if (env->has_error() && net::CheckEnvelope(*env, expected->job_id).ok()) {
-      return box->Push({.peer = peer, .relayed = env->error().message()});
-    }
-    if (Status valid = CheckTensorHeader(*env, *expected, peer); !valid.ok()) {
-      return box->Push({.peer = peer, .status = valid});
-    }
-    std::span<std::byte> into;
-    if (expected->exact) {
-      into = std::as_writable_bytes(std::span(box->floats[peer].get(), expected->numel));
-    } else {
-      box->payloads[peer].resize(env->tensor().nbytes());
-      into = std::as_writable_bytes(std::span(box->payloads[peer]));
-    }
-    conn->AsyncReceiveRaw(into, [box, peer](Status st) {
-      box->Push({.peer = peer, .status = std::move(st)});
-    });
-  });
 }
 
 void SendTensorTo(const std::shared_ptr<ArrivalBox>& box, net::Connection& conn, uint32_t to,

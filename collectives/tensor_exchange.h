@@ -3,11 +3,12 @@
 // apart by its connection; its header is checked (job, tag, dtype, numel, claimed sender, size)
 // before a byte of payload is read, and the payload lands in that sender's slot.
 //
-// Threads: the io handlers post Arrivals and finished sends into an ArrivalBox; the calling
-// thread waits on it (AwaitArrivals). The box is shared (shared_ptr) with the handlers, so it
-// outlives a call that failed while receives were in flight. A sender's slot is written only by
-// that sender's handlers and read by the caller only after that sender's successful Arrival was
-// taken under the box's mutex.
+// Threads: the calling thread reads the peers' messages itself, inside ArrivalBox::Take: it
+// waits in poll() on the connections whose message is still due and reads each as it becomes
+// readable (a receive handed to an io thread costs the caller a second wake-up per message).
+// Finished and failed sends are reported into the box by whichever thread completes them; a
+// report wakes a polling caller through the box's eventfd. The box is shared (shared_ptr) with
+// those send handlers, so it outlives a call that failed while sends were in flight.
 #pragma once
 
 #include <algorithm>
@@ -49,9 +50,20 @@ struct Arrival {
 
 class ArrivalBox {
  public:
+  ArrivalBox();
+  ~ArrivalBox();
+  ArrivalBox(const ArrivalBox&) = delete;
+  ArrivalBox& operator=(const ArrivalBox&) = delete;
+
   // Per-sender slots: exact messages land in floats[p] (numel floats each), others in payloads[p].
   std::vector<std::unique_ptr<float[]>> floats;
   std::vector<std::string> payloads;
+
+  // The one message `peer` sends this call, due on `conn` by `deadline`: Take reads it (header
+  // checked before a byte of payload is read, then the payload into the peer's slot) and turns
+  // it, a relayed Error, or the failure into an Arrival. Caller's thread only.
+  void ExpectMessage(std::shared_ptr<net::Connection> conn, uint32_t peer,
+                     std::shared_ptr<const ExpectedTensor> expected, Deadline deadline);
 
   // The ranks this call sends to (before any send starts).
   void ExpectSendsTo(uint32_t world, const std::vector<uint32_t>& targets);
@@ -60,26 +72,34 @@ class ArrivalBox {
   // wakes it only when it waits for exactly that: an extra wake-up is a context switch on the
   // latency path. (Waiting through Connection::Flush would cost a round trip to each io thread.)
   void SendDone(uint32_t peer);
-  // What arrived, waiting until something did, `until` passed or (when `wait_for_sends`) every
-  // send finished. *all_sent says whether every send has finished.
+  // What arrived, reading due messages as they come, until something did, `until` passed or
+  // (when `wait_for_sends`) every send finished. *all_sent says whether every send has finished.
+  // Caller's thread only.
   std::deque<Arrival> Take(Deadline until, bool wait_for_sends, bool* all_sent);
   bool AllSent();
   // A target whose send has not finished.
   std::optional<uint32_t> FirstUnsent();
 
  private:
+  struct Due {
+    std::shared_ptr<net::Connection> conn;
+    uint32_t peer = 0;
+    std::shared_ptr<const ExpectedTensor> expected;
+    Deadline deadline;
+  };
+  Arrival Read(const Due& due);
+  void Wake();  // mu_ held
+
+  std::vector<Due> due_;  // caller's thread only
+  int wake_fd_ = -1;      // eventfd: a report for a caller polling the connections
   std::mutex mu_;
   std::condition_variable cv_;
+  bool polling_ = false;
   std::deque<Arrival> arrivals_;
   std::vector<bool> sent_to_;  // by rank: true unless a send to it is still outstanding
   uint32_t sends_wanted_ = 0, sends_done_ = 0;
   bool awaiting_sends_ = false;
 };
-
-// Posts one receive on `conn` for `peer`'s message: header checked, then the payload read into
-// the peer's slot of `box`; the outcome (or a relayed Error) is pushed as an Arrival.
-void ReceiveTensorFrom(std::shared_ptr<ArrivalBox> box, std::shared_ptr<net::Connection> conn,
-                       uint32_t peer, std::shared_ptr<const ExpectedTensor> expected);
 
 // Sends `frame` + `tail` to `to` on `conn`, reporting to `box` (SendDone, or an Arrival with
 // `sending`). `keep` is held until the send completed (the tail's owner, if not the caller).

@@ -8,10 +8,13 @@
 #include <boost/asio/write.hpp>
 
 #include <sodium.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cerrno>
+#include <chrono>
+#include <limits>
 #include <cstring>
 #include <future>
 
@@ -24,6 +27,14 @@ std::string EndpointString(const tcp::socket& socket) {
   auto ep = socket.remote_endpoint(ec);
   if (ec) return "unknown-peer";
   return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// poll()'s timeout until `deadline`, rounded up to whole ms: -1 for none, 0 once it passed.
+int PollTimeoutMs(Deadline deadline) {
+  if (deadline == Deadline::max()) return -1;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left <= 0) return 0;
+  return static_cast<int>(std::min<int64_t>(left, std::numeric_limits<int>::max()));
 }
 
 asio::io_context* ContextOf(const asio::any_io_executor& executor) {
@@ -106,7 +117,13 @@ Status Connection::MapError(const boost::system::error_code& ec, size_t got, siz
 
 void Connection::AsyncReceive(ReceiveHandler handler) {
   auto self = shared_from_this();
-  asio::dispatch(strand_, [self, handler = std::move(handler)]() mutable {
+  ++async_reads_;
+  // The count drops before the handler runs: a handler may start the next receive.
+  auto finish = [self, handler = std::move(handler)](Result<v1::Envelope> r) mutable {
+    --self->async_reads_;
+    handler(std::move(r));
+  };
+  asio::dispatch(strand_, [self, handler = std::move(finish)]() mutable {
     if (self->closed_) {
       handler(Unavailable("connection to " + self->remote_ + " is closed"));
       return;
@@ -130,30 +147,49 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
                                                      const boost::system::error_code& ec2,
                                                      size_t got) mutable {
                 if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
-                self->bytes_received_ += kFrameHeaderBytes + got;
-                if (self->rx_cipher_) {
-                  if (got < kRecordOverhead) {
-                    return handler(ProtocolError("malformed frame from " + self->remote_ +
-                                                 ": record shorter than its tag"));
-                  }
-                  std::vector<std::byte> plain(got - kRecordOverhead);
-                  Status opened = self->Open(self->body_, plain);
-                  if (!opened.ok()) return handler(opened);
-                  self->body_ = std::move(plain);
-                }
-                auto envelope = ParseEnvelope(self->body_);
-                if (!envelope.ok()) {
-                  return handler(envelope.status().WithContext("from " + self->remote_));
-                }
-                handler(std::move(envelope));
+                handler(self->ParseBody(got));
               }));
         }));
   });
 }
 
+Result<v1::Envelope> Connection::ParseBody(size_t got) {
+  bytes_received_ += kFrameHeaderBytes + got;
+  if (rx_cipher_) {
+    if (got < kRecordOverhead) {
+      return ProtocolError("malformed frame from " + remote_ + ": record shorter than its tag");
+    }
+    std::vector<std::byte> plain(got - kRecordOverhead);
+    TRIB_RETURN_IF_ERROR(Open(body_, plain));
+    body_ = std::move(plain);
+  }
+  auto envelope = ParseEnvelope(body_);
+  if (!envelope.ok()) return envelope.status().WithContext("from " + remote_);
+  return envelope;
+}
+
+Status Connection::CheckTailRecord(size_t want) {
+  uint32_t length = 0;
+  for (size_t i = 0; i < kFrameHeaderBytes; ++i) {
+    length |= static_cast<uint32_t>(std::to_integer<uint8_t>(header_[i])) << (8 * i);
+  }
+  if (length != want + kRecordOverhead) {
+    return ProtocolError("malformed frame from " + remote_ + ": tensor record of " +
+                         std::to_string(length) + " bytes, expected " +
+                         std::to_string(want + kRecordOverhead));
+  }
+  body_.resize(length);
+  return Status::Ok();
+}
+
 void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler) {
   auto self = shared_from_this();
-  asio::dispatch(strand_, [self, into, handler = std::move(handler)]() mutable {
+  ++async_reads_;
+  auto finish = [self, handler = std::move(handler)](Status st) mutable {
+    --self->async_reads_;
+    handler(std::move(st));
+  };
+  asio::dispatch(strand_, [self, into, handler = std::move(finish)]() mutable {
     if (self->closed_) return handler(Unavailable("connection to " + self->remote_ + " is closed"));
     if (!self->rx_cipher_) {
       asio::async_read(self->socket_, asio::buffer(into.data(), into.size()),
@@ -173,23 +209,15 @@ void Connection::AsyncReceiveRaw(std::span<std::byte> into, DoneHandler handler)
                                                const boost::system::error_code& ec,
                                                size_t n) mutable {
           if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "record header"));
-          uint32_t length = 0;
-          for (size_t i = 0; i < kFrameHeaderBytes; ++i) {
-            length |= static_cast<uint32_t>(std::to_integer<uint8_t>(self->header_[i])) << (8 * i);
-          }
-          if (length != into.size() + kRecordOverhead) {
-            return handler(ProtocolError("malformed frame from " + self->remote_ + ": tensor record of " +
-                                         std::to_string(length) + " bytes, expected " +
-                                         std::to_string(into.size() + kRecordOverhead)));
-          }
-          self->body_.resize(length);
+          Status sized = self->CheckTailRecord(into.size());
+          if (!sized.ok()) return handler(std::move(sized));
           asio::async_read(
               self->socket_, asio::buffer(self->body_),
-              asio::bind_executor(self->strand_, [self, into, length, handler = std::move(handler)](
+              asio::bind_executor(self->strand_, [self, into, handler = std::move(handler)](
                                                      const boost::system::error_code& ec2,
                                                      size_t got) mutable {
                 self->bytes_received_ += kFrameHeaderBytes + got;
-                if (ec2) return handler(self->MapError(ec2, got, length, "tensor data"));
+                if (ec2) return handler(self->MapError(ec2, got, self->body_.size(), "tensor data"));
                 handler(self->Open(self->body_, into));
               }));
         }));
@@ -316,8 +344,7 @@ void Connection::FailAllWrites(const Status& status) {
   auto waiters = std::move(flush_waiters_);
   flush_waiters_.clear();
   closed_ = true;
-  boost::system::error_code ignored;
-  socket_.close(ignored);
+  CloseSocket();
   lock.unlock();
   for (auto& w : pending) {
     if (w.done) w.done(status);
@@ -338,7 +365,124 @@ T Connection::Await(Start start, Deadline deadline, const char* what) {
   return future.get();
 }
 
+template <typename T, typename Read>
+std::optional<T> Connection::OnCaller(Read read, Deadline deadline, const char* what) {
+  if (io_ == nullptr || io_->get_executor().running_in_this_thread()) return std::nullopt;
+  std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
+  if (!lock.owns_lock() || async_reads_.load() > 0) return std::nullopt;
+  if (closed_) return T(Unavailable("connection to " + remote_ + " is closed"));
+  bool timed_out = false;
+  T outcome = read(deadline, &timed_out);
+  lock.unlock();
+  if (!timed_out) return outcome;
+  Close();  // a stream that timed out mid-frame cannot be resynchronised
+  return T(DeadlineExceeded(std::string(what) + " with " + remote_ + " timed out"));
+}
+
+boost::system::error_code Connection::ReadOnCaller(std::span<std::byte> into, Deadline deadline,
+                                                   size_t* got) {
+  *got = 0;
+  const int fd = socket_.native_handle();
+  while (*got < into.size()) {
+    const ssize_t n = ::recv(fd, into.data() + *got, into.size() - *got, MSG_DONTWAIT);
+    if (n > 0) {
+      *got += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return asio::error::eof;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      return {errno, boost::system::system_category()};
+    }
+    const int timeout_ms = PollTimeoutMs(deadline);
+    if (timeout_ms == 0) return asio::error::timed_out;
+    pollfd waiting{fd, POLLIN, 0};
+    if (::poll(&waiting, 1, timeout_ms) < 0 && errno != EINTR) {
+      return {errno, boost::system::system_category()};
+    }
+  }
+  return {};
+}
+
+std::vector<size_t> Connection::WaitReadable(std::span<Connection* const> conns, int wake_fd,
+                                             Deadline deadline) {
+  // Each read_mu_ is held across poll(): a closing connection is shut down first, which wakes
+  // the poll, and closes its descriptor only once we let go.
+  std::vector<std::unique_lock<std::mutex>> held;
+  held.reserve(conns.size());
+  std::vector<pollfd> fds;
+  std::vector<size_t> ready;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    held.emplace_back(conns[i]->read_mu_);
+    if (conns[i]->closed_.load()) {
+      ready.push_back(i);  // its receive fails at once, naming why
+    } else {
+      fds.push_back({conns[i]->socket_.native_handle(), POLLIN, 0});
+    }
+  }
+  if (!ready.empty()) return ready;
+  if (wake_fd >= 0) fds.push_back({wake_fd, POLLIN, 0});
+  if (::poll(fds.data(), fds.size(), PollTimeoutMs(deadline)) <= 0) return ready;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    if (fds[i].revents != 0) ready.push_back(i);
+  }
+  return ready;
+}
+
+Status Connection::CallerReadError(const boost::system::error_code& ec, size_t got, size_t wanted,
+                                   const char* what) const {
+  // Our own Close() shows up here as the end of the stream: it is not the peer's doing.
+  if (closed_.load()) return Unavailable("connection to " + remote_ + " was closed");
+  return MapError(ec, got, wanted, what);
+}
+
+Result<v1::Envelope> Connection::ReceiveOnCaller(Deadline deadline, bool* timed_out) {
+  size_t got = 0;
+  auto ec = ReadOnCaller(header_, deadline, &got);
+  if (ec) {
+    *timed_out = ec == asio::error::timed_out;
+    return CallerReadError(ec, got, kFrameHeaderBytes, "frame header");
+  }
+  const uint32_t overhead = rx_cipher_ ? kRecordOverhead : 0;
+  auto length = DecodeFrameLength(header_, max_frame_bytes_ + overhead);
+  if (!length.ok()) return length.status().WithContext("from " + remote_);
+  body_.resize(*length);
+  ec = ReadOnCaller(body_, deadline, &got);
+  if (ec) {
+    bytes_received_ += kFrameHeaderBytes + got;
+    *timed_out = ec == asio::error::timed_out;
+    return CallerReadError(ec, got, *length, "frame body");
+  }
+  return ParseBody(got);
+}
+
+Status Connection::ReceiveRawOnCaller(std::span<std::byte> into, Deadline deadline,
+                                      bool* timed_out) {
+  size_t got = 0;
+  if (!rx_cipher_) {
+    auto ec = ReadOnCaller(into, deadline, &got);
+    bytes_received_ += got;
+    *timed_out = ec == asio::error::timed_out;
+    return ec ? CallerReadError(ec, got, into.size(), "tensor data") : Status::Ok();
+  }
+  auto ec = ReadOnCaller(header_, deadline, &got);
+  if (ec) {
+    *timed_out = ec == asio::error::timed_out;
+    return CallerReadError(ec, got, kFrameHeaderBytes, "record header");
+  }
+  TRIB_RETURN_IF_ERROR(CheckTailRecord(into.size()));
+  ec = ReadOnCaller(body_, deadline, &got);
+  bytes_received_ += kFrameHeaderBytes + got;
+  if (ec) {
+    *timed_out = ec == asio::error::timed_out;
+    return CallerReadError(ec, got, body_.size(), "tensor data");
+  }
+  return Open(body_, into);
+}
+
 Result<v1::Envelope> Connection::Receive(Deadline deadline) {
+  auto read = [this](Deadline until, bool* timed_out) { return ReceiveOnCaller(until, timed_out); };
+  if (auto done = OnCaller<Result<v1::Envelope>>(read, deadline, "receive")) return *std::move(done);
   return Await<Result<v1::Envelope>>(
       [this](auto promise) {
         AsyncReceive([promise](Result<v1::Envelope> r) { promise->set_value(std::move(r)); });
@@ -347,6 +491,10 @@ Result<v1::Envelope> Connection::Receive(Deadline deadline) {
 }
 
 Status Connection::ReceiveRaw(std::span<std::byte> into, Deadline deadline) {
+  auto read = [this, into](Deadline until, bool* timed_out) {
+    return ReceiveRawOnCaller(into, until, timed_out);
+  };
+  if (auto done = OnCaller<Status>(read, deadline, "receive tensor data")) return *std::move(done);
   return Await<Status>(
       [this, into](auto promise) {
         AsyncReceiveRaw(into, [promise](Status st) { promise->set_value(std::move(st)); });
@@ -356,6 +504,13 @@ Status Connection::ReceiveRaw(std::span<std::byte> into, Deadline deadline) {
 
 Status Connection::ReceiveWithTail(std::function<Status(const v1::Envelope&)> check,
                                    std::span<std::byte> into, Deadline deadline) {
+  auto read = [this, into, &check](Deadline until, bool* timed_out) {
+    Result<v1::Envelope> frame = ReceiveOnCaller(until, timed_out);
+    if (!frame.ok()) return frame.status();
+    TRIB_RETURN_IF_ERROR(check(*frame));
+    return ReceiveRawOnCaller(into, until, timed_out);
+  };
+  if (auto done = OnCaller<Status>(read, deadline, "receive tensor data")) return *std::move(done);
   return Await<Status>(
       [this, into, check = std::move(check)](auto promise) mutable {
         auto self = shared_from_this();
@@ -414,8 +569,10 @@ void Connection::EnableEncryption(const SessionKeys& keys) {
     std::lock_guard<std::mutex> lock(write_mu_);
     tx_cipher_ = Cipher{keys.tx, 0};
   }
-  auto self = shared_from_this();
-  asio::dispatch(strand_, [self, keys] { self->rx_cipher_ = Cipher{keys.rx, 0}; });
+  // Set here, not posted to the strand: a blocking receive right after this call may read on
+  // the caller's thread. No receive is outstanding (the contract), so nothing reads it now.
+  std::lock_guard<std::mutex> lock(read_mu_);
+  rx_cipher_ = Cipher{keys.rx, 0};
 }
 
 namespace {
@@ -466,10 +623,15 @@ void Connection::Close() {
   auto self = shared_from_this();
   asio::dispatch(strand_, [self] {
     std::lock_guard<std::mutex> lock(self->write_mu_);  // no inline write is using the descriptor
-    boost::system::error_code ignored;
-    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    self->socket_.close(ignored);
+    self->CloseSocket();
   });
+}
+
+void Connection::CloseSocket() {
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);  // wakes a caller waiting in poll()
+  std::lock_guard<std::mutex> lock(read_mu_);             // which then lets go of the descriptor
+  socket_.close(ignored);
 }
 
 // ---------------------------------------------------------------------------------------------

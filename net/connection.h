@@ -6,7 +6,10 @@
 // thread, non-blocking, under the write mutex; whatever the socket does not take at once is
 // queued for the strand. That saves the hand-off to the io thread, the one wake-up per message
 // Gloo does not pay. Its completion handler then runs on the calling thread, before AsyncSend
-// returns. Sends called on the io thread always go through the strand. Two styles of use:
+// returns. Sends called on the io thread always go through the strand. Likewise a blocking
+// receive called off the io thread, with no async receive outstanding, reads the socket itself
+// (non-blocking reads, poll() until data or the deadline, under the read mutex): the caller is
+// woken by the kernel, not by the io thread after a hand-off there and back. Two styles of use:
 //   * async (servers): AsyncReceive/AsyncSend; handlers run on the strand and must not block.
 //   * blocking with a deadline (worker threads, e.g. collectives): Receive/Send/ReceiveRaw/Flush.
 //     They wait for the async operation; on timeout the connection is closed (a stream that timed
@@ -66,9 +69,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Result<v1::Envelope> Receive(Deadline deadline);
   Status ReceiveRaw(std::span<std::byte> into, Deadline deadline);
   // Receive, then ReceiveRaw of the tail that follows, with the frame handed to `check` in
-  // between, all on the io thread: the caller wakes once per tensor segment instead of twice.
-  // The tail is read only when `check` (which runs on the io thread and must not block) accepts
-  // the frame; otherwise its error is returned and the tail stays unread.
+  // between, without waking the caller in between. The tail is read only when `check` (which may
+  // run on the io thread and must not block) accepts the frame; otherwise its error is returned
+  // and the tail stays unread.
   Status ReceiveWithTail(std::function<Status(const v1::Envelope&)> check, std::span<std::byte> into,
                          Deadline deadline);
   Status Send(const v1::Envelope& envelope, Deadline deadline);
@@ -87,6 +90,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   void EnableEncryption(const SessionKeys& keys);
   bool encrypted() const { return encrypted_.load(); }
+
+  // Waits until one of `conns` has bytes to read, its stream ended or it was closed, or
+  // `wake_fd` (when not -1) is readable, at most until `deadline`. Returns the indices of the
+  // connections ready to read; empty after the deadline or a wake-up. For callers that read
+  // several connections themselves with the blocking API; not on an io thread.
+  static std::vector<size_t> WaitReadable(std::span<Connection* const> conns, int wake_fd,
+                                          Deadline deadline);
 
   // Closes the socket; pending operations complete with Unavailable. Idempotent, thread-safe.
   void Close();
@@ -118,6 +128,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
   template <typename T, typename Start>
   T Await(Start start, Deadline deadline, const char* what);
 
+  // The read side's steps, shared by the strand's async reads and the caller's own reads (which
+  // hold read_mu_): a frame's body (in body_) to its envelope, and an encrypted tensor record's
+  // length (from header_) checked against the `want` plaintext bytes expected.
+  Result<v1::Envelope> ParseBody(size_t got);
+  Status CheckTailRecord(size_t want);
+  // A blocking receive on the calling thread, when it can take that path (off the io thread,
+  // no async receive outstanding, read_mu_ free of a concurrent caller): `read` runs with
+  // read_mu_ held and reports through *timed_out; nullopt sends the caller the strand's way.
+  template <typename T, typename Read>
+  std::optional<T> OnCaller(Read read, Deadline deadline, const char* what);
+  // Fills `into` from the socket (read_mu_ held), waiting in poll() until `deadline`; *got says
+  // how much arrived before an error (eof, timed_out, or the socket's).
+  boost::system::error_code ReadOnCaller(std::span<std::byte> into, Deadline deadline, size_t* got);
+  Status CallerReadError(const boost::system::error_code& ec, size_t got, size_t wanted,
+                         const char* what) const;
+  Result<v1::Envelope> ReceiveOnCaller(Deadline deadline, bool* timed_out);
+  Status ReceiveRawOnCaller(std::span<std::byte> into, Deadline deadline, bool* timed_out);
+  // Shuts the socket down (waking a caller's poll()), waits for the caller's read to let go of
+  // the descriptor, then closes it. write_mu_ held.
+  void CloseSocket();
+
   asio::io_context* io_;  // the context running strand_, to tell its thread from a caller's
   asio::strand<asio::any_io_executor> strand_;
   tcp::socket socket_;
@@ -134,9 +165,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint64_t counter = 0;
   };
   std::string Seal(std::string_view plaintext);  // write_mu_ held -> length-prefixed record
-  Status Open(std::span<const std::byte> record_body, std::span<std::byte> into);  // strand only
+  Status Open(std::span<const std::byte> record_body, std::span<std::byte> into);  // the read side's owner
 
-  // Strand-only state: the read side.
+  // The read side: the strand's while an async receive is outstanding (async_reads_ > 0), else
+  // the blocking caller's under read_mu_. The descriptor is closed only with read_mu_ held too,
+  // so a caller's read never sees it reused.
+  std::mutex read_mu_;
+  std::atomic<int> async_reads_{0};
   std::optional<Cipher> rx_cipher_;
   std::array<std::byte, kFrameHeaderBytes> header_{};
   std::vector<std::byte> body_;

@@ -29,8 +29,6 @@ TEST(PathChoiceTest, ThresholdFollowsTheModel) {
   // Two members: the direct path sends the ring's bytes in half the hops; only summing costs,
   // S* = α·R/2 ≈ 38 MB at 50 ms, so up to the cap.
   EXPECT_EQ(DirectThresholdBytes(2, wan), kMaxDirectBytes);
-  EXPECT_NEAR(static_cast<double>(DirectThresholdBytes(2, kDefaultLink)),
-              600e-6 * kReduceBytesPerSecond / 2, 1.0);
   // Three (no doubling): S* = 3·α / (2/(3·B) + 3/R) with α = 25.1 ms: ≈ 1.4 MB. 4 KiB goes
   // direct, 16 MiB not.
   const double alpha = 0.0251, b = 12.5e6, r = kReduceBytesPerSecond;
@@ -63,16 +61,27 @@ TEST(PathChoiceTest, ThresholdFollowsTheModel) {
   EXPECT_GT(DoublingThresholdBytes(8, wan, g), four_doubling);
   // Without doubling the threshold tends to 2α·B as the world grows (the ring's 2(N-1) hops).
   EXPECT_GT(DirectThresholdBytes(31, wan), 2 * alpha * b * 0.99);
-  // A LAN (or loopback) moves the crossover to tens of KiB. The LAN default is no measurement:
-  // no bet on doubling there.
-  const size_t lan = DirectThresholdBytes(4, kDefaultLink);
-  EXPECT_GT(lan, size_t{64} << 10);
-  EXPECT_LT(lan, size_t{1} << 20);
-  EXPECT_EQ(DoublingThresholdBytes(4, kDefaultLink, RingSegmentBytes(kDefaultLink)), 0u);
-  // Unknown bandwidth falls back to the default's (and is no measurement either); a huge
-  // product is capped.
-  EXPECT_EQ(DirectThresholdBytes(4, {.rtt_seconds = 0.001}), lan);
-  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 0.05}, g), 0u);
+  // A measured LAN moves the crossovers to tens of KiB.
+  const LinkEstimate lan{.rtt_seconds = 2e-4, .bytes_per_second = 1.25e9};  // 10 Gbit/s
+  EXPECT_GT(DirectThresholdBytes(4, lan), size_t{64} << 10);
+  EXPECT_LT(DirectThresholdBytes(4, lan), size_t{1} << 20);
+  // No measurement (the default, or a link without a bandwidth): the loopback crossovers, the
+  // model's guesses aside. The direct path up to 32 KiB, or doubling up to 64 KiB where it fits.
+  EXPECT_FALSE(Measured(kDefaultLink));
+  EXPECT_FALSE(Measured({.rtt_seconds = 0.05}));
+  EXPECT_TRUE(Measured(lan));
+  for (uint32_t n : {2u, 3u, 5u, 6u}) {
+    EXPECT_EQ(DirectThresholdBytes(n, kDefaultLink), kUnmeasuredDirectMaxBytes) << n;
+    EXPECT_EQ(DoublingThresholdBytes(n, kDefaultLink, RingSegmentBytes(kDefaultLink)), 0u) << n;
+  }
+  for (uint32_t n : {4u, 8u}) {
+    EXPECT_EQ(DirectThresholdBytes(n, kDefaultLink), 0u) << n;
+    EXPECT_EQ(DoublingThresholdBytes(n, kDefaultLink, RingSegmentBytes(kDefaultLink)),
+              kUnmeasuredDoublingMaxBytes) << n;
+  }
+  EXPECT_EQ(DirectThresholdBytes(3, {.rtt_seconds = 0.05}), kUnmeasuredDirectMaxBytes);
+  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 0.05}, g), kUnmeasuredDoublingMaxBytes);
+  // A huge product is capped.
   EXPECT_EQ(DirectThresholdBytes(3, {.rtt_seconds = 10, .bytes_per_second = 1e12}), kMaxDirectBytes);
   EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 10, .bytes_per_second = 1e12}, g), 0u)
       << "the direct path's cap already covers everything doubling would take";
@@ -135,15 +144,19 @@ TEST(MeshCommunicatorTest, PicksThePathBySizeCodecAndBinding) {
   auto pair = Comms(two, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
   EXPECT_EQ(pair[0]->direct_max_bytes(), kMaxDirectBytes);
   EXPECT_EQ(pair[0]->doubling_max_bytes(), 0u);
-  // Four on that measured link: doubling between the model's two thresholds; on the LAN
-  // default, none.
+  // Four on that measured link: doubling between the model's two thresholds; unmeasured,
+  // doubling up to 64 KiB and the ring above.
   LocalCluster four(4);
   auto wan_quad = Comms(four, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
   EXPECT_EQ(wan_quad[0]->doubling_max_bytes(), DoublingThresholdBytes(4, {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}, 64 << 10));
   EXPECT_EQ(wan_quad[0]->PathFor(512 << 10, {}), Path::kDoubling);
   EXPECT_EQ(wan_quad[0]->PathFor(1 << 20, {}), Path::kRing);
   EXPECT_EQ(wan_quad[0]->PathFor(256 << 10, {}), Path::kDirect);
-  EXPECT_EQ(Comms(four, {})[0]->PathFor(512 << 10, {}), Path::kRing);
+  auto unmeasured = Comms(four, {});
+  EXPECT_EQ(unmeasured[0]->PathFor(4096, {}), Path::kDoubling);
+  EXPECT_EQ(unmeasured[0]->PathFor(64 << 10, {}), Path::kDoubling);
+  EXPECT_EQ(unmeasured[0]->PathFor((64 << 10) + 4, {}), Path::kRing);
+  EXPECT_EQ(unmeasured[0]->PathFor(512 << 10, {}), Path::kRing);
   EXPECT_EQ(pair[0]->segment_bytes(), size_t{64} << 10);
   // Overrides: doubling between the two thresholds, plain sums only.
   auto quad = Comms(four, {.direct_max_bytes = 4096, .doubling_max_bytes = 65536});

@@ -5,6 +5,9 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <thread>
 #include <vector>
 
@@ -241,6 +244,79 @@ TEST_F(ConnectionTest, SealedSendsFromManyThreadsAuthenticateInOrder) {
   (*server)->EnableEncryption({.tx = keys.rx, .rx = keys.tx});
   ExpectConcurrentSendsArriveInOrder(*client, **server);
   EXPECT_TRUE((*server)->encrypted());
+}
+
+// A blocking receive off the io thread reads on the caller's thread (poll()): closing the
+// connection from another thread (a collective's Interrupt) must still end it at once, as our
+// own close, not as the peer's.
+TEST_F(ConnectionTest, CloseFromAnotherThreadEndsABlockedReceiveAtOnce) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  std::thread closer([conn = *server] {
+    std::this_thread::sleep_for(100ms);
+    conn->Close();
+  });
+  const auto start = Clock::now();
+  std::array<float, 4> into{};
+  Status st = (*server)->ReceiveRaw(std::as_writable_bytes(std::span(into)), DeadlineAfter(20s));
+  closer.join();
+  EXPECT_LT(SecondsSince(start), 5.0);
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("was closed"), std::string::npos) << st.ToString();
+  // And the closed connection refuses the next receive instead of waiting.
+  auto again = (*server)->Receive(DeadlineAfter(20s));
+  EXPECT_EQ(again.status().code(), StatusCode::kUnavailable);
+}
+
+// A frame whose tail stops short: the caller's read waits for the rest until the deadline,
+// then closes the connection (it cannot be resynchronised) and says so.
+TEST_F(ConnectionTest, TailCutShortHitsTheDeadlineAndCloses) {
+  auto raw = RawClient();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  const std::array<char, 6> half{1, 2, 3, 4, 5, 6};
+  asio::write(raw, asio::buffer(half));
+  std::array<float, 4> into{};
+  const auto start = Clock::now();
+  Status st = (*server)->ReceiveRaw(std::as_writable_bytes(std::span(into)), DeadlineAfter(200ms));
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
+  EXPECT_LT(SecondsSince(start), 2.0);
+  EXPECT_TRUE((*server)->closed());
+  EXPECT_EQ((*server)->bytes_received(), half.size()) << "what arrived is counted, as on the strand";
+}
+
+// WaitReadable: the connections with something to read, closed ones at once, an empty answer
+// for a wake-up or the deadline.
+TEST_F(ConnectionTest, WaitReadableNamesTheReadyConnections) {
+  auto a = DialListener();
+  auto a_server = listener_->Accept(DeadlineAfter(2s));
+  auto b = DialListener();
+  auto b_server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(a_server.ok() && b_server.ok());
+  std::vector<Connection*> both{a_server->get(), b_server->get()};
+  const int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(wake, 0);
+
+  auto start = Clock::now();
+  EXPECT_TRUE(Connection::WaitReadable(both, wake, DeadlineAfter(150ms)).empty());
+  EXPECT_GE(SecondsSince(start), 0.1);
+
+  ASSERT_TRUE(b->Send(MakeEnvelope("job"), DeadlineAfter(2s)).ok());
+  EXPECT_EQ(Connection::WaitReadable(both, wake, DeadlineAfter(5s)), std::vector<size_t>{1});
+  ASSERT_TRUE((*b_server)->Receive(DeadlineAfter(2s)).ok());
+
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(wake, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  start = Clock::now();
+  EXPECT_TRUE(Connection::WaitReadable(both, wake, DeadlineAfter(20s)).empty());
+  EXPECT_LT(SecondsSince(start), 5.0);
+
+  a->Close();  // the peer's end of the stream is readable
+  EXPECT_EQ(Connection::WaitReadable(both, -1, DeadlineAfter(5s)), std::vector<size_t>{0});
+  (*b_server)->Close();  // ours: ready at once, its receive fails naming it
+  EXPECT_EQ(Connection::WaitReadable(both, -1, DeadlineAfter(5s)), (std::vector<size_t>{1}));
+  ::close(wake);
 }
 
 TEST_F(ConnectionTest, SendAfterCloseFailsInsteadOfHanging) {
