@@ -213,6 +213,9 @@ Result<IperfResult> ParseIperf3Json(const std::string& text) {
   r.sender_mbit = (*end)["sum_sent"].value("bits_per_second", 0.0) / 1e6;
   r.retransmits = (*end)["sum_sent"].value("retransmits", int64_t{0});
   r.seconds = (*end)["sum_received"].value("seconds", 0.0);
+  if (end->contains("sum_received_bidir_reverse")) {
+    r.reverse_receiver_mbit = (*end)["sum_received_bidir_reverse"].value("bits_per_second", 0.0) / 1e6;
+  }
   return r;
 }
 
@@ -291,7 +294,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv, Deadline 
 }
 
 Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, int seconds,
-                              int omit_seconds, int port, const std::string& congestion) {
+                              int omit_seconds, int port, const std::string& congestion, bool bidir) {
   std::vector<std::string> server_argv = wan.ExecPrefix(server);
   for (const char* a : {"iperf3", "-s", "-1", "-B"}) server_argv.push_back(a);
   server_argv.push_back(wan.Address(server));
@@ -311,6 +314,7 @@ Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, in
     client_argv.push_back("-C");
     client_argv.push_back(congestion);
   }
+  if (bidir) client_argv.push_back("--bidir");
   // The server needs a moment to listen; a refused connection is retried, nothing else is.
   Result<IperfResult> result = Unavailable("iperf3 never ran");
   const Deadline give_up = DeadlineAfter(Millis(5000));

@@ -40,6 +40,8 @@ struct IperfResult {
   double sender_mbit = 0;
   int64_t retransmits = 0;
   double seconds = 0;
+  // With both directions loaded (iperf3 --bidir): the reverse flow's receiver goodput.
+  double reverse_receiver_mbit = 0;
 };
 // Parses `iperf3 -J` output of a TCP client run.
 Result<IperfResult> ParseIperf3Json(const std::string& json);
@@ -47,9 +49,12 @@ Result<IperfResult> ParseIperf3Json(const std::string& json);
 // iperf3 TCP from peer `client` to peer `server`: `iperf3 -s -1` in the server's namespace and
 // `iperf3 -c -J` in the client's, both through `ip netns exec`. `omit_seconds` of slow start
 // are left out of the average. `congestion` non-empty: both ends run that TCP congestion
-// control (iperf3 -C), so a comparison with our connections runs the same algorithm.
+// control (iperf3 -C), so a comparison with our connections runs the same algorithm. `bidir`:
+// one stream each way at once (iperf3 --bidir), each direction's data sharing the link with
+// the other's ACKs, as in an exchange between two peers.
 Result<IperfResult> RunIperf3(const WanEmulator& wan, int server, int client, int seconds,
-                              int omit_seconds, int port = 5201, const std::string& congestion = "");
+                              int omit_seconds, int port = 5201, const std::string& congestion = "",
+                              bool bidir = false);
 
 // Runs argv (argv[0] looked up in PATH) and returns its exit code and stdout; stderr is appended
 // to the output when `merge_stderr`. Kills the child at `deadline`.
