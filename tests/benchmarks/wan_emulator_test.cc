@@ -64,6 +64,32 @@ std::vector<std::string> NamespacesOf(const std::string& run_id) {
   return mine;
 }
 
+// iperf3 -J's summary: one way, and --bidir with the reverse flow's receiver; an error or a
+// summary without its sums is refused, not read as zero.
+TEST(Iperf3JsonTest, ReadsOneWayAndBidirSummaries) {
+  auto one_way = ParseIperf3Json(R"({"end": {"sum_sent": {"bits_per_second": 97e6, "retransmits": 3},
+      "sum_received": {"bits_per_second": 96e6, "seconds": 6.0}}})");
+  ASSERT_TRUE(one_way.ok()) << one_way.status().ToString();
+  EXPECT_DOUBLE_EQ(one_way->receiver_mbit, 96);
+  EXPECT_DOUBLE_EQ(one_way->sender_mbit, 97);
+  EXPECT_EQ(one_way->retransmits, 3);
+  EXPECT_DOUBLE_EQ(one_way->reverse_receiver_mbit, 0);
+
+  auto both = ParseIperf3Json(R"({"end": {"sum_sent": {"bits_per_second": 93e6},
+      "sum_received": {"bits_per_second": 92e6, "seconds": 6.0},
+      "sum_sent_bidir_reverse": {"bits_per_second": 90e6},
+      "sum_received_bidir_reverse": {"bits_per_second": 89e6}}})");
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_DOUBLE_EQ(both->receiver_mbit, 92);
+  EXPECT_DOUBLE_EQ(both->reverse_receiver_mbit, 89);
+
+  auto refused = ParseIperf3Json(R"({"error": "unable to connect to server"})");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("unable to connect"));
+  EXPECT_FALSE(ParseIperf3Json(R"({"end": {"sum_sent": {}}})").ok());
+  EXPECT_FALSE(ParseIperf3Json("not json").ok());
+}
+
 TEST(WanEmulatorTest, CreatesNamespacesWithAddressesAndRemovesThem) {
   SKIP_WITHOUT_NAMESPACES();
   WanConfig c = *PresetConfig("lan", 3);
