@@ -8,6 +8,9 @@
 #include "net/frame.h"
 
 namespace tributary::collectives {
+namespace {
+constexpr auto kUnwakeablePoll = std::chrono::milliseconds(5);
+}  // namespace
 
 Status CheckTensorHeader(const v1::Envelope& env, const ExpectedTensor& e, uint32_t sender) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, e.job_id));
@@ -110,9 +113,14 @@ std::deque<Arrival> ArrivalBox::Take(Deadline until, bool wait_for_sends, bool* 
     lock.unlock();
     std::vector<net::Connection*> conns;
     for (const Due& d : due_) conns.push_back(d.conn.get());
-    std::vector<size_t> ready = net::Connection::WaitReadable(conns, wake_fd_, until);
-    uint64_t drained = 0;
-    [[maybe_unused]] ssize_t n = ::read(wake_fd_, &drained, sizeof(drained));
+    // Without an eventfd (its creation failed) a send report cannot interrupt the poll, so it
+    // polls in short slices instead and sees reports at the next one.
+    const Deadline slice = wake_fd_ >= 0 ? until : std::min(until, DeadlineAfter(kUnwakeablePoll));
+    std::vector<size_t> ready = net::Connection::WaitReadable(conns, wake_fd_, slice);
+    if (wake_fd_ >= 0) {
+      uint64_t drained = 0;
+      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &drained, sizeof(drained));
+    }
     std::deque<Arrival> read;
     for (size_t i : ready) read.push_back(Read(due_[i]));
     for (auto it = ready.rbegin(); it != ready.rend(); ++it) {

@@ -91,7 +91,7 @@ class ArrivalBox {
   void Wake();  // mu_ held
 
   std::vector<Due> due_;  // caller's thread only
-  int wake_fd_ = -1;      // eventfd: a report for a caller polling the connections
+  int wake_fd_ = -1;      // eventfd: a report for a caller polling (-1: Take polls in 5 ms slices)
   std::mutex mu_;
   std::condition_variable cv_;
   bool polling_ = false;
