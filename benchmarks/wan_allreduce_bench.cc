@@ -151,7 +151,7 @@ Status WorkerMain(const Config& c) {
     TRIB_ASSIGN_OR_RETURN(auto mesh, collectives::Mesh::Form(io, *listener, my_ring_rank, members, "wan", 1,
                                                              DeadlineAfter(Millis(120000))));
     collectives::MeshCommunicator::Options options;
-    if (c.link_mbit > 0) options.link = {.rtt_seconds = c.link_rtt_ms / 1e3, .bytes_per_second = c.link_mbit * 1e6 / 8};
+    if (c.link_mbit > 0) options.link = collectives::LinkEstimate{.rtt_seconds = c.link_rtt_ms / 1e3, .bytes_per_second = c.link_mbit * 1e6 / 8};
     if (c.direct_max_bytes >= 0) options.direct_max_bytes = static_cast<size_t>(c.direct_max_bytes);
     if (c.doubling_max_bytes >= 0) options.doubling_max_bytes = static_cast<size_t>(c.doubling_max_bytes);
     options.segment_bytes = c.segment_bytes;

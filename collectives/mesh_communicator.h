@@ -36,7 +36,9 @@
 namespace tributary::collectives {
 
 struct MeshCommunicatorOptions {
-  LinkEstimate link = kDefaultLink;        // the group's (GroupLink of the shared matrix)
+  // The group's measured link (GroupLink of the shared matrix); none: not measured, and the
+  // thresholds are path_choice.h's unmeasured ones.
+  std::optional<LinkEstimate> link;
   std::optional<size_t> direct_max_bytes;  // overrides the model's threshold
   std::optional<size_t> doubling_max_bytes;  // overrides the model's (0: never doubling)
   size_t segment_bytes = 0;                // the ring's; 0: RingSegmentBytes(link)

@@ -64,39 +64,42 @@ double RingSeconds(uint32_t world, const LinkEstimate& link, double bytes) {
 
 bool DoublingFits(uint32_t world) { return world >= 4 && std::has_single_bit(world); }
 
-bool Measured(const LinkEstimate& link) {
-  return link.bytes_per_second > 0 && !(link.rtt_seconds == kDefaultLink.rtt_seconds &&
-                                        link.bytes_per_second == kDefaultLink.bytes_per_second);
+bool Measured(const std::optional<LinkEstimate>& link) {
+  return link.has_value() && link->bytes_per_second > 0;
 }
 
-size_t DirectThresholdBytes(uint32_t world, const LinkEstimate& link) {
+size_t DirectThresholdBytes(uint32_t world, const std::optional<LinkEstimate>& measured) {
   if (world <= 1) return kMaxDirectBytes;
-  if (!Measured(link)) return DoublingFits(world) ? 0 : kUnmeasuredDirectMaxBytes;
+  if (!Measured(measured)) return DoublingFits(world) ? 0 : kUnmeasuredDirectMaxBytes;
+  const LinkEstimate& link = *measured;
   const Cost direct = DirectCost(world, link);
   double s = Crossover(direct, RingCost(world, link));
   if (DoublingFits(world)) s = std::min(s, Crossover(direct, DoublingCost(world, link)));
   return Capped(s);
 }
 
-size_t DoublingThresholdBytes(uint32_t world, const LinkEstimate& link, size_t segment_bytes) {
+size_t DoublingThresholdBytes(uint32_t world, const std::optional<LinkEstimate>& measured,
+                              size_t segment_bytes) {
   if (!DoublingFits(world)) return 0;
-  if (!Measured(link)) return kUnmeasuredDoublingMaxBytes;
+  if (!Measured(measured)) return kUnmeasuredDoublingMaxBytes;
+  const LinkEstimate& link = *measured;
   // Doubling only wins while the ring's hop latencies, not its bytes, decide its time.
   const Cost doubling = DoublingCost(world, link);
   const size_t s = Capped((RingLatencySeconds(world, link, segment_bytes) - doubling.a) / doubling.b);
   return s > DirectThresholdBytes(world, link) ? s : 0;
 }
 
-size_t RingSegmentBytes(const LinkEstimate& link) {
+size_t RingSegmentBytes(const std::optional<LinkEstimate>& measured) {
   constexpr size_t kMin = 64 << 10, kMax = 1 << 20;
   constexpr double kLinkSeconds = 4e-3;
+  const LinkEstimate& link = measured ? *measured : kDefaultLink;
   if (link.bytes_per_second <= 0) return kMax;
   const double bytes = link.bytes_per_second * kLinkSeconds;
   const size_t clamped = bytes >= kMax ? kMax : std::max(kMin, static_cast<size_t>(bytes));
   return clamped / sizeof(float) * sizeof(float);
 }
 
-LinkEstimate GroupLink(const LinkMatrix& links) {
+std::optional<LinkEstimate> GroupLink(const LinkMatrix& links) {
   double rtt_sum = 0;
   double bandwidth = std::numeric_limits<double>::infinity();
   size_t counted = 0;
@@ -109,8 +112,8 @@ LinkEstimate GroupLink(const LinkMatrix& links) {
       ++counted;
     }
   }
-  if (counted == 0) return kDefaultLink;
-  return {.rtt_seconds = rtt_sum / static_cast<double>(counted), .bytes_per_second = bandwidth};
+  if (counted == 0) return std::nullopt;
+  return LinkEstimate{.rtt_seconds = rtt_sum / static_cast<double>(counted), .bytes_per_second = bandwidth};
 }
 
 }  // namespace tributary::collectives

@@ -16,8 +16,8 @@
 // time is about max(2(N-1)·(α + g/B), 2(N-1)/N·S/B), and doubling takes tensors up to where
 // L·(α + S/B + 2·S/R) reaches 2(N-1)·(α + g/B) (≈ 0.8 MB at N = 4 on 100 Mbit/s, 50 ms; the
 // linear ring term above overstates the ring there, docs/BENCHMARKS.md). The model needs a
-// measured link. Without one (kDefaultLink: a group nobody probed, in practice ranks on one
-// host or a LAN, like the loopback benchmark) its α and B are guesses, and what decides there is
+// measured link. Without one (no estimate: a group nobody probed, in practice ranks on one
+// host or a LAN, like the loopback benchmark) its α and B would be guesses, and what decides is
 // the CPU cost of messages, not latency: the thresholds are then the crossovers measured on
 // loopback (kUnmeasured*). Both thresholds are capped so receive buffers ((N-1)·S direct,
 // L·S doubling) stay bounded. The same model sets
@@ -32,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "collectives/topology.h"
 
@@ -44,7 +45,8 @@ inline constexpr double kMessageOverheadSeconds = 100e-6;
 // written twice: see DirectAllreduce). ≈ 3 GB/s fits the loopback benchmark's direct-vs-ring
 // times at world 2 on the 2-vCPU development VM (docs/BENCHMARKS.md).
 inline constexpr double kReduceBytesPerSecond = 3e9;
-// Without measurements: a LAN-like link (1 ms RTT, 1 Gbit/s).
+// What the model assumes for an unknown bandwidth, and the ring's segment without a measurement:
+// a LAN-like link (1 ms RTT, 1 Gbit/s).
 inline constexpr LinkEstimate kDefaultLink{.rtt_seconds = 1e-3, .bytes_per_second = 125e6};
 // An unmeasured group's thresholds: the direct path up to 32 KiB (at N = 2 it beats the ring at
 // 32 KiB and loses at 64 KiB; at N = 3 they tie at 64 KiB), recursive doubling (power-of-two
@@ -67,22 +69,23 @@ double RingLatencySeconds(uint32_t world, const LinkEstimate& link, size_t segme
 
 // Whether recursive doubling applies to a group of `world`: a power of two, at least 4.
 bool DoublingFits(uint32_t world);
-// Whether `link` is a measurement: a bandwidth, and not the default.
-bool Measured(const LinkEstimate& link);
+// Whether `link` is a measurement the model can use: present, with a bandwidth.
+bool Measured(const std::optional<LinkEstimate>& link);
 // The largest tensor (bytes) that takes the direct path in a group of `world` over `link`
 // (unmeasured: kUnmeasuredDirectMaxBytes, or 0 where doubling fits).
-size_t DirectThresholdBytes(uint32_t world, const LinkEstimate& link);
+size_t DirectThresholdBytes(uint32_t world, const std::optional<LinkEstimate>& link);
 // The largest plain-sum tensor that takes recursive doubling (it takes it above
 // DirectThresholdBytes) when the ring runs `segment_bytes` segments; 0 where doubling does not
 // fit the world or never wins (unmeasured: kUnmeasuredDoublingMaxBytes where it fits).
-size_t DoublingThresholdBytes(uint32_t world, const LinkEstimate& link, size_t segment_bytes);
+size_t DoublingThresholdBytes(uint32_t world, const std::optional<LinkEstimate>& link,
+                              size_t segment_bytes);
 
-// The ring's pipelining unit for `link`: ≈ 4 ms of link time, clamped to [64 KiB, 1 MiB] and
-// rounded down to whole floats.
-size_t RingSegmentBytes(const LinkEstimate& link);
+// The ring's pipelining unit for `link` (none: kDefaultLink's): ≈ 4 ms of link time, clamped to
+// [64 KiB, 1 MiB] and rounded down to whole floats.
+size_t RingSegmentBytes(const std::optional<LinkEstimate>& link);
 
 // One estimate for a group: the mean RTT and the smallest bandwidth over links i != j with a
-// bandwidth estimate (the slowest uplink bounds both paths). kDefaultLink when there is none.
-LinkEstimate GroupLink(const LinkMatrix& links);
+// bandwidth estimate (the slowest uplink bounds both paths). None when there is no such link.
+std::optional<LinkEstimate> GroupLink(const LinkMatrix& links);
 
 }  // namespace tributary::collectives

@@ -65,43 +65,51 @@ TEST(PathChoiceTest, ThresholdFollowsTheModel) {
   const LinkEstimate lan{.rtt_seconds = 2e-4, .bytes_per_second = 1.25e9};  // 10 Gbit/s
   EXPECT_GT(DirectThresholdBytes(4, lan), size_t{64} << 10);
   EXPECT_LT(DirectThresholdBytes(4, lan), size_t{1} << 20);
-  // No measurement (the default, or a link without a bandwidth): the loopback crossovers, the
-  // model's guesses aside. The direct path up to 32 KiB, or doubling up to 64 KiB where it fits.
-  EXPECT_FALSE(Measured(kDefaultLink));
-  EXPECT_FALSE(Measured({.rtt_seconds = 0.05}));
+  // No measurement (none, or a link without a bandwidth): the loopback crossovers, the model's
+  // guesses aside. The direct path up to 32 KiB, or doubling up to 64 KiB where it fits.
+  const LinkEstimate no_bandwidth{.rtt_seconds = 0.05};
+  EXPECT_FALSE(Measured(std::nullopt));
+  EXPECT_FALSE(Measured(no_bandwidth));
   EXPECT_TRUE(Measured(lan));
+  // A measurement that happens to equal the LAN default is still a measurement.
+  EXPECT_TRUE(Measured(kDefaultLink));
+  EXPECT_NEAR(static_cast<double>(DirectThresholdBytes(4, kDefaultLink)), 600e-6 * 125e6, 1.0)
+      << "the model's α·B at N = 4, as on any measured link";
   for (uint32_t n : {2u, 3u, 5u, 6u}) {
-    EXPECT_EQ(DirectThresholdBytes(n, kDefaultLink), kUnmeasuredDirectMaxBytes) << n;
-    EXPECT_EQ(DoublingThresholdBytes(n, kDefaultLink, RingSegmentBytes(kDefaultLink)), 0u) << n;
+    EXPECT_EQ(DirectThresholdBytes(n, std::nullopt), kUnmeasuredDirectMaxBytes) << n;
+    EXPECT_EQ(DoublingThresholdBytes(n, std::nullopt, RingSegmentBytes(std::nullopt)), 0u) << n;
   }
   for (uint32_t n : {4u, 8u}) {
-    EXPECT_EQ(DirectThresholdBytes(n, kDefaultLink), 0u) << n;
-    EXPECT_EQ(DoublingThresholdBytes(n, kDefaultLink, RingSegmentBytes(kDefaultLink)),
+    EXPECT_EQ(DirectThresholdBytes(n, std::nullopt), 0u) << n;
+    EXPECT_EQ(DoublingThresholdBytes(n, std::nullopt, RingSegmentBytes(std::nullopt)),
               kUnmeasuredDoublingMaxBytes) << n;
   }
-  EXPECT_EQ(DirectThresholdBytes(3, {.rtt_seconds = 0.05}), kUnmeasuredDirectMaxBytes);
-  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 0.05}, g), kUnmeasuredDoublingMaxBytes);
+  EXPECT_EQ(DirectThresholdBytes(3, no_bandwidth), kUnmeasuredDirectMaxBytes);
+  EXPECT_EQ(DoublingThresholdBytes(4, no_bandwidth, g), kUnmeasuredDoublingMaxBytes);
+  EXPECT_EQ(RingSegmentBytes(std::nullopt), RingSegmentBytes(kDefaultLink));
   // A huge product is capped.
-  EXPECT_EQ(DirectThresholdBytes(3, {.rtt_seconds = 10, .bytes_per_second = 1e12}), kMaxDirectBytes);
-  EXPECT_EQ(DoublingThresholdBytes(4, {.rtt_seconds = 10, .bytes_per_second = 1e12}, g), 0u)
+  const LinkEstimate huge{.rtt_seconds = 10, .bytes_per_second = 1e12};
+  EXPECT_EQ(DirectThresholdBytes(3, huge), kMaxDirectBytes);
+  EXPECT_EQ(DoublingThresholdBytes(4, huge, g), 0u)
       << "the direct path's cap already covers everything doubling would take";
 }
 
 TEST(PathChoiceTest, SegmentsAndGroupLink) {
-  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.1, .bytes_per_second = 12.5e6}), size_t{64} << 10);
-  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.001, .bytes_per_second = 2e9}), size_t{1} << 20);
-  EXPECT_EQ(RingSegmentBytes({.rtt_seconds = 0.01, .bytes_per_second = 50e6}), size_t{200000});
-  EXPECT_EQ(RingSegmentBytes({}), size_t{1} << 20);
+  EXPECT_EQ(RingSegmentBytes(LinkEstimate{.rtt_seconds = 0.1, .bytes_per_second = 12.5e6}), size_t{64} << 10);
+  EXPECT_EQ(RingSegmentBytes(LinkEstimate{.rtt_seconds = 0.001, .bytes_per_second = 2e9}), size_t{1} << 20);
+  EXPECT_EQ(RingSegmentBytes(LinkEstimate{.rtt_seconds = 0.01, .bytes_per_second = 50e6}), size_t{200000});
+  EXPECT_EQ(RingSegmentBytes(LinkEstimate{}), size_t{1} << 20);
   LinkMatrix m(3);
   for (size_t i = 0; i < 3; ++i) {
     for (size_t j = 0; j < 3; ++j) {
       if (i != j) m.at(i, j) = {.rtt_seconds = 0.01 * (i + j), .bytes_per_second = 1e6 * (1 + i)};
     }
   }
-  const LinkEstimate g = GroupLink(m);
-  EXPECT_NEAR(g.rtt_seconds, 0.02, 1e-12);  // mean of 1,2,1,3,2,3 × 10 ms
-  EXPECT_EQ(g.bytes_per_second, 1e6);       // the slowest
-  EXPECT_EQ(GroupLink(LinkMatrix(2)).rtt_seconds, kDefaultLink.rtt_seconds);
+  const std::optional<LinkEstimate> g = GroupLink(m);
+  ASSERT_TRUE(g.has_value());
+  EXPECT_NEAR(g->rtt_seconds, 0.02, 1e-12);  // mean of 1,2,1,3,2,3 × 10 ms
+  EXPECT_EQ(g->bytes_per_second, 1e6);       // the slowest
+  EXPECT_FALSE(GroupLink(LinkMatrix(2)).has_value()) << "no estimates: not measured";
 }
 
 std::vector<std::unique_ptr<MeshCommunicator>> Comms(LocalCluster& cluster,
@@ -141,14 +149,15 @@ TEST(MeshCommunicatorTest, PicksThePathBySizeCodecAndBinding) {
   EXPECT_EQ(c.PathFor(16, {.binding = &binding}), Path::kButterfly);
   // Without an override the threshold is the model's, for this world.
   LocalCluster two(2);
-  auto pair = Comms(two, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
+  const LinkEstimate wan{.rtt_seconds = 0.05, .bytes_per_second = 12.5e6};
+  auto pair = Comms(two, {.link = wan});
   EXPECT_EQ(pair[0]->direct_max_bytes(), kMaxDirectBytes);
   EXPECT_EQ(pair[0]->doubling_max_bytes(), 0u);
   // Four on that measured link: doubling between the model's two thresholds; unmeasured,
   // doubling up to 64 KiB and the ring above.
   LocalCluster four(4);
-  auto wan_quad = Comms(four, {.link = {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}});
-  EXPECT_EQ(wan_quad[0]->doubling_max_bytes(), DoublingThresholdBytes(4, {.rtt_seconds = 0.05, .bytes_per_second = 12.5e6}, 64 << 10));
+  auto wan_quad = Comms(four, {.link = wan});
+  EXPECT_EQ(wan_quad[0]->doubling_max_bytes(), DoublingThresholdBytes(4, wan, 64 << 10));
   EXPECT_EQ(wan_quad[0]->PathFor(512 << 10, {}), Path::kDoubling);
   EXPECT_EQ(wan_quad[0]->PathFor(1 << 20, {}), Path::kRing);
   EXPECT_EQ(wan_quad[0]->PathFor(256 << 10, {}), Path::kDirect);
