@@ -1139,22 +1139,24 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     for (const v1::EarlierEval& e : report.earlier_evals()) {
       // Who was asked is in the store with the round (RoundRecord::beside_evaluators), by key,
       // so a loss that arrives after a coordinator restart still counts.
-      Result<double> mean = InvalidArgument("not a finite, non-negative loss");
-      if (std::isfinite(e.loss()) && e.loss() >= 0) mean = store_->RecordBesideEval(job.id, e.round(), s.key_hex, e.loss());
-      if (!mean.ok()) {
+      Result<CoordinatorStore::BesideEval> taken = InvalidArgument("not a finite, non-negative loss");
+      if (std::isfinite(e.loss()) && e.loss() >= 0) taken = store_->RecordBesideEval(job.id, e.round(), s.key_hex, e.loss());
+      if (!taken.ok()) {
         spdlog::warn("job {}: ignoring the eval loss {} of round {} from {}: {}", job.id, e.loss(), e.round(),
-                     s.name, mean.status().message());
+                     s.name, taken.status().message());
         continue;
       }
+      if (taken->repeated) continue;  // resent after a retry: taken before (maybe before a restart)
+      const double mean = taken->mean;
       bool newer = false;
       for (RoundSummary& r : job.rounds) {
-        if (r.round == e.round()) r.eval_loss = *mean;
+        if (r.round == e.round()) r.eval_loss = mean;
         newer = newer || (r.round > e.round() && r.eval_loss);
       }
-      if (!newer) job.last_eval_loss = *mean;
-      spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), *mean, s.name);
+      if (!newer) job.last_eval_loss = mean;
+      spdlog::info("round {} eval loss {:.4f} (evaluated beside training by {})", e.round(), mean, s.name);
       std::lock_guard<std::mutex> lock(mu_);
-      if (late_eval_callback_) late_eval_callback_(e.round(), *mean);
+      if (late_eval_callback_) late_eval_callback_(e.round(), mean);
     }
   }
 

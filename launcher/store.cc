@@ -286,29 +286,42 @@ Status CoordinatorStore::RecordReport(const std::string& job_id, uint64_t round,
   return s.Step().status();
 }
 
-Result<double> CoordinatorStore::RecordBesideEval(const std::string& job_id, uint64_t round,
-                                                   const std::string& key, double loss) {
+Result<CoordinatorStore::BesideEval> CoordinatorStore::RecordBesideEval(const std::string& job_id,
+                                                                         uint64_t round,
+                                                                         const std::string& key,
+                                                                         double loss) {
   TRIB_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto result = [&]() -> Result<double> {
+  auto round_mean = [&]() -> Result<double> {
+    Statement mean(db_, "SELECT AVG(loss) FROM beside_evals WHERE job_id = ?1 AND round = ?2 AND loss IS NOT NULL");
+    mean.Bind(1, job_id).Bind(2, static_cast<int64_t>(round));
+    TRIB_RETURN_IF_ERROR(mean.Step().status());
+    return mean.Real(0);
+  };
+  auto result = [&]() -> Result<BesideEval> {
     Statement taken(db_, "UPDATE beside_evals SET loss = ?4 "
                          "WHERE job_id = ?1 AND round = ?2 AND peer_key = ?3 AND loss IS NULL");
     taken.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, key).Bind(4, loss);
     TRIB_RETURN_IF_ERROR(taken.Step().status());
     if (sqlite3_changes(db_) != 1) {
+      Statement before(db_, "SELECT loss FROM beside_evals "
+                            "WHERE job_id = ?1 AND round = ?2 AND peer_key = ?3 AND loss IS NOT NULL");
+      before.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, key);
+      TRIB_ASSIGN_OR_RETURN(bool reported, before.Step());
+      if (reported && before.Real(0) == loss) {
+        TRIB_ASSIGN_OR_RETURN(double value, round_mean());
+        return BesideEval{.mean = value, .repeated = true};
+      }
       return NotFound("it was not asked to evaluate round " + std::to_string(round) +
-                      " beside training, or has already reported it");
+                      " beside training, or has already reported another loss for it");
     }
-    Statement mean(db_, "SELECT AVG(loss) FROM beside_evals WHERE job_id = ?1 AND round = ?2 AND loss IS NOT NULL");
-    mean.Bind(1, job_id).Bind(2, static_cast<int64_t>(round));
-    TRIB_RETURN_IF_ERROR(mean.Step().status());
-    const double value = mean.Real(0);
+    TRIB_ASSIGN_OR_RETURN(double value, round_mean());
     Statement update(db_, "UPDATE rounds SET eval_loss = ?3 WHERE job_id = ?1 AND round = ?2");
     update.Bind(1, job_id).Bind(2, static_cast<int64_t>(round)).Bind(3, value);
     TRIB_RETURN_IF_ERROR(update.Step().status());
     if (sqlite3_changes(db_) != 1) {
       return NotFound("job " + job_id + " has no recorded round " + std::to_string(round));
     }
-    return value;
+    return BesideEval{.mean = value};
   }();
   if (!result.ok()) {
     (void)Exec("ROLLBACK");

@@ -82,8 +82,15 @@ class CoordinatorStore {
   // Takes the eval loss `key` computed beside training for `round`, once: NotFound unless `key`
   // was asked for it (RoundRecord::beside_evaluators) and has not reported it yet. The round's
   // eval loss becomes the mean of the losses in so far (one per group); returns that mean.
-  Result<double> RecordBesideEval(const std::string& job_id, uint64_t round, const std::string& key,
-                                  double loss);
+  // The same loss from the same key again (a peer resends what a report lost with a crashed
+  // coordinator may have carried) changes nothing and comes back `repeated`; a different one
+  // is NotFound.
+  struct BesideEval {
+    double mean = 0;
+    bool repeated = false;
+  };
+  Result<BesideEval> RecordBesideEval(const std::string& job_id, uint64_t round,
+                                      const std::string& key, double loss);
   Result<std::optional<RoundRecord>> LastRound(const std::string& job_id);
   Result<std::vector<RoundRecord>> Rounds(const std::string& job_id);
   // The per-peer states of one committed round (empty for rounds recorded without them).

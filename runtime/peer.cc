@@ -27,6 +27,7 @@
 #include "net/io_thread.h"
 #include "net/secure_channel.h"
 #include "runtime/job_spec.h"
+#include "runtime/pending_evals.h"
 #include "runtime/ring_topology.h"
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
@@ -574,7 +575,7 @@ class PeerSession {
       }
     }
     // The job's last report waits for them: the coordinator finishes the job on that round.
-    AttachEarlierEvals(*r, /*wait=*/round + 1 >= spec_.rounds());
+    AttachEarlierEvals(*r, round, /*wait=*/round + 1 >= spec_.rounds());
     pending_sent_ = sent;
     pending_received_ = received;
     std::vector<v1::Envelope> late_commitments;
@@ -746,6 +747,7 @@ class PeerSession {
       return Status::Ok();
     }
     TRIB_RETURN_IF_ERROR(trainer_->Commit());
+    pending_evals_.Committed(end.round());
     KeepCommittedCodecStates();
     outcome_.rounds_completed = trainer_->completed_rounds();
     outcome_.rounds_contributed++;
@@ -773,19 +775,19 @@ class PeerSession {
     if (auto done = trainer_->TakeBackgroundEval(wait)) finished_evals_.push_back(std::move(*done));
   }
 
-  void AttachEarlierEvals(v1::RoundReport& report, bool wait) {
+  // Every loss not yet acknowledged goes with the report (PendingEvals), the new ones too.
+  void AttachEarlierEvals(v1::RoundReport& report, uint64_t round, bool wait) {
     CollectBackgroundEval(wait);
     for (const Trainer::BackgroundEval& e : finished_evals_) {
       if (!e.loss.ok()) {
         spdlog::warn("evaluating round {} beside training failed: {}", e.round, e.loss.status().ToString());
         continue;
       }
-      v1::EarlierEval* out = report.add_earlier_evals();
-      out->set_round(e.round);
-      out->set_loss(*e.loss);
+      pending_evals_.Add(e.round, *e.loss);
       outcome_.last_eval_loss = *e.loss;
     }
     finished_evals_.clear();
+    pending_evals_.AttachTo(report, round);
   }
 
   static std::string Hex(const std::string& raw) {
@@ -904,7 +906,8 @@ class PeerSession {
   Digest tentative_theta_{}, tentative_state_{};
   std::optional<double> pending_eval_;
   std::optional<uint64_t> evaluate_after_commit_;  // this attempt's round, when we evaluate it beside training
-  std::vector<Trainer::BackgroundEval> finished_evals_;  // not yet sent
+  std::vector<Trainer::BackgroundEval> finished_evals_;  // collected, not yet in pending_evals_
+  PendingEvals pending_evals_;                           // sent until a carrying report commits
   uint64_t pending_sent_ = 0, pending_received_ = 0;
   PeerOutcome outcome_;
 };

@@ -24,9 +24,15 @@ TEST(StoreTest, EvalsBesideTrainingAreTakenOncePerAskedKeyAndAveragedAcrossReope
     ASSERT_TRUE((*store)->RecordRound("job-e", r0).ok());
     auto first = (*store)->RecordBesideEval("job-e", 0, "k1", 2.0);
     ASSERT_TRUE(first.ok()) << first.status().ToString();
-    EXPECT_DOUBLE_EQ(*first, 2.0);
+    EXPECT_DOUBLE_EQ(first->mean, 2.0);
+    EXPECT_FALSE(first->repeated);
     EXPECT_EQ((*store)->RecordBesideEval("job-e", 0, "k1", 1.0).status().code(), StatusCode::kNotFound)
         << "once per key";
+    // The same loss again (resent by a retried round's report): nothing changes.
+    auto again = (*store)->RecordBesideEval("job-e", 0, "k1", 2.0);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_TRUE(again->repeated);
+    EXPECT_DOUBLE_EQ(again->mean, 2.0);
     EXPECT_EQ((*store)->RecordBesideEval("job-e", 0, "k2", 1.0).status().code(), StatusCode::kNotFound)
         << "k2 was not asked";
     EXPECT_EQ((*store)->RecordBesideEval("job-e", 1, "k1", 1.0).status().code(), StatusCode::kNotFound)
@@ -37,7 +43,12 @@ TEST(StoreTest, EvalsBesideTrainingAreTakenOncePerAskedKeyAndAveragedAcrossReope
   ASSERT_TRUE(store.ok());
   auto mean = (*store)->RecordBesideEval("job-e", 0, "k3", 3.0);
   ASSERT_TRUE(mean.ok()) << mean.status().ToString();
-  EXPECT_DOUBLE_EQ(*mean, 2.5);
+  EXPECT_DOUBLE_EQ(mean->mean, 2.5);
+  // A repeat after the restart is recognised too, and leaves the mean as it is.
+  auto repeat = (*store)->RecordBesideEval("job-e", 0, "k1", 2.0);
+  ASSERT_TRUE(repeat.ok()) << repeat.status().ToString();
+  EXPECT_TRUE(repeat->repeated);
+  EXPECT_DOUBLE_EQ(repeat->mean, 2.5);
   auto rounds = (*store)->Rounds("job-e");
   ASSERT_TRUE(rounds.ok() && rounds->size() == 1u);
   EXPECT_DOUBLE_EQ((*rounds)[0].eval_loss, 2.5);
