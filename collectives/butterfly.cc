@@ -544,12 +544,9 @@ Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uin
 
 Result<CollectiveStats> ButterflyAllreduce(Mesh& mesh, std::span<float> data,
                                            const ButterflyOptions& options) {
-  const std::string ctx = "butterfly all-reduce '" + options.tag + "' (rank " +
-                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
-                          ")";
-  if (mesh.broken()) {
-    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
-  }
+  MeshCall call(mesh, "butterfly", options.tag);
+  const std::string& ctx = call.context();
+  TRIB_RETURN_IF_ERROR(call.CheckUsable());
   // Argument checks: nothing has been sent yet, so the mesh stays usable.
   std::unique_ptr<CodecState> local;
   CodecState* codecs = options.codec_state;
@@ -569,21 +566,15 @@ Result<CollectiveStats> ButterflyAllreduce(Mesh& mesh, std::span<float> data,
   if (Status fits = CheckAggregatorFits(options.aggregator, mesh.world()); !fits.ok()) {
     return fits.WithContext(ctx + ": aggregator " + robust::ToString(options.aggregator));
   }
-  CollectiveStats stats;
-  if (data.empty()) return stats;
+  if (data.empty()) return CollectiveStats{};
   if (Status bound = codecs->Bind(mesh.world(), mesh.rank(), data.size()); !bound.ok()) {
     return bound.WithContext(ctx);
   }
-
-  const Clock::time_point start = Clock::now();
-  const uint64_t sent_before = mesh.bytes_sent();
-  const uint64_t received_before = mesh.bytes_received();
+  call.Start();
   codecs->Checkpoint();
   ButterflyOp op(mesh, data, options, *codecs);
   Status st = op.Run();
-  stats.bytes_sent = mesh.bytes_sent() - sent_before;
-  stats.bytes_received = mesh.bytes_received() - received_before;
-  stats.seconds = SecondsSince(start);
+  const CollectiveStats stats = call.Stats();
   if (!st.ok()) {
     codecs->Rollback();
     // Before `op` goes away: afterwards no queued send or handler touches anything of this call

@@ -17,10 +17,6 @@ namespace {
 using codec::FirstNonFinite;
 using codec::ValueName;
 
-bool PlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
-  return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
-}
-
 // One call on one rank.
 class DirectOp {
  public:
@@ -191,6 +187,10 @@ class DirectOp {
 
 }  // namespace
 
+bool IsPlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator) {
+  return codec == "fp32" && aggregator.kind == robust::AggregatorKind::kMean;
+}
+
 std::string DirectWireTag(const std::string& tag, const std::string& codec,
                           const robust::AggregatorSpec& aggregator, bool average) {
   return tag + "/direct/" + codec + "/" + robust::ToString(aggregator) + "/" +
@@ -199,19 +199,16 @@ std::string DirectWireTag(const std::string& tag, const std::string& codec,
 
 Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
                                         const DirectOptions& options) {
-  const std::string ctx = "direct all-reduce '" + options.tag + "' (rank " +
-                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
-                          ")";
-  if (mesh.broken()) {
-    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
-  }
+  MeshCall call(mesh, "direct", options.tag);
+  const std::string& ctx = call.context();
+  TRIB_RETURN_IF_ERROR(call.CheckUsable());
   // Argument checks: nothing has been sent yet, so the mesh stays usable.
   auto spec = codec::MakeCodec(options.codec);
   if (!spec.ok()) return spec.status().WithContext(ctx);
   const std::string codec_name = (*spec)->name();
   std::unique_ptr<CodecState> local;
   CodecState* codecs = nullptr;
-  if (!PlainSum(codec_name, options.aggregator)) {
+  if (!IsPlainSum(codec_name, options.aggregator)) {
     codecs = options.codec_state;
     if (codecs == nullptr) {
       auto made = CodecState::Make(codec_name);
@@ -226,23 +223,17 @@ Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
       return fits.WithContext(ctx + ": aggregator " + robust::ToString(options.aggregator));
     }
   }
-  CollectiveStats stats;
-  if (data.empty()) return stats;
+  if (data.empty()) return CollectiveStats{};
   if (codecs) {
     if (Status bound = codecs->Bind(mesh.world(), mesh.rank(), data.size()); !bound.ok()) {
       return bound.WithContext(ctx);
     }
     codecs->Checkpoint();
   }
-  const Clock::time_point start = Clock::now();
-  const uint64_t sent_before = mesh.bytes_sent();
-  const uint64_t received_before = mesh.bytes_received();
+  call.Start();
   DirectOp op(mesh, data, options, codecs,
               DirectWireTag(options.tag, codec_name, options.aggregator, options.average));
   Status st = op.Run();
-  stats.bytes_sent = mesh.bytes_sent() - sent_before;
-  stats.bytes_received = mesh.bytes_received() - received_before;
-  stats.seconds = SecondsSince(start);
   if (!st.ok()) {
     if (codecs) codecs->Rollback();
     // Before `op` goes away: afterwards no queued send reads `data` and no handler touches
@@ -250,7 +241,7 @@ Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
     st = AbortFailedCall(mesh, std::move(st), op.failure(), options.control);
     return st.WithContext(ctx);
   }
-  return stats;
+  return call.Stats();
 }
 
 }  // namespace tributary::collectives

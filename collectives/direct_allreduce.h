@@ -64,6 +64,10 @@ struct DirectOptions {
 Result<CollectiveStats> DirectAllreduce(Mesh& mesh, std::span<float> data,
                                         const DirectOptions& options);
 
+// Whether `codec` (a canonical name) and `aggregator` ask for a plain fp32 sum (or mean): the
+// call then needs no codec state, and the ring and recursive doubling can run it too.
+bool IsPlainSum(const std::string& codec, const robust::AggregatorSpec& aggregator);
+
 // "<tag>/direct/<codec>/<aggregator>/<mean|sum>" as it appears on the wire.
 std::string DirectWireTag(const std::string& tag, const std::string& codec,
                           const robust::AggregatorSpec& aggregator, bool average);

@@ -166,30 +166,20 @@ std::string DoublingWireTag(const std::string& tag, bool average) {
 
 Result<CollectiveStats> DoublingAllreduce(Mesh& mesh, std::span<float> data,
                                           const DoublingOptions& options) {
-  const std::string ctx = "recursive-doubling all-reduce '" + options.tag + "' (rank " +
-                          std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) +
-                          ")";
-  if (mesh.broken()) {
-    return FailedPrecondition(ctx + ": the mesh broke in an earlier collective; form a new one");
-  }
+  MeshCall call(mesh, "recursive-doubling", options.tag);
+  TRIB_RETURN_IF_ERROR(call.CheckUsable());
   if (!std::has_single_bit(mesh.world())) {
-    return InvalidArgument(ctx + ": needs a power-of-two group");
+    return InvalidArgument(call.context() + ": needs a power-of-two group");
   }
-  CollectiveStats stats;
-  if (data.empty() || mesh.world() == 1) return stats;
-  const Clock::time_point start = Clock::now();
-  const uint64_t sent_before = mesh.bytes_sent();
-  const uint64_t received_before = mesh.bytes_received();
+  if (data.empty() || mesh.world() == 1) return CollectiveStats{};
+  call.Start();
   DoublingOp op(mesh, data, options, DoublingWireTag(options.tag, options.average));
   Status st = op.Run();
-  stats.bytes_sent = mesh.bytes_sent() - sent_before;
-  stats.bytes_received = mesh.bytes_received() - received_before;
-  stats.seconds = SecondsSince(start);
   if (!st.ok()) {
     // Before `op` goes away: afterwards no queued send reads `data` or op's buffers.
-    return AbortFailedCall(mesh, std::move(st), op.failure(), options.control).WithContext(ctx);
+    return AbortFailedCall(mesh, std::move(st), op.failure(), options.control).WithContext(call.context());
   }
-  return stats;
+  return call.Stats();
 }
 
 }  // namespace tributary::collectives

@@ -587,6 +587,30 @@ PeerFailure Mesh::FailureOfRelayedAbort(uint32_t from, const std::string& relaye
   return blamed && *blamed != from && *blamed != rank_ ? FailureOf(*blamed, from) : FailureOf(from);
 }
 
+MeshCall::MeshCall(const Mesh& mesh, std::string_view algorithm, const std::string& tag)
+    : mesh_(mesh),
+      context_(std::string(algorithm) + " all-reduce '" + tag + "' (rank " +
+               std::to_string(mesh.rank()) + " of " + std::to_string(mesh.world()) + ")") {}
+
+Status MeshCall::CheckUsable() const {
+  if (!mesh_.broken()) return Status::Ok();
+  return FailedPrecondition(context_ + ": the mesh broke in an earlier collective; form a new one");
+}
+
+void MeshCall::Start() {
+  start_ = Clock::now();
+  sent_ = mesh_.bytes_sent();
+  received_ = mesh_.bytes_received();
+}
+
+CollectiveStats MeshCall::Stats() const {
+  CollectiveStats stats;
+  stats.bytes_sent = mesh_.bytes_sent() - sent_;
+  stats.bytes_received = mesh_.bytes_received() - received_;
+  stats.seconds = SecondsSince(start_);
+  return stats;
+}
+
 uint64_t Mesh::bytes_sent() const {
   uint64_t total = 0;
   for (const auto& p : peers_) total += p ? p->bytes_sent() : 0;

@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "collectives/collective_stats.h"
@@ -133,6 +134,26 @@ class Mesh {
   std::vector<std::shared_ptr<net::Connection>> peers_;  // by rank; null at rank_
   bool broken_ = false;
   std::optional<PeerFailure> failure_;
+};
+
+// What every all-reduce over a Mesh does around its algorithm: the context its errors carry
+// ("<algorithm> all-reduce '<tag>' (rank r of n)"), the refusal of a mesh an earlier collective
+// broke, and the call's bytes and seconds.
+class MeshCall {
+ public:
+  MeshCall(const Mesh& mesh, std::string_view algorithm, const std::string& tag);
+  const std::string& context() const { return context_; }
+  // FailedPrecondition, in context, when an earlier collective broke the mesh.
+  Status CheckUsable() const;
+  // Starts counting; call it after the argument checks, right before the algorithm runs.
+  void Start();
+  CollectiveStats Stats() const;  // since Start()
+
+ private:
+  const Mesh& mesh_;
+  std::string context_;
+  Clock::time_point start_ = Clock::now();
+  uint64_t sent_ = 0, received_ = 0;
 };
 
 // How long a rank whose send to a peer failed waits for that peer's relayed abort before blaming

@@ -53,10 +53,6 @@ class CancelWatch {
   std::thread thread_;
 };
 
-bool PlainSum(const std::string& codec, const CollectiveOptions& options) {
-  return codec == "fp32" && options.aggregator.kind == robust::AggregatorKind::kMean;
-}
-
 }  // namespace
 
 std::string_view PathName(MeshCommunicator::Path path) {
@@ -100,7 +96,7 @@ MeshCommunicator::Path MeshCommunicator::PathFor(size_t bytes,
   if (options.binding) return Path::kButterfly;  // only the butterfly binds contributions
   if (bytes <= direct_max_bytes()) return Path::kDirect;
   auto codec = codec::MakeCodec(options.codec);
-  if (codec.ok() && PlainSum((*codec)->name(), options)) {
+  if (codec.ok() && IsPlainSum((*codec)->name(), options.aggregator)) {
     return bytes <= doubling_max_bytes() ? Path::kDoubling : Path::kRing;
   }
   return Path::kButterfly;
@@ -156,7 +152,7 @@ Result<CollectiveStats> MeshCommunicator::Allreduce(std::span<float> data,
   bool cancelled = false;
   if (path == Path::kDirect) {
     CodecState* state = nullptr;
-    if (!PlainSum(codec_name, options)) {
+    if (!IsPlainSum(codec_name, options.aggregator)) {
       TRIB_ASSIGN_OR_RETURN(state, codec_streams_.For(options.stream, codec_name));
     }
     st = DirectAllreduce(*mesh_, data,

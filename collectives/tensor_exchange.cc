@@ -108,11 +108,11 @@ std::deque<Arrival> ArrivalBox::Take(Deadline until, bool wait_for_sends, bool* 
   std::unique_lock lock(mu_);
   awaiting_sends_ = wait_for_sends;
   auto done = [&] { return !arrivals_.empty() || (wait_for_sends && sends_done_ >= sends_wanted_); };
+  std::vector<net::Connection*> conns;  // due_'s, in its order
+  for (const Due& d : due_) conns.push_back(d.conn.get());
   while (!done() && !due_.empty() && Clock::now() < until) {
     polling_ = true;
     lock.unlock();
-    std::vector<net::Connection*> conns;
-    for (const Due& d : due_) conns.push_back(d.conn.get());
     // Without an eventfd (its creation failed) a send report cannot interrupt the poll, so it
     // polls in short slices instead and sees reports at the next one.
     const Deadline slice = wake_fd_ >= 0 ? until : std::min(until, DeadlineAfter(kUnwakeablePoll));
@@ -125,6 +125,7 @@ std::deque<Arrival> ArrivalBox::Take(Deadline until, bool wait_for_sends, bool* 
     for (size_t i : ready) read.push_back(Read(due_[i]));
     for (auto it = ready.rbegin(); it != ready.rend(); ++it) {
       due_.erase(due_.begin() + static_cast<ptrdiff_t>(*it));
+      conns.erase(conns.begin() + static_cast<ptrdiff_t>(*it));
     }
     lock.lock();
     polling_ = false;

@@ -169,16 +169,14 @@ Result<v1::Envelope> Connection::ParseBody(size_t got) {
 }
 
 Status Connection::CheckTailRecord(size_t want) {
-  uint32_t length = 0;
-  for (size_t i = 0; i < kFrameHeaderBytes; ++i) {
-    length |= static_cast<uint32_t>(std::to_integer<uint8_t>(header_[i])) << (8 * i);
-  }
-  if (length != want + kRecordOverhead) {
+  const size_t expected = want + kRecordOverhead;
+  auto length = DecodeFrameLength(header_, std::numeric_limits<uint32_t>::max());
+  if (!length.ok() || *length != expected) {
     return ProtocolError("malformed frame from " + remote_ + ": tensor record of " +
-                         std::to_string(length) + " bytes, expected " +
-                         std::to_string(want + kRecordOverhead));
+                         (length.ok() ? std::to_string(*length) : "zero") + " bytes, expected " +
+                         std::to_string(expected));
   }
-  body_.resize(length);
+  body_.resize(expected);
   return Status::Ok();
 }
 
@@ -366,10 +364,15 @@ T Connection::Await(Start start, Deadline deadline, const char* what) {
 }
 
 template <typename T, typename Read>
-std::optional<T> Connection::OnCaller(Read read, Deadline deadline, const char* what) {
-  if (io_ == nullptr || io_->get_executor().running_in_this_thread()) return std::nullopt;
-  std::unique_lock<std::mutex> lock(read_mu_, std::try_to_lock);
-  if (!lock.owns_lock() || async_reads_.load() > 0) return std::nullopt;
+T Connection::OnCaller(Read read, Deadline deadline, const char* what) {
+  if (io_ != nullptr && io_->get_executor().running_in_this_thread()) {
+    return T(FailedPrecondition(std::string("blocking ") + what + " on the io thread of " + remote_));
+  }
+  std::unique_lock<std::mutex> lock(read_mu_);
+  if (async_reads_.load() > 0) {
+    return T(FailedPrecondition(std::string(what) + " with " + remote_ +
+                                " while an async receive is outstanding"));
+  }
   if (closed_) return T(Unavailable("connection to " + remote_ + " is closed"));
   bool timed_out = false;
   T outcome = read(deadline, &timed_out);
@@ -448,8 +451,7 @@ Result<v1::Envelope> Connection::ReceiveOnCaller(Deadline deadline, bool* timed_
   if (!length.ok()) return length.status().WithContext("from " + remote_);
   body_.resize(*length);
   ec = ReadOnCaller(body_, deadline, &got);
-  if (ec) {
-    bytes_received_ += kFrameHeaderBytes + got;
+  if (ec) {  // counted only once whole, as on the strand (ParseBody)
     *timed_out = ec == asio::error::timed_out;
     return CallerReadError(ec, got, *length, "frame body");
   }
@@ -482,24 +484,14 @@ Status Connection::ReceiveRawOnCaller(std::span<std::byte> into, Deadline deadli
 
 Result<v1::Envelope> Connection::Receive(Deadline deadline) {
   auto read = [this](Deadline until, bool* timed_out) { return ReceiveOnCaller(until, timed_out); };
-  if (auto done = OnCaller<Result<v1::Envelope>>(read, deadline, "receive")) return *std::move(done);
-  return Await<Result<v1::Envelope>>(
-      [this](auto promise) {
-        AsyncReceive([promise](Result<v1::Envelope> r) { promise->set_value(std::move(r)); });
-      },
-      deadline, "receive");
+  return OnCaller<Result<v1::Envelope>>(read, deadline, "receive");
 }
 
 Status Connection::ReceiveRaw(std::span<std::byte> into, Deadline deadline) {
   auto read = [this, into](Deadline until, bool* timed_out) {
     return ReceiveRawOnCaller(into, until, timed_out);
   };
-  if (auto done = OnCaller<Status>(read, deadline, "receive tensor data")) return *std::move(done);
-  return Await<Status>(
-      [this, into](auto promise) {
-        AsyncReceiveRaw(into, [promise](Status st) { promise->set_value(std::move(st)); });
-      },
-      deadline, "receive tensor data");
+  return OnCaller<Status>(read, deadline, "receive tensor data");
 }
 
 Status Connection::ReceiveWithTail(std::function<Status(const v1::Envelope&)> check,
@@ -510,18 +502,7 @@ Status Connection::ReceiveWithTail(std::function<Status(const v1::Envelope&)> ch
     TRIB_RETURN_IF_ERROR(check(*frame));
     return ReceiveRawOnCaller(into, until, timed_out);
   };
-  if (auto done = OnCaller<Status>(read, deadline, "receive tensor data")) return *std::move(done);
-  return Await<Status>(
-      [this, into, check = std::move(check)](auto promise) mutable {
-        auto self = shared_from_this();
-        AsyncReceive([self, into, check = std::move(check), promise](Result<v1::Envelope> frame) {
-          if (!frame.ok()) return promise->set_value(frame.status());
-          Status accepted = check(*frame);
-          if (!accepted.ok()) return promise->set_value(std::move(accepted));
-          self->AsyncReceiveRaw(into, [promise](Status st) { promise->set_value(std::move(st)); });
-        });
-      },
-      deadline, "receive tensor data");
+  return OnCaller<Status>(read, deadline, "receive tensor data");
 }
 
 Status Connection::Send(const v1::Envelope& envelope, Deadline deadline) {

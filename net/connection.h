@@ -6,14 +6,15 @@
 // thread, non-blocking, under the write mutex; whatever the socket does not take at once is
 // queued for the strand. That saves the hand-off to the io thread, the one wake-up per message
 // Gloo does not pay. Its completion handler then runs on the calling thread, before AsyncSend
-// returns. Sends called on the io thread always go through the strand. Likewise a blocking
-// receive called off the io thread, with no async receive outstanding, reads the socket itself
-// (non-blocking reads, poll() until data or the deadline, under the read mutex): the caller is
-// woken by the kernel, not by the io thread after a hand-off there and back. Two styles of use:
+// returns. Sends called on the io thread always go through the strand. Two styles of use:
 //   * async (servers): AsyncReceive/AsyncSend; handlers run on the strand and must not block.
-//   * blocking with a deadline (worker threads, e.g. collectives): Receive/Send/ReceiveRaw/Flush.
-//     They wait for the async operation; on timeout the connection is closed (a stream that timed
-//     out mid-frame cannot be resynchronised) and DeadlineExceeded is returned.
+//   * blocking with a deadline (worker threads, e.g. collectives): Receive/ReceiveRaw/
+//     ReceiveWithTail read the socket on the calling thread (non-blocking reads, poll() until
+//     data or the deadline, under the read mutex), so the caller is woken by the kernel, not by
+//     the io thread after a hand-off there and back; Send/Flush wait for the strand. On timeout
+//     the connection is closed (a stream that timed out mid-frame cannot be resynchronised) and
+//     DeadlineExceeded is returned. A blocking receive on the io thread, or while an async
+//     receive is outstanding, is refused (FailedPrecondition).
 // At most one receive may be outstanding at a time; sends are queued and written in order.
 // Raw tails passed to AsyncSend/QueueSend are NOT copied: keep them alive until the completion
 // callback runs or Flush() returns.
@@ -68,10 +69,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // --- blocking API (not on an IoThread) ---
   Result<v1::Envelope> Receive(Deadline deadline);
   Status ReceiveRaw(std::span<std::byte> into, Deadline deadline);
-  // Receive, then ReceiveRaw of the tail that follows, with the frame handed to `check` in
-  // between, without waking the caller in between. The tail is read only when `check` (which may
-  // run on the io thread and must not block) accepts the frame; otherwise its error is returned
-  // and the tail stays unread.
+  // Receive, then ReceiveRaw of the tail that follows, under one hold of the read mutex. The
+  // tail is read only when `check` accepts the frame; otherwise its error is returned and the
+  // tail stays unread.
   Status ReceiveWithTail(std::function<Status(const v1::Envelope&)> check, std::span<std::byte> into,
                          Deadline deadline);
   Status Send(const v1::Envelope& envelope, Deadline deadline);
@@ -133,11 +133,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // length (from header_) checked against the `want` plaintext bytes expected.
   Result<v1::Envelope> ParseBody(size_t got);
   Status CheckTailRecord(size_t want);
-  // A blocking receive on the calling thread, when it can take that path (off the io thread,
-  // no async receive outstanding, read_mu_ free of a concurrent caller): `read` runs with
-  // read_mu_ held and reports through *timed_out; nullopt sends the caller the strand's way.
+  // A blocking receive on the calling thread: `read` runs with read_mu_ held and reports a
+  // timeout through *timed_out (the connection is then closed).
   template <typename T, typename Read>
-  std::optional<T> OnCaller(Read read, Deadline deadline, const char* what);
+  T OnCaller(Read read, Deadline deadline, const char* what);
   // Fills `into` from the socket (read_mu_ held), waiting in poll() until `deadline`; *got says
   // how much arrived before an error (eof, timed_out, or the socket's).
   boost::system::error_code ReadOnCaller(std::span<std::byte> into, Deadline deadline, size_t* got);

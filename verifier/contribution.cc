@@ -89,9 +89,7 @@ Status CheckSignedContribution(const SignedManifest& manifest, uint64_t shard, c
   return Status::Ok();
 }
 
-}  // namespace
 
-namespace {
 // Every bit zero (nothing owed). Branch-free over 32-bit words, so it vectorises.
 bool AllZeroBits(std::span<const float> v) {
   uint32_t any = 0;

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -267,6 +268,26 @@ TEST_F(ConnectionTest, CloseFromAnotherThreadEndsABlockedReceiveAtOnce) {
   // And the closed connection refuses the next receive instead of waiting.
   auto again = (*server)->Receive(DeadlineAfter(20s));
   EXPECT_EQ(again.status().code(), StatusCode::kUnavailable);
+}
+
+// Two receives at once would interleave their reads of one stream: a blocking receive while an
+// async one is outstanding is refused, and the async one still gets its frame.
+TEST_F(ConnectionTest, BlockingReceiveWhileAnAsyncOneIsOutstandingIsRefused) {
+  auto client = DialListener();
+  auto server = listener_->Accept(DeadlineAfter(2s));
+  ASSERT_TRUE(server.ok());
+  std::promise<Result<v1::Envelope>> got;
+  (*server)->AsyncReceive([&got](Result<v1::Envelope> r) { got.set_value(std::move(r)); });
+  auto refused = (*server)->Receive(DeadlineAfter(2s));
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_FALSE((*server)->closed());
+  ASSERT_TRUE(client->Send(MakeEnvelope("job"), DeadlineAfter(2s)).ok());
+  auto future = got.get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(future.get().ok());
+  // With nothing outstanding any more, the blocking receive works.
+  ASSERT_TRUE(client->Send(MakeEnvelope("job"), DeadlineAfter(2s)).ok());
+  EXPECT_TRUE((*server)->Receive(DeadlineAfter(2s)).ok());
 }
 
 // A frame whose tail stops short: the caller's read waits for the rest until the deadline,
