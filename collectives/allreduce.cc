@@ -276,20 +276,8 @@ Status CheckSegmentHeader(const v1::Envelope& env, const std::string& job_id,
     return Aborted("neighbour reported an error (" + v1::ErrorCode_Name(env.error().code()) +
                    "): " + env.error().message());
   }
-  if (!env.has_tensor()) {
-    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
-  }
+  TRIB_RETURN_IF_ERROR(net::CheckTensorKind(env, tag, numel));
   const v1::TensorHeader& h = env.tensor();
-  if (h.tag() != tag) {
-    return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + tag + "')");
-  }
-  if (h.dtype() != v1::DTYPE_F32) {
-    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
-  }
-  if (h.numel() != numel) {
-    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
-                           " elements, ours has " + std::to_string(numel));
-  }
   if (h.offset() != offset || h.nbytes() != count * sizeof(float)) {
     return ProtocolError("wrong segment: offset " + std::to_string(h.offset()) + " with " +
                          std::to_string(h.nbytes()) + " bytes, expected offset " +

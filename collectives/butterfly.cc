@@ -80,20 +80,8 @@ struct PeerPlan {
 
 Status CheckHeader(const v1::Envelope& env, const PeerPlan& plan, const PeerPlan::Message& m) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, plan.job_id));
-  if (!env.has_tensor()) {
-    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
-  }
+  TRIB_RETURN_IF_ERROR(net::CheckTensorKind(env, m.tag, plan.numel));
   const v1::TensorHeader& h = env.tensor();
-  if (h.tag() != m.tag) {
-    return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + m.tag + "')");
-  }
-  if (h.dtype() != v1::DTYPE_F32) {
-    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
-  }
-  if (h.numel() != plan.numel) {
-    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
-                           " elements, ours has " + std::to_string(plan.numel));
-  }
   if (h.offset() != m.offset) {
     return ProtocolError("wrong shard: offset " + std::to_string(h.offset()) + ", expected " +
                          std::to_string(m.offset));

@@ -14,18 +14,8 @@ constexpr auto kUnwakeablePoll = std::chrono::milliseconds(5);
 
 Status CheckTensorHeader(const v1::Envelope& env, const ExpectedTensor& e, uint32_t sender) {
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(env, e.job_id));
-  if (!env.has_tensor()) {
-    return ProtocolError("expected a tensor header, got " + net::PayloadName(env));
-  }
+  TRIB_RETURN_IF_ERROR(net::CheckTensorKind(env, e.tag, e.numel));
   const v1::TensorHeader& h = env.tensor();
-  if (h.tag() != e.tag) return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + e.tag + "')");
-  if (h.dtype() != v1::DTYPE_F32) {
-    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
-  }
-  if (h.numel() != e.numel) {
-    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
-                           " elements, ours has " + std::to_string(e.numel));
-  }
   if (h.offset() != sender) {
     return ProtocolError("message claims to be rank " + std::to_string(h.offset()) +
                          "'s contribution on rank " + std::to_string(sender) + "'s connection");

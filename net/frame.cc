@@ -65,6 +65,22 @@ Status CheckEnvelope(const v1::Envelope& envelope, const std::string& expected_j
   return Status::Ok();
 }
 
+Status CheckTensorKind(const v1::Envelope& env, const std::string& tag, uint64_t numel) {
+  if (!env.has_tensor()) {
+    return ProtocolError("expected a tensor header, got " + PayloadName(env));
+  }
+  const v1::TensorHeader& h = env.tensor();
+  if (h.tag() != tag) return ProtocolError("wrong tag '" + h.tag() + "' (expected '" + tag + "')");
+  if (h.dtype() != v1::DTYPE_F32) {
+    return InvalidArgument("wrong dtype " + std::to_string(h.dtype()) + " (expected DTYPE_F32)");
+  }
+  if (h.numel() != numel) {
+    return InvalidArgument("wrong shape: tensor of " + std::to_string(h.numel()) +
+                           " elements, ours has " + std::to_string(numel));
+  }
+  return Status::Ok();
+}
+
 v1::ErrorCode ErrorCodeFor(const Status& status) {
   // Messages may carry context ("from 1.2.3.4:5: malformed frame ..."), so search, not prefix.
   const std::string& m = status.message();

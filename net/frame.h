@@ -39,6 +39,12 @@ Result<v1::Envelope> ParseEnvelope(std::span<const std::byte> body);
 // message type this build knows. Returns ProtocolError naming what was wrong.
 Status CheckEnvelope(const v1::Envelope& envelope, const std::string& expected_job_id);
 
+// After CheckEnvelope, for a message that must be a tensor: it carries a TensorHeader for
+// `tag`, of fp32 values, describing a tensor of `numel` elements; each mismatch named (wrong
+// tag: ProtocolError; wrong dtype or shape: InvalidArgument). Where the message's piece sits
+// and its size are the receiver's to check.
+Status CheckTensorKind(const v1::Envelope& envelope, const std::string& tag, uint64_t numel);
+
 // Maps a CheckEnvelope/parse failure to the wire error code sent back before closing.
 v1::ErrorCode ErrorCodeFor(const Status& status);
 

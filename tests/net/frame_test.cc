@@ -87,5 +87,26 @@ TEST(FrameTest, WrongVersionWrongJobUnknownTypeAreNamed) {
   EXPECT_EQ(ErrorCodeFor(unknown), v1::UNKNOWN_MESSAGE_TYPE);
 }
 
+// The tensor checks every collective's receiver shares: payload, tag, dtype, shape, each named.
+TEST(FrameTest, TensorKindMismatchesAreNamed) {
+  v1::Envelope e = MakeEnvelope("job");
+  EXPECT_NE(CheckTensorKind(e, "t", 4).message().find("expected a tensor header"), std::string::npos);
+  v1::TensorHeader* h = e.mutable_tensor();
+  h->set_tag("t");
+  h->set_dtype(v1::DTYPE_F32);
+  h->set_numel(4);
+  EXPECT_TRUE(CheckTensorKind(e, "t", 4).ok());
+  Status tag = CheckTensorKind(e, "u", 4);
+  EXPECT_EQ(tag.code(), StatusCode::kProtocolError);
+  EXPECT_NE(tag.message().find("wrong tag 't'"), std::string::npos) << tag.ToString();
+  Status shape = CheckTensorKind(e, "t", 5);
+  EXPECT_EQ(shape.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(shape.message().find("tensor of 4 elements, ours has 5"), std::string::npos) << shape.ToString();
+  h->set_dtype(v1::DTYPE_UNSPECIFIED);
+  Status dtype = CheckTensorKind(e, "t", 4);
+  EXPECT_EQ(dtype.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(dtype.message().find("wrong dtype"), std::string::npos) << dtype.ToString();
+}
+
 }  // namespace
 }  // namespace tributary::net
