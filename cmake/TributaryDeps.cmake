@@ -5,6 +5,8 @@ find_package(Protobuf REQUIRED)
 find_package(Boost 1.74 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+# SHA-256 only (core/digest.cc): libcrypto uses the CPU's SHA extensions, libsodium does not.
+find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
 find_package(tomlplusplus REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(spdlog REQUIRED)

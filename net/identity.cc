@@ -11,6 +11,7 @@
 
 #include "core/digest.h"
 #include "core/files.h"
+#include "core/sodium_init.h"
 
 namespace tributary::net {
 namespace {
@@ -41,12 +42,10 @@ std::string OctalMode(mode_t mode) {
   return buf;
 }
 
-void EnsureSodium() { (void)Sha256Of(std::string_view("")); }  // Sha256 initialises libsodium
-
 }  // namespace
 
 Identity Identity::Generate() {
-  EnsureSodium();
+  EnsureSodiumInitialised();
   Identity id;
   crypto_sign_keypair(id.public_key_.data(), id.secret_key_.data());
   return id;
@@ -72,7 +71,7 @@ Status Identity::WriteFile(const std::string& path) const {
 }
 
 Result<Identity> Identity::LoadFile(const std::string& path) {
-  EnsureSodium();
+  EnsureSodiumInitialised();
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return NotFound("no identity at '" + path + "' (create one with `tributary keygen`)");
@@ -105,7 +104,7 @@ Signature Identity::Sign(std::string_view message) const {
 }
 
 bool VerifySignature(const PublicKey& key, std::span<const uint8_t> message, const Signature& sig) {
-  EnsureSodium();
+  EnsureSodiumInitialised();
   return crypto_sign_verify_detached(sig.data(), message.data(), message.size(), key.data()) == 0;
 }
 

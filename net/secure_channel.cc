@@ -6,6 +6,7 @@
 #include <future>
 
 #include "core/digest.h"
+#include "core/sodium_init.h"
 #include "net/frame.h"
 
 namespace tributary::net {
@@ -16,7 +17,10 @@ constexpr size_t kRandomBytes = 32;
 struct Ephemeral {
   std::array<uint8_t, crypto_kx_PUBLICKEYBYTES> pk{};
   std::array<uint8_t, crypto_kx_SECRETKEYBYTES> sk{};
-  Ephemeral() { crypto_kx_keypair(pk.data(), sk.data()); }
+  Ephemeral() {
+    EnsureSodiumInitialised();
+    crypto_kx_keypair(pk.data(), sk.data());
+  }
   ~Ephemeral() { sodium_memzero(sk.data(), sk.size()); }
 };
 

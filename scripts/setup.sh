@@ -8,7 +8,7 @@ cd "$repo"
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread            # libtorch (CPU) + a fast BLAS behind it
-  libprotobuf-dev protobuf-compiler libboost-dev libsodium-dev
+  libprotobuf-dev protobuf-compiler libboost-dev libsodium-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libgloo-dev libsqlite3-dev
   iproute2 iperf3

@@ -33,6 +33,7 @@
 #include "core/clock.h"
 #include "core/files.h"
 #include "core/seed.h"
+#include "core/sodium_init.h"
 #include "models/corpus.h"
 #include "runtime/job_spec.h"
 #include "runtime/trainer.h"
@@ -80,6 +81,7 @@ Digest HonestLeaf(uint64_t trial, uint64_t step) {
 // generated at random or loaded.
 Result<net::Identity> BenchIdentity(int index) {
   const Digest seed = Sha256Of(fmt::format("tributary verifier bench peer {}", index));
+  EnsureSodiumInitialised();
   unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
   crypto_sign_seed_keypair(pk, sk, seed.data());
   char hex[2 * crypto_sign_SECRETKEYBYTES + 1];

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/files.h"
+#include "launcher/store.h"
 #include "launcher/process.h"
 #include "net/identity.h"
 #include "tests/common/test_corpus.h"
@@ -244,7 +245,9 @@ TEST(Integration, LateJoinerSyncsAndEndsBitIdentical) {
 // after the last committed round and the peers (who reconnect on their own) finish the job.
 // kill -9 of the coordinator once round 2 committed, then a restart on the same port and
 // database: the resumed job must pick up right after the last committed round and end with round
-// 5. Gives the restarted coordinator's log and the rounds committed before the kill.
+// 5. Gives the restarted coordinator's log and the rounds committed before the kill, as the
+// database holds them: a round is recorded before it is logged, so a kill between the two
+// leaves one more committed round than the log shows.
 void KillAndRestartCoordinator(Cluster& cluster, const std::vector<std::string>& job, std::chrono::seconds until_kill,
                                std::chrono::seconds until_done, std::string* second_log, int* committed_before) {
   ASSERT_TRUE(cluster.WaitForLog("round 2 complete", until_kill)) << ReadFileOrEmpty(cluster.coordinator_log());
@@ -252,6 +255,19 @@ void KillAndRestartCoordinator(Cluster& cluster, const std::vector<std::string>&
   ASSERT_TRUE(cluster.coordinator().Wait(DeadlineAfter(10s)).ok());
   const std::string first_log = ReadFileOrEmpty(cluster.coordinator_log());
   std::remove(cluster.coordinator_log().c_str());
+  {
+    auto db = std::find(job.begin(), job.end(), "--db");
+    ASSERT_NE(db, job.end());
+    auto store = launcher::CoordinatorStore::Open(*(db + 1));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto jobs = (*store)->Jobs();
+    ASSERT_TRUE(jobs.ok());
+    ASSERT_EQ(jobs->size(), 1u);
+    auto rounds = (*store)->Rounds(jobs->front().job_id);
+    ASSERT_TRUE(rounds.ok());
+    *committed_before = static_cast<int>(rounds->size());
+    ASSERT_GE(*committed_before, static_cast<int>(ParseRounds(first_log).size())) << "every logged round is recorded";
+  }
 
   std::vector<std::string> restart = job;
   restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
@@ -260,7 +276,6 @@ void KillAndRestartCoordinator(Cluster& cluster, const std::vector<std::string>&
   ASSERT_TRUE(coord.ok()) << ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
   *second_log = ReadFileOrEmpty(cluster.coordinator_log());
-  *committed_before = static_cast<int>(ParseRounds(first_log).size());
   auto after = ParseRounds(*second_log);
   ASSERT_FALSE(after.empty()) << *second_log;
   EXPECT_EQ(after.front().round, *committed_before) << "resumes right after the last committed round";
