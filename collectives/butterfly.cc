@@ -141,6 +141,8 @@ class ButterflyOp {
         contributions_(mesh.world()),
         have_contribution_(mesh.world(), false),
         have_aggregate_(mesh.world(), false),
+        contribution_digests_(BindsAggregates(options) ? mesh.world() : 0),
+        contribution_payloads_(BindsAggregates(options) ? mesh.world() : 0),
         output_(input.size()) {
     for (Phase phase : {Phase::kReduceScatter, Phase::kAllGather}) {
       tags_[static_cast<int>(phase)] = ButterflyWireTag(options.tag, PhaseName(phase),
@@ -148,6 +150,7 @@ class ButterflyOp {
                                                         options.average);
     }
     if (options.binding) tags_[static_cast<int>(Phase::kReduceScatter)] += "/bound";
+    if (BindsAggregates(options)) tags_[static_cast<int>(Phase::kAllGather)] += "/bound";
     record_.shard = me();
     record_.begin = layout_.Begin(me());
     record_.size = layout_.Size(me());
@@ -169,6 +172,10 @@ class ButterflyOp {
   const std::optional<PeerFailure>& failure() const { return failure_; }
 
  private:
+  static bool BindsAggregates(const ButterflyOptions& options) {
+    return options.binding != nullptr && options.binding->attest_aggregate != nullptr;
+  }
+  bool binds_aggregates() const { return !contribution_digests_.empty(); }
   uint32_t me() const { return mesh_.rank(); }
   uint32_t world() const { return mesh_.world(); }
   const std::string& tag(Phase phase) const { return tags_[static_cast<int>(phase)]; }
@@ -193,7 +200,8 @@ class ButterflyOp {
                                   layout_.Begin(me()), own_bound});
       }
       if (const uint64_t theirs = layout_.Size(p); theirs > 0) {
-        TRIB_ASSIGN_OR_RETURN(const size_t bound, codecs_.decoder().MaxPayloadBytes(theirs));
+        TRIB_ASSIGN_OR_RETURN(size_t bound, codecs_.decoder().MaxPayloadBytes(theirs));
+        if (binds_aggregates()) bound += 4 + options_.binding->max_attestation_bytes;
         plan->messages.push_back(
             {Phase::kAllGather, tag(Phase::kAllGather), layout_.Begin(p), bound});
         ++aggregates_expected_;
@@ -250,6 +258,7 @@ class ButterflyOp {
       }
       digests[shard] = Sha256Of(encoded[shard].payload);
     }
+    if (binds_aggregates()) contribution_digests_[me()] = digests[me()];
     TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations,
                           options_.binding->attest(digests, residual_in, codecs_.contribution_residual()));
     if (attestations.size() != world()) {
@@ -263,15 +272,7 @@ class ButterflyOp {
         TRIB_RETURN_IF_ERROR(AddContribution(me(), std::move(encoded[shard].decoded), encoded[shard].payload));
         continue;
       }
-      const std::string& a = attestations[shard];
-      if (a.size() > options_.binding->max_attestation_bytes) {
-        return InvalidArgument("attestation of " + std::to_string(a.size()) + " bytes is over the bound");
-      }
-      std::string framed;
-      framed.reserve(4 + a.size() + encoded[shard].payload.size());
-      for (int i = 0; i < 4; ++i) framed.push_back(static_cast<char>((a.size() >> (8 * i)) & 0xff));
-      framed += a;
-      framed += encoded[shard].payload;
+      TRIB_ASSIGN_OR_RETURN(std::string framed, Framed(attestations[shard], encoded[shard].payload));
       encoded[shard] = {};
       TRIB_RETURN_IF_ERROR(Send(shard, Phase::kReduceScatter, layout_.Begin(shard),
                                 std::make_shared<const std::string>(std::move(framed))));
@@ -280,10 +281,23 @@ class ButterflyOp {
     return Status::Ok();
   }
 
-  // Splits a bound contribution into `attestation` and `payload` and lets the binding check it
-  // before any decoding.
-  Status CheckBound(uint32_t from, std::string& payload, std::string& attestation) {
-    const std::string where = "contribution to shard " + std::to_string(me()) + " from " + mesh_.Describe(from);
+  // u32 length ‖ attestation ‖ payload: a bound message.
+  Result<std::string> Framed(const std::string& attestation, const std::string& payload) const {
+    if (attestation.size() > options_.binding->max_attestation_bytes) {
+      return InvalidArgument("attestation of " + std::to_string(attestation.size()) + " bytes is over the bound");
+    }
+    std::string framed;
+    framed.reserve(4 + attestation.size() + payload.size());
+    for (int i = 0; i < 4; ++i) framed.push_back(static_cast<char>((attestation.size() >> (8 * i)) & 0xff));
+    framed += attestation;
+    framed += payload;
+    return framed;
+  }
+
+  // Splits a bound message into `attestation` and `payload` (SHA-256 in `digest`), for the
+  // binding to check before any decoding.
+  Status Unframe(uint32_t from, const std::string& where, std::string& payload, std::string& attestation,
+                 Digest& digest) {
     if (payload.size() < 4) return Blame(from, ProtocolError(where + ": no attestation"));
     uint64_t n = 0;
     for (int i = 0; i < 4; ++i) n |= uint64_t{static_cast<uint8_t>(payload[i])} << (8 * i);
@@ -292,8 +306,17 @@ class ButterflyOp {
     }
     attestation = payload.substr(4, n);
     payload.erase(0, 4 + n);
-    Status st = options_.binding->check(from, attestation, Sha256Of(payload));
+    digest = Sha256Of(payload);
+    return Status::Ok();
+  }
+
+  Status CheckBound(uint32_t from, std::string& payload, std::string& attestation) {
+    const std::string where = "contribution to shard " + std::to_string(me()) + " from " + mesh_.Describe(from);
+    Digest digest{};
+    TRIB_RETURN_IF_ERROR(Unframe(from, where, payload, attestation, digest));
+    Status st = options_.binding->check(from, attestation, digest);
     if (!st.ok()) return Blame(from, st.WithContext(where));
+    if (binds_aggregates()) contribution_digests_[from] = digest;
     return Status::Ok();
   }
 
@@ -356,6 +379,7 @@ class ButterflyOp {
     have_contribution_[from] = true;
     if (options_.record) record_.contributions.resize(world());
     if (options_.record) record_.contributions[from] = payload;
+    if (binds_aggregates()) contribution_payloads_[from] = payload;
     if (++contributions_in_ == world()) return ReduceOwnShard();
     return Status::Ok();
   }
@@ -368,22 +392,43 @@ class ButterflyOp {
       return values.status().WithContext("aggregating shard " + std::to_string(me()));
     }
     const uint64_t begin = layout_.Begin(me());
+    if (binds_aggregates() && options_.binding->tamper_aggregate) options_.binding->tamper_aggregate(*values);
+    // What this rank owed as owner before encoding: stated with the aggregate, for its audit.
+    std::vector<float> residual_in;
+    if (binds_aggregates()) residual_in.assign(codecs_.aggregate_residual().begin(), codecs_.aggregate_residual().end());
     TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, codecs_.EncodeAggregate(begin, *values));
     std::copy(encoded.decoded.begin(), encoded.decoded.end(), output_.begin() + begin);
     auto payload = std::make_shared<const std::string>(std::move(encoded.payload));
+    auto sent = payload;
+    if (binds_aggregates()) {
+      TRIB_ASSIGN_OR_RETURN(std::string statement,
+                            options_.binding->attest_aggregate(contribution_digests_, contribution_payloads_, Sha256Of(*payload), residual_in,
+                                                               codecs_.aggregate_residual()));
+      TRIB_ASSIGN_OR_RETURN(std::string framed, Framed(statement, *payload));
+      sent = std::make_shared<const std::string>(std::move(framed));
+    }
     for (uint32_t p = 0; p < world(); ++p) {
-      if (p != me()) TRIB_RETURN_IF_ERROR(Send(p, Phase::kAllGather, begin, payload));
+      if (p != me()) TRIB_RETURN_IF_ERROR(Send(p, Phase::kAllGather, begin, sent));
     }
     if (options_.record) {
       record_.aggregate = std::move(values).value();
       record_.aggregate_payload = *payload;
     }
     contributions_ = {};
+    contribution_payloads_ = {};
     reduced_ = true;
     return Status::Ok();
   }
 
   Status OnAggregate(uint32_t from, std::string payload) {
+    if (binds_aggregates()) {
+      const std::string where = "aggregate of shard " + std::to_string(from) + " from " + mesh_.Describe(from);
+      std::string statement;
+      Digest digest{};
+      TRIB_RETURN_IF_ERROR(Unframe(from, where, payload, statement, digest));
+      Status st = options_.binding->check_aggregate(from, statement, digest);
+      if (!st.ok()) return Blame(from, st.WithContext(where));
+    }
     auto decoded = codec::DecodeChecked(codecs_.decoder(), payload, layout_.Size(from));
     if (!decoded.ok()) {
       return Blame(from, decoded.status().WithContext("aggregate of shard " +
@@ -452,6 +497,8 @@ class ButterflyOp {
   uint32_t contributions_in_ = 0;
   bool reduced_ = false;
   std::vector<bool> have_aggregate_;
+  std::vector<Digest> contribution_digests_;  // by rank, when the all-gather is bound
+  std::vector<std::string> contribution_payloads_;  // likewise
   uint32_t aggregates_in_ = 0;
   uint32_t aggregates_expected_ = 0;
   std::vector<float> output_;  // staged: copied into the caller's data only on success
@@ -527,6 +574,29 @@ Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uin
     out.shard_digests[s] = Sha256Of(encoded.payload);
   }
   out.residual_left.assign(state->contribution_residual().begin(), state->contribution_residual().end());
+  return out;
+}
+
+Result<ReproducedAggregate> ReproduceAggregate(std::string_view codec, uint32_t world, uint32_t shard,
+                                               uint64_t numel, std::span<const std::string> contributions,
+                                               std::span<const float> owed,
+                                               const robust::AggregatorSpec& aggregator, bool average) {
+  if (world == 0 || shard >= world) return InvalidArgument("shard " + std::to_string(shard) + " of " + std::to_string(world));
+  if (contributions.size() != world) {
+    return InvalidArgument(std::to_string(contributions.size()) + " contributions for " + std::to_string(world) + " ranks");
+  }
+  TRIB_ASSIGN_OR_RETURN(auto state, CodecState::Make(codec));
+  TRIB_RETURN_IF_ERROR(state->Bind(world, shard, numel));
+  if (!owed.empty()) TRIB_RETURN_IF_ERROR(state->SetAggregateResidual({owed.begin(), owed.end()}));
+  const uint64_t begin = ButterflyShardBegin(numel, world, shard);
+  const uint64_t size = ButterflyShardBegin(numel, world, shard + 1) - begin;
+  if (size == 0) return InvalidArgument("shard " + std::to_string(shard) + " is empty: it has no aggregate");
+  TRIB_ASSIGN_OR_RETURN(std::vector<float> values,
+                        ReduceShard(state->decoder(), contributions, size, aggregator, average));
+  TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, state->EncodeAggregate(begin, values));
+  ReproducedAggregate out;
+  out.payload = Sha256Of(encoded.payload);
+  out.residual_left.assign(state->aggregate_residual().begin(), state->aggregate_residual().end());
   return out;
 }
 

@@ -88,6 +88,23 @@ struct ContributionBinding {
   // Sender, attack harness only: rewrites the error-feedback residual before this call encodes
   // with it (a payload that carries more than Δ plus what was honestly owed). Unset elsewhere.
   std::function<void(std::span<float> residual)> tamper_residual;
+  // Owner, optional (every rank sets it or none): binds the all-gather too. Then each aggregate
+  // message carries u32 length ‖ statement ‖ codec payload and the all-gather tag ends in
+  // "/bound". Called once this rank's shard is aggregated and encoded, before it is sent, with
+  // the SHA-256 of each rank's contribution payload to the shard (by rank, ours included), of the
+  // aggregate payload, and this rank's aggregate residual (whole tensor; empty when the codec
+  // keeps none) before and after encoding; returns the statement that goes with the aggregate.
+  // `payloads` are the contributions themselves (by rank), which an audit of the owner needs.
+  std::function<Result<std::string>(std::span<const Digest> contributions, std::span<const std::string> payloads,
+                                     const Digest& aggregate, std::span<const float> residual_in,
+                                     std::span<const float> residual_out)>
+      attest_aggregate;
+  // Receiver, with attest_aggregate: checks the statement that came with shard `owner`'s
+  // aggregate (given by its payload's SHA-256) before decoding it. An error fails the call and
+  // blames the owner.
+  std::function<Status(uint32_t owner, std::string_view statement, const Digest& payload)> check_aggregate;
+  // Owner, attack harness only: rewrites the aggregate before it is encoded (and stated).
+  std::function<void(std::span<float> aggregate)> tamper_aggregate;
   size_t max_attestation_bytes = 1 << 16;  // larger is refused before allocating
 };
 
@@ -151,6 +168,21 @@ struct ReencodedContributions {
 Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uint32_t world,
                                                      std::span<const float> values,
                                                      std::span<const float> owed);
+
+// An owner's aggregate recomputed from what it received (the coordinator's aggregate audit,
+// verifier/aggregate_statement.h): the contribution payloads of shard `shard` (by rank) are
+// reduced as ReduceShard does, the owner's residual `owed` (whole tensor, zero outside the
+// shard, or empty for none) is added, and the sum is encoded through a fresh CodecState bound
+// as that owner, as ButterflyAllreduce encodes it. Not for warm-started codecs (PowerSGD): their
+// payload also depends on earlier calls. InvalidArgument when a contribution does not decode.
+struct ReproducedAggregate {
+  Digest payload{};                  // SHA-256 of the aggregate payload
+  std::vector<float> residual_left;  // what the owner owes after (whole tensor); empty for none
+};
+Result<ReproducedAggregate> ReproduceAggregate(std::string_view codec, uint32_t world, uint32_t shard,
+                                               uint64_t numel, std::span<const std::string> contributions,
+                                               std::span<const float> owed,
+                                               const robust::AggregatorSpec& aggregator, bool average);
 
 // The pieces of step 2, shared with the direct all-reduce (direct_allreduce.h) so both run the
 // same arithmetic (each decodes with codec::DecodeChecked). AggregateShard: robust::Aggregate over contributions in rank order, scaled by their

@@ -164,15 +164,28 @@ Result<CodecState::Encoded> CodecState::Encode(codec::Codec& codec, std::span<fl
   return out;
 }
 
+namespace {
+Status CheckResidualFits(bool keeps_residual, size_t numel, size_t size, const std::string& name) {
+  if (!keeps_residual || numel == 0) {
+    return InvalidArgument("codec state of stream '" + name + "' keeps no residual to set");
+  }
+  if (size != numel) {
+    return InvalidArgument("a residual of " + std::to_string(size) + " elements for a stream of " +
+                           std::to_string(numel));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
 Status CodecState::SetContributionResidual(std::vector<float> residual) {
-  if (!keeps_residual() || numel_ == 0) {
-    return InvalidArgument("codec state of stream '" + name_ + "' keeps no residual to set");
-  }
-  if (residual.size() != numel_) {
-    return InvalidArgument("a residual of " + std::to_string(residual.size()) + " elements for a stream of " +
-                           std::to_string(numel_));
-  }
+  TRIB_RETURN_IF_ERROR(CheckResidualFits(keeps_residual(), numel_, residual.size(), name_));
   contribution_residual_ = std::move(residual);
+  return Status::Ok();
+}
+
+Status CodecState::SetAggregateResidual(std::vector<float> residual) {
+  TRIB_RETURN_IF_ERROR(CheckResidualFits(keeps_residual(), numel_, residual.size(), name_));
+  aggregate_residual_ = std::move(residual);
   return Status::Ok();
 }
 

@@ -58,6 +58,9 @@ class CodecState {
   // from its opened residual; the attack harness). InvalidArgument unless the state keeps a
   // residual and `residual` has numel() elements.
   Status SetContributionResidual(std::vector<float> residual);
+  // The same for what this rank owes as owner of its shard (an audit reproducing an owner's
+  // aggregate, collectives::ReproduceAggregate; the attack harness).
+  Status SetAggregateResidual(std::vector<float> residual);
   // Same residuals, numel and binding, no warm-start state: the state a failed call leaves.
   std::unique_ptr<CodecState> Clone() const;
   // Forgets everything; the next call starts a new stream (of any numel).

@@ -11,6 +11,8 @@
 #include "core/sodium_init.h"
 #include "launcher/store.h"
 #include "net/frame.h"
+#include "collectives/robust/aggregator.h"
+#include "verifier/aggregate_statement.h"
 #include "verifier/contribution.h"
 #include "verifier/dispute.h"
 #include "verifier/replay.h"
@@ -22,6 +24,19 @@ constexpr size_t kRoundsKept = 4;
 // The largest shard a bad-payload proof is decoded for (256 MiB of floats): bounds what a
 // colluding sender and reporter can make the coordinator allocate.
 constexpr uint64_t kMaxCheckedShardNumel = uint64_t{1} << 26;
+// Residual links of a peer's aggregate statements are stored beside its manifests' links, under
+// its key with this suffix.
+constexpr std::string_view kAggregateLinkSuffix = "/aggregate";
+
+// An error-feedback residual continues a peer's chain when it is zero (nothing owed: a first
+// call, a restarted peer), or the residual_out or residual_in of what the peer stated in the last
+// round committed with it (a peer that never heard of that commit rolled it back).
+bool ContinuesChain(const std::map<net::PublicKey, std::pair<Digest, Digest>>& links, const net::PublicKey& peer,
+                    const Digest& residual_in) {
+  if (residual_in == Digest{}) return true;
+  auto link = links.find(peer);
+  return link != links.end() && (residual_in == link->second.second || residual_in == link->second.first);
+}
 
 Result<Digest> DigestField(const std::string& raw) { return DigestFromBytes(raw); }
 
@@ -82,10 +97,13 @@ Result<std::unique_ptr<VerificationService>> VerificationService::Create(
   }
   TRIB_ASSIGN_OR_RETURN(std::vector<ResidualLink> links, store->ResidualLinks(s->job_id_));
   for (const ResidualLink& link : links) {
-    auto key = net::KeyFromHex(link.key);
+    std::string_view hex = link.key;
+    const bool aggregate = hex.ends_with(kAggregateLinkSuffix);
+    if (aggregate) hex.remove_suffix(kAggregateLinkSuffix.size());
+    auto key = net::KeyFromHex(hex);
     auto in = DigestFromBytes(link.residual_in);
     auto out = DigestFromBytes(link.residual_out);
-    if (key.ok() && in.ok() && out.ok()) s->residual_links_[*key] = {*in, *out};
+    if (key.ok() && in.ok() && out.ok()) (aggregate ? s->aggregate_links_ : s->residual_links_)[*key] = {*in, *out};
   }
   TRIB_ASSIGN_OR_RETURN(auto bans, store->BannedPeers(s->job_id_));
   for (const auto& [hex, reason] : bans) {
@@ -209,16 +227,74 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
   if (m.pseudo_gradient != commitment->body.pseudo_gradient) {
     return FailedPrecondition("its signed contribution manifest and its signed step commitment state different Δ");
   }
-  if (m.residual_in != Digest{}) {
-    auto link = residual_links_.find(from);
-    if (link == residual_links_.end() || (m.residual_in != link->second.second && m.residual_in != link->second.first)) {
-      return FailedPrecondition(
-          "its error-feedback residual is not the one its last committed contribution left (its manifest states " +
-          ShortHex(m.residual_in) + ")");
-    }
+  if (!ContinuesChain(residual_links_, from, m.residual_in)) {
+    return FailedPrecondition(
+        "its error-feedback residual is not the one its last committed contribution left (its manifest states " +
+        ShortHex(m.residual_in) + ")");
   }
+  TRIB_RETURN_IF_ERROR(CheckAggregateStatements(from, report, world, m, it->second));
   it->second.manifests[from] = report.contribution_manifest();
   it->second.residuals[from] = {m.residual_in, m.residual_out};
+  return Status::Ok();
+}
+
+Status VerificationService::CheckAggregateStatements(const net::PublicKey& from, const v1::RoundReport& report,
+                                                     uint32_t world, const verifier::ContributionManifest& m,
+                                                     RoundState& rs) {
+  if (report.rank() >= world) return FailedPrecondition("round report from rank " + std::to_string(report.rank()));
+  // Every non-empty shard has an owner and a statement; a shard is empty only when the tensor
+  // has fewer elements than the group has members.
+  const uint64_t shards = std::min<uint64_t>(world, m.numel);
+  if (static_cast<uint64_t>(report.aggregate_statements_size()) != shards) {
+    return FailedPrecondition("round report with " + std::to_string(report.aggregate_statements_size()) +
+                              " aggregate statements for " + std::to_string(shards) + " shards");
+  }
+  std::vector<verifier::SignedAggregate> statements;
+  std::set<uint64_t> seen;
+  std::optional<std::pair<Digest, Digest>> own_residuals;
+  for (const std::string& bytes : report.aggregate_statements()) {
+    auto s = verifier::DecodeAggregateStatement(bytes);
+    if (!s.ok()) return s.status().WithContext("round report with a malformed aggregate statement");
+    TRIB_RETURN_IF_ERROR(verifier::VerifyAggregate(*s).WithContext("round report's aggregate statement"));
+    const verifier::AggregateStatement& b = s->body;
+    if (b.job_id != job_id_ || b.round != report.round() || b.attempt != report.attempt() || b.world != world ||
+        b.numel != m.numel || !seen.insert(b.shard).second) {
+      return FailedPrecondition("an aggregate statement in the round report is not for this job, round, attempt "
+                                "and group, or names a shard twice");
+    }
+    // The member checked this before decoding the aggregate (CheckAggregateAttestation): an
+    // honest one never reports a statement that misnames what it signed.
+    if (b.contributions[report.rank()] != m.shard_digests[b.shard]) {
+      return FailedPrecondition("it reports the aggregate statement of shard " + std::to_string(b.shard) +
+                                ", which does not name the contribution its own manifest states");
+    }
+    if ((b.shard == report.rank()) != (b.owner == from)) {
+      return FailedPrecondition("the statement of its own shard " + std::to_string(report.rank()) +
+                                " is not its own, or it states another shard's aggregate");
+    }
+    if (b.owner == from) own_residuals = std::make_pair(b.residual_in, b.residual_out);
+    statements.push_back(std::move(s).value());
+  }
+  if (report.rank() < shards && !own_residuals) {
+    return FailedPrecondition("round report without the statement of its own shard's aggregate");
+  }
+  if (own_residuals && !ContinuesChain(aggregate_links_, from, own_residuals->first)) {
+    return FailedPrecondition("its residual as shard owner is not the one its last committed aggregate left "
+                              "(its statement states " + ShortHex(own_residuals->first) + ")");
+  }
+  if (own_residuals) rs.aggregate_residuals[from] = *own_residuals;
+  for (const verifier::SignedAggregate& s : statements) {
+    const auto key = std::make_pair(s.body.owner, s.body.attempt);
+    std::string bytes = verifier::EncodeAggregateStatement(s);
+    auto [first, inserted] = rs.aggregate_statements.emplace(key, bytes);
+    if (inserted || first->second == bytes) continue;
+    auto earlier = verifier::DecodeAggregateStatement(first->second);
+    if (earlier.ok() && verifier::CheckAggregateEquivocation(*earlier, s).ok() && !banned_.count(s.body.owner)) {
+      Ban(s.body.owner, "round " + std::to_string(s.body.round) + " attempt " + std::to_string(s.body.attempt) +
+                            ": signed two different aggregates of shard " + std::to_string(s.body.shard) +
+                            " (equivocation, shown by " + net::ShortKey(from) + "'s report)");
+    }
+  }
   return Status::Ok();
 }
 
@@ -289,6 +365,13 @@ std::vector<ResidualLink> VerificationService::CommitResidualLinks(uint64_t roun
     residual_links_[key] = r->second;
     links.push_back({net::KeyToHex(key), DigestToBytes(r->second.first), DigestToBytes(r->second.second)});
   }
+  for (const net::PublicKey& key : members) {
+    auto r = it->second.aggregate_residuals.find(key);
+    if (r == it->second.aggregate_residuals.end()) continue;
+    aggregate_links_[key] = r->second;
+    links.push_back({net::KeyToHex(key) + std::string(kAggregateLinkSuffix), DigestToBytes(r->second.first),
+                     DigestToBytes(r->second.second)});
+  }
   return links;
 }
 
@@ -343,7 +426,108 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
   }
   spdlog::info("job {} round {}: {} challenges drawn (q = {} per peer, {} verifier(s) each)", job_id_, round,
                challenges->size(), params.samples_per_peer, params.verifiers_per_step);
-  if (BindsContributions()) StartDeltaAudits(round, *seed, by_key, shard_of, params.verifiers_per_step, now_ms);
+  if (BindsContributions()) {
+    StartDeltaAudits(round, *seed, by_key, shard_of, params.verifiers_per_step, now_ms);
+    StartAggregateAudits(round, by_key, now_ms);
+  }
+}
+
+void VerificationService::StartAggregateAudits(uint64_t round,
+                                               const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                                               uint64_t now_ms) {
+  RoundState& rs = rounds_.at(round);
+  const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+  if (codec.starts_with("powersgd")) {
+    spdlog::info("job {} round {}: PowerSGD's warm start is not committed, so owners' aggregates are not audited",
+                 job_id_, round);
+    return;
+  }
+  size_t audits = 0;
+  for (const Member& m : rs.members) {
+    auto manifest = rs.manifests.find(m.key);
+    auto c = by_key.find(m.key);
+    if (manifest == rs.manifests.end() || c == by_key.end() || banned_.count(m.key)) continue;
+    auto decoded = verifier::DecodeManifest(manifest->second);
+    if (!decoded.ok()) continue;
+    auto statement = rs.aggregate_statements.find({m.key, decoded->body.attempt});
+    if (statement == rs.aggregate_statements.end()) continue;  // an empty shard
+    Pending p;
+    p.round = round;
+    p.step = c->second.body.leaf_count - 1;
+    p.prover = m.key;
+    p.shard = m.shard;
+    p.commitment = c->second;
+    p.aggregate_statement = statement->second;
+    p.deadline_ms = now_ms + TimeoutMs();
+    const uint64_t id = next_challenge_++;
+    SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
+    ++audits;
+  }
+  spdlog::info("job {} round {}: {} aggregate audits", job_id_, round, audits);
+}
+
+void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Opening& o) {
+  const net::PublicKey self = coordinator_->public_key();
+  auto statement = verifier::DecodeAggregateStatement(p.aggregate_statement);
+  if (!statement.ok()) {  // admitted by CheckReport, so this cannot happen
+    spdlog::error("job {}: cannot decode an admitted aggregate statement: {}", job_id_, statement.status().ToString());
+    p.stage = Stage::kDone;
+    return;
+  }
+  const verifier::AggregateStatement& b = statement->body;
+  if (!o.aggregate()) return Convict(id, p, self, "opened something else than its aggregate");
+  if (static_cast<uint64_t>(o.contributions_size()) != b.world) {
+    return Convict(id, p, self, "opened " + std::to_string(o.contributions_size()) + " contributions to its shard, not " +
+                                    std::to_string(b.world));
+  }
+  std::vector<std::string> contributions(o.contributions().begin(), o.contributions().end());
+  for (uint64_t r = 0; r < b.world; ++r) {
+    if (Sha256Of(contributions[r]) != b.contributions[r]) {
+      return Convict(id, p, self, "opened a contribution from rank " + std::to_string(r) +
+                                      " that its aggregate statement does not name");
+    }
+  }
+  auto residual = verifier::DecodeResidual(o.aggregate_residual(), b.numel);
+  if (!residual.ok()) return Convict(id, p, self, "opened a malformed residual: " + residual.status().message());
+  if (verifier::ResidualDigest(*residual) != b.residual_in) {
+    return Convict(id, p, self, "opened another residual than the one its aggregate statement states");
+  }
+  const auto world = static_cast<uint32_t>(b.world), shard = static_cast<uint32_t>(b.shard);
+  const uint64_t size = collectives::ButterflyShardBegin(b.numel, world, shard + 1) -
+                        collectives::ButterflyShardBegin(b.numel, world, shard);
+  if (size > kMaxCheckedShardNumel) {
+    spdlog::warn("job {} round {}: shard {} of {} elements is too large to audit here", job_id_, p.round, shard, size);
+    p.stage = Stage::kDone;
+    return;
+  }
+  // An empty spec is the default aggregator (mean), as the peers read it.
+  auto aggregator = spec_.aggregator().empty() ? Result<collectives::robust::AggregatorSpec>(collectives::robust::AggregatorSpec{})
+                                               : collectives::robust::ParseAggregator(spec_.aggregator());
+  if (!aggregator.ok()) {
+    spdlog::error("job {}: cannot audit aggregates: {}", job_id_, aggregator.status().ToString());
+    p.stage = Stage::kDone;
+    return;
+  }
+  const bool owes = b.residual_in != Digest{};
+  auto reproduced = collectives::ReproduceAggregate(spec_.codec().empty() ? "fp32" : spec_.codec(), world, shard,
+                                                    b.numel, contributions,
+                                                    owes ? std::span<const float>(*residual) : std::span<const float>(),
+                                                    *aggregator, /*average=*/true);
+  if (!reproduced.ok()) {
+    // Each contribution is one its sender signed and the owner accepted; an honest owner's call
+    // fails on one that does not decode (and proves it), so it never states one.
+    return Convict(id, p, self, "its stated contributions do not aggregate: " + reproduced.status().message());
+  }
+  if (reproduced->payload != b.aggregate) {
+    return Convict(id, p, self, "its aggregate of shard " + std::to_string(shard) +
+                                    " is not what the contributions it received and its residual give");
+  }
+  if (verifier::ResidualDigest(reproduced->residual_left) != b.residual_out) {
+    return Convict(id, p, self, "the residual its aggregate leaves is not the one its statement states");
+  }
+  p.stage = Stage::kDone;
+  spdlog::info("job {} round {}: {}'s aggregate of shard {} reproduces from its {} contributions", job_id_, p.round,
+               net::ShortKey(p.prover), shard, b.world);
 }
 
 void VerificationService::SendOpenRequest(uint64_t id, const Pending& p) {
@@ -352,6 +536,7 @@ void VerificationService::SendOpenRequest(uint64_t id, const Pending& p) {
   e.mutable_open_request()->set_round(p.round);
   e.mutable_open_request()->set_step(p.step);
   e.mutable_open_request()->set_end_state(!p.manifest.empty());
+  e.mutable_open_request()->set_aggregate(!p.aggregate_statement.empty());
   if (!send_(p.prover, std::move(e))) {
     spdlog::warn("job {} round {}: prover {} is gone before its opening", job_id_, p.round, net::ShortKey(p.prover));
   }
@@ -464,6 +649,7 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
     return;
   }
   Pending& p = it->second;
+  if (!p.aggregate_statement.empty()) return AuditAggregate(it->first, p, o);
   if (o.end_state() != !p.manifest.empty()) {
     return Convict(it->first, p, coordinator_->public_key(), "opened another state than the one asked for");
   }

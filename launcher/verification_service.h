@@ -75,8 +75,13 @@ class VerificationService {
   // report carries the manifest `from` signed for its sent Δ in this attempt of `world` members,
   // stating the committed H(Δ), and an error-feedback residual that continues its last one (its
   // residual_in is zero, or the residual_out or residual_in of its manifest in the last round
-  // committed with it: a peer that never heard of that commit rolled it back). An error: the
-  // caller refuses the report and bans `from`.
+  // committed with it: a peer that never heard of that commit rolled it back). It must also carry
+  // the signed aggregate statement of every non-empty shard of its group
+  // (verifier/aggregate_statement.h), each naming at `from`'s rank the contribution its manifest
+  // states, its own among them with an owner's residual that continues its last one likewise.
+  // An error: the caller refuses the report and bans `from`. A shard owner whose statement
+  // differs from the one another member reported for the same attempt signed two aggregates
+  // (equivocation): it is banned here, and the report is still OK.
   Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world);
   // A shard owner's proof against a sender (verifier::DecodeContributionProof): its contribution
   // contradicts its signed manifest, or its signed payload does not decode with the job's codec
@@ -110,6 +115,10 @@ class VerificationService {
     std::map<net::PublicKey, std::string> manifests;  // each member's last reported manifest
     // residual_in and residual_out those manifests state (CommitResidualLinks).
     std::map<net::PublicKey, std::pair<Digest, Digest>> residuals;
+    // The aggregate statement of each (owner, attempt), as first reported (encoded), and the
+    // owner's residual digests that its own statement states (CommitResidualLinks).
+    std::map<std::pair<net::PublicKey, uint64_t>, std::string> aggregate_statements;
+    std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_residuals;
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {
@@ -124,6 +133,7 @@ class VerificationService {
     std::vector<net::PublicKey> referees;  // asked in turn; the majority of their rulings decides
     std::set<net::PublicKey> asked;  // every peer this challenge went to
     std::string manifest;            // set: a Δ audit of the round's last step, not a replay
+    std::string aggregate_statement;  // set: an audit of the prover's aggregate as a shard owner
     Stage stage = Stage::kOpening;
     uint64_t deadline_ms = 0;
   };
@@ -143,6 +153,14 @@ class VerificationService {
   void StartDeltaAudits(uint64_t round, const Digest& seed, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
                         const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers, uint64_t now_ms);
   void SendOpenRequest(uint64_t id, const Pending& p);
+  Status CheckAggregateStatements(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
+                                  const verifier::ContributionManifest& manifest, RoundState& rs);
+  // One aggregate audit per committed shard owner with a statement: its opened contributions
+  // and residual must reproduce the aggregate it stated (collectives::ReproduceAggregate). The
+  // coordinator recomputes it itself: no model is needed, and the result is exact.
+  void StartAggregateAudits(uint64_t round, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                            uint64_t now_ms);
+  void AuditAggregate(uint64_t id, Pending& p, const v1::Opening& opening);
   struct RefereeRuling {
     std::optional<verifier::Ruling> ruling;  // nullopt: this referee could not rule
     std::string reason;
@@ -162,6 +180,8 @@ class VerificationService {
   std::map<net::PublicKey, std::string> banned_;
   // Per peer: residual_in and residual_out of its manifest in the last round committed with it.
   std::map<net::PublicKey, std::pair<Digest, Digest>> residual_links_;
+  // Per peer: the residual digests of its aggregate statement in the last round committed with it.
+  std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_links_;
   std::map<uint64_t, RoundState> rounds_;
   std::optional<std::pair<uint64_t, uint64_t>> latest_start_;  // the latest (round, attempt) started
   std::map<uint64_t, Pending> pending_;

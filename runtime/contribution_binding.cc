@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "verifier/aggregate_statement.h"
 #include "verifier/replay.h"
 
 namespace tributary::runtime {
@@ -22,6 +23,13 @@ AttemptBinding::AttemptBinding(std::string job_id, const net::Identity* identity
   binding_.bad_payload = [this](uint32_t, std::string_view attestation, std::string_view payload) {
     BadPayload(attestation, payload);
   };
+  binding_.attest_aggregate = [this](std::span<const Digest> contributions, std::span<const std::string> payloads,
+                                     const Digest& aggregate, std::span<const float> in, std::span<const float> out) {
+    return AttestAggregate(contributions, payloads, aggregate, in, out);
+  };
+  binding_.check_aggregate = [this](uint32_t owner, std::string_view statement, const Digest& payload) {
+    return CheckAggregate(owner, statement, payload);
+  };
 }
 
 const collectives::ContributionBinding& AttemptBinding::Bind(std::span<const float> values) {
@@ -30,6 +38,12 @@ const collectives::ContributionBinding& AttemptBinding::Bind(std::span<const flo
   manifest_bytes_.reset();
   residual_in_.clear();
   claimed_residual_.reset();
+  sent_shard_digests_.clear();
+  owner_opening_ = {};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    statements_.assign(members_.size(), "");
+  }
   return binding_;
 }
 
@@ -55,6 +69,7 @@ Result<std::vector<std::string>> AttemptBinding::Attest(std::span<const Digest> 
   body.residual_in = verifier::ResidualDigest(residual_in);
   body.residual_out = verifier::ResidualDigest(residual_out);
   body.shard_digests.assign(shard_digests.begin(), shard_digests.end());
+  sent_shard_digests_ = body.shard_digests;
   if (tamper_) tamper_(body.shard_digests);
   TRIB_ASSIGN_OR_RETURN(verifier::SignedManifest manifest, verifier::SignManifest(body, *identity_));
   manifest_bytes_ = verifier::EncodeManifest(manifest);
@@ -97,6 +112,63 @@ void AttemptBinding::BadPayload(std::string_view attestation, std::string_view p
   if (!proof.ok()) return;  // too large to carry: the sender is still blamed and left out
   std::lock_guard<std::mutex> lock(mu_);
   proofs_.push_back(verifier::EncodeBadPayload(*proof));
+}
+
+Result<std::string> AttemptBinding::AttestAggregate(std::span<const Digest> contributions,
+                                                   std::span<const std::string> payloads, const Digest& aggregate,
+                                                   std::span<const float> residual_in,
+                                                   std::span<const float> residual_out) {
+  if (!sent_digest_) return FailedPrecondition("attest an aggregate before Bind()");
+  verifier::AggregateStatement body;
+  body.job_id = job_id_;
+  body.owner = identity_->public_key();
+  body.round = round_;
+  body.attempt = attempt_;
+  body.world = members_.size();
+  body.shard = rank_;
+  body.numel = sent_numel_;
+  body.contributions.assign(contributions.begin(), contributions.end());
+  body.aggregate = aggregate;
+  body.residual_in = verifier::ResidualDigest(residual_in);
+  body.residual_out = verifier::ResidualDigest(residual_out);
+  TRIB_ASSIGN_OR_RETURN(verifier::SignedAggregate signed_statement, verifier::SignAggregate(body, *identity_));
+  std::string bytes = verifier::EncodeAggregateStatement(signed_statement);
+  owner_opening_.contributions.assign(payloads.begin(), payloads.end());
+  owner_opening_.residual_in.clear();
+  if (body.residual_in != Digest{}) owner_opening_.residual_in.assign(residual_in.begin(), residual_in.end());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rank_ < statements_.size()) statements_[rank_] = bytes;
+  return bytes;
+}
+
+Status AttemptBinding::CheckAggregate(uint32_t owner, std::string_view statement, const Digest& payload) {
+  if (owner >= members_.size() || owner >= sent_shard_digests_.size()) {
+    return InvalidArgument("an aggregate from rank " + std::to_string(owner));
+  }
+  verifier::ExpectedAggregate expected;
+  expected.job_id = job_id_;
+  expected.owner = members_[owner];
+  expected.round = round_;
+  expected.attempt = attempt_;
+  expected.world = members_.size();
+  expected.shard = owner;
+  expected.numel = sent_numel_;
+  expected.receiver = rank_;
+  expected.receiver_contribution = sent_shard_digests_[owner];
+  expected.payload = payload;
+  TRIB_RETURN_IF_ERROR(verifier::CheckAggregateAttestation(expected, statement).status());
+  std::lock_guard<std::mutex> lock(mu_);
+  statements_[owner] = std::string(statement);
+  return Status::Ok();
+}
+
+std::vector<std::string> AttemptBinding::AggregateStatements() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const std::string& s : statements_) {
+    if (!s.empty()) out.push_back(s);
+  }
+  return out;
 }
 
 std::vector<std::string> AttemptBinding::TakeProofs() {

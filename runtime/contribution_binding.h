@@ -3,6 +3,10 @@
 // every contribution this peer receives as a shard owner is checked against its sender's
 // manifest before it is decoded.
 //
+// The all-gather is bound too (verifier/aggregate_statement.h): as owner of its shard this peer
+// signs a statement of the contributions it aggregated and of the aggregate it returns, and as a
+// receiver it checks each owner's statement (that it names the payload we sent) before decoding.
+//
 // What the attempt leaves behind: the signed manifest (for the RoundReport; the coordinator
 // checks it against the step commitment and a Δ audit checks it against the committed steps),
 // the digest of the Δ actually sent (for the commitment), and the proofs against senders (each
@@ -67,11 +71,32 @@ class AttemptBinding {
   // ContributionProof.mismatch carries; verifier::DecodeContributionProof tells them apart).
   std::vector<std::string> TakeProofs();
 
+  // After a successful call: the owners' signed statements (verifier::EncodeAggregateStatement)
+  // this peer received or made, one per non-empty shard, for the RoundReport.
+  std::vector<std::string> AggregateStatements() const;
+  // After a successful call, what an audit of this peer as owner opens: the contributions it
+  // aggregated (by rank) and what it owed its shard's stream before (whole tensor; empty when
+  // all zero). Empty when this rank's shard is empty.
+  struct OwnerOpening {
+    std::vector<std::string> contributions;
+    std::vector<float> residual_in;
+  };
+  OwnerOpening TakeOwnerOpening() { return std::exchange(owner_opening_, {}); }
+
+  // Attack harness only: rewrites this owner's aggregate before it is encoded and stated.
+  void SetAggregateTamper(std::function<void(std::span<float>)> tamper) {
+    binding_.tamper_aggregate = std::move(tamper);
+  }
+
  private:
   Result<std::vector<std::string>> Attest(std::span<const Digest> shard_digests, std::span<const float> residual_in,
                                           std::span<const float> residual_out);
   Status Check(uint32_t from, std::string_view attestation, const Digest& payload);
   void BadPayload(std::string_view attestation, std::string_view payload);
+  Result<std::string> AttestAggregate(std::span<const Digest> contributions, std::span<const std::string> payloads,
+                                      const Digest& aggregate, std::span<const float> residual_in,
+                                      std::span<const float> residual_out);
+  Status CheckAggregate(uint32_t owner, std::string_view statement, const Digest& payload);
 
   std::string job_id_;
   const net::Identity* identity_;
@@ -86,8 +111,11 @@ class AttemptBinding {
   std::optional<std::string> manifest_bytes_;
   std::vector<float> residual_in_;
   std::optional<std::vector<float>> claimed_residual_;  // SetResidualTamper(…, true)
-  std::mutex mu_;
+  std::vector<Digest> sent_shard_digests_;  // what really went to each shard (not what a liar states)
+  OwnerOpening owner_opening_;
+  mutable std::mutex mu_;
   std::vector<std::string> proofs_;
+  std::vector<std::string> statements_;  // by shard; "" where none arrived (an empty shard)
 };
 
 }  // namespace tributary::runtime

@@ -482,6 +482,9 @@ class PeerSession {
         binding->SetManifestTamper([rank = rank_](std::vector<Digest>& d) { d[(rank + 1) % d.size()][0] ^= 1; });
       }
       if (options_.adversary && options_.adversary->sent_payload) binding->SetPayloadTamper(options_.adversary->sent_payload);
+      if (options_.adversary && options_.adversary->owner_aggregate) {
+        binding->SetAggregateTamper([hook = options_.adversary->owner_aggregate, round](std::span<float> a) { hook(round, a); });
+      }
       if (options_.adversary && options_.adversary->sent_residual) {
         binding->SetResidualTamper([hook = options_.adversary->sent_residual, round](std::span<float> r) { hook(round, r); },
                                    options_.adversary->residual_claim_untampered);
@@ -561,6 +564,9 @@ class PeerSession {
     if (stats->comm_seconds > 0) r->set_bandwidth_bytes_per_second(sent / stats->comm_seconds);
     for (const v1::LinkProbe& link : links) *r->add_links() = link;
     if (binding && binding->encoded_manifest()) r->set_contribution_manifest(*binding->encoded_manifest());
+    if (binding) {
+      for (std::string& s : binding->AggregateStatements()) r->add_aggregate_statements(std::move(s));
+    }
     evaluate_after_commit_.reset();
     if (start.evaluate() && rank_ == 0) {
       if (runtime::EvaluatesBesideTraining(spec_, round)) {
@@ -584,7 +590,11 @@ class PeerSession {
       // against the committed steps; unbound rounds state the trainer's.
       auto delta = binding && binding->sent_digest() ? Result<Digest>(*binding->sent_digest())
                                                      : trainer_->PseudoGradientDigest();
-      if (binding) verification_->KeepSentResidual(round, binding->TakeSentResidual());
+      if (binding) {
+        verification_->KeepSentResidual(round, binding->TakeSentResidual());
+        AttemptBinding::OwnerOpening owned = binding->TakeOwnerOpening();
+        verification_->KeepOwnerOpening(round, std::move(owned.contributions), std::move(owned.residual_in));
+      }
       auto commitments = verification_->CommitRound(round, start.attempt(), delta.ok() ? *delta : Digest{});
       if (!commitments.ok()) spdlog::error("cannot commit round {}: {}", round, commitments.status().ToString());
       if (commitments.ok()) {

@@ -118,6 +118,14 @@ void PeerVerification::KeepSentResidual(uint64_t round, std::vector<float> resid
   if (it != rounds_.end()) it->second.sent_residual = std::move(residual);
 }
 
+void PeerVerification::KeepOwnerOpening(uint64_t round, std::vector<std::string> contributions,
+                                        std::vector<float> residual_in) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end()) return;
+  it->second.owned_contributions = std::move(contributions);
+  it->second.owned_residual_in = std::move(residual_in);
+}
+
 Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool end_state) const {
   auto it = rounds_.find(round);
   if (it == rounds_.end() || !it->second.tree) {
@@ -351,6 +359,20 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
   if (request.has_open_request()) {
     const v1::OpenRequest& q = request.open_request();
     if (hooks_ && hooks_->withhold_openings) return std::optional<v1::Envelope>();
+    if (q.aggregate()) {
+      auto it = rounds_.find(q.round());
+      if (it == rounds_.end() || !it->second.owned_contributions) {
+        spdlog::warn("cannot open what this peer aggregated in round {}: not held", q.round());
+        return std::optional<v1::Envelope>();
+      }
+      v1::Opening* o = reply.mutable_opening();
+      o->set_challenge_id(q.challenge_id());
+      o->set_round(q.round());
+      o->set_aggregate(true);
+      for (const std::string& c : *it->second.owned_contributions) o->add_contributions(c);
+      o->set_aggregate_residual(verifier::EncodeResidual(it->second.owned_residual_in));
+      return std::optional<v1::Envelope>(std::move(reply));
+    }
     auto opening = Open(q.round(), q.step(), q.end_state());
     if (!opening.ok()) {
       spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());

@@ -56,6 +56,9 @@ struct AdversaryHooks {
   // and its audit opens, the residual as it was.
   std::function<void(uint64_t round, std::span<float> residual)> sent_residual;
   bool residual_claim_untampered = false;
+  // As a shard owner: rewrites the aggregate of its shard before it is encoded and stated (a
+  // lying owner; the statement names the honest contributions, the payload carries this).
+  std::function<void(uint64_t round, std::span<float> aggregate)> owner_aggregate;
 };
 
 class PeerVerification {
@@ -85,6 +88,10 @@ class PeerVerification {
   // (AttemptBinding::sent_residual; empty = zero): opened with the end state in a Δ audit.
   // A later attempt of the round replaces it.
   void KeepSentResidual(uint64_t round, std::vector<float> residual);
+  // What this peer aggregated as a shard owner in `round` (AttemptBinding::TakeOwnerOpening): the
+  // contributions by rank and the residual it owed before; opened in an aggregate audit. A later
+  // attempt of the round replaces it.
+  void KeepOwnerOpening(uint64_t round, std::vector<std::string> contributions, std::vector<float> residual_in);
 
   // The opening of (round, step), or NotFound when this peer no longer holds that round.
   // `end_state`: the state after `step`, which must be the round's last (a Δ audit).
@@ -100,6 +107,8 @@ class PeerVerification {
     std::vector<verifier::TrainingState> states;
     std::optional<verifier::TrainingState> end;  // after the last step (DiLoCo)
     std::vector<float> sent_residual;            // KeepSentResidual
+    std::optional<std::vector<std::string>> owned_contributions;  // KeepOwnerOpening
+    std::vector<float> owned_residual_in;
     std::optional<verifier::MerkleTree> tree;
   };
   void Record(StepRecord record);

@@ -6,8 +6,9 @@
 #   benchmarks/verifier/attack_eval.sh BUILD_DIR ATTACK [ROUNDS]
 # Prints one markdown row per configuration. Real processes on loopback; minutes on 2 cores.
 # The attacks on the sent Δ (stale, copy, send_scaled, manifest_lie, alie, ipm, send_nan,
-# send_inf, send_garbage) act only in a verifying DiLoCo job (the hook sits in the Δ binding), so
-# for them the two no-verifier rows are skipped: the attacker would send its honest Δ there.
+# send_inf, send_garbage) and on the returned aggregate (owner_scale) act only in a verifying
+# DiLoCo job (the hooks sit in the binding), so for them the two no-verifier rows are skipped:
+# the attacker would behave honestly there.
 # TRIBUTARY_KEEP_LOGS=1 keeps each configuration's logs (their directory goes to stderr).
 set -euo pipefail
 build=${1:?build dir}; attack=${2:?attack}; rounds=${3:-12}
@@ -48,7 +49,7 @@ echo "| configuration | attack | final eval loss | bans | rounds without the att
 echo "|---|---|---:|---:|---:|"
 run "clean (4 honest, mean)" 0
 case $attack in
-  stale|copy|send_scaled|manifest_lie|alie|ipm|send_nan|send_inf|send_garbage) ;;
+  stale|copy|send_scaled|manifest_lie|alie|ipm|send_nan|send_inf|send_garbage|owner_scale) ;;
   *) run "mean, no verifier" 1
      run "trimmed_mean:1, no verifier" 1 --aggregator trimmed_mean:1 ;;
 esac

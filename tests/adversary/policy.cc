@@ -56,7 +56,7 @@ const std::vector<std::string>& AttackNames() {
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
                                                  "alie",     "ipm",       "send_nan",    "send_inf",
-                                                 "send_garbage", "send_residual", "residual_lie"};
+                                                 "send_garbage", "send_residual", "residual_lie", "owner_scale"};
   return names;
 }
 
@@ -119,6 +119,12 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     const float k = static_cast<float>(o.scale);
     h.sent_delta = [k](uint64_t, std::span<float> sent) {
       for (float& v : sent) v *= k;
+    };
+  } else if (a == "owner_scale") {  // trains and sends honestly; as a shard owner, returns its shard's
+                                     // aggregate scaled (every member then applies it)
+    const float k = static_cast<float>(o.scale);
+    h.owner_aggregate = [k](uint64_t, std::span<float> aggregate) {
+      for (float& v : aggregate) v *= k;
     };
   } else if (a == "alie") {
     // "A little is enough" (Baruch et al. 2019): μ − z·σ per coordinate, small enough to pass

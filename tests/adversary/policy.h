@@ -24,7 +24,8 @@ struct PolicyOptions {
 // stale (the previous round's own Δ), copy (the group's previous average), send_scaled
 // (× scale), alie (μ − 1.5·σ, estimated alone), ipm (−0.5·μ), manifest_lie (a signed manifest
 // that states other payloads than those sent), send_nan / send_inf / send_garbage (honest steps
-// and Δ, but each encoded payload carries a NaN / +Inf / is one byte short, and is signed so).
+// and Δ, but each encoded payload carries a NaN / +Inf / is one byte short, and is signed so);
+// owner_scale (as a shard owner, returns its shard's aggregate × scale, stated as its own).
 // stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
 

@@ -959,5 +959,187 @@ TEST(ContributionBindingTest, BoundAndUnboundRanksFailFast) {
   EXPECT_FALSE(outcomes[1].status.ok());
 }
 
+// --- aggregate binding (the all-gather) -----------------------------------------------------------
+
+// What a bound owner stated (attest_aggregate) and what a receiver was shown (check_aggregate).
+struct AggregateStated {
+  std::vector<Digest> contributions;
+  std::vector<std::string> payloads;
+  Digest aggregate{};
+  std::vector<float> in, out;
+};
+
+// Statements are the contribution digests followed by the aggregate digest. Each receiver checks
+// that the aggregate is the payload it got and that its own entry is what it sent (`sent`: the
+// digests its attest saw, by shard). `lie_about_me`: the owner states another digest at rank 0.
+struct AggregateBinder {
+  uint32_t world, rank;
+  std::vector<Digest> sent;
+  std::vector<AggregateStated> stated;
+  std::vector<std::pair<uint32_t, Digest>> checked;  // (owner, payload digest)
+  bool lie_about_me = false;
+  ContributionBinding binding;
+
+  AggregateBinder(uint32_t world_, uint32_t rank_) : world(world_), rank(rank_) {
+    binding.attest = [this](std::span<const Digest> digests, std::span<const float>,
+                            std::span<const float>) -> Result<std::vector<std::string>> {
+      sent.assign(digests.begin(), digests.end());
+      return std::vector<std::string>(world, "signed");
+    };
+    binding.check = [](uint32_t, std::string_view, const Digest&) { return Status::Ok(); };
+    binding.attest_aggregate = [this](std::span<const Digest> contributions, std::span<const std::string> payloads,
+                                      const Digest& aggregate, std::span<const float> in,
+                                      std::span<const float> out) -> Result<std::string> {
+      stated.push_back({{contributions.begin(), contributions.end()}, {payloads.begin(), payloads.end()}, aggregate,
+                        {in.begin(), in.end()}, {out.begin(), out.end()}});
+      std::string s;
+      for (uint32_t i = 0; i < world; ++i) {
+        const Digest d = lie_about_me && i == 0 ? Sha256Of("something else") : contributions[i];
+        s.append(reinterpret_cast<const char*>(d.data()), d.size());
+      }
+      s.append(reinterpret_cast<const char*>(aggregate.data()), aggregate.size());
+      return s;
+    };
+    binding.check_aggregate = [this](uint32_t owner, std::string_view statement, const Digest& payload) -> Status {
+      checked.emplace_back(owner, payload);
+      if (statement.size() != 32 * (world + 1)) return ProtocolError("malformed statement");
+      if (std::memcmp(statement.data() + 32 * world, payload.data(), 32) != 0) {
+        return ProtocolError("the aggregate is not the stated one");
+      }
+      if (std::memcmp(statement.data() + 32 * rank, sent[owner].data(), 32) != 0) {
+        return ProtocolError("the statement does not name what I sent");
+      }
+      return Status::Ok();
+    };
+  }
+};
+
+// Honest owners, int8 with error feedback over three calls: each owner states the digests of
+// the contributions it received (those their senders attested), the aggregate every receiver
+// checks, and its own residual before and after; the result is bit-identical to an unbound call;
+// and ReproduceAggregate, given only the contributions and the stated residual, reproduces the
+// aggregate payload and the residual it leaves. An owner that scales its aggregate (and states
+// it honestly) passes every receiver's check, but not that recomputation.
+TEST(AggregateBindingTest, OwnersStateWhatTheyAggregatedAndAnAuditReproducesIt) {
+  const uint32_t world = 3;
+  const size_t n = 517;
+  LocalCluster cluster(world), plain_cluster(world);
+  auto meshes = FormMeshes(cluster);
+  auto plain_meshes = FormMeshes(plain_cluster);
+  std::vector<std::unique_ptr<CodecState>> states(world), plain_states(world);
+  for (uint32_t r = 0; r < world; ++r) {
+    states[r] = std::move(CodecState::Make("int8")).value();
+    plain_states[r] = std::move(CodecState::Make("int8")).value();
+  }
+  std::vector<std::unique_ptr<AggregateBinder>> binders;
+  for (uint32_t r = 0; r < world; ++r) binders.push_back(std::make_unique<AggregateBinder>(world, r));
+  const uint32_t cheater = 2;
+  for (int call = 0; call < 4; ++call) {
+    const bool cheat = call == 3;
+    const auto inputs = Inputs(world, n, 300 + call);
+    std::vector<ShardRecord> records(world);
+    binders[cheater]->binding.tamper_aggregate = nullptr;
+    if (cheat) binders[cheater]->binding.tamper_aggregate = [](std::span<float> v) { for (float& x : v) x *= 1000.0f; };
+    auto outcomes = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+      Outcome out{Status::Ok(), {}, inputs[r], {}};
+      auto result = ButterflyAllreduce(*meshes[r], out.data,
+                                       {.tag = "agg" + std::to_string(call), .deadline = DeadlineAfter(10s),
+                                        .codec = "int8", .average = true, .codec_state = states[r].get(),
+                                        .record = &records[r], .binding = &binders[r]->binding});
+      out.status = result.ok() ? Status::Ok() : result.status();
+      return out;
+    });
+    auto plain = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+      Outcome out{Status::Ok(), {}, inputs[r], {}};
+      auto result = ButterflyAllreduce(*plain_meshes[r], out.data,
+                                       {.tag = "plain" + std::to_string(call), .deadline = DeadlineAfter(10s),
+                                        .codec = "int8", .average = true, .codec_state = plain_states[r].get()});
+      out.status = result.ok() ? Status::Ok() : result.status();
+      return out;
+    });
+    for (uint32_t r = 0; r < world; ++r) {
+      ASSERT_TRUE(outcomes[r].status.ok()) << "call " << call << " rank " << r << ": " << outcomes[r].status.ToString();
+      ASSERT_TRUE(plain[r].status.ok());
+      if (!cheat) EXPECT_TRUE(SameBits(outcomes[r].data, plain[r].data)) << "a binding changes no bit";
+      const AggregateStated& now = binders[r]->stated.back();
+      ASSERT_EQ(now.contributions.size(), world);
+      for (uint32_t from = 0; from < world; ++from) {
+        EXPECT_EQ(now.contributions[from], binders[from]->sent[r]) << "owner " << r << " names what rank " << from << " sent";
+        EXPECT_EQ(Sha256Of(records[r].contributions[from]), binders[from]->sent[r]);
+        EXPECT_EQ(now.payloads[from], records[r].contributions[from]) << "the owner is handed what it aggregated";
+      }
+      EXPECT_EQ(now.aggregate, Sha256Of(records[r].aggregate_payload));
+      EXPECT_EQ(now.out, std::vector<float>(states[r]->aggregate_residual().begin(), states[r]->aggregate_residual().end()));
+      if (call == 0) EXPECT_EQ(now.in, std::vector<float>(n, 0.0f)) << "a first call owes nothing";
+      if (call > 0) EXPECT_EQ(now.in, binders[r]->stated[call - 1].out) << "a call starts from what the last one left";
+      // Every other rank checked this owner's statement against the payload it received.
+      for (uint32_t other = 0; other < world; ++other) {
+        if (other == r) continue;
+        const auto& seen = binders[other]->checked;
+        EXPECT_EQ(std::count(seen.end() - (world - 1), seen.end(), std::make_pair(r, now.aggregate)), 1)
+            << "rank " << other << " checked owner " << r << " in call " << call;
+      }
+      auto audit = ReproduceAggregate("int8", world, r, n, records[r].contributions, now.in, {}, true);
+      ASSERT_TRUE(audit.ok()) << audit.status().ToString();
+      if (cheat && r == cheater) {
+        EXPECT_NE(audit->payload, now.aggregate) << "a scaled aggregate does not follow from its contributions";
+      } else {
+        EXPECT_EQ(audit->payload, now.aggregate) << "call " << call << " owner " << r;
+        EXPECT_EQ(audit->residual_left, now.out);
+      }
+    }
+  }
+  // Refusals: the wrong number of contributions, a shard out of range, a payload that is not int8.
+  std::vector<std::string> two(2, "x");
+  EXPECT_FALSE(ReproduceAggregate("int8", world, 0, n, two, {}, {}, true).ok());
+  std::vector<std::string> three(3, "garbage");
+  EXPECT_FALSE(ReproduceAggregate("int8", world, 3, n, three, {}, {}, true).ok());
+  EXPECT_FALSE(ReproduceAggregate("int8", world, 0, n, three, {}, {}, true).ok());
+}
+
+// An owner whose statement does not name what a receiver sent is refused by that receiver,
+// which blames the owner and keeps its data; bound and unbound all-gathers fail fast.
+TEST(AggregateBindingTest, AStatementThatMisnamesAContributionIsRefusedBlamingTheOwner) {
+  const uint32_t world = 3, liar = 1;
+  const auto inputs = Inputs(world, 64, 9);
+  LocalCluster cluster(world);
+  auto meshes = FormMeshes(cluster);
+  std::vector<std::unique_ptr<AggregateBinder>> binders;
+  for (uint32_t r = 0; r < world; ++r) binders.push_back(std::make_unique<AggregateBinder>(world, r));
+  binders[liar]->lie_about_me = true;  // misnames rank 0's contribution
+  auto outcomes = OnEveryRank(world, [&](uint32_t r) -> Outcome {
+    Outcome out{Status::Ok(), {}, inputs[r], {}};
+    auto result = ButterflyAllreduce(*meshes[r], out.data,
+                                     {.tag = "lie", .deadline = DeadlineAfter(10s), .average = true,
+                                      .binding = &binders[r]->binding});
+    out.status = result.ok() ? Status::Ok() : result.status();
+    return out;
+  });
+  ASSERT_FALSE(outcomes[0].status.ok());
+  EXPECT_TRUE(SameBits(outcomes[0].data, inputs[0])) << "the refused call leaves the data alone";
+  ASSERT_TRUE(meshes[0]->failure().has_value());
+  EXPECT_EQ(meshes[0]->failure()->rank, liar) << meshes[0]->failure()->ToString();
+
+  LocalCluster mixed_cluster(2);
+  auto mixed = FormMeshes(mixed_cluster);
+  AggregateBinder bound(2, 0);
+  ContributionBinding contributions_only;  // binds the contributions, not the all-gather
+  contributions_only.attest = [](std::span<const Digest>, std::span<const float>,
+                                 std::span<const float>) -> Result<std::vector<std::string>> {
+    return std::vector<std::string>(2, "signed");
+  };
+  contributions_only.check = [](uint32_t, std::string_view, const Digest&) { return Status::Ok(); };
+  auto both = OnEveryRank(2, [&](uint32_t r) -> Outcome {
+    Outcome out{Status::Ok(), {}, std::vector<float>(10, 1.0f), {}};
+    auto result = ButterflyAllreduce(*mixed[r], out.data,
+                                     {.tag = "mixed", .deadline = DeadlineAfter(10s),
+                                      .binding = r == 0 ? &bound.binding : &contributions_only});
+    out.status = result.ok() ? Status::Ok() : result.status();
+    return out;
+  });
+  EXPECT_FALSE(both[0].status.ok());
+  EXPECT_FALSE(both[1].status.ok());
+}
+
 }  // namespace
 }  // namespace tributary::collectives

@@ -174,6 +174,9 @@ constexpr const char* kBadPayload = "a non-finite/undecodable contribution, prov
 // and how a Δ audit convicts payloads that are not the encoding of Δ plus the opened residual.
 constexpr const char* kResidualChain = "its error-feedback residual is not the one its last committed contribution left";
 constexpr const char* kResidualAudit = "is not the codec's encoding of Δ plus the opened residual";
+// How the coordinator's aggregate audit convicts a shard owner that returned another aggregate
+// than its signed contributions give.
+constexpr const char* kAggregateAudit = "is not what the contributions it received and its residual give";
 
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
@@ -237,7 +240,13 @@ INSTANTIATE_TEST_SUITE_P(
                       // the honest residual's digest, the Δ audit's re-encoding convicts it. The
                       // honest peers' retry without it rolls their own residual back.
                       Attack{"send_residual", {}, kResidualChain, false, true, "int8"},
-                      Attack{"residual_lie", {}, kResidualAudit, false, false, "int8"}),
+                      Attack{"residual_lie", {}, kResidualAudit, false, false, "int8"},
+                      // Honest steps, Δ and contributions; as a shard owner it returns its
+                      // shard's aggregate × 1000 under an honest-looking statement: the
+                      // coordinator's aggregate audit recomputes it from the opened
+                      // contributions (fp32, and int8 with the owner's own residual).
+                      Attack{"owner_scale", {"--scale", "1000"}, kAggregateAudit, false, true},
+                      Attack{"owner_scale", {"--scale", "1000"}, kAggregateAudit, false, true, "int8"}),
     [](const auto& info) {
       return info.param.name + (info.param.before_commit ? "_before_commit" : "") +
              (info.param.codec.empty() ? "" : "_" + info.param.codec);

@@ -11,9 +11,13 @@
 #include <limits>
 #include <map>
 
+#include "collectives/butterfly.h"
+#include "collectives/codec/codec.h"
+#include "collectives/robust/aggregator.h"
 #include "launcher/store.h"
 #include "runtime/job_spec.h"
 #include "tests/common/contribution_proofs.h"
+#include "verifier/aggregate_statement.h"
 #include "verifier/commitment.h"
 #include "verifier/contribution.h"
 
@@ -141,11 +145,58 @@ class ServiceTest : public ::testing::Test {
     return verifier::EncodeManifest(*signed_manifest);
   }
 
+  // Round 0 as the coordinator stores it when it commits, with these residual links.
+  void RecordRound0(const std::vector<ResidualLink>& links) {
+    RoundRecord record;
+    record.round = 0;
+    record.theta_digest = std::string(32, 't');
+    record.state_digest = std::string(32, 's');
+    record.residual_links = links;
+    ASSERT_TRUE(store_->RecordRound(job_, record).ok());
+  }
+
+  uint32_t RankOf(const Prover& p) const {
+    for (uint32_t i = 0; i < provers_.size(); ++i) {
+      if (provers_[i].id.public_key() == p.id.public_key()) return i;
+    }
+    return 0;
+  }
+
+  // The aggregate statement owner provers_[shard] signs for its shard of `round` (attempt 0, a
+  // group of 3 over 30 elements): every rank contributed the payload Manifest() states for it.
+  struct StatementOptions {
+    Digest aggregate = Sha256Of("aggregate");
+    Digest residual_in{}, residual_out{};
+    std::optional<Digest> contribution_of_rank_0;  // set: misnames rank 0's contribution
+  };
+  std::string Statement(uint32_t shard, uint64_t round, const StatementOptions& o) {
+    verifier::AggregateStatement s;
+    s.job_id = job_;
+    s.owner = provers_[shard].id.public_key();
+    s.round = round;
+    s.attempt = 0;
+    s.world = 3;
+    s.shard = shard;
+    s.numel = 30;
+    s.contributions.assign(3, Sha256Of("payload " + std::to_string(shard)));
+    if (o.contribution_of_rank_0) s.contributions[0] = *o.contribution_of_rank_0;
+    s.aggregate = o.aggregate;
+    s.residual_in = o.residual_in;
+    s.residual_out = o.residual_out;
+    auto signed_statement = verifier::SignAggregate(s, provers_[shard].id);
+    EXPECT_TRUE(signed_statement.ok()) << signed_statement.status().ToString();
+    return verifier::EncodeAggregateStatement(*signed_statement);
+  }
+  std::string Statement(uint32_t shard, uint64_t round) { return Statement(shard, round, StatementOptions{}); }
+
+  // `p`'s report of round `p` committed: its manifest and the three owners' statements.
   v1::RoundReport Report(const Prover& p, std::string manifest) {
     v1::RoundReport r;
     r.set_round(p.commitment.body.round);
     r.set_attempt(0);
+    r.set_rank(RankOf(p));
     r.set_contribution_manifest(std::move(manifest));
+    for (uint32_t s = 0; s < 3; ++s) r.add_aggregate_statements(Statement(s, p.commitment.body.round));
     return r;
   }
 
@@ -236,16 +287,12 @@ TEST_F(ServiceTest, AnErrorFeedbackResidualMustContinueTheLastCommittedOne) {
   EXPECT_NE(made_up.message().find("error-feedback residual"), std::string::npos) << made_up.ToString();
   ASSERT_TRUE(service_->CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, zero, a)), 3).ok());
   const auto links = service_->CommitResidualLinks(0, {key, provers_[1].id.public_key()});
-  ASSERT_EQ(links.size(), 1u) << "only members with a manifest have a link";
+  ASSERT_EQ(links.size(), 2u) << "only members with a manifest have links: their contributions' and their aggregate's";
   EXPECT_EQ(links[0].key, net::KeyToHex(key));
+  EXPECT_EQ(links[1].key, net::KeyToHex(key) + "/aggregate");
   EXPECT_EQ(links[0].residual_in, DigestToBytes(zero));
   EXPECT_EQ(links[0].residual_out, DigestToBytes(a));
-  RoundRecord record;
-  record.round = 0;
-  record.theta_digest = std::string(32, 't');
-  record.state_digest = std::string(32, 's');
-  record.residual_links = links;
-  ASSERT_TRUE(store_->RecordRound(job_, record).ok());
+  RecordRound0(links);
 
   auto report_round_1 = [&](VerificationService& service, Digest in) {
     return service.CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, in, b)), 3);
@@ -299,6 +346,169 @@ TEST_F(ServiceTest, AContributionProofBansTheSenderAndABaselessOneTheReporter) {
 // decode, with the job's codec bans the sender; a proof over a finite payload, about another
 // job, or misdescribed by its message bans whoever sent it; one about an attempt never started
 // bans nobody.
+// Each member reports every owner's signed aggregate statement of its group, and each must name,
+// at the reporter's rank, the contribution the reporter's own manifest states: an honest member
+// refuses an aggregate whose statement misnames what it sent.
+TEST_F(ServiceTest, AReportCarriesEveryOwnersStatementNamingTheReportersContribution) {
+  service_->OnRoundStart(0, "");
+  Prover& p = provers_[0];
+  const auto& key = p.id.public_key();
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  v1::RoundReport missing = Report(p, Manifest(p));
+  missing.mutable_aggregate_statements()->RemoveLast();
+  EXPECT_FALSE(service_->CheckReport(key, missing, 3).ok()) << "a shard's statement is missing";
+  v1::RoundReport misnamed = Report(p, Manifest(p));
+  misnamed.set_aggregate_statements(1, Statement(1, 0, {.contribution_of_rank_0 = Sha256Of("not what rank 0 sent")}));
+  Status st = service_->CheckReport(key, misnamed, 3);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("does not name the contribution its own manifest states"), std::string::npos) << st.ToString();
+  v1::RoundReport twice = Report(p, Manifest(p));
+  twice.set_aggregate_statements(2, twice.aggregate_statements(1));
+  EXPECT_FALSE(service_->CheckReport(key, twice, 3).ok()) << "one shard twice";
+  v1::RoundReport other_round = Report(p, Manifest(p));
+  other_round.set_aggregate_statements(1, Statement(1, 7));
+  EXPECT_FALSE(service_->CheckReport(key, other_round, 3).ok());
+  v1::RoundReport forged = Report(p, Manifest(p));
+  forged.mutable_aggregate_statements(2)->back() ^= 0x01;
+  EXPECT_FALSE(service_->CheckReport(key, forged, 3).ok()) << "an owner's signature that fails";
+  v1::RoundReport wrong_rank = Report(p, Manifest(p));
+  wrong_rank.set_rank(1);  // then shard 1's statement is "its own" but signed by another
+  EXPECT_FALSE(service_->CheckReport(key, wrong_rank, 3).ok());
+  EXPECT_TRUE(service_->CheckReport(key, Report(p, Manifest(p)), 3).ok());
+  EXPECT_TRUE(bans_.empty());
+}
+
+// Two members report different statements, both signed by shard 2's owner, for the same
+// attempt: the owner sent them different aggregates, and is banned. The reports are fine.
+TEST_F(ServiceTest, AnOwnerThatSignedTwoAggregatesOfOneShardIsBannedForEquivocation) {
+  service_->OnRoundStart(0, "");
+  for (uint32_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(service_->OnCommitment(provers_[i].id.public_key(), Message(provers_[i]), 10).ok());
+  }
+  ASSERT_TRUE(service_->CheckReport(provers_[0].id.public_key(), Report(provers_[0], Manifest(provers_[0])), 3).ok());
+  v1::RoundReport other = Report(provers_[1], Manifest(provers_[1]));
+  other.set_aggregate_statements(2, Statement(2, 0, {.aggregate = Sha256Of("what rank 1 got")}));
+  EXPECT_TRUE(service_->CheckReport(provers_[1].id.public_key(), other, 3).ok());
+  ASSERT_EQ(bans_.size(), 1u);
+  ASSERT_EQ(bans_.count(provers_[2].id.public_key()), 1u);
+  EXPECT_NE(bans_.at(provers_[2].id.public_key()).find("equivocation"), std::string::npos);
+}
+
+// An owner's error-feedback residual chains like a sender's: zero, or what its aggregate
+// statement of the last round committed with it left (or that statement's residual_in).
+TEST_F(ServiceTest, AnOwnersResidualMustContinueItsLastCommittedAggregate) {
+  Prover& p = provers_[0];
+  const auto& key = p.id.public_key();
+  const Digest zero{}, a = Sha256Of("owner left after round 0"), b = Sha256Of("made up");
+  service_->OnRoundStart(0, "");
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  auto with_own = [&](uint64_t round, Digest in, Digest out) {
+    v1::RoundReport r = Report(p, Manifest(p));
+    r.set_aggregate_statements(0, Statement(0, round, {.residual_in = in, .residual_out = out}));
+    return r;
+  };
+  Status made_up = service_->CheckReport(key, with_own(0, b, a), 3);
+  EXPECT_FALSE(made_up.ok());
+  EXPECT_NE(made_up.message().find("residual as shard owner"), std::string::npos) << made_up.ToString();
+  ASSERT_TRUE(service_->CheckReport(key, with_own(0, zero, a), 3).ok());
+  const auto links = service_->CommitResidualLinks(0, {key});
+  RecordRound0(links);
+  service_->OnRoundStart(1, "");
+  Commit(p, 1);
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(service_->CheckReport(key, with_own(1, b, b), 3).ok());
+  EXPECT_TRUE(service_->CheckReport(key, with_own(1, a, b), 3).ok());
+  auto restarted = Make();  // the links are in SQLite
+  restarted->OnRoundStart(1, "");
+  ASSERT_TRUE(restarted->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(restarted->CheckReport(key, with_own(1, b, b), 3).ok());
+  EXPECT_TRUE(restarted->CheckReport(key, with_own(1, a, b), 3).ok());
+}
+
+// After the commit every owner opens the contributions it aggregated and its residual; the
+// coordinator recomputes the aggregate (collectives::ReproduceAggregate) and convicts an owner
+// whose stated aggregate does not follow, or whose opening is not what it stated.
+TEST_F(ServiceTest, TheAggregateAuditConvictsAnOwnerWhoseAggregateDoesNotFollowFromItsContributions) {
+  auto fp32 = collectives::codec::MakeCodec("fp32");
+  ASSERT_TRUE(fp32.ok());
+  // payloads[j][s]: rank j's contribution to shard s (10 elements each).
+  std::vector<std::vector<std::string>> payloads(3, std::vector<std::string>(3));
+  for (uint32_t j = 0; j < 3; ++j) {
+    for (uint32_t s = 0; s < 3; ++s) {
+      std::vector<float> v(10);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = 0.01f * static_cast<float>(1 + i + 10 * s + 100 * j);
+      payloads[j][s] = *(*fp32)->Encode(v);
+    }
+  }
+  const collectives::robust::AggregatorSpec aggregator;  // the job's (empty spec: mean)
+  ASSERT_TRUE(spec_.aggregator().empty());
+  std::vector<Digest> honest(3);
+  for (uint32_t s = 0; s < 3; ++s) {
+    std::vector<std::string> in = {payloads[0][s], payloads[1][s], payloads[2][s]};
+    auto r = collectives::ReproduceAggregate("fp32", 3, s, 30, in, {}, aggregator, true);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    honest[s] = r->payload;
+  }
+  auto statement = [&](uint32_t s, Digest aggregate) {
+    verifier::AggregateStatement b;
+    b.job_id = job_;
+    b.owner = provers_[s].id.public_key();
+    b.round = 0;
+    b.world = 3;
+    b.shard = s;
+    b.numel = 30;
+    for (uint32_t j = 0; j < 3; ++j) b.contributions.push_back(Sha256Of(payloads[j][s]));
+    b.aggregate = aggregate;
+    return verifier::EncodeAggregateStatement(*verifier::SignAggregate(b, provers_[s].id));
+  };
+  service_->OnRoundStart(0, "");
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < 3; ++i) {
+    Prover& p = provers_[i];
+    ASSERT_TRUE(service_->OnCommitment(p.id.public_key(), Message(p), 10).ok());
+    verifier::ContributionManifest m;
+    m.job_id = job_;
+    m.peer = p.id.public_key();
+    m.numel = 30;
+    m.pseudo_gradient = p.commitment.body.pseudo_gradient;
+    for (uint32_t s = 0; s < 3; ++s) m.shard_digests.push_back(Sha256Of(payloads[i][s]));
+    v1::RoundReport r;
+    r.set_round(0);
+    r.set_rank(i);
+    r.set_contribution_manifest(verifier::EncodeManifest(*verifier::SignManifest(m, p.id)));
+    // Owner 2 returned something else than its contributions give (and states it).
+    for (uint32_t s = 0; s < 3; ++s) r.add_aggregate_statements(statement(s, s == 2 ? Sha256Of("scaled") : honest[s]));
+    ASSERT_TRUE(service_->CheckReport(p.id.public_key(), r, 3).ok());
+    members.push_back({p.id.public_key(), i});
+  }
+  service_->OnRoundCommitted(0, members, 20);
+  for (uint32_t s = 0; s < 3; ++s) {
+    std::optional<v1::OpenRequest> asked;
+    for (const v1::OpenRequest& q : OpenRequests(provers_[s])) {
+      if (q.aggregate()) asked = q;
+    }
+    ASSERT_TRUE(asked.has_value()) << "owner " << s << " is asked for its aggregate";
+    v1::Opening o;
+    o.set_challenge_id(asked->challenge_id());
+    o.set_round(0);
+    o.set_aggregate(true);
+    for (uint32_t j = 0; j < 3; ++j) o.add_contributions(payloads[j][s]);
+    if (s == 1) {  // a first answer that names another contribution is itself a conviction
+      v1::Opening swapped = o;
+      swapped.set_contributions(0, payloads[0][0]);
+      service_->OnOpening(provers_[s].id.public_key(), swapped, 30);
+      continue;
+    }
+    service_->OnOpening(provers_[s].id.public_key(), o, 30);
+  }
+  EXPECT_EQ(bans_.count(provers_[0].id.public_key()), 0u) << "an honest owner";
+  ASSERT_EQ(bans_.count(provers_[1].id.public_key()), 1u);
+  EXPECT_NE(bans_.at(provers_[1].id.public_key()).find("does not name"), std::string::npos) << bans_.at(provers_[1].id.public_key());
+  ASSERT_EQ(bans_.count(provers_[2].id.public_key()), 1u);
+  EXPECT_NE(bans_.at(provers_[2].id.public_key()).find("is not what the contributions it received"), std::string::npos)
+      << bans_.at(provers_[2].id.public_key());
+}
+
 TEST_F(ServiceTest, ABadPayloadProofBansTheSenderAndABaselessOneTheReporter) {
   service_->OnRoundStart(0, "");
   service_->OnRoundStart(0, "", /*attempt=*/1);
