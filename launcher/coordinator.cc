@@ -1342,6 +1342,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
+    } else if (job.verification) {  // challenged before a retry: audit the retry's new aggregates
+      job.verification->OnRetriedRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
     }
     job.challenged = false;
     job.awaiting_verdicts = false;

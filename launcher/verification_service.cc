@@ -432,6 +432,16 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
   }
 }
 
+void VerificationService::OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members,
+                                                  uint64_t now_ms) {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end() || !BindsContributions()) return;
+  it->second.members = members;
+  std::map<net::PublicKey, verifier::SignedCommitment> by_key;
+  for (const auto& c : it->second.book->admitted()) by_key[c.body.peer] = c;
+  StartAggregateAudits(round, by_key, now_ms);
+}
+
 void VerificationService::StartAggregateAudits(uint64_t round,
                                                const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
                                                uint64_t now_ms) {
@@ -451,6 +461,7 @@ void VerificationService::StartAggregateAudits(uint64_t round,
     if (!decoded.ok()) continue;
     auto statement = rs.aggregate_statements.find({m.key, decoded->body.attempt});
     if (statement == rs.aggregate_statements.end()) continue;  // an empty shard
+    if (!rs.audited_aggregates.insert(statement->first).second) continue;
     Pending p;
     p.round = round;
     p.step = c->second.body.leaf_count - 1;
@@ -463,7 +474,7 @@ void VerificationService::StartAggregateAudits(uint64_t round,
     SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
     ++audits;
   }
-  spdlog::info("job {} round {}: {} aggregate audits", job_id_, round, audits);
+  if (audits > 0) spdlog::info("job {} round {}: {} aggregate audits", job_id_, round, audits);
 }
 
 void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Opening& o) {

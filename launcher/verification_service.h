@@ -95,6 +95,10 @@ class VerificationService {
   std::vector<ResidualLink> CommitResidualLinks(uint64_t round, const std::vector<net::PublicKey>& members);
   // Round `round` committed with these members: close admission, reveal, sample, open.
   void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
+  // With verification before the commit, OnRoundCommitted ran before a retry (a member was
+  // banned); the retry re-sharded, so its owners returned new aggregates. Audits those not yet
+  // audited (after the commit: the round was challenged already).
+  void OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
   void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);
   void OnVerifyResult(const net::PublicKey& from, const v1::VerifyResult& result, uint64_t now_ms);
   // Deadlines: an opening not given in time is a default; a silent verifier is replaced when
@@ -119,6 +123,7 @@ class VerificationService {
     // owner's residual digests that its own statement states (CommitResidualLinks).
     std::map<std::pair<net::PublicKey, uint64_t>, std::string> aggregate_statements;
     std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_residuals;
+    std::set<std::pair<net::PublicKey, uint64_t>> audited_aggregates;  // (owner, attempt)
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {

@@ -168,13 +168,14 @@ class ServiceTest : public ::testing::Test {
     Digest aggregate = Sha256Of("aggregate");
     Digest residual_in{}, residual_out{};
     std::optional<Digest> contribution_of_rank_0;  // set: misnames rank 0's contribution
+    uint64_t attempt = 0;
   };
   std::string Statement(uint32_t shard, uint64_t round, const StatementOptions& o) {
     verifier::AggregateStatement s;
     s.job_id = job_;
     s.owner = provers_[shard].id.public_key();
     s.round = round;
-    s.attempt = 0;
+    s.attempt = o.attempt;
     s.world = 3;
     s.shard = shard;
     s.numel = 30;
@@ -507,6 +508,41 @@ TEST_F(ServiceTest, TheAggregateAuditConvictsAnOwnerWhoseAggregateDoesNotFollowF
   ASSERT_EQ(bans_.count(provers_[2].id.public_key()), 1u);
   EXPECT_NE(bans_.at(provers_[2].id.public_key()).find("is not what the contributions it received"), std::string::npos)
       << bans_.at(provers_[2].id.public_key());
+}
+
+// Verified before the commit, a round is challenged once; a ban then retries it, and the retry
+// re-shards, so its owners return new aggregates. Those are audited when the round commits;
+// the ones already audited are not asked for again.
+TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
+  service_->OnRoundStart(0, "");
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < 3; ++i) {
+    const auto& key = provers_[i].id.public_key();
+    ASSERT_TRUE(service_->OnCommitment(key, Message(provers_[i]), 10).ok());
+    ASSERT_TRUE(service_->CheckReport(key, Report(provers_[i], Manifest(provers_[i])), 3).ok());
+    members.push_back({key, i});
+  }
+  auto aggregate_requests = [&]() {
+    size_t n = 0;
+    for (const Prover& p : provers_) {
+      for (const v1::OpenRequest& q : OpenRequests(p)) n += q.aggregate();
+    }
+    return n;
+  };
+  service_->OnRoundCommitted(0, members, 20);  // before the commit
+  EXPECT_EQ(aggregate_requests(), 3u);
+  service_->OnRetriedRoundCommitted(0, members, 30);  // no retry happened
+  EXPECT_EQ(aggregate_requests(), 3u) << "nothing audited twice";
+  // The retry (attempt 1) of the same three: new statements.
+  for (uint32_t i = 0; i < 3; ++i) {
+    v1::RoundReport r = Report(provers_[i], Manifest(provers_[i], /*attempt=*/1));
+    r.set_attempt(1);
+    for (uint32_t s = 0; s < 3; ++s) r.set_aggregate_statements(s, Statement(s, 0, {.attempt = 1}));
+    ASSERT_TRUE(service_->CheckReport(provers_[i].id.public_key(), r, 3).ok());
+  }
+  service_->OnRetriedRoundCommitted(0, members, 40);
+  EXPECT_EQ(aggregate_requests(), 6u) << "the retry's owners are audited";
+  EXPECT_TRUE(bans_.empty());
 }
 
 TEST_F(ServiceTest, ABadPayloadProofBansTheSenderAndABaselessOneTheReporter) {
