@@ -123,6 +123,7 @@ struct Job {
   bool finish_after_verification = false;             // the last round's challenges are open
   bool challenged = false;        // verify_before_commit: this round's challenges are drawn
   bool awaiting_verdicts = false;  // ... and its commit waits for them
+  bool awaiting_aggregates = false;  // otherwise: the commit waits for the owners' aggregate audits
 
   uint32_t min_peers() const { return spec.min_peers() ? spec.min_peers() : spec.num_peers(); }
   Millis heartbeat() const { return runtime::HeartbeatInterval(spec); }
@@ -352,6 +353,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
     } else if (message.has_opening()) {
       job.verification->OnOpening(s.key, message.opening(), NowMs());
+      MaybeResumeAfterAggregateAudits(job);
     } else if (message.has_verify_result()) {
       job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
     } else if (message.has_contribution_proof()) {
@@ -1235,7 +1237,22 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
       return;
     }
+    if (job.verification && !options_.verify_before_commit &&
+        job.verification->AuditAggregatesBeforeCommit(job.committed_rounds, VerifierMembers(job), NowMs()) > 0) {
+      job.awaiting_aggregates = true;  // Sweep comes back here once the owners' audits are settled
+      return;
+    }
     CommitRound(job);
+  }
+
+  // The round's commit waits for its owners' aggregate audits (MaybeFinishRound): go on once
+  // every owner passed, or a convicted one's group was retried and has settled again.
+  void MaybeResumeAfterAggregateAudits(Job& job) {
+    if (job.awaiting_aggregates && !job.verification->AggregateAuditsOpen(job.committed_rounds) &&
+        job.phase == Job::Phase::kRunning && AllGroupsSettled(job)) {
+      job.awaiting_aggregates = false;
+      MaybeFinishRound(job);  // audits a retry's new aggregates, else commits
+    }
   }
 
   bool AllGroupsSettled(const Job& job) const {
@@ -1347,6 +1364,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     job.challenged = false;
     job.awaiting_verdicts = false;
+    job.awaiting_aggregates = false;
     job.committed_rounds++;
     job.state_digest = record.state_digest;
     job.theta_digest = record.theta_digest;
@@ -1463,6 +1481,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
         CommitRound(job);
       }
+      MaybeResumeAfterAggregateAudits(job);
       if (job.finish_after_verification && !job.verification->busy() && job.phase != Job::Phase::kFinished) {
         job.finish_after_verification = false;
         FinishJob(job);

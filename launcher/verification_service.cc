@@ -434,23 +434,35 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
 
 void VerificationService::OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members,
                                                   uint64_t now_ms) {
+  (void)AuditAggregatesBeforeCommit(round, members, now_ms);
+}
+
+size_t VerificationService::AuditAggregatesBeforeCommit(uint64_t round, const std::vector<Member>& members,
+                                                        uint64_t now_ms) {
   auto it = rounds_.find(round);
-  if (it == rounds_.end() || !BindsContributions()) return;
+  if (it == rounds_.end() || !BindsContributions()) return 0;
   it->second.members = members;
   std::map<net::PublicKey, verifier::SignedCommitment> by_key;
   for (const auto& c : it->second.book->admitted()) by_key[c.body.peer] = c;
-  StartAggregateAudits(round, by_key, now_ms);
+  return StartAggregateAudits(round, by_key, now_ms);
 }
 
-void VerificationService::StartAggregateAudits(uint64_t round,
-                                               const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
-                                               uint64_t now_ms) {
+bool VerificationService::AggregateAuditsOpen(uint64_t round) const {
+  for (const auto& [id, p] : pending_) {
+    if (p.round == round && !p.aggregate_statement.empty() && p.stage != Stage::kDone) return true;
+  }
+  return false;
+}
+
+size_t VerificationService::StartAggregateAudits(uint64_t round,
+                                                 const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                                                 uint64_t now_ms) {
   RoundState& rs = rounds_.at(round);
   const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
   if (codec.starts_with("powersgd")) {
     spdlog::info("job {} round {}: PowerSGD's warm start is not committed, so owners' aggregates are not audited",
                  job_id_, round);
-    return;
+    return 0;
   }
   size_t audits = 0;
   for (const Member& m : rs.members) {
@@ -475,6 +487,7 @@ void VerificationService::StartAggregateAudits(uint64_t round,
     ++audits;
   }
   if (audits > 0) spdlog::info("job {} round {}: {} aggregate audits", job_id_, round, audits);
+  return audits;
 }
 
 void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Opening& o) {

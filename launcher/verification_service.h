@@ -99,6 +99,13 @@ class VerificationService {
   // banned); the retry re-sharded, so its owners returned new aggregates. Audits those not yet
   // audited (after the commit: the round was challenged already).
   void OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
+  // When challenges run after the commit, the owners' aggregates are still audited before it: a
+  // lying owner's aggregate would otherwise enter θ, and no aggregator bounds it (the owner
+  // computes the aggregate). Starts the audits of the reported statements not audited yet and
+  // returns how many; the caller commits once this returns 0 with no aggregate audit of the
+  // round open (AggregateAuditsOpen). A conviction bans the owner, which retries its group.
+  size_t AuditAggregatesBeforeCommit(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
+  bool AggregateAuditsOpen(uint64_t round) const;
   void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);
   void OnVerifyResult(const net::PublicKey& from, const v1::VerifyResult& result, uint64_t now_ms);
   // Deadlines: an opening not given in time is a default; a silent verifier is replaced when
@@ -163,8 +170,8 @@ class VerificationService {
   // One aggregate audit per committed shard owner with a statement: its opened contributions
   // and residual must reproduce the aggregate it stated (collectives::ReproduceAggregate). The
   // coordinator recomputes it itself: no model is needed, and the result is exact.
-  void StartAggregateAudits(uint64_t round, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
-                            uint64_t now_ms);
+  size_t StartAggregateAudits(uint64_t round, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
+                              uint64_t now_ms);
   void AuditAggregate(uint64_t id, Pending& p, const v1::Opening& opening);
   struct RefereeRuling {
     std::optional<verifier::Ruling> ruling;  // nullopt: this referee could not rule

@@ -545,6 +545,50 @@ TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
   EXPECT_TRUE(bans_.empty());
 }
 
+// When challenges run after the commit, the owners' aggregates are still audited before it: the
+// coordinator holds the commit until every aggregate audit of the round is settled (passed,
+// convicted, or withheld past the deadline), and does not audit them again after the commit.
+TEST_F(ServiceTest, OwnersAreAuditedBeforeTheCommitEvenWhenChallengesRunAfterIt) {
+  service_->OnRoundStart(0, "");
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < 3; ++i) {
+    const auto& key = provers_[i].id.public_key();
+    ASSERT_TRUE(service_->OnCommitment(key, Message(provers_[i]), 10).ok());
+    ASSERT_TRUE(service_->CheckReport(key, Report(provers_[i], Manifest(provers_[i])), 3).ok());
+    members.push_back({key, i});
+  }
+  EXPECT_FALSE(service_->AggregateAuditsOpen(0));
+  EXPECT_EQ(service_->AuditAggregatesBeforeCommit(0, members, 20), 3u);
+  EXPECT_TRUE(service_->AggregateAuditsOpen(0));
+  EXPECT_EQ(service_->AuditAggregatesBeforeCommit(0, members, 21), 0u) << "each statement is audited once";
+  // Owners 0 and 1 answer with contributions their statements do not name (the statements here
+  // stand for payloads nobody has), which convicts them; owner 2 stays silent.
+  for (uint32_t s = 0; s < 2; ++s) {
+    for (const v1::OpenRequest& q : OpenRequests(provers_[s])) {
+      if (!q.aggregate()) continue;
+      v1::Opening o;
+      o.set_challenge_id(q.challenge_id());
+      o.set_round(0);
+      o.set_aggregate(true);
+      for (int j = 0; j < 3; ++j) o.add_contributions("not a payload it was sent");
+      service_->OnOpening(provers_[s].id.public_key(), o, 30);
+    }
+  }
+  EXPECT_TRUE(service_->AggregateAuditsOpen(0)) << "owner 2 has not answered";
+  service_->Sweep(20 + spec_.verify_timeout_ms() + 1);
+  EXPECT_FALSE(service_->AggregateAuditsOpen(0));
+  EXPECT_EQ(bans_.size(), 3u);
+  size_t before = 0, after = 0;
+  for (const Prover& p : provers_) {
+    for (const v1::OpenRequest& q : OpenRequests(p)) before += q.aggregate();
+  }
+  service_->OnRoundCommitted(0, members, 40);
+  for (const Prover& p : provers_) {
+    for (const v1::OpenRequest& q : OpenRequests(p)) after += q.aggregate();
+  }
+  EXPECT_EQ(after, before) << "not audited again after the commit";
+}
+
 TEST_F(ServiceTest, ABadPayloadProofBansTheSenderAndABaselessOneTheReporter) {
   service_->OnRoundStart(0, "");
   service_->OnRoundStart(0, "", /*attempt=*/1);
