@@ -353,7 +353,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
     } else if (message.has_opening()) {
       job.verification->OnOpening(s.key, message.opening(), NowMs());
-      MaybeResumeAfterAggregateAudits(job);
+      PostResumeAfterAggregateAudits(job.id);
     } else if (message.has_verify_result()) {
       job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
     } else if (message.has_contribution_proof()) {
@@ -1245,14 +1245,30 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     CommitRound(job);
   }
 
-  // The round's commit waits for its owners' aggregate audits (MaybeFinishRound): go on once
-  // every owner passed, or a convicted one's group was retried and has settled again.
-  void MaybeResumeAfterAggregateAudits(Job& job) {
-    if (job.awaiting_aggregates && !job.verification->AggregateAuditsOpen(job.committed_rounds) &&
-        job.phase == Job::Phase::kRunning && AllGroupsSettled(job)) {
-      job.awaiting_aggregates = false;
-      MaybeFinishRound(job);  // audits a retry's new aggregates, else commits
-    }
+  // The round's commit waits for its verdicts (--verify-before-commit) or for its owners'
+  // aggregate audits (MaybeFinishRound): go on once every verdict is in, every owner passed, or a
+  // convicted member's group was retried and has settled again. Posted,
+  // because a conviction's ban is posted too (StartVerification): the check must run after it,
+  // or the round would commit with the convicted owner still in its group.
+  void PostResumeAfterAggregateAudits(const std::string& job_id) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    asio::post(strand_, [weak, job_id] {
+      auto self = weak.lock();
+      if (!self) return;
+      auto it = self->jobs_.find(job_id);
+      if (it == self->jobs_.end() || !it->second.verification) return;
+      Job& job = it->second;
+      if (job.awaiting_verdicts && !job.verification->busy() && job.phase == Job::Phase::kRunning &&
+          self->AllGroupsSettled(job)) {
+        job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
+        return self->CommitRound(job);
+      }
+      if (job.awaiting_aggregates && !job.verification->AggregateAuditsOpen(job.committed_rounds) &&
+          job.phase == Job::Phase::kRunning && self->AllGroupsSettled(job)) {
+        job.awaiting_aggregates = false;
+        self->MaybeFinishRound(job);  // audits a retry's new aggregates, else commits
+      }
+    });
   }
 
   bool AllGroupsSettled(const Job& job) const {
@@ -1475,13 +1491,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [id, why] : silent) Drop(id, why);
     for (auto& [job_id, job] : jobs_) {
       if (!job.verification) continue;
-      job.verification->Sweep(NowMs());
-      if (job.awaiting_verdicts && !job.verification->busy() && job.phase == Job::Phase::kRunning &&
-          AllGroupsSettled(job)) {
-        job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
-        CommitRound(job);
-      }
-      MaybeResumeAfterAggregateAudits(job);
+      job.verification->Sweep(NowMs());  // may convict a silent prover: its ban is posted
+      PostResumeAfterAggregateAudits(job.id);
       if (job.finish_after_verification && !job.verification->busy() && job.phase != Job::Phase::kFinished) {
         job.finish_after_verification = false;
         FinishJob(job);
