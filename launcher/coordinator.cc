@@ -1227,6 +1227,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       spdlog::warn("job {} round {}: every group was dropped; forming it again", job.id, job.committed_rounds);
       return MaybeStartRound(job);
     }
+    // A member the verifier has just banned is still in its group until the posted ban drops it
+    // (which retries the group): never commit with it.
+    if (HasBannedMember(job)) return;
     if (job.verification && options_.verify_before_commit && !job.challenged) {
       // Challenge before committing: a member convicted meanwhile is banned, which drops it and
       // retries its group without it (the survivors resend their cached Δ), so its contribution
@@ -1259,7 +1262,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (it == self->jobs_.end() || !it->second.verification) return;
       Job& job = it->second;
       if (job.awaiting_verdicts && !job.verification->busy() && job.phase == Job::Phase::kRunning &&
-          self->AllGroupsSettled(job)) {
+          self->AllGroupsSettled(job) && !self->HasBannedMember(job)) {
         job.awaiting_verdicts = false;  // every verdict is in and nobody was dropped
         return self->CommitRound(job);
       }
@@ -1269,6 +1272,18 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         self->MaybeFinishRound(job);  // audits a retry's new aggregates, else commits
       }
     });
+  }
+
+  bool HasBannedMember(const Job& job) const {
+    if (!job.verification) return false;
+    for (const auto& g : job.groups) {
+      if (g->state != Group::State::kDecided) continue;
+      for (uint64_t id : g->members) {
+        auto it = sessions_.find(id);
+        if (it != sessions_.end() && job.verification->IsBanned(it->second.key)) return true;
+      }
+    }
+    return false;
   }
 
   bool AllGroupsSettled(const Job& job) const {
