@@ -145,6 +145,27 @@ class ServiceTest : public ::testing::Test {
     return verifier::EncodeManifest(*signed_manifest);
   }
 
+  // Round 0 started; every prover commits and reports it (the Report() statements); `members`
+  // are the three by rank.
+  void EveryoneReportsRound0(std::vector<VerificationService::Member>& members) {
+    service_->OnRoundStart(0, "");
+    for (uint32_t i = 0; i < 3; ++i) {
+      const auto& key = provers_[i].id.public_key();
+      ASSERT_TRUE(service_->OnCommitment(key, Message(provers_[i]), 10).ok());
+      ASSERT_TRUE(service_->CheckReport(key, Report(provers_[i], Manifest(provers_[i])), 3).ok());
+      members.push_back({key, i});
+    }
+  }
+
+  // Aggregate audits asked of any prover so far.
+  size_t AggregateRequests() {
+    size_t n = 0;
+    for (const Prover& p : provers_) {
+      for (const v1::OpenRequest& q : OpenRequests(p)) n += q.aggregate();
+    }
+    return n;
+  }
+
   // Round 0 as the coordinator stores it when it commits, with these residual links.
   void RecordRound0(const std::vector<ResidualLink>& links) {
     RoundRecord record;
@@ -514,25 +535,12 @@ TEST_F(ServiceTest, TheAggregateAuditConvictsAnOwnerWhoseAggregateDoesNotFollowF
 // re-shards, so its owners return new aggregates. Those are audited when the round commits;
 // the ones already audited are not asked for again.
 TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
-  service_->OnRoundStart(0, "");
   std::vector<VerificationService::Member> members;
-  for (uint32_t i = 0; i < 3; ++i) {
-    const auto& key = provers_[i].id.public_key();
-    ASSERT_TRUE(service_->OnCommitment(key, Message(provers_[i]), 10).ok());
-    ASSERT_TRUE(service_->CheckReport(key, Report(provers_[i], Manifest(provers_[i])), 3).ok());
-    members.push_back({key, i});
-  }
-  auto aggregate_requests = [&]() {
-    size_t n = 0;
-    for (const Prover& p : provers_) {
-      for (const v1::OpenRequest& q : OpenRequests(p)) n += q.aggregate();
-    }
-    return n;
-  };
+  ASSERT_NO_FATAL_FAILURE(EveryoneReportsRound0(members));
   service_->OnRoundCommitted(0, members, 20);  // before the commit
-  EXPECT_EQ(aggregate_requests(), 3u);
+  EXPECT_EQ(AggregateRequests(), 3u);
   service_->OnRetriedRoundCommitted(0, members, 30);  // no retry happened
-  EXPECT_EQ(aggregate_requests(), 3u) << "nothing audited twice";
+  EXPECT_EQ(AggregateRequests(), 3u) << "nothing audited twice";
   // The retry (attempt 1) of the same three: new statements.
   for (uint32_t i = 0; i < 3; ++i) {
     v1::RoundReport r = Report(provers_[i], Manifest(provers_[i], /*attempt=*/1));
@@ -541,7 +549,7 @@ TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
     ASSERT_TRUE(service_->CheckReport(provers_[i].id.public_key(), r, 3).ok());
   }
   service_->OnRetriedRoundCommitted(0, members, 40);
-  EXPECT_EQ(aggregate_requests(), 6u) << "the retry's owners are audited";
+  EXPECT_EQ(AggregateRequests(), 6u) << "the retry's owners are audited";
   EXPECT_TRUE(bans_.empty());
 }
 
@@ -549,14 +557,8 @@ TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
 // coordinator holds the commit until every aggregate audit of the round is settled (passed,
 // convicted, or withheld past the deadline), and does not audit them again after the commit.
 TEST_F(ServiceTest, OwnersAreAuditedBeforeTheCommitEvenWhenChallengesRunAfterIt) {
-  service_->OnRoundStart(0, "");
   std::vector<VerificationService::Member> members;
-  for (uint32_t i = 0; i < 3; ++i) {
-    const auto& key = provers_[i].id.public_key();
-    ASSERT_TRUE(service_->OnCommitment(key, Message(provers_[i]), 10).ok());
-    ASSERT_TRUE(service_->CheckReport(key, Report(provers_[i], Manifest(provers_[i])), 3).ok());
-    members.push_back({key, i});
-  }
+  ASSERT_NO_FATAL_FAILURE(EveryoneReportsRound0(members));
   EXPECT_FALSE(service_->AggregateAuditsOpen(0));
   EXPECT_EQ(service_->AuditAggregatesBeforeCommit(0, members, 20), 3u);
   EXPECT_TRUE(service_->AggregateAuditsOpen(0));
@@ -578,15 +580,9 @@ TEST_F(ServiceTest, OwnersAreAuditedBeforeTheCommitEvenWhenChallengesRunAfterIt)
   service_->Sweep(20 + spec_.verify_timeout_ms() + 1);
   EXPECT_FALSE(service_->AggregateAuditsOpen(0));
   EXPECT_EQ(bans_.size(), 3u);
-  size_t before = 0, after = 0;
-  for (const Prover& p : provers_) {
-    for (const v1::OpenRequest& q : OpenRequests(p)) before += q.aggregate();
-  }
+  const size_t before = AggregateRequests();
   service_->OnRoundCommitted(0, members, 40);
-  for (const Prover& p : provers_) {
-    for (const v1::OpenRequest& q : OpenRequests(p)) after += q.aggregate();
-  }
-  EXPECT_EQ(after, before) << "not audited again after the commit";
+  EXPECT_EQ(AggregateRequests(), before) << "not audited again after the commit";
 }
 
 TEST_F(ServiceTest, ABadPayloadProofBansTheSenderAndABaselessOneTheReporter) {
