@@ -141,8 +141,9 @@ class ButterflyOp {
         contributions_(mesh.world()),
         have_contribution_(mesh.world(), false),
         have_aggregate_(mesh.world(), false),
-        contribution_digests_(BindsAggregates(options) ? mesh.world() : 0),
-        contribution_payloads_(BindsAggregates(options) ? mesh.world() : 0),
+        binds_aggregates_(options.binding != nullptr && options.binding->attest_aggregate != nullptr),
+        contribution_digests_(binds_aggregates_ ? mesh.world() : 0),
+        contribution_payloads_(binds_aggregates_ || options.record ? mesh.world() : 0),
         output_(input.size()) {
     for (Phase phase : {Phase::kReduceScatter, Phase::kAllGather}) {
       tags_[static_cast<int>(phase)] = ButterflyWireTag(options.tag, PhaseName(phase),
@@ -150,7 +151,7 @@ class ButterflyOp {
                                                         options.average);
     }
     if (options.binding) tags_[static_cast<int>(Phase::kReduceScatter)] += "/bound";
-    if (BindsAggregates(options)) tags_[static_cast<int>(Phase::kAllGather)] += "/bound";
+    if (binds_aggregates_) tags_[static_cast<int>(Phase::kAllGather)] += "/bound";
     record_.shard = me();
     record_.begin = layout_.Begin(me());
     record_.size = layout_.Size(me());
@@ -172,10 +173,6 @@ class ButterflyOp {
   const std::optional<PeerFailure>& failure() const { return failure_; }
 
  private:
-  static bool BindsAggregates(const ButterflyOptions& options) {
-    return options.binding != nullptr && options.binding->attest_aggregate != nullptr;
-  }
-  bool binds_aggregates() const { return !contribution_digests_.empty(); }
   uint32_t me() const { return mesh_.rank(); }
   uint32_t world() const { return mesh_.world(); }
   const std::string& tag(Phase phase) const { return tags_[static_cast<int>(phase)]; }
@@ -201,7 +198,7 @@ class ButterflyOp {
       }
       if (const uint64_t theirs = layout_.Size(p); theirs > 0) {
         TRIB_ASSIGN_OR_RETURN(size_t bound, codecs_.decoder().MaxPayloadBytes(theirs));
-        if (binds_aggregates()) bound += 4 + options_.binding->max_attestation_bytes;
+        if (binds_aggregates_) bound += 4 + options_.binding->max_attestation_bytes;
         plan->messages.push_back(
             {Phase::kAllGather, tag(Phase::kAllGather), layout_.Begin(p), bound});
         ++aggregates_expected_;
@@ -258,7 +255,7 @@ class ButterflyOp {
       }
       digests[shard] = Sha256Of(encoded[shard].payload);
     }
-    if (binds_aggregates()) contribution_digests_[me()] = digests[me()];
+    if (binds_aggregates_) contribution_digests_[me()] = digests[me()];
     TRIB_ASSIGN_OR_RETURN(std::vector<std::string> attestations,
                           options_.binding->attest(digests, residual_in, codecs_.contribution_residual()));
     if (attestations.size() != world()) {
@@ -316,7 +313,7 @@ class ButterflyOp {
     TRIB_RETURN_IF_ERROR(Unframe(from, where, payload, attestation, digest));
     Status st = options_.binding->check(from, attestation, digest);
     if (!st.ok()) return Blame(from, st.WithContext(where));
-    if (binds_aggregates()) contribution_digests_[from] = digest;
+    if (binds_aggregates_) contribution_digests_[from] = digest;
     return Status::Ok();
   }
 
@@ -377,9 +374,7 @@ class ButterflyOp {
   Status AddContribution(uint32_t from, std::vector<float> decoded, const std::string& payload) {
     contributions_[from] = std::move(decoded);
     have_contribution_[from] = true;
-    if (options_.record) record_.contributions.resize(world());
-    if (options_.record) record_.contributions[from] = payload;
-    if (binds_aggregates()) contribution_payloads_[from] = payload;
+    if (!contribution_payloads_.empty()) contribution_payloads_[from] = payload;
     if (++contributions_in_ == world()) return ReduceOwnShard();
     return Status::Ok();
   }
@@ -392,27 +387,37 @@ class ButterflyOp {
       return values.status().WithContext("aggregating shard " + std::to_string(me()));
     }
     const uint64_t begin = layout_.Begin(me());
-    if (binds_aggregates() && options_.binding->tamper_aggregate) options_.binding->tamper_aggregate(*values);
-    // What this rank owed as owner before encoding: stated with the aggregate, for its audit.
+    const uint64_t size = values->size();
+    if (binds_aggregates_ && options_.binding->tamper_aggregate) options_.binding->tamper_aggregate(*values);
+    // This shard's part of what the owner owed before encoding: stated with the aggregate, for
+    // its audit (the rest of the owner's residual is zero and plays no part).
+    auto shard_part = [&](std::span<const float> residual) {
+      return residual.empty() ? residual : residual.subspan(begin, size);
+    };
     std::vector<float> residual_in;
-    if (binds_aggregates()) residual_in.assign(codecs_.aggregate_residual().begin(), codecs_.aggregate_residual().end());
+    if (binds_aggregates_) {
+      const auto owed = shard_part(codecs_.aggregate_residual());
+      residual_in.assign(owed.begin(), owed.end());
+    }
     TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, codecs_.EncodeAggregate(begin, *values));
     std::copy(encoded.decoded.begin(), encoded.decoded.end(), output_.begin() + begin);
     auto payload = std::make_shared<const std::string>(std::move(encoded.payload));
+    if (options_.record) {
+      record_.contributions = contribution_payloads_;
+      record_.aggregate = *values;
+      record_.aggregate_payload = *payload;
+    }
     auto sent = payload;
-    if (binds_aggregates()) {
+    if (binds_aggregates_) {
       TRIB_ASSIGN_OR_RETURN(std::string statement,
-                            options_.binding->attest_aggregate(contribution_digests_, contribution_payloads_, Sha256Of(*payload), residual_in,
-                                                               codecs_.aggregate_residual()));
+                            options_.binding->attest_aggregate(contribution_digests_, std::move(contribution_payloads_),
+                                                               Sha256Of(*payload), residual_in,
+                                                               shard_part(codecs_.aggregate_residual())));
       TRIB_ASSIGN_OR_RETURN(std::string framed, Framed(statement, *payload));
       sent = std::make_shared<const std::string>(std::move(framed));
     }
     for (uint32_t p = 0; p < world(); ++p) {
       if (p != me()) TRIB_RETURN_IF_ERROR(Send(p, Phase::kAllGather, begin, sent));
-    }
-    if (options_.record) {
-      record_.aggregate = std::move(values).value();
-      record_.aggregate_payload = *payload;
     }
     contributions_ = {};
     contribution_payloads_ = {};
@@ -421,7 +426,7 @@ class ButterflyOp {
   }
 
   Status OnAggregate(uint32_t from, std::string payload) {
-    if (binds_aggregates()) {
+    if (binds_aggregates_) {
       const std::string where = "aggregate of shard " + std::to_string(from) + " from " + mesh_.Describe(from);
       std::string statement;
       Digest digest{};
@@ -497,8 +502,9 @@ class ButterflyOp {
   uint32_t contributions_in_ = 0;
   bool reduced_ = false;
   std::vector<bool> have_aggregate_;
-  std::vector<Digest> contribution_digests_;  // by rank, when the all-gather is bound
-  std::vector<std::string> contribution_payloads_;  // likewise
+  const bool binds_aggregates_;
+  std::vector<Digest> contribution_digests_;        // by rank, when the all-gather is bound
+  std::vector<std::string> contribution_payloads_;  // by rank, when bound or recorded
   uint32_t aggregates_in_ = 0;
   uint32_t aggregates_expected_ = 0;
   std::vector<float> output_;  // staged: copied into the caller's data only on success
@@ -585,18 +591,27 @@ Result<ReproducedAggregate> ReproduceAggregate(std::string_view codec, uint32_t 
   if (contributions.size() != world) {
     return InvalidArgument(std::to_string(contributions.size()) + " contributions for " + std::to_string(world) + " ranks");
   }
-  TRIB_ASSIGN_OR_RETURN(auto state, CodecState::Make(codec));
-  TRIB_RETURN_IF_ERROR(state->Bind(world, shard, numel));
-  if (!owed.empty()) TRIB_RETURN_IF_ERROR(state->SetAggregateResidual({owed.begin(), owed.end()}));
   const uint64_t begin = ButterflyShardBegin(numel, world, shard);
   const uint64_t size = ButterflyShardBegin(numel, world, shard + 1) - begin;
   if (size == 0) return InvalidArgument("shard " + std::to_string(shard) + " is empty: it has no aggregate");
+  if (!owed.empty() && owed.size() != size) {
+    return InvalidArgument("a residual of " + std::to_string(owed.size()) + " elements for a shard of " +
+                           std::to_string(size));
+  }
+  TRIB_ASSIGN_OR_RETURN(auto state, CodecState::Make(codec));
+  TRIB_RETURN_IF_ERROR(state->Bind(world, shard, numel));
+  if (!owed.empty()) {
+    std::vector<float> whole(numel, 0.0f);
+    std::copy(owed.begin(), owed.end(), whole.begin() + begin);
+    TRIB_RETURN_IF_ERROR(state->SetAggregateResidual(std::move(whole)));
+  }
   TRIB_ASSIGN_OR_RETURN(std::vector<float> values,
                         ReduceShard(state->decoder(), contributions, size, aggregator, average));
   TRIB_ASSIGN_OR_RETURN(CodecState::Encoded encoded, state->EncodeAggregate(begin, values));
   ReproducedAggregate out;
   out.payload = Sha256Of(encoded.payload);
-  out.residual_left.assign(state->aggregate_residual().begin(), state->aggregate_residual().end());
+  const auto left = state->aggregate_residual();
+  if (!left.empty()) out.residual_left.assign(left.begin() + begin, left.begin() + begin + size);
   return out;
 }
 

@@ -92,10 +92,11 @@ struct ContributionBinding {
   // message carries u32 length ‖ statement ‖ codec payload and the all-gather tag ends in
   // "/bound". Called once this rank's shard is aggregated and encoded, before it is sent, with
   // the SHA-256 of each rank's contribution payload to the shard (by rank, ours included), of the
-  // aggregate payload, and this rank's aggregate residual (whole tensor; empty when the codec
-  // keeps none) before and after encoding; returns the statement that goes with the aggregate.
-  // `payloads` are the contributions themselves (by rank), which an audit of the owner needs.
-  std::function<Result<std::string>(std::span<const Digest> contributions, std::span<const std::string> payloads,
+  // aggregate payload, and this rank's aggregate residual over its shard's elements (empty when
+  // the codec keeps none) before and after encoding; returns the statement that goes with the
+  // aggregate. `payloads` are the contributions themselves (by rank, handed over), which an audit
+  // of the owner needs.
+  std::function<Result<std::string>(std::span<const Digest> contributions, std::vector<std::string> payloads,
                                      const Digest& aggregate, std::span<const float> residual_in,
                                      std::span<const float> residual_out)>
       attest_aggregate;
@@ -171,13 +172,13 @@ Result<ReencodedContributions> ReencodeContributions(std::string_view codec, uin
 
 // An owner's aggregate recomputed from what it received (the coordinator's aggregate audit,
 // verifier/aggregate_statement.h): the contribution payloads of shard `shard` (by rank) are
-// reduced as ReduceShard does, the owner's residual `owed` (whole tensor, zero outside the
-// shard, or empty for none) is added, and the sum is encoded through a fresh CodecState bound
-// as that owner, as ButterflyAllreduce encodes it. Not for warm-started codecs (PowerSGD): their
+// reduced as ReduceShard does, the owner's residual `owed` over the shard's elements (or empty
+// for none) is added, and the sum is encoded through a fresh CodecState bound as that owner, as
+// ButterflyAllreduce encodes it. Not for warm-started codecs (PowerSGD): their
 // payload also depends on earlier calls. InvalidArgument when a contribution does not decode.
 struct ReproducedAggregate {
   Digest payload{};                  // SHA-256 of the aggregate payload
-  std::vector<float> residual_left;  // what the owner owes after (whole tensor); empty for none
+  std::vector<float> residual_left;  // what the owner owes after, over the shard; empty for none
 };
 Result<ReproducedAggregate> ReproduceAggregate(std::string_view codec, uint32_t world, uint32_t shard,
                                                uint64_t numel, std::span<const std::string> contributions,

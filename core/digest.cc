@@ -21,18 +21,11 @@ void Check(int ok, const char* what) {
 }
 }  // namespace
 
-struct Sha256::Context {
-  EVP_MD_CTX* ctx = nullptr;
-  Context() : ctx(EVP_MD_CTX_new()) {
-    if (ctx == nullptr) throw std::bad_alloc();
-  }
-  ~Context() { EVP_MD_CTX_free(ctx); }
-  Context(const Context&) = delete;
-  Context& operator=(const Context&) = delete;
-};
+void Sha256::FreeContext::operator()(evp_md_ctx_st* ctx) const { EVP_MD_CTX_free(ctx); }
 
-Sha256::Sha256() : context_(std::make_unique<Context>()) {
-  Check(EVP_DigestInit_ex(context_->ctx, Sha256Algorithm(), nullptr), "init");
+Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
+  if (!context_) throw std::bad_alloc();
+  Check(EVP_DigestInit_ex(context_.get(), Sha256Algorithm(), nullptr), "init");
 }
 
 Sha256::~Sha256() = default;
@@ -40,7 +33,7 @@ Sha256::Sha256(Sha256&&) noexcept = default;
 Sha256& Sha256::operator=(Sha256&&) noexcept = default;
 
 void Sha256::Update(std::span<const std::byte> bytes) {
-  Check(EVP_DigestUpdate(context_->ctx, bytes.data(), bytes.size()), "update");
+  Check(EVP_DigestUpdate(context_.get(), bytes.data(), bytes.size()), "update");
 }
 
 void Sha256::Update(std::string_view text) {
@@ -50,13 +43,13 @@ void Sha256::Update(std::string_view text) {
 void Sha256::UpdateU64(uint64_t value) {
   unsigned char le[8];
   for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(value >> (8 * i));
-  Check(EVP_DigestUpdate(context_->ctx, le, sizeof(le)), "update");
+  Check(EVP_DigestUpdate(context_.get(), le, sizeof(le)), "update");
 }
 
 Digest Sha256::Finish() {
   Digest out;
   unsigned int length = 0;
-  Check(EVP_DigestFinal_ex(context_->ctx, out.data(), &length), "final");
+  Check(EVP_DigestFinal_ex(context_.get(), out.data(), &length), "final");
   if (length != out.size()) throw std::runtime_error("OpenSSL SHA-256 returned a short digest");
   return out;
 }

@@ -15,6 +15,8 @@
 
 #include "core/status.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX, kept out of this header
+
 namespace tributary {
 
 using Digest = std::array<uint8_t, 32>;
@@ -32,8 +34,10 @@ class Sha256 {
   Digest Finish();  // once per instance
 
  private:
-  struct Context;
-  std::unique_ptr<Context> context_;
+  struct FreeContext {
+    void operator()(evp_md_ctx_st* ctx) const;
+  };
+  std::unique_ptr<evp_md_ctx_st, FreeContext> context_;
 };
 
 Digest Sha256Of(std::span<const std::byte> bytes);

@@ -353,7 +353,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
     } else if (message.has_opening()) {
       job.verification->OnOpening(s.key, message.opening(), NowMs());
-      PostResumeAfterAggregateAudits(job.id);
+      PostCommitCheck(job.id);
     } else if (message.has_verify_result()) {
       job.verification->OnVerifyResult(s.key, message.verify_result(), NowMs());
     } else if (message.has_contribution_proof()) {
@@ -1240,9 +1240,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
       return;
     }
-    if (job.verification && !options_.verify_before_commit &&
+    // The owners' aggregates are audited before every commit (with --verify-before-commit these
+    // are the aggregates of a retry, which re-shards; the first attempt's were challenged above).
+    if (job.verification &&
         job.verification->AuditAggregatesBeforeCommit(job.committed_rounds, VerifierMembers(job), NowMs()) > 0) {
-      job.awaiting_aggregates = true;  // Sweep comes back here once the owners' audits are settled
+      job.awaiting_aggregates = true;  // PostCommitCheck comes back here once they are settled
       return;
     }
     CommitRound(job);
@@ -1253,7 +1255,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   // convicted member's group was retried and has settled again. Posted,
   // because a conviction's ban is posted too (StartVerification): the check must run after it,
   // or the round would commit with the convicted owner still in its group.
-  void PostResumeAfterAggregateAudits(const std::string& job_id) {
+  void PostCommitCheck(const std::string& job_id) {
     std::weak_ptr<Impl> weak = shared_from_this();
     asio::post(strand_, [weak, job_id] {
       auto self = weak.lock();
@@ -1390,8 +1392,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (job.verification && !job.challenged) {  // challenges of this round run while the next trains
       job.verification->OnRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
-    } else if (job.verification) {  // challenged before a retry: audit the retry's new aggregates
-      job.verification->OnRetriedRoundCommitted(job.committed_rounds, VerifierMembers(job), NowMs());
     }
     job.challenged = false;
     job.awaiting_verdicts = false;
@@ -1507,7 +1507,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [job_id, job] : jobs_) {
       if (!job.verification) continue;
       job.verification->Sweep(NowMs());  // may convict a silent prover: its ban is posted
-      PostResumeAfterAggregateAudits(job.id);
+      PostCommitCheck(job.id);
       if (job.finish_after_verification && !job.verification->busy() && job.phase != Job::Phase::kFinished) {
         job.finish_after_verification = false;
         FinishJob(job);

@@ -10,6 +10,7 @@
 #include "core/digest.h"
 #include "core/sodium_init.h"
 #include "launcher/store.h"
+#include "runtime/job_spec.h"
 #include "net/frame.h"
 #include "collectives/robust/aggregator.h"
 #include "verifier/aggregate_statement.h"
@@ -249,7 +250,7 @@ Status VerificationService::CheckAggregateStatements(const net::PublicKey& from,
     return FailedPrecondition("round report with " + std::to_string(report.aggregate_statements_size()) +
                               " aggregate statements for " + std::to_string(shards) + " shards");
   }
-  std::vector<verifier::SignedAggregate> statements;
+  std::vector<std::pair<verifier::SignedAggregate, const std::string*>> statements;  // with its bytes
   std::set<uint64_t> seen;
   std::optional<std::pair<Digest, Digest>> own_residuals;
   for (const std::string& bytes : report.aggregate_statements()) {
@@ -273,7 +274,7 @@ Status VerificationService::CheckAggregateStatements(const net::PublicKey& from,
                                 " is not its own, or it states another shard's aggregate");
     }
     if (b.owner == from) own_residuals = std::make_pair(b.residual_in, b.residual_out);
-    statements.push_back(std::move(s).value());
+    statements.emplace_back(std::move(s).value(), &bytes);
   }
   if (report.rank() < shards && !own_residuals) {
     return FailedPrecondition("round report without the statement of its own shard's aggregate");
@@ -283,11 +284,9 @@ Status VerificationService::CheckAggregateStatements(const net::PublicKey& from,
                               "(its statement states " + ShortHex(own_residuals->first) + ")");
   }
   if (own_residuals) rs.aggregate_residuals[from] = *own_residuals;
-  for (const verifier::SignedAggregate& s : statements) {
-    const auto key = std::make_pair(s.body.owner, s.body.attempt);
-    std::string bytes = verifier::EncodeAggregateStatement(s);
-    auto [first, inserted] = rs.aggregate_statements.emplace(key, bytes);
-    if (inserted || first->second == bytes) continue;
+  for (const auto& [s, bytes] : statements) {
+    auto [first, inserted] = rs.aggregate_statements.emplace(std::make_pair(s.body.owner, s.body.attempt), *bytes);
+    if (inserted || first->second == *bytes) continue;
     auto earlier = verifier::DecodeAggregateStatement(first->second);
     if (earlier.ok() && verifier::CheckAggregateEquivocation(*earlier, s).ok() && !banned_.count(s.body.owner)) {
       Ban(s.body.owner, "round " + std::to_string(s.body.round) + " attempt " + std::to_string(s.body.attempt) +
@@ -312,7 +311,7 @@ Status VerificationService::CheckBadPayload(const verifier::BadContributionPaylo
   if (size > kMaxCheckedShardNumel) {
     return FailedPrecondition("a shard of " + std::to_string(size) + " elements is too large to decode here");
   }
-  return verifier::CheckBadPayloadProof(proof, spec_.codec().empty() ? "fp32" : spec_.codec(), size);
+  return verifier::CheckBadPayloadProof(proof, runtime::JobCodec(spec_), size);
 }
 
 void VerificationService::OnContributionProof(const net::PublicKey& from, const v1::ContributionProof& message) {
@@ -432,11 +431,6 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
   }
 }
 
-void VerificationService::OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members,
-                                                  uint64_t now_ms) {
-  (void)AuditAggregatesBeforeCommit(round, members, now_ms);
-}
-
 size_t VerificationService::AuditAggregatesBeforeCommit(uint64_t round, const std::vector<Member>& members,
                                                         uint64_t now_ms) {
   auto it = rounds_.find(round);
@@ -458,8 +452,7 @@ size_t VerificationService::StartAggregateAudits(uint64_t round,
                                                  const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
                                                  uint64_t now_ms) {
   RoundState& rs = rounds_.at(round);
-  const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
-  if (codec.starts_with("powersgd")) {
+  if (runtime::JobCodec(spec_).starts_with("powersgd")) {
     spdlog::info("job {} round {}: PowerSGD's warm start is not committed, so owners' aggregates are not audited",
                  job_id_, round);
     return 0;
@@ -511,11 +504,6 @@ void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Open
                                       " that its aggregate statement does not name");
     }
   }
-  auto residual = verifier::DecodeResidual(o.aggregate_residual(), b.numel);
-  if (!residual.ok()) return Convict(id, p, self, "opened a malformed residual: " + residual.status().message());
-  if (verifier::ResidualDigest(*residual) != b.residual_in) {
-    return Convict(id, p, self, "opened another residual than the one its aggregate statement states");
-  }
   const auto world = static_cast<uint32_t>(b.world), shard = static_cast<uint32_t>(b.shard);
   const uint64_t size = collectives::ButterflyShardBegin(b.numel, world, shard + 1) -
                         collectives::ButterflyShardBegin(b.numel, world, shard);
@@ -524,16 +512,19 @@ void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Open
     p.stage = Stage::kDone;
     return;
   }
-  // An empty spec is the default aggregator (mean), as the peers read it.
-  auto aggregator = spec_.aggregator().empty() ? Result<collectives::robust::AggregatorSpec>(collectives::robust::AggregatorSpec{})
-                                               : collectives::robust::ParseAggregator(spec_.aggregator());
+  auto residual = verifier::DecodeResidual(o.aggregate_residual(), size);  // the shard's elements
+  if (!residual.ok()) return Convict(id, p, self, "opened a malformed residual: " + residual.status().message());
+  if (verifier::ResidualDigest(*residual) != b.residual_in) {
+    return Convict(id, p, self, "opened another residual than the one its aggregate statement states");
+  }
+  auto aggregator = runtime::JobAggregator(spec_);
   if (!aggregator.ok()) {
     spdlog::error("job {}: cannot audit aggregates: {}", job_id_, aggregator.status().ToString());
     p.stage = Stage::kDone;
     return;
   }
   const bool owes = b.residual_in != Digest{};
-  auto reproduced = collectives::ReproduceAggregate(spec_.codec().empty() ? "fp32" : spec_.codec(), world, shard,
+  auto reproduced = collectives::ReproduceAggregate(runtime::JobCodec(spec_), world, shard,
                                                     b.numel, contributions,
                                                     owes ? std::span<const float>(*residual) : std::span<const float>(),
                                                     *aggregator, /*average=*/true);

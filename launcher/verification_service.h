@@ -95,15 +95,12 @@ class VerificationService {
   std::vector<ResidualLink> CommitResidualLinks(uint64_t round, const std::vector<net::PublicKey>& members);
   // Round `round` committed with these members: close admission, reveal, sample, open.
   void OnRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
-  // With verification before the commit, OnRoundCommitted ran before a retry (a member was
-  // banned); the retry re-sharded, so its owners returned new aggregates. Audits those not yet
-  // audited (after the commit: the round was challenged already).
-  void OnRetriedRoundCommitted(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
-  // When challenges run after the commit, the owners' aggregates are still audited before it: a
-  // lying owner's aggregate would otherwise enter θ, and no aggregator bounds it (the owner
-  // computes the aggregate). Starts the audits of the reported statements not audited yet and
-  // returns how many; the caller commits once this returns 0 with no aggregate audit of the
-  // round open (AggregateAuditsOpen). A conviction bans the owner, which retries its group.
+  // The owners' aggregates are audited before every commit, whatever the mode: a lying owner's
+  // aggregate would otherwise enter θ, and no aggregator bounds it (the owner computes it).
+  // Starts the audits of the reported statements not audited yet (OnRoundCommitted starts them
+  // too; a retry re-shards, so its owners return new ones) and returns how many; the caller
+  // commits once this returns 0 with no aggregate audit of the round open
+  // (AggregateAuditsOpen). A conviction bans the owner, which retries its group.
   size_t AuditAggregatesBeforeCommit(uint64_t round, const std::vector<Member>& members, uint64_t now_ms);
   bool AggregateAuditsOpen(uint64_t round) const;
   void OnOpening(const net::PublicKey& from, const v1::Opening& opening, uint64_t now_ms);

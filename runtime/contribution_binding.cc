@@ -23,9 +23,9 @@ AttemptBinding::AttemptBinding(std::string job_id, const net::Identity* identity
   binding_.bad_payload = [this](uint32_t, std::string_view attestation, std::string_view payload) {
     BadPayload(attestation, payload);
   };
-  binding_.attest_aggregate = [this](std::span<const Digest> contributions, std::span<const std::string> payloads,
+  binding_.attest_aggregate = [this](std::span<const Digest> contributions, std::vector<std::string> payloads,
                                      const Digest& aggregate, std::span<const float> in, std::span<const float> out) {
-    return AttestAggregate(contributions, payloads, aggregate, in, out);
+    return AttestAggregate(contributions, std::move(payloads), aggregate, in, out);
   };
   binding_.check_aggregate = [this](uint32_t owner, std::string_view statement, const Digest& payload) {
     return CheckAggregate(owner, statement, payload);
@@ -115,7 +115,7 @@ void AttemptBinding::BadPayload(std::string_view attestation, std::string_view p
 }
 
 Result<std::string> AttemptBinding::AttestAggregate(std::span<const Digest> contributions,
-                                                   std::span<const std::string> payloads, const Digest& aggregate,
+                                                   std::vector<std::string> payloads, const Digest& aggregate,
                                                    std::span<const float> residual_in,
                                                    std::span<const float> residual_out) {
   if (!sent_digest_) return FailedPrecondition("attest an aggregate before Bind()");
@@ -133,7 +133,7 @@ Result<std::string> AttemptBinding::AttestAggregate(std::span<const Digest> cont
   body.residual_out = verifier::ResidualDigest(residual_out);
   TRIB_ASSIGN_OR_RETURN(verifier::SignedAggregate signed_statement, verifier::SignAggregate(body, *identity_));
   std::string bytes = verifier::EncodeAggregateStatement(signed_statement);
-  owner_opening_.contributions.assign(payloads.begin(), payloads.end());
+  owner_opening_.contributions = std::move(payloads);
   owner_opening_.residual_in.clear();
   if (body.residual_in != Digest{}) owner_opening_.residual_in.assign(residual_in.begin(), residual_in.end());
   std::lock_guard<std::mutex> lock(mu_);

@@ -75,8 +75,8 @@ class AttemptBinding {
   // this peer received or made, one per non-empty shard, for the RoundReport.
   std::vector<std::string> AggregateStatements() const;
   // After a successful call, what an audit of this peer as owner opens: the contributions it
-  // aggregated (by rank) and what it owed its shard's stream before (whole tensor; empty when
-  // all zero). Empty when this rank's shard is empty.
+  // aggregated (by rank) and what it owed its shard's stream before (the shard's elements;
+  // empty when all zero). Empty when this rank's shard is empty.
   struct OwnerOpening {
     std::vector<std::string> contributions;
     std::vector<float> residual_in;
@@ -93,7 +93,7 @@ class AttemptBinding {
                                           std::span<const float> residual_out);
   Status Check(uint32_t from, std::string_view attestation, const Digest& payload);
   void BadPayload(std::string_view attestation, std::string_view payload);
-  Result<std::string> AttestAggregate(std::span<const Digest> contributions, std::span<const std::string> payloads,
+  Result<std::string> AttestAggregate(std::span<const Digest> contributions, std::vector<std::string> payloads,
                                       const Digest& aggregate, std::span<const float> residual_in,
                                       std::span<const float> residual_out);
   Status CheckAggregate(uint32_t owner, std::string_view statement, const Digest& payload);

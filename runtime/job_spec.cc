@@ -274,6 +274,13 @@ bool BindsContributions(const v1::JobSpec& spec) {
   return spec.verify_samples() > 0 && spec.mode() == v1::MODE_DILOCO;
 }
 
+std::string JobCodec(const v1::JobSpec& spec) { return spec.codec().empty() ? "fp32" : spec.codec(); }
+
+Result<collectives::robust::AggregatorSpec> JobAggregator(const v1::JobSpec& spec) {
+  if (spec.aggregator().empty()) return collectives::robust::AggregatorSpec{};
+  return collectives::robust::ParseAggregator(spec.aggregator());
+}
+
 bool UsesRing(const v1::JobSpec& spec) {
   return (spec.codec().empty() || spec.codec() == "fp32") &&
          (spec.aggregator().empty() || spec.aggregator() == "mean") && !BindsContributions(spec);

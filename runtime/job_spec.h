@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/clock.h"
+#include "collectives/robust/aggregator.h"
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 
@@ -33,6 +34,11 @@ Millis LivenessTimeout(const v1::JobSpec& spec);
 // fp32 ring, over streams_per_edge TCP streams per ring edge.
 bool BindsContributions(const v1::JobSpec& spec);
 bool UsesRing(const v1::JobSpec& spec);
+// What every member's averaging runs, and what an audit recomputes with: the spec's codec
+// ("fp32" when unset) and aggregator (the mean when unset; an error only for a spec that
+// ValidateJobSpec refuses).
+std::string JobCodec(const v1::JobSpec& spec);
+Result<collectives::robust::AggregatorSpec> JobAggregator(const v1::JobSpec& spec);
 uint32_t StreamsPerEdge(const v1::JobSpec& spec);  // 1 when unset
 // diloco-async: the inner step (1..inner_steps) before which the previous round's average is
 // applied; ceil(inner_steps / 2) when unset.

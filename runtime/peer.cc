@@ -522,7 +522,7 @@ class PeerSession {
       return Status::Ok();
     };
     Averager average = [&](std::span<float> values) {
-      return allreduce(values, spec_.codec().empty() ? "fp32" : spec_.codec(),
+      return allreduce(values, runtime::JobCodec(spec_),
                        spec_.mode() == v1::MODE_DDP ? "gradients" : "pseudo-gradient", /*bind=*/true);
     };
     // Members from different groups of the last round average their θ and momentum too:
@@ -668,9 +668,7 @@ class PeerSession {
 
   Status FormGroup(const std::vector<collectives::RingMember>& members, uint64_t round,
                    uint32_t attempt, Deadline deadline, collectives::FormControl* control) {
-    if (!spec_.aggregator().empty()) {
-      TRIB_ASSIGN_OR_RETURN(aggregator_, collectives::robust::ParseAggregator(spec_.aggregator()));
-    }
+    TRIB_ASSIGN_OR_RETURN(aggregator_, runtime::JobAggregator(spec_));
     if (UsesButterfly()) {
       auto mesh = collectives::Mesh::Form(io_, *ring_listener_, rank_, members, job_id_, round, attempt,
                                           &identity_, deadline, control);

@@ -5,6 +5,7 @@
 #include "net/frame.h"
 #include "collectives/butterfly.h"
 #include "collectives/codec/codec.h"
+#include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
 #include "verifier/contribution.h"
 #include "verifier/determinism.h"
@@ -317,7 +318,7 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   // as the butterfly encodes them. The residual the encoding leaves must be the one the manifest
   // states: the next round's must start from it (the coordinator links the two manifests), so a
   // peer has no free choice of residual.
-  const std::string codec = spec_.codec().empty() ? "fp32" : spec_.codec();
+  const std::string codec = JobCodec(spec_);
   const auto& digests = manifest->body.shard_digests;
   const uint32_t world = static_cast<uint32_t>(digests.size());
   if (world == 0) return fail("the manifest names no shard");

@@ -37,8 +37,8 @@ struct AggregateStatement {
   uint64_t numel = 0;  // elements of the whole tensor (fixes the shard's range)
   std::vector<Digest> contributions;  // SHA-256 of the payload rank i contributed (world entries)
   Digest aggregate{};                 // SHA-256 of the payload every rank decodes as this shard
-  // ResidualDigest (contribution.h) of what the owner owed its shard's stream, over the whole
-  // tensor (zero outside the shard), before and after encoding this aggregate.
+  // ResidualDigest (contribution.h) of what the owner owed its shard's stream, over the shard's
+  // elements, before and after encoding this aggregate.
   Digest residual_in{};
   Digest residual_out{};
 

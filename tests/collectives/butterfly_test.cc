@@ -987,7 +987,7 @@ struct AggregateBinder {
       return std::vector<std::string>(world, "signed");
     };
     binding.check = [](uint32_t, std::string_view, const Digest&) { return Status::Ok(); };
-    binding.attest_aggregate = [this](std::span<const Digest> contributions, std::span<const std::string> payloads,
+    binding.attest_aggregate = [this](std::span<const Digest> contributions, std::vector<std::string> payloads,
                                       const Digest& aggregate, std::span<const float> in,
                                       std::span<const float> out) -> Result<std::string> {
       stated.push_back({{contributions.begin(), contributions.end()}, {payloads.begin(), payloads.end()}, aggregate,
@@ -1069,8 +1069,10 @@ TEST(AggregateBindingTest, OwnersStateWhatTheyAggregatedAndAnAuditReproducesIt) 
         EXPECT_EQ(now.payloads[from], records[r].contributions[from]) << "the owner is handed what it aggregated";
       }
       EXPECT_EQ(now.aggregate, Sha256Of(records[r].aggregate_payload));
-      EXPECT_EQ(now.out, std::vector<float>(states[r]->aggregate_residual().begin(), states[r]->aggregate_residual().end()));
-      if (call == 0) EXPECT_EQ(now.in, std::vector<float>(n, 0.0f)) << "a first call owes nothing";
+      // The residuals stated are the owner's over its shard's elements.
+      const auto owed = states[r]->aggregate_residual().subspan(records[r].begin, records[r].size);
+      EXPECT_EQ(now.out, std::vector<float>(owed.begin(), owed.end()));
+      if (call == 0) EXPECT_EQ(now.in, std::vector<float>(records[r].size, 0.0f)) << "a first call owes nothing";
       if (call > 0) EXPECT_EQ(now.in, binders[r]->stated[call - 1].out) << "a call starts from what the last one left";
       // Every other rank checked this owner's statement against the payload it received.
       for (uint32_t other = 0; other < world; ++other) {

@@ -532,14 +532,14 @@ TEST_F(ServiceTest, TheAggregateAuditConvictsAnOwnerWhoseAggregateDoesNotFollowF
 }
 
 // Verified before the commit, a round is challenged once; a ban then retries it, and the retry
-// re-shards, so its owners return new aggregates. Those are audited when the round commits;
+// re-shards, so its owners return new aggregates. Those are audited before the retry commits;
 // the ones already audited are not asked for again.
-TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
+TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceBeforeItCommits) {
   std::vector<VerificationService::Member> members;
   ASSERT_NO_FATAL_FAILURE(EveryoneReportsRound0(members));
   service_->OnRoundCommitted(0, members, 20);  // before the commit
   EXPECT_EQ(AggregateRequests(), 3u);
-  service_->OnRetriedRoundCommitted(0, members, 30);  // no retry happened
+  EXPECT_EQ(service_->AuditAggregatesBeforeCommit(0, members, 30), 0u);  // no retry happened
   EXPECT_EQ(AggregateRequests(), 3u) << "nothing audited twice";
   // The retry (attempt 1) of the same three: new statements.
   for (uint32_t i = 0; i < 3; ++i) {
@@ -548,7 +548,7 @@ TEST_F(ServiceTest, ARetriedRoundsNewAggregatesAreAuditedOnceWhenItCommits) {
     for (uint32_t s = 0; s < 3; ++s) r.set_aggregate_statements(s, Statement(s, 0, {.attempt = 1}));
     ASSERT_TRUE(service_->CheckReport(provers_[i].id.public_key(), r, 3).ok());
   }
-  service_->OnRetriedRoundCommitted(0, members, 40);
+  EXPECT_EQ(service_->AuditAggregatesBeforeCommit(0, members, 40), 3u);
   EXPECT_EQ(AggregateRequests(), 6u) << "the retry's owners are audited";
   EXPECT_TRUE(bans_.empty());
 }
