@@ -1,7 +1,9 @@
 # All third-party dependencies, each from a Debian package (see scripts/setup.sh).
 find_package(Threads REQUIRED)
-find_package(Torch REQUIRED)
+# Protobuf before Torch: a CUDA libtorch's Caffe2 config defines an empty protobuf::libprotobuf
+# of its own when none exists yet, and FindProtobuf then keeps that one (nothing is linked).
 find_package(Protobuf REQUIRED)
+find_package(Torch REQUIRED)
 find_package(Boost 1.74 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)

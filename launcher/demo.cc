@@ -109,7 +109,7 @@ Status RunDemo(const DemoOptions& options) {
     std::vector<std::string> argv = {SelfExecutable(), "peer",
                                      "--coordinator", "127.0.0.1:" + std::to_string(coordinator->port()),
                                      "--job", job_id, "--name", name, "--data", corpus_dir,
-                                     "--threads", "1", "--coordinator-key",
+                                     "--threads", "1", "--device", options.device, "--coordinator-key",
                                      net::KeyToHex(coordinator->public_key())};
     TRIB_ASSIGN_OR_RETURN(ChildProcess child,
                           ChildProcess::Spawn(argv, env, run_dir + "/" + name + ".log"));

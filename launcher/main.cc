@@ -228,6 +228,7 @@ struct PeerFlags {
     app->add_option("--reconnect-timeout-ms", options.reconnect_timeout_ms,
                     "keep trying a lost coordinator this long")->capture_default_str();
     app->add_option("--threads", threads, "compute threads (same on every peer)")->capture_default_str();
+    app->add_option("--device", options.device, "train and replay on: cpu, cuda, cuda:N")->capture_default_str();
     app->add_flag("--relay-only", options.relay_only,
                   "behind NAT: accept no connections; neighbours reach this peer via the coordinator's relay");
     app->add_option("--tcp-congestion", tcp_congestion,
@@ -302,11 +303,13 @@ int main(int argc, char** argv) {
   JobFlags demo_flags;
   std::string demo_data = DefaultCorpus(), demo_run_dir;
   bool demo_no_reference = false;
+  std::string demo_device = "cpu";
   auto* demo = app.add_subcommand("demo", "run a local multi-peer training job end to end");
   demo_flags.Register(demo);
   demo->add_option("--data", demo_data, "corpus directory")->capture_default_str();
   demo->add_option("--run-dir", demo_run_dir, "where peer logs and summary.json go");
   demo->add_flag("--no-reference", demo_no_reference, "skip the single-process reference");
+  demo->add_option("--device", demo_device, "every peer trains and replays on: cpu, cuda, cuda:N")->capture_default_str();
 
   // coordinator
   JobFlags coord_flags;
@@ -399,6 +402,7 @@ int main(int argc, char** argv) {
     options.corpus_dir = demo_data;
     options.run_dir = demo_run_dir;
     options.run_reference = !demo_no_reference;
+    options.device = demo_device;
     Status st = launcher::RunDemo(options);
     return st.ok() ? 0 : Fail(st);
   }

@@ -36,6 +36,9 @@ class BlockImpl : public nn::Module {
     torch::Tensor qkv_heads =
         qkv(ln1(x)).view({B, T, 3, n_head_, head_dim_}).permute({2, 0, 3, 1, 4});
     torch::Tensor q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
+    // The mask follows the block to whatever device it was moved to (once; a plain member is
+    // not moved by Module::to).
+    if (causal_mask_.device() != x.device()) causal_mask_ = causal_mask_.to(x.device());
     torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(head_dim_)) +
                            causal_mask_.slice(0, 0, T).slice(1, 0, T);
     torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);  // [B, H, T, hd]
@@ -66,7 +69,7 @@ class Gpt : public LanguageModel {
   }
 
   torch::Tensor Logits(const torch::Tensor& tokens) override {
-    torch::Tensor positions = torch::arange(tokens.size(1), torch::kLong);
+    torch::Tensor positions = torch::arange(tokens.size(1), tokens.options().dtype(torch::kLong));
     torch::Tensor x = wte(tokens) + wpe(positions);
     for (auto& block : block_ptrs_) x = block->forward(x);
     return head(ln_f(x));
@@ -92,7 +95,7 @@ class MlpLm : public LanguageModel {
   torch::Tensor Logits(const torch::Tensor& tokens) override {
     const int64_t B = tokens.size(0), T = tokens.size(1);
     torch::Tensor padded =
-        torch::cat({torch::full({B, kMlpWindow - 1}, kMlpPadToken, torch::kLong), tokens}, 1);
+        torch::cat({torch::full({B, kMlpWindow - 1}, kMlpPadToken, tokens.options()), tokens}, 1);
     torch::Tensor windows = padded.unfold(1, kMlpWindow, 1);  // [B, T, k]; row t ends at token t
     torch::Tensor features = emb(windows).reshape({B, T, -1});
     return out(torch::tanh(hidden(features)));
@@ -173,9 +176,11 @@ Status ModelConfig::Validate() const {
 }
 
 torch::Tensor LanguageModel::Loss(const torch::Tensor& inputs, const torch::Tensor& targets) {
-  torch::Tensor logits = Logits(inputs);
+  // Batches are built on the CPU; the model may live on an accelerator.
+  const torch::Device device = parameters().front().device();
+  torch::Tensor logits = Logits(inputs.to(device));
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                              targets.reshape({-1}));
+                                              targets.to(device).reshape({-1}));
 }
 
 Status LanguageModel::ValidateTokens(const torch::Tensor& tokens) const {

@@ -43,7 +43,8 @@ class LanguageModel : public torch::nn::Module {
   // callers holding untrusted tensors check them with ValidateTokens first.
   virtual torch::Tensor Logits(const torch::Tensor& tokens) = 0;
 
-  // Mean cross-entropy of Logits(inputs) against targets (same shape as inputs). A scalar.
+  // Mean cross-entropy of Logits(inputs) against targets (same shape as inputs). A scalar, on
+  // the model's device: CPU batches are moved to the device the parameters live on.
   torch::Tensor Loss(const torch::Tensor& inputs, const torch::Tensor& targets);
 
   // OK iff `tokens` meets Logits' contract above.

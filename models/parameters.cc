@@ -53,7 +53,7 @@ Status Assign(torch::nn::Module& module, const torch::Tensor& flat, Part part) {
     } else if (p.grad().defined()) {
       p.mutable_grad().copy_(slice);
     } else {
-      p.mutable_grad() = slice.clone();
+      p.mutable_grad() = slice.to(p.device(), /*non_blocking=*/false, /*copy=*/true);
     }
     offset += n;
   }

@@ -288,10 +288,10 @@ class PeerSession {
     StartHeartbeats();
     TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(options_.corpus_dir, spec_));
     shard_ = ack.shard();
-    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}));
+    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}, options_.device));
     if (options_.adversary) trainer_->SetStepTamper(options_.adversary->step);
     if (spec_.verify_samples() > 0) {  // prover and verifier (runtime/verification.h)
-      verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary);
+      verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, options_.device);
       trainer_->SetStepObserver(verification_->Observer());
     }
     PublishState();

@@ -33,6 +33,7 @@ struct PeerOptions {
   std::string listen_host = "127.0.0.1"; // where other peers reach this one
   std::string corpus_dir;                // local copy of the job's corpus
   std::string checkpoint_dir;            // empty = no checkpoints
+  std::string device = "cpu";            // where this peer trains and replays: cpu, cuda, cuda:N
   int connect_timeout_ms = 10000;
   int reconnect_timeout_ms = 60000;      // how long to keep trying a lost coordinator
   bool relay_only = false;               // behind NAT: accept nothing, use the coordinator's relay

@@ -4,14 +4,13 @@
 #include <cstring>
 
 #include "models/parameters.h"
+#include "runtime/compute_device.h"
 #include "runtime/step_kernel_internal.h"
 #include "verifier/commitment.h"
 
 namespace tributary::runtime {
 namespace internal {
 namespace {
-
-std::string StateKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 // A read-only view of `v` as a 1-D float32 tensor (every use copies it).
 torch::Tensor View(const std::vector<float>& v) {
@@ -20,7 +19,7 @@ torch::Tensor View(const std::vector<float>& v) {
 }
 
 std::vector<float> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().to(torch::kFloat32).contiguous().reshape({-1});
+  torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous().reshape({-1});
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
@@ -52,7 +51,7 @@ Result<verifier::TrainingState> CaptureState(const models::LanguageModel& model,
   const auto params = model.parameters();
   size_t with_state = 0;
   for (const auto& p : params) {
-    auto it = optimizer.state().find(StateKey(p));
+    auto it = optimizer.state().find(OptimizerStateKey(optimizer, p));
     if (it == optimizer.state().end()) continue;
     auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
     if (with_state == 0) s.adam_step = st.step();
@@ -90,9 +89,9 @@ Status LoadState(models::LanguageModel& model, torch::optim::AdamW& optimizer,
       const int64_t k = p.numel();
       auto st = std::make_unique<torch::optim::AdamWParamState>();
       st->step(s.adam_step);
-      st->exp_avg(View(s.exp_avg).narrow(0, offset, k).clone().view(p.sizes()));
-      st->exp_avg_sq(View(s.exp_avg_sq).narrow(0, offset, k).clone().view(p.sizes()));
-      state[StateKey(p)] = std::move(st);
+      st->exp_avg(View(s.exp_avg).narrow(0, offset, k).to(p.device(), false, true).view(p.sizes()));
+      st->exp_avg_sq(View(s.exp_avg_sq).narrow(0, offset, k).to(p.device(), false, true).view(p.sizes()));
+      state[OptimizerStateKey(optimizer, p)] = std::move(st);
       offset += k;
     }
   }
@@ -172,12 +171,14 @@ StepKernel::~StepKernel() = default;
 
 Result<std::unique_ptr<StepKernel>> StepKernel::Create(const v1::JobSpec& spec,
                                                        std::shared_ptr<const models::TokenDataset> dataset,
-                                                       int vocab_size) {
+                                                       int vocab_size, std::string_view device) {
   if (!dataset) return InvalidArgument("a step kernel needs the job's dataset");
+  TRIB_ASSIGN_OR_RETURN(const std::string resolved, ResolveComputeDevice(device));
   auto impl = std::make_unique<Impl>();
   impl->config = internal::ModelConfigOf(spec, vocab_size);
   impl->dataset = std::move(dataset);
   TRIB_ASSIGN_OR_RETURN(impl->model, models::MakeModel(impl->config, 0));
+  impl->model->to(torch::Device(resolved));
   impl->model->train();
   impl->optimizer = std::make_unique<torch::optim::AdamW>(impl->model->parameters(),
                                                           torch::optim::AdamWOptions(0.0));

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "core/digest.h"
@@ -40,11 +41,12 @@ int ComputeThreads();
 
 class StepKernel {
  public:
-  // The spec's model with `vocab_size` tokens over `dataset`. InvalidArgument for a bad model
-  // config or a missing dataset.
+  // The spec's model with `vocab_size` tokens over `dataset`, stepping on `device`
+  // (runtime/compute_device.h). InvalidArgument for a bad model config or a missing dataset;
+  // FailedPrecondition for a device this machine lacks.
   static Result<std::unique_ptr<StepKernel>> Create(const v1::JobSpec& spec,
                                                     std::shared_ptr<const models::TokenDataset> dataset,
-                                                    int vocab_size);
+                                                    int vocab_size, std::string_view device = "cpu");
   ~StepKernel();
 
   int64_t num_parameters() const;

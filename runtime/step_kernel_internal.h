@@ -2,6 +2,9 @@
 // runtime/ (it includes torch): only trainer.cc and step_kernel.cc include it.
 #pragma once
 
+#include <sstream>
+#include <type_traits>
+
 #include <torch/torch.h>
 
 #include "core/digest.h"
@@ -12,6 +15,20 @@
 #include "verifier/training_state.h"
 
 namespace tributary::runtime::internal {
+
+// The key under which `optimizer` keeps the state of parameter `p`. libtorch keys it by the
+// parameter's TensorImpl: up to 1.13 as the address printed to text, from 2.0 as the pointer.
+template <typename Optimizer>
+auto OptimizerStateKey(Optimizer& optimizer, const torch::Tensor& p) {
+  using Key = typename std::decay_t<decltype(optimizer.state())>::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;  // what c10::guts::to_string produced for the pointer
+    text << p.unsafeGetTensorImpl();
+    return Key(text.str());
+  } else {
+    return Key(p.unsafeGetTensorImpl());
+  }
+}
 
 // The spec's model fields as a models::ModelConfig with `vocab_size` tokens.
 models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size);

@@ -16,6 +16,7 @@
 #include "runtime/async_outer.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
+#include "runtime/compute_device.h"
 #include "runtime/step_kernel_internal.h"
 #include "verifier/commitment.h"
 #include "verifier/replay.h"
@@ -38,6 +39,7 @@ struct Trainer::Impl {
   std::string job_id;
   TrainingData data;
   WorkerPlacement placement;
+  std::string device = "cpu";  // where model and inner live (runtime/compute_device.h)
   std::shared_ptr<models::LanguageModel> model;
   std::unique_ptr<torch::optim::AdamW> inner;
   torch::Tensor outer_momentum;  // DiLoCo only; undefined until the first outer step
@@ -94,7 +96,7 @@ struct Trainer::Impl {
 
   torch::optim::AdamWParamState* AdamState(const torch::Tensor& p) const {
     auto& state = inner->state();
-    auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+    auto it = state.find(internal::OptimizerStateKey(*inner, p));
     if (it == state.end()) return nullptr;
     return static_cast<torch::optim::AdamWParamState*>(it->second.get());
   }
@@ -126,7 +128,7 @@ struct Trainer::Impl {
     auto params = Params();
     auto& state = inner->state();
     for (size_t i = 0; i < params.size() && i < slots.size(); ++i) {
-      const std::string key = c10::guts::to_string(params[i].unsafeGetTensorImpl());
+      const auto key = internal::OptimizerStateKey(*inner, params[i]);
       if (!slots[i].present) {
         state.erase(key);
         continue;
@@ -587,8 +589,9 @@ Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 
 Result<std::unique_ptr<Trainer>> Trainer::Create(const v1::JobSpec& spec, TrainingData data,
-                                                 WorkerPlacement placement) {
+                                                 WorkerPlacement placement, std::string_view device) {
   TRIB_RETURN_IF_ERROR(ValidateJobSpec(spec));
+  TRIB_ASSIGN_OR_RETURN(const std::string resolved, ResolveComputeDevice(device));
   if (!data.dataset) return InvalidArgument("trainer needs a dataset");
   if (placement.num_shards == 0 || placement.shard >= placement.num_shards) {
     return InvalidArgument("shard " + std::to_string(placement.shard) + " is not in 0.." +
@@ -601,8 +604,10 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const v1::JobSpec& spec, Traini
   impl->job_id = JobIdOf(spec);
   impl->data = std::move(data);
   impl->placement = placement;
+  impl->device = resolved;
   TRIB_ASSIGN_OR_RETURN(impl->model,
                         models::MakeModel(ModelConfigOf(spec, impl->data.vocab_size), spec.seed()));
+  impl->model->to(torch::Device(resolved));
   impl->model->train();
   impl->inner = std::make_unique<torch::optim::AdamW>(
       impl->model->parameters(),
@@ -735,7 +740,7 @@ Digest Trainer::CurrentStateDigest() const {
 }
 
 Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
-  TRIB_ASSIGN_OR_RETURN(auto scratch, Trainer::Create(impl_->spec, impl_->data, impl_->placement));
+  TRIB_ASSIGN_OR_RETURN(auto scratch, Trainer::Create(impl_->spec, impl_->data, impl_->placement, impl_->device));
   steps = std::max(1, steps);
   TRIB_RETURN_IF_ERROR(scratch->impl_->ForwardBackward(0, 0).status());  // warm-up
   const auto start = Clock::now();
@@ -754,6 +759,7 @@ Status Trainer::StartBackgroundEval(uint64_t round) {
   if (m.eval_done.valid()) return FailedPrecondition("an evaluation is still running or untaken");
   if (!m.eval_model) {
     TRIB_ASSIGN_OR_RETURN(m.eval_model, models::MakeModel(ModelConfigOf(m.spec, m.data.vocab_size), m.spec.seed()));
+    m.eval_model->to(torch::Device(m.device));
   }
   // θ and the buffers (whatever a user model keeps beside its parameters), tensor by tensor in
   // place, so the copy evaluates to the same bits as EvalLoss() would now.

@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "core/digest.h"
 #include "core/status.h"
@@ -78,8 +79,10 @@ struct StepTamper {
 
 class Trainer {
  public:
+  // `device` (runtime/compute_device.h) holds the model and its inner optimiser; everything
+  // the trainer hands out (θ, Δ, gradients, states, digests) is on the CPU whatever it is.
   static Result<std::unique_ptr<Trainer>> Create(const v1::JobSpec& spec, TrainingData data,
-                                                 WorkerPlacement placement);
+                                                 WorkerPlacement placement, std::string_view device = "cpu");
   ~Trainer();
 
   // Runs round `completed_rounds()`; on success completed_rounds() advances by one.

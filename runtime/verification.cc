@@ -9,6 +9,7 @@
 #include "runtime/step_kernel.h"
 #include "verifier/contribution.h"
 #include "verifier/determinism.h"
+#include "runtime/compute_device.h"
 #include "verifier/replay.h"
 
 namespace tributary::runtime {
@@ -26,16 +27,24 @@ v1::VerifyResult MakeResult(uint64_t id, v1::VerifyOutcome outcome, std::string 
   return r;
 }
 
+// The class must name the device the kernel will run on; a device this machine lacks stays as
+// given, and the first replay reports it (the trainer has refused it already).
+std::string ResolvedOrAsGiven(std::string device) {
+  auto resolved = ResolveComputeDevice(device);
+  return resolved.ok() ? *resolved : device;
+}
+
 }  // namespace
 
 PeerVerification::PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
-                                   const net::Identity* identity, const AdversaryHooks* hooks)
+                                   const net::Identity* identity, const AdversaryHooks* hooks, std::string device)
     : spec_(std::move(spec)),
       job_id_(std::move(job_id)),
       data_(std::move(data)),
       identity_(identity),
       hooks_(hooks),
-      class_(verifier::LocalDeterminismClass(ComputeThreads()).Canonical()) {
+      device_(ResolvedOrAsGiven(std::move(device))),
+      class_(verifier::LocalDeterminismClass(ComputeThreads(), device_).Canonical()) {
   if (hooks_ && !hooks_->claimed_class.empty()) class_ = hooks_->claimed_class;
 }
 
@@ -161,7 +170,7 @@ Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool e
 
 Result<StepKernel*> PeerVerification::Kernel() {
   if (!kernel_) {
-    TRIB_ASSIGN_OR_RETURN(kernel_, StepKernel::Create(spec_, data_.dataset, data_.vocab_size));
+    TRIB_ASSIGN_OR_RETURN(kernel_, StepKernel::Create(spec_, data_.dataset, data_.vocab_size, device_));
   }
   return kernel_.get();
 }

@@ -63,9 +63,10 @@ struct AdversaryHooks {
 
 class PeerVerification {
  public:
-  // `hooks` may be null (every normal peer). The kernel is created lazily on the first replay.
+  // `hooks` may be null (every normal peer). The kernel is created lazily on the first replay,
+  // on `device` (the peer's compute device, which its determinism class names).
   PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
-                   const net::Identity* identity, const AdversaryHooks* hooks);
+                   const net::Identity* identity, const AdversaryHooks* hooks, std::string device = "cpu");
   ~PeerVerification();
 
   // For Trainer::SetStepObserver.
@@ -122,6 +123,7 @@ class PeerVerification {
   TrainingData data_;
   const net::Identity* identity_;
   const AdversaryHooks* hooks_;
+  std::string device_;
   std::string class_;
   std::map<uint64_t, RoundLog> rounds_;  // the last few rounds (openings come after commit)
   std::unique_ptr<StepKernel> kernel_;

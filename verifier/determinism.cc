@@ -57,6 +57,8 @@ std::string Env() {
 
 int FindBlasPath(struct dl_phdr_info* info, size_t, void* data) {
   std::string_view name = info->dlpi_name ? info->dlpi_name : "";
+  // A GPU BLAS (cuBLAS, loaded by a CUDA libtorch) does no CPU arithmetic.
+  if (name.find("cublas") != std::string_view::npos) return 0;
   if (name.find("blas") != std::string_view::npos ||
       name.find("mkl_core") != std::string_view::npos) {
     static_cast<std::string*>(data)->assign(name);
@@ -89,6 +91,44 @@ Result<int> ParseThreads(std::string_view text) {
   }
   if (n < 1) return InvalidArgument("class thread count must be >= 1");
   return n;
+}
+
+// "cuda:<model>:sm<major><minor>:driver<version>:cudart<version>" from the CUDA driver API,
+// opened at run time so that a CPU-only build needs no CUDA headers or libraries. Whatever
+// cannot be read is "unknown" (a class that matches nothing but itself).
+std::string ProbeCudaDevice(int index) {
+  std::string model = "unknown", sm = "unknown", driver = "unknown", runtime = "unknown";
+  if (void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    using Init = int (*)(unsigned);
+    using Get = int (*)(int*, int);
+    using Name = int (*)(char*, int, int);
+    using Attribute = int (*)(int*, int, int);
+    using Version = int (*)(int*);
+    auto init = reinterpret_cast<Init>(dlsym(cuda, "cuInit"));
+    auto get = reinterpret_cast<Get>(dlsym(cuda, "cuDeviceGet"));
+    auto name = reinterpret_cast<Name>(dlsym(cuda, "cuDeviceGetName"));
+    auto attribute = reinterpret_cast<Attribute>(dlsym(cuda, "cuDeviceGetAttribute"));
+    auto version = reinterpret_cast<Version>(dlsym(cuda, "cuDriverGetVersion"));
+    int dev = 0;
+    if (init && get && init(0) == 0 && get(&dev, index) == 0) {
+      char buffer[256] = {};
+      if (name && name(buffer, sizeof(buffer) - 1, dev) == 0) model = Clean(buffer);
+      int major = 0, minor = 0;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+      if (attribute && attribute(&major, 75, dev) == 0 && attribute(&minor, 76, dev) == 0) {
+        sm = "sm" + std::to_string(major) + std::to_string(minor);
+      }
+    }
+    int v = 0;
+    if (version && version(&v) == 0) driver = "driver" + std::to_string(v);
+    dlclose(cuda);
+  }
+  // The CUDA runtime libtorch was built with is already loaded when libtorch_cuda is.
+  using RuntimeVersion = int (*)(int*);
+  if (auto rv = reinterpret_cast<RuntimeVersion>(dlsym(RTLD_DEFAULT, "cudaRuntimeGetVersion"))) {
+    int v = 0;
+    if (rv(&v) == 0) runtime = "cudart" + std::to_string(v);
+  }
+  return "cuda:" + model + ":" + sm + ":" + driver + ":" + runtime;
 }
 
 }  // namespace
@@ -138,9 +178,14 @@ Result<DeterminismClass> DeterminismClass::Parse(std::string_view canonical) {
   return c;
 }
 
-DeterminismClass LocalDeterminismClass(int threads) {
+DeterminismClass LocalDeterminismClass(int threads, std::string_view device) {
   DeterminismClass c;
   c.device = "cpu";
+  if (device.substr(0, 5) == "cuda:") {
+    int index = 0;
+    for (char ch : device.substr(5)) index = index * 10 + (ch >= '0' && ch <= '9' ? ch - '0' : 0);
+    c.device = ProbeCudaDevice(index);
+  }
   c.torch = TORCH_VERSION;
   c.threads = threads < 1 ? 1 : threads;
   ProbeBlas(c.blas, c.blas_core);

@@ -16,7 +16,7 @@
 namespace tributary::verifier {
 
 struct DeterminismClass {
-  std::string device = "cpu";  // "cpu", or "cuda:<gpu model>:<driver>:<cuda version>"
+  std::string device = "cpu";  // "cpu", or "cuda:<gpu model>:sm<cc>:driver<v>:cudart<v>"
   std::string torch;           // libtorch version, e.g. "1.13.0"
   int threads = 1;             // pinned torch intra-op threads (= BLAS threads)
   std::string blas;            // e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell"
@@ -38,7 +38,9 @@ struct DeterminismClass {
 // is asked for its configuration and kernel through dlsym; otherwise the loaded libblas path is
 // named), the CPU features that select kernels, and the overrides ATEN_CPU_CAPABILITY,
 // OPENBLAS_CORETYPE, MKL_CBWR and ONEDNN_MAX_CPU_ISA when they are set. Call it after libtorch
-// is loaded (any process that trains or replays has it).
-DeterminismClass LocalDeterminismClass(int threads);
+// is loaded (any process that trains or replays has it). `device` is the resolved compute device
+// (runtime/compute_device.h): for "cuda:N" the class names that GPU's model, compute capability,
+// driver and CUDA runtime, read from the driver API.
+DeterminismClass LocalDeterminismClass(int threads, std::string_view device = "cpu");
 
 }  // namespace tributary::verifier

@@ -1,9 +1,11 @@
 #include "verifier/replay.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <vector>
 
 #include "verifier/detail/encoding.h"
 
@@ -172,6 +174,70 @@ Result<ReplayDecision> CompareWithTolerance(const StepLeaf& claimed,
   if (!diff.ok()) return Mismatch(Where(claimed) + ": " + diff.status().message());
   if (diff->relative_l2 > calibration.relative_l2_limit()) {
     return Mismatch(Where(claimed) + ": update differs by relative L2 " + Num(diff->relative_l2) +
+                    " > calibrated limit " + Num(calibration.relative_l2_limit()));
+  }
+  if (diff->loss_relative > calibration.loss_relative_limit()) {
+    return Mismatch(Where(claimed) + ": loss differs by " + Num(diff->loss_relative) +
+                    " (relative) > calibrated limit " + Num(calibration.loss_relative_limit()));
+  }
+  return Match();
+}
+
+Result<DifferenceSample> MeasureStepDifference(const TrainingState& before,
+                                               const TrainingState& reference_after,
+                                               double reference_loss,
+                                               const TrainingState& replay_after, double replay_loss) {
+  const size_t n = before.params.size();
+  auto shaped = [n](const TrainingState& s) {
+    return s.params.size() == n && s.exp_avg.size() == n && s.exp_avg_sq.size() == n;
+  };
+  if (!shaped(reference_after) || !shaped(replay_after)) {
+    return InvalidArgument("a state after a step must hold θ and both moments for every parameter");
+  }
+  if (reference_after.adam_step != replay_after.adam_step) {
+    return InvalidArgument("the states after the step are at optimiser steps " +
+                           std::to_string(reference_after.adam_step) + " and " +
+                           std::to_string(replay_after.adam_step));
+  }
+  // The update, not θ itself: one step moves θ by ~1e-3 of its norm, so a θ-relative measure
+  // would let a lie hide in the rounding of θ.
+  std::vector<float> reference_update(n), replay_update(n);
+  for (size_t i = 0; i < n; ++i) {
+    reference_update[i] = reference_after.params[i] - before.params[i];
+    replay_update[i] = replay_after.params[i] - before.params[i];
+  }
+  TRIB_ASSIGN_OR_RETURN(DifferenceSample out,
+                        MeasureDifference(reference_update, replay_update, reference_loss, replay_loss));
+  TRIB_ASSIGN_OR_RETURN(DifferenceSample m, MeasureDifference(reference_after.exp_avg, replay_after.exp_avg, 0, 0));
+  TRIB_ASSIGN_OR_RETURN(DifferenceSample v,
+                        MeasureDifference(reference_after.exp_avg_sq, replay_after.exp_avg_sq, 0, 0));
+  out.relative_l2 = std::max({out.relative_l2, m.relative_l2, v.relative_l2});
+  return out;
+}
+
+Result<ReplayDecision> CompareStepWithTolerance(const StepLeaf& claimed, const TrainingState& before,
+                                                const TrainingState& claimed_after,
+                                                const ReplayedStep& replayed,
+                                                const TrainingState& replayed_after,
+                                                const ToleranceCalibration& calibration,
+                                                std::string_view verifier_class) {
+  if (claimed.determinism_class != calibration.prover_class || verifier_class != calibration.verifier_class) {
+    return FailedPrecondition("the calibration was fitted for '" + calibration.prover_class + "' replayed on '" +
+                              calibration.verifier_class + "', not this pair");
+  }
+  if (auto differ = InputsDiffer(claimed, replayed)) return *differ;
+  const double claimed_loss = LossFromBits(claimed.loss_bits);
+  if (!std::isfinite(claimed_loss)) return Mismatch(Where(claimed) + ": non-finite loss claimed");
+  if (claimed_after.adam_step != before.adam_step + 1) {
+    return Mismatch(Where(claimed) + ": the state after the step is at optimiser step " +
+                    std::to_string(claimed_after.adam_step) + ", one step from " + std::to_string(before.adam_step));
+  }
+  // Measured from the replay (the trusted side) to the claim.
+  Result<DifferenceSample> diff = MeasureStepDifference(before, replayed_after, LossFromBits(replayed.loss_bits),
+                                                        claimed_after, claimed_loss);
+  if (!diff.ok()) return Mismatch(Where(claimed) + ": " + diff.status().message());
+  if (diff->relative_l2 > calibration.relative_l2_limit()) {
+    return Mismatch(Where(claimed) + ": the step differs from the replay by relative L2 " + Num(diff->relative_l2) +
                     " > calibrated limit " + Num(calibration.relative_l2_limit()));
   }
   if (diff->loss_relative > calibration.loss_relative_limit()) {

@@ -16,6 +16,7 @@
 #include "core/digest.h"
 #include "core/status.h"
 #include "verifier/commitment.h"
+#include "verifier/training_state.h"
 
 namespace tributary::verifier {
 
@@ -90,5 +91,29 @@ Result<ReplayDecision> CompareWithTolerance(const StepLeaf& claimed,
                                             const ReplayedStep& replayed,
                                             std::span<const float> replayed_update,
                                             const ToleranceCalibration& calibration);
+
+// ---- local (DiLoCo inner) steps under a calibrated tolerance ----------------------------------
+
+// How far `replay_after` landed from `reference_after`, both one local step from `before`: the
+// relative L2 difference of the parameter update (after − before) and of each AdamW moment
+// after the step, the largest of the three; and the relative loss difference. Calibration and
+// decision both measure with this one function, so a limit means the same thing in both.
+// InvalidArgument for states of different shapes or optimiser steps, or non-finite values.
+Result<DifferenceSample> MeasureStepDifference(const TrainingState& before,
+                                               const TrainingState& reference_after,
+                                               double reference_loss,
+                                               const TrainingState& replay_after, double replay_loss);
+
+// The decision for a local step whose prover class cannot be replayed bitwise by this verifier
+// (a GPU class, or another CPU class): the inputs (state before, batch) must match exactly and
+// `claimed_after` (whose digest the caller has checked against claimed.update) must lie within
+// the calibrated limits of the replay. FailedPrecondition if the calibration is for another pair
+// of classes (`verifier_class` is the replaying side's).
+Result<ReplayDecision> CompareStepWithTolerance(const StepLeaf& claimed, const TrainingState& before,
+                                                const TrainingState& claimed_after,
+                                                const ReplayedStep& replayed,
+                                                const TrainingState& replayed_after,
+                                                const ToleranceCalibration& calibration,
+                                                std::string_view verifier_class);
 
 }  // namespace tributary::verifier
