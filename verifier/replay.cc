@@ -40,6 +40,21 @@ std::optional<ReplayDecision> InputsDiffer(const StepLeaf& claimed, const Replay
   return std::nullopt;
 }
 
+// The verdict on a measured difference (from the replay to the claim) under `calibration`.
+ReplayDecision WithinLimits(const StepLeaf& claimed, const Result<DifferenceSample>& diff,
+                            const ToleranceCalibration& calibration, const std::string& what) {
+  if (!diff.ok()) return Mismatch(Where(claimed) + ": " + diff.status().message());
+  if (diff->relative_l2 > calibration.relative_l2_limit()) {
+    return Mismatch(Where(claimed) + ": " + what + " differs from the replay by relative L2 " +
+                    Num(diff->relative_l2) + " > calibrated limit " + Num(calibration.relative_l2_limit()));
+  }
+  if (diff->loss_relative > calibration.loss_relative_limit()) {
+    return Mismatch(Where(claimed) + ": loss differs by " + Num(diff->loss_relative) +
+                    " (relative) > calibrated limit " + Num(calibration.loss_relative_limit()));
+  }
+  return Match();
+}
+
 }  // namespace
 
 const char* ReplayOutcomeName(ReplayOutcome outcome) {
@@ -171,16 +186,7 @@ Result<ReplayDecision> CompareWithTolerance(const StepLeaf& claimed,
   // Difference measured from the replay (the trusted side) to the claim.
   Result<DifferenceSample> diff = MeasureDifference(replayed_update, claimed_update,
                                                     LossFromBits(replayed.loss_bits), claimed_loss);
-  if (!diff.ok()) return Mismatch(Where(claimed) + ": " + diff.status().message());
-  if (diff->relative_l2 > calibration.relative_l2_limit()) {
-    return Mismatch(Where(claimed) + ": update differs by relative L2 " + Num(diff->relative_l2) +
-                    " > calibrated limit " + Num(calibration.relative_l2_limit()));
-  }
-  if (diff->loss_relative > calibration.loss_relative_limit()) {
-    return Mismatch(Where(claimed) + ": loss differs by " + Num(diff->loss_relative) +
-                    " (relative) > calibrated limit " + Num(calibration.loss_relative_limit()));
-  }
-  return Match();
+  return WithinLimits(claimed, diff, calibration, "update");
 }
 
 Result<DifferenceSample> MeasureStepDifference(const TrainingState& before,
@@ -235,16 +241,7 @@ Result<ReplayDecision> CompareStepWithTolerance(const StepLeaf& claimed, const T
   // Measured from the replay (the trusted side) to the claim.
   Result<DifferenceSample> diff = MeasureStepDifference(before, replayed_after, LossFromBits(replayed.loss_bits),
                                                         claimed_after, claimed_loss);
-  if (!diff.ok()) return Mismatch(Where(claimed) + ": " + diff.status().message());
-  if (diff->relative_l2 > calibration.relative_l2_limit()) {
-    return Mismatch(Where(claimed) + ": the step differs from the replay by relative L2 " + Num(diff->relative_l2) +
-                    " > calibrated limit " + Num(calibration.relative_l2_limit()));
-  }
-  if (diff->loss_relative > calibration.loss_relative_limit()) {
-    return Mismatch(Where(claimed) + ": loss differs by " + Num(diff->loss_relative) +
-                    " (relative) > calibrated limit " + Num(calibration.loss_relative_limit()));
-  }
-  return Match();
+  return WithinLimits(claimed, diff, calibration, "the step");
 }
 
 }  // namespace tributary::verifier
