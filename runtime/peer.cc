@@ -32,6 +32,7 @@
 #include "runtime/state_sync.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "runtime/compute_device.h"
 #include "runtime/contribution_binding.h"
 #include "runtime/verification.h"
 
@@ -288,10 +289,12 @@ class PeerSession {
     StartHeartbeats();
     TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(options_.corpus_dir, spec_));
     shard_ = ack.shard();
-    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}, options_.device));
+    // Resolved once: the trainer runs on it and the verifier's class names it ("cuda" -> "cuda:0").
+    TRIB_ASSIGN_OR_RETURN(const std::string device, ResolveComputeDevice(options_.device));
+    TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}, device));
     if (options_.adversary) trainer_->SetStepTamper(options_.adversary->step);
     if (spec_.verify_samples() > 0) {  // prover and verifier (runtime/verification.h)
-      verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, options_.device);
+      verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, device);
       trainer_->SetStepObserver(verification_->Observer());
     }
     PublishState();

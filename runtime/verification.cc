@@ -9,7 +9,6 @@
 #include "runtime/step_kernel.h"
 #include "verifier/contribution.h"
 #include "verifier/determinism.h"
-#include "runtime/compute_device.h"
 #include "verifier/replay.h"
 
 namespace tributary::runtime {
@@ -27,13 +26,6 @@ v1::VerifyResult MakeResult(uint64_t id, v1::VerifyOutcome outcome, std::string 
   return r;
 }
 
-// The class must name the device the kernel will run on; a device this machine lacks stays as
-// given, and the first replay reports it (the trainer has refused it already).
-std::string ResolvedOrAsGiven(std::string device) {
-  auto resolved = ResolveComputeDevice(device);
-  return resolved.ok() ? *resolved : device;
-}
-
 }  // namespace
 
 PeerVerification::PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
@@ -43,7 +35,7 @@ PeerVerification::PeerVerification(v1::JobSpec spec, std::string job_id, Trainin
       data_(std::move(data)),
       identity_(identity),
       hooks_(hooks),
-      device_(ResolvedOrAsGiven(std::move(device))),
+      device_(std::move(device)),
       class_(verifier::LocalDeterminismClass(ComputeThreads(), device_).Canonical()) {
   if (hooks_ && !hooks_->claimed_class.empty()) class_ = hooks_->claimed_class;
 }

@@ -64,7 +64,7 @@ struct AdversaryHooks {
 class PeerVerification {
  public:
   // `hooks` may be null (every normal peer). The kernel is created lazily on the first replay,
-  // on `device` (the peer's compute device, which its determinism class names).
+  // on `device`, a resolved compute device (ResolveComputeDevice), which its class names.
   PeerVerification(v1::JobSpec spec, std::string job_id, TrainingData data,
                    const net::Identity* identity, const AdversaryHooks* hooks, std::string device = "cpu");
   ~PeerVerification();

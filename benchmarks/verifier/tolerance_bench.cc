@@ -18,13 +18,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "collectives/codec/half.h"
 #include "core/files.h"
 #include "models/corpus.h"
 #include "runtime/compute_device.h"
@@ -38,6 +38,8 @@
 
 namespace tributary::bench {
 namespace {
+
+namespace codec = collectives::codec;
 
 using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -65,24 +67,27 @@ struct Step {
   verifier::AdamWHyper hyper;
   double loss = 0;
   double seconds = 0;
+  Digest state_before{};  // what the prover's leaf commits to (the same digest on any device)
+  Digest batch_digest{};
 };
 
+// "cpu[:THREADS]" or "cuda:N[:THREADS]" (threads default to 1).
 Result<Side> ParseSide(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  Side side;
-  std::string device = text;
-  if (colon != std::string::npos && text.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
-      colon + 1 < text.size() && text.substr(0, colon) != "cuda") {
-    device = text.substr(0, colon);
-    side.threads = std::stoi(text.substr(colon + 1));
+  const size_t device_fields = text.rfind("cuda", 0) == 0 ? 2 : 1;  // "cuda:N" holds a colon itself
+  size_t colon = std::string::npos;
+  for (size_t i = 0, seen = 0; i < text.size() && colon == std::string::npos; ++i) {
+    if (text[i] == ':' && ++seen == device_fields) colon = i;
   }
-  TRIB_ASSIGN_OR_RETURN(side.device, runtime::ResolveComputeDevice(device));
+  Side side;
+  if (colon != std::string::npos) {
+    const std::string threads = text.substr(colon + 1);
+    if (threads.empty() || threads.size() > 4 || threads.find_first_not_of("0123456789") != std::string::npos) {
+      return InvalidArgument("bad thread count in '" + text + "'");
+    }
+    side.threads = std::max(1, std::stoi(threads));
+  }
+  TRIB_ASSIGN_OR_RETURN(side.device, runtime::ResolveComputeDevice(text.substr(0, colon)));
   return side;
-}
-
-verifier::StepLeaf LeafOf(const Step& s, const Digest& before, const Digest& after, const std::string& dclass) {
-  return verifier::StepLeaf{"tolerance-bench", s.batch.round, s.batch.step, before, {}, after,
-                            verifier::LossBits(s.loss), dclass};
 }
 
 // One forged post-step state per held-out step; `name` and a short description for the table.
@@ -132,6 +137,10 @@ int Run(const Config& config) {
     if (!r.ok()) return spdlog::error("prover step {}: {}", t, r.status().ToString()), 1;
     s.after = r->after;
     s.loss = r->loss;
+    s.batch_digest = r->batch;
+    auto before_digest = K.StateDigest(s.before);
+    if (!before_digest.ok()) return spdlog::error("{}", before_digest.status().ToString()), 1;
+    s.state_before = *before_digest;
     current = std::move(r->after);
   }
   // Even steps fit the limits, odd steps are held out: both halves span the whole schedule
@@ -158,11 +167,12 @@ int Run(const Config& config) {
     if (!vk.ok()) return spdlog::error("verifier kernel: {}", vk.status().ToString()), 1;
     auto& V = **vk;
 
-    // Honest replays of every step.
+    // Honest replays of every step. Only the held-out steps' post-step states are kept, to judge
+    // claims against; the fitting half needs only its differences.
     std::vector<verifier::DifferenceSample> samples;
-    std::vector<verifier::TrainingState> replays;
+    std::vector<verifier::TrainingState> replays(steps.size());
     std::vector<double> replay_loss;
-    std::vector<Digest> before_digest, after_digest, replay_batch;
+    std::vector<Digest> replay_batch;
     double replay_seconds = 0, prover_seconds = 0;
     uint64_t bitwise_equal = 0;
     for (const Step& s : steps) {
@@ -175,11 +185,9 @@ int Run(const Config& config) {
       if (!d.ok()) return spdlog::error("measure: {}", d.status().ToString()), 1;
       if (d->relative_l2 == 0 && d->loss_relative == 0) ++bitwise_equal;
       samples.push_back(*d);
-      replays.push_back(r->after);
+      if (held_out(samples.size() - 1)) replays[samples.size() - 1] = std::move(r->after);
       replay_loss.push_back(r->loss);
       replay_batch.push_back(r->batch);
-      before_digest.push_back(*V.StateDigest(s.before));
-      after_digest.push_back(*V.StateDigest(s.after));
     }
     std::vector<verifier::DifferenceSample> fit_samples;
     for (size_t t = 0; t < samples.size(); ++t) {
@@ -191,10 +199,11 @@ int Run(const Config& config) {
 
     auto judge = [&](size_t t, const verifier::TrainingState& claimed_after, double claimed_loss) {
       const Step& s = steps[t];
-      verifier::StepLeaf leaf = LeafOf(s, before_digest[t], after_digest[t], prover.dclass);
-      leaf.batch = replay_batch[t];
-      leaf.loss_bits = verifier::LossBits(claimed_loss);
-      verifier::ReplayedStep replayed{before_digest[t], replay_batch[t], {}, verifier::LossBits(replay_loss[t])};
+      // A tolerance decision reads the opened post-step state, not the leaf's update digest.
+      const verifier::StepLeaf leaf{"tolerance-bench", s.batch.round, s.batch.step, s.state_before,
+                                    s.batch_digest, {}, verifier::LossBits(claimed_loss), prover.dclass};
+      // The verifier replays from the opened state, whose digest is the one the leaf names.
+      const verifier::ReplayedStep replayed{s.state_before, replay_batch[t], {}, verifier::LossBits(replay_loss[t])};
       return verifier::CompareStepWithTolerance(leaf, s.before, claimed_after, replayed, replays[t], cal, v.dclass);
     };
     // Held-out honest steps: every one must pass.
@@ -271,12 +280,8 @@ int Run(const Config& config) {
         {"bf16_update", "the update rounded to bfloat16 (a cheaper step)", [&](size_t t) -> Result<verifier::TrainingState> {
            verifier::TrainingState out = steps[t].after;
            for (size_t i = 0; i < out.params.size(); ++i) {
-             float u = steps[t].after.params[i] - steps[t].before.params[i];
-             uint32_t bits;
-             std::memcpy(&bits, &u, 4);
-             bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;  // round to nearest even
-             std::memcpy(&u, &bits, 4);
-             out.params[i] = steps[t].before.params[i] + u;
+             const float u = steps[t].after.params[i] - steps[t].before.params[i];
+             out.params[i] = steps[t].before.params[i] + codec::Bf16ToFloat(codec::FloatToBf16(u));
            }
            return out;
          }},
