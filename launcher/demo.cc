@@ -104,12 +104,19 @@ Status RunDemo(const DemoOptions& options) {
   std::vector<ChildProcess> peers;
   const std::map<std::string, std::string> env = {{"OPENBLAS_NUM_THREADS", "1"},
                                                   {"OMP_NUM_THREADS", "1"}};
+  // A list of devices is dealt to the peers in turn ("cuda,cpu": a job of GPU and CPU peers).
+  std::vector<std::string> devices;
+  for (size_t start = 0; start <= options.device.size();) {
+    const size_t comma = std::min(options.device.find(',', start), options.device.size());
+    devices.push_back(options.device.substr(start, comma - start));
+    start = comma + 1;
+  }
   for (uint32_t i = 0; i < spec.num_peers(); ++i) {
     const std::string name = "peer-" + std::to_string(i);
     std::vector<std::string> argv = {SelfExecutable(), "peer",
                                      "--coordinator", "127.0.0.1:" + std::to_string(coordinator->port()),
                                      "--job", job_id, "--name", name, "--data", corpus_dir,
-                                     "--threads", "1", "--device", options.device, "--coordinator-key",
+                                     "--threads", "1", "--device", devices[i % devices.size()], "--coordinator-key",
                                      net::KeyToHex(coordinator->public_key())};
     TRIB_ASSIGN_OR_RETURN(ChildProcess child,
                           ChildProcess::Spawn(argv, env, run_dir + "/" + name + ".log"));

@@ -16,7 +16,7 @@ struct DemoOptions {
   std::string run_dir;        // peer logs and summary.json; empty = runs/demo-<time>
   bool run_reference = true;
   int reference_threads = 2;  // the reference runs alone, after the peers
-  std::string device = "cpu"; // every peer's compute device (cpu, cuda, cuda:N)
+  std::string device = "cpu"; // the peers' compute device (cpu, cuda, cuda:N), or a comma-separated list dealt in turn
 };
 
 // Returns a non-OK status if any part of the run failed; prints progress and the table.

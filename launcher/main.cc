@@ -27,10 +27,13 @@
 #include "models/corpus.h"
 #include "net/identity.h"
 #include "net/tcp_tuning.h"
+#include "runtime/calibration.h"
 #include "runtime/job_spec.h"
 #include "runtime/peer.h"
 #include "runtime/reference.h"
 #include "runtime/trainer.h"
+#include "runtime/training_data.h"
+#include "verifier/replay.h"
 
 namespace tributary {
 namespace {
@@ -50,6 +53,7 @@ struct JobFlags {
   int64_t async_apply_step = -1, eval_every = -1;
   bool eval_beside_training = false;
   double inner_lr = -1, outer_lr = -1;
+  std::vector<std::string> calibrations;
 
   void Register(CLI::App* app) {
     app->add_option("--job-file", job_file, "TOML job file (keys as in jobs/demo.toml)");
@@ -83,6 +87,8 @@ struct JobFlags {
     app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
     app->add_flag("--eval-beside-training", eval_beside_training,
                   "rank 0 evaluates on its own thread while training goes on; the loss is reported a round or more later");
+    app->add_option("--calibration", calibrations,
+                    "verifier: a tolerance calibration file (tributary calibrate) for a pair of determinism classes; repeatable");
     app->add_option("--group-size", group_size,
                     "peers averaged together per round; 0 = everyone (diloco; larger pools are re-mixed every round)");
   }
@@ -121,6 +127,7 @@ struct JobFlags {
     if (async_apply_step >= 0) spec.set_async_apply_step(static_cast<uint32_t>(async_apply_step));
     if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
     if (eval_beside_training) spec.set_eval_beside_training(true);
+    for (const std::string& file : calibrations) TRIB_RETURN_IF_ERROR(runtime::AddCalibrationFile(file, spec));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;
   }
@@ -309,7 +316,7 @@ int main(int argc, char** argv) {
   demo->add_option("--data", demo_data, "corpus directory")->capture_default_str();
   demo->add_option("--run-dir", demo_run_dir, "where peer logs and summary.json go");
   demo->add_flag("--no-reference", demo_no_reference, "skip the single-process reference");
-  demo->add_option("--device", demo_device, "every peer trains and replays on: cpu, cuda, cuda:N")->capture_default_str();
+  demo->add_option("--device", demo_device, "peers train and replay on: cpu, cuda, cuda:N, or a list dealt in turn (cuda,cpu)")->capture_default_str();
 
   // coordinator
   JobFlags coord_flags;
@@ -383,6 +390,24 @@ int main(int argc, char** argv) {
   train->add_option("--stop-after", train_options.stop_after_rounds,
                     "stop once this many rounds are complete (the job keeps its length)");
   train->add_option("--threads", train_threads, "compute threads")->capture_default_str();
+
+  // calibrate
+  JobFlags calibrate_flags;
+  std::string calibrate_data = DefaultCorpus(), calibrate_prover = "cpu:1", calibrate_verifier = "cpu:2",
+              calibrate_out;
+  int calibrate_steps = 64;
+  double calibrate_safety = 4.0;
+  auto* calibrate = app.add_subcommand(
+      "calibrate", "fit the replay tolerance one determinism class needs to verify another's steps of a job");
+  calibrate_flags.Register(calibrate);
+  calibrate->add_option("--data", calibrate_data, "corpus directory")->capture_default_str();
+  calibrate->add_option("--prover", calibrate_prover, "the side that trains: DEVICE[:THREADS]")->capture_default_str();
+  calibrate->add_option("--verifier", calibrate_verifier, "the side that replays: DEVICE[:THREADS]")
+      ->capture_default_str();
+  calibrate->add_option("--steps", calibrate_steps, "honest steps to replay")->capture_default_str();
+  calibrate->add_option("--safety-factor", calibrate_safety, "limits = largest honest difference × this")
+      ->capture_default_str();
+  calibrate->add_option("--out", calibrate_out, "calibration file, for the job's --calibration")->required();
 
   // bench: everything after the word goes to tributary-bench unchanged (its --help too).
   auto* bench = app.add_subcommand("bench", "run a WAN benchmark scenario (tributary-bench; docs/BENCHMARKS.md)");
@@ -475,6 +500,27 @@ int main(int argc, char** argv) {
     auto reply = launcher::QueryStatus(*address, net::Identity::Generate());
     if (!reply.ok()) return Fail(reply.status());
     std::printf("%s", launcher::FormatStatus(*reply, status_job).c_str());
+    return 0;
+  }
+  if (*calibrate) {
+    InitLogging("calibrate", log_level);
+    auto spec = calibrate_flags.Build();
+    if (!spec.ok()) return Fail(spec.status());
+    auto prover = runtime::ParseCalibrationSide(calibrate_prover);
+    if (!prover.ok()) return Fail(prover.status());
+    auto verifier_side = runtime::ParseCalibrationSide(calibrate_verifier);
+    if (!verifier_side.ok()) return Fail(verifier_side.status());
+    auto data = runtime::LoadTrainingData(calibrate_data, *spec);
+    if (!data.ok()) return Fail(data.status());
+    auto report = runtime::CalibrateTolerance(*spec, *data, *prover, *verifier_side, calibrate_steps, calibrate_safety);
+    if (!report.ok()) return Fail(report.status());
+    const verifier::ToleranceCalibration& c = report->calibration;
+    if (Status st = WriteFileAtomically(calibrate_out, verifier::EncodeCalibration(c)); !st.ok()) return Fail(st);
+    std::printf("prover   %s\nverifier %s\n%llu honest steps (%llu replayed bit for bit): largest difference %.3e "
+                "(loss %.3e); limits ×%.1f: %.3e (loss %.3e)\nwritten to %s\n",
+                c.prover_class.c_str(), c.verifier_class.c_str(), static_cast<unsigned long long>(c.samples),
+                static_cast<unsigned long long>(report->bit_identical), c.max_relative_l2, c.max_loss_relative,
+                c.safety_factor, c.relative_l2_limit(), c.loss_relative_limit(), calibrate_out.c_str());
     return 0;
   }
   if (*train) {

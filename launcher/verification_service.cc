@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <tuple>
 #include <variant>
 
 #include "collectives/butterfly.h"
@@ -92,6 +93,8 @@ Result<std::unique_ptr<VerificationService>> VerificationService::Create(
     SendFn send, BanFn ban) {
   std::unique_ptr<VerificationService> s(
       new VerificationService(spec, std::move(job_id), coordinator, store, std::move(send), std::move(ban)));
+  TRIB_ASSIGN_OR_RETURN(s->calibrations_, verifier::CalibrationTable::Decode({spec.tolerance_calibrations().begin(),
+                                                                               spec.tolerance_calibrations().end()}));
   TRIB_ASSIGN_OR_RETURN(std::string bytes, store->LoadLedger(s->job_id_));
   if (!bytes.empty()) {
     TRIB_ASSIGN_OR_RETURN(s->ledger_, verifier::Ledger::Decode(bytes));
@@ -394,11 +397,13 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
     if (c == by_key.end()) continue;
     (void)ledger_.RecordCommitment(c->second);
     participants.push_back({m.key, c->second.body.leaf_count, c->second.body.determinism_class});
+    rs.classes[m.key] = c->second.body.determinism_class;
     shard_of[m.key] = m.shard;
   }
   Persist();
   verifier::ChallengeParams params;
   params.samples_per_peer = spec_.verify_samples();
+  params.calibrations = &calibrations_;
   params.verifiers_per_step = std::max<uint32_t>(1, spec_.verifiers_per_step());
   params.verifiers_per_step = std::min<uint32_t>(params.verifiers_per_step,
                                                  participants.empty() ? 1 : participants.size() - 1);
@@ -420,6 +425,8 @@ void VerificationService::OnRoundCommitted(uint64_t round, const std::vector<Mem
     p.shard = shard_of[ch.prover];
     p.commitment = by_key.at(ch.prover);
     p.verifiers = ch.verifiers;
+    // A verifier of a calibrated pair judges the prover's post-step state, so it is opened too.
+    p.state_after = calibrations_.CoversProver(p.commitment.body.determinism_class);
     p.deadline_ms = now_ms + TimeoutMs();
     SendOpenRequest(id, pending_.emplace(id, std::move(p)).first->second);
   }
@@ -552,6 +559,7 @@ void VerificationService::SendOpenRequest(uint64_t id, const Pending& p) {
   e.mutable_open_request()->set_step(p.step);
   e.mutable_open_request()->set_end_state(!p.manifest.empty());
   e.mutable_open_request()->set_aggregate(!p.aggregate_statement.empty());
+  e.mutable_open_request()->set_state_after(p.state_after);
   if (!send_(p.prover, std::move(e))) {
     spdlog::warn("job {} round {}: prover {} is gone before its opening", job_id_, p.round, net::ShortKey(p.prover));
   }
@@ -619,11 +627,14 @@ void VerificationService::Convict(uint64_t id, Pending& p, const net::PublicKey&
   spdlog::error("job {} round {} step {}: prover {} convicted (challenge {}): {}", job_id_, p.round, p.step,
                 net::ShortKey(p.prover), id, why);
   Ban(p.prover, "round " + std::to_string(p.round) + " step " + std::to_string(p.step) + ": " + why);
-  // On a bitwise (CPU) class an honest replay of a faked step cannot match: a verifier that
-  // vouched for it colludes with the prover (or is broken) and is banned too.
+  // On a bitwise class an honest replay of a faked step cannot match: a verifier that vouched
+  // for it colludes with the prover (or is broken) and is banned too. That holds only when a
+  // referee convicted bit for bit and the voucher judged bit for bit as well: a lie can sit
+  // inside one pair's calibrated tolerance and outside another's.
   for (const auto& [verifier, result] : p.results) {
     const bool referee = std::find(p.referees.begin(), p.referees.end(), verifier) != p.referees.end();
-    if (result.outcome() == v1::VERIFY_MATCH && !p.referees.empty() && !referee) {
+    if (result.outcome() == v1::VERIFY_MATCH && p.bitwise_conviction && !referee &&
+        JudgeOf(p, verifier) == verifier::JudgeKind::kBitwise) {
       Ban(verifier, "vouched for round " + std::to_string(p.round) + " step " + std::to_string(p.step) +
                         " of " + net::ShortKey(p.prover) + ", which the referee convicted");
     }
@@ -678,6 +689,9 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
     return Convict(it->first, p, coordinator_->public_key(),
                    "chain break: step " + std::to_string(p.step) + " does not start where its predecessor ended");
   }
+  if (p.state_after && o.state_after().empty()) {
+    return Convict(it->first, p, coordinator_->public_key(), "withheld the state after a challenged step");
+  }
   p.opening = o;
   p.stage = Stage::kVerifying;
   for (const net::PublicKey& v : p.verifiers) SendVerify(it->first, p, v, false, now_ms);
@@ -692,15 +706,19 @@ std::optional<net::PublicKey> VerificationService::PickReferee(const Pending& p)
   for (const Member& m : rs->second.members) {
     if (m.key == p.prover) prover_start = m.round_start_theta;
   }
-  std::vector<std::pair<Digest, net::PublicKey>> order;
+  std::vector<std::tuple<int, Digest, net::PublicKey>> order;
   for (const Member& m : rs->second.members) {
     if (m.key == p.prover || p.asked.count(m.key) || banned_.count(m.key)) continue;
     if (!p.manifest.empty() && m.round_start_theta != prover_start) continue;
-    order.emplace_back(Sha256Of(net::KeyToBytes(m.key) + std::to_string(p.step)), m.key);
+    // Bitwise judges first (their ruling is exact), then calibrated ones; one that cannot judge
+    // the prover's class at all only as a last resort.
+    const verifier::JudgeKind kind = JudgeOf(p, m.key);
+    const int tier = kind == verifier::JudgeKind::kBitwise ? 0 : kind == verifier::JudgeKind::kTolerance ? 1 : 2;
+    order.emplace_back(tier, Sha256Of(net::KeyToBytes(m.key) + std::to_string(p.step)), m.key);
   }
   if (order.empty()) return std::nullopt;
   std::sort(order.begin(), order.end());
-  return order.front().second;
+  return std::get<2>(order.front());
 }
 
 void VerificationService::OnVerifyResult(const net::PublicKey& from, const v1::VerifyResult& r, uint64_t now_ms) {
@@ -765,7 +783,7 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
   // Every referee asked so far answered (or timed out): each one's ruling, then the majority.
   std::vector<std::pair<net::PublicKey, RefereeRuling>> guilty, innocent;
   for (const net::PublicKey& r : p.referees) {
-    RefereeRuling ruling = RuleOn(p, accusers.front(), p.results[r]);
+    RefereeRuling ruling = RuleOn(p, accusers.front(), r, p.results[r]);
     if (ruling.ruling == verifier::Ruling::kProverGuilty) {
       guilty.emplace_back(r, std::move(ruling));
     } else if (ruling.ruling == verifier::Ruling::kAccuserGuilty) {
@@ -784,22 +802,55 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
   }
   p.stage = Stage::kDone;
   const bool convict = guilty.size() > innocent.size();
+  auto bitwise = [&](const net::PublicKey& judge) { return JudgeOf(p, judge) == verifier::JudgeKind::kBitwise; };
+  auto any_bitwise = [&](const auto& rulings) {
+    return std::any_of(rulings.begin(), rulings.end(), [&](const auto& r) { return bitwise(r.first); });
+  };
+  auto all_bitwise = [&](const auto& rulings) {
+    return std::all_of(rulings.begin(), rulings.end(), [&](const auto& r) { return bitwise(r.first); });
+  };
   // On a bitwise class a referee's recomputation is a pure function of the evidence: one that
-  // contradicts the majority lied (or is broken), like a verifier that vouched for a fake.
-  for (const auto& [referee, ruling] : convict ? innocent : guilty) {
-    Ban(referee, "as referee of round " + std::to_string(p.round) + " step " + std::to_string(p.step) + " of " +
-                     net::ShortKey(p.prover) + ", ruled against the majority of referees");
+  // contradicts the majority lied (or is broken), like a verifier that vouched for a fake. Where
+  // a referee judged within a calibrated tolerance, an honest minority is possible (a small lie
+  // inside one pair's limits and outside another's), so nobody is banned for it.
+  if (all_bitwise(guilty) && all_bitwise(innocent)) {
+    for (const auto& [referee, ruling] : convict ? innocent : guilty) {
+      Ban(referee, "as referee of round " + std::to_string(p.round) + " step " + std::to_string(p.step) + " of " +
+                       net::ShortKey(p.prover) + ", ruled against the majority of referees");
+    }
   }
-  if (convict) return Convict(id, p, accusers.front(), guilty.front().second.reason);
+  if (convict) {
+    p.bitwise_conviction = any_bitwise(guilty);
+    return Convict(id, p, accusers.front(), guilty.front().second.reason);
+  }
   if (innocent.front().second.verdict) {
     Status st = ledger_.RecordRuling(*innocent.front().second.verdict);
     if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
     Persist();
   }
+  // An accuser is false when a referee reproduced the prover's leaf bit for bit, or when its own
+  // tolerance judgement was overruled. A bitwise accuser acquitted only by tolerance referees
+  // may have seen a real lie that hides inside their limits: that dispute stays unresolved.
+  const bool exact_acquittal = any_bitwise(innocent);
   for (const net::PublicKey& a : accusers) {
+    if (!exact_acquittal && bitwise(a)) {
+      spdlog::warn("job {} round {} step {}: {}'s bitwise accusation against {} lies inside the referees' calibrated "
+                   "tolerance; neither is penalised",
+                   job_id_, p.round, p.step, net::ShortKey(a), net::ShortKey(p.prover));
+      continue;
+    }
     Ban(a, "false accusation against " + net::ShortKey(p.prover) + " in round " + std::to_string(p.round) +
                (p.manifest.empty() ? " step " + std::to_string(p.step) : std::string(" (its Δ)")));
   }
+}
+
+verifier::JudgeKind VerificationService::JudgeOf(const Pending& p, const net::PublicKey& judge) const {
+  if (!p.manifest.empty() || !p.aggregate_statement.empty()) return verifier::JudgeKind::kBitwise;
+  auto rs = rounds_.find(p.round);
+  if (rs == rounds_.end()) return verifier::JudgeKind::kNone;
+  auto c = rs->second.classes.find(judge);
+  if (c == rs->second.classes.end()) return verifier::JudgeKind::kNone;
+  return calibrations_.Judge(p.commitment.body.determinism_class, c->second);
 }
 
 bool VerificationService::AskReferee(uint64_t id, Pending& p, uint64_t now_ms) {
@@ -816,6 +867,7 @@ bool VerificationService::AskReferee(uint64_t id, Pending& p, uint64_t now_ms) {
 // A Δ audit is a pure function of signed data and the public θ_start: the referee's outcome is
 // its ruling.
 VerificationService::RefereeRuling VerificationService::RuleOn(const Pending& p, const net::PublicKey& accuser,
+                                                               const net::PublicKey& referee,
                                                                const v1::VerifyResult& rr) const {
   RefereeRuling out;
   if (!p.manifest.empty()) {
@@ -859,6 +911,18 @@ VerificationService::RefereeRuling VerificationService::RuleOn(const Pending& p,
   };
   verifier::RefereeOptions options;
   options.chained_states = spec_.mode() != v1::MODE_DDP;
+  // A referee of a calibrated pair recomputes different bits even for an honest step; the
+  // coordinator (torch-free, without the post-step states) takes its judgement of the prover's
+  // leaf within the calibrated limits. Anything else still compares bit for bit.
+  if (JudgeOf(p, referee) == verifier::JudgeKind::kTolerance) {
+    const verifier::StepLeaf prover_leaf = checked->prover->leaf;
+    options.compare = [&rr, prover_leaf](const verifier::StepLeaf& claimed, const verifier::ReplayedStep& replayed) {
+      verifier::ReplayDecision exact = verifier::CompareBitwise(claimed, replayed);
+      if (exact.match() || verifier::EncodeLeaf(claimed) != verifier::EncodeLeaf(prover_leaf)) return exact;
+      if (rr.outcome() == v1::VERIFY_MATCH) return verifier::ReplayDecision{verifier::ReplayOutcome::kMatch, ""};
+      return verifier::ReplayDecision{verifier::ReplayOutcome::kMismatch, "outside the calibrated tolerance: " + rr.reason()};
+    };
+  }
   auto verdict = verifier::Referee(p.commitment, accuser, *checked, replay, options);
   if (!verdict.ok()) {
     out.reason = verdict.status().ToString();

@@ -28,6 +28,7 @@
 #include "verifier/challenge.h"
 #include "verifier/contribution.h"
 #include "verifier/ledger.h"
+#include "verifier/replay.h"
 
 namespace tributary::launcher {
 
@@ -128,6 +129,7 @@ class VerificationService {
     std::map<std::pair<net::PublicKey, uint64_t>, std::string> aggregate_statements;
     std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_residuals;
     std::set<std::pair<net::PublicKey, uint64_t>> audited_aggregates;  // (owner, attempt)
+    std::map<net::PublicKey, std::string> classes;  // each committed member's determinism class
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {
@@ -145,6 +147,8 @@ class VerificationService {
     std::string aggregate_statement;  // set: an audit of the prover's aggregate as a shard owner
     Stage stage = Stage::kOpening;
     uint64_t deadline_ms = 0;
+    bool state_after = false;         // the opening must carry the state after the step
+    bool bitwise_conviction = false;  // a referee convicted bit for bit (see Convict)
   };
 
   VerificationService(const v1::JobSpec& spec, std::string job_id, const net::Identity* coordinator,
@@ -175,7 +179,11 @@ class VerificationService {
     std::string reason;
     std::optional<verifier::RefereeVerdict> verdict;  // a step's acquittal, for the ledger
   };
-  RefereeRuling RuleOn(const Pending& p, const net::PublicKey& accuser, const v1::VerifyResult& referee) const;
+  RefereeRuling RuleOn(const Pending& p, const net::PublicKey& accuser, const net::PublicKey& referee,
+                       const v1::VerifyResult& result) const;
+  // How `judge` judged (or would judge) the challenged step: bit for bit, within the job's
+  // calibrated tolerance, or not at all. A Δ audit is exact arithmetic on any class: kBitwise.
+  verifier::JudgeKind JudgeOf(const Pending& p, const net::PublicKey& judge) const;
   // Sends the dispute to one more member (PickReferee); false when none is left.
   bool AskReferee(uint64_t id, Pending& p, uint64_t now_ms);
 
@@ -186,6 +194,7 @@ class VerificationService {
   SendFn send_;
   BanFn ban_;
   verifier::Ledger ledger_;
+  verifier::CalibrationTable calibrations_;  // the job's (validated with the spec)
   std::map<net::PublicKey, std::string> banned_;
   // Per peer: residual_in and residual_out of its manifest in the last round committed with it.
   std::map<net::PublicKey, std::pair<Digest, Digest>> residual_links_;

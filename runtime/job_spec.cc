@@ -1,6 +1,7 @@
 #include "runtime/job_spec.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <toml++/toml.h>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -12,6 +13,7 @@
 #include "collectives/robust/aggregator.h"
 #include "core/digest.h"
 #include "core/files.h"
+#include "verifier/replay.h"
 
 namespace tributary::runtime {
 
@@ -71,7 +73,7 @@ Result<T> Get(const toml::node& node, const std::string& key) {
   return *v;
 }
 
-Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
+Status ApplyTable(const toml::table& table, v1::JobSpec& s, const std::filesystem::path& base_dir) {
   for (const auto& [k, node] : table) {
     const std::string key(k.str());
     auto as_u32 = [&](auto setter) -> Status {
@@ -146,6 +148,15 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
       else if (v == "allowlist") s.set_admission(v1::ADMISSION_ALLOWLIST);
       else if (v == "invite") s.set_admission(v1::ADMISSION_INVITE);
       else return InvalidArgument("admission must be open, allowlist or invite, not '" + v + "'");
+    } else if (key == "tolerance_calibrations") {
+      const toml::array* list = node.as_array();
+      if (!list) return InvalidArgument("job key 'tolerance_calibrations' must be an array of file names");
+      for (const auto& item : *list) {
+        auto file = item.value<std::string>();
+        if (!file) return InvalidArgument("job key 'tolerance_calibrations' must hold file names");
+        const std::filesystem::path path(*file);
+        TRIB_RETURN_IF_ERROR(AddCalibrationFile((path.is_absolute() ? path : base_dir / path).string(), s));
+      }
     } else if (key == "allowed_keys" || key == "invite_tokens") {
       const toml::array* list = node.as_array();
       if (!list) return InvalidArgument("job key '" + key + "' must be an array of strings");
@@ -168,7 +179,7 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s) {
 
 }  // namespace
 
-Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec) {
+Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec, const std::string& base_dir) {
   // Debian's toml++ is built with exceptions; they stop here and become a Status.
   toml::table root;
   try {
@@ -182,15 +193,25 @@ Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec) {
     for (const auto& [k, node] : root) {
       if (k.str() != "job") return InvalidArgument("unknown top-level key '" + std::string(k.str()) + "'");
     }
-    return ApplyTable(*job, spec);
+    return ApplyTable(*job, spec, base_dir);
   }
-  return ApplyTable(root, spec);
+  return ApplyTable(root, spec, base_dir);
 }
 
 Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec) {
   auto text = ReadWholeFile(path);
   if (!text.ok()) return text.status().WithContext("job file");
-  return ApplyTomlString(*text, spec).WithContext(path);
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  return ApplyTomlString(*text, spec, folder.empty() ? "." : folder.string()).WithContext(path);
+}
+
+Status AddCalibrationFile(const std::string& path, v1::JobSpec& spec) {
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return bytes.status().WithContext("tolerance calibration");
+  auto calibration = verifier::DecodeCalibration(*bytes);
+  if (!calibration.ok()) return InvalidArgument("tolerance calibration " + path + ": " + calibration.status().message());
+  spec.add_tolerance_calibrations(*bytes);
+  return Status::Ok();
 }
 
 Status ValidateJobSpec(const v1::JobSpec& s) {
@@ -234,6 +255,13 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
   }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
+  // Tolerance judges local (DiLoCo inner) steps from their post-step state; a DDP step's
+  // contribution is a raw gradient, which only a bitwise replay checks.
+  if (s.tolerance_calibrations_size() > 0) {
+    if (s.mode() != v1::MODE_DILOCO) return fail("tolerance_calibrations need diloco mode");
+    auto table = verifier::CalibrationTable::Decode({s.tolerance_calibrations().begin(), s.tolerance_calibrations().end()});
+    if (!table.ok()) return fail(table.status().message());
+  }
   if (s.async_apply_step() > 0 && s.mode() != v1::MODE_DILOCO_ASYNC) {
     return fail("async_apply_step applies to diloco-async only");
   }

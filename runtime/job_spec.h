@@ -18,8 +18,13 @@ namespace v1 = ::tributary::v1;
 v1::JobSpec DefaultJobSpec();
 // Applies the keys of a TOML file on top of `spec`. Unknown keys are an error (typos must not
 // silently train the wrong thing).
+// `tolerance_calibrations` lists calibration files (tributary calibrate --out), relative to the
+// TOML file's folder (ApplyTomlString: to `base_dir`).
 Status ApplyTomlFile(const std::string& path, v1::JobSpec& spec);
-Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec);
+Status ApplyTomlString(const std::string& toml_text, v1::JobSpec& spec, const std::string& base_dir = ".");
+// Reads a calibration file (verifier::EncodeCalibration bytes) into spec.tolerance_calibrations.
+// InvalidArgument if it does not decode.
+Status AddCalibrationFile(const std::string& path, v1::JobSpec& spec);
 Status ValidateJobSpec(const v1::JobSpec& spec);
 std::string JobIdOf(const v1::JobSpec& spec);  // 16 hex chars
 std::string ModeName(v1::Mode mode);            // "ddp" / "diloco" / "diloco-async"

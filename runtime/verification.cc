@@ -38,6 +38,15 @@ PeerVerification::PeerVerification(v1::JobSpec spec, std::string job_id, Trainin
       device_(std::move(device)),
       class_(verifier::LocalDeterminismClass(ComputeThreads(), device_).Canonical()) {
   if (hooks_ && !hooks_->claimed_class.empty()) class_ = hooks_->claimed_class;
+  // The spec was validated on admission; a table that does not decode leaves every other class
+  // unjudgeable rather than trusting part of it.
+  auto table = verifier::CalibrationTable::Decode(
+      {spec_.tolerance_calibrations().begin(), spec_.tolerance_calibrations().end()});
+  if (table.ok()) {
+    calibrations_ = std::move(table).value();
+  } else {
+    spdlog::error("the job's tolerance calibrations: {}", table.status().ToString());
+  }
 }
 
 PeerVerification::~PeerVerification() = default;
@@ -128,7 +137,7 @@ void PeerVerification::KeepOwnerOpening(uint64_t round, std::vector<std::string>
   it->second.owned_residual_in = std::move(residual_in);
 }
 
-Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool end_state) const {
+Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool end_state, bool state_after) const {
   auto it = rounds_.find(round);
   if (it == rounds_.end() || !it->second.tree) {
     return NotFound("this peer holds no committed leaves of round " + std::to_string(round));
@@ -156,6 +165,17 @@ Result<v1::Opening> PeerVerification::Open(uint64_t round, uint64_t step, bool e
     o.set_residual(verifier::EncodeResidual(log.sent_residual));
   } else {
     o.set_state(verifier::EncodeTrainingState(log.states[step]));
+  }
+  if (state_after) {
+    // Local steps chain: the state after `step` is the one the next step started from.
+    if (spec_.mode() == v1::MODE_DDP) return InvalidArgument("a DDP step has no post-step state of its own to open");
+    if (step + 1 < log.leaves.size()) {
+      o.set_state_after(verifier::EncodeTrainingState(log.states[step + 1]));
+    } else if (log.end) {
+      o.set_state_after(verifier::EncodeTrainingState(*log.end));
+    } else {
+      return NotFound("the state after the last step of round " + std::to_string(round) + " is not held");
+    }
   }
   return o;
 }
@@ -202,10 +222,13 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
                   std::to_string(step - 1) + " ended");
     }
   }
-  if (leaf->determinism_class != class_) {
-    return cannot("the prover's determinism class is not this verifier's");
-  }
   if (o.end_state() != q.delta_audit()) return fail("the opening is not the state the request names");
+  // A Δ audit is exact arithmetic on opened states, the same on every class.
+  if (q.delta_audit()) return AuditDelta(q, *commitment, *leaf);
+  const verifier::JudgeKind judge = calibrations_.Judge(leaf->determinism_class, class_);
+  if (judge == verifier::JudgeKind::kNone) {
+    return cannot("the prover's determinism class is not this verifier's, and the job calibrates no tolerance for the pair");
+  }
   if (ddp) {
     auto own = rounds_.find(q.round());
     if (own == rounds_.end() || step >= own->second.leaves.size() || !own->second.leaves[step]) {
@@ -216,7 +239,6 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
       return fail("step " + std::to_string(step) + " does not start from the state the group shared");
     }
   }
-  if (q.delta_audit()) return AuditDelta(q, *commitment, *leaf);
   auto kernel = Kernel();
   if (!kernel.ok()) return cannot("no replay kernel: " + kernel.status().message());
   auto state = verifier::DecodeTrainingState(o.state(), static_cast<uint64_t>((*kernel)->num_parameters()));
@@ -244,15 +266,21 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   }
   const auto coords = InnerBatch(spec_, q.prover_shard(), spec_.num_peers(), 0, q.round(), step);
   const auto hyper = InnerHyper(spec_, q.round() * spec_.inner_steps() + step);
+  verifier::TrainingState replayed_after;
   auto replayed = ddp ? (*kernel)->ReplayGradientStep(*state, coords)
-                      : (*kernel)->ReplayLocalStep(*state, coords, hyper);
+                      : (*kernel)->ReplayLocalStep(*state, coords, hyper, &replayed_after);
   if (!replayed.ok()) {
     if (replayed.status().code() == StatusCode::kFailedPrecondition) {
       return fail("the committed state does not train: " + replayed.status().message());
     }
     return cannot("replay failed: " + replayed.status().message());
   }
-  const verifier::ReplayDecision decision = verifier::CompareBitwise(*leaf, *replayed);
+  verifier::ReplayDecision decision = verifier::CompareBitwise(*leaf, *replayed);
+  if (!decision.match() && judge == verifier::JudgeKind::kTolerance && !ddp) {
+    auto judged = JudgeWithinTolerance(*leaf, *state, *replayed, replayed_after, o, **kernel);
+    if (!judged.ok()) return cannot("tolerance: " + judged.status().message());
+    decision = *judged;
+  }
   v1::VerifyResult r = decision.match() ? MakeResult(id, v1::VERIFY_MATCH, "")
                                         : fail(decision.reason);
   r.set_state_before(DigestToBytes(replayed->state_before));
@@ -260,6 +288,32 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   r.set_update(DigestToBytes(replayed->update));
   r.set_loss_bits(replayed->loss_bits);
   return r;
+}
+
+Result<verifier::ReplayDecision> PeerVerification::JudgeWithinTolerance(const verifier::StepLeaf& leaf,
+                                                                        const verifier::TrainingState& before,
+                                                                        const verifier::ReplayedStep& replayed,
+                                                                        const verifier::TrainingState& replayed_after,
+                                                                        const v1::Opening& o, StepKernel& kernel) {
+  const verifier::ToleranceCalibration* calibration = calibrations_.Find(leaf.determinism_class, class_);
+  if (!calibration) return FailedPrecondition("no calibration for this pair");
+  auto mismatch = [](std::string why) {
+    return verifier::ReplayDecision{verifier::ReplayOutcome::kMismatch, std::move(why)};
+  };
+  // The post-step state is the prover's evidence: without it (or with one the leaf does not
+  // commit to) it has not shown what its step produced.
+  if (o.state_after().empty()) return mismatch("the opening lacks the state after the step");
+  auto after = verifier::DecodeTrainingState(o.state_after(), static_cast<uint64_t>(kernel.num_parameters()));
+  if (!after.ok()) return mismatch("the opened state after the step does not decode: " + after.status().message());
+  auto after_digest = kernel.StateDigest(*after);
+  if (!after_digest.ok()) return mismatch("the opened state after the step does not fit the model: " + after_digest.status().message());
+  if (*after_digest != leaf.update) return mismatch("the opened state after the step is not the one the leaf commits to");
+  auto decision = verifier::CompareStepWithTolerance(leaf, before, *after, replayed, replayed_after, *calibration, class_);
+  if (decision.ok()) {
+    spdlog::info("round {} step {}: not bit-identical across classes; within the calibrated limit {:.3e}: {}", leaf.round,
+                 leaf.step, calibration->relative_l2_limit(), decision->match() ? "yes" : decision->reason);
+  }
+  return decision;
 }
 
 v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const verifier::SignedCommitment& c,
@@ -375,7 +429,7 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
       o->set_aggregate_residual(verifier::EncodeResidual(it->second.owned_residual_in));
       return std::optional<v1::Envelope>(std::move(reply));
     }
-    auto opening = Open(q.round(), q.step(), q.end_state());
+    auto opening = Open(q.round(), q.step(), q.end_state(), q.state_after());
     if (!opening.ok()) {
       spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
       return std::optional<v1::Envelope>();

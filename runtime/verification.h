@@ -27,6 +27,7 @@
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
 #include "verifier/commitment.h"
+#include "verifier/replay.h"
 
 namespace tributary::runtime {
 
@@ -96,8 +97,12 @@ class PeerVerification {
 
   // The opening of (round, step), or NotFound when this peer no longer holds that round.
   // `end_state`: the state after `step`, which must be the round's last (a Δ audit).
-  Result<v1::Opening> Open(uint64_t round, uint64_t step, bool end_state = false) const;
-  // The verdict on one VerifyRequest: the replay of a step, or a Δ audit.
+  // `state_after`: the state after `step` besides the one before (a tolerance judgement).
+  Result<v1::Opening> Open(uint64_t round, uint64_t step, bool end_state = false, bool state_after = false) const;
+  // The verdict on one VerifyRequest: the replay of a step, or a Δ audit. A replay is judged
+  // bit for bit, or, when it is not bit-identical and the job publishes a calibration for (the
+  // prover's class, this peer's), against that calibration's limits on the opened post-step
+  // state; another class without a calibration cannot replay.
   v1::VerifyResult Verify(const v1::VerifyRequest& request);
 
   const std::string& determinism_class() const { return class_; }
@@ -116,6 +121,13 @@ class PeerVerification {
   // θ_start − θ_end of the opened end state against the prover's signed manifest.
   v1::VerifyResult AuditDelta(const v1::VerifyRequest& request, const verifier::SignedCommitment& commitment,
                               const verifier::StepLeaf& leaf);
+  // A replay that is not bit-identical, judged against the job's calibration for (the prover's
+  // class, this peer's) on the opened post-step state. An error: this peer cannot judge.
+  Result<verifier::ReplayDecision> JudgeWithinTolerance(const verifier::StepLeaf& leaf,
+                                                        const verifier::TrainingState& before,
+                                                        const verifier::ReplayedStep& replayed,
+                                                        const verifier::TrainingState& replayed_after,
+                                                        const v1::Opening& opening, StepKernel& kernel);
   Result<StepKernel*> Kernel();
 
   v1::JobSpec spec_;
@@ -125,6 +137,7 @@ class PeerVerification {
   const AdversaryHooks* hooks_;
   std::string device_;
   std::string class_;
+  verifier::CalibrationTable calibrations_;  // the job's (JobSpec.tolerance_calibrations)
   std::map<uint64_t, RoundLog> rounds_;  // the last few rounds (openings come after commit)
   std::unique_ptr<StepKernel> kernel_;
 };

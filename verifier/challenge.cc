@@ -205,11 +205,19 @@ Result<std::vector<Challenge>> SampleChallenges(const Digest& seed,
   for (const Participant& prover : participants) {
     if (prover.leaf_count == 0) continue;
     HashStream steps(seed, "steps", KeyBytes(prover.key));
-    // Same-class verifiers first (they replay bitwise), then the others, each in key order.
-    std::vector<net::PublicKey> same, other;
+    // Same-class verifiers first (they replay bitwise), then the classes calibrated for the
+    // prover's (they judge within a tolerance), then the others; each tier in key order.
+    std::vector<net::PublicKey> same, calibrated, other;
     for (const Participant& p : participants) {
       if (p.key == prover.key) continue;
-      (p.determinism_class == prover.determinism_class ? same : other).push_back(p.key);
+      if (p.determinism_class == prover.determinism_class) {
+        same.push_back(p.key);
+      } else if (params.calibrations &&
+                 params.calibrations->Find(prover.determinism_class, p.determinism_class)) {
+        calibrated.push_back(p.key);
+      } else {
+        other.push_back(p.key);
+      }
     }
     for (uint64_t step : DistinctBelow(steps, prover.leaf_count, params.samples_per_peer)) {
       detail::Writer tail;
@@ -217,9 +225,9 @@ Result<std::vector<Challenge>> SampleChallenges(const Digest& seed,
       tail.U64(step);
       HashStream pick(seed, "verifiers", tail.bytes());
       Challenge ch{prover.key, step, DrawVerifiers(pick, same, params.verifiers_per_step)};
-      if (ch.verifiers.size() < params.verifiers_per_step) {
-        for (const auto& key :
-             DrawVerifiers(pick, other, params.verifiers_per_step - ch.verifiers.size())) {
+      for (const std::vector<net::PublicKey>* tier : {&calibrated, &other}) {
+        if (ch.verifiers.size() >= params.verifiers_per_step) break;
+        for (const auto& key : DrawVerifiers(pick, *tier, params.verifiers_per_step - ch.verifiers.size())) {
           ch.verifiers.push_back(key);
         }
       }

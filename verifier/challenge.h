@@ -25,6 +25,7 @@
 #include "core/status.h"
 #include "net/identity.h"
 #include "verifier/commitment.h"
+#include "verifier/replay.h"
 
 namespace tributary::verifier {
 
@@ -111,6 +112,9 @@ struct Participant {
 struct ChallengeParams {
   uint64_t samples_per_peer = 1;  // q; all steps if a peer committed fewer
   uint32_t verifiers_per_step = 1;
+  // The job's calibrations (may be null): other classes calibrated for the prover's are
+  // preferred over those that cannot judge its steps at all.
+  const CalibrationTable* calibrations = nullptr;
 };
 
 struct Challenge {
@@ -122,8 +126,8 @@ struct Challenge {
 // Deterministic function of (seed, participants as a set, params): for each prover (in key
 // order) q distinct steps drawn uniformly without replacement (ascending), and for each sampled
 // step `verifiers_per_step` distinct verifiers drawn uniformly from the other participants of
-// the prover's determinism class, topped up from the other classes only when the class has too
-// few. InvalidArgument for duplicate keys or verifiers_per_step == 0; FailedPrecondition when
+// the prover's determinism class, topped up from the classes calibrated for it only when the
+// class has too few, and from the remaining classes only when those have too few as well. InvalidArgument for duplicate keys or verifiers_per_step == 0; FailedPrecondition when
 // fewer than verifiers_per_step other participants exist.
 Result<std::vector<Challenge>> SampleChallenges(const Digest& seed,
                                                 std::vector<Participant> participants,

@@ -244,4 +244,45 @@ Result<ReplayDecision> CompareStepWithTolerance(const StepLeaf& claimed, const T
   return WithinLimits(claimed, diff, calibration, "the step");
 }
 
+const char* JudgeKindName(JudgeKind kind) {
+  switch (kind) {
+    case JudgeKind::kBitwise: return "bitwise";
+    case JudgeKind::kTolerance: return "tolerance";
+    case JudgeKind::kNone: return "none";
+  }
+  return "?";
+}
+
+Result<CalibrationTable> CalibrationTable::Decode(const std::vector<std::string>& encoded) {
+  CalibrationTable table;
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    auto c = DecodeCalibration(encoded[i]);
+    if (!c.ok()) return InvalidArgument("tolerance calibration " + std::to_string(i) + ": " + c.status().message());
+    auto key = std::make_pair(c->prover_class, c->verifier_class);
+    if (!table.by_pair_.emplace(std::move(key), *c).second) {
+      return InvalidArgument("two tolerance calibrations for '" + c->prover_class + "' replayed on '" +
+                             c->verifier_class + "'");
+    }
+  }
+  return table;
+}
+
+const ToleranceCalibration* CalibrationTable::Find(std::string_view prover_class,
+                                                   std::string_view verifier_class) const {
+  auto it = by_pair_.find(std::make_pair(std::string(prover_class), std::string(verifier_class)));
+  return it == by_pair_.end() ? nullptr : &it->second;
+}
+
+bool CalibrationTable::CoversProver(std::string_view prover_class) const {
+  for (const auto& [pair, c] : by_pair_) {
+    if (pair.first == prover_class) return true;
+  }
+  return false;
+}
+
+JudgeKind CalibrationTable::Judge(std::string_view prover_class, std::string_view verifier_class) const {
+  if (Find(prover_class, verifier_class)) return JudgeKind::kTolerance;
+  return prover_class == verifier_class ? JudgeKind::kBitwise : JudgeKind::kNone;
+}
+
 }  // namespace tributary::verifier

@@ -8,10 +8,14 @@
 // fitted from honest replay pairs of that hardware pair — never a guessed constant.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/digest.h"
 #include "core/status.h"
@@ -65,11 +69,16 @@ struct ToleranceCalibration {
   double max_loss_relative = 0;
   double safety_factor = 1;
 
-  double relative_l2_limit() const { return max_relative_l2 * safety_factor; }
-  double loss_relative_limit() const { return max_loss_relative * safety_factor; }
+  // (largest honest difference seen, but at least float32's resolution) × safety_factor. A
+  // calibration whose every sample was bit-identical saw no difference, which does not prove
+  // there is none: one rounding step apart (2^-23 relative) is the smallest difference two
+  // float32 computations can show, and an honest replay must not be accused of it.
+  static constexpr double kResolution = 0x1p-23;
+  double relative_l2_limit() const { return std::max(max_relative_l2, kResolution) * safety_factor; }
+  double loss_relative_limit() const { return std::max(max_loss_relative, kResolution) * safety_factor; }
 };
 
-// Fits the limits as (largest honest difference observed) × safety_factor. InvalidArgument
+// Fits the limits as (largest honest difference observed, at least kResolution) × safety_factor. InvalidArgument
 // unless samples.size() >= min_samples (>= 1), safety_factor >= 1 and every sample is finite and
 // non-negative.
 Result<ToleranceCalibration> FitTolerance(std::string prover_class, std::string verifier_class,
@@ -80,6 +89,30 @@ Result<ToleranceCalibration> FitTolerance(std::string prover_class, std::string 
 // hashed; Decode is strict.
 std::string EncodeCalibration(const ToleranceCalibration& calibration);
 Result<ToleranceCalibration> DecodeCalibration(std::string_view bytes);
+
+// A job's published calibrations (JobSpec.tolerance_calibrations), by (prover class, verifier
+// class), and how a verifier of one class judges a step of another.
+enum class JudgeKind {
+  kBitwise,    // same class, no calibration: the replay must be bit-identical
+  kTolerance,  // a calibration for the pair: bit-identical, or within its limits
+  kNone,       // another class without a calibration: cannot judge
+};
+const char* JudgeKindName(JudgeKind kind);
+
+class CalibrationTable {
+ public:
+  // InvalidArgument if an entry does not decode or two entries name the same pair.
+  static Result<CalibrationTable> Decode(const std::vector<std::string>& encoded);
+
+  const ToleranceCalibration* Find(std::string_view prover_class, std::string_view verifier_class) const;
+  // Some verifier class is calibrated for this prover class (its openings carry the state after).
+  bool CoversProver(std::string_view prover_class) const;
+  JudgeKind Judge(std::string_view prover_class, std::string_view verifier_class) const;
+  size_t size() const { return by_pair_.size(); }
+
+ private:
+  std::map<std::pair<std::string, std::string>, ToleranceCalibration, std::less<>> by_pair_;
+};
 
 // GPU decision. The caller has checked that `claimed_update` are the values the prover committed
 // under claimed.update (the opening). kMismatch if the state or batch digests differ, if any

@@ -27,6 +27,7 @@
 #include "collectives/codec/half.h"
 #include "core/files.h"
 #include "models/corpus.h"
+#include "runtime/calibration.h"
 #include "runtime/compute_device.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
@@ -73,20 +74,10 @@ struct Step {
 
 // "cpu[:THREADS]" or "cuda:N[:THREADS]" (threads default to 1).
 Result<Side> ParseSide(const std::string& text) {
-  const size_t device_fields = text.rfind("cuda", 0) == 0 ? 2 : 1;  // "cuda:N" holds a colon itself
-  size_t colon = std::string::npos;
-  for (size_t i = 0, seen = 0; i < text.size() && colon == std::string::npos; ++i) {
-    if (text[i] == ':' && ++seen == device_fields) colon = i;
-  }
+  TRIB_ASSIGN_OR_RETURN(runtime::CalibrationSide parsed, runtime::ParseCalibrationSide(text));
   Side side;
-  if (colon != std::string::npos) {
-    const std::string threads = text.substr(colon + 1);
-    if (threads.empty() || threads.size() > 4 || threads.find_first_not_of("0123456789") != std::string::npos) {
-      return InvalidArgument("bad thread count in '" + text + "'");
-    }
-    side.threads = std::max(1, std::stoi(threads));
-  }
-  TRIB_ASSIGN_OR_RETURN(side.device, runtime::ResolveComputeDevice(text.substr(0, colon)));
+  side.threads = parsed.threads;
+  TRIB_ASSIGN_OR_RETURN(side.device, runtime::ResolveComputeDevice(parsed.device));
   return side;
 }
 

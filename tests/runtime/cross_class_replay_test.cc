@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "net/identity.h"
+#include "runtime/calibration.h"
 #include "runtime/job_spec.h"
 #include "runtime/step_kernel.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "runtime/verification.h"
 #include "tests/common/test_corpus.h"
 #include "verifier/determinism.h"
 #include "verifier/replay.h"
@@ -170,6 +173,132 @@ TEST_F(CrossClassReplayTest, ACalibrationOfAnotherPairOfClassesIsRefused) {
   d = Judge(p, p.claimed, c);
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().code(), StatusCode::kFailedPrecondition);
+}
+
+// The same decision wired into the protocol: a job publishes the calibration `tributary
+// calibrate` fitted for (2-thread prover, 1-thread verifier); the prover opens the state after a
+// challenged step besides the one before; the verifying peer, which cannot reproduce the
+// committed post-step digest, judges the opened state against its replay within the limits.
+class PeerAcrossClassesTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { dir_ = new std::string(::tributary::testing::MakeTempCorpus("peer-cross-class")); }
+  static void TearDownTestSuite() {
+    PinComputeThreads(1);
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+
+  static v1::JobSpec Spec() {
+    v1::JobSpec spec = DefaultJobSpec();
+    spec.set_mode(v1::MODE_DILOCO);
+    spec.set_n_layer(1);
+    spec.set_n_head(2);
+    spec.set_d_model(32);
+    spec.set_context(16);
+    spec.set_batch_size(8);
+    spec.set_inner_steps(5);
+    spec.set_rounds(2);
+    spec.set_num_peers(2);
+    spec.set_verify_samples(5);
+    return spec;
+  }
+
+  struct Round {
+    std::string commitment;
+    std::vector<v1::Opening> openings;  // each step, with the state after it
+  };
+  // Round 0 trained and committed by a 2-thread prover (bent by `tamper` if set).
+  static Round Prove(const v1::JobSpec& spec, const std::string& job, const TrainingData& data,
+                     const net::Identity& id, const StepTamper* tamper = nullptr) {
+    PinComputeThreads(2);
+    Round out;
+    PeerVerification prover(spec, job, data, &id, nullptr);
+    auto trainer = Trainer::Create(spec, data, WorkerPlacement{0, spec.num_peers(), 0});
+    EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
+    (*trainer)->SetStepObserver(prover.Observer());
+    if (tamper) (*trainer)->SetStepTamper(*tamper);
+    EXPECT_TRUE((*trainer)->TryRound([](std::span<float>) { return Status::Ok(); }).ok());
+    auto delta = (*trainer)->PseudoGradientDigest();
+    EXPECT_TRUE(delta.ok());
+    auto commitments = prover.CommitRound(0, 0, *delta);
+    EXPECT_TRUE(commitments.ok()) << commitments.status().ToString();
+    out.commitment = commitments->before.front().step_commitment().commitment();
+    for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+      auto o = prover.Open(0, step, false, true);
+      EXPECT_TRUE(o.ok()) << o.status().ToString();
+      out.openings.push_back(*o);
+    }
+    PinComputeThreads(1);
+    return out;
+  }
+
+  static v1::VerifyRequest Request(const Round& r, const net::Identity& prover, uint64_t step) {
+    v1::VerifyRequest q;
+    q.set_challenge_id(step + 1);
+    q.set_round(0);
+    q.set_prover_key(net::KeyToBytes(prover.public_key()));
+    q.set_prover_shard(0);
+    q.set_commitment(r.commitment);
+    *q.mutable_opening() = r.openings[step];
+    return q;
+  }
+
+  static std::string* dir_;
+};
+std::string* PeerAcrossClassesTest::dir_ = nullptr;
+
+TEST_F(PeerAcrossClassesTest, ACalibratedVerifierOfAnotherClassJudgesHonestStepsAndCatchesLies) {
+  const v1::JobSpec plain = Spec();
+  auto data = LoadTrainingData(*dir_, plain);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  auto report = CalibrateTolerance(plain, *data, {"cpu", 2}, {"cpu", 1}, 12, 4.0);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_LT(report->bit_identical, 12u) << "two and one threads must give another reduction order here";
+  EXPECT_GT(report->calibration.relative_l2_limit(), 0);
+  v1::JobSpec spec = plain;
+  spec.add_tolerance_calibrations(verifier::EncodeCalibration(report->calibration));
+  ASSERT_TRUE(ValidateJobSpec(spec).ok());
+  const std::string job = JobIdOf(spec);
+  const net::Identity prover_id = net::Identity::Generate(), verifier_id = net::Identity::Generate();
+
+  const Round honest = Prove(spec, job, *data, prover_id);
+  PeerVerification verifier(spec, job, *data, &verifier_id, nullptr);
+  PeerVerification uncalibrated(plain, job, *data, &verifier_id, nullptr);  // the same job, no table
+  ASSERT_NE(verifier.determinism_class(), report->calibration.prover_class);
+  int inexact = 0;
+  for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+    const v1::VerifyRequest q = Request(honest, prover_id, step);
+    const v1::VerifyResult r = verifier.Verify(q);
+    EXPECT_EQ(r.outcome(), v1::VERIFY_MATCH) << "honest step " << step << ": " << r.reason();
+    auto leaf = verifier::DecodeLeaf(q.opening().leaf());
+    ASSERT_TRUE(leaf.ok());
+    inexact += r.update() != DigestToBytes(leaf->update);
+    EXPECT_EQ(uncalibrated.Verify(q).outcome(), v1::VERIFY_CANNOT_REPLAY);
+  }
+  EXPECT_GT(inexact, 0) << "the replays must not be bit-identical, or the tolerance went untested";
+
+  // The post-step state is the prover's evidence: missing, or another than the leaf commits to.
+  v1::VerifyRequest q = Request(honest, prover_id, 2);
+  q.mutable_opening()->clear_state_after();
+  v1::VerifyResult r = verifier.Verify(q);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("lacks the state after"), std::string::npos) << r.reason();
+  q.mutable_opening()->set_state_after(honest.openings[3].state_after());
+  r = verifier.Verify(q);
+  EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH);
+  EXPECT_NE(r.reason().find("not the one the leaf commits to"), std::string::npos) << r.reason();
+
+  // A prover whose every update is 1 % longer than honest, committed consistently.
+  StepTamper longer;
+  longer.after = [](uint64_t, uint64_t, std::span<const float> before, std::span<float> after) {
+    for (size_t i = 0; i < after.size(); ++i) after[i] = before[i] + 1.01f * (after[i] - before[i]);
+  };
+  const Round lying = Prove(spec, job, *data, prover_id, &longer);
+  for (uint64_t step = 0; step < spec.inner_steps(); ++step) {
+    r = verifier.Verify(Request(lying, prover_id, step));
+    EXPECT_EQ(r.outcome(), v1::VERIFY_MISMATCH) << "step " << step;
+    EXPECT_NE(r.reason().find("relative L2"), std::string::npos) << r.reason();
+  }
 }
 
 }  // namespace

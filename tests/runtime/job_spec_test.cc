@@ -2,7 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <vector>
+
+#include "core/files.h"
+#include "verifier/replay.h"
 
 namespace tributary::runtime {
 namespace {
@@ -183,6 +189,50 @@ TEST(JobSpecTest, AdmissionKeysParseAndInviteTokensAreHashed) {
   EXPECT_NE(ValidateJobSpec(allow).message().find("allowed_keys"), std::string::npos);
   allow.set_min_peers(allow.num_peers() + 1);
   EXPECT_FALSE(ValidateJobSpec(allow).ok());
+}
+
+// Calibration files (tributary calibrate --out) go into the signed spec, from a flag or from
+// the TOML file's `tolerance_calibrations` (relative to the file); a file that is not a
+// calibration, two for one pair, or calibrations in a job whose steps are not local are refused.
+TEST(JobSpecTest, ToleranceCalibrationsComeFromFilesAndAreValidated) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("tributary-calibrations-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto fitted = verifier::FitTolerance("gpu-class", "cpu-class", std::vector<verifier::DifferenceSample>{{1e-5, 1e-6}},
+                                       4.0, 1);
+  ASSERT_TRUE(fitted.ok());
+  ASSERT_TRUE(WriteFileAtomically((dir / "gpu-on-cpu.calibration").string(), verifier::EncodeCalibration(*fitted)).ok());
+  ASSERT_TRUE(WriteFileAtomically((dir / "junk.calibration").string(), "not a calibration").ok());
+
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_DILOCO);
+  ASSERT_TRUE(AddCalibrationFile((dir / "gpu-on-cpu.calibration").string(), spec).ok());
+  EXPECT_EQ(spec.tolerance_calibrations_size(), 1);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  EXPECT_NE(JobIdOf(spec), JobIdOf(DefaultJobSpec())) << "the calibrations are part of what peers sign up for";
+
+  v1::JobSpec junk = DefaultJobSpec();
+  Status st = AddCalibrationFile((dir / "junk.calibration").string(), junk);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(junk.tolerance_calibrations_size(), 0);
+  EXPECT_FALSE(AddCalibrationFile((dir / "missing.calibration").string(), junk).ok());
+
+  v1::JobSpec twice = spec;
+  ASSERT_TRUE(AddCalibrationFile((dir / "gpu-on-cpu.calibration").string(), twice).ok());
+  EXPECT_NE(ValidateJobSpec(twice).message().find("two tolerance calibrations"), std::string::npos);
+  v1::JobSpec ddp = spec;
+  ddp.set_mode(v1::MODE_DDP);
+  EXPECT_NE(ValidateJobSpec(ddp).message().find("tolerance_calibrations need diloco"), std::string::npos);
+
+  ASSERT_TRUE(WriteFileAtomically((dir / "job.toml").string(),
+                                  "mode = \"diloco\"\ntolerance_calibrations = [\"gpu-on-cpu.calibration\"]\n").ok());
+  v1::JobSpec from_toml = DefaultJobSpec();
+  ASSERT_TRUE(ApplyTomlFile((dir / "job.toml").string(), from_toml).ok());
+  EXPECT_EQ(JobIdOf(from_toml), JobIdOf(spec));
+  v1::JobSpec bad_toml = DefaultJobSpec();
+  EXPECT_FALSE(ApplyTomlString("tolerance_calibrations = [\"junk.calibration\"]", bad_toml, dir.string()).ok());
+  EXPECT_FALSE(ApplyTomlString("tolerance_calibrations = \"gpu-on-cpu.calibration\"", bad_toml, dir.string()).ok());
+  fs::remove_all(dir);
 }
 
 }  // namespace

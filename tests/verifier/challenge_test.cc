@@ -182,6 +182,39 @@ TEST(SampleChallenges, PrefersVerifiersOfTheProversClass) {
   }
 }
 
+// Where the prover's class has too few members, classes calibrated for it are drawn before
+// classes that cannot judge its steps at all.
+TEST(SampleChallenges, TopsUpFromCalibratedClassesBeforeTheRest) {
+  const std::string kClassC = "class-c";
+  std::vector<Peer> peers(7);
+  for (int i = 0; i < 7; ++i) {
+    peers[i].commit = Commit(peers[i].id, 7, "r" + std::to_string(i), 50, i < 1 ? kClassB : i < 4 ? kClassA : kClassC);
+  }
+  auto b_on_c = FitTolerance(kClassB, kClassC, std::vector<DifferenceSample>{{1e-6, 0}}, 4.0, 1);
+  ASSERT_TRUE(b_on_c.ok());
+  auto table = CalibrationTable::Decode({EncodeCalibration(*b_on_c)});
+  ASSERT_TRUE(table.ok());
+  std::map<net::PublicKey, std::string> cls;
+  for (const auto& p : peers) cls[p.id.public_key()] = p.commit.body.determinism_class;
+  int uncalibrated_without_table = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    const Digest seed = *ChallengeSeed("job", 7, Bodies(peers), Sha256Of("entropy " + std::to_string(trial)));
+    auto sample = *SampleChallenges(seed, Participants(peers),
+                                    {.samples_per_peer = 3, .verifiers_per_step = 3, .calibrations = &*table});
+    for (const auto& ch : sample) {
+      if (cls[ch.prover] != kClassB) continue;
+      for (const auto& v : ch.verifiers) EXPECT_EQ(cls[v], kClassC) << "class B's only calibrated verifiers are C";
+    }
+    // Without the table, the same draw mixes A and C.
+    auto plain = *SampleChallenges(seed, Participants(peers), {.samples_per_peer = 3, .verifiers_per_step = 3});
+    for (const auto& ch : plain) {
+      if (cls[ch.prover] != kClassB) continue;
+      for (const auto& v : ch.verifiers) uncalibrated_without_table += cls[v] == kClassA;
+    }
+  }
+  EXPECT_GT(uncalibrated_without_table, 0);
+}
+
 TEST(SampleChallenges, SmallRoundsAndImpossibleRequests) {
   auto peers = Peers(2);
   const Digest seed = *ChallengeSeed("job", 7, Bodies(peers), kEntropy);

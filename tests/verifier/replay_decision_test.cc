@@ -146,6 +146,35 @@ TEST(Tolerance, AcceptsHonestNoiseRejectsScaledFakedAndNonFinite) {
             StatusCode::kFailedPrecondition);
 }
 
+// The job's published calibrations: one per pair, strictly decoded, and the judge each pair
+// gets (bitwise within a class, tolerance where calibrated, none otherwise).
+TEST(CalibrationTable, OnePerPairAndTheJudgeOfEachPair) {
+  std::vector<DifferenceSample> samples = {{1e-6, 1e-7}, {2e-6, 0}};
+  auto gpu_on_cpu = FitTolerance(kGpu, "cpu-class", samples, 4.0, 2);
+  auto gpu_on_gpu = FitTolerance(kGpu, kGpu, samples, 4.0, 2);
+  ASSERT_TRUE(gpu_on_cpu.ok() && gpu_on_gpu.ok());
+  auto table = CalibrationTable::Decode({EncodeCalibration(*gpu_on_cpu), EncodeCalibration(*gpu_on_gpu)});
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  EXPECT_EQ(table->size(), 2u);
+  ASSERT_NE(table->Find(kGpu, "cpu-class"), nullptr);
+  EXPECT_DOUBLE_EQ(table->Find(kGpu, "cpu-class")->relative_l2_limit(), 8e-6);
+  EXPECT_EQ(table->Find("cpu-class", kGpu), nullptr) << "a pair is directed: prover, then verifier";
+  EXPECT_TRUE(table->CoversProver(kGpu));
+  EXPECT_FALSE(table->CoversProver("cpu-class"));
+  EXPECT_EQ(table->Judge(kGpu, "cpu-class"), JudgeKind::kTolerance);
+  EXPECT_EQ(table->Judge(kGpu, kGpu), JudgeKind::kTolerance) << "a calibrated class judges itself within limits";
+  EXPECT_EQ(table->Judge("cpu-class", "cpu-class"), JudgeKind::kBitwise);
+  EXPECT_EQ(table->Judge("cpu-class", kGpu), JudgeKind::kNone);
+  EXPECT_EQ(CalibrationTable().Judge(kGpu, "cpu-class"), JudgeKind::kNone);
+
+  auto twice = CalibrationTable::Decode({EncodeCalibration(*gpu_on_cpu), EncodeCalibration(*gpu_on_cpu)});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("two tolerance calibrations"), std::string::npos);
+  auto garbage = CalibrationTable::Decode({EncodeCalibration(*gpu_on_cpu), "not a calibration"});
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_NE(garbage.status().message().find("calibration 1"), std::string::npos) << garbage.status().ToString();
+}
+
 TEST(MeasureDifference, RefusesNonFiniteAndLengthMismatch) {
   std::vector<float> a = {1, 2, 3}, b = {1, 2};
   EXPECT_FALSE(MeasureDifference(a, b, 1, 1).ok());
