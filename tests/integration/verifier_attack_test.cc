@@ -72,6 +72,7 @@ class VerifiedJob {
     std::string mode = "diloco";
     int group_size = 0;  // > 0: a grouped job (docs/GROUPS.md)
     std::string codec;   // empty: the default (fp32)
+    std::vector<std::string> calibrations;  // tolerance calibration files (Calibrate)
   };
   void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
   void Start(const Options& o) {
@@ -85,6 +86,7 @@ class VerifiedJob {
     if (o.before_commit) argv.push_back("--verify-before-commit");
     if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
     if (!o.codec.empty()) argv.insert(argv.end(), {"--codec", o.codec});
+    for (const std::string& c : o.calibrations) argv.insert(argv.end(), {"--calibration", c});
     auto child = ChildProcess::Spawn(argv, {}, log("coordinator"));
     ASSERT_TRUE(child.ok());
     processes_.push_back(std::move(child).value());
@@ -96,6 +98,19 @@ class VerifiedJob {
     std::this_thread::sleep_for(50ms);
     std::istringstream in(ReadFileOrEmpty(dir_ + "/port"));
     in >> port_ >> job_ >> coordinator_key_;
+  }
+
+  // `tributary calibrate` for this job's model: PROVER and VERIFIER are DEVICE[:THREADS].
+  std::string Calibrate(const std::string& prover, const std::string& verifier) {
+    const std::string out = dir_ + "/" + prover + "-on-" + verifier + ".calibration";
+    auto child = ChildProcess::Spawn({TRIBUTARY_BINARY, "calibrate", "--data", corpus_, "--prover", prover, "--verifier",
+                                      verifier, "--steps", "24", "--out", out, "--inner-steps", "4", "--n-layer", "1",
+                                      "--n-head", "2", "--d-model", "32", "--context", "32", "--batch-size", "8",
+                                      "--inner-lr", "0.01"},
+                                     {{"OPENBLAS_NUM_THREADS", "1"}}, log("calibrate"));
+    EXPECT_TRUE(child.ok());
+    EXPECT_EQ(ExitCode(child->Wait(DeadlineAfter(120s))), 0) << ReadFileOrEmpty(log("calibrate"));
+    return out;
   }
 
   void Peer(const std::string& name, const std::string& binary, std::vector<std::string> extra = {}) {
@@ -353,6 +368,55 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   auto key = net::KeyFromHex(m);
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
+// Peers of two determinism classes (torch on two threads, and on one: another reduction order,
+// so their replays of each other are never bit-identical). The job publishes the calibrations
+// `tributary calibrate` fitted for both directions; every step of every round is challenged.
+// Honest steps of one class verified by the other are judged within the limits and never
+// accused; the other class's verified work is in the ledger like anyone's.
+TEST(VerifierAcrossClasses, HonestPeersOfTwoClassesVerifyEachOtherWithinTheCalibratedTolerance) {
+  VerifiedJob job("verify-across-classes");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
+  const std::string one_on_two = job.Calibrate("cpu:1", "cpu:2"), two_on_one = job.Calibrate("cpu:2", "cpu:1");
+  job.Start({.rounds = 3, .verifiers_per_step = 2, .calibrations = {one_on_two, two_on_one}});
+  job.Peer("alice", TRIBUTARY_BINARY, {"--threads", "2"});
+  job.Peer("bob", TRIBUTARY_BINARY, {"--threads", "2"});
+  job.Peer("carol", TRIBUTARY_BINARY, {"--threads", "1"});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const Outcome o = ReadLedger(job);
+  EXPECT_TRUE(o.banned.empty()) << o.banned.begin()->second;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+  ExpectHonest(o, c);
+  // Two verifiers per step and three members: every step is replayed across the classes too.
+  const std::string judged = "not bit-identical across classes; within the calibrated limit";
+  for (const std::string& name : {"alice", "bob", "carol"}) {
+    const std::string log = ReadFileOrEmpty(job.log(name));
+    EXPECT_NE(log.find(judged), std::string::npos) << name << " never judged across classes:\n" << log;
+    EXPECT_EQ(log.find("VERIFY_MISMATCH"), std::string::npos) << name << ":\n" << log;
+    EXPECT_EQ(log.find("VERIFY_CANNOT_REPLAY"), std::string::npos) << name << ":\n" << log;
+  }
+}
+
+// A cheater whose only verifiers are of another class, lengthening every update by 1 %: far
+// inside what a loose guess would allow, far outside the calibrated limits. Convicted and banned;
+// its honest verifiers are never accused.
+TEST(VerifierAcrossClasses, ACheaterVerifiedOnlyAcrossClassesIsCaught) {
+  VerifiedJob job("verify-across-classes-cheat");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start({.rounds = 3, .calibrations = {job.Calibrate("cpu:1", "cpu:2")}});
+  job.Peer("alice", TRIBUTARY_BINARY, {"--threads", "2"});
+  job.Peer("bob", TRIBUTARY_BINARY, {"--threads", "2"});
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "scale", "--scale", "1.01"});  // one thread
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  EXPECT_NE(log.find("convicted"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ASSERT_EQ(o.banned.count(m), 1u) << log;
+  EXPECT_NE(o.banned.at(m).find("calibrated limit"), std::string::npos) << o.banned.at(m);
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
 }
 
 // Groups of two re-mixed every round: members start each round from their own group's state, so

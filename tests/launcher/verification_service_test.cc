@@ -63,7 +63,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Leaves that chain, a tree and a signed commitment for `round`.
-  void Commit(Prover& p, uint64_t round, uint8_t variant = 0) {
+  void Commit(Prover& p, uint64_t round, uint8_t variant = 0, const std::string& dclass = "cpu-test") {
     p.leaves.clear();
     Digest state = Sha256Of(net::KeyToBytes(p.id.public_key()) + "start");
     for (uint64_t t = 0; t < kSteps; ++t) {
@@ -76,12 +76,12 @@ class ServiceTest : public ::testing::Test {
       state = Sha256Of(DigestToBytes(state) + std::to_string(variant));
       leaf.update = state;
       leaf.loss_bits = verifier::LossBits(2.5);
-      leaf.determinism_class = "cpu-test";
+      leaf.determinism_class = dclass;
       p.leaves.push_back(leaf);
     }
     auto tree = verifier::BuildRoundTree(p.leaves);
     ASSERT_TRUE(tree.ok());
-    verifier::RoundCommitment body{job_, p.id.public_key(), round, tree->root(), kSteps, "cpu-test", {}};
+    verifier::RoundCommitment body{job_, p.id.public_key(), round, tree->root(), kSteps, dclass, {}};
     auto signed_body = verifier::SignCommitment(body, p.id);
     ASSERT_TRUE(signed_body.ok());
     p.tree = std::move(tree).value();
@@ -971,6 +971,148 @@ TEST_F(ServiceTest, ASplitBetweenTwoRefereesGoesToAThirdAndTheMinorityIsBanned) 
   EXPECT_FALSE(bans_.count(third));
   EXPECT_FALSE(bans_.count(verifiers[0]));
   EXPECT_EQ(Record(cheat).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+// ---- a job that publishes a calibration for (gpu-test prover, cpu-test verifier) ----------------
+
+class CalibratedServiceTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    ServiceTest::SetUp();
+    auto c = verifier::FitTolerance("gpu-test", "cpu-test", std::vector<verifier::DifferenceSample>{{1e-6, 1e-7}}, 4.0, 1);
+    ASSERT_TRUE(c.ok());
+    spec_.add_tolerance_calibrations(verifier::EncodeCalibration(*c));
+    service_ = Make();
+  }
+
+  // Round 0 committed by `gpus` and the three cpu-test provers.
+  void CommitMixedRound(std::vector<Prover*> gpus) {
+    service_->OnRoundStart(0, "");
+    std::vector<Prover*> all = gpus;
+    for (auto& p : provers_) all.push_back(&p);
+    for (Prover* p : all) ASSERT_TRUE(service_->OnCommitment(p->id.public_key(), Message(*p), 10).ok());
+    std::vector<VerificationService::Member> members;
+    for (uint32_t i = 0; i < all.size(); ++i) members.push_back({all[i]->id.public_key(), i});
+    service_->OnRoundCommitted(0, members, 20);
+  }
+
+  bool IsCpu(const net::PublicKey& key) const {
+    return std::any_of(provers_.begin(), provers_.end(), [&](const Prover& p) { return p.id.public_key() == key; });
+  }
+
+  // A replay's answer: the prover's inputs, another update (a calibrated pair's bits differ).
+  v1::VerifyResult Answer(uint64_t id, const verifier::StepLeaf& leaf, v1::VerifyOutcome outcome) {
+    v1::VerifyResult r;
+    r.set_challenge_id(id);
+    r.set_outcome(outcome);
+    r.set_state_before(DigestToBytes(leaf.state_before));
+    r.set_batch(DigestToBytes(leaf.batch));
+    r.set_update(DigestToBytes(Sha256Of("another class's rounding of the update")));
+    r.set_loss_bits(leaf.loss_bits);
+    return r;
+  }
+};
+
+// A prover of a calibrated class opens the state after each challenged step too (its verifiers of
+// another class judge it), and withholding it convicts; other provers open as before.
+TEST_F(CalibratedServiceTest, ACalibratedProverOpensTheStateAfterAndMustGiveIt) {
+  Prover gpu;
+  Commit(gpu, 0, 0, "gpu-test");
+  CommitMixedRound({&gpu});
+  const auto requests = OpenRequests(gpu);
+  ASSERT_EQ(requests.size(), 2u);
+  for (const auto& q : requests) EXPECT_TRUE(q.state_after());
+  for (const auto& q : OpenRequests(provers_[0])) EXPECT_FALSE(q.state_after());
+
+  v1::Opening with = Open(gpu, requests[0].challenge_id(), requests[0].step());
+  with.set_state_after("opaque state after");
+  service_->OnOpening(gpu.id.public_key(), with, 30);
+  const auto verifiers = Asked(requests[0].challenge_id(), false);
+  ASSERT_EQ(verifiers.size(), 1u);
+  EXPECT_TRUE(IsCpu(verifiers[0]));
+  EXPECT_FALSE(bans_.count(gpu.id.public_key()));
+
+  service_->OnOpening(gpu.id.public_key(), Open(gpu, requests[1].challenge_id(), requests[1].step()), 31);
+  ASSERT_TRUE(bans_.count(gpu.id.public_key()));
+  EXPECT_NE(bans_[gpu.id.public_key()].find("withheld the state after"), std::string::npos) << bans_[gpu.id.public_key()];
+}
+
+// Referees of a calibrated pair rule by their judgement within the limits, not by bits: their
+// replays differ from the honest prover's leaf, and they acquit it; the accuser, whose own
+// tolerance judgement they overruled, is the one banned.
+TEST_F(CalibratedServiceTest, RefereesOfACalibratedPairRuleWithinTheLimits) {
+  Prover gpu;
+  Commit(gpu, 0, 0, "gpu-test");
+  CommitMixedRound({&gpu});
+  const auto q = OpenRequests(gpu).front();
+  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
+  o.set_state_after("opaque state after");
+  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const net::PublicKey accuser = Asked(q.challenge_id(), false).front();
+  const verifier::StepLeaf& leaf = gpu.leaves[q.step()];
+  service_->OnVerifyResult(accuser, Answer(q.challenge_id(), leaf, v1::VERIFY_MISMATCH), 40);
+  const auto referees = Asked(q.challenge_id(), true);
+  ASSERT_EQ(referees.size(), 2u);
+  for (const auto& r : referees) service_->OnVerifyResult(r, Answer(q.challenge_id(), leaf, v1::VERIFY_MATCH), 50);
+  EXPECT_FALSE(bans_.count(gpu.id.public_key())) << bans_[gpu.id.public_key()];
+  EXPECT_TRUE(bans_.count(accuser));
+  for (const auto& r : referees) EXPECT_FALSE(bans_.count(r));
+  EXPECT_NE(Record(gpu).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+// The same, but the referees find the step outside the limits: the prover is convicted; the
+// verifier that vouched within its own pair's limits is not banned for it (a lie can sit inside
+// one pair's tolerance and outside another's).
+TEST_F(CalibratedServiceTest, AConvictionWithinToleranceBansNoToleranceVoucher) {
+  spec_.set_verifiers_per_step(2);
+  service_ = Make();
+  Prover gpu;
+  Commit(gpu, 0, 0, "gpu-test");
+  CommitMixedRound({&gpu});
+  const auto q = OpenRequests(gpu).front();
+  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
+  o.set_state_after("opaque state after");
+  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const auto verifiers = Asked(q.challenge_id(), false);
+  ASSERT_EQ(verifiers.size(), 2u);
+  const verifier::StepLeaf& leaf = gpu.leaves[q.step()];
+  service_->OnVerifyResult(verifiers[0], Answer(q.challenge_id(), leaf, v1::VERIFY_MATCH), 40);
+  service_->OnVerifyResult(verifiers[1], Answer(q.challenge_id(), leaf, v1::VERIFY_MISMATCH), 41);
+  const auto referees = Asked(q.challenge_id(), true);
+  ASSERT_EQ(referees.size(), 1u);  // four cpu members: two verified, one is left
+  service_->OnVerifyResult(referees[0], Answer(q.challenge_id(), leaf, v1::VERIFY_MISMATCH), 50);
+  EXPECT_TRUE(bans_.count(gpu.id.public_key()));
+  EXPECT_FALSE(bans_.count(verifiers[0]));
+  EXPECT_FALSE(bans_.count(verifiers[1]));
+  EXPECT_EQ(Record(gpu).verdict(), verifier::RoundVerdict::kRejected);
+}
+
+// A same-class verifier compares bit for bit; when only referees of a calibrated class remain,
+// their acquittal within the limits cannot show its accusation false (a lie may hide inside the
+// limits), nor can its accusation convict: nobody is penalised.
+TEST_F(CalibratedServiceTest, ABitwiseAccusationInsideTheRefereesToleranceBansNobody) {
+  Prover gpu, twin;
+  Commit(gpu, 0, 0, "gpu-test");
+  Commit(twin, 0, 1, "gpu-test");
+  CommitMixedRound({&gpu, &twin});
+  const auto q = OpenRequests(gpu).front();
+  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
+  o.set_state_after("opaque state after");
+  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const auto verifiers = Asked(q.challenge_id(), false);
+  ASSERT_EQ(verifiers.size(), 1u);
+  EXPECT_EQ(verifiers[0], twin.id.public_key()) << "its own class verifies first";
+  const verifier::StepLeaf& leaf = gpu.leaves[q.step()];
+  service_->OnVerifyResult(twin.id.public_key(), Answer(q.challenge_id(), leaf, v1::VERIFY_MISMATCH), 40);
+  const auto referees = Asked(q.challenge_id(), true);
+  ASSERT_EQ(referees.size(), 2u);
+  for (const auto& r : referees) {
+    EXPECT_TRUE(IsCpu(r));
+    service_->OnVerifyResult(r, Answer(q.challenge_id(), leaf, v1::VERIFY_MATCH), 50);
+  }
+  EXPECT_FALSE(bans_.count(gpu.id.public_key()));
+  EXPECT_FALSE(bans_.count(twin.id.public_key()));
+  EXPECT_NE(Record(gpu).verdict(), verifier::RoundVerdict::kRejected);
 }
 
 }  // namespace
