@@ -823,15 +823,16 @@ void VerificationService::Settle(uint64_t id, Pending& p, uint64_t now_ms) {
     p.bitwise_conviction = any_bitwise(guilty);
     return Convict(id, p, accusers.front(), guilty.front().second.reason);
   }
-  if (innocent.front().second.verdict) {
+  // An accuser is false when a referee reproduced the prover's leaf bit for bit, or when its own
+  // tolerance judgement was overruled. A bitwise accuser acquitted only by tolerance referees
+  // may have seen a real lie that hides inside their limits: that dispute stays unresolved, and
+  // the ledger charges nobody with it.
+  const bool exact_acquittal = any_bitwise(innocent);
+  if (innocent.front().second.verdict && (exact_acquittal || !bitwise(accusers.front()))) {
     Status st = ledger_.RecordRuling(*innocent.front().second.verdict);
     if (!st.ok()) spdlog::error("ledger: {}", st.ToString());
     Persist();
   }
-  // An accuser is false when a referee reproduced the prover's leaf bit for bit, or when its own
-  // tolerance judgement was overruled. A bitwise accuser acquitted only by tolerance referees
-  // may have seen a real lie that hides inside their limits: that dispute stays unresolved.
-  const bool exact_acquittal = any_bitwise(innocent);
   for (const net::PublicKey& a : accusers) {
     if (!exact_acquittal && bitwise(a)) {
       spdlog::warn("job {} round {} step {}: {}'s bitwise accusation against {} lies inside the referees' calibrated "

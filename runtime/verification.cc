@@ -310,8 +310,8 @@ Result<verifier::ReplayDecision> PeerVerification::JudgeWithinTolerance(const ve
   if (*after_digest != leaf.update) return mismatch("the opened state after the step is not the one the leaf commits to");
   auto decision = verifier::CompareStepWithTolerance(leaf, before, *after, replayed, replayed_after, *calibration, class_);
   if (decision.ok()) {
-    spdlog::info("round {} step {}: not bit-identical across classes; within the calibrated limit {:.3e}: {}", leaf.round,
-                 leaf.step, calibration->relative_l2_limit(), decision->match() ? "yes" : decision->reason);
+    spdlog::info("round {} step {}: not bit-identical across classes; judged against the calibrated limit {:.3e}: {}",
+                 leaf.round, leaf.step, calibration->relative_l2_limit(), decision->match() ? "within" : "outside");
   }
   return decision;
 }

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   app.add_option("--rate", policy.rate, "fraction of steps faked (partial, skip)");
   app.add_option("--scale", policy.scale, "factor (scale)");
   app.add_option("--seed", policy.seed, "which steps are faked");
+  app.add_option("--device", options.device, "train and replay on: cpu, cuda, cuda:N");
+  int threads = 1;
+  app.add_option("--threads", threads, "compute threads");
   CLI11_PARSE(app, argc, argv);
   InitLogging("adversary-" + policy.attack, "info");
   auto hooks = adversary::MakePolicy(policy);
@@ -43,7 +46,7 @@ int main(int argc, char** argv) {
   options.coordinator_port = address->port;
   options.coordinator_key = address->key;
   options.adversary = &*hooks;
-  runtime::PinComputeThreads(1);
+  runtime::PinComputeThreads(threads);
   auto outcome = runtime::RunPeer(options);
   if (!outcome.ok()) {
     std::fprintf(stderr, "adversary %s ended: %s\n", policy.attack.c_str(), outcome.status().ToString().c_str());

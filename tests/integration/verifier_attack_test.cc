@@ -390,10 +390,11 @@ TEST(VerifierAcrossClasses, HonestPeersOfTwoClassesVerifyEachOtherWithinTheCalib
   ExpectHonest(o, b);
   ExpectHonest(o, c);
   // Two verifiers per step and three members: every step is replayed across the classes too.
-  const std::string judged = "not bit-identical across classes; within the calibrated limit";
+  const std::string judged = "not bit-identical across classes; judged against the calibrated limit";
   for (const std::string& name : {"alice", "bob", "carol"}) {
     const std::string log = ReadFileOrEmpty(job.log(name));
     EXPECT_NE(log.find(judged), std::string::npos) << name << " never judged across classes:\n" << log;
+    EXPECT_EQ(log.find(": outside"), std::string::npos) << name << ":\n" << log;
     EXPECT_EQ(log.find("VERIFY_MISMATCH"), std::string::npos) << name << ":\n" << log;
     EXPECT_EQ(log.find("VERIFY_CANNOT_REPLAY"), std::string::npos) << name << ":\n" << log;
   }

@@ -996,6 +996,18 @@ class CalibratedServiceTest : public ServiceTest {
     service_->OnRoundCommitted(0, members, 20);
   }
 
+  // `gpus` commit as gpu-test and round 0 commits with them; gpus[0] opens its first challenge,
+  // with the state after the step. Returns that challenge.
+  v1::OpenRequest OpenFirstGpuChallenge(std::vector<Prover*> gpus) {
+    for (size_t i = 0; i < gpus.size(); ++i) Commit(*gpus[i], 0, static_cast<uint8_t>(i), "gpu-test");
+    CommitMixedRound(gpus);
+    const auto q = OpenRequests(*gpus[0]).front();
+    v1::Opening o = Open(*gpus[0], q.challenge_id(), q.step());
+    o.set_state_after("opaque state after");
+    service_->OnOpening(gpus[0]->id.public_key(), o, 30);
+    return q;
+  }
+
   bool IsCpu(const net::PublicKey& key) const {
     return std::any_of(provers_.begin(), provers_.end(), [&](const Prover& p) { return p.id.public_key() == key; });
   }
@@ -1042,12 +1054,7 @@ TEST_F(CalibratedServiceTest, ACalibratedProverOpensTheStateAfterAndMustGiveIt) 
 // tolerance judgement they overruled, is the one banned.
 TEST_F(CalibratedServiceTest, RefereesOfACalibratedPairRuleWithinTheLimits) {
   Prover gpu;
-  Commit(gpu, 0, 0, "gpu-test");
-  CommitMixedRound({&gpu});
-  const auto q = OpenRequests(gpu).front();
-  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
-  o.set_state_after("opaque state after");
-  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const auto q = OpenFirstGpuChallenge({&gpu});
   const net::PublicKey accuser = Asked(q.challenge_id(), false).front();
   const verifier::StepLeaf& leaf = gpu.leaves[q.step()];
   service_->OnVerifyResult(accuser, Answer(q.challenge_id(), leaf, v1::VERIFY_MISMATCH), 40);
@@ -1056,6 +1063,9 @@ TEST_F(CalibratedServiceTest, RefereesOfACalibratedPairRuleWithinTheLimits) {
   for (const auto& r : referees) service_->OnVerifyResult(r, Answer(q.challenge_id(), leaf, v1::VERIFY_MATCH), 50);
   EXPECT_FALSE(bans_.count(gpu.id.public_key())) << bans_[gpu.id.public_key()];
   EXPECT_TRUE(bans_.count(accuser));
+  auto accuser_record = service_->ledger().Get(accuser, 0);
+  ASSERT_TRUE(accuser_record.ok());
+  EXPECT_EQ(accuser_record->false_accusations, 1u);
   for (const auto& r : referees) EXPECT_FALSE(bans_.count(r));
   EXPECT_NE(Record(gpu).verdict(), verifier::RoundVerdict::kRejected);
 }
@@ -1067,12 +1077,7 @@ TEST_F(CalibratedServiceTest, AConvictionWithinToleranceBansNoToleranceVoucher) 
   spec_.set_verifiers_per_step(2);
   service_ = Make();
   Prover gpu;
-  Commit(gpu, 0, 0, "gpu-test");
-  CommitMixedRound({&gpu});
-  const auto q = OpenRequests(gpu).front();
-  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
-  o.set_state_after("opaque state after");
-  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const auto q = OpenFirstGpuChallenge({&gpu});
   const auto verifiers = Asked(q.challenge_id(), false);
   ASSERT_EQ(verifiers.size(), 2u);
   const verifier::StepLeaf& leaf = gpu.leaves[q.step()];
@@ -1092,13 +1097,7 @@ TEST_F(CalibratedServiceTest, AConvictionWithinToleranceBansNoToleranceVoucher) 
 // limits), nor can its accusation convict: nobody is penalised.
 TEST_F(CalibratedServiceTest, ABitwiseAccusationInsideTheRefereesToleranceBansNobody) {
   Prover gpu, twin;
-  Commit(gpu, 0, 0, "gpu-test");
-  Commit(twin, 0, 1, "gpu-test");
-  CommitMixedRound({&gpu, &twin});
-  const auto q = OpenRequests(gpu).front();
-  v1::Opening o = Open(gpu, q.challenge_id(), q.step());
-  o.set_state_after("opaque state after");
-  service_->OnOpening(gpu.id.public_key(), o, 30);
+  const auto q = OpenFirstGpuChallenge({&gpu, &twin});
   const auto verifiers = Asked(q.challenge_id(), false);
   ASSERT_EQ(verifiers.size(), 1u);
   EXPECT_EQ(verifiers[0], twin.id.public_key()) << "its own class verifies first";
@@ -1113,6 +1112,7 @@ TEST_F(CalibratedServiceTest, ABitwiseAccusationInsideTheRefereesToleranceBansNo
   EXPECT_FALSE(bans_.count(gpu.id.public_key()));
   EXPECT_FALSE(bans_.count(twin.id.public_key()));
   EXPECT_NE(Record(gpu).verdict(), verifier::RoundVerdict::kRejected);
+  EXPECT_EQ(Record(twin).false_accusations, 0u) << "an unresolved dispute charges nobody";
 }
 
 }  // namespace
