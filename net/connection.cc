@@ -123,34 +123,62 @@ void Connection::AsyncReceive(ReceiveHandler handler) {
     --self->async_reads_;
     handler(std::move(r));
   };
-  asio::dispatch(strand_, [self, handler = std::move(finish)]() mutable {
-    if (self->closed_) {
-      handler(Unavailable("connection to " + self->remote_ + " is closed"));
-      return;
-    }
-    asio::async_read(
-        self->socket_, asio::buffer(self->header_),
-        asio::bind_executor(self->strand_, [self, handler = std::move(handler)](
-                                               const boost::system::error_code& ec,
-                                               size_t n) mutable {
-          if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "frame header"));
-          const uint32_t overhead = self->rx_cipher_ ? kRecordOverhead : 0;
-          auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_ + overhead);
-          if (!length.ok()) {
-            return handler(length.status().WithContext("from " + self->remote_));
-          }
-          const uint32_t wanted = *length;
-          self->body_.resize(wanted);
-          asio::async_read(
-              self->socket_, asio::buffer(self->body_),
-              asio::bind_executor(self->strand_, [self, wanted, handler = std::move(handler)](
-                                                     const boost::system::error_code& ec2,
-                                                     size_t got) mutable {
-                if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
-                handler(self->ParseBody(got));
-              }));
-        }));
-  });
+  asio::dispatch(strand_, [self, handler = std::move(finish)]() mutable { self->ReadEnvelope(std::move(handler)); });
+}
+
+void Connection::ReadEnvelope(ReceiveHandler handler) {
+  auto self = shared_from_this();
+  if (closed_) {
+    handler(Unavailable("connection to " + remote_ + " is closed"));
+    return;
+  }
+  asio::async_read(
+      socket_, asio::buffer(header_),
+      asio::bind_executor(strand_, [self, handler = std::move(handler)](const boost::system::error_code& ec,
+                                                                        size_t n) mutable {
+        if (ec) return handler(self->MapError(ec, n, kFrameHeaderBytes, "frame header"));
+        const uint32_t overhead = self->rx_cipher_ ? kRecordOverhead : 0;
+        auto length = DecodeFrameLength(self->header_, self->max_frame_bytes_ + overhead);
+        if (!length.ok()) {
+          return handler(length.status().WithContext("from " + self->remote_));
+        }
+        const uint32_t wanted = *length;
+        self->body_.resize(wanted);
+        asio::async_read(
+            self->socket_, asio::buffer(self->body_),
+            asio::bind_executor(self->strand_, [self, wanted, handler = std::move(handler)](
+                                                   const boost::system::error_code& ec2, size_t got) mutable {
+              if (ec2) return handler(self->MapError(ec2, got, wanted, "frame body"));
+              auto delivered = self->Deliver(self->ParseBody(got));
+              if (!delivered.ok()) return handler(delivered.status());
+              if (!*delivered) return self->ReadEnvelope(std::move(handler));  // the next fragment
+              handler(std::move(**delivered));
+            }));
+      }));
+}
+
+Result<std::optional<v1::Envelope>> Connection::Deliver(Result<v1::Envelope> frame) {
+  if (!frame.ok()) return frame.status();
+  if (!frame->has_fragment()) return std::optional<v1::Envelope>(std::move(frame).value());
+  auto whole = reassembler_.Add(frame->fragment());
+  if (!whole.ok()) return whole.status().WithContext("from " + remote_);
+  return whole;
+}
+
+Result<std::vector<std::shared_ptr<const std::string>>> Connection::EncodeFrames(const v1::Envelope& envelope) {
+  std::vector<std::shared_ptr<const std::string>> frames;
+  if (envelope.ByteSizeLong() <= max_frame_bytes_) {
+    TRIB_ASSIGN_OR_RETURN(std::string frame, EncodeFrame(envelope, max_frame_bytes_));
+    frames.push_back(std::make_shared<const std::string>(std::move(frame)));
+    return frames;
+  }
+  // Room for the Fragment's own fields (ids, counts, job id) within a frame.
+  const size_t piece = max_frame_bytes_ - std::min<size_t>(max_frame_bytes_ / 2, 4096 + envelope.job_id().size());
+  for (const v1::Envelope& f : FragmentEnvelope(envelope, ++next_message_id_, piece)) {
+    TRIB_ASSIGN_OR_RETURN(std::string frame, EncodeFrame(f, max_frame_bytes_));
+    frames.push_back(std::make_shared<const std::string>(std::move(frame)));
+  }
+  return frames;
 }
 
 Result<v1::Envelope> Connection::ParseBody(size_t got) {
@@ -286,12 +314,13 @@ size_t Connection::WriteNow(const PendingWrite& w) {
 }
 
 void Connection::AsyncSend(const v1::Envelope& envelope, DoneHandler done) {
-  auto frame = EncodeFrame(envelope, max_frame_bytes_);
-  if (!frame.ok()) {
-    if (done) done(frame.status());
+  auto frames = EncodeFrames(envelope);
+  if (!frames.ok()) {
+    if (done) done(frames.status());
     return;
   }
-  AsyncSend(std::make_shared<const std::string>(std::move(frame).value()), {}, std::move(done));
+  for (size_t i = 0; i + 1 < frames->size(); ++i) AsyncSend((*frames)[i], {}, {});
+  AsyncSend(frames->back(), {}, std::move(done));  // written in order: the last one ends it
 }
 
 void Connection::StartNextWrite() {
@@ -440,6 +469,13 @@ Status Connection::CallerReadError(const boost::system::error_code& ec, size_t g
 }
 
 Result<v1::Envelope> Connection::ReceiveOnCaller(Deadline deadline, bool* timed_out) {
+  for (;;) {
+    TRIB_ASSIGN_OR_RETURN(std::optional<v1::Envelope> whole, Deliver(ReceiveFrameOnCaller(deadline, timed_out)));
+    if (whole) return std::move(*whole);
+  }
+}
+
+Result<v1::Envelope> Connection::ReceiveFrameOnCaller(Deadline deadline, bool* timed_out) {
   size_t got = 0;
   auto ec = ReadOnCaller(header_, deadline, &got);
   if (ec) {
@@ -506,12 +542,11 @@ Status Connection::ReceiveWithTail(std::function<Status(const v1::Envelope&)> ch
 }
 
 Status Connection::Send(const v1::Envelope& envelope, Deadline deadline) {
-  auto frame = EncodeFrame(envelope, max_frame_bytes_);
-  if (!frame.ok()) return frame.status();
-  auto shared = std::make_shared<const std::string>(std::move(frame).value());
+  TRIB_ASSIGN_OR_RETURN(auto frames, EncodeFrames(envelope));
   return Await<Status>(
-      [this, shared](auto promise) {
-        AsyncSend(shared, {}, [promise](Status st) { promise->set_value(std::move(st)); });
+      [this, frames](auto promise) {
+        for (size_t i = 0; i + 1 < frames.size(); ++i) AsyncSend(frames[i], {}, {});
+        AsyncSend(frames.back(), {}, [promise](Status st) { promise->set_value(std::move(st)); });
       },
       deadline, "send");
 }

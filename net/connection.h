@@ -16,6 +16,8 @@
 //     DeadlineExceeded is returned. A blocking receive on the io thread, or while an async
 //     receive is outstanding, is refused (FailedPrecondition).
 // At most one receive may be outstanding at a time; sends are queued and written in order.
+// An envelope larger than one frame is sent as fragments and a receive returns it reassembled
+// (net/fragment.h); QueueSend's tensor headers always fit one frame.
 // Raw tails passed to AsyncSend/QueueSend are NOT copied: keep them alive until the completion
 // callback runs or Flush() returns.
 #pragma once
@@ -36,6 +38,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "net/fragment.h"
 #include "net/frame.h"
 
 namespace tributary::net {
@@ -132,6 +135,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // hold read_mu_): a frame's body (in body_) to its envelope, and an encrypted tensor record's
   // length (from header_) checked against the `want` plaintext bytes expected.
   Result<v1::Envelope> ParseBody(size_t got);
+  // A parsed frame: delivered as is, or (a Fragment) added to the reassembler; nullopt while
+  // the fragmented message is incomplete.
+  Result<std::optional<v1::Envelope>> Deliver(Result<v1::Envelope> frame);
+  // Reads frames on the strand until one envelope is whole (fragments reassembled).
+  void ReadEnvelope(ReceiveHandler handler);
+  // The frames of `envelope`: one, or its fragments when it does not fit one (net/fragment.h).
+  Result<std::vector<std::shared_ptr<const std::string>>> EncodeFrames(const v1::Envelope& envelope);
   Status CheckTailRecord(size_t want);
   // A blocking receive on the calling thread: `read` runs with read_mu_ held and reports a
   // timeout through *timed_out (the connection is then closed).
@@ -142,7 +152,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::system::error_code ReadOnCaller(std::span<std::byte> into, Deadline deadline, size_t* got);
   Status CallerReadError(const boost::system::error_code& ec, size_t got, size_t wanted,
                          const char* what) const;
-  Result<v1::Envelope> ReceiveOnCaller(Deadline deadline, bool* timed_out);
+  Result<v1::Envelope> ReceiveOnCaller(Deadline deadline, bool* timed_out);  // fragments reassembled
+  Result<v1::Envelope> ReceiveFrameOnCaller(Deadline deadline, bool* timed_out);
   Status ReceiveRawOnCaller(std::span<std::byte> into, Deadline deadline, bool* timed_out);
   // Shuts the socket down (waking a caller's poll()), waits for the caller's read to let go of
   // the descriptor, then closes it. write_mu_ held.
@@ -174,6 +185,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<Cipher> rx_cipher_;
   std::array<std::byte, kFrameHeaderBytes> header_{};
   std::vector<std::byte> body_;
+  Reassembler reassembler_;  // on the read path (the strand, or the caller's read)
+  std::atomic<uint64_t> next_message_id_{0};
 
   // The write side, under write_mu_ (taken by any sending thread and by the strand). The socket
   // is closed only with write_mu_ held, so an inline write never sees its descriptor reused.

@@ -73,6 +73,7 @@ class VerifiedJob {
     int group_size = 0;  // > 0: a grouped job (docs/GROUPS.md)
     std::string codec;   // empty: the default (fp32)
     std::vector<std::string> calibrations;  // tolerance calibration files (Calibrate)
+    int n_layer = 1, d_model = 32;
   };
   void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
   void Start(const Options& o) {
@@ -81,7 +82,8 @@ class VerifiedJob {
          "--gather-ms", std::to_string(o.gather_ms), "--rounds", std::to_string(o.rounds),
          "--inner-steps", std::to_string(o.inner_steps), "--verify-samples", std::to_string(o.inner_steps),
          "--verifiers-per-step", std::to_string(o.verifiers_per_step),
-         "--round-timeout-ms", "20000", "--n-layer", "1", "--n-head", "2", "--d-model", "32", "--context", "32",
+         "--round-timeout-ms", "20000", "--n-layer", std::to_string(o.n_layer), "--n-head", "2",
+         "--d-model", std::to_string(o.d_model), "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
     if (o.before_commit) argv.push_back("--verify-before-commit");
     if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
@@ -418,6 +420,26 @@ TEST(VerifierAcrossClasses, ACheaterVerifiedOnlyAcrossClassesIsCaught) {
   EXPECT_NE(o.banned.at(m).find("calibrated limit"), std::string::npos) << o.banned.at(m);
   ExpectHonest(o, a);
   ExpectHonest(o, b);
+}
+
+// A model whose openings do not fit one frame: 4 layers of width 256 are ≈ 3.2 M parameters, so
+// an opened state (θ and both moments, 12 bytes a parameter) is ≈ 38 MB against the 16 MiB
+// frame. Openings and the coordinator's VerifyRequests travel as fragments (net/fragment.h);
+// every step is challenged and every member's Δ audited, and no honest peer is accused of
+// withholding what did not fit.
+TEST(VerifierLargeModel, OpeningsLargerThanAFrameTravelAsFragments) {
+  VerifiedJob job("verify-large-model");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
+  job.Start({.rounds = 2, .inner_steps = 2, .n_layer = 4, .d_model = 256});
+  for (const std::string& name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  EXPECT_EQ(log.find("withheld"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  EXPECT_TRUE(o.banned.empty()) << o.banned.begin()->second;
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+  ExpectHonest(o, c);
 }
 
 // Groups of two re-mixed every round: members start each round from their own group's state, so
