@@ -639,6 +639,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return true;
     }
     if (s.state == PeerState::kSyncing) SendSyncInstructions(job);
+    // Openings asked for on a connection this peer lost are asked again on the new one.
+    if (job.verification) job.verification->OnMemberReconnected(s.key, NowMs());
     MaybeStartRound(job);
     return true;
   }
@@ -1479,7 +1481,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
   // ------------------------------------------------------------------ liveness
   void ScheduleSweep() {
-    sweep_timer_.expires_after(Millis(200));
+    sweep_timer_.expires_after(kSweepInterval);
     std::weak_ptr<Impl> weak = shared_from_this();
     sweep_timer_.async_wait([weak](const boost::system::error_code& ec) {
       if (ec) return;
@@ -1495,6 +1497,20 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   void Sweep() {
     std::vector<std::pair<uint64_t, std::string>> silent;
     const auto now = Clock::now();
+    // While one long handler held this strand (forwarding a large model's openings, say), no
+    // heartbeat or opening could be read: that time is not a peer's silence, nor a prover's
+    // delay. It is credited to every clock the sweep judges.
+    const auto stalled = last_sweep_ == Clock::time_point{} ? Clock::duration::zero()
+                                                           : now - last_sweep_ - 2 * kSweepInterval;
+    last_sweep_ = now;
+    if (stalled > Clock::duration::zero()) {
+      spdlog::info("coordinator was busy for {} ms; peers' silence and verifier deadlines are extended by it",
+                   std::chrono::duration_cast<Millis>(stalled).count());
+      for (auto& [id, s] : sessions_) s.last_seen += stalled;
+      for (auto& [job_id, job] : jobs_) {
+        if (job.verification) job.verification->ExtendDeadlines(std::chrono::duration_cast<Millis>(stalled).count());
+      }
+    }
     for (auto& [id, s] : sessions_) {
       if (!s.joined) continue;
       const Job& job = jobs_.at(s.job_id);
@@ -1588,6 +1604,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   Digest relay_salt_ = Sha256Of(net::KeyToBytes(net::Identity::Generate().public_key()));  // unguessable
   uint64_t relay_nonce_ = 0;
   asio::steady_timer sweep_timer_;
+  static constexpr Millis kSweepInterval{200};
+  Clock::time_point last_sweep_{};
   std::string first_job_;
   bool shutting_down_ = false;
 

@@ -957,6 +957,22 @@ void VerificationService::Sweep(uint64_t now_ms) {
   std::erase_if(pending_, [](const auto& kv) { return kv.second.stage == Stage::kDone; });
 }
 
+void VerificationService::ExtendDeadlines(uint64_t ms) {
+  for (auto& [id, p] : pending_) {
+    if (p.stage != Stage::kDone) p.deadline_ms += ms;
+  }
+}
+
+void VerificationService::OnMemberReconnected(const net::PublicKey& key, uint64_t now_ms) {
+  for (auto& [id, p] : pending_) {
+    if (p.prover != key || p.stage != Stage::kOpening) continue;
+    spdlog::info("job {} round {}: asking {} again for an opening it has not given", job_id_, p.round,
+                 net::ShortKey(key));
+    p.deadline_ms = now_ms + TimeoutMs();
+    SendOpenRequest(id, p);
+  }
+}
+
 bool VerificationService::busy() const {
   for (const auto& [id, p] : pending_) {
     if (p.stage != Stage::kDone) return true;

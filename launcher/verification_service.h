@@ -109,6 +109,13 @@ class VerificationService {
   // Deadlines: an opening not given in time is a default; a silent verifier is replaced when
   // another member can verify.
   void Sweep(uint64_t now_ms);
+  // The coordinator could not listen for `ms` (its strand was busy): every open deadline moves
+  // by that much, so nobody defaults for time nobody could answer in.
+  void ExtendDeadlines(uint64_t ms);
+  // `key` (re)joined: the OpenRequests it has not answered go out again, each with a fresh
+  // deadline (the ones sent on its lost connection went nowhere; a prover that no longer holds
+  // the round still defaults).
+  void OnMemberReconnected(const net::PublicKey& key, uint64_t now_ms);
 
   // Receipts for every ledger record (signed now) and the bans.
   void FillLedgerReply(v1::LedgerReply& reply, uint64_t now_ms) const;

@@ -973,6 +973,40 @@ TEST_F(ServiceTest, ASplitBetweenTwoRefereesGoesToAThirdAndTheMinorityIsBanned) 
   EXPECT_EQ(Record(cheat).verdict(), verifier::RoundVerdict::kRejected);
 }
 
+// Time the coordinator could not listen (its strand busy) moves every open deadline: an opening
+// due during the stall is not a default, one still missing after the extended deadline is.
+TEST_F(ServiceTest, AStalledCoordinatorExtendsTheDeadlinesItCouldNotWatch) {
+  CommitRound();
+  Prover& p = provers_[0];
+  ASSERT_FALSE(OpenRequests(p).empty());
+  service_->ExtendDeadlines(5000);
+  service_->Sweep(20 + 1000 + 1);  // the original deadline has passed
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+  service_->Sweep(20 + 6000 + 1);
+  ASSERT_TRUE(bans_.count(p.id.public_key()));
+  EXPECT_NE(bans_[p.id.public_key()].find("withheld the opening"), std::string::npos);
+}
+
+// A prover that lost its connection before answering is asked again when it rejoins, with a new
+// deadline; it is convicted only if it still does not answer.
+TEST_F(ServiceTest, AReconnectedProverIsAskedAgainForItsOpenings) {
+  CommitRound();
+  Prover& p = provers_[0];
+  const auto first = OpenRequests(p);
+  ASSERT_FALSE(first.empty());
+  sent_.clear();
+  service_->OnMemberReconnected(p.id.public_key(), 900);
+  const auto again = OpenRequests(p);
+  ASSERT_EQ(again.size(), first.size());
+  EXPECT_EQ(again[0].challenge_id(), first[0].challenge_id());
+  EXPECT_TRUE(OpenRequests(provers_[1]).empty()) << "only the reconnected prover is asked";
+  service_->Sweep(20 + 1000 + 1);  // its first deadline
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+  for (const auto& q : again) service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 1000);
+  service_->Sweep(900 + 1000 + 1);
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+}
+
 // ---- a job that publishes a calibration for (gpu-test prover, cpu-test verifier) ----------------
 
 class CalibratedServiceTest : public ServiceTest {
