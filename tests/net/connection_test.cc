@@ -33,6 +33,17 @@ class ConnectionTest : public ::testing::Test {
     return c.ok() ? *c : nullptr;
   }
 
+  // Turns on AEAD records in both directions with fixed test keys.
+  static void Seal(Connection& client, Connection& server) {
+    Connection::SessionKeys keys;
+    for (size_t i = 0; i < keys.tx.size(); ++i) {
+      keys.tx[i] = static_cast<uint8_t>(i);
+      keys.rx[i] = static_cast<uint8_t>(255 - i);
+    }
+    client.EnableEncryption(keys);
+    server.EnableEncryption({.tx = keys.rx, .rx = keys.tx});
+  }
+
   // A raw, unframed client so tests can send arbitrary bytes.
   tcp::socket RawClient() {
     tcp::socket s(raw_context_);
@@ -236,13 +247,7 @@ TEST_F(ConnectionTest, SealedSendsFromManyThreadsAuthenticateInOrder) {
   auto client = DialListener();
   auto server = listener_->Accept(DeadlineAfter(2s));
   ASSERT_TRUE(server.ok());
-  Connection::SessionKeys keys;
-  for (size_t i = 0; i < keys.tx.size(); ++i) {
-    keys.tx[i] = static_cast<uint8_t>(i);
-    keys.rx[i] = static_cast<uint8_t>(255 - i);
-  }
-  client->EnableEncryption(keys);
-  (*server)->EnableEncryption({.tx = keys.rx, .rx = keys.tx});
+  Seal(*client, **server);
   ExpectConcurrentSendsArriveInOrder(*client, **server);
   EXPECT_TRUE((*server)->encrypted());
 }
@@ -254,13 +259,7 @@ TEST_F(ConnectionTest, AnEnvelopeLargerThanAFrameArrivesWhole) {
   auto client = DialListener();
   auto server = listener_->Accept(DeadlineAfter(2s));
   ASSERT_TRUE(server.ok());
-  Connection::SessionKeys keys;
-  for (size_t i = 0; i < keys.tx.size(); ++i) {
-    keys.tx[i] = static_cast<uint8_t>(3 * i);
-    keys.rx[i] = static_cast<uint8_t>(7 * i + 1);
-  }
-  client->EnableEncryption(keys);
-  (*server)->EnableEncryption({.tx = keys.rx, .rx = keys.tx});
+  Seal(*client, **server);
   v1::Envelope big = MakeEnvelope("job");
   std::string state(2 * kDefaultMaxFrameBytes + 12345, '\0');
   for (size_t i = 0; i < state.size(); ++i) state[i] = static_cast<char>(i * 2654435761u >> 24);
