@@ -167,9 +167,11 @@ Result<std::optional<v1::Envelope>> Connection::Deliver(Result<v1::Envelope> fra
 
 Result<std::vector<std::shared_ptr<const std::string>>> Connection::EncodeFrames(const v1::Envelope& envelope) {
   std::vector<std::shared_ptr<const std::string>> frames;
-  if (envelope.ByteSizeLong() <= max_frame_bytes_) {
-    TRIB_ASSIGN_OR_RETURN(std::string frame, EncodeFrame(envelope, max_frame_bytes_));
-    frames.push_back(std::make_shared<const std::string>(std::move(frame)));
+  // The common case sizes the envelope once, inside EncodeFrame; only a refusal is measured again.
+  auto whole = EncodeFrame(envelope, max_frame_bytes_);
+  if (whole.ok() || envelope.ByteSizeLong() <= max_frame_bytes_) {
+    TRIB_RETURN_IF_ERROR(whole.status());
+    frames.push_back(std::make_shared<const std::string>(std::move(whole).value()));
     return frames;
   }
   // Room for the Fragment's own fields (ids, counts, job id) within a frame.

@@ -52,6 +52,27 @@ Result<CalibrationSide> ParseCalibrationSide(const std::string& text) {
   return side;
 }
 
+Result<std::vector<HonestStep>> HonestTrajectory(const v1::JobSpec& spec, StepKernel& kernel, int steps) {
+  std::vector<HonestStep> trajectory(static_cast<size_t>(std::max(0, steps)));
+  TRIB_ASSIGN_OR_RETURN(verifier::TrainingState current, kernel.InitialState(spec.seed()));
+  const uint64_t inner = std::max<uint64_t>(1, spec.inner_steps());
+  const uint32_t shards = std::max<uint32_t>(1, spec.num_peers());
+  for (size_t t = 0; t < trajectory.size(); ++t) {
+    HonestStep& s = trajectory[t];
+    s.batch = InnerBatch(spec, static_cast<uint32_t>(t % shards), shards, 0, t / inner, t % inner);
+    s.hyper = InnerHyper(spec, t);
+    s.before = current;
+    const auto started = Clock::now();
+    TRIB_ASSIGN_OR_RETURN(auto r, kernel.LocalStep(current, s.batch, s.hyper));
+    s.seconds = SecondsSince(started);
+    s.after = r.after;
+    s.loss = r.loss;
+    s.batch_digest = r.batch;
+    current = std::move(r.after);
+  }
+  return trajectory;
+}
+
 Result<CalibrationReport> CalibrateTolerance(const v1::JobSpec& spec, const TrainingData& data,
                                              const CalibrationSide& prover_side, const CalibrationSide& verifier_side,
                                              int steps, double safety_factor) {
@@ -61,31 +82,11 @@ Result<CalibrationReport> CalibrateTolerance(const v1::JobSpec& spec, const Trai
   TRIB_ASSIGN_OR_RETURN(ResolvedSide verifier, Resolve(verifier_side));
   CalibrationReport report;
 
-  // The prover's honest trajectory: consecutive inner steps from θ_0, each shard in turn.
+  // The prover's honest trajectory.
   PinComputeThreads(prover.threads);
   TRIB_ASSIGN_OR_RETURN(auto prover_kernel, StepKernel::Create(spec, data.dataset, data.vocab_size, prover.device));
-  struct Step {
-    verifier::TrainingState before, after;
-    verifier::BatchCoordinates batch;
-    verifier::AdamWHyper hyper;
-    double loss = 0;
-  };
-  std::vector<Step> trajectory(static_cast<size_t>(steps));
-  TRIB_ASSIGN_OR_RETURN(verifier::TrainingState current, prover_kernel->InitialState(spec.seed()));
-  const uint64_t inner = std::max<uint64_t>(1, spec.inner_steps());
-  const uint32_t shards = std::max<uint32_t>(1, spec.num_peers());
-  auto started = Clock::now();
-  for (int t = 0; t < steps; ++t) {
-    Step& s = trajectory[t];
-    s.batch = InnerBatch(spec, static_cast<uint32_t>(t) % shards, shards, 0, t / inner, t % inner);
-    s.hyper = InnerHyper(spec, static_cast<uint64_t>(t));
-    s.before = current;
-    TRIB_ASSIGN_OR_RETURN(auto r, prover_kernel->LocalStep(current, s.batch, s.hyper));
-    s.after = r.after;
-    s.loss = r.loss;
-    current = std::move(r.after);
-  }
-  report.prover_seconds = SecondsSince(started);
+  TRIB_ASSIGN_OR_RETURN(std::vector<HonestStep> trajectory, HonestTrajectory(spec, *prover_kernel, steps));
+  for (const HonestStep& s : trajectory) report.prover_seconds += s.seconds;
   prover_kernel.reset();
 
   // The verifier's replays, each from the prover's state before the step.
@@ -96,9 +97,9 @@ Result<CalibrationReport> CalibrateTolerance(const v1::JobSpec& spec, const Trai
     return verifier_kernel.status();
   }
   std::vector<verifier::DifferenceSample> samples;
-  started = Clock::now();
+  const auto started = Clock::now();
   Status failed;
-  for (const Step& s : trajectory) {
+  for (const HonestStep& s : trajectory) {
     auto r = (*verifier_kernel)->LocalStep(s.before, s.batch, s.hyper);
     if (!r.ok()) {
       failed = r.status();

@@ -12,13 +12,17 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "core/digest.h"
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 #include "runtime/training_data.h"
 #include "verifier/replay.h"
 
 namespace tributary::runtime {
+
+class StepKernel;
 
 struct CalibrationSide {
   std::string device = "cpu";  // cpu, cuda, cuda:N
@@ -28,6 +32,22 @@ struct CalibrationSide {
 // "cpu", "cpu:THREADS", "cuda", "cuda:N" or "cuda:N:THREADS" (threads default to 1).
 // InvalidArgument for a malformed thread count; the device itself is resolved later.
 Result<CalibrationSide> ParseCalibrationSide(const std::string& text);
+
+// One honest inner step as the prover computed it.
+struct HonestStep {
+  verifier::TrainingState before, after;
+  verifier::BatchCoordinates batch;
+  verifier::AdamWHyper hyper;
+  double loss = 0;
+  Digest batch_digest{};
+  double seconds = 0;  // the prover's compute time for it
+};
+
+// `steps` consecutive honest inner steps of the job's model from θ_0 on `kernel` (built on the
+// prover's device, run at its thread count): round t / H, step t mod H, the batch of shard
+// t mod num_peers, the job's learning-rate schedule. What a calibration and the tolerance
+// bench replay.
+Result<std::vector<HonestStep>> HonestTrajectory(const v1::JobSpec& spec, StepKernel& kernel, int steps);
 
 struct CalibrationReport {
   verifier::ToleranceCalibration calibration;

@@ -62,15 +62,7 @@ struct Config {
   std::string calibration_dir;
 };
 
-struct Step {
-  verifier::TrainingState before, after;
-  verifier::BatchCoordinates batch;
-  verifier::AdamWHyper hyper;
-  double loss = 0;
-  double seconds = 0;
-  Digest state_before{};  // what the prover's leaf commits to (the same digest on any device)
-  Digest batch_digest{};
-};
+using Step = runtime::HonestStep;
 
 // "cpu[:THREADS]" or "cuda:N[:THREADS]" (threads default to 1).
 Result<Side> ParseSide(const std::string& text) {
@@ -110,29 +102,15 @@ int Run(const Config& config) {
   }
   auto& K = **kernel;
 
-  // ---- the prover's honest trajectory -----------------------------------------------------
-  std::vector<Step> steps(config.steps);
-  auto state = K.InitialState(spec.seed());
-  if (!state.ok()) return spdlog::error("{}", state.status().ToString()), 1;
-  verifier::TrainingState current = std::move(*state);
-  const uint64_t inner = std::max<uint64_t>(1, spec.inner_steps());
-  for (int t = 0; t < config.steps; ++t) {
-    Step& s = steps[t];
-    const uint64_t round = t / inner, step = t % inner;
-    s.batch = runtime::InnerBatch(spec, 0, 4, 0, round, step);
-    s.hyper = runtime::InnerHyper(spec, t);
-    s.before = current;
-    const auto t0 = Clock::now();
-    auto r = K.LocalStep(current, s.batch, s.hyper);
-    s.seconds = SecondsSince(t0);
-    if (!r.ok()) return spdlog::error("prover step {}: {}", t, r.status().ToString()), 1;
-    s.after = r->after;
-    s.loss = r->loss;
-    s.batch_digest = r->batch;
-    auto before_digest = K.StateDigest(s.before);
-    if (!before_digest.ok()) return spdlog::error("{}", before_digest.status().ToString()), 1;
-    s.state_before = *before_digest;
-    current = std::move(r->after);
+  // ---- the prover's honest trajectory (the one `tributary calibrate` replays) ----------------
+  auto trajectory = runtime::HonestTrajectory(spec, K, config.steps);
+  if (!trajectory.ok()) return spdlog::error("prover: {}", trajectory.status().ToString()), 1;
+  const std::vector<Step>& steps = *trajectory;
+  std::vector<Digest> state_before(steps.size());  // what each leaf commits to (the same on any device)
+  for (size_t t = 0; t < steps.size(); ++t) {
+    auto digest = K.StateDigest(steps[t].before);
+    if (!digest.ok()) return spdlog::error("{}", digest.status().ToString()), 1;
+    state_before[t] = *digest;
   }
   // Even steps fit the limits, odd steps are held out: both halves span the whole schedule
   // (warm-up, peak and decayed learning rate), so the held-out test is not an extrapolation.
@@ -191,10 +169,10 @@ int Run(const Config& config) {
     auto judge = [&](size_t t, const verifier::TrainingState& claimed_after, double claimed_loss) {
       const Step& s = steps[t];
       // A tolerance decision reads the opened post-step state, not the leaf's update digest.
-      const verifier::StepLeaf leaf{"tolerance-bench", s.batch.round, s.batch.step, s.state_before,
+      const verifier::StepLeaf leaf{"tolerance-bench", s.batch.round, s.batch.step, state_before[t],
                                     s.batch_digest, {}, verifier::LossBits(claimed_loss), prover.dclass};
       // The verifier replays from the opened state, whose digest is the one the leaf names.
-      const verifier::ReplayedStep replayed{s.state_before, replay_batch[t], {}, verifier::LossBits(replay_loss[t])};
+      const verifier::ReplayedStep replayed{state_before[t], replay_batch[t], {}, verifier::LossBits(replay_loss[t])};
       return verifier::CompareStepWithTolerance(leaf, s.before, claimed_after, replayed, replays[t], cal, v.dclass);
     };
     // Held-out honest steps: every one must pass.
@@ -250,7 +228,7 @@ int Run(const Config& config) {
          }},
         {"wrong_batch", "a real step on another shard's batch", [&](size_t t) -> Result<verifier::TrainingState> {
            verifier::BatchCoordinates other = steps[t].batch;
-           other.shard = 1;
+           other.shard = (other.shard + 1) % std::max<uint32_t>(2, other.num_shards);  // never its own
            TRIB_ASSIGN_OR_RETURN(auto r, K.LocalStep(steps[t].before, other, steps[t].hyper));
            return r.after;
          }},
