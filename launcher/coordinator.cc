@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <mutex>
@@ -614,12 +615,18 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
 
     // Current: it holds a state some group committed in the last round (not necessarily the
     // reference one: groups end rounds with different states, and a reconnect keeps its own).
-    const bool current = (job.committed_rounds == 0 && hello.committed_rounds() == 0) ||
+    // Or it reported the last round and lost us before hearing it committed (a coordinator
+    // that died between recording the round and sending RoundEnd): that state is committed, so
+    // the peer commits it too. Without this, every member of that round would come back
+    // behind the job and no one would be left to sync from.
+    const bool reported_round_committed =
+        !hello.reported_state_digest().empty() && hello.committed_rounds() + 1 == job.committed_rounds &&
+        job.ThetaOfCommitted(hello.reported_state_digest()).has_value();
+    const std::string& held_state = reported_round_committed ? hello.reported_state_digest() : hello.state_digest();
+    const bool current = (job.committed_rounds == 0 && hello.committed_rounds() == 0) || reported_round_committed ||
                          (hello.committed_rounds() == job.committed_rounds &&
                           job.ThetaOfCommitted(hello.state_digest()).has_value());
-    if (current && job.committed_rounds > 0) {
-      job.held[s.key_hex] = {*job.ThetaOfCommitted(hello.state_digest()), hello.state_digest()};
-    }
+    if (current && job.committed_rounds > 0) job.held[s.key_hex] = {*job.ThetaOfCommitted(held_state), held_state};
     s.state = current ? PeerState::kReady : PeerState::kSyncing;
     s.syncing_since = Clock::now();
     v1::Envelope ack = net::MakeEnvelope(job.id);
@@ -629,9 +636,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     ack.mutable_hello_ack()->set_committed_rounds(job.committed_rounds);
     ack.mutable_hello_ack()->set_state_digest(job.state_digest);
     ack.mutable_hello_ack()->set_relay_port(relay_->port());
+    ack.mutable_hello_ack()->set_reported_round_committed(reported_round_committed);
     Send(s, ack);
-    spdlog::info("peer {} ({}) joined job {} from {} as shard {} — {}", s.name, net::ShortKey(s.key),
-                 job.id, remote, s.shard, StateName(s.state));
+    spdlog::info("peer {} ({}) joined job {} from {} as shard {} — {}{}", s.name, net::ShortKey(s.key),
+                 job.id, remote, s.shard, StateName(s.state),
+                 reported_round_committed
+                     ? fmt::format(" (it held round {} as reported, which is committed)", hello.committed_rounds())
+                     : std::string());
     if (job.phase == Job::Phase::kFinished) {
       v1::Envelope done = net::MakeEnvelope(job.id);
       done.mutable_job_done()->set_rounds(job.committed_rounds);
@@ -694,7 +705,15 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         servers[job.StateOf(s->key_hex)].push_back(s);
       }
     }
-    if (servers.empty()) return;  // retried when someone holding the state arrives
+    if (servers.empty()) {  // retried when someone holding the state arrives
+      size_t waiting = 0;
+      for (Session* s : JobSessions(job)) waiting += s->state == PeerState::kSyncing;
+      if (waiting > 0) {
+        spdlog::warn("job {}: {} peer(s) must sync round {}'s state, but no connected peer serves it; waiting for one",
+                     job.id, waiting, job.committed_rounds);
+      }
+      return;
+    }
     std::string target = job.state_digest;
     if (!servers.count(target)) {
       target = std::max_element(servers.begin(), servers.end(), [](const auto& a, const auto& b) {
@@ -1372,6 +1391,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     // Durable first: peers learn of a commit only once a restarted coordinator would know it.
     Status stored = store_->RecordRound(job.id, record);
     if (!stored.ok()) return FailJob(job, "cannot record round: " + stored.ToString());
+    if (options_.crash_after_recording_round == job.committed_rounds) {
+      spdlog::critical("fault injection: dying after recording round {}", job.committed_rounds);
+      spdlog::default_logger()->flush();
+      std::_Exit(75);
+    }
     for (const Group* g : decided) {
       v1::Envelope end = net::MakeEnvelope(job.id);
       v1::RoundEnd* re = end.mutable_round_end();

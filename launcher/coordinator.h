@@ -89,6 +89,10 @@ class Coordinator {
     // enters θ), at the cost of the verification time on every round's critical path. Off: rounds
     // commit at once and verification runs while the next round trains.
     bool verify_before_commit = false;
+    // Fault injection for recovery tests: the process dies (exit status 75) right after round N
+    // is recorded in the database and before any peer hears it committed, the window a real
+    // crash can hit. Unset in production.
+    std::optional<uint64_t> crash_after_recording_round;
   };
 
   static Result<std::unique_ptr<Coordinator>> Start(Options options);

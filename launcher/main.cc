@@ -159,6 +159,7 @@ struct CoordinatorFlags {
   std::string identity;
   bool no_job = false;
   bool verify_before_commit = false;
+  std::optional<uint64_t> crash_after_recording_round;
 };
 
 int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
@@ -167,6 +168,7 @@ int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
   options.port = static_cast<uint16_t>(cf.port);
   options.db_path = cf.db;
   options.verify_before_commit = cf.verify_before_commit;
+  options.crash_after_recording_round = cf.crash_after_recording_round;
   if (!cf.identity.empty()) {
     auto id = net::Identity::LoadFile(cf.identity);
     if (!id.ok()) return Fail(id.status());
@@ -333,6 +335,9 @@ int main(int argc, char** argv) {
   coord->add_flag("--no-job", cf.no_job, "host only the jobs in --db and those submitted by launch");
   coord->add_flag("--verify-before-commit", cf.verify_before_commit,
                   "verifier: commit a round only once its challenges are settled (excludes a caught cheater)");
+  coord->add_option("--crash-after-recording-round", cf.crash_after_recording_round,
+                    "fault injection (recovery tests): die right after recording round N, before peers hear of it")
+      ->group("Fault injection");
 
   // peer / join
   PeerFlags peer_flags, join_flags;

@@ -249,6 +249,8 @@ class PeerSession {
     if (trainer_) {
       h->set_committed_rounds(trainer_->completed_rounds());
       if (trainer_->completed_rounds() > 0) h->set_state_digest(DigestToBytes(trainer_->CommittedStateDigest()));
+      // A round reported but not yet ruled on: kept until the coordinator says (OnHelloAck).
+      if (trainer_->has_tentative_round()) h->set_reported_state_digest(DigestToBytes(tentative_state_));
     }
     net::SignEnvelope(identity_, hello);
     TRIB_RETURN_IF_ERROR(conn->Send(hello, deadline));
@@ -277,7 +279,16 @@ class PeerSession {
 
   Status OnHelloAck(const v1::HelloAck& ack) {
     relay_port_ = static_cast<uint16_t>(ack.relay_port());
-    if (trainer_) return Status::Ok();  // a reconnect: the job and shard are known
+    if (trainer_) {  // a reconnect: the job and shard are known
+      if (!trainer_->has_tentative_round()) return Status::Ok();
+      const uint64_t round = trainer_->completed_rounds();
+      if (ack.reported_round_committed() && ack.committed_rounds() == round + 1) {
+        spdlog::info("round {} was committed while the coordinator was out of reach; committing it here", round);
+        return CommitReportedRound(round);
+      }
+      AbandonTentativeRound();
+      return Status::Ok();
+    }
     spec_ = ack.spec();
     job_id_ = JobIdOf(spec_);
     if (job_id_ != options_.job_id) {
@@ -307,8 +318,7 @@ class PeerSession {
   }
 
   Status Reconnect() {
-    DropGroup();
-    if (trainer_ && trainer_->has_tentative_round()) AbandonTentativeRound();
+    DropGroup();  // a tentative round stays: the coordinator may have committed it (OnHelloAck)
     const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
     Millis backoff{200};
     Status last;
@@ -757,8 +767,13 @@ class PeerSession {
                     Hex(end.state_digest()), ShortHex(tentative_state_));
       return Status::Ok();
     }
+    return CommitReportedRound(end.round());
+  }
+
+  // The round this peer reported (round == completed_rounds()) is committed with its state.
+  Status CommitReportedRound(uint64_t round) {
     TRIB_RETURN_IF_ERROR(trainer_->Commit());
-    pending_evals_.Committed(end.round());
+    pending_evals_.Committed(round);
     KeepCommittedCodecStates();
     outcome_.rounds_completed = trainer_->completed_rounds();
     outcome_.rounds_contributed++;
@@ -768,7 +783,7 @@ class PeerSession {
     if (pending_eval_) outcome_.last_eval_loss = *pending_eval_;
     pending_eval_.reset();
     committed_rounds_ = trainer_->completed_rounds();
-    if (evaluate_after_commit_ == end.round()) EvaluateBesideTraining(end.round());
+    if (evaluate_after_commit_ == round) EvaluateBesideTraining(round);
     evaluate_after_commit_.reset();
     PublishState();
     return MaybeCheckpoint();

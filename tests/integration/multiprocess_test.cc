@@ -306,6 +306,56 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   EXPECT_EQ(thetas.size(), 1u);
 }
 
+// The coordinator dies in the one window a restart could not recover from before: round 2 is
+// in its database but neither peer has heard it committed. Both come back holding round 2 as
+// reported; the restarted coordinator confirms it (HelloAck.reported_round_committed), they
+// commit it and go on from round 3, instead of both waiting to sync a state no one serves.
+TEST(Integration, CoordinatorDyingBeforeAnnouncingARecordedRoundLosesNoPeer) {
+  Cluster cluster("it-crash-window");
+  const std::string key = cluster.dir() + "/coordinator.key";
+  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
+  const std::string db = cluster.dir() + "/coordinator.db";
+  const std::vector<std::string> job = {"--peers", "2", "--rounds", "6", "--inner-steps", "6",
+                                        "--mode", "ddp", "--round-timeout-ms", "30000",
+                                        "--db", db, "--identity", key};
+  std::vector<std::string> crashing = job;
+  crashing.insert(crashing.end(), {"--crash-after-recording-round", "2"});
+  cluster.StartCoordinator(crashing);
+  cluster.StartPeer("p0");
+  cluster.StartPeer("p1");
+  auto crashed = cluster.coordinator().Wait(DeadlineAfter(120s));
+  ASSERT_TRUE(crashed.ok());
+  ASSERT_EQ(*crashed, 75) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::remove(cluster.coordinator_log().c_str());
+
+  std::vector<std::string> restart = job;
+  restart.insert(restart.end(), {"--port", std::to_string(cluster.port())});
+  cluster.StartCoordinator(restart);
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(120s));
+  ASSERT_TRUE(coord.ok());
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
+  ASSERT_EQ(*coord, 0) << log;
+  auto rounds = ParseRounds(log);
+  ASSERT_FALSE(rounds.empty()) << log;
+  EXPECT_EQ(rounds.front().round, 3) << log;
+  EXPECT_EQ(rounds.back().round, 5) << log;
+  for (int r = 3; r < 6; ++r) {
+    EXPECT_NE(log.find("round " + std::to_string(r) + " complete: 2 peers"), std::string::npos) << log;
+  }
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_EQ(*code, 0) << peer_log;
+    EXPECT_NE(peer_log.find("round 2 was committed while the coordinator was out of reach"), std::string::npos)
+        << peer_log;
+    EXPECT_EQ(peer_log.find("synced round"), std::string::npos) << "nothing to download: " << peer_log;
+    thetas.insert(FinalTheta(peer_log));
+  }
+  EXPECT_EQ(thetas.size(), 1u);
+}
+
 // A peer behind NAT announces no ports at all; its neighbours reach it through the
 // coordinator's relay, end-to-end encrypted, and it contributes to every round.
 // A peer behind NAT (no inbound connections) reaches its ring neighbours through the

@@ -805,6 +805,53 @@ TEST_F(CoordinatorTest, RestartedCoordinatorResumesFromItsDatabase) {
   std::filesystem::remove_all(dir);
 }
 
+// A coordinator can die after recording a round and before its members hear of it. They come
+// back holding that round as reported, not committed; the one whose reported state is the
+// committed one commits it and is current at once, the other (a state never committed) syncs.
+// Before Hello.reported_state_digest, both came back behind the job with no one to sync from.
+TEST_F(CoordinatorTest, AReportedRoundTheCoordinatorCommittedBeforeDyingIsAdoptedOnReconnect) {
+  const std::string dir = ::tributary::testing::FreshTempDir("coord-reported");
+  const std::string db = dir + "/coordinator.db";
+  const v1::JobSpec spec = SmallJob(2, 4);
+  StartCoordinator(spec, db);
+  Client a = Join("a", 1000), b = Join("b", 1001);
+  PlayRound({&a, &b}, 0, 'x');
+  PlayRound({&a, &b}, 1, 'y');  // recorded; the RoundEnds read here stand for ones never delivered
+  coordinator_.reset();
+  StartCoordinator(std::nullopt, db);
+
+  auto rejoin = [&](const Client& old, const std::string& name, uint32_t port, char reported) {
+    Client c = Secure(old.id);
+    v1::Envelope hello = HelloFor(c, name, port);
+    hello.mutable_hello()->set_committed_rounds(1);
+    hello.mutable_hello()->set_state_digest(std::string(32, 'x'));
+    hello.mutable_hello()->set_reported_state_digest(std::string(32, reported));
+    EXPECT_TRUE(c.Send(hello).ok());
+    auto ack = c.Next();
+    EXPECT_TRUE(ack.ok() && ack->has_hello_ack()) << (ack.ok() ? net::PayloadName(*ack) : ack.status().ToString());
+    if (ack.ok()) EXPECT_EQ(ack->hello_ack().committed_rounds(), 2u);
+    return std::make_pair(c, ack.ok() && ack->hello_ack().reported_round_committed());
+  };
+  auto [a2, a_adopted] = rejoin(a, "a", 1000, 'y');
+  auto [b2, b_adopted] = rejoin(b, "b", 1001, 'z');
+  EXPECT_TRUE(a_adopted) << "a reported the state round 1 committed";
+  EXPECT_FALSE(b_adopted) << "no round committed state z";
+
+  // b is behind and syncs from a, the one peer known to hold round 1's state.
+  auto sync = b2.Next();
+  ASSERT_TRUE(sync.ok() && sync->has_sync_state()) << (sync.ok() ? net::PayloadName(*sync) : sync.status().ToString());
+  EXPECT_EQ(sync->sync_state().committed_rounds(), 2u);
+  EXPECT_EQ(sync->sync_state().state_digest(), std::string(32, 'y'));
+  ASSERT_EQ(sync->sync_state().sources_size(), 1);
+  EXPECT_EQ(sync->sync_state().sources(0).peer_name(), "a");
+  v1::Envelope ready = net::MakeEnvelope(b2.job);
+  ready.mutable_ready()->set_committed_rounds(2);
+  ready.mutable_ready()->set_state_digest(std::string(32, 'y'));
+  ASSERT_TRUE(b2.Send(ready).ok());
+  PlayRound({&a2, &b2}, 2, 'w');
+  std::filesystem::remove_all(dir);
+}
+
 v1::JobSpec GroupedJob(uint32_t peers, uint32_t rounds, uint32_t group_size, uint32_t min_peers = 0) {
   v1::JobSpec spec = SmallJob(peers, rounds, min_peers);
   spec.set_mode(v1::MODE_DILOCO);
