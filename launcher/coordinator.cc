@@ -315,6 +315,19 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     };
     TRIB_ASSIGN_OR_RETURN(job.verification,
                           VerificationService::Create(job.spec, job.id, &identity_, store_.get(), send, ban));
+    // Openings peer to peer: a prover's state server, where its detached openings are fetched.
+    job.verification->SetBulkSources([this, job_id](const net::PublicKey& prover) -> std::optional<v1::Member> {
+      for (auto& [sid, s] : sessions_) {
+        if (!s.joined || s.job_id != job_id || s.key != prover || s.relay_only || !s.sync_port) continue;
+        v1::Member m;
+        m.set_peer_name(s.name);
+        m.set_host(s.host);
+        m.set_port(s.sync_port);
+        m.set_public_key(net::KeyToBytes(s.key));
+        return m;
+      }
+      return std::nullopt;
+    });
     return Status::Ok();
   }
 

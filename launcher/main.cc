@@ -50,7 +50,7 @@ struct JobFlags {
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
   int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
-  int64_t async_apply_step = -1, eval_every = -1;
+  int64_t async_apply_step = -1, eval_every = -1, opening_bulk_min_bytes = -1;
   bool eval_beside_training = false;
   double inner_lr = -1, outer_lr = -1;
   std::vector<std::string> calibrations;
@@ -87,6 +87,8 @@ struct JobFlags {
     app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
     app->add_flag("--eval-beside-training", eval_beside_training,
                   "rank 0 evaluates on its own thread while training goes on; the loss is reported a round or more later");
+    app->add_option("--opening-bulk-min-bytes", opening_bulk_min_bytes,
+                    "verifier: openings at least this large are fetched from the prover, not relayed (0 = 1 MiB)");
     app->add_option("--calibration", calibrations,
                     "verifier: a tolerance calibration file (tributary calibrate) for a pair of determinism classes; repeatable");
     app->add_option("--group-size", group_size,
@@ -127,6 +129,7 @@ struct JobFlags {
     if (async_apply_step >= 0) spec.set_async_apply_step(static_cast<uint32_t>(async_apply_step));
     if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
     if (eval_beside_training) spec.set_eval_beside_training(true);
+    if (opening_bulk_min_bytes >= 0) spec.set_opening_bulk_min_bytes(static_cast<uint64_t>(opening_bulk_min_bytes));
     for (const std::string& file : calibrations) TRIB_RETURN_IF_ERROR(runtime::AddCalibrationFile(file, spec));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
     return spec;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <utility>
 #include <variant>
 
 #include "collectives/butterfly.h"
@@ -16,6 +17,7 @@
 #include "collectives/robust/aggregator.h"
 #include "verifier/aggregate_statement.h"
 #include "verifier/contribution.h"
+#include "verifier/opening_bulk.h"
 #include "verifier/dispute.h"
 #include "verifier/replay.h"
 
@@ -26,6 +28,8 @@ constexpr size_t kRoundsKept = 4;
 // The largest shard a bad-payload proof is decoded for (256 MiB of floats): bounds what a
 // colluding sender and reporter can make the coordinator allocate.
 constexpr uint64_t kMaxCheckedShardNumel = uint64_t{1} << 26;
+// The largest opening bulk a prover may announce (its verifiers bound it by their own model).
+constexpr uint64_t kMaxBulkBytes = uint64_t{64} << 30;
 // Residual links of a peer's aggregate statements are stored beside its manifests' links, under
 // its key with this suffix.
 constexpr std::string_view kAggregateLinkSuffix = "/aggregate";
@@ -71,7 +75,12 @@ Result<verifier::BisectionResult> CheckOpening(const verifier::SignedCommitment&
     TRIB_RETURN_IF_ERROR(verifier::CheckOpenedLeaf(c.body, step - 1, prev.leaf, prev.proof));
     b.agreed = prev;
   }
-  if (o.state().empty()) return Corruption("opening without the pre-step state");
+  if (verifier::HasDetachedBulk(o)) {
+    // Its bulk travels peer to peer: its verifiers check it against the digest it signed here.
+    TRIB_RETURN_IF_ERROR(verifier::OpeningBulkDigest(o).status());
+  } else if (o.state().empty()) {
+    return Corruption("opening without the pre-step state");
+  }
   b.prover = opened;
   return b;
 }
@@ -552,8 +561,9 @@ void VerificationService::AuditAggregate(uint64_t id, Pending& p, const v1::Open
                net::ShortKey(p.prover), shard, b.world);
 }
 
-void VerificationService::SendOpenRequest(uint64_t id, const Pending& p) {
+void VerificationService::SendOpenRequest(uint64_t id, const Pending& p, bool inline_bulk) {
   v1::Envelope e = net::MakeEnvelope(job_id_);
+  e.mutable_open_request()->set_inline_bulk(inline_bulk);
   e.mutable_open_request()->set_challenge_id(id);
   e.mutable_open_request()->set_round(p.round);
   e.mutable_open_request()->set_step(p.step);
@@ -650,7 +660,10 @@ void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicK
   q->set_prover_key(net::KeyToBytes(p.prover));
   q->set_prover_shard(p.shard);
   q->set_commitment(verifier::EncodeCommitment(p.commitment));
-  *q->mutable_opening() = *p.opening;
+  *q->mutable_opening() = p.inline_opening ? *p.inline_opening : *p.opening;
+  if (verifier::HasDetachedBulk(q->opening()) && bulk_source_) {
+    if (auto source = bulk_source_(p.prover)) *q->mutable_bulk_source() = *source;
+  }
   auto rs = rounds_.find(p.round);
   if (rs != rounds_.end()) {
     q->set_round_start_theta(rs->second.round_start_theta);
@@ -670,6 +683,10 @@ void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicK
 
 void VerificationService::OnOpening(const net::PublicKey& from, const v1::Opening& o, uint64_t now_ms) {
   auto it = pending_.find(o.challenge_id());
+  if (it != pending_.end() && it->second.prover == from && it->second.inline_deadline_ms &&
+      !it->second.inline_opening && it->second.stage != Stage::kDone) {
+    return OnInlineOpening(it->first, it->second, o, now_ms);
+  }
   if (it == pending_.end() || it->second.prover != from || it->second.stage != Stage::kOpening) {
     spdlog::warn("job {}: unsolicited opening from {}", job_id_, net::ShortKey(from));
     return;
@@ -689,12 +706,49 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
     return Convict(it->first, p, coordinator_->public_key(),
                    "chain break: step " + std::to_string(p.step) + " does not start where its predecessor ended");
   }
-  if (p.state_after && o.state_after().empty()) {
+  if (verifier::HasDetachedBulk(o) && o.bulk_bytes() > kMaxBulkBytes) {
+    return Convict(it->first, p, coordinator_->public_key(),
+                   "announced an opening of " + std::to_string(o.bulk_bytes()) + " bytes");
+  }
+  if (p.state_after && o.state_after().empty() && !verifier::HasDetachedBulk(o)) {
     return Convict(it->first, p, coordinator_->public_key(), "withheld the state after a challenged step");
   }
   p.opening = o;
   p.stage = Stage::kVerifying;
   for (const net::PublicKey& v : p.verifiers) SendVerify(it->first, p, v, false, now_ms);
+}
+
+void VerificationService::OnBulkUnavailable(uint64_t id, Pending& p, const net::PublicKey& verifier,
+                                            uint64_t now_ms) {
+  if (p.inline_opening) return SendVerify(id, p, verifier, p.stage == Stage::kRefereeing, now_ms);
+  p.awaiting_inline.insert(verifier);
+  // The verifiers wait for the opening too: their deadline starts when it comes.
+  p.deadline_ms = std::max(p.deadline_ms, now_ms + 2 * TimeoutMs());
+  if (p.inline_deadline_ms) return;
+  spdlog::info("job {} round {} step {}: {} cannot fetch {}'s opening from it; asking for it through the coordinator",
+               job_id_, p.round, p.step, net::ShortKey(verifier), net::ShortKey(p.prover));
+  p.inline_deadline_ms = now_ms + TimeoutMs();
+  SendOpenRequest(id, p, /*inline_bulk=*/true);
+}
+
+void VerificationService::OnInlineOpening(uint64_t id, Pending& p, const v1::Opening& o, uint64_t now_ms) {
+  const net::PublicKey self = coordinator_->public_key();
+  const v1::Opening& announced = *p.opening;
+  // The same opening, whole: every field it signed before, and a bulk with the digest it named.
+  if (verifier::HasDetachedBulk(o) || o.round() != announced.round() || o.step() != announced.step() ||
+      o.leaf() != announced.leaf() || o.proof() != announced.proof() ||
+      o.previous_leaf() != announced.previous_leaf() || o.previous_proof() != announced.previous_proof() ||
+      o.end_state() != announced.end_state()) {
+    return Convict(id, p, self, "sent another opening through the coordinator than the one it announced");
+  }
+  v1::Opening detached = o;
+  verifier::DetachOpeningBulk(detached);
+  if (detached.bulk_digest() != announced.bulk_digest()) {
+    return Convict(id, p, self, "the opening it sent through the coordinator is not the bulk it announced");
+  }
+  p.inline_opening = o;
+  const bool referee = p.stage == Stage::kRefereeing;
+  for (const net::PublicKey& v : std::exchange(p.awaiting_inline, {})) SendVerify(id, p, v, referee, now_ms);
 }
 
 std::optional<net::PublicKey> VerificationService::PickReferee(const Pending& p) const {
@@ -728,6 +782,9 @@ void VerificationService::OnVerifyResult(const net::PublicKey& from, const v1::V
     return;
   }
   Pending& p = it->second;
+  if (r.opening_unavailable() && p.opening && verifier::HasDetachedBulk(*p.opening)) {
+    return OnBulkUnavailable(it->first, p, from, now_ms);
+  }
   p.results[from] = r;
   if (p.stage == Stage::kRefereeing) {
     for (const net::PublicKey& referee : p.referees) {
@@ -937,6 +994,12 @@ VerificationService::RefereeRuling VerificationService::RuleOn(const Pending& p,
 
 void VerificationService::Sweep(uint64_t now_ms) {
   for (auto& [id, p] : pending_) {
+    if (p.stage != Stage::kDone && p.inline_deadline_ms && !p.inline_opening && now_ms >= p.inline_deadline_ms) {
+      Convict(id, p, coordinator_->public_key(),
+              "withheld the opening of a challenged step (served to its verifier neither directly nor through the "
+              "coordinator)");
+      continue;
+    }
     if (p.stage == Stage::kDone || now_ms < p.deadline_ms) continue;
     if (p.stage == Stage::kOpening) {
       Convict(id, p, coordinator_->public_key(), "withheld the opening of a challenged step");
@@ -960,16 +1023,19 @@ void VerificationService::Sweep(uint64_t now_ms) {
 void VerificationService::ExtendDeadlines(uint64_t ms) {
   for (auto& [id, p] : pending_) {
     if (p.stage != Stage::kDone) p.deadline_ms += ms;
+    if (p.stage != Stage::kDone && p.inline_deadline_ms) p.inline_deadline_ms += ms;
   }
 }
 
 void VerificationService::OnMemberReconnected(const net::PublicKey& key, uint64_t now_ms) {
   for (auto& [id, p] : pending_) {
-    if (p.prover != key || p.stage != Stage::kOpening) continue;
+    if (p.prover != key || p.stage == Stage::kDone) continue;
+    const bool whole = p.inline_deadline_ms && !p.inline_opening;
+    if (p.stage != Stage::kOpening && !whole) continue;
     spdlog::info("job {} round {}: asking {} again for an opening it has not given", job_id_, p.round,
                  net::ShortKey(key));
-    p.deadline_ms = now_ms + TimeoutMs();
-    SendOpenRequest(id, p);
+    (whole ? p.inline_deadline_ms : p.deadline_ms) = now_ms + TimeoutMs();
+    SendOpenRequest(id, p, whole);
   }
 }
 

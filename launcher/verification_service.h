@@ -52,12 +52,18 @@ class VerificationService {
     std::string round_start_theta;
   };
 
+  // Where a member serves the bulk of its openings (its state server), when it can be reached.
+  using BulkSourceFn = std::function<std::optional<v1::Member>(const net::PublicKey& prover)>;
+
   // Loads the job's ledger and bans from `store` (kept alive by the caller).
   static Result<std::unique_ptr<VerificationService>> Create(const v1::JobSpec& spec, std::string job_id,
                                                              const net::Identity* coordinator,
                                                              CoordinatorStore* store, SendFn send, BanFn ban);
 
   bool enabled() const { return spec_.verify_samples() > 0; }
+  // Openings peer to peer: a detached opening's verifiers are told to fetch its bulk here.
+  // Unset (or nullopt), they report it unavailable and the prover sends it through us.
+  void SetBulkSources(BulkSourceFn fn) { bulk_source_ = std::move(fn); }
   bool IsBanned(const net::PublicKey& key) const { return banned_.count(key) > 0; }
   // Records a ban (SQLite) and asks the caller to disconnect the peer.
   void Ban(const net::PublicKey& who, const std::string& why);
@@ -155,6 +161,11 @@ class VerificationService {
     Stage stage = Stage::kOpening;
     uint64_t deadline_ms = 0;
     bool state_after = false;         // the opening must carry the state after the step
+    // Openings peer to peer: verifiers and referees that could not fetch the detached bulk, and
+    // the whole opening the prover sent through us when asked (OpenRequest.inline_bulk).
+    std::set<net::PublicKey> awaiting_inline;
+    std::optional<v1::Opening> inline_opening;
+    uint64_t inline_deadline_ms = 0;  // nonzero: asked for it
     bool bitwise_conviction = false;  // a referee convicted bit for bit (see Convict)
   };
 
@@ -172,7 +183,12 @@ class VerificationService {
   // One Δ audit per committed member with a manifest, by verifiers drawn from the round's seed.
   void StartDeltaAudits(uint64_t round, const Digest& seed, const std::map<net::PublicKey, verifier::SignedCommitment>& by_key,
                         const std::map<net::PublicKey, uint32_t>& shard_of, uint32_t verifiers, uint64_t now_ms);
-  void SendOpenRequest(uint64_t id, const Pending& p);
+  void SendOpenRequest(uint64_t id, const Pending& p, bool inline_bulk = false);
+  // A verifier could not fetch a detached opening's bulk: ask the prover for the whole opening
+  // (once), and send it on to this verifier when it comes.
+  void OnBulkUnavailable(uint64_t id, Pending& p, const net::PublicKey& verifier, uint64_t now_ms);
+  // The prover's whole opening, asked for after a verifier could not fetch its bulk.
+  void OnInlineOpening(uint64_t id, Pending& p, const v1::Opening& o, uint64_t now_ms);
   Status CheckAggregateStatements(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
                                   const verifier::ContributionManifest& manifest, RoundState& rs);
   // One aggregate audit per committed shard owner with a statement: its opened contributions
@@ -200,6 +216,7 @@ class VerificationService {
   CoordinatorStore* store_;
   SendFn send_;
   BanFn ban_;
+  BulkSourceFn bulk_source_;
   verifier::Ledger ledger_;
   verifier::CalibrationTable calibrations_;  // the job's (validated with the spec)
   std::map<net::PublicKey, std::string> banned_;

@@ -142,6 +142,11 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s, const std::filesyste
     else if (key == "verify_samples") st = as_u32(&v1::JobSpec::set_verify_samples);
     else if (key == "verifiers_per_step") st = as_u32(&v1::JobSpec::set_verifiers_per_step);
     else if (key == "verify_timeout_ms") st = as_u32(&v1::JobSpec::set_verify_timeout_ms);
+    else if (key == "opening_bulk_min_bytes") {
+      TRIB_ASSIGN_OR_RETURN(int64_t v, Get<int64_t>(node, key));
+      if (v < 0) return InvalidArgument("job key 'opening_bulk_min_bytes' must not be negative");
+      s.set_opening_bulk_min_bytes(static_cast<uint64_t>(v));
+    }
     else if (key == "admission") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       if (v == "open") s.set_admission(v1::ADMISSION_OPEN);

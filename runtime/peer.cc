@@ -307,6 +307,7 @@ class PeerSession {
     if (spec_.verify_samples() > 0) {  // prover and verifier (runtime/verification.h)
       verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, device);
       trainer_->SetStepObserver(verification_->Observer());
+      verification_->SetBulkTransport(BulkTransport());
     }
     PublishState();
     auto speed = trainer_->MeasureTokensPerSecond(3);
@@ -315,6 +316,29 @@ class PeerSession {
                  job_id_, ModeName(spec_.mode()), spec_.inner_steps(), spec_.rounds(), shard_,
                  spec_.num_peers(), trainer_->num_parameters(), hardware_.tokens_per_second());
     return Status::Ok();
+  }
+
+  // Openings peer to peer: this peer's state server offers the bulk of its openings (not
+  // behind NAT, where nobody can reach it), and as a verifier it fetches a prover's.
+  PeerVerification::BulkTransport BulkTransport() {
+    PeerVerification::BulkTransport t;
+    if (!options_.relay_only) {
+      t.offer = [this](std::shared_ptr<const std::string> bulk) { state_server_->Offer(std::move(bulk)); };
+    }
+    // At most the states before and after a step and a residual (28 bytes a parameter), and half
+    // the verifier's time: the other half is left for the opening sent through the coordinator.
+    const uint64_t max_bytes = 32 * static_cast<uint64_t>(trainer_->num_parameters()) + (1u << 20);
+    const Millis budget((spec_.verify_timeout_ms() ? spec_.verify_timeout_ms() : spec_.round_timeout_ms()) / 2);
+    t.fetch = [this, max_bytes, budget](const v1::Member& m, const Digest& digest, uint64_t bytes) -> Result<std::string> {
+      if (bytes > max_bytes) {
+        return InvalidArgument("the opening names a bulk of " + std::to_string(bytes) + " bytes, more than this model's " +
+                               std::to_string(max_bytes));
+      }
+      StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
+      TRIB_ASSIGN_OR_RETURN(source.key, net::KeyFromBytes(m.public_key()));
+      return FetchBlob(io_, identity_, job_id_, source, digest, bytes, DeadlineAfter(budget));
+    };
+    return t;
   }
 
   Status Reconnect() {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <deque>
+
 #include "net/frame.h"
 #include "net/secure_channel.h"
 
@@ -14,6 +16,8 @@ struct StateServer::Shared {
   uint64_t rounds = 0;
   Digest digest{};
   std::shared_ptr<const std::string> state;
+  std::deque<std::pair<Digest, std::shared_ptr<const std::string>>> offered;  // oldest first
+  uint64_t offered_bytes = 0;
 };
 
 namespace {
@@ -31,16 +35,27 @@ void Serve(std::shared_ptr<StateServer::Shared> shared, std::shared_ptr<net::Con
         return;
       }
       std::shared_ptr<const std::string> state;
-      uint64_t rounds;
-      Digest digest;
+      uint64_t rounds = 0;
+      Digest digest{};
+      const std::string& wanted = request->state_request().blob_digest();
       {
         std::lock_guard<std::mutex> lock(shared->mu);
-        state = shared->state;
-        rounds = shared->rounds;
-        digest = shared->digest;
+        if (wanted.empty()) {
+          state = shared->state;
+          rounds = shared->rounds;
+          digest = shared->digest;
+        } else {
+          for (const auto& [d, blob] : shared->offered) {
+            if (DigestToBytes(d) == wanted) {
+              state = blob;
+              digest = d;
+            }
+          }
+        }
       }
       if (!state) {
-        conn->AsyncSend(net::MakeError(shared->job_id, v1::UNEXPECTED_MESSAGE, "no committed state yet"),
+        conn->AsyncSend(net::MakeError(shared->job_id, v1::UNEXPECTED_MESSAGE,
+                                       wanted.empty() ? "no committed state yet" : "no such blob offered"),
                         [conn](Status) { conn->Close(); });
         return;
       }
@@ -91,15 +106,30 @@ void StateServer::Publish(uint64_t committed_rounds, const Digest& digest,
   shared_->state = std::move(state);
 }
 
-Result<std::string> FetchState(net::IoThread& io, const net::Identity& identity,
-                               const std::string& job_id, const StateSource& source,
-                               uint64_t committed_rounds, const Digest& expected_digest,
-                               uint64_t max_bytes, Deadline deadline) {
+void StateServer::Offer(std::shared_ptr<const std::string> blob) {
+  const Digest digest = Sha256Of(*blob);
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  shared_->offered_bytes += blob->size();
+  shared_->offered.emplace_back(digest, std::move(blob));
+  while (shared_->offered.size() > 1 && shared_->offered_bytes > kOfferedBlobBytes) {
+    shared_->offered_bytes -= shared_->offered.front().second->size();
+    shared_->offered.pop_front();
+  }
+}
+
+namespace {
+
+// One StateRequest to `source`, then its StateHeader and chunks: the bytes, once their SHA-256
+// is `expected_digest`.
+Result<std::string> Fetch(net::IoThread& io, const net::Identity& identity, const std::string& job_id,
+                          const StateSource& source, const v1::StateRequest& what, const Digest& expected_digest,
+                          uint64_t max_bytes, Deadline deadline) {
   const std::string who = "state source " + source.name + " at " + source.host + ":" + std::to_string(source.port);
+  const uint64_t committed_rounds = what.committed_rounds();
   TRIB_ASSIGN_OR_RETURN(auto conn, net::Connection::Dial(io.context(), source.host, source.port, deadline));
   TRIB_RETURN_IF_ERROR(net::ClientHandshake(*conn, identity, job_id, source.key, deadline).status().WithContext(who));
   v1::Envelope request = net::MakeEnvelope(job_id);
-  request.mutable_state_request()->set_committed_rounds(committed_rounds);
+  *request.mutable_state_request() = what;
   TRIB_RETURN_IF_ERROR(conn->Send(request, deadline).WithContext(who));
   TRIB_ASSIGN_OR_RETURN(v1::Envelope reply, conn->Receive(deadline));
   TRIB_RETURN_IF_ERROR(net::CheckEnvelope(reply, job_id).WithContext(who));
@@ -124,10 +154,30 @@ Result<std::string> FetchState(net::IoThread& io, const net::Identity& identity,
   }
   const Digest got = Sha256Of(state);
   if (got != expected_digest) {
-    return Corruption(who + " sent a state with digest " + ShortHex(got) + ", but the job committed " +
+    return Corruption(who + " sent " + (what.blob_digest().empty() ? "a state" : "a blob") + " with digest " +
+                      ShortHex(got) + ", but " + (what.blob_digest().empty() ? "the job committed " : "asked for ") +
                       ShortHex(expected_digest));
   }
   return state;
+}
+
+}  // namespace
+
+Result<std::string> FetchState(net::IoThread& io, const net::Identity& identity,
+                               const std::string& job_id, const StateSource& source,
+                               uint64_t committed_rounds, const Digest& expected_digest,
+                               uint64_t max_bytes, Deadline deadline) {
+  v1::StateRequest what;
+  what.set_committed_rounds(committed_rounds);
+  return Fetch(io, identity, job_id, source, what, expected_digest, max_bytes, deadline);
+}
+
+Result<std::string> FetchBlob(net::IoThread& io, const net::Identity& identity, const std::string& job_id,
+                              const StateSource& source, const Digest& digest, uint64_t max_bytes,
+                              Deadline deadline) {
+  v1::StateRequest what;
+  what.set_blob_digest(DigestToBytes(digest));
+  return Fetch(io, identity, job_id, source, what, digest, max_bytes, deadline);
 }
 
 }  // namespace tributary::runtime

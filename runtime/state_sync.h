@@ -1,6 +1,7 @@
 // State sync for late joiners: peers serve their last committed state; a joiner fetches it from
 // one of the sources the coordinator named and checks it against the digest the *coordinator*
 // announced (never one the source chose), so a lying source is detected and the next tried.
+// The same server offers blobs by digest: the bulk of a verifier opening (verifier/opening_bulk.h).
 //
 // StateServer runs entirely on the peer's IoThread: it accepts on its own listener, runs the
 // server handshake, answers one StateRequest with a StateHeader followed by raw chunk records,
@@ -21,6 +22,7 @@
 namespace tributary::runtime {
 
 inline constexpr uint32_t kStateChunkBytes = 1u << 20;
+inline constexpr uint64_t kOfferedBlobBytes = 1ull << 30;
 
 class StateServer {
  public:
@@ -31,6 +33,9 @@ class StateServer {
   uint16_t port() const;
   void Publish(uint64_t committed_rounds, const Digest& digest,
                std::shared_ptr<const std::string> state);
+  // Also serves `blob` to whoever asks for its SHA-256 (an opening's bulk; FetchBlob). The
+  // newest offers are kept up to `kOfferedBlobBytes` in all; older ones are dropped.
+  void Offer(std::shared_ptr<const std::string> blob);
 
   struct Shared;  // what the io-thread handlers read; defined in the .cc
 
@@ -53,5 +58,11 @@ Result<std::string> FetchState(net::IoThread& io, const net::Identity& identity,
                                const std::string& job_id, const StateSource& source,
                                uint64_t committed_rounds, const Digest& expected_digest,
                                uint64_t max_bytes, Deadline deadline);
+
+// Fetches the blob whose SHA-256 is `digest` that `source` offers (StateServer::Offer); fails
+// unless it is that blob and at most `max_bytes` long.
+Result<std::string> FetchBlob(net::IoThread& io, const net::Identity& identity, const std::string& job_id,
+                              const StateSource& source, const Digest& digest, uint64_t max_bytes,
+                              Deadline deadline);
 
 }  // namespace tributary::runtime

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/clock.h"
+#include "core/human_bytes.h"
 #include "net/frame.h"
 #include "collectives/butterfly.h"
 #include "collectives/codec/codec.h"
@@ -9,6 +11,7 @@
 #include "runtime/step_kernel.h"
 #include "verifier/contribution.h"
 #include "verifier/determinism.h"
+#include "verifier/opening_bulk.h"
 #include "verifier/replay.h"
 
 namespace tributary::runtime {
@@ -187,7 +190,40 @@ Result<StepKernel*> PeerVerification::Kernel() {
   return kernel_.get();
 }
 
+// A detached opening is made whole first. Only a verifier that can judge the prover's class
+// downloads anything; one that cannot fetch the bulk says so (opening_unavailable), and the
+// coordinator then has the prover send the opening through it.
 v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
+  if (!verifier::HasDetachedBulk(q.opening())) return VerifyOpened(q);
+  const uint64_t id = q.challenge_id();
+  auto leaf = verifier::DecodeLeaf(q.opening().leaf());
+  if (!q.delta_audit() && leaf.ok() && calibrations_.Judge(leaf->determinism_class, class_) == verifier::JudgeKind::kNone) {
+    return MakeResult(id, v1::VERIFY_CANNOT_REPLAY,
+                      "the prover's determinism class is not this verifier's, and the job calibrates no tolerance "
+                      "for the pair");
+  }
+  auto unavailable = [&](const std::string& why) {
+    v1::VerifyResult r = MakeResult(id, v1::VERIFY_CANNOT_REPLAY, "cannot fetch the opening from the prover: " + why);
+    r.set_opening_unavailable(true);
+    return r;
+  };
+  auto digest = verifier::OpeningBulkDigest(q.opening());
+  if (!digest.ok()) return MakeResult(id, v1::VERIFY_MISMATCH, digest.status().message());
+  if (!q.has_bulk_source() || q.bulk_source().port() == 0) return unavailable("the request names no source");
+  if (!bulk_.fetch) return unavailable("this peer cannot fetch");
+  const auto start = Clock::now();
+  auto bulk = bulk_.fetch(q.bulk_source(), *digest, q.opening().bulk_bytes());
+  if (!bulk.ok()) return unavailable(bulk.status().ToString());
+  spdlog::info("fetched the opening of round {} step {} ({}) from {} in {:.2f} s", q.round(), q.opening().step(),
+               HumanBytes(static_cast<double>(bulk->size())), q.bulk_source().peer_name(), SecondsSince(start));
+  v1::VerifyRequest whole = q;
+  if (Status st = verifier::AttachOpeningBulk(*whole.mutable_opening(), *bulk); !st.ok()) {
+    return unavailable(st.ToString());
+  }
+  return VerifyOpened(whole);
+}
+
+v1::VerifyResult PeerVerification::VerifyOpened(const v1::VerifyRequest& q) {
   const uint64_t id = q.challenge_id();
   auto fail = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_MISMATCH, why); };
   auto cannot = [&](const std::string& why) { return MakeResult(id, v1::VERIFY_CANNOT_REPLAY, why); };
@@ -406,6 +442,25 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   return match;
 }
 
+std::optional<v1::Envelope> PeerVerification::AnswerOpenRequest(const v1::OpenRequest& q) {
+  if (q.inline_bulk() && hooks_ && hooks_->withhold_inline_bulk) return std::nullopt;
+  auto opening = Open(q.round(), q.step(), q.end_state(), q.state_after());
+  if (!opening.ok()) {
+    spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
+    return std::nullopt;
+  }
+  opening->set_challenge_id(q.challenge_id());
+  const uint64_t detach_from =
+      spec_.opening_bulk_min_bytes() ? spec_.opening_bulk_min_bytes() : verifier::kDetachedBulkMinBytes;
+  if (!q.inline_bulk() && bulk_.offer && verifier::OpeningBulkBytes(*opening) >= detach_from) {
+    auto bulk = std::make_shared<const std::string>(verifier::DetachOpeningBulk(*opening));
+    if (!(hooks_ && hooks_->unserved_bulk)) bulk_.offer(std::move(bulk));
+  }
+  v1::Envelope reply = net::MakeEnvelope(job_id_);
+  *reply.mutable_opening() = std::move(opening).value();
+  return reply;
+}
+
 Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope& request,
                                                               const net::PublicKey& coordinator_key) {
   if (!net::VerifyEnvelope(coordinator_key, request)) {
@@ -429,14 +484,7 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
       o->set_aggregate_residual(verifier::EncodeResidual(it->second.owned_residual_in));
       return std::optional<v1::Envelope>(std::move(reply));
     }
-    auto opening = Open(q.round(), q.step(), q.end_state(), q.state_after());
-    if (!opening.ok()) {
-      spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
-      return std::optional<v1::Envelope>();
-    }
-    opening->set_challenge_id(q.challenge_id());
-    *reply.mutable_opening() = std::move(opening).value();
-    return std::optional<v1::Envelope>(std::move(reply));
+    return AnswerOpenRequest(q);
   }
   if (request.has_verify_request()) {
     const v1::VerifyRequest& q = request.verify_request();

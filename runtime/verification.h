@@ -57,6 +57,10 @@ struct AdversaryHooks {
   // and its audit opens, the residual as it was.
   std::function<void(uint64_t round, std::span<float> residual)> sent_residual;
   bool residual_claim_untampered = false;
+  // Announces a detached opening's bulk but never serves it (an unreachable state server);
+  // `withhold_inline_bulk`: nor sends the whole opening when the coordinator asks for it.
+  bool unserved_bulk = false;
+  bool withhold_inline_bulk = false;
   // As a shard owner: rewrites the aggregate of its shard before it is encoded and stated (a
   // lying owner; the statement names the honest contributions, the payload carries this).
   std::function<void(uint64_t round, std::span<float> aggregate)> owner_aggregate;
@@ -107,6 +111,15 @@ class PeerVerification {
 
   const std::string& determinism_class() const { return class_; }
 
+  // Openings peer to peer (verifier/opening_bulk.h). `offer` serves a detached opening's bulk
+  // from this peer's state server; unset, every opening goes whole through the coordinator.
+  // `fetch` downloads a bulk from the prover a VerifyRequest names (bulk_source).
+  struct BulkTransport {
+    std::function<void(std::shared_ptr<const std::string> bulk)> offer;
+    std::function<Result<std::string>(const v1::Member& source, const Digest& digest, uint64_t bytes)> fetch;
+  };
+  void SetBulkTransport(BulkTransport transport) { bulk_ = std::move(transport); }
+
  private:
   struct RoundLog {
     std::vector<std::optional<verifier::StepLeaf>> leaves;
@@ -129,6 +142,10 @@ class PeerVerification {
                                                         const verifier::TrainingState& replayed_after,
                                                         const v1::Opening& opening, StepKernel& kernel);
   Result<StepKernel*> Kernel();
+  // Verify() once the opening is whole.
+  v1::VerifyResult VerifyOpened(const v1::VerifyRequest& request);
+  // The answer to an OpenRequest: the opening, its bulk detached and offered when it is large.
+  std::optional<v1::Envelope> AnswerOpenRequest(const v1::OpenRequest& request);
 
   v1::JobSpec spec_;
   std::string job_id_;
@@ -140,6 +157,7 @@ class PeerVerification {
   verifier::CalibrationTable calibrations_;  // the job's (JobSpec.tolerance_calibrations)
   std::map<uint64_t, RoundLog> rounds_;  // the last few rounds (openings come after commit)
   std::unique_ptr<StepKernel> kernel_;
+  BulkTransport bulk_;
 };
 
 }  // namespace tributary::runtime

@@ -56,7 +56,8 @@ const std::vector<std::string>& AttackNames() {
                                                  "withhold", "equivocate", "commit_late", "accuse", "collude",
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
                                                  "alie",     "ipm",       "send_nan",    "send_inf",
-                                                 "send_garbage", "send_residual", "residual_lie", "owner_scale"};
+                                                 "send_garbage", "send_residual", "residual_lie", "owner_scale",
+                                                 "unserved_bulk", "withhold_bulk"};
   return names;
 }
 
@@ -90,6 +91,11 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     });
   } else if (a == "withhold") {
     h.withhold_openings = true;
+  } else if (a == "unserved_bulk") {  // honest, but its openings' bulk cannot be fetched from it
+    h.unserved_bulk = true;
+  } else if (a == "withhold_bulk") {  // announces its openings, serves their bulk to nobody
+    h.unserved_bulk = true;
+    h.withhold_inline_bulk = true;
   } else if (a == "equivocate") {
     h.equivocate = true;
   } else if (a == "commit_late") {

@@ -25,7 +25,9 @@ struct PolicyOptions {
 // (× scale), alie (μ − 1.5·σ, estimated alone), ipm (−0.5·μ), manifest_lie (a signed manifest
 // that states other payloads than those sent), send_nan / send_inf / send_garbage (honest steps
 // and Δ, but each encoded payload carries a NaN / +Inf / is one byte short, and is signed so);
-// owner_scale (as a shard owner, returns its shard's aggregate × scale, stated as its own).
+// owner_scale (as a shard owner, returns its shard's aggregate × scale, stated as its own);
+// unserved_bulk (honest, but nobody can fetch its openings' bulk from it: a firewalled state
+// server) and withhold_bulk (the same, and it never sends the whole opening either).
 // stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
 

@@ -74,6 +74,9 @@ class VerifiedJob {
     std::string codec;   // empty: the default (fp32)
     std::vector<std::string> calibrations;  // tolerance calibration files (Calibrate)
     int n_layer = 1, d_model = 32;
+    // Openings at least this large go peer to peer (0: the job's default, 1 MiB, which these
+    // small models' openings never reach, so they go through the coordinator).
+    int opening_bulk_min_bytes = 0;
   };
   void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
   void Start(const Options& o) {
@@ -86,6 +89,9 @@ class VerifiedJob {
          "--d-model", std::to_string(o.d_model), "--context", "32",
          "--batch-size", "8", "--inner-lr", "0.01"};
     if (o.before_commit) argv.push_back("--verify-before-commit");
+    if (o.opening_bulk_min_bytes > 0) {
+      argv.insert(argv.end(), {"--opening-bulk-min-bytes", std::to_string(o.opening_bulk_min_bytes)});
+    }
     if (o.group_size > 0) argv.insert(argv.end(), {"--group-size", std::to_string(o.group_size)});
     if (!o.codec.empty()) argv.insert(argv.end(), {"--codec", o.codec});
     for (const std::string& c : o.calibrations) argv.insert(argv.end(), {"--calibration", c});
@@ -201,7 +207,8 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
   const Attack& attack = GetParam();
   VerifiedJob job("verify-" + attack.name);
   const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
-  job.Start({.rounds = 3, .before_commit = attack.before_commit, .codec = attack.codec});
+  // Every opening's bulk goes peer to peer (the path of models over ~90 k parameters).
+  job.Start({.rounds = 3, .before_commit = attack.before_commit, .codec = attack.codec, .opening_bulk_min_bytes = 1});
   job.Peer("alice", TRIBUTARY_BINARY);
   job.Peer("bob", TRIBUTARY_BINARY);
   std::vector<std::string> flags = {"--attack", attack.name};
@@ -239,6 +246,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Attack{"shard", {}, "convicted"}, Attack{"sign_flip", {}, "convicted"},
                       Attack{"scale", {"--scale", "1000"}, "convicted"}, Attack{"subnormal", {}, "convicted"},
                       Attack{"withhold", {}, "withheld the opening"}, Attack{"equivocate", {}, "equivocated"},
+                      // Announces each opening with its bulk detached, then serves the bulk
+                      // neither to its verifiers nor through the coordinator.
+                      Attack{"withhold_bulk", {}, "neither directly nor through the coordinator"},
                       Attack{"commit_late", {}, "without a step commitment"},
                       Attack{"accuse", {}, "false accusation"},
                       Attack{"random", {}, "convicted", /*before_commit=*/true},
@@ -370,6 +380,30 @@ TEST(VerifierClassLie, ALiarAboutItsClassEarnsNoVerifiedWork) {
   auto key = net::KeyFromHex(m);
   ASSERT_TRUE(key.ok());
   EXPECT_EQ(o.ledger.VerifiedSteps(*key), 0u);
+}
+
+// Openings travel peer to peer: verifiers fetch each opening's bulk from the prover's state
+// server. A prover nobody can fetch from (a firewalled state server) is not a cheater: its
+// verifiers say so, the coordinator asks it for the whole opening, and its work is verified.
+TEST(VerifierOpeningsPeerToPeer, AProverWhoseBulkCannotBeFetchedSendsItThroughTheCoordinator) {
+  VerifiedJob job("verify-unserved-bulk");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), m = job.Key("mallory");
+  job.Start({.rounds = 3, .opening_bulk_min_bytes = 1});
+  job.Peer("alice", TRIBUTARY_BINARY);
+  job.Peer("bob", TRIBUTARY_BINARY);
+  job.Peer("mallory", TRIBUTARY_ADVERSARY, {"--attack", "unserved_bulk"});
+  ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  EXPECT_NE(log.find("asking for it through the coordinator"), std::string::npos) << log;
+  const Outcome o = ReadLedger(job);
+  ExpectHonest(o, a);
+  ExpectHonest(o, b);
+  ExpectHonest(o, m);
+  // The honest peers' openings went peer to peer.
+  for (const char* name : {"alice", "bob"}) {
+    const std::string peer = ReadFileOrEmpty(job.log(name));
+    EXPECT_NE(peer.find("fetched the opening of round"), std::string::npos) << peer;
+  }
 }
 
 // Peers of two determinism classes (torch on two threads, and on one: another reduction order,

@@ -17,6 +17,7 @@
 #include "launcher/store.h"
 #include "runtime/job_spec.h"
 #include "tests/common/contribution_proofs.h"
+#include "verifier/opening_bulk.h"
 #include "verifier/aggregate_statement.h"
 #include "verifier/commitment.h"
 #include "verifier/contribution.h"
@@ -1005,6 +1006,119 @@ TEST_F(ServiceTest, AReconnectedProverIsAskedAgainForItsOpenings) {
   for (const auto& q : again) service_->OnOpening(p.id.public_key(), Open(p, q.challenge_id(), q.step()), 1000);
   service_->Sweep(900 + 1000 + 1);
   EXPECT_FALSE(bans_.count(p.id.public_key()));
+}
+
+// ---- openings peer to peer (verifier/opening_bulk.h) ------------------------------------------
+
+// `p`'s opening of challenge `q` with its bulk detached, as a prover with a state server sends it.
+v1::Opening Detached(v1::Opening o) {
+  o.set_state(std::string(2 << 20, 's'));  // large enough to detach
+  (void)verifier::DetachOpeningBulk(o);
+  return o;
+}
+
+class BulkServiceTest : public ServiceTest {
+ protected:
+  // Round 0 committed, and `p`'s first challenge opened with a detached bulk: returns its
+  // challenge id; the verifier's request went out.
+  uint64_t OpenDetached(Prover& p) {
+    service_->SetBulkSources([this](const net::PublicKey& key) -> std::optional<v1::Member> {
+      v1::Member m;
+      m.set_host("10.0.0.7");
+      m.set_port(4242);
+      m.set_public_key(net::KeyToBytes(key));
+      return m;
+    });
+    CommitRound();
+    const auto requests = OpenRequests(p);
+    const auto q = requests.front();
+    EXPECT_FALSE(q.inline_bulk());
+    for (size_t i = 1; i < requests.size(); ++i) {  // its other challenges: opened whole
+      service_->OnOpening(p.id.public_key(), Open(p, requests[i].challenge_id(), requests[i].step()), 30);
+    }
+    sent_.clear();
+    service_->OnOpening(p.id.public_key(), Detached(Open(p, q.challenge_id(), q.step())), 30);
+    return q.challenge_id();
+  }
+  v1::VerifyResult Unavailable(uint64_t id) {
+    v1::VerifyResult r;
+    r.set_challenge_id(id);
+    r.set_outcome(v1::VERIFY_CANNOT_REPLAY);
+    r.set_reason("cannot fetch the opening from the prover: refused");
+    r.set_opening_unavailable(true);
+    return r;
+  }
+};
+
+// Verifiers are sent the light opening and told where to fetch the bulk.
+TEST_F(BulkServiceTest, AVerifierIsToldWhereToFetchADetachedOpening) {
+  Prover& p = provers_[0];
+  const uint64_t id = OpenDetached(p);
+  const auto requests = VerifyRequests(id);
+  ASSERT_EQ(requests.size(), 1u);
+  const v1::VerifyRequest& q = requests.front().second;
+  EXPECT_TRUE(verifier::HasDetachedBulk(q.opening()));
+  EXPECT_TRUE(q.opening().state().empty());
+  EXPECT_EQ(q.bulk_source().port(), 4242u);
+  EXPECT_EQ(q.bulk_source().public_key(), net::KeyToBytes(p.id.public_key()));
+  v1::VerifyResult match;
+  match.set_challenge_id(id);
+  match.set_outcome(v1::VERIFY_MATCH);
+  service_->OnVerifyResult(requests.front().first, match, 40);
+  EXPECT_EQ(Record(p).steps_verified(), 1u);
+}
+
+// A verifier that cannot fetch it is no verdict: the prover is asked for the whole opening
+// through the coordinator, which must carry the bulk it announced, and the verifier gets that.
+TEST_F(BulkServiceTest, AnUnfetchableOpeningIsAskedForWholeAndForwarded) {
+  Prover& p = provers_[0];
+  const uint64_t id = OpenDetached(p);
+  const net::PublicKey verifier_key = VerifyRequests(id).front().first;
+  sent_.clear();
+  service_->OnVerifyResult(verifier_key, Unavailable(id), 40);
+  const auto asked = OpenRequests(p);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_TRUE(asked.front().inline_bulk());
+  EXPECT_EQ(asked.front().challenge_id(), id);
+  service_->Sweep(40 + 1000 - 1);  // nobody defaults while the whole opening is on its way
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+  v1::Opening whole = Open(p, id, asked.front().step());
+  whole.set_state(std::string(2 << 20, 's'));  // the bulk it announced
+  service_->OnOpening(p.id.public_key(), whole, 50);
+  const auto forwarded = VerifyRequests(id);
+  ASSERT_EQ(forwarded.size(), 1u);
+  EXPECT_EQ(forwarded.front().first, verifier_key);
+  EXPECT_FALSE(verifier::HasDetachedBulk(forwarded.front().second.opening()));
+  EXPECT_EQ(forwarded.front().second.opening().state().size(), size_t{2} << 20);
+  v1::VerifyResult match;
+  match.set_challenge_id(id);
+  match.set_outcome(v1::VERIFY_MATCH);
+  service_->OnVerifyResult(verifier_key, match, 60);
+  EXPECT_EQ(Record(p).steps_verified(), 1u);
+  EXPECT_FALSE(bans_.count(p.id.public_key()));
+}
+
+// The whole opening must be the announced one: a prover that sends another is convicted...
+TEST_F(BulkServiceTest, AWholeOpeningOtherThanTheAnnouncedOneConvictsTheProver) {
+  Prover& p = provers_[0];
+  const uint64_t id = OpenDetached(p);
+  service_->OnVerifyResult(VerifyRequests(id).front().first, Unavailable(id), 40);
+  v1::Opening other = Open(p, id, OpenRequests(p).back().step());
+  other.set_state(std::string(2 << 20, 't'));  // not the bulk it announced
+  service_->OnOpening(p.id.public_key(), other, 50);
+  ASSERT_TRUE(bans_.count(p.id.public_key()));
+  EXPECT_NE(bans_[p.id.public_key()].find("not the bulk it announced"), std::string::npos) << bans_[p.id.public_key()];
+}
+
+// ... and so is one that sends none in time.
+TEST_F(BulkServiceTest, NoWholeOpeningInTimeConvictsTheProver) {
+  Prover& p = provers_[1];
+  const uint64_t id = OpenDetached(p);
+  service_->OnVerifyResult(VerifyRequests(id).front().first, Unavailable(id), 40);
+  service_->Sweep(40 + 1000 + 1);
+  ASSERT_TRUE(bans_.count(p.id.public_key()));
+  EXPECT_NE(bans_[p.id.public_key()].find("neither directly nor through the coordinator"), std::string::npos)
+      << bans_[p.id.public_key()];
 }
 
 // ---- a job that publishes a calibration for (gpu-test prover, cpu-test verifier) ----------------

@@ -62,5 +62,33 @@ TEST_F(StateSyncTest, NothingPublishedYetIsAClearRefusal) {
   EXPECT_NE(none.status().message().find("no committed state"), std::string::npos);
 }
 
+// Openings peer to peer: the server offers blobs by digest beside its committed state; a
+// fetcher gets exactly the blob it names, and nothing it does not.
+TEST_F(StateSyncTest, OfferedBlobsAreServedByDigestOnly) {
+  std::string blob(2 * kStateChunkBytes + 7, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 7);
+  const std::string other = "another opening's bulk";
+  server_->Offer(std::make_shared<const std::string>(blob));
+  server_->Offer(std::make_shared<const std::string>(other));
+  server_->Publish(1, Sha256Of(std::string_view("state")), std::make_shared<const std::string>("state"));
+  auto got = FetchBlob(client_io_, client_id_, "job-s", Source(), Sha256Of(blob), blob.size(), DeadlineAfter(10s));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, blob);
+  auto second = FetchBlob(client_io_, client_id_, "job-s", Source(), Sha256Of(other), 1 << 20, DeadlineAfter(5s));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(*second, other);
+  auto unknown = FetchBlob(client_io_, client_id_, "job-s", Source(), Sha256Of(std::string_view("never offered")),
+                           1 << 20, DeadlineAfter(5s));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("no such blob offered"), std::string::npos) << unknown.status().ToString();
+  auto big = FetchBlob(client_io_, client_id_, "job-s", Source(), Sha256Of(blob), 1024, DeadlineAfter(5s));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("at most 1024"), std::string::npos) << big.status().ToString();
+  // The committed state is still served as before.
+  auto state = FetchState(client_io_, client_id_, "job-s", Source(), 1, Sha256Of(std::string_view("state")), 1 << 20,
+                          DeadlineAfter(5s));
+  ASSERT_TRUE(state.ok()) << state.status().ToString();
+}
+
 }  // namespace
 }  // namespace tributary::runtime
