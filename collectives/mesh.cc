@@ -7,6 +7,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -27,6 +28,12 @@ constexpr Millis kCancelPoll{50};
 // How long Abort lets its Error frames leave before closing (they are tiny; only a peer that
 // stopped reading can hold them up, and that peer is the one we are giving up on).
 constexpr Millis kAbortGrace{200};
+// How long a dialer waits before greeting again a member that has not started its attempt yet,
+// and for how long it keeps doing so: members hear a RoundStart within milliseconds of each
+// other (a member forming the previous attempt notices within kCancelPoll); one still behind
+// after this is stuck in another attempt, and the formation fails naming it, as it always did.
+constexpr Millis kRegreetDelay{100};
+constexpr Millis kAheadPatience{1000};
 // How long a formation that gives up waits for its greetings in flight (see CollectGreetings).
 constexpr Millis kGreetingGrace{500};
 constexpr std::string_view kBlamePrefix = "failed rank ";
@@ -84,6 +91,13 @@ Result<uint32_t> CheckMeshHello(const v1::Envelope& env, const std::string& job_
   if (h.rank() >= me) {
     return ProtocolError("mesh hello from rank " + std::to_string(h.rank()) + ", but rank " +
                          std::to_string(me) + " only accepts ranks below it (lower ranks dial)");
+  }
+  // The dialer's RoundStart came before ours: not an error of its, we are behind (Unavailable,
+  // answered with ATTEMPT_AHEAD, and the dialer greets again).
+  if (h.round() > round || (h.round() == round && h.attempt() > attempt)) {
+    return Unavailable("mesh hello for round " + std::to_string(h.round()) + " attempt " + std::to_string(h.attempt()) +
+                       ", which this rank has not started (it forms round " + std::to_string(round) + " attempt " +
+                       std::to_string(attempt) + ")");
   }
   if (h.round() != round) {
     return ProtocolError("mesh hello for round " + std::to_string(h.round()) +
@@ -144,9 +158,16 @@ Result<std::shared_ptr<net::Connection>> DialMember(net::IoThread& io, const Mes
   }, "mesh formation was given up");
 }
 
-// Runs on a thread of its own: dial `to`, run the client handshake, send our hello.
+// Runs on a thread of its own: (after `delay`) dial `to`, run the client handshake, send our hello.
 void Greet(std::shared_ptr<FormInbox> inbox, net::IoThread& io, MeshMember to, v1::Envelope hello,
-           const net::Identity* identity, std::string context, Deadline deadline) {
+           const net::Identity* identity, std::string context, Deadline deadline, Millis delay) {
+  for (const Deadline start = DeadlineAfter(delay); Clock::now() < start;) {
+    {
+      std::lock_guard lock(inbox->mu);
+      if (inbox->cancelled) break;
+    }
+    std::this_thread::sleep_for(std::min(delay, kCancelPoll));
+  }
   auto dialed = DialMember(io, to, deadline, *inbox);
   if (!dialed.ok()) {
     inbox->Update([&] {
@@ -218,6 +239,7 @@ class MeshFormation {
   }
 
   Status Run(Deadline deadline) {
+    deadline_ = deadline;
     StartGreetings(deadline);
     for (;;) {
       if (control_ && control_->IsCancelled()) {
@@ -231,12 +253,14 @@ class MeshFormation {
         return Status::Ok();
       }
       if (Clock::now() >= deadline) return Fail(DeadlineExceeded(Missing()), FirstMissing());
+      TRIB_RETURN_IF_ERROR(CheckAheadPatience());
+      const Deadline wake = std::min(deadline, AheadGiveUp());
       if (accepted_ < mesh_.rank()) {
-        TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
-        Wait(std::min(deadline, Clock::now() + kAcceptSlice));
+        TRIB_RETURN_IF_ERROR(AcceptOne(wake));
+        Wait(std::min(wake, Clock::now() + kAcceptSlice));
       } else {
         // With a control, never sleep past the next cancellation check.
-        Wait(control_ ? std::min(deadline, Clock::now() + kCancelPoll) : deadline);
+        Wait(control_ ? std::min(wake, Clock::now() + kCancelPoll) : wake);
       }
     }
   }
@@ -254,8 +278,41 @@ class MeshFormation {
         MeshHello(mesh_.job_id(), member(mesh_.rank()), mesh_.round(), mesh_.attempt());
     for (uint32_t p = mesh_.rank() + 1; p < mesh_.world(); ++p) {
       greeters_.emplace_back(Greet, inbox_, std::ref(*mesh_.dial_io_), member(p), hello,
-                             mesh_.identity(), HandshakeContext(mesh_.job_id()), deadline);
+                             mesh_.identity(), HandshakeContext(mesh_.job_id()), deadline, Millis{0});
     }
+  }
+
+  // The earliest moment a member that answered ATTEMPT_AHEAD and is not connected yet is given up.
+  Deadline AheadGiveUp() const {
+    Deadline out = Deadline::max();
+    for (const auto& [peer, since] : ahead_since_) {
+      if (!connected_to_[peer]) out = std::min(out, since + kAheadPatience);
+    }
+    return out;
+  }
+  Status CheckAheadPatience() {
+    for (const auto& [peer, since] : ahead_since_) {
+      if (!connected_to_[peer] && Clock::now() >= since + kAheadPatience) {
+        return Fail(FailedPrecondition(Describe(peer) + " had not started round " + std::to_string(mesh_.round()) +
+                                       " attempt " + std::to_string(mesh_.attempt()) + " " +
+                                       std::to_string(kAheadPatience.count()) + " ms after refusing our hello for it"),
+                    peer);
+      }
+    }
+    return Status::Ok();
+  }
+
+  // `peer` has not started this attempt yet (ATTEMPT_AHEAD): drop the connection it refused and
+  // greet it again shortly; that greeting gives up at `deadline` (kAheadPatience after the first
+  // refusal), and the formation with it.
+  void Regreet(uint32_t peer, const std::string& why, Deadline deadline) {
+    spdlog::info("mesh rank {}: {} is not at round {} attempt {} yet ({}); greeting it again", mesh_.rank(),
+                 Describe(peer), mesh_.round(), mesh_.attempt(), why);
+    mesh_.peers_[peer]->Close();
+    mesh_.peers_[peer] = nullptr;
+    greeters_.emplace_back(Greet, inbox_, std::ref(*mesh_.dial_io_), member(peer),
+                           MeshHello(mesh_.job_id(), member(mesh_.rank()), mesh_.round(), mesh_.attempt()),
+                           mesh_.identity(), HandshakeContext(mesh_.job_id()), deadline, kRegreetDelay);
   }
 
   // Handles everything that arrived; fails on the first event that dooms the formation.
@@ -309,7 +366,7 @@ class MeshFormation {
     }
     auto rank = CheckMeshHello(*h.hello, mesh_.job_id(), mesh_.rank(), mesh_.round(),
                                mesh_.attempt());
-    if (!rank.ok()) return Reject(*h.conn, rank.status());
+    if (!rank.ok()) return RejectHello(*h.conn, rank.status());
     if (mesh_.peers_[*rank]) {
       return Reject(*h.conn, ProtocolError("rank " + std::to_string(*rank) +
                                            " is already connected to this mesh"));
@@ -347,6 +404,13 @@ class MeshFormation {
       return Fail(valid.WithContext("from " + Describe(c.peer)), c.peer);
     }
     if (env.has_error()) {
+      if (env.error().code() == v1::ATTEMPT_AHEAD && c.stage == Stage::kAck) {
+        const Deadline give_up = ahead_since_.try_emplace(c.peer, Clock::now()).first->second + kAheadPatience;
+        if (Clock::now() < give_up) {
+          Regreet(c.peer, env.error().message(), std::min(deadline_, give_up));
+          return Status::Ok();
+        }
+      }
       if (env.error().code() == v1::ROUND_FAILED) {
         return Fail(Aborted(Describe(c.peer) + " gave up forming the mesh: " +
                             env.error().message()),
@@ -499,7 +563,7 @@ class MeshFormation {
       auto rank = CheckMeshHello(*h.hello, mesh_.job_id(), mesh_.rank(), mesh_.round(),
                                  mesh_.attempt());
       if (!rank.ok()) {
-        Reject(*h.conn, rank.status());
+        RejectHello(*h.conn, rank.status());
       } else {
         Reject(*h.conn, Aborted(gave_up), v1::ROUND_FAILED);
       }
@@ -508,6 +572,14 @@ class MeshFormation {
     if (blamed) failure = mesh_.FailureOf(*blamed);
     mesh_.Abort(Aborted(why.message()), failure);
     return why;
+  }
+
+  // A hello CheckMeshHello refused; one for an attempt we have not started is no error.
+  void RejectHello(net::Connection& conn, const Status& why) {
+    if (why.code() != StatusCode::kUnavailable) return Reject(conn, why);
+    spdlog::info("mesh rank {}: {} is ahead of us: {}", mesh_.rank(), conn.remote(), why.message());
+    (void)conn.Send(net::MakeError(mesh_.job_id(), v1::ATTEMPT_AHEAD, why.message()), DeadlineAfter(kRejectSendTimeout));
+    conn.Close();
   }
 
   void Reject(net::Connection& conn, const Status& why,
@@ -522,6 +594,8 @@ class MeshFormation {
   }
 
   FormControl* control_;  // may be null
+  Deadline deadline_{};   // of Run
+  std::map<uint32_t, Deadline> ahead_since_;  // by rank: when it first answered ATTEMPT_AHEAD
   Mesh& mesh_;
   net::Listener& listener_;
   std::shared_ptr<FormInbox> inbox_ = std::make_shared<FormInbox>();

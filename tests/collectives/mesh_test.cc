@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include <future>
 
 #include "collectives/butterfly.h"
@@ -87,10 +90,14 @@ TEST(MeshTest, BadHellosAreRejectedWhileTheRightMembersConnect) {
   ASSERT_TRUE(wrong_version->Send(old, DeadlineAfter(2s)).ok());
   auto higher_rank = dial();  // rank 2 only hears from ranks below it
   ASSERT_TRUE(higher_rank->Send(MeshHello("job", 2, 1), DeadlineAfter(2s)).ok());
-  auto wrong_round = dial();
-  ASSERT_TRUE(wrong_round->Send(MeshHello("job", 1, 9), DeadlineAfter(2s)).ok());
-  auto stale_attempt = dial();
-  ASSERT_TRUE(stale_attempt->Send(MeshHello("job", 1, 1, 7), DeadlineAfter(2s)).ok());
+  auto stale_round = dial();
+  ASSERT_TRUE(stale_round->Send(MeshHello("job", 1, 0), DeadlineAfter(2s)).ok());
+  // A hello for a round or attempt rank 2 has not started is refused as "ahead" (the dialer
+  // greets again; AMemberStillFormingThePreviousAttemptIsGreetedAgain).
+  auto ahead_round = dial();
+  ASSERT_TRUE(ahead_round->Send(MeshHello("job", 1, 9), DeadlineAfter(2s)).ok());
+  auto ahead_attempt = dial();
+  ASSERT_TRUE(ahead_attempt->Send(MeshHello("job", 1, 1, 7), DeadlineAfter(2s)).ok());
 
   auto meshes = FormMeshes(cluster);
   for (auto& m : meshes) ASSERT_NE(m, nullptr);
@@ -103,8 +110,9 @@ TEST(MeshTest, BadHellosAreRejectedWhileTheRightMembersConnect) {
            {wrong_job, v1::WRONG_JOB, "wrong job id"},
            {wrong_version, v1::WRONG_PROTOCOL_VERSION, "protocol version"},
            {higher_rank, v1::UNEXPECTED_MESSAGE, "only accepts ranks below"},
-           {wrong_round, v1::UNEXPECTED_MESSAGE, "expected round 1"},
-           {stale_attempt, v1::UNEXPECTED_MESSAGE, "expected attempt 0"}}) {
+           {stale_round, v1::UNEXPECTED_MESSAGE, "expected round 1"},
+           {ahead_round, v1::ATTEMPT_AHEAD, "round 9 attempt 0, which this rank has not started"},
+           {ahead_attempt, v1::ATTEMPT_AHEAD, "round 1 attempt 7, which this rank has not started"}}) {
     auto reply = conn->Receive(DeadlineAfter(5s));
     ASSERT_TRUE(reply.ok()) << words << ": " << reply.status().ToString();
     ASSERT_TRUE(reply->has_error()) << net::PayloadName(*reply);
@@ -157,6 +165,37 @@ TEST(MeshTest, MismatchedRoundFailsEveryoneWithoutWaitingForTheDeadline) {
   EXPECT_LT(SecondsSince(start), 3.0) << "no one may wait for the 5 s deadline";
   for (auto& result : results) ASSERT_FALSE(result.ok());
   EXPECT_TRUE(Contains(results[1].status().message(), "round")) << results[1].status().ToString();
+}
+
+// Members hear a retry's RoundStart at slightly different times. A member still forming the
+// previous attempt when a faster one greets it for the new attempt is behind, not wrong: it
+// answers ATTEMPT_AHEAD, the dialer greets it again, and the new attempt forms once the slow
+// member catches up. (Before, it rejected the greeting and failed the attempt; when that
+// repeated on every retry, a job lost its round: VerifierCollusion under load.)
+TEST(MeshTest, AMemberStillFormingThePreviousAttemptIsGreetedAgain) {
+  LocalCluster cluster(2);
+  std::atomic<bool> retry_heard{false};
+  auto results = OnEveryRank(2, [&](uint32_t r) -> Result<std::unique_ptr<Mesh>> {
+    if (r == 0) {  // heard the retry at once: forms attempt 1
+      return Mesh::Form(cluster.io(0), cluster.listener(0), 0, cluster.members(), "job", 3, 1, nullptr,
+                        DeadlineAfter(5s));
+    }
+    // Rank 1 is still waiting in attempt 0 when rank 0's greeting for attempt 1 arrives.
+    FormControl control;
+    control.cancelled = [&] { return retry_heard.load(); };
+    std::thread late([&] {
+      std::this_thread::sleep_for(400ms);
+      retry_heard = true;
+    });
+    auto stale = Mesh::Form(cluster.io(1), cluster.listener(1), 1, cluster.members(), "job", 3, 0, nullptr,
+                            DeadlineAfter(5s), &control);
+    late.join();
+    EXPECT_FALSE(stale.ok());
+    EXPECT_TRUE(Contains(stale.status().message(), "superseded")) << stale.status().ToString();
+    return Mesh::Form(cluster.io(1), cluster.listener(1), 1, cluster.members(), "job", 3, 1, nullptr,
+                      DeadlineAfter(5s));
+  });
+  for (auto& result : results) EXPECT_TRUE(result.ok()) << result.status().ToString();
 }
 
 TEST(MeshTest, InvalidMembershipIsRejected) {

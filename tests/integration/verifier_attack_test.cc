@@ -76,7 +76,7 @@ class VerifiedJob {
     int n_layer = 1, d_model = 32;
     // Openings at least this large go peer to peer (0: the job's default, 1 MiB, which these
     // small models' openings never reach, so they go through the coordinator).
-    int opening_bulk_min_bytes = 0;
+    int64_t opening_bulk_min_bytes = 0;
   };
   void Start(int rounds, bool before_commit = false) { Start(Options{.rounds = rounds, .before_commit = before_commit}); }
   void Start(const Options& o) {
@@ -458,13 +458,18 @@ TEST(VerifierAcrossClasses, ACheaterVerifiedOnlyAcrossClassesIsCaught) {
 
 // A model whose openings do not fit one frame: 4 layers of width 256 are ≈ 3.2 M parameters, so
 // an opened state (θ and both moments, 12 bytes a parameter) is ≈ 38 MB against the 16 MiB
-// frame. Openings and the coordinator's VerifyRequests travel as fragments (net/fragment.h);
-// every step is challenged and every member's Δ audited, and no honest peer is accused of
-// withholding what did not fit.
-TEST(VerifierLargeModel, OpeningsLargerThanAFrameTravelAsFragments) {
-  VerifiedJob job("verify-large-model");
+// frame. Every step is challenged and every member's Δ audited, and no honest peer is accused of
+// withholding what did not fit, on either path an opening can take: by default its verifiers
+// fetch its states from the prover (verifier/opening_bulk.h); forced through the coordinator,
+// the opening and the VerifyRequests travel as fragments (net/fragment.h).
+class VerifierLargeModel : public ::testing::TestWithParam<bool> {};
+
+TEST_P(VerifierLargeModel, OpeningsLargerThanAFrameReachTheirVerifiers) {
+  const bool through_coordinator = GetParam();
+  VerifiedJob job(through_coordinator ? "verify-large-model-fragments" : "verify-large-model-p2p");
   const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
-  job.Start({.rounds = 2, .inner_steps = 2, .n_layer = 4, .d_model = 256});
+  job.Start({.rounds = 2, .inner_steps = 2, .n_layer = 4, .d_model = 256,
+             .opening_bulk_min_bytes = through_coordinator ? int64_t{1} << 40 : 0});
   for (const std::string& name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
   ASSERT_EQ(job.WaitCoordinator(240s), 0) << ReadFileOrEmpty(job.log("coordinator"));
   const std::string log = ReadFileOrEmpty(job.log("coordinator"));
@@ -474,7 +479,15 @@ TEST(VerifierLargeModel, OpeningsLargerThanAFrameTravelAsFragments) {
   ExpectHonest(o, a);
   ExpectHonest(o, b);
   ExpectHonest(o, c);
+  for (const std::string& name : {"alice", "bob", "carol"}) {
+    const std::string peer = ReadFileOrEmpty(job.log(name));
+    EXPECT_EQ(peer.find("fetched the opening of round") != std::string::npos, !through_coordinator) << peer;
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, VerifierLargeModel, ::testing::Bool(), [](const auto& info) {
+  return info.param ? std::string("AsFragmentsThroughTheCoordinator") : std::string("PeerToPeer");
+});
 
 // Groups of two re-mixed every round: members start each round from their own group's state, so
 // every replay of step 0 is checked against the prover's own round-start θ. Every step of every
