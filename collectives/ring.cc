@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -25,6 +26,10 @@ constexpr Millis kAcceptSlice{10};
 constexpr Millis kCancelPoll{50};
 constexpr const char* kCancelled = "gave up forming the ring: the attempt was superseded";
 constexpr Millis kRejectSendTimeout{1000};
+// A next that has not started our attempt yet (ATTEMPT_AHEAD) is greeted again this often, for
+// this long (collectives/mesh.cc explains both).
+constexpr Millis kRegreetDelay{100};
+constexpr Millis kAheadPatience{1000};
 
 std::string Describe(const RingMember& m, const net::Connection* c) {
   std::string out = "rank " + std::to_string(m.rank) + " '" + m.name + "' at ";
@@ -78,6 +83,12 @@ Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32
   if (h.rank() != want_rank) {
     return ProtocolError("ring hello from rank " + std::to_string(h.rank()) + ", expected rank " +
                          std::to_string(want_rank));
+  }
+  // Prev heard its RoundStart before we heard ours: we are behind, it is not wrong.
+  if (h.round() > round || (h.round() == round && h.attempt() > attempt)) {
+    return Unavailable("ring hello for round " + std::to_string(h.round()) + " attempt " + std::to_string(h.attempt()) +
+                       ", which this rank has not started (it forms round " + std::to_string(round) + " attempt " +
+                       std::to_string(attempt) + ")");
   }
   if (h.round() != round) {
     return ProtocolError("ring hello for round " + std::to_string(h.round()) + ", expected round " +
@@ -134,15 +145,19 @@ class Handshake {
   // `greeting` completes once next is greeted (secure handshake + our hello). It runs on its own
   // thread: with a secure handshake, greeting next waits for next's answer, and next answers
   // only from its own Handshake::Run, so every rank must accept while it greets.
+  // `regreet` dials next again and greets it anew (the ring's next connection replaced), for a
+  // next that answered ATTEMPT_AHEAD; it gives up at the deadline it is passed.
+  using Regreet = std::function<Result<std::pair<std::shared_ptr<net::Connection>, std::future<Status>>>(Deadline)>;
   Handshake(Ring& ring, net::Listener& listener, net::IoThread& relay_io,
             std::shared_ptr<net::Connection> next, std::future<Status> greeting,
-            FormControl* control)
+            FormControl* control, Regreet regreet)
       : control_(control),
         ring_(ring),
         listener_(listener),
         relay_io_(relay_io),
         next_(std::move(next)),
-        greeting_(std::move(greeting)) {}
+        greeting_(std::move(greeting)),
+        regreet_(std::move(regreet)) {}
 
   ~Handshake() {
     for (auto& c : pending_) c->Close();
@@ -169,6 +184,10 @@ class Handshake {
         });
       }
       if (auto reply = NextReply()) {
+        if (NextIsBehind(*reply)) {
+          TRIB_RETURN_IF_ERROR(GreetNextAgain(reply->value().error().message(), deadline));
+          continue;
+        }
         Status acked = CheckNextReply(*reply, ring_.job_id());
         if (!acked.ok()) {
           acked = acked.WithContext("next " + Describe(ring_.next_member(), next_.get()));
@@ -184,15 +203,51 @@ class Handshake {
         Blame(prev_ ? ring_.next_member().rank : ring_.prev_member().rank);
         return DeadlineExceeded(Missing());
       }
+      if (ahead_since_ && !next_acked_ && Clock::now() >= *ahead_since_ + kAheadPatience) {
+        Status behind = FailedPrecondition("next " + Describe(ring_.next_member(), next_.get()) +
+                                           " had not started round " + std::to_string(ring_.round()) + " attempt " +
+                                           std::to_string(ring_.attempt()) + " " + std::to_string(kAheadPatience.count()) +
+                                           " ms after refusing our hello for it");
+        Blame(ring_.next_member().rank);
+        TellWaitingPeers(behind);
+        return behind;
+      }
       if (!prev_) TRIB_RETURN_IF_ERROR(AcceptOne(deadline));
       const bool greeting = greeting_.valid();
       // With a control, never sleep past the next cancellation check.
       const Millis slice = control_ ? kCancelPoll : kAcceptSlice;
-      Wait(prev_ && !greeting && !control_ ? deadline : std::min(deadline, Clock::now() + slice));
+      const Deadline wake = ahead_since_ && !next_acked_ ? std::min(deadline, *ahead_since_ + kAheadPatience) : deadline;
+      Wait(prev_ && !greeting && !control_ ? wake : std::min(wake, Clock::now() + slice));
     }
   }
 
  private:
+  // Next refused our hello because it has not started this attempt yet, and it did so within
+  // kAheadPatience of its first such refusal.
+  bool NextIsBehind(const Result<v1::Envelope>& reply) {
+    if (!regreet_ || !reply.ok() || !reply->has_error() || reply->error().code() != v1::ATTEMPT_AHEAD) return false;
+    if (!ahead_since_) ahead_since_ = Clock::now();
+    return Clock::now() < *ahead_since_ + kAheadPatience;
+  }
+
+  Status GreetNextAgain(const std::string& why, Deadline deadline) {
+    spdlog::info("ring rank {}: next {} is not at round {} attempt {} yet ({}); greeting it again", ring_.rank(),
+                 Describe(ring_.next_member(), next_.get()), ring_.round(), ring_.attempt(), why);
+    if (greeting_.valid()) greeting_.wait();
+    next_->Close();
+    std::this_thread::sleep_for(kRegreetDelay);
+    auto again = regreet_(std::min(deadline, *ahead_since_ + kAheadPatience));
+    if (!again.ok()) {
+      Status failed = again.status().WithContext("greeting next " + Describe(ring_.next_member(), nullptr) + " again");
+      Blame(ring_.next_member().rank);
+      TellWaitingPeers(failed);
+      return failed;
+    }
+    next_ = std::move(again->first);
+    greeting_ = std::move(again->second);
+    return Status::Ok();
+  }
+
   void Blame(uint32_t rank) {
     if (control_) control_->blamed_rank = rank;
   }
@@ -278,7 +333,7 @@ class Handshake {
                                                ring_.prev_member().rank, ring_.round(),
                                                ring_.attempt());
                  !valid.ok()) {
-        Reject(*item.conn, valid);
+        RejectHello(*item.conn, valid);
       } else if (Status key = CheckPrevKey(item.key); !key.ok()) {
         Reject(*item.conn, key, v1::AUTH_FAILED);
       } else {
@@ -325,7 +380,7 @@ class Handshake {
       Status invalid = CheckRingHello(*item.hello, ring_.job_id(), ring_.prev_member().rank,
                                       ring_.round(), ring_.attempt());
       if (!invalid.ok()) {
-        Reject(*item.conn, invalid);
+        RejectHello(*item.conn, invalid);
       } else {
         Reject(*item.conn,
                Aborted("rank " + std::to_string(ring_.rank()) +
@@ -333,6 +388,14 @@ class Handshake {
                v1::ROUND_FAILED);
       }
     }
+  }
+
+  // A hello CheckRingHello refused; one for an attempt we have not started is no error.
+  void RejectHello(net::Connection& conn, const Status& why) {
+    if (why.code() != StatusCode::kUnavailable) return Reject(conn, why);
+    spdlog::info("ring rank {}: {} is ahead of us: {}", ring_.rank(), conn.remote(), why.message());
+    (void)conn.Send(net::MakeError(ring_.job_id(), v1::ATTEMPT_AHEAD, why.message()), DeadlineAfter(kRejectSendTimeout));
+    conn.Close();
   }
 
   void Reject(net::Connection& conn, const Status& why,
@@ -357,6 +420,8 @@ class Handshake {
   std::vector<std::shared_ptr<net::Connection>> pending_;
   std::shared_ptr<net::Connection> prev_;
   bool next_acked_ = false;
+  Regreet regreet_;
+  std::optional<Clock::time_point> ahead_since_;  // next's first ATTEMPT_AHEAD
 };
 
 v1::Envelope RingHello(const std::string& job_id, const RingMember& me, uint64_t round,
@@ -414,19 +479,31 @@ Result<std::unique_ptr<Ring>> Ring::Form(net::IoThread& io, net::Listener& liste
                                      Describe(ring->next_member(), nullptr));
   }
   ring->next_ = std::move(next).value();
-  auto greeting = std::async(std::launch::async, [&ring, &me, identity, &job_id, round, attempt,
-                                                  deadline]() -> Status {
-    if (identity) {
-      const net::PublicKey& want = ring->next_member().public_key;
-      auto proven = net::ClientHandshake(
-          *ring->next_, *identity, job_id,
-          want == net::PublicKey{} ? std::nullopt : std::optional<net::PublicKey>(want), deadline);
-      if (!proven.ok()) return proven.status().WithContext("handshake");
-    }
-    return ring->next_->Send(RingHello(job_id, me, round, attempt), deadline);
-  });
+  // On its own thread: the secure handshake with next, then our hello.
+  auto greet = [&ring, &me, identity, &job_id, round, attempt](std::shared_ptr<net::Connection> conn, Deadline until) {
+    return std::async(std::launch::async, [&ring, &me, identity, &job_id, round, attempt, conn, until]() -> Status {
+      if (identity) {
+        const net::PublicKey& want = ring->next_member().public_key;
+        auto proven = net::ClientHandshake(
+            *conn, *identity, job_id, want == net::PublicKey{} ? std::nullopt : std::optional<net::PublicKey>(want),
+            until);
+        if (!proven.ok()) return proven.status().WithContext("handshake");
+      }
+      return conn->Send(RingHello(job_id, me, round, attempt), until);
+    });
+  };
+  Handshake::Regreet regreet =
+      [&ring, &greet, &job_id, control](Deadline until)
+      -> Result<std::pair<std::shared_ptr<net::Connection>, std::future<Status>>> {
+    auto again = ring->next_member().relay_token.empty()
+                     ? DialMember(*ring->send_io_, ring->next_member(), until, control)
+                     : DialRelay(*ring->send_io_, ring->next_member(), job_id, until);
+    if (!again.ok()) return again.status();
+    ring->next_ = *again;
+    return std::make_pair(*again, greet(*again, until));
+  };
 
-  Handshake handshake(*ring, listener, io, ring->next_, std::move(greeting), control);
+  Handshake handshake(*ring, listener, io, ring->next_, greet(ring->next_, deadline), control, regreet);
   auto prev = handshake.Run(deadline);
   if (!prev.ok()) return prev.status().WithContext(ctx);
   ring->prev_ = std::move(prev).value();

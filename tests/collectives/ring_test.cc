@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <future>
+#include <thread>
 
 #include "collectives/allreduce.h"
 #include "tests/collectives/cluster.h"
@@ -124,6 +125,39 @@ TEST(RingTest, MismatchedRoundIsRejectedWithoutWaitingForTheDeadline) {
   // (its connection never accepted), but at least one learns the reason at once.
   EXPECT_GE(rejected, 1);
   EXPECT_LT(SecondsSince(start), 3.5);
+}
+
+// Members hear a retry's RoundStart at slightly different times. Rank 1 is still forming
+// attempt 0 when rank 0 greets it for attempt 1: it answers ATTEMPT_AHEAD instead of rejecting
+// the hello, and rank 0 greets it again until rank 1 has moved on (its RoundStart arrives at
+// 400 ms). Rank 2 starts late, so that rank 1's stale greeting waits in its backlog instead of
+// failing rank 1's old attempt early. (Before, rank 1 rejected the hello and attempt 1 failed.)
+TEST(RingTest, AMemberStillFormingThePreviousAttemptIsGreetedAgain) {
+  LocalCluster cluster(3);
+  std::atomic<bool> retry_heard{false};
+  auto results = OnEveryRank(3, [&](uint32_t r) -> Result<std::unique_ptr<Ring>> {
+    auto form = [&](uint32_t attempt, FormControl* control) {
+      return Ring::Form(cluster.io(r), cluster.listener(r), r, cluster.members(), "job", 3, attempt, nullptr,
+                        DeadlineAfter(5s), control);
+    };
+    if (r == 0) return form(1, nullptr);
+    if (r == 2) {
+      std::this_thread::sleep_for(600ms);
+      return form(1, nullptr);
+    }
+    FormControl control;
+    control.cancelled = [&] { return retry_heard.load(); };
+    std::thread late([&] {
+      std::this_thread::sleep_for(400ms);
+      retry_heard = true;
+    });
+    auto stale = form(0, &control);
+    late.join();
+    EXPECT_FALSE(stale.ok());
+    EXPECT_EQ(stale.status().code(), StatusCode::kAborted) << stale.status().ToString();
+    return form(1, nullptr);
+  });
+  for (auto& result : results) EXPECT_TRUE(result.ok()) << result.status().ToString();
 }
 
 TEST(RingTest, MissingNeighbourMakesFormTimeOut) {
