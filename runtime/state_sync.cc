@@ -109,6 +109,9 @@ void StateServer::Publish(uint64_t committed_rounds, const Digest& digest,
 void StateServer::Offer(std::shared_ptr<const std::string> blob) {
   const Digest digest = Sha256Of(*blob);
   std::lock_guard<std::mutex> lock(shared_->mu);
+  for (const auto& [d, offered] : shared_->offered) {
+    if (d == digest) return;  // the same opening asked for again
+  }
   shared_->offered_bytes += blob->size();
   shared_->offered.emplace_back(digest, std::move(blob));
   while (shared_->offered.size() > 1 && shared_->offered_bytes > kOfferedBlobBytes) {

@@ -282,14 +282,21 @@ void KillAndRestartCoordinator(Cluster& cluster, const std::vector<std::string>&
   EXPECT_EQ(after.back().round, 5);
 }
 
+// The coordinator flags of a job whose coordinator can be restarted: `flags` plus a database
+// and a key file in the cluster's directory (by default a 2-peer, 6-round DDP job).
+std::vector<std::string> RestartableJob(Cluster& cluster,
+                                        std::vector<std::string> flags = {"--peers", "2", "--rounds", "6",
+                                                                          "--inner-steps", "6", "--mode", "ddp",
+                                                                          "--round-timeout-ms", "30000"}) {
+  const std::string key = cluster.dir() + "/coordinator.key";
+  EXPECT_TRUE(net::Identity::Generate().WriteFile(key).ok());
+  flags.insert(flags.end(), {"--db", cluster.dir() + "/coordinator.db", "--identity", key});
+  return flags;
+}
+
 TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
   Cluster cluster("it-restart");
-  const std::string key = cluster.dir() + "/coordinator.key";
-  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
-  const std::string db = cluster.dir() + "/coordinator.db";
-  const std::vector<std::string> job = {"--peers", "2", "--rounds", "6", "--inner-steps", "6",
-                                        "--mode", "ddp", "--round-timeout-ms", "30000",
-                                        "--db", db, "--identity", key};
+  const std::vector<std::string> job = RestartableJob(cluster);
   cluster.StartCoordinator(job);
   cluster.StartPeer("p0");
   cluster.StartPeer("p1");
@@ -312,12 +319,7 @@ TEST(Integration, CoordinatorKilledAndRestartedResumesTheJob) {
 // commit it and go on from round 3, instead of both waiting to sync a state no one serves.
 TEST(Integration, CoordinatorDyingBeforeAnnouncingARecordedRoundLosesNoPeer) {
   Cluster cluster("it-crash-window");
-  const std::string key = cluster.dir() + "/coordinator.key";
-  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
-  const std::string db = cluster.dir() + "/coordinator.db";
-  const std::vector<std::string> job = {"--peers", "2", "--rounds", "6", "--inner-steps", "6",
-                                        "--mode", "ddp", "--round-timeout-ms", "30000",
-                                        "--db", db, "--identity", key};
+  const std::vector<std::string> job = RestartableJob(cluster);
   std::vector<std::string> crashing = job;
   crashing.insert(crashing.end(), {"--crash-after-recording-round", "2"});
   cluster.StartCoordinator(crashing);
@@ -707,12 +709,9 @@ TEST(Integration, PeerKilledInOneGroupRetriesOnlyThatGroup) {
 // each peer holds (groups differ), so the peers go on without re-syncing and mix as before.
 TEST(Integration, GroupedJobResumesAfterCoordinatorRestart) {
   Cluster cluster("it-groups-restart");
-  const std::string key = cluster.dir() + "/coordinator.key";
-  ASSERT_TRUE(net::Identity::Generate().WriteFile(key).ok());
-  const std::string db = cluster.dir() + "/coordinator.db";
-  const std::vector<std::string> job = {"--peers", "6", "--rounds", "6", "--inner-steps", "6", "--mode",
-                                        "diloco", "--group-size", "3", "--round-timeout-ms", "30000",
-                                        "--db", db, "--identity", key};
+  const std::vector<std::string> job =
+      RestartableJob(cluster, {"--peers", "6", "--rounds", "6", "--inner-steps", "6", "--mode", "diloco",
+                               "--group-size", "3", "--round-timeout-ms", "30000"});
   cluster.StartCoordinator(job);
   const std::vector<std::string> names = {"p0", "p1", "p2", "p3", "p4", "p5"};
   for (const auto& name : names) cluster.StartPeer(name);

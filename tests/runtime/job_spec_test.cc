@@ -124,6 +124,19 @@ TEST(JobSpecTest, EvalBesideTrainingCoversEveryEvaluationButTheLast) {
             std::string::npos);
 }
 
+// Openings at least this large go peer to peer (verifier/opening_bulk.h); part of the job id.
+TEST(JobSpecTest, OpeningBulkMinBytesIsAJobKeyAndNeverNegative) {
+  v1::JobSpec spec = DefaultJobSpec();
+  const std::string before = JobIdOf(spec);
+  ASSERT_TRUE(ApplyTomlString("opening_bulk_min_bytes = 1\n", spec).ok());
+  EXPECT_EQ(spec.opening_bulk_min_bytes(), 1u);
+  EXPECT_NE(JobIdOf(spec), before);
+  Status negative = ApplyTomlString("opening_bulk_min_bytes = -5\n", spec);
+  EXPECT_EQ(negative.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(negative.message().find("opening_bulk_min_bytes"), std::string::npos) << negative.ToString();
+  EXPECT_EQ(spec.opening_bulk_min_bytes(), 1u);
+}
+
 TEST(JobSpecTest, StreamsPerEdgeNeedTheRingPath) {
   v1::JobSpec spec = DefaultJobSpec();
   EXPECT_EQ(StreamsPerEdge(spec), 1u);
