@@ -35,6 +35,7 @@
 #include "runtime/compute_device.h"
 #include "runtime/contribution_binding.h"
 #include "runtime/verification.h"
+#include "verifier/opening_bulk.h"
 
 namespace tributary::runtime {
 
@@ -113,6 +114,7 @@ struct Mailbox {
   std::atomic<Clock::time_point> heard_at{Clock::now()};
   std::function<void()> on_superseded;  // set before the first read; runs on the io thread when
                                         // a newer RoundStart, an Abort or the link's end arrives
+  std::function<void(const v1::Envelope&)> on_arrival;  // set before the first read; io thread
 
   bool NewerStartQueued() const { return starts_arrived.load() > starts_taken.load(); }
   bool NewerSyncQueued() const { return syncs_arrived.load() > syncs_taken.load(); }
@@ -131,6 +133,7 @@ void ReadInto(std::shared_ptr<Connection> connection, std::shared_ptr<Mailbox> b
       if (message->has_round_start()) box->starts_arrived++;
       if (message->has_sync_state()) box->syncs_arrived++;
       if (message->has_abort()) box->abort_arrived = true;
+      if (box->on_arrival) box->on_arrival(*message);
     } else {
       box->closed = true;
     }
@@ -270,6 +273,7 @@ class PeerSession {
       coordinator_ = conn;
       mailbox_ = std::make_shared<Mailbox>();
       mailbox_->on_superseded = [this] { InterruptActiveGroup(); };
+      mailbox_->on_arrival = [this](const v1::Envelope& e) { MaybePrefetchBulk(e); };
       ReadInto(conn, mailbox_);
     }
     spdlog::info("connected to coordinator {} at {}:{}", net::ShortKey(key), options_.coordinator_host,
@@ -308,6 +312,10 @@ class PeerSession {
       verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, device);
       trainer_->SetStepObserver(verification_->Observer());
       verification_->SetBulkTransport(BulkTransport());
+      {
+        std::lock_guard<std::mutex> lock(prefetch_mu_);
+        prefetch_wanted_ = [v = verification_.get()](const v1::VerifyRequest& q) { return v->WantsBulk(q); };
+      }
     }
     PublishState();
     auto speed = trainer_->MeasureTokensPerSecond(3);
@@ -319,7 +327,9 @@ class PeerSession {
   }
 
   // Openings peer to peer: this peer's state server offers the bulk of its openings (not
-  // behind NAT, where nobody can reach it), and as a verifier it fetches a prover's.
+  // behind NAT, where nobody can reach it), and as a verifier it fetches a prover's. The
+  // download starts when the VerifyRequest arrives (MaybePrefetchBulk, on the io thread), so it
+  // overlaps the training that delays the request's handling; Verify then takes the result.
   PeerVerification::BulkTransport BulkTransport() {
     PeerVerification::BulkTransport t;
     if (!options_.relay_only) {
@@ -329,16 +339,46 @@ class PeerSession {
     // the verifier's time: the other half is left for the opening sent through the coordinator.
     const uint64_t max_bytes = 32 * static_cast<uint64_t>(trainer_->num_parameters()) + (1u << 20);
     const Millis budget((spec_.verify_timeout_ms() ? spec_.verify_timeout_ms() : spec_.round_timeout_ms()) / 2);
-    t.fetch = [this, max_bytes, budget](const v1::Member& m, const Digest& digest, uint64_t bytes) -> Result<std::string> {
+    auto fetch = [this, max_bytes, budget](const v1::VerifyRequest& q) -> Result<std::string> {
+      const uint64_t bytes = q.opening().bulk_bytes();
       if (bytes > max_bytes) {
         return InvalidArgument("the opening names a bulk of " + std::to_string(bytes) + " bytes, more than this model's " +
                                std::to_string(max_bytes));
       }
+      TRIB_ASSIGN_OR_RETURN(const Digest digest, verifier::OpeningBulkDigest(q.opening()));
+      const v1::Member& m = q.bulk_source();
       StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
       TRIB_ASSIGN_OR_RETURN(source.key, net::KeyFromBytes(m.public_key()));
       return FetchBlob(io_, identity_, job_id_, source, digest, bytes, DeadlineAfter(budget));
     };
+    {
+      std::lock_guard<std::mutex> lock(prefetch_mu_);
+      bulk_fetch_ = fetch;
+    }
+    t.fetch = [this, fetch](const v1::VerifyRequest& q) -> Result<std::string> {
+      std::shared_future<Result<std::string>> started;
+      {
+        std::lock_guard<std::mutex> lock(prefetch_mu_);
+        auto it = prefetched_.find(q.challenge_id());
+        if (it != prefetched_.end()) {
+          started = std::move(it->second);
+          prefetched_.erase(it);
+        }
+      }
+      return started.valid() ? started.get() : fetch(q);
+    };
     return t;
+  }
+
+  // On the io thread, as a message arrives: a VerifyRequest whose opening this peer will fetch
+  // starts downloading now, on a thread of its own. Only one the coordinator signed.
+  void MaybePrefetchBulk(const v1::Envelope& e) {
+    if (!e.has_verify_request()) return;
+    std::lock_guard<std::mutex> lock(prefetch_mu_);
+    if (!bulk_fetch_ || !prefetch_wanted_ || !prefetch_wanted_(e.verify_request())) return;
+    if (!net::VerifyEnvelope(coordinator_key_, e)) return;
+    const v1::VerifyRequest q = e.verify_request();
+    prefetched_[q.challenge_id()] = std::async(std::launch::async, bulk_fetch_, q).share();
   }
 
   Status Reconnect() {
@@ -942,6 +982,12 @@ class PeerSession {
   net::PublicKey coordinator_key_{};
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<PeerVerification> verification_;  // when the job verifies
+  // Openings' bulk downloads started on arrival (MaybePrefetchBulk), by challenge; all guarded
+  // by prefetch_mu_ (the io thread starts them, the training thread takes them).
+  std::mutex prefetch_mu_;
+  std::function<Result<std::string>(const v1::VerifyRequest&)> bulk_fetch_;
+  std::function<bool(const v1::VerifyRequest&)> prefetch_wanted_;
+  std::map<uint64_t, std::shared_future<Result<std::string>>> prefetched_;
   std::atomic<uint64_t> committed_rounds_{0};
   uint32_t rank_ = 0;
   std::atomic<bool> heartbeats_started_{false};

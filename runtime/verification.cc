@@ -193,11 +193,17 @@ Result<StepKernel*> PeerVerification::Kernel() {
 // A detached opening is made whole first. Only a verifier that can judge the prover's class
 // downloads anything; one that cannot fetch the bulk says so (opening_unavailable), and the
 // coordinator then has the prover send the opening through it.
+bool PeerVerification::WantsBulk(const v1::VerifyRequest& q) const {
+  if (!verifier::HasDetachedBulk(q.opening())) return false;
+  if (q.delta_audit()) return true;  // exact arithmetic on any class
+  auto leaf = verifier::DecodeLeaf(q.opening().leaf());
+  return !leaf.ok() || calibrations_.Judge(leaf->determinism_class, class_) != verifier::JudgeKind::kNone;
+}
+
 v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   if (!verifier::HasDetachedBulk(q.opening())) return VerifyOpened(q);
   const uint64_t id = q.challenge_id();
-  auto leaf = verifier::DecodeLeaf(q.opening().leaf());
-  if (!q.delta_audit() && leaf.ok() && calibrations_.Judge(leaf->determinism_class, class_) == verifier::JudgeKind::kNone) {
+  if (!WantsBulk(q)) {
     return MakeResult(id, v1::VERIFY_CANNOT_REPLAY,
                       "the prover's determinism class is not this verifier's, and the job calibrates no tolerance "
                       "for the pair");
@@ -212,10 +218,12 @@ v1::VerifyResult PeerVerification::Verify(const v1::VerifyRequest& q) {
   if (!q.has_bulk_source() || q.bulk_source().port() == 0) return unavailable("the request names no source");
   if (!bulk_.fetch) return unavailable("this peer cannot fetch");
   const auto start = Clock::now();
-  auto bulk = bulk_.fetch(q.bulk_source(), *digest, q.opening().bulk_bytes());
+  auto bulk = bulk_.fetch(q);
   if (!bulk.ok()) return unavailable(bulk.status().ToString());
-  spdlog::info("fetched the opening of round {} step {} ({}) from {} in {:.2f} s", q.round(), q.opening().step(),
-               HumanBytes(static_cast<double>(bulk->size())), q.bulk_source().peer_name(), SecondsSince(start));
+  // The download usually started when the request arrived (BulkTransport): this is the wait left.
+  spdlog::info("fetched the opening of round {} step {} ({}) from {}; waited {:.2f} s for it", q.round(),
+               q.opening().step(), HumanBytes(static_cast<double>(bulk->size())), q.bulk_source().peer_name(),
+               SecondsSince(start));
   v1::VerifyRequest whole = q;
   if (Status st = verifier::AttachOpeningBulk(*whole.mutable_opening(), *bulk); !st.ok()) {
     return unavailable(st.ToString());

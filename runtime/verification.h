@@ -114,11 +114,17 @@ class PeerVerification {
   // Openings peer to peer (verifier/opening_bulk.h). `offer` serves a detached opening's bulk
   // from this peer's state server; unset, every opening goes whole through the coordinator.
   // `fetch` downloads a bulk from the prover a VerifyRequest names (bulk_source).
+  // `fetch` downloads the bulk of a VerifyRequest's opening from its bulk_source (the peer may
+  // have started it when the request arrived: see WantsBulk).
   struct BulkTransport {
     std::function<void(std::shared_ptr<const std::string> bulk)> offer;
-    std::function<Result<std::string>(const v1::Member& source, const Digest& digest, uint64_t bytes)> fetch;
+    std::function<Result<std::string>(const v1::VerifyRequest& request)> fetch;
   };
   void SetBulkTransport(BulkTransport transport) { bulk_ = std::move(transport); }
+  // Whether Verify(request) would fetch its opening's bulk: a detached opening of a class this
+  // peer can judge. Thread-safe (reads only what the constructor set), so that the peer can start
+  // the download when the request arrives, while its training thread is still busy.
+  bool WantsBulk(const v1::VerifyRequest& request) const;
 
  private:
   struct RoundLog {
