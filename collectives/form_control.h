@@ -30,4 +30,16 @@ inline constexpr Millis kCollectiveCancelPoll{20};
 inline constexpr const char* kCollectiveSuperseded =
     "gave up the all-reduce: the attempt was superseded";
 
+// Members hear a retry's RoundStart milliseconds apart, so a member may still be forming the
+// previous attempt when a faster one greets it for the new one. It answers ATTEMPT_AHEAD (not a
+// rejection), and the dialer greets it again every kRegreetDelay for up to kAheadPatience: a
+// member forming an obsolete attempt notices its RoundStart within one cancellation poll. One
+// still behind after that is stuck elsewhere, and formation fails naming it.
+inline constexpr Millis kRegreetDelay{100};
+inline constexpr Millis kAheadPatience{1000};
+// A hello for (round, attempt) is ahead of a member forming (my_round, my_attempt).
+inline bool HelloIsAhead(uint64_t round, uint32_t attempt, uint64_t my_round, uint32_t my_attempt) {
+  return round > my_round || (round == my_round && attempt > my_attempt);
+}
+
 }  // namespace tributary::collectives

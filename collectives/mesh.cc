@@ -28,12 +28,6 @@ constexpr Millis kCancelPoll{50};
 // How long Abort lets its Error frames leave before closing (they are tiny; only a peer that
 // stopped reading can hold them up, and that peer is the one we are giving up on).
 constexpr Millis kAbortGrace{200};
-// How long a dialer waits before greeting again a member that has not started its attempt yet,
-// and for how long it keeps doing so: members hear a RoundStart within milliseconds of each
-// other (a member forming the previous attempt notices within kCancelPoll); one still behind
-// after this is stuck in another attempt, and the formation fails naming it, as it always did.
-constexpr Millis kRegreetDelay{100};
-constexpr Millis kAheadPatience{1000};
 // How long a formation that gives up waits for its greetings in flight (see CollectGreetings).
 constexpr Millis kGreetingGrace{500};
 constexpr std::string_view kBlamePrefix = "failed rank ";
@@ -94,7 +88,7 @@ Result<uint32_t> CheckMeshHello(const v1::Envelope& env, const std::string& job_
   }
   // The dialer's RoundStart came before ours: not an error of its, we are behind (Unavailable,
   // answered with ATTEMPT_AHEAD, and the dialer greets again).
-  if (h.round() > round || (h.round() == round && h.attempt() > attempt)) {
+  if (HelloIsAhead(h.round(), h.attempt(), round, attempt)) {
     return Unavailable("mesh hello for round " + std::to_string(h.round()) + " attempt " + std::to_string(h.attempt()) +
                        ", which this rank has not started (it forms round " + std::to_string(round) + " attempt " +
                        std::to_string(attempt) + ")");

@@ -26,10 +26,6 @@ constexpr Millis kAcceptSlice{10};
 constexpr Millis kCancelPoll{50};
 constexpr const char* kCancelled = "gave up forming the ring: the attempt was superseded";
 constexpr Millis kRejectSendTimeout{1000};
-// A next that has not started our attempt yet (ATTEMPT_AHEAD) is greeted again this often, for
-// this long (collectives/mesh.cc explains both).
-constexpr Millis kRegreetDelay{100};
-constexpr Millis kAheadPatience{1000};
 
 std::string Describe(const RingMember& m, const net::Connection* c) {
   std::string out = "rank " + std::to_string(m.rank) + " '" + m.name + "' at ";
@@ -85,7 +81,7 @@ Status CheckRingHello(const v1::Envelope& env, const std::string& job_id, uint32
                          std::to_string(want_rank));
   }
   // Prev heard its RoundStart before we heard ours: we are behind, it is not wrong.
-  if (h.round() > round || (h.round() == round && h.attempt() > attempt)) {
+  if (HelloIsAhead(h.round(), h.attempt(), round, attempt)) {
     return Unavailable("ring hello for round " + std::to_string(h.round()) + " attempt " + std::to_string(h.attempt()) +
                        ", which this rank has not started (it forms round " + std::to_string(round) + " attempt " +
                        std::to_string(attempt) + ")");
