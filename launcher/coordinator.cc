@@ -319,12 +319,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     job.verification->SetBulkSources([this, job_id](const net::PublicKey& prover) -> std::optional<v1::Member> {
       for (auto& [sid, s] : sessions_) {
         if (!s.joined || s.job_id != job_id || s.key != prover || s.relay_only || !s.sync_port) continue;
-        v1::Member m;
-        m.set_peer_name(s.name);
-        m.set_host(s.host);
-        m.set_port(s.sync_port);
-        m.set_public_key(net::KeyToBytes(s.key));
-        return m;
+        return StateServerOf(s);
       }
       return std::nullopt;
     });
@@ -708,6 +703,16 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     return out;
   }
 
+  // Where a peer's state server is reached: sync sources, and the bulk of its openings.
+  static v1::Member StateServerOf(const Session& s) {
+    v1::Member m;
+    m.set_peer_name(s.name);
+    m.set_host(s.host);
+    m.set_port(s.sync_port);
+    m.set_public_key(net::KeyToBytes(s.key));
+    return m;
+  }
+
   // Late joiners fetch a committed state from peers that hold it: the reference state when a
   // server of it is connected, else the state most connected servers hold (after a grouped
   // round the groups hold different ones; each is a state the job committed).
@@ -742,11 +747,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       sync->set_state_digest(target);
       for (Session* src : sources) {
         if (src == s || sync->sources_size() >= 3) continue;
-        v1::Member* m = sync->add_sources();
-        m->set_peer_name(src->name);
-        m->set_host(src->host);
-        m->set_port(src->sync_port);
-        m->set_public_key(net::KeyToBytes(src->key));
+        *sync->add_sources() = StateServerOf(*src);
       }
       if (sync->sources_size() > 0) {
         Send(*s, e);

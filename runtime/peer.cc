@@ -346,9 +346,7 @@ class PeerSession {
                                std::to_string(max_bytes));
       }
       TRIB_ASSIGN_OR_RETURN(const Digest digest, verifier::OpeningBulkDigest(q.opening()));
-      const v1::Member& m = q.bulk_source();
-      StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
-      TRIB_ASSIGN_OR_RETURN(source.key, net::KeyFromBytes(m.public_key()));
+      TRIB_ASSIGN_OR_RETURN(const StateSource source, StateSourceOf(q.bulk_source()));
       return FetchBlob(io_, identity_, job_id_, source, digest, bytes, DeadlineAfter(budget));
     };
     {
@@ -917,10 +915,10 @@ class PeerSession {
     const uint64_t max_bytes = exported.ok() ? 4 * exported->size() + (1u << 20) : (1ull << 32);
     const auto start = Clock::now();
     for (const auto& m : sync.sources()) {
-      StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
-      if (auto key = net::KeyFromBytes(m.public_key()); key.ok()) source.key = *key;
-      auto state = FetchState(io_, identity_, job_id_, source, sync.committed_rounds(), *digest, max_bytes,
-                              DeadlineAfter(Millis(spec_.round_timeout_ms())));
+      auto source = StateSourceOf(m);
+      auto state = source.ok() ? FetchState(io_, identity_, job_id_, *source, sync.committed_rounds(), *digest,
+                                            max_bytes, DeadlineAfter(Millis(spec_.round_timeout_ms())))
+                               : Result<std::string>(source.status());
       if (!state.ok()) {
         spdlog::warn("state sync from {} failed: {}", m.peer_name(), state.status().ToString());
         continue;

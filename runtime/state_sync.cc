@@ -106,6 +106,12 @@ void StateServer::Publish(uint64_t committed_rounds, const Digest& digest,
   shared_->state = std::move(state);
 }
 
+Result<StateSource> StateSourceOf(const v1::Member& m) {
+  StateSource source{m.peer_name(), m.host(), static_cast<uint16_t>(m.port()), {}};
+  TRIB_ASSIGN_OR_RETURN(source.key, net::KeyFromBytes(m.public_key()));
+  return source;
+}
+
 void StateServer::Offer(std::shared_ptr<const std::string> blob) {
   const Digest digest = Sha256Of(*blob);
   std::lock_guard<std::mutex> lock(shared_->mu);

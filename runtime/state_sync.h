@@ -51,6 +51,9 @@ struct StateSource {
   uint16_t port = 0;
   net::PublicKey key{};
 };
+// The state server a coordinator's Member names (SyncState sources, VerifyRequest.bulk_source);
+// an error if its key is malformed.
+Result<StateSource> StateSourceOf(const v1::Member& member);
 
 // Fetches the committed state after `committed_rounds` rounds; fails unless its SHA-256 equals
 // `expected_digest`. `max_bytes` bounds what the source may announce (checked before allocating).
