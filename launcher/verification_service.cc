@@ -741,9 +741,7 @@ void VerificationService::OnInlineOpening(uint64_t id, Pending& p, const v1::Ope
       o.end_state() != announced.end_state()) {
     return Convict(id, p, self, "sent another opening through the coordinator than the one it announced");
   }
-  v1::Opening detached = o;
-  verifier::DetachOpeningBulk(detached);
-  if (detached.bulk_digest() != announced.bulk_digest()) {
+  if (DigestToBytes(Sha256Of(verifier::EncodeOpeningBulk(o))) != announced.bulk_digest()) {
     return Convict(id, p, self, "the opening it sent through the coordinator is not the bulk it announced");
   }
   p.inline_opening = o;

@@ -333,7 +333,9 @@ class PeerSession {
   PeerVerification::BulkTransport BulkTransport() {
     PeerVerification::BulkTransport t;
     if (!options_.relay_only) {
-      t.offer = [this](std::shared_ptr<const std::string> bulk) { state_server_->Offer(std::move(bulk)); };
+      t.offer = [this](const Digest& digest, std::shared_ptr<const std::string> bulk) {
+        state_server_->Offer(digest, std::move(bulk));
+      };
     }
     // At most the states before and after a step and a residual (28 bytes a parameter), and half
     // the verifier's time: the other half is left for the opening sent through the coordinator.

@@ -112,8 +112,7 @@ Result<StateSource> StateSourceOf(const v1::Member& m) {
   return source;
 }
 
-void StateServer::Offer(std::shared_ptr<const std::string> blob) {
-  const Digest digest = Sha256Of(*blob);
+void StateServer::Offer(const Digest& digest, std::shared_ptr<const std::string> blob) {
   std::lock_guard<std::mutex> lock(shared_->mu);
   for (const auto& [d, offered] : shared_->offered) {
     if (d == digest) return;  // the same opening asked for again

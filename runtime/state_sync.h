@@ -33,9 +33,10 @@ class StateServer {
   uint16_t port() const;
   void Publish(uint64_t committed_rounds, const Digest& digest,
                std::shared_ptr<const std::string> state);
-  // Also serves `blob` to whoever asks for its SHA-256 (an opening's bulk; FetchBlob). The
-  // newest offers are kept up to `kOfferedBlobBytes` in all; older ones are dropped.
-  void Offer(std::shared_ptr<const std::string> blob);
+  // Also serves `blob` to whoever asks for `digest`, its SHA-256, which the caller has already
+  // computed (an opening's bulk: Opening.bulk_digest; FetchBlob). The newest offers are kept up
+  // to `kOfferedBlobBytes` in all; older ones are dropped.
+  void Offer(const Digest& digest, std::shared_ptr<const std::string> blob);
 
   struct Shared;  // what the io-thread handlers read; defined in the .cc
 

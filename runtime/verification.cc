@@ -462,7 +462,8 @@ std::optional<v1::Envelope> PeerVerification::AnswerOpenRequest(const v1::OpenRe
       spec_.opening_bulk_min_bytes() ? spec_.opening_bulk_min_bytes() : verifier::kDetachedBulkMinBytes;
   if (!q.inline_bulk() && bulk_.offer && verifier::OpeningBulkBytes(*opening) >= detach_from) {
     auto bulk = std::make_shared<const std::string>(verifier::DetachOpeningBulk(*opening));
-    if (!(hooks_ && hooks_->unserved_bulk)) bulk_.offer(std::move(bulk));
+    auto digest = verifier::OpeningBulkDigest(*opening);  // hashed once, by the detach
+    if (digest.ok() && !(hooks_ && hooks_->unserved_bulk)) bulk_.offer(*digest, std::move(bulk));
   }
   v1::Envelope reply = net::MakeEnvelope(job_id_);
   *reply.mutable_opening() = std::move(opening).value();

@@ -117,7 +117,7 @@ class PeerVerification {
   // `fetch` downloads the bulk of a VerifyRequest's opening from its bulk_source (the peer may
   // have started it when the request arrived: see WantsBulk).
   struct BulkTransport {
-    std::function<void(std::shared_ptr<const std::string> bulk)> offer;
+    std::function<void(const Digest& digest, std::shared_ptr<const std::string> bulk)> offer;
     std::function<Result<std::string>(const v1::VerifyRequest& request)> fetch;
   };
   void SetBulkTransport(BulkTransport transport) { bulk_ = std::move(transport); }

@@ -68,8 +68,8 @@ TEST_F(StateSyncTest, OfferedBlobsAreServedByDigestOnly) {
   std::string blob(2 * kStateChunkBytes + 7, '\0');
   for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>(i * 7);
   const std::string other = "another opening's bulk";
-  server_->Offer(std::make_shared<const std::string>(blob));
-  server_->Offer(std::make_shared<const std::string>(other));
+  server_->Offer(Sha256Of(blob), std::make_shared<const std::string>(blob));
+  server_->Offer(Sha256Of(other), std::make_shared<const std::string>(other));
   server_->Publish(1, Sha256Of(std::string_view("state")), std::make_shared<const std::string>("state"));
   auto got = FetchBlob(client_io_, client_id_, "job-s", Source(), Sha256Of(blob), blob.size(), DeadlineAfter(10s));
   ASSERT_TRUE(got.ok()) << got.status().ToString();
