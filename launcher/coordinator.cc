@@ -335,12 +335,17 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       for (uint64_t id : g->members) {
         auto it = sessions_.find(id);
         if (it == sessions_.end()) continue;
-        auto held = job.held.find(it->second.key_hex);
-        out.push_back({it->second.key, it->second.shard,
-                       held != job.held.end() ? held->second.theta_digest : job.theta_digest});
+        out.push_back({it->second.key, it->second.shard, RoundStartTheta(job, it->second)});
       }
     }
     return out;
+  }
+
+  // The θ digest (raw) a member's round starts from: its own committed state (groups of the
+  // last round differ), else the job's; empty before the first commit.
+  static std::string RoundStartTheta(const Job& job, const Session& s) {
+    auto held = job.held.find(s.key_hex);
+    return held != job.held.end() ? held->second.theta_digest : job.theta_digest;
   }
 
   static uint64_t NowMs() {
@@ -1144,8 +1149,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return false;
     }
     if (job.verification) {
-      Status committed =
-          job.verification->CheckReport(s.key, report, static_cast<uint32_t>(group->members.size()));
+      Status committed = job.verification->CheckReport(s.key, report, static_cast<uint32_t>(group->members.size()),
+                                                       RoundStartTheta(job, s));
       if (!committed.ok()) {
         // No root before the report: its steps could be chosen after seeing the challenges.
         job.verification->Ban(s.key, committed.message());

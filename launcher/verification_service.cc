@@ -1,5 +1,7 @@
 #include "launcher/verification_service.h"
 
+#include "verifier/chain_ends.h"
+
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +18,7 @@
 #include "net/frame.h"
 #include "collectives/robust/aggregator.h"
 #include "verifier/aggregate_statement.h"
+#include "verifier/chain_ends.h"
 #include "verifier/contribution.h"
 #include "verifier/opening_bulk.h"
 #include "verifier/dispute.h"
@@ -33,6 +36,8 @@ constexpr uint64_t kMaxBulkBytes = uint64_t{64} << 30;
 // Residual links of a peer's aggregate statements are stored beside its manifests' links, under
 // its key with this suffix.
 constexpr std::string_view kAggregateLinkSuffix = "/aggregate";
+// And the optimiser digests of its chain ends (start, end) under this one.
+constexpr std::string_view kOptimizerLinkSuffix = "/optimizer";
 
 // An error-feedback residual continues a peer's chain when it is zero (nothing owed: a first
 // call, a restarted peer), or the residual_out or residual_in of what the peer stated in the last
@@ -111,12 +116,18 @@ Result<std::unique_ptr<VerificationService>> VerificationService::Create(
   TRIB_ASSIGN_OR_RETURN(std::vector<ResidualLink> links, store->ResidualLinks(s->job_id_));
   for (const ResidualLink& link : links) {
     std::string_view hex = link.key;
-    const bool aggregate = hex.ends_with(kAggregateLinkSuffix);
-    if (aggregate) hex.remove_suffix(kAggregateLinkSuffix.size());
+    auto* chain = &s->residual_links_;
+    if (hex.ends_with(kAggregateLinkSuffix)) {
+      hex.remove_suffix(kAggregateLinkSuffix.size());
+      chain = &s->aggregate_links_;
+    } else if (hex.ends_with(kOptimizerLinkSuffix)) {
+      hex.remove_suffix(kOptimizerLinkSuffix.size());
+      chain = &s->optimizer_links_;
+    }
     auto key = net::KeyFromHex(hex);
     auto in = DigestFromBytes(link.residual_in);
     auto out = DigestFromBytes(link.residual_out);
-    if (key.ok() && in.ok() && out.ok()) (aggregate ? s->aggregate_links_ : s->residual_links_)[*key] = {*in, *out};
+    if (key.ok() && in.ok() && out.ok()) (*chain)[*key] = {*in, *out};
   }
   TRIB_ASSIGN_OR_RETURN(auto bans, store->BannedPeers(s->job_id_));
   for (const auto& [hex, reason] : bans) {
@@ -216,7 +227,8 @@ Status VerificationService::OnCommitment(const net::PublicKey& from, const v1::S
 
 bool VerificationService::BindsContributions() const { return enabled() && spec_.mode() == v1::MODE_DILOCO; }
 
-Status VerificationService::CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world) {
+Status VerificationService::CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
+                                        const std::string& start_theta) {
   auto it = rounds_.find(report.round());
   const verifier::SignedCommitment* commitment = nullptr;
   if (it != rounds_.end()) {
@@ -225,6 +237,9 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
     }
   }
   if (!commitment) return FailedPrecondition("round report without a step commitment (the job verifies)");
+  if (spec_.mode() == v1::MODE_DILOCO) {
+    TRIB_RETURN_IF_ERROR(CheckChainEnds(from, report, commitment->body, start_theta, it->second));
+  }
   if (!BindsContributions()) return Status::Ok();
   if (report.contribution_manifest().empty()) {
     return FailedPrecondition("round report without the manifest of its sent Δ (the job verifies)");
@@ -248,6 +263,33 @@ Status VerificationService::CheckReport(const net::PublicKey& from, const v1::Ro
   TRIB_RETURN_IF_ERROR(CheckAggregateStatements(from, report, world, m, it->second));
   it->second.manifests[from] = report.contribution_manifest();
   it->second.residuals[from] = {m.residual_in, m.residual_out};
+  return Status::Ok();
+}
+
+Status VerificationService::CheckChainEnds(const net::PublicKey& from, const v1::RoundReport& report,
+                                           const verifier::RoundCommitment& commitment,
+                                           const std::string& start_theta, RoundState& rs) {
+  if (!report.has_chain_ends()) {
+    return FailedPrecondition("round report without the ends of its committed steps (the job verifies)");
+  }
+  auto ends = verifier::CheckChainEnds(commitment, report.chain_ends());
+  if (!ends.ok()) return FailedPrecondition("round report's " + ends.status().message());
+  if (!start_theta.empty() && DigestToBytes(ends->start.parameters) != start_theta) {
+    return FailedPrecondition("its steps do not start from the θ its round starts from (its first leaf names θ " +
+                              ShortHex(ends->start.parameters) + ")");
+  }
+  // AdamW moments are part of the state a replay starts from: moments chosen at a round's start
+  // would make any first step replay correctly. Only fresh ones or those the peer's own
+  // committed steps left are accepted.
+  const Digest& moments = ends->start.optimizer;
+  auto link = optimizer_links_.find(from);
+  const bool continues = moments == verifier::FreshOptimizerDigest() ||
+                         (link != optimizer_links_.end() && (moments == link->second.second || moments == link->second.first));
+  if (!continues) {
+    return FailedPrecondition("its optimiser state at step 0 is neither fresh nor the one its last committed round "
+                              "ended with (moments chosen at a round's start make any first step replay)");
+  }
+  rs.optimizer_ends[from] = {ends->start.optimizer, ends->end.optimizer};
   return Status::Ok();
 }
 
@@ -370,19 +412,19 @@ std::vector<ResidualLink> VerificationService::CommitResidualLinks(uint64_t roun
   std::vector<ResidualLink> links;
   auto it = rounds_.find(round);
   if (it == rounds_.end()) return links;
-  for (const net::PublicKey& key : members) {
-    auto r = it->second.residuals.find(key);
-    if (r == it->second.residuals.end()) continue;
-    residual_links_[key] = r->second;
-    links.push_back({net::KeyToHex(key), DigestToBytes(r->second.first), DigestToBytes(r->second.second)});
-  }
-  for (const net::PublicKey& key : members) {
-    auto r = it->second.aggregate_residuals.find(key);
-    if (r == it->second.aggregate_residuals.end()) continue;
-    aggregate_links_[key] = r->second;
-    links.push_back({net::KeyToHex(key) + std::string(kAggregateLinkSuffix), DigestToBytes(r->second.first),
-                     DigestToBytes(r->second.second)});
-  }
+  using Links = std::map<net::PublicKey, std::pair<Digest, Digest>>;
+  auto commit = [&](const Links& reported, Links& chain, std::string_view suffix) {
+    for (const net::PublicKey& key : members) {
+      auto r = reported.find(key);
+      if (r == reported.end()) continue;
+      chain[key] = r->second;
+      links.push_back({net::KeyToHex(key) + std::string(suffix), DigestToBytes(r->second.first),
+                       DigestToBytes(r->second.second)});
+    }
+  };
+  commit(it->second.residuals, residual_links_, "");
+  commit(it->second.aggregate_residuals, aggregate_links_, kAggregateLinkSuffix);
+  commit(it->second.optimizer_ends, optimizer_links_, kOptimizerLinkSuffix);
   return links;
 }
 

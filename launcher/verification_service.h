@@ -89,7 +89,14 @@ class VerificationService {
   // An error: the caller refuses the report and bans `from`. A shard owner whose statement
   // differs from the one another member reported for the same attempt signed two aggregates
   // (equivocation): it is banned here, and the report is still OK.
-  Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world);
+  //
+  // In a verifying DiLoCo job the report must also carry the ends of its committed steps
+  // (verifier/chain_ends.h): step 0 starts from `start_theta` (the raw θ digest `from`'s round
+  // starts from; empty: not known here, as for θ_0, and left to step-0 replays) and from a fresh
+  // optimiser state or the one `from`'s last committed round ended with (or started with: a
+  // peer that never heard of that commit).
+  Status CheckReport(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
+                     const std::string& start_theta = "");
   // A shard owner's proof against a sender (verifier::DecodeContributionProof): its contribution
   // contradicts its signed manifest, or its signed payload does not decode with the job's codec
   // or decodes to NaN/Inf. The sender is banned if the proof holds, the reporter if it does not
@@ -143,6 +150,9 @@ class VerificationService {
     std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_residuals;
     std::set<std::pair<net::PublicKey, uint64_t>> audited_aggregates;  // (owner, attempt)
     std::map<net::PublicKey, std::string> classes;  // each committed member's determinism class
+    // The optimiser digests at the start and the end of each reporting member's steps (its
+    // chain ends; CommitResidualLinks).
+    std::map<net::PublicKey, std::pair<Digest, Digest>> optimizer_ends;
   };
   enum class Stage { kOpening, kVerifying, kRefereeing, kDone };
   struct Pending {
@@ -189,6 +199,8 @@ class VerificationService {
   void OnBulkUnavailable(uint64_t id, Pending& p, const net::PublicKey& verifier, uint64_t now_ms);
   // The prover's whole opening, asked for after a verifier could not fetch its bulk.
   void OnInlineOpening(uint64_t id, Pending& p, const v1::Opening& o, uint64_t now_ms);
+  Status CheckChainEnds(const net::PublicKey& from, const v1::RoundReport& report,
+                        const verifier::RoundCommitment& commitment, const std::string& start_theta, RoundState& rs);
   Status CheckAggregateStatements(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
                                   const verifier::ContributionManifest& manifest, RoundState& rs);
   // One aggregate audit per committed shard owner with a statement: its opened contributions
@@ -224,6 +236,9 @@ class VerificationService {
   std::map<net::PublicKey, std::pair<Digest, Digest>> residual_links_;
   // Per peer: the residual digests of its aggregate statement in the last round committed with it.
   std::map<net::PublicKey, std::pair<Digest, Digest>> aggregate_links_;
+  // Per peer: the optimiser digests at the start and end of its steps in the last round
+  // committed with it (DiLoCo chain ends).
+  std::map<net::PublicKey, std::pair<Digest, Digest>> optimizer_links_;
   std::map<uint64_t, RoundState> rounds_;
   std::optional<std::pair<uint64_t, uint64_t>> latest_start_;  // the latest (round, attempt) started
   std::map<uint64_t, Pending> pending_;

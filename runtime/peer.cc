@@ -678,6 +678,14 @@ class PeerSession {
         for (auto& e : commitments->before) (void)SendSigned(std::move(e));
         late_commitments = std::move(commitments->after);
       }
+      if (commitments.ok() && spec_.mode() == v1::MODE_DILOCO) {
+        auto ends = verification_->ChainEnds(round);
+        if (ends.ok()) {
+          *r->mutable_chain_ends() = std::move(ends).value();
+        } else {
+          spdlog::error("cannot state the ends of round {}'s steps: {}", round, ends.status().ToString());
+        }
+      }
     }
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());

@@ -100,7 +100,15 @@ Status LoadState(models::LanguageModel& model, torch::optim::AdamW& optimizer,
 }
 
 Digest StateDigestOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state) {
-  return verifier::StepStateDigest(models::ParameterDigest(model), verifier::OptimizerDigest(state));
+  return StateDigestsOfLoaded(model, state).state;
+}
+
+StateDigests StateDigestsOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state) {
+  StateDigests d;
+  d.parameters = models::ParameterDigest(model);
+  d.optimizer = verifier::OptimizerDigest(state);
+  d.state = verifier::StepStateDigest(d.parameters, d.optimizer);
+  return d;
 }
 
 }  // namespace internal

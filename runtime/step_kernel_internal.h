@@ -53,5 +53,10 @@ Status LoadState(models::LanguageModel& model, torch::optim::AdamW& optimizer,
 // verifier::StepStateDigest(ParameterDigest(model), OptimizerDigest(state)) for a model that
 // currently holds state.params.
 Digest StateDigestOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state);
+// The same digest with its two halves: ParameterDigest(model) and OptimizerDigest(state).
+struct StateDigests {
+  Digest parameters{}, optimizer{}, state{};
+};
+StateDigests StateDigestsOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state);
 
 }  // namespace tributary::runtime::internal

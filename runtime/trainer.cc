@@ -180,7 +180,7 @@ struct Trainer::Impl {
   // steps, so each step captures and digests the state once.
   struct Carried {
     verifier::TrainingState state;
-    Digest digest{};
+    internal::StateDigests digests;
     bool valid = false;
   };
   Result<double> LocalInnerStep(uint64_t round, uint64_t step, Carried& before) {
@@ -192,7 +192,7 @@ struct Trainer::Impl {
     }
     if (observer && !before.valid) {
       TRIB_ASSIGN_OR_RETURN(before.state, internal::CaptureState(*model, *inner));
-      before.digest = internal::StateDigestOfLoaded(*model, before.state);
+      before.digests = internal::StateDigestsOfLoaded(*model, before.state);
       before.valid = true;
     }
     const StepTamper::Plan plan = tamper.plan ? tamper.plan(round, step) : StepTamper::Plan{};
@@ -217,11 +217,16 @@ struct Trainer::Impl {
     }
     if (!observer) return record.loss;
     TRIB_ASSIGN_OR_RETURN(verifier::TrainingState after_state, internal::CaptureState(*model, *inner));
-    record.state_before = before.digest;
-    record.update = internal::StateDigestOfLoaded(*model, after_state);
+    const internal::StateDigests after_digests = internal::StateDigestsOfLoaded(*model, after_state);
+    record.state_before = before.digests.state;
+    record.parameters_before = before.digests.parameters;
+    record.optimizer_before = before.digests.optimizer;
+    record.update = after_digests.state;
+    record.parameters_after = after_digests.parameters;
+    record.optimizer_after = after_digests.optimizer;
     record.before = std::move(before.state);
     before.state = std::move(after_state);
-    before.digest = record.update;
+    before.digests = after_digests;
     if (step + 1 == spec.inner_steps()) record.end = before.state;
     const double loss = record.loss;
     observer(std::move(record));
@@ -301,6 +306,11 @@ struct Trainer::Impl {
         TRIB_RETURN_IF_ERROR(models::AssignFlatParameters(*model, start));
       }
       ahead = Ahead{};
+      if (tamper.round_start && first_step == 0) {  // attack harness only
+        TRIB_ASSIGN_OR_RETURN(verifier::TrainingState state, internal::CaptureState(*model, *inner));
+        tamper.round_start(round, state);
+        TRIB_RETURN_IF_ERROR(internal::LoadState(*model, *inner, state));
+      }
       Carried carried;
       for (uint64_t step = first_step; step < spec.inner_steps(); ++step) {
         if (async && in_flight.started() && step == AsyncApplyStep(spec)) {
@@ -579,6 +589,11 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   delta_round = UINT64_MAX;
   cached_delta = torch::Tensor();
   pending_delta = torch::Tensor();  // relative to a state this peer did not hold: contribute zeros
+  // DiLoCo's inner optimiser is each worker's own. Its moments belong to the θ this worker
+  // trained, not to the downloaded one, so the next round starts it afresh: a verifying job
+  // accepts only fresh moments or the ones the worker's last committed round ended with
+  // (verifier/chain_ends.h).
+  if (spec.mode() != v1::MODE_DDP) inner->state().clear();
   ahead = Ahead{};
   start_version++;
   pending_round = UINT64_MAX;
@@ -655,7 +670,9 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
 
 Status Trainer::Speculate(const std::function<bool()>& stop) {
   Impl& m = *impl_;
-  if (m.spec.mode() == v1::MODE_DDP || m.observer || m.tamper.plan || m.tamper.after) return Status::Ok();
+  if (m.spec.mode() == v1::MODE_DDP || m.observer || m.tamper.plan || m.tamper.after || m.tamper.round_start) {
+    return Status::Ok();
+  }
   const uint64_t round = m.completed_rounds + (m.tentative ? 1 : 0);
   // Nothing to run ahead when the round's steps are already done (a retry reuses them).
   if (round >= m.spec.rounds() || m.delta_round == round) return Status::Ok();

@@ -55,6 +55,10 @@ struct StepRecord {
   Digest update{};        // DiLoCo: the state digest after the step; DDP: verifier::FloatsDigest
                           // of the raw local gradient, before averaging and clipping
   double loss = 0;        // the exact value whose bits enter the leaf
+  // DiLoCo: the halves of state_before and of update (StepStateDigest(parameters, optimiser)),
+  // which a round report's chain ends name (verifier/chain_ends.h).
+  Digest parameters_before{}, optimizer_before{};
+  Digest parameters_after{}, optimizer_after{};
   verifier::TrainingState before;  // θ and the inner AdamW state before the step
   // DiLoCo, the round's last step only: the state after it (θ_end, whose digest is `update`),
   // from which θ_start − θ_end = Δ can be audited.
@@ -75,6 +79,9 @@ struct StepTamper {
   std::function<void(uint64_t round, uint64_t step, std::span<const float> before,
                      std::span<float> after)>
       after;
+  // DiLoCo: rewrites the state a round's first step starts from (θ and the AdamW moments)
+  // before that step is recorded.
+  std::function<void(uint64_t round, verifier::TrainingState& state)> round_start;
 };
 
 class Trainer {

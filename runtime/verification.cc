@@ -77,6 +77,8 @@ void PeerVerification::Record(StepRecord r) {
   leaf.loss_bits = verifier::LossBits(r.loss);
   leaf.determinism_class = class_;
   log.leaves[r.step] = std::move(leaf);
+  if (r.step == 0) log.start_halves = {r.parameters_before, r.optimizer_before};
+  if (r.step + 1 == steps) log.end_halves = {r.parameters_after, r.optimizer_after};
   log.states[r.step] = std::move(r.before);
   if (r.end) log.end = std::move(*r.end);
   log.tree.reset();
@@ -125,6 +127,19 @@ Result<PeerVerification::Commitments> PeerVerification::CommitRound(uint64_t rou
     out.before.push_back(envelope(second));
   }
   return out;
+}
+
+Result<v1::ChainEnds> PeerVerification::ChainEnds(uint64_t round) const {
+  auto it = rounds_.find(round);
+  if (it == rounds_.end() || !it->second.tree) {
+    return FailedPrecondition("round " + std::to_string(round) + " is not committed");
+  }
+  const RoundLog& log = it->second;
+  const uint64_t last = log.leaves.size() - 1;
+  TRIB_ASSIGN_OR_RETURN(verifier::MerkleProof first_proof, log.tree->Prove(0));
+  TRIB_ASSIGN_OR_RETURN(verifier::MerkleProof last_proof, log.tree->Prove(last));
+  return verifier::MakeChainEnds(*log.leaves[0], first_proof, *log.leaves[last], last_proof, log.start_halves,
+                                 log.end_halves);
 }
 
 void PeerVerification::KeepSentResidual(uint64_t round, std::vector<float> residual) {

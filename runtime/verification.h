@@ -26,6 +26,7 @@
 #include "proto/tributary.pb.h"
 #include "runtime/trainer.h"
 #include "runtime/training_data.h"
+#include "verifier/chain_ends.h"
 #include "verifier/commitment.h"
 #include "verifier/replay.h"
 
@@ -84,6 +85,9 @@ class PeerVerification {
     std::vector<v1::Envelope> before, after;
   };
   Result<Commitments> CommitRound(uint64_t round, uint32_t attempt, const Digest& pseudo_gradient);
+  // DiLoCo, after CommitRound: the first and last leaves of `round` with their proofs and the
+  // halves of the states they name, for the round report (verifier/chain_ends.h).
+  Result<v1::ChainEnds> ChainEnds(uint64_t round) const;
 
   // Answers an OpenRequest or a VerifyRequest from the coordinator (whose key signs them).
   // nullopt: nothing to send (a withheld opening). A malformed request is an error.
@@ -131,6 +135,7 @@ class PeerVerification {
     std::vector<std::optional<verifier::StepLeaf>> leaves;
     std::vector<verifier::TrainingState> states;
     std::optional<verifier::TrainingState> end;  // after the last step (DiLoCo)
+    verifier::StateHalves start_halves, end_halves;  // DiLoCo: of step 0's state and of `end`
     std::vector<float> sent_residual;            // KeepSentResidual
     std::optional<std::vector<std::string>> owned_contributions;  // KeepOwnerOpening
     std::vector<float> owned_residual_in;

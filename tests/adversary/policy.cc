@@ -57,7 +57,7 @@ const std::vector<std::string>& AttackNames() {
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
                                                  "alie",     "ipm",       "send_nan",    "send_inf",
                                                  "send_garbage", "send_residual", "residual_lie", "owner_scale",
-                                                 "unserved_bulk", "withhold_bulk"};
+                                                 "unserved_bulk", "withhold_bulk", "forged_moments"};
   return names;
 }
 
@@ -89,6 +89,18 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
     h.step = RewriteUpdate(o, [](float d, size_t i) {
       return i % 97 == 0 ? std::numeric_limits<float>::denorm_min() : d;
     });
+  } else if (a == "forged_moments") {
+    // Honest steps from a start whose AdamW moments it chose: a tiny second moment and a first
+    // moment along the sign of each parameter make step 0 push every weight outwards by about
+    // the learning rate. Every step, step 0 included, replays bit for bit from the committed
+    // state; only the moments' origin is a lie.
+    h.step.round_start = [](uint64_t, verifier::TrainingState& state) {
+      const size_t n = state.params.size();
+      if (state.adam_step == 0) state.adam_step = 1;
+      state.exp_avg.assign(n, 0.0f);
+      state.exp_avg_sq.assign(n, 1e-12f);
+      for (size_t i = 0; i < n; ++i) state.exp_avg[i] = state.params[i] < 0 ? 1e-2f : -1e-2f;
+    };
   } else if (a == "withhold") {
     h.withhold_openings = true;
   } else if (a == "unserved_bulk") {  // honest, but its openings' bulk cannot be fetched from it

@@ -27,7 +27,8 @@ struct PolicyOptions {
 // and Δ, but each encoded payload carries a NaN / +Inf / is one byte short, and is signed so);
 // owner_scale (as a shard owner, returns its shard's aggregate × scale, stated as its own);
 // unserved_bulk (honest, but nobody can fetch its openings' bulk from it: a firewalled state
-// server) and withhold_bulk (the same, and it never sends the whole opening either).
+// server) and withhold_bulk (the same, and it never sends the whole opening either);
+// forged_moments (honest steps from AdamW moments it chose at each round's start).
 // stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
 

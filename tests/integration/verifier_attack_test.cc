@@ -9,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -128,9 +129,28 @@ class VerifiedJob {
     argv.insert(argv.end(), {"--coordinator", "127.0.0.1:" + std::to_string(port_), "--job", job_, "--data", corpus_,
                              "--coordinator-key", coordinator_key_, "--identity", dir_ + "/" + name + ".key"});
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}}, log(name));
+    auto child = ChildProcess::Spawn(argv, {{"OPENBLAS_NUM_THREADS", "1"}}, log(name + suffix_[name]));
     ASSERT_TRUE(child.ok());
+    index_[name] = processes_.size();
     processes_.push_back(std::move(child).value());
+  }
+
+  // SIGKILLs the peer `name` started last; a later Peer(name) logs to a new file.
+  void Kill(const std::string& name) {
+    ChildProcess& p = processes_.at(index_.at(name));
+    p.Signal(SIGKILL);
+    (void)p.Wait(DeadlineAfter(30s));
+    suffix_[name] += "+";
+  }
+
+  // Waits until the coordinator's log contains `text`.
+  bool AwaitCoordinatorLog(const std::string& text, std::chrono::seconds timeout) {
+    const auto deadline = DeadlineAfter(timeout);
+    while (ReadFileOrEmpty(log("coordinator")).find(text) == std::string::npos) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::sleep_for(100ms);
+    }
+    return true;
   }
 
   int WaitCoordinator(std::chrono::seconds timeout) {
@@ -148,6 +168,8 @@ class VerifiedJob {
  private:
   std::string dir_, corpus_;
   std::vector<ChildProcess> processes_;
+  std::map<std::string, size_t> index_;       // a peer's name → its latest process
+  std::map<std::string, std::string> suffix_;  // a peer's name → its log's suffix ("+" a restart)
   int port_ = 0;
   std::string job_, coordinator_key_;
 };
@@ -201,6 +223,9 @@ constexpr const char* kResidualAudit = "is not the codec's encoding of Δ plus t
 // than its signed contributions give.
 constexpr const char* kAggregateAudit = "is not what the contributions it received and its residual give";
 
+// How the coordinator refuses a report whose steps start from AdamW moments the peer chose.
+constexpr const char* kForgedMoments = "neither fresh nor the one its last committed round ended with";
+
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
 TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
@@ -250,6 +275,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // neither to its verifiers nor through the coordinator.
                       Attack{"withhold_bulk", {}, "neither directly nor through the coordinator"},
                       Attack{"commit_late", {}, "without a step commitment"},
+                      // Honest steps from moments it chose: every replay matches, step 0's
+                      // included; the report's chain ends show where the moments came from.
+                      Attack{"forged_moments", {}, kForgedMoments, false, true},
                       Attack{"accuse", {}, "false accusation"},
                       Attack{"random", {}, "convicted", /*before_commit=*/true},
                       // Honest steps, another Δ sent: the Δ audit (θ_start − θ_end ≠ the sent Δ).
@@ -518,6 +546,35 @@ TEST(VerifierGroups, GroupedJobVerifiesEachGroupsStateAndCatchesACheater) {
 // Three honest peers: every challenged step verifies; `tributary ledger` prints the ledger and
 // exports receipts that `tributary verify-receipt` accepts with the coordinator's key alone and
 // refuses once a byte changes.
+// An honest peer killed mid-job comes back as a new process: it downloads the job's state, and
+// its optimiser starts afresh with it, which the chain ends of its next reports show. It is
+// neither refused nor accused, and its rounds after the rejoin are verified. The job verifies
+// before each commit, so no round committed with the peer is left for it to open after the kill
+// (with verification after the commit, a new process cannot open the round its predecessor
+// committed, and that counts as withholding: docs/VERIFIER.md, "Limits").
+TEST(VerifierRejoin, AnHonestPeerKilledMidJobRejoinsUnaccused) {
+  VerifiedJob job("verify-rejoin");
+  const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");
+  job.Start({.rounds = 6, .before_commit = true});
+  for (const char* name : {"alice", "bob", "carol"}) job.Peer(name, TRIBUTARY_BINARY);
+  ASSERT_TRUE(job.AwaitCoordinatorLog("round 1 complete", 180s)) << ReadFileOrEmpty(job.log("coordinator"));
+  job.Kill("carol");
+  job.Peer("carol", TRIBUTARY_BINARY);
+  const int code = job.WaitCoordinator(300s);
+  const std::string log = ReadFileOrEmpty(job.log("coordinator"));
+  ASSERT_EQ(code, 0) << log << ReadFileOrEmpty(job.log("carol+"));
+  const Outcome o = ReadLedger(job);
+  for (const std::string& hex : {a, b, c}) ExpectHonest(o, hex);
+  auto carol = net::KeyFromHex(c);
+  ASSERT_TRUE(carol.ok());
+  uint64_t last_round = 0;
+  for (const auto& rec : o.ledger.Records()) {
+    if (rec.peer == *carol && rec.steps_verified() > 0) last_round = std::max(last_round, rec.round);
+  }
+  EXPECT_GE(last_round, 3u) << "carol's work after the rejoin is verified\n" << log;
+  EXPECT_NE(ReadFileOrEmpty(job.log("carol+")).find("synced round"), std::string::npos) << "it downloaded the state";
+}
+
 TEST(VerifierLedger, HonestJobVerifiesAndReceiptsCheckOffline) {
   VerifiedJob job("verify-ledger");
   const std::string a = job.Key("alice"), b = job.Key("bob"), c = job.Key("carol");

@@ -19,6 +19,7 @@
 #include "tests/common/contribution_proofs.h"
 #include "verifier/opening_bulk.h"
 #include "verifier/aggregate_statement.h"
+#include "verifier/chain_ends.h"
 #include "verifier/commitment.h"
 #include "verifier/contribution.h"
 
@@ -29,6 +30,9 @@ constexpr uint64_t kSteps = 4;
 
 struct Prover {
   net::Identity id = net::Identity::Generate();
+  // The optimiser its next Commit() starts from (the chain ends its reports state).
+  Digest start_moments = verifier::FreshOptimizerDigest();
+  verifier::StateHalves start, end;  // of its last Commit()
   std::vector<verifier::StepLeaf> leaves;
   std::optional<verifier::MerkleTree> tree;
   verifier::SignedCommitment commitment;
@@ -63,10 +67,14 @@ class ServiceTest : public ::testing::Test {
     return std::move(s).value();
   }
 
-  // Leaves that chain, a tree and a signed commitment for `round`.
+  // Leaves that chain, a tree and a signed commitment for `round`: step 0 starts from
+  // StartTheta(p) and p.start_moments, the last step ends at p.end.
   void Commit(Prover& p, uint64_t round, uint8_t variant = 0, const std::string& dclass = "cpu-test") {
     p.leaves.clear();
-    Digest state = Sha256Of(net::KeyToBytes(p.id.public_key()) + "start");
+    const std::string tag = net::KeyToBytes(p.id.public_key()) + std::to_string(round) + std::to_string(variant);
+    p.start = {StartTheta(p), p.start_moments};
+    p.end = {Sha256Of(tag + "θ end"), Sha256Of(tag + "moments end")};
+    Digest state = verifier::StepStateDigest(p.start.parameters, p.start.optimizer);
     for (uint64_t t = 0; t < kSteps; ++t) {
       verifier::StepLeaf leaf;
       leaf.job_id = job_;
@@ -74,7 +82,8 @@ class ServiceTest : public ::testing::Test {
       leaf.step = t;
       leaf.state_before = state;
       leaf.batch = Sha256Of("batch" + std::to_string(t));
-      state = Sha256Of(DigestToBytes(state) + std::to_string(variant));
+      state = t + 1 == kSteps ? verifier::StepStateDigest(p.end.parameters, p.end.optimizer)
+                              : Sha256Of(DigestToBytes(state) + std::to_string(variant));
       leaf.update = state;
       leaf.loss_bits = verifier::LossBits(2.5);
       leaf.determinism_class = dclass;
@@ -87,6 +96,14 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(signed_body.ok());
     p.tree = std::move(tree).value();
     p.commitment = *signed_body;
+  }
+
+  // The θ digest every prover's steps start from here (the service is told it per report).
+  static Digest StartTheta(const Prover& p) { return Sha256Of(net::KeyToBytes(p.id.public_key()) + "θ start"); }
+
+  v1::ChainEnds Ends(const Prover& p) {
+    return verifier::MakeChainEnds(p.leaves.front(), *p.tree->Prove(0), p.leaves.back(), *p.tree->Prove(kSteps - 1),
+                                   p.start, p.end);
   }
 
   v1::StepCommitment Message(const Prover& p) {
@@ -220,6 +237,7 @@ class ServiceTest : public ::testing::Test {
     r.set_rank(RankOf(p));
     r.set_contribution_manifest(std::move(manifest));
     for (uint32_t s = 0; s < 3; ++s) r.add_aggregate_statements(Statement(s, p.commitment.body.round));
+    *r.mutable_chain_ends() = Ends(p);
     return r;
   }
 
@@ -310,9 +328,11 @@ TEST_F(ServiceTest, AnErrorFeedbackResidualMustContinueTheLastCommittedOne) {
   EXPECT_NE(made_up.message().find("error-feedback residual"), std::string::npos) << made_up.ToString();
   ASSERT_TRUE(service_->CheckReport(key, Report(p, Manifest(p, 0, 3, std::nullopt, zero, a)), 3).ok());
   const auto links = service_->CommitResidualLinks(0, {key, provers_[1].id.public_key()});
-  ASSERT_EQ(links.size(), 2u) << "only members with a manifest have links: their contributions' and their aggregate's";
+  ASSERT_EQ(links.size(), 3u)
+      << "only members that reported have links: their contributions', their aggregate's and their optimiser's";
   EXPECT_EQ(links[0].key, net::KeyToHex(key));
   EXPECT_EQ(links[1].key, net::KeyToHex(key) + "/aggregate");
+  EXPECT_EQ(links[2].key, net::KeyToHex(key) + "/optimizer");
   EXPECT_EQ(links[0].residual_in, DigestToBytes(zero));
   EXPECT_EQ(links[0].residual_out, DigestToBytes(a));
   RecordRound0(links);
@@ -448,6 +468,64 @@ TEST_F(ServiceTest, AnOwnersResidualMustContinueItsLastCommittedAggregate) {
   EXPECT_TRUE(restarted->CheckReport(key, with_own(1, a, b), 3).ok());
 }
 
+// A DiLoCo report states the ends of its committed steps (verifier/chain_ends.h). Step 0 must
+// start from the member's round θ, and from a fresh optimiser or the one its last committed
+// round ended (or started) with: AdamW moments chosen at a round's start would make any first
+// step replay bit for bit. The links survive a coordinator restart.
+TEST_F(ServiceTest, AReportsStepsStartFromItsRoundsThetaAndFromMomentsItDidNotChoose) {
+  Prover& chooser = provers_[0];
+  Prover& p = provers_[1];
+  const auto& key = p.id.public_key();
+  const std::string theta = DigestToBytes(StartTheta(p));
+  service_->OnRoundStart(0, "");
+
+  chooser.start_moments = Sha256Of("moments it chose");
+  Commit(chooser, 0);
+  ASSERT_TRUE(service_->OnCommitment(chooser.id.public_key(), Message(chooser), 10).ok());
+  Status chosen = service_->CheckReport(chooser.id.public_key(), Report(chooser, Manifest(chooser)), 3,
+                                        DigestToBytes(StartTheta(chooser)));
+  EXPECT_FALSE(chosen.ok()) << "nothing was committed before its first round";
+  EXPECT_NE(chosen.message().find("neither fresh nor the one its last committed round ended with"), std::string::npos)
+      << chosen.ToString();
+
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  v1::RoundReport without = Report(p, Manifest(p));
+  without.clear_chain_ends();
+  Status missing = service_->CheckReport(key, without, 3, theta);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find("without the ends of its committed steps"), std::string::npos);
+  Status elsewhere = service_->CheckReport(key, Report(p, Manifest(p)), 3, DigestToBytes(Sha256Of("the round's θ")));
+  EXPECT_FALSE(elsewhere.ok());
+  EXPECT_NE(elsewhere.message().find("do not start from the θ its round starts from"), std::string::npos)
+      << elsewhere.ToString();
+  v1::RoundReport swapped = Report(p, Manifest(p));
+  swapped.mutable_chain_ends()->set_start_optimizer(DigestToBytes(Sha256Of("other moments")));
+  EXPECT_FALSE(service_->CheckReport(key, swapped, 3, theta).ok()) << "halves its first leaf does not name";
+  v1::RoundReport reordered = Report(p, Manifest(p));
+  reordered.mutable_chain_ends()->set_last_leaf(reordered.chain_ends().first_leaf());
+  reordered.mutable_chain_ends()->set_last_proof(reordered.chain_ends().first_proof());
+  EXPECT_FALSE(service_->CheckReport(key, reordered, 3, theta).ok()) << "its first leaf as its last";
+  ASSERT_TRUE(service_->CheckReport(key, Report(p, Manifest(p)), 3, theta).ok());
+  const Digest round0_end = p.end.optimizer;
+  RecordRound0(service_->CommitResidualLinks(0, {key}));
+
+  // Round 1 starts from the moments round 0 ended with: anything else is refused.
+  service_->OnRoundStart(1, "");
+  p.start_moments = Sha256Of("moments it chose in round 1");
+  Commit(p, 1);
+  ASSERT_TRUE(service_->OnCommitment(key, Message(p), 10).ok());
+  EXPECT_FALSE(service_->CheckReport(key, Report(p, Manifest(p)), 3, theta).ok());
+  for (const Digest& moments : {round0_end, verifier::FreshOptimizerDigest()}) {
+    auto restarted = Make();  // the links are in SQLite
+    restarted->OnRoundStart(1, "");
+    p.start_moments = moments;
+    Commit(p, 1);
+    ASSERT_TRUE(restarted->OnCommitment(key, Message(p), 10).ok());
+    Status continued = restarted->CheckReport(key, Report(p, Manifest(p)), 3, theta);
+    EXPECT_TRUE(continued.ok()) << continued.ToString();
+  }
+}
+
 // After the commit every owner opens the contributions it aggregated and its residual; the
 // coordinator recomputes the aggregate (collectives::ReproduceAggregate) and convicts an owner
 // whose stated aggregate does not follow, or whose opening is not what it stated.
@@ -499,6 +577,7 @@ TEST_F(ServiceTest, TheAggregateAuditConvictsAnOwnerWhoseAggregateDoesNotFollowF
     r.set_round(0);
     r.set_rank(i);
     r.set_contribution_manifest(verifier::EncodeManifest(*verifier::SignManifest(m, p.id)));
+    *r.mutable_chain_ends() = Ends(p);
     // Owner 2 returned something else than its contributions give (and states it).
     for (uint32_t s = 0; s < 3; ++s) r.add_aggregate_statements(statement(s, s == 2 ? Sha256Of("scaled") : honest[s]));
     ASSERT_TRUE(service_->CheckReport(p.id.public_key(), r, 3).ok());

@@ -17,6 +17,8 @@
 #include "runtime/reference.h"
 #include "runtime/training_data.h"
 #include "tests/common/test_corpus.h"
+#include "verifier/chain_ends.h"
+#include "verifier/commitment.h"
 
 namespace tributary::runtime {
 namespace {
@@ -297,6 +299,39 @@ TEST_P(TentativeTest, ExportedStateMakesALateJoinerIdentical) {
   ASSERT_TRUE(veteran->RunRound(group_average).ok());
   ASSERT_TRUE(joiner->RunRound(group_average).ok());
   EXPECT_EQ(joiner->ThetaDigest(), veteran->ThetaDigest());
+}
+
+// What a round report's chain ends (verifier/chain_ends.h) are made of: every step's state
+// digests are the StepStateDigest of their halves; a DiLoCo worker's optimiser carries over from
+// one round's last step to the next round's first; a worker that imports a state starts its
+// optimiser afresh, since its moments belong to the θ it trained, not to the downloaded one.
+TEST_F(TrainerTest, StepRecordsCarryTheHalvesOfTheirStatesAndAnImportStartsTheOptimiserAfresh) {
+  const v1::JobSpec spec = TinySpec(v1::MODE_DILOCO);
+  auto t = Make(spec);
+  std::vector<StepRecord> records;
+  t->SetStepObserver([&records](StepRecord r) { records.push_back(std::move(r)); });
+  ASSERT_TRUE(t->RunRound(kAlone).ok());
+  const Digest theta_1 = t->ThetaDigest();
+  ASSERT_TRUE(t->RunRound(kAlone).ok());
+  ASSERT_EQ(records.size(), 2 * spec.inner_steps());
+  for (const StepRecord& r : records) {
+    EXPECT_EQ(r.state_before, verifier::StepStateDigest(r.parameters_before, r.optimizer_before));
+    EXPECT_EQ(r.update, verifier::StepStateDigest(r.parameters_after, r.optimizer_after));
+  }
+  EXPECT_EQ(records[0].optimizer_before, verifier::FreshOptimizerDigest());
+  const StepRecord& last_of_round_0 = records[spec.inner_steps() - 1];
+  const StepRecord& first_of_round_1 = records[spec.inner_steps()];
+  EXPECT_EQ(first_of_round_1.optimizer_before, last_of_round_0.optimizer_after);
+  EXPECT_NE(first_of_round_1.optimizer_before, verifier::FreshOptimizerDigest());
+  EXPECT_EQ(first_of_round_1.parameters_before, theta_1) << "a round's steps start from its θ";
+
+  auto state = t->ExportCommittedState();
+  ASSERT_TRUE(state.ok());
+  ASSERT_TRUE(t->ImportState(*state).ok());
+  records.clear();
+  ASSERT_TRUE(t->RunRound(kAlone).ok());
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records[0].optimizer_before, verifier::FreshOptimizerDigest());
 }
 
 TEST_P(TentativeTest, BadStateIsRejectedAndChangesNothing) {
