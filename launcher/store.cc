@@ -130,6 +130,9 @@ Result<std::unique_ptr<CoordinatorStore>> CoordinatorStore::Open(const std::stri
     CREATE TABLE IF NOT EXISTS verifier_bans(
       job_id TEXT NOT NULL, peer_key TEXT NOT NULL, reason TEXT NOT NULL,
       PRIMARY KEY(job_id, peer_key));
+    CREATE TABLE IF NOT EXISTS verifier_lost_rounds(
+      job_id TEXT NOT NULL, peer_key TEXT NOT NULL, round INTEGER NOT NULL,
+      PRIMARY KEY(job_id, peer_key, round));
   )sql"));
   return store;
 }
@@ -374,6 +377,24 @@ Result<std::vector<std::pair<std::string, std::string>>> CoordinatorStore::Banne
     TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
     out.emplace_back(s.Text(0), s.Text(1));
+  }
+  return out;
+}
+
+Status CoordinatorStore::RecordLostRound(const std::string& job_id, const std::string& peer_key, uint64_t round) {
+  Statement s(db_, "INSERT OR IGNORE INTO verifier_lost_rounds(job_id, peer_key, round) VALUES(?1, ?2, ?3)");
+  s.Bind(1, job_id).Bind(2, peer_key).Bind(3, static_cast<int64_t>(round));
+  return s.Step().status();
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> CoordinatorStore::LostRounds(const std::string& job_id) {
+  Statement s(db_, "SELECT peer_key, round FROM verifier_lost_rounds WHERE job_id = ?1 ORDER BY peer_key, round");
+  s.Bind(1, job_id);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (;;) {
+    TRIB_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.emplace_back(s.Text(0), static_cast<uint64_t>(s.Int(1)));
   }
   return out;
 }

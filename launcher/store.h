@@ -110,6 +110,9 @@ class CoordinatorStore {
   Result<std::string> LoadLedger(const std::string& job_id);
   Status BanPeer(const std::string& job_id, const std::string& peer_key, const std::string& reason);
   Result<std::vector<std::pair<std::string, std::string>>> BannedPeers(const std::string& job_id);  // key, reason
+  // Rounds whose openings a peer lost (Opening.not_held) and was forgiven.
+  Status RecordLostRound(const std::string& job_id, const std::string& peer_key, uint64_t round);
+  Result<std::vector<std::pair<std::string, uint64_t>>> LostRounds(const std::string& job_id);  // key, round
 
  private:
   explicit CoordinatorStore(sqlite3* db) : db_(db) {}

@@ -38,6 +38,11 @@ constexpr uint64_t kMaxBulkBytes = uint64_t{64} << 30;
 constexpr std::string_view kAggregateLinkSuffix = "/aggregate";
 // And the optimiser digests of its chain ends (start, end) under this one.
 constexpr std::string_view kOptimizerLinkSuffix = "/optimizer";
+// A prover may lose the openings of one round (a restart: a new process holds none of its
+// predecessor's rounds), and one more for every this many rounds it committed. More losses than
+// restarts now and then explain count as withheld openings: otherwise a cheater could poison a
+// round and then "restart" out of its challenges at will.
+constexpr uint64_t kRoundsPerForgivenLoss = 10;
 
 // An error-feedback residual continues a peer's chain when it is zero (nothing owed: a first
 // call, a restarted peer), or the residual_out or residual_in of what the peer stated in the last
@@ -128,6 +133,11 @@ Result<std::unique_ptr<VerificationService>> VerificationService::Create(
     auto in = DigestFromBytes(link.residual_in);
     auto out = DigestFromBytes(link.residual_out);
     if (key.ok() && in.ok() && out.ok()) (*chain)[*key] = {*in, *out};
+  }
+  TRIB_ASSIGN_OR_RETURN(auto lost, store->LostRounds(s->job_id_));
+  for (const auto& [hex, round] : lost) {
+    auto key = net::KeyFromHex(hex);
+    if (key.ok()) s->lost_rounds_[*key].insert(round);
   }
   TRIB_ASSIGN_OR_RETURN(auto bans, store->BannedPeers(s->job_id_));
   for (const auto& [hex, reason] : bans) {
@@ -725,6 +735,10 @@ void VerificationService::SendVerify(uint64_t id, Pending& p, const net::PublicK
 
 void VerificationService::OnOpening(const net::PublicKey& from, const v1::Opening& o, uint64_t now_ms) {
   auto it = pending_.find(o.challenge_id());
+  if (o.not_held() && it != pending_.end() && it->second.prover == from && it->second.round == o.round() &&
+      it->second.stage != Stage::kDone) {
+    return OnNotHeld(it->first, it->second);
+  }
   if (it != pending_.end() && it->second.prover == from && it->second.inline_deadline_ms &&
       !it->second.inline_opening && it->second.stage != Stage::kDone) {
     return OnInlineOpening(it->first, it->second, o, now_ms);
@@ -758,6 +772,28 @@ void VerificationService::OnOpening(const net::PublicKey& from, const v1::Openin
   p.opening = o;
   p.stage = Stage::kVerifying;
   for (const net::PublicKey& v : p.verifiers) SendVerify(it->first, p, v, false, now_ms);
+}
+
+void VerificationService::OnNotHeld(uint64_t id, Pending& p) {
+  std::set<uint64_t>& lost = lost_rounds_[p.prover];
+  if (!lost.count(p.round)) {
+    uint64_t rounds = 0;
+    for (const auto& rec : ledger_.Records()) rounds += rec.peer == p.prover;
+    const uint64_t allowed = 1 + rounds / kRoundsPerForgivenLoss;
+    if (lost.size() + 1 > allowed) {
+      return Convict(id, p, coordinator_->public_key(),
+                     "withheld the opening of a challenged step: it lost the openings of " +
+                         std::to_string(lost.size() + 1) + " rounds of the " + std::to_string(rounds) +
+                         " it committed, more than restarts explain");
+    }
+    lost.insert(p.round);
+    Status st = store_->RecordLostRound(job_id_, net::KeyToHex(p.prover), p.round);
+    if (!st.ok()) spdlog::error("job {}: cannot record a lost round: {}", job_id_, st.ToString());
+    spdlog::warn("job {} round {}: {} no longer holds the round (it restarted); its work there is not credited "
+                 "({} of {} forgiven losses)",
+                 job_id_, p.round, net::ShortKey(p.prover), lost.size(), allowed);
+  }
+  p.stage = Stage::kDone;
 }
 
 void VerificationService::OnBulkUnavailable(uint64_t id, Pending& p, const net::PublicKey& verifier,

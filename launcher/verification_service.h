@@ -199,6 +199,10 @@ class VerificationService {
   void OnBulkUnavailable(uint64_t id, Pending& p, const net::PublicKey& verifier, uint64_t now_ms);
   // The prover's whole opening, asked for after a verifier could not fetch its bulk.
   void OnInlineOpening(uint64_t id, Pending& p, const v1::Opening& o, uint64_t now_ms);
+  // The prover no longer holds the round (Opening.not_held: it restarted since). Forgiven, with
+  // the round's work left uncredited, while its lost rounds stay within the allowance
+  // (kRoundsPerForgivenLoss); past it the loss counts as a withheld opening.
+  void OnNotHeld(uint64_t id, Pending& p);
   Status CheckChainEnds(const net::PublicKey& from, const v1::RoundReport& report,
                         const verifier::RoundCommitment& commitment, const std::string& start_theta, RoundState& rs);
   Status CheckAggregateStatements(const net::PublicKey& from, const v1::RoundReport& report, uint32_t world,
@@ -239,6 +243,7 @@ class VerificationService {
   // Per peer: the optimiser digests at the start and end of its steps in the last round
   // committed with it (DiLoCo chain ends).
   std::map<net::PublicKey, std::pair<Digest, Digest>> optimizer_links_;
+  std::map<net::PublicKey, std::set<uint64_t>> lost_rounds_;  // forgiven losses (OnNotHeld), in SQLite
   std::map<uint64_t, RoundState> rounds_;
   std::optional<std::pair<uint64_t, uint64_t>> latest_start_;  // the latest (round, attempt) started
   std::map<uint64_t, Pending> pending_;

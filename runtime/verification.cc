@@ -465,9 +465,23 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
   return match;
 }
 
+std::optional<v1::Envelope> PeerVerification::NotHeld(const v1::OpenRequest& q) const {
+  spdlog::warn("cannot open round {} step {}{}: this peer no longer holds the round (it restarted since)", q.round(),
+               q.step(), q.aggregate() ? " (its aggregate)" : "");
+  v1::Envelope reply = net::MakeEnvelope(job_id_);
+  v1::Opening* o = reply.mutable_opening();
+  o->set_challenge_id(q.challenge_id());
+  o->set_round(q.round());
+  o->set_step(q.step());
+  o->set_aggregate(q.aggregate());
+  o->set_not_held(true);
+  return reply;
+}
+
 std::optional<v1::Envelope> PeerVerification::AnswerOpenRequest(const v1::OpenRequest& q) {
   if (q.inline_bulk() && hooks_ && hooks_->withhold_inline_bulk) return std::nullopt;
   auto opening = Open(q.round(), q.step(), q.end_state(), q.state_after());
+  if (!opening.ok() && opening.status().code() == StatusCode::kNotFound) return NotHeld(q);
   if (!opening.ok()) {
     spdlog::warn("cannot open round {} step {}: {}", q.round(), q.step(), opening.status().ToString());
     return std::nullopt;
@@ -496,7 +510,8 @@ Result<std::optional<v1::Envelope>> PeerVerification::Handle(const v1::Envelope&
     if (hooks_ && hooks_->withhold_openings) return std::optional<v1::Envelope>();
     if (q.aggregate()) {
       auto it = rounds_.find(q.round());
-      if (it == rounds_.end() || !it->second.owned_contributions) {
+      if (it == rounds_.end()) return NotHeld(q);
+      if (!it->second.owned_contributions) {
         spdlog::warn("cannot open what this peer aggregated in round {}: not held", q.round());
         return std::optional<v1::Envelope>();
       }

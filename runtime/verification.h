@@ -157,6 +157,8 @@ class PeerVerification {
   v1::VerifyResult VerifyOpened(const v1::VerifyRequest& request);
   // The answer to an OpenRequest: the opening, its bulk detached and offered when it is large.
   std::optional<v1::Envelope> AnswerOpenRequest(const v1::OpenRequest& request);
+  // The answer when this peer no longer holds the requested round (Opening.not_held).
+  std::optional<v1::Envelope> NotHeld(const v1::OpenRequest& request) const;
 
   v1::JobSpec spec_;
   std::string job_id_;

@@ -923,6 +923,57 @@ TEST_F(ServiceTest, BadOpeningsAndWithheldOpeningsConvict) {
   EXPECT_FALSE(reopened->IsBanned(provers_[2].id.public_key()));
 }
 
+// A prover that restarted holds none of its predecessor's rounds and says so (Opening.not_held).
+// One lost round is forgiven (and one more per kRoundsPerForgivenLoss rounds committed): the
+// round's work is not credited and nothing is replayed. Past that allowance a loss counts as a
+// withheld opening, or a cheater could restart out of every challenge. The losses survive a
+// coordinator restart.
+TEST_F(ServiceTest, AProverThatLostARoundIsForgivenOnceAndConvictedPastItsAllowance) {
+  CommitRound();
+  Prover& p = provers_[0];
+  const auto& key = p.id.public_key();
+  auto lose = [&](VerificationService& service, uint64_t round) {
+    size_t answered = 0;
+    for (const auto& q : OpenRequests(p)) {
+      if (q.round() != round) continue;
+      v1::Opening o;
+      o.set_challenge_id(q.challenge_id());
+      o.set_round(q.round());
+      o.set_step(q.step());
+      o.set_not_held(true);
+      service.OnOpening(key, o, 30);
+      ++answered;
+    }
+    return answered;
+  };
+  ASSERT_GT(lose(*service_, 0), 0u);
+  EXPECT_FALSE(bans_.count(key)) << bans_[key];
+  EXPECT_EQ(Record(p).steps_verified(), 0u) << "a lost round earns no credit";
+  EXPECT_EQ(Record(p).steps_failed(), 0u);
+  for (const auto& q : OpenRequests(p)) EXPECT_TRUE(VerifyRequests(q.challenge_id()).empty()) << "nothing to replay";
+  service_->Sweep(20 + spec_.verify_timeout_ms() + 1);
+  EXPECT_FALSE(bans_.count(key)) << "the lost challenges are settled, not left to default";
+  auto lost = store_->LostRounds(job_);
+  ASSERT_TRUE(lost.ok());
+  ASSERT_EQ(lost->size(), 1u);
+  EXPECT_EQ((*lost)[0], std::make_pair(net::KeyToHex(key), uint64_t{0}));
+
+  // Round 1: two rounds committed allow one loss; a second is a withheld opening.
+  auto restarted = Make();  // the loss is in SQLite
+  service_ = std::move(restarted);
+  service_->OnRoundStart(1, "");
+  for (auto& q : provers_) {
+    Commit(q, 1);
+    ASSERT_TRUE(service_->OnCommitment(q.id.public_key(), Message(q), 40).ok());
+  }
+  std::vector<VerificationService::Member> members;
+  for (uint32_t i = 0; i < provers_.size(); ++i) members.push_back({provers_[i].id.public_key(), i});
+  service_->OnRoundCommitted(1, members, 50);
+  ASSERT_GT(lose(*service_, 1), 0u);
+  ASSERT_TRUE(bans_.count(key));
+  EXPECT_NE(bans_[key].find("more than restarts explain"), std::string::npos) << bans_[key];
+}
+
 TEST_F(ServiceTest, AMismatchGoesToARefereeWhoDecides) {
   CommitRound();
   Prover& p = provers_[0];
