@@ -1,7 +1,5 @@
 #include "launcher/verification_service.h"
 
-#include "verifier/chain_ends.h"
-
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
@@ -44,14 +42,15 @@ constexpr std::string_view kOptimizerLinkSuffix = "/optimizer";
 // round and then "restart" out of its challenges at will.
 constexpr uint64_t kRoundsPerForgivenLoss = 10;
 
-// An error-feedback residual continues a peer's chain when it is zero (nothing owed: a first
-// call, a restarted peer), or the residual_out or residual_in of what the peer stated in the last
-// round committed with it (a peer that never heard of that commit rolled it back).
+// A value a peer carries from round to round (an error-feedback residual, its optimiser state)
+// continues its chain when it is `fresh` (nothing carried: a first round, a restarted peer; a
+// zero digest for residuals), or the out or in value of what the peer stated in the last round
+// committed with it (a peer that never heard of that commit rolled it back).
 bool ContinuesChain(const std::map<net::PublicKey, std::pair<Digest, Digest>>& links, const net::PublicKey& peer,
-                    const Digest& residual_in) {
-  if (residual_in == Digest{}) return true;
+                    const Digest& value, const Digest& fresh = Digest{}) {
+  if (value == fresh) return true;
   auto link = links.find(peer);
-  return link != links.end() && (residual_in == link->second.second || residual_in == link->second.first);
+  return link != links.end() && (value == link->second.second || value == link->second.first);
 }
 
 Result<Digest> DigestField(const std::string& raw) { return DigestFromBytes(raw); }
@@ -291,11 +290,7 @@ Status VerificationService::CheckChainEnds(const net::PublicKey& from, const v1:
   // AdamW moments are part of the state a replay starts from: moments chosen at a round's start
   // would make any first step replay correctly. Only fresh ones or those the peer's own
   // committed steps left are accepted.
-  const Digest& moments = ends->start.optimizer;
-  auto link = optimizer_links_.find(from);
-  const bool continues = moments == verifier::FreshOptimizerDigest() ||
-                         (link != optimizer_links_.end() && (moments == link->second.second || moments == link->second.first));
-  if (!continues) {
+  if (!ContinuesChain(optimizer_links_, from, ends->start.optimizer, verifier::FreshOptimizerDigest())) {
     return FailedPrecondition("its optimiser state at step 0 is neither fresh nor the one its last committed round "
                               "ended with (moments chosen at a round's start make any first step replay)");
   }

@@ -105,9 +105,8 @@ Digest StateDigestOfLoaded(const models::LanguageModel& model, const verifier::T
 
 StateDigests StateDigestsOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state) {
   StateDigests d;
-  d.parameters = models::ParameterDigest(model);
-  d.optimizer = verifier::OptimizerDigest(state);
-  d.state = verifier::StepStateDigest(d.parameters, d.optimizer);
+  d.halves = {models::ParameterDigest(model), verifier::OptimizerDigest(state)};
+  d.state = verifier::StepStateDigest(d.halves.parameters, d.halves.optimizer);
   return d;
 }
 

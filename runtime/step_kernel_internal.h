@@ -12,6 +12,7 @@
 #include "models/dataset.h"
 #include "models/language_model.h"
 #include "proto/tributary.pb.h"
+#include "verifier/chain_ends.h"
 #include "verifier/training_state.h"
 
 namespace tributary::runtime::internal {
@@ -55,7 +56,8 @@ Status LoadState(models::LanguageModel& model, torch::optim::AdamW& optimizer,
 Digest StateDigestOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state);
 // The same digest with its two halves: ParameterDigest(model) and OptimizerDigest(state).
 struct StateDigests {
-  Digest parameters{}, optimizer{}, state{};
+  verifier::StateHalves halves;
+  Digest state{};
 };
 StateDigests StateDigestsOfLoaded(const models::LanguageModel& model, const verifier::TrainingState& state);
 

@@ -219,11 +219,9 @@ struct Trainer::Impl {
     TRIB_ASSIGN_OR_RETURN(verifier::TrainingState after_state, internal::CaptureState(*model, *inner));
     const internal::StateDigests after_digests = internal::StateDigestsOfLoaded(*model, after_state);
     record.state_before = before.digests.state;
-    record.parameters_before = before.digests.parameters;
-    record.optimizer_before = before.digests.optimizer;
+    record.halves_before = before.digests.halves;
     record.update = after_digests.state;
-    record.parameters_after = after_digests.parameters;
-    record.optimizer_after = after_digests.optimizer;
+    record.halves_after = after_digests.halves;
     record.before = std::move(before.state);
     before.state = std::move(after_state);
     before.digests = after_digests;

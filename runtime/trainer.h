@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "proto/tributary.pb.h"
 #include "runtime/training_data.h"
+#include "verifier/chain_ends.h"
 #include "verifier/training_state.h"
 
 namespace tributary::runtime {
@@ -57,8 +58,7 @@ struct StepRecord {
   double loss = 0;        // the exact value whose bits enter the leaf
   // DiLoCo: the halves of state_before and of update (StepStateDigest(parameters, optimiser)),
   // which a round report's chain ends name (verifier/chain_ends.h).
-  Digest parameters_before{}, optimizer_before{};
-  Digest parameters_after{}, optimizer_after{};
+  verifier::StateHalves halves_before, halves_after;
   verifier::TrainingState before;  // θ and the inner AdamW state before the step
   // DiLoCo, the round's last step only: the state after it (θ_end, whose digest is `update`),
   // from which θ_start − θ_end = Δ can be audited.

@@ -77,8 +77,8 @@ void PeerVerification::Record(StepRecord r) {
   leaf.loss_bits = verifier::LossBits(r.loss);
   leaf.determinism_class = class_;
   log.leaves[r.step] = std::move(leaf);
-  if (r.step == 0) log.start_halves = {r.parameters_before, r.optimizer_before};
-  if (r.step + 1 == steps) log.end_halves = {r.parameters_after, r.optimizer_after};
+  if (r.step == 0) log.start_halves = r.halves_before;
+  if (r.step + 1 == steps) log.end_halves = r.halves_after;
   log.states[r.step] = std::move(r.before);
   if (r.end) log.end = std::move(*r.end);
   log.tree.reset();
@@ -466,7 +466,8 @@ v1::VerifyResult PeerVerification::AuditDelta(const v1::VerifyRequest& q, const 
 }
 
 std::optional<v1::Envelope> PeerVerification::NotHeld(const v1::OpenRequest& q) const {
-  spdlog::warn("cannot open round {} step {}{}: this peer no longer holds the round (it restarted since)", q.round(),
+  spdlog::warn("cannot open round {} step {}{}: this peer no longer holds the round (it restarted, or the round is "
+               "older than the ones it keeps)", q.round(),
                q.step(), q.aggregate() ? " (its aggregate)" : "");
   v1::Envelope reply = net::MakeEnvelope(job_id_);
   v1::Opening* o = reply.mutable_opening();

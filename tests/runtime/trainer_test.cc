@@ -315,15 +315,15 @@ TEST_F(TrainerTest, StepRecordsCarryTheHalvesOfTheirStatesAndAnImportStartsTheOp
   ASSERT_TRUE(t->RunRound(kAlone).ok());
   ASSERT_EQ(records.size(), 2 * spec.inner_steps());
   for (const StepRecord& r : records) {
-    EXPECT_EQ(r.state_before, verifier::StepStateDigest(r.parameters_before, r.optimizer_before));
-    EXPECT_EQ(r.update, verifier::StepStateDigest(r.parameters_after, r.optimizer_after));
+    EXPECT_EQ(r.state_before, verifier::StepStateDigest(r.halves_before.parameters, r.halves_before.optimizer));
+    EXPECT_EQ(r.update, verifier::StepStateDigest(r.halves_after.parameters, r.halves_after.optimizer));
   }
-  EXPECT_EQ(records[0].optimizer_before, verifier::FreshOptimizerDigest());
+  EXPECT_EQ(records[0].halves_before.optimizer, verifier::FreshOptimizerDigest());
   const StepRecord& last_of_round_0 = records[spec.inner_steps() - 1];
   const StepRecord& first_of_round_1 = records[spec.inner_steps()];
-  EXPECT_EQ(first_of_round_1.optimizer_before, last_of_round_0.optimizer_after);
-  EXPECT_NE(first_of_round_1.optimizer_before, verifier::FreshOptimizerDigest());
-  EXPECT_EQ(first_of_round_1.parameters_before, theta_1) << "a round's steps start from its θ";
+  EXPECT_EQ(first_of_round_1.halves_before.optimizer, last_of_round_0.halves_after.optimizer);
+  EXPECT_NE(first_of_round_1.halves_before.optimizer, verifier::FreshOptimizerDigest());
+  EXPECT_EQ(first_of_round_1.halves_before.parameters, theta_1) << "a round's steps start from its θ";
 
   auto state = t->ExportCommittedState();
   ASSERT_TRUE(state.ok());
@@ -331,7 +331,7 @@ TEST_F(TrainerTest, StepRecordsCarryTheHalvesOfTheirStatesAndAnImportStartsTheOp
   records.clear();
   ASSERT_TRUE(t->RunRound(kAlone).ok());
   ASSERT_FALSE(records.empty());
-  EXPECT_EQ(records[0].optimizer_before, verifier::FreshOptimizerDigest());
+  EXPECT_EQ(records[0].halves_before.optimizer, verifier::FreshOptimizerDigest());
 }
 
 TEST_P(TentativeTest, BadStateIsRejectedAndChangesNothing) {
