@@ -274,6 +274,10 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (commits.empty()) {
         for (const std::string& key : last->members) job.held[key] = {last->theta_digest, last->state_digest};
       }
+    } else {
+      // θ_0 as the job's creator published it (empty if not): round 0's chain ends and step-0
+      // replays are held to it like any later round's committed θ.
+      job.theta_digest = spec.initial_theta_digest();
     }
     TRIB_ASSIGN_OR_RETURN(std::vector<StoredPeer> peers, store_->Peers(id));
     for (const StoredPeer& p : peers) job.shard_of_key[p.key] = p.shard;
@@ -342,7 +346,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // The θ digest (raw) a member's round starts from: its own committed state (groups of the
-  // last round differ), else the job's; empty before the first commit.
+  // last round differ), else the job's; before the first commit θ_0 as published in the spec
+  // (empty when it is not).
   static std::string RoundStartTheta(const Job& job, const Session& s) {
     auto held = job.held.find(s.key_hex);
     return held != job.held.end() ? held->second.theta_digest : job.theta_digest;

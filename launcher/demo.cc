@@ -79,8 +79,8 @@ class ProgressLine {
 
 Status RunDemo(const DemoOptions& options) {
   v1::JobSpec spec = options.spec;
-  TRIB_ASSIGN_OR_RETURN(Digest corpus, runtime::CorpusDigest(options.corpus_dir));
-  spec.set_corpus_digest(DigestToBytes(corpus));
+  spec.clear_corpus_digest();  // always the corpus the demo's peers are given
+  TRIB_RETURN_IF_ERROR(runtime::PublishJobDigests(spec, options.corpus_dir));
   TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));
   const std::string run_dir = options.run_dir.empty() ? DefaultRunDir() : options.run_dir;
   TRIB_RETURN_IF_ERROR(MakeDirectories(run_dir));

@@ -182,9 +182,9 @@ int RunCoordinatorCommand(const JobFlags& flags, const CoordinatorFlags& cf) {
   if (!cf.no_job) {
     auto spec = flags.Build();
     if (!spec.ok()) return Fail(spec.status());
-    auto corpus = runtime::CorpusDigest(cf.data);
-    if (!corpus.ok()) return Fail(corpus.status());
-    spec->set_corpus_digest(DigestToBytes(*corpus));
+    spec->clear_corpus_digest();  // always the corpus in --data
+    Status published = runtime::PublishJobDigests(*spec, cf.data);
+    if (!published.ok()) return Fail(published);
     options.spec = *spec;
   }
   auto coordinator = launcher::Coordinator::Start(options);
@@ -462,11 +462,8 @@ int main(int argc, char** argv) {
     launch_flags.job_file = launch_file;
     auto spec = launch_flags.Build();
     if (!spec.ok()) return Fail(spec.status());
-    if (spec->corpus_digest().empty()) {
-      auto corpus = runtime::CorpusDigest(launch_data);
-      if (!corpus.ok()) return Fail(corpus.status());
-      spec->set_corpus_digest(DigestToBytes(*corpus));
-    }
+    Status published = runtime::PublishJobDigests(*spec, launch_data);
+    if (!published.ok()) return Fail(published);
     auto address = launcher::ParseCoordinator(launch_coordinator, launch_key);
     if (!address.ok()) return Fail(address.status());
     auto researcher = IdentityOrFresh(launch_identity);

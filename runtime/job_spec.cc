@@ -147,6 +147,12 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s, const std::filesyste
       if (v < 0) return InvalidArgument("job key 'opening_bulk_min_bytes' must not be negative");
       s.set_opening_bulk_min_bytes(static_cast<uint64_t>(v));
     }
+    else if (key == "initial_theta_digest") {  // θ_0 pinned by the job's author (hex SHA-256)
+      TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
+      auto d = DigestFromHex(v);
+      if (!d.ok()) return InvalidArgument("job key 'initial_theta_digest' must be 64 hex characters: " + d.status().message());
+      s.set_initial_theta_digest(DigestToBytes(*d));
+    }
     else if (key == "admission") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       if (v == "open") s.set_admission(v1::ADMISSION_OPEN);
@@ -260,6 +266,9 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("verify_samples needs diloco or ddp mode (async DiLoCo starts each round from a private point)");
   }
   if (s.verify_samples() > s.inner_steps()) return fail("verify_samples cannot exceed inner_steps");
+  if (!s.initial_theta_digest().empty() && s.initial_theta_digest().size() != 32) {
+    return fail("initial_theta_digest must be 32 bytes (a SHA-256), not " + std::to_string(s.initial_theta_digest().size()));
+  }
   // Tolerance judges local (DiLoCo inner) steps from their post-step state; a DDP step's
   // contribution is a raw gradient, which only a bitwise replay checks.
   if (s.tolerance_calibrations_size() > 0) {

@@ -307,6 +307,16 @@ class PeerSession {
     // Resolved once: the trainer runs on it and the verifier's class names it ("cuda" -> "cuda:0").
     TRIB_ASSIGN_OR_RETURN(const std::string device, ResolveComputeDevice(options_.device));
     TRIB_ASSIGN_OR_RETURN(trainer_, Trainer::Create(spec_, data, WorkerPlacement{shard_, spec_.num_peers(), 0}, device));
+    if (!spec_.initial_theta_digest().empty() && ack.committed_rounds() == 0 &&
+        DigestToBytes(trainer_->ThetaDigest()) != spec_.initial_theta_digest()) {
+      // Round 0 starts from θ_0, and the coordinator holds every member's first step to the
+      // job's; this build would be refused there (a later joiner downloads θ instead).
+      auto want = DigestFromBytes(spec_.initial_theta_digest());
+      return FailedPrecondition("this peer's θ_0 (sha256 " + ShortHex(trainer_->ThetaDigest()) +
+                                "…) is not the job's (sha256 " + (want.ok() ? ShortHex(*want) : std::string("?")) +
+                                "…): its libtorch initialises the model differently from the build that created the "
+                                "job, and a verifying job's round 0 must start from the job's θ_0");
+    }
     if (options_.adversary) trainer_->SetStepTamper(options_.adversary->step);
     if (spec_.verify_samples() > 0) {  // prover and verifier (runtime/verification.h)
       verification_ = std::make_unique<PeerVerification>(spec_, job_id_, data, &identity_, options_.adversary, device);

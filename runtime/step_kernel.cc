@@ -160,6 +160,11 @@ models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size) {
 }
 }  // namespace internal
 
+Result<Digest> InitialThetaDigest(const v1::JobSpec& spec, int vocab_size) {
+  TRIB_ASSIGN_OR_RETURN(auto model, models::MakeModel(internal::ModelConfigOf(spec, vocab_size), spec.seed()));
+  return models::ParameterDigest(*model);
+}
+
 struct StepKernel::Impl {
   models::ModelConfig config;
   std::shared_ptr<const models::TokenDataset> dataset;

@@ -36,6 +36,10 @@ verifier::AdamWHyper InnerHyper(const v1::JobSpec& spec, uint64_t global_step);
 verifier::BatchCoordinates InnerBatch(const v1::JobSpec& spec, uint32_t shard, uint32_t num_shards,
                                       uint32_t batch_size, uint64_t round, uint64_t step);
 
+// Digest (models::ParameterDigest) of θ_0 for `spec` with `vocab_size` tokens: the model its
+// seed initialises on the CPU, which every peer's Trainer starts from whatever its device.
+Result<Digest> InitialThetaDigest(const v1::JobSpec& spec, int vocab_size);
+
 // The intra-op thread count torch runs with in this process (part of the determinism class).
 int ComputeThreads();
 

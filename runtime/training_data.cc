@@ -3,12 +3,26 @@
 #include "models/corpus.h"
 #include "models/dataset.h"
 #include "models/tokenizer.h"
+#include "runtime/step_kernel.h"
 
 namespace tributary::runtime {
 
 Result<Digest> CorpusDigest(const std::string& corpus_dir) {
   TRIB_ASSIGN_OR_RETURN(models::Corpus corpus, models::LoadCorpus(corpus_dir));
   return corpus.digest;
+}
+
+Status PublishJobDigests(v1::JobSpec& spec, const std::string& corpus_dir) {
+  if (!spec.corpus_digest().empty() && (spec.verify_samples() == 0 || !spec.initial_theta_digest().empty())) {
+    return Status::Ok();
+  }
+  TRIB_ASSIGN_OR_RETURN(TrainingData data, LoadTrainingData(corpus_dir, spec));
+  if (spec.corpus_digest().empty()) spec.set_corpus_digest(DigestToBytes(data.corpus_digest));
+  if (spec.verify_samples() > 0 && spec.initial_theta_digest().empty()) {
+    TRIB_ASSIGN_OR_RETURN(Digest theta, InitialThetaDigest(spec, data.vocab_size));
+    spec.set_initial_theta_digest(DigestToBytes(theta));
+  }
+  return Status::Ok();
 }
 
 Result<TrainingData> LoadTrainingData(const std::string& corpus_dir, const v1::JobSpec& spec) {

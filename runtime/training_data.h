@@ -25,5 +25,9 @@ struct TrainingData {
 Result<TrainingData> LoadTrainingData(const std::string& corpus_dir, const v1::JobSpec& spec);
 // Digest of the corpus in `dir` (for the job launcher to stamp into the spec).
 Result<Digest> CorpusDigest(const std::string& corpus_dir);
+// What a job's creator stamps into its spec from the corpus in `corpus_dir`, each only where
+// the spec has none yet: the corpus digest, and for a verifying job (verify_samples > 0) the
+// digest of θ_0 (runtime::InitialThetaDigest), which round 0's steps are then held to.
+Status PublishJobDigests(v1::JobSpec& spec, const std::string& corpus_dir);
 
 }  // namespace tributary::runtime

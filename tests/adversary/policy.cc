@@ -57,7 +57,8 @@ const std::vector<std::string>& AttackNames() {
                                                  "class_lie", "stale",  "copy",      "send_scaled", "manifest_lie",
                                                  "alie",     "ipm",       "send_nan",    "send_inf",
                                                  "send_garbage", "send_residual", "residual_lie", "owner_scale",
-                                                 "unserved_bulk", "withhold_bulk", "forged_moments"};
+                                                 "unserved_bulk", "withhold_bulk", "forged_moments",
+                                                 "forged_start"};
   return names;
 }
 
@@ -100,6 +101,15 @@ Result<runtime::AdversaryHooks> MakePolicy(const PolicyOptions& o) {
       state.exp_avg.assign(n, 0.0f);
       state.exp_avg_sq.assign(n, 1e-12f);
       for (size_t i = 0; i < n; ++i) state.exp_avg[i] = state.params[i] < 0 ? 1e-2f : -1e-2f;
+    };
+  } else if (a == "forged_start") {
+    // Round 0 from a θ of its choosing (every weight's sign flipped), then honest steps and the
+    // honest Δ = θ_0 − θ_end, which drags the average towards that θ. Every step replays from
+    // its committed state and the Δ audit matches; only step 0's start is a lie, which a
+    // step-0 replay finds when step 0 is sampled, and the published θ_0 finds always.
+    h.step.round_start = [](uint64_t round, verifier::TrainingState& state) {
+      if (round != 0) return;
+      for (float& p : state.params) p = -p;
     };
   } else if (a == "withhold") {
     h.withhold_openings = true;

@@ -28,7 +28,8 @@ struct PolicyOptions {
 // owner_scale (as a shard owner, returns its shard's aggregate × scale, stated as its own);
 // unserved_bulk (honest, but nobody can fetch its openings' bulk from it: a firewalled state
 // server) and withhold_bulk (the same, and it never sends the whole opening either);
-// forged_moments (honest steps from AdamW moments it chose at each round's start).
+// forged_moments (honest steps from AdamW moments it chose at each round's start);
+// forged_start (honest steps from a θ it chose in round 0, and the honest Δ from θ_0).
 // stale and copy send their honest Δ in round 0 (nothing to replay yet).
 const std::vector<std::string>& AttackNames();
 

@@ -407,6 +407,24 @@ TEST(Integration, MissingCorpusTellsTheUserWhatToRun) {
   std::filesystem::remove_all(dir);
 }
 
+// A verifying job publishes θ_0's digest; a peer whose build initialises the model to another
+// θ_0 (here: the job pins a digest no build produces) refuses round 0 with the reason, instead
+// of training a round the coordinator would refuse.
+TEST(Integration, APeerWhoseThetaZeroIsNotTheJobsRefusesToTrain) {
+  Cluster cluster("it-theta0");
+  const std::string job_file = cluster.dir() + "/job.toml";
+  std::ofstream(job_file) << "initial_theta_digest = \"" << std::string(64, '0') << "\"\n";
+  cluster.StartCoordinator({"--job-file", job_file, "--peers", "2", "--rounds", "1", "--inner-steps", "2",
+                            "--mode", "diloco", "--verify-samples", "1"});
+  cluster.StartPeer("p0");
+  auto code = cluster.peer("p0").Wait(DeadlineAfter(60s));
+  ASSERT_TRUE(code.ok()) << ReadFileOrEmpty(cluster.peer_log("p0"));
+  EXPECT_EQ(*code, 1);
+  const std::string log = ReadFileOrEmpty(cluster.peer_log("p0"));
+  EXPECT_NE(log.find("is not the job's (sha256 000000000000"), std::string::npos) << log;
+  EXPECT_NE(log.find("initialises the model differently"), std::string::npos) << log;
+}
+
 TEST(Integration, TrainCommandResumesBitExactly) {
   Cluster cluster("it-resume");  // only for its corpus and temp dir
   const std::string ckpt = ::tributary::testing::FreshTempDir("it-ckpt") + "/ref.ckpt";

@@ -226,6 +226,7 @@ constexpr const char* kAggregateAudit = "is not what the contributions it receiv
 
 // How the coordinator refuses a report whose steps start from AdamW moments the peer chose.
 constexpr const char* kForgedMoments = "neither fresh nor the one its last committed round ended with";
+constexpr const char* kForgedStart = "do not start from the θ its round starts from";
 
 class AttackTest : public ::testing::TestWithParam<Attack> {};
 
@@ -258,8 +259,10 @@ TEST_P(AttackTest, CheaterIsCaughtAndHonestPeersAreNot) {
     EXPECT_TRUE(rejected) << log;
   }
   // Challenged before the commit: the cheater is dropped from round 0, which commits without it.
-  // A lying owner's aggregate is audited before every commit, whatever the mode.
-  if (attack.before_commit || attack.name == "owner_scale") {
+  // A lying owner's aggregate is audited before every commit, whatever the mode, and so are
+  // the ends of a report's steps (forged moments, a forged θ_0).
+  if (attack.before_commit || attack.name == "owner_scale" || attack.name == "forged_moments" ||
+      attack.name == "forged_start") {
     EXPECT_NE(log.find("round 0 complete: 2 peers"), std::string::npos) << log;
     EXPECT_EQ(log.find("round 0 complete: 3 peers"), std::string::npos) << log;
   }
@@ -279,6 +282,8 @@ INSTANTIATE_TEST_SUITE_P(
                       // Honest steps from moments it chose: every replay matches, step 0's
                       // included; the report's chain ends show where the moments came from.
                       Attack{"forged_moments", {}, kForgedMoments, false, true},
+                      // Round 0 from a θ of its choosing: the θ_0 the job's spec publishes.
+                      Attack{"forged_start", {}, kForgedStart, false, true},
                       Attack{"accuse", {}, "false accusation"},
                       Attack{"random", {}, "convicted", /*before_commit=*/true},
                       // Honest steps, another Δ sent: the Δ audit (θ_start − θ_end ≠ the sent Δ).

@@ -72,6 +72,21 @@ TEST(JobSpecTest, ValidationNamesTheProblem) {
   }
 }
 
+TEST(JobSpecTest, InitialThetaDigestIsAHexJobKeyOfThirtyTwoBytes) {
+  v1::JobSpec spec = DefaultJobSpec();
+  const std::string hex(64, 'a');
+  ASSERT_TRUE(ApplyTomlString("initial_theta_digest = \"" + hex + "\"", spec).ok());
+  EXPECT_EQ(spec.initial_theta_digest(), std::string(32, '\xaa'));
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  for (const std::string bad : {std::string(63, 'a'), std::string(64, 'g'), std::string()}) {
+    v1::JobSpec other = DefaultJobSpec();
+    Status st = ApplyTomlString("initial_theta_digest = \"" + bad + "\"", other);
+    EXPECT_NE(st.message().find("initial_theta_digest"), std::string::npos) << bad << ": " << st.ToString();
+  }
+  spec.set_initial_theta_digest(std::string(31, '\x01'));
+  EXPECT_NE(ValidateJobSpec(spec).message().find("initial_theta_digest must be 32 bytes"), std::string::npos);
+}
+
 TEST(JobSpecTest, AsyncApplyStepDefaultsToMidRoundAndBelongsToAsyncJobs) {
   v1::JobSpec spec = DefaultJobSpec();
   spec.set_mode(v1::MODE_DILOCO_ASYNC);

@@ -204,6 +204,41 @@ TEST_F(TrainerTest, MissingOrForeignCorpusIsAClearError) {
   EXPECT_NE(foreign.status().message().find("same data"), std::string::npos);
 }
 
+TEST_F(TrainerTest, AVerifyingJobPublishesTheThetaEveryTrainerStartsFrom) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO);
+  spec.set_verify_samples(1);
+  ASSERT_TRUE(PublishJobDigests(spec, *corpus_dir_).ok());
+  auto corpus = CorpusDigest(*corpus_dir_);
+  ASSERT_TRUE(corpus.ok());
+  EXPECT_EQ(spec.corpus_digest(), DigestToBytes(*corpus));
+  ASSERT_EQ(spec.initial_theta_digest().size(), 32u);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  auto trainer = Make(spec);
+  ASSERT_TRUE(trainer);
+  EXPECT_EQ(spec.initial_theta_digest(), DigestToBytes(trainer->ThetaDigest()));
+  // The seed decides θ_0, so another seed publishes another digest.
+  v1::JobSpec reseeded = TinySpec(v1::MODE_DILOCO);
+  reseeded.set_verify_samples(1);
+  reseeded.set_seed(spec.seed() + 1);
+  ASSERT_TRUE(PublishJobDigests(reseeded, *corpus_dir_).ok());
+  EXPECT_NE(reseeded.initial_theta_digest(), spec.initial_theta_digest());
+  // What a spec already states is kept; a job that does not verify publishes no θ_0.
+  v1::JobSpec pinned = spec;
+  pinned.set_initial_theta_digest(std::string(32, '\x07'));
+  ASSERT_TRUE(PublishJobDigests(pinned, *corpus_dir_).ok());
+  EXPECT_EQ(pinned.initial_theta_digest(), std::string(32, '\x07'));
+  v1::JobSpec unverified = TinySpec(v1::MODE_DILOCO);
+  ASSERT_TRUE(PublishJobDigests(unverified, *corpus_dir_).ok());
+  EXPECT_TRUE(unverified.initial_theta_digest().empty());
+  EXPECT_EQ(unverified.corpus_digest(), DigestToBytes(*corpus));
+  // A stated corpus digest must still be this corpus's.
+  v1::JobSpec foreign = spec;
+  foreign.clear_initial_theta_digest();
+  foreign.set_corpus_digest(std::string(32, '\x01'));
+  Status refused = PublishJobDigests(foreign, *corpus_dir_);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition) << refused.ToString();
+}
+
 TEST_F(TrainerTest, ReferenceTrainsTheCombinedBatchAndStopsAndResumes) {
   v1::JobSpec job = TinySpec(v1::MODE_DILOCO);
   job.set_num_peers(3);
