@@ -230,6 +230,18 @@ class MeshFormation {
     }
     for (auto& t : greeters_) t.join();
     for (auto& c : pending_) c->Close();
+    // Dialed connections belong to the mesh's dial_io_, but the inbox can outlive the mesh: the
+    // handlers of connections we accepted hold it, on the listener's io thread. A socket closed
+    // after its io_context is gone touches freed memory (a peer hung there, in a probe mesh that
+    // failed with a handshake still pending), so the inbox lets go of them now, while the mesh
+    // and its dial_io_ are alive; the greeters are joined, so no more arrive.
+    std::vector<std::shared_ptr<net::Connection>> dialed;
+    std::deque<FormInbox::Greeted> greeted;
+    {
+      std::lock_guard lock(inbox_->mu);
+      dialed.swap(inbox_->dialed);
+      greeted.swap(inbox_->greeted);
+    }
   }
 
   Status Run(Deadline deadline) {

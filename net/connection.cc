@@ -698,14 +698,23 @@ void Listener::DoAccept(std::shared_ptr<tcp::acceptor> acceptor,
 
 Result<std::shared_ptr<Connection>> Listener::Accept(Deadline deadline, uint32_t max_frame_bytes) {
   using Outcome = std::pair<boost::system::error_code, tcp::socket>;
-  auto promise = std::make_shared<std::promise<Outcome>>();
-  auto future = promise->get_future();
-  acceptor_->async_accept([promise](const boost::system::error_code& ec, tcp::socket socket) {
-    promise->set_value({ec, std::move(socket)});
+  struct Call {
+    std::promise<Outcome> promise;
+    bool completed = false;  // touched only on the io thread
+  };
+  auto call = std::make_shared<Call>();
+  auto future = call->promise.get_future();
+  acceptor_->async_accept([call](const boost::system::error_code& ec, tcp::socket socket) {
+    call->completed = true;
+    call->promise.set_value({ec, std::move(socket)});
   });
   if (future.wait_until(deadline) == std::future_status::timeout) {
     auto acceptor = acceptor_;
-    asio::post(acceptor->get_executor(), [acceptor] {
+    // A cancel reaches every accept pending on the acceptor. When this one completed before the
+    // cancel ran, the caller may already be in its next Accept: that one must not be cancelled
+    // (it was, and a peer's link probe failed with "accept failed: Operation canceled").
+    asio::post(acceptor->get_executor(), [acceptor, call] {
+      if (call->completed) return;
       boost::system::error_code ignored;
       acceptor->cancel(ignored);
     });

@@ -178,6 +178,32 @@ TEST_F(ConnectionTest, PeerCloseIsUnavailable) {
   EXPECT_NE(got.status().message().find("closed the connection"), std::string::npos);
 }
 
+// An Accept whose deadline passes just as its connection is accepted returns that connection;
+// the cancel it had already posted must not reach the caller's next Accept. (It did: a peer's
+// link probe failed with "accept failed: Operation canceled" and its formation took a path that
+// hung the peer.) The io thread is held by two gates so the events fall in that order.
+TEST_F(ConnectionTest, AnAcceptThatTimedOutAsItsConnectionArrivedLeavesTheNextAcceptAlone) {
+  std::promise<void> release_first, release_second;
+  std::shared_future<void> first_gate = release_first.get_future().share();
+  std::shared_future<void> second_gate = release_second.get_future().share();
+  asio::post(io_.context(), [first_gate] { first_gate.wait(); });
+  tcp::socket first_client = RawClient();  // waits in the backlog: the io thread is held
+  auto first = std::async(std::launch::async, [&] { return listener_->Accept(DeadlineAfter(300ms)); });
+  std::this_thread::sleep_for(100ms);
+  asio::post(io_.context(), [second_gate] { second_gate.wait(); });
+  std::this_thread::sleep_for(400ms);  // past the deadline: its cancel is queued behind the gates
+  release_first.set_value();
+  auto accepted = first.get();  // the accept completed before the cancel could run
+  ASSERT_TRUE(accepted.ok()) << accepted.status().ToString();
+  auto second = std::async(std::launch::async, [&] { return listener_->Accept(DeadlineAfter(5s)); });
+  std::this_thread::sleep_for(100ms);  // its accept is pending
+  release_second.set_value();          // the first call's cancel runs now
+  std::this_thread::sleep_for(50ms);
+  tcp::socket second_client = RawClient();
+  auto next = second.get();
+  EXPECT_TRUE(next.ok()) << next.status().ToString();
+}
+
 TEST_F(ConnectionTest, DialToClosedPortFailsFast) {
   uint16_t port = listener_->port();
   listener_.reset();
