@@ -67,6 +67,9 @@ struct Config {
   // Linux resets a connection's congestion window after an idle RTO (tcp_slow_start_after_idle
   // = 1, the default); the ring idles between all-reduces. false sets it to 0 in every peer.
   bool slow_start_after_idle = true;
+  // Re-initialise each connection's congestion control before every repetition (experiment:
+  // BBR's 10 s min-RTT window then never expires inside a call, so no ProbeRTT dip lands in one).
+  bool restart_cc = false;
   // Our connections' TCP congestion control (net/tcp_tuning.h) and iperf3's, so both run the same
   // algorithm; "" leaves the kernel's default to both.
   std::string tcp_congestion = net::kDefaultCongestionControl;
@@ -176,6 +179,13 @@ Status WorkerMain(const Config& c) {
     std::string path = "ring";
     for (int it = 0; it < 1 + c.reps[s]; ++it) {
       for (uint64_t i = 0; i < n; ++i) data[i] = InputValue(c.rank, i);
+      if (c.restart_cc && comm) {
+        for (uint32_t r = 0; r < c.world; ++r) {
+          if (r != comm->mesh().rank() && comm->mesh().peer(r)) {
+            TRIB_RETURN_IF_ERROR(comm->mesh().peer(r)->RestartCongestionControl());
+          }
+        }
+      }
       float token = 1;
       TRIB_RETURN_IF_ERROR(allreduce({&token, 1}, "b" + std::to_string(call++)));
       const auto t0 = Clock::now();
@@ -246,6 +256,7 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
                           std::to_string(c.segment_bytes), std::string("--tcp-congestion"), c.tcp_congestion}) {
       argv.push_back(a);
     }
+    if (c.restart_cc) argv.push_back("--restart-cc");
     const pid_t pid = fork();
     if (pid == 0) {
       std::vector<char*> args;
@@ -329,7 +340,7 @@ int Launcher(const Config& c) {
     return 3;
   }
   json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
-              {"slow_start_after_idle", c.slow_start_after_idle},
+              {"slow_start_after_idle", c.slow_start_after_idle}, {"restart_cc", c.restart_cc},
               {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", net::KernelDefaultCongestionControl()},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
@@ -537,6 +548,8 @@ int main(int argc, char** argv) {
   app.add_option("--tcp-buffer-bytes", c.tcp_buffer_bytes);
   app.add_option("--slow-start-after-idle", c.slow_start_after_idle,
                  "false: net.ipv4.tcp_slow_start_after_idle=0 in every peer");
+  app.add_flag("--restart-cc", c.restart_cc,
+               "re-initialise each connection's congestion control before every repetition");
   app.add_option("--tcp-congestion", c.tcp_congestion,
                  "TCP congestion control of the workers' connections and of iperf3 (\"\" = the kernel's default)")
       ->capture_default_str();

@@ -67,6 +67,12 @@ Result<std::string> Connection::congestion_control() {
   return CongestionControlOf(socket_.native_handle());
 }
 
+Status Connection::RestartCongestionControl() {
+  std::lock_guard<std::mutex> lock(write_mu_);  // the socket closes only under it
+  if (closed_.load() || !socket_.is_open()) return Unavailable("connection to " + remote_ + " is closed");
+  return net::RestartCongestionControl(socket_.native_handle());
+}
+
 std::shared_ptr<Connection> Connection::Adopt(tcp::socket socket, uint32_t max_frame_bytes) {
   return std::shared_ptr<Connection>(new Connection(std::move(socket), max_frame_bytes));
 }

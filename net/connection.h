@@ -110,6 +110,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t bytes_received() const { return bytes_received_.load(); }
   // The TCP congestion control the kernel runs for this connection (net/tcp_tuning.h).
   Result<std::string> congestion_control();
+  // net::RestartCongestionControl on this socket; Unavailable once closed.
+  Status RestartCongestionControl();
 
  private:
   struct PendingWrite {

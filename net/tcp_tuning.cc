@@ -57,6 +57,17 @@ Result<std::string> CongestionControlOf(int fd) {
   return std::string(name, strnlen(name, size));
 }
 
+Status RestartCongestionControl(int fd) {
+  TRIB_ASSIGN_OR_RETURN(const std::string current, CongestionControlOf(fd));
+  const std::string other = current == "reno" ? "cubic" : "reno";
+  for (const std::string& name : {other, current}) {
+    if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), static_cast<socklen_t>(name.size())) != 0) {
+      return Unavailable("cannot set TCP_CONGESTION " + name + ": " + std::strerror(errno));
+    }
+  }
+  return Status::Ok();
+}
+
 std::string KernelDefaultCongestionControl() {
   std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
   std::string name;

@@ -30,6 +30,10 @@ void ApplyPreferredCongestionControl(int fd, bool loopback);
 // The algorithm the kernel runs for this socket ("bbr", "cubic", ...).
 Result<std::string> CongestionControlOf(int fd);
 
+// Re-initialises the socket's congestion control (a switch to "reno" and back): BBR starts over
+// with a fresh min-RTT window, so its next ProbeRTT is 10 s away. For an idle connection only.
+Status RestartCongestionControl(int fd);
+
 // What the kernel gives a new connection in this network namespace
 // (net.ipv4.tcp_congestion_control); "" when that cannot be read.
 std::string KernelDefaultCongestionControl();

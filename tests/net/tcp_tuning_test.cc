@@ -124,6 +124,29 @@ TEST_F(TcpTuningTest, AClosedConnectionSaysSoInsteadOfReadingAReusedDescriptor) 
   ASSERT_TRUE(client && server);
   client->Close();
   EXPECT_EQ(client->congestion_control().status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(client->RestartCongestionControl().code(), StatusCode::kUnavailable);
+}
+
+// A restart re-initialises the algorithm the connection runs and leaves it the same one, on a
+// connection that keeps working.
+TEST_F(TcpTuningTest, ARestartKeepsTheAlgorithmAndTheConnection) {
+  auto [client, server] = Pair("127.0.0.1");
+  ASSERT_TRUE(client && server);
+  const auto before = client->congestion_control();
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client->RestartCongestionControl().ok());
+    EXPECT_EQ(client->congestion_control().value(), *before);
+    ASSERT_TRUE(client->Send(MakeEnvelope("job"), DeadlineAfter(2s)).ok());
+    auto got = server->Receive(DeadlineAfter(2s));
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(RestartCongestionControl(fd).ok());
+  EXPECT_EQ(CongestionControlOf(fd).value(), KernelDefaultCongestionControl());
+  ::close(fd);
+  EXPECT_FALSE(RestartCongestionControl(fd).ok());  // not a socket any more
 }
 
 }  // namespace
