@@ -70,6 +70,8 @@ struct Config {
   // Re-initialise each connection's congestion control before every repetition (experiment:
   // BBR's 10 s min-RTT window then never expires inside a call, so no ProbeRTT dip lands in one).
   bool restart_cc = false;
+  // Idle time before each repetition's barrier, as between the rounds of a training job.
+  int idle_ms = 0;
   // Our connections' TCP congestion control (net/tcp_tuning.h) and iperf3's, so both run the same
   // algorithm; "" leaves the kernel's default to both.
   std::string tcp_congestion = net::kDefaultCongestionControl;
@@ -186,6 +188,7 @@ Status WorkerMain(const Config& c) {
           }
         }
       }
+      if (c.idle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(c.idle_ms));
       float token = 1;
       TRIB_RETURN_IF_ERROR(allreduce({&token, 1}, "b" + std::to_string(call++)));
       const auto t0 = Clock::now();
@@ -257,6 +260,7 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
       argv.push_back(a);
     }
     if (c.restart_cc) argv.push_back("--restart-cc");
+    if (c.idle_ms > 0) argv.insert(argv.end(), {"--idle-ms", std::to_string(c.idle_ms)});
     const pid_t pid = fork();
     if (pid == 0) {
       std::vector<char*> args;
@@ -340,7 +344,7 @@ int Launcher(const Config& c) {
     return 3;
   }
   json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
-              {"slow_start_after_idle", c.slow_start_after_idle}, {"restart_cc", c.restart_cc},
+              {"slow_start_after_idle", c.slow_start_after_idle}, {"restart_cc", c.restart_cc}, {"idle_ms", c.idle_ms},
               {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", net::KernelDefaultCongestionControl()},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
@@ -548,6 +552,8 @@ int main(int argc, char** argv) {
   app.add_option("--tcp-buffer-bytes", c.tcp_buffer_bytes);
   app.add_option("--slow-start-after-idle", c.slow_start_after_idle,
                  "false: net.ipv4.tcp_slow_start_after_idle=0 in every peer");
+  app.add_option("--idle-ms", c.idle_ms,
+                 "idle time before each repetition (ms), as between a training job's rounds");
   app.add_flag("--restart-cc", c.restart_cc,
                "re-initialise each connection's congestion control before every repetition");
   app.add_option("--tcp-congestion", c.tcp_congestion,

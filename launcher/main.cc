@@ -50,6 +50,7 @@ struct JobFlags {
   int64_t n_layer = -1, n_head = -1, d_model = -1, context = -1, round_timeout_ms = -1, checkpoint_every = -1;
   int64_t min_peers = -1, heartbeat_ms = -1, liveness_timeout_ms = -1, gather_ms = -1;
   int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
+  double async_eager_fraction = -1;
   int64_t async_apply_step = -1, eval_every = -1, opening_bulk_min_bytes = -1;
   bool eval_beside_training = false;
   double inner_lr = -1, outer_lr = -1;
@@ -84,6 +85,8 @@ struct JobFlags {
                     "TCP streams per ring edge, 1..16 (fp32 ring only; for long fat links one stream cannot fill)");
     app->add_option("--async-apply-step", async_apply_step,
                     "diloco-async: inner step at which the previous round's average is applied (0 = H/2, H = round end)");
+    app->add_option("--async-eager-fraction", async_eager_fraction,
+                    "diloco-async: share of its own last Δ a peer starts each round ahead by (0 = 0.75)");
     app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
     app->add_flag("--eval-beside-training", eval_beside_training,
                   "rank 0 evaluates on its own thread while training goes on; the loss is reported a round or more later");
@@ -127,6 +130,7 @@ struct JobFlags {
     if (group_size >= 0) spec.set_group_size(static_cast<uint32_t>(group_size));
     if (streams >= 0) spec.set_streams(static_cast<uint32_t>(streams));
     if (async_apply_step >= 0) spec.set_async_apply_step(static_cast<uint32_t>(async_apply_step));
+    if (async_eager_fraction >= 0) spec.set_async_eager_fraction(async_eager_fraction);
     if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
     if (eval_beside_training) spec.set_eval_beside_training(true);
     if (opening_bulk_min_bytes >= 0) spec.set_opening_bulk_min_bytes(static_cast<uint64_t>(opening_bulk_min_bytes));

@@ -4,15 +4,18 @@
 // overlapping communication:
 //
 //   round 0      : inner steps from x_0 = θ_0 → Δ_0 = x_0 − local; no collective; θ_1 = θ_0
-//   round r ≥ 1  : collective of Δ_{r−1} ∥ inner steps 0..k−1 from x_r = θ_r − Δ_{r−1} (own);
+//   round r ≥ 1  : collective of Δ_{r−1} ∥ inner steps 0..k−1 from x_r = θ_r − f·Δ_{r−1} (own);
 //                  at step k: θ_{r+1} = θ_r − lr_{r−1}·Nesterov(avg Δ_{r−1}), and the local model
 //                  moves by θ_{r+1} − x_r; steps k..H−1 continue; Δ_r = θ_{r+1} − local
 //   last round   : also averages Δ_last (blocking) and applies it, so every token counts.
 //
-// Starting from θ_r − own Δ_{r−1} (the "eager" local update) matters: θ_r lacks round r−1's
+// Starting from θ_r − f·own Δ_{r−1} (the "eager" local update) matters: θ_r lacks round r−1's
 // work, and restarting from it makes round r re-learn it and the outer step apply it twice
-// (that variant diverged; docs/BENCHMARKS.md). Applying the group's average at step k rather
-// than at the round's end matters too: until then the local model carries its own round-(r−1)
+// (that variant diverged; docs/BENCHMARKS.md). f (job key async_eager_fraction, 0.75 by default)
+// is less than 1 because one peer's Δ is a noisy guess at the group's: at batch 8 and H = 10,
+// f = 0.75 ended 0.05–0.13 lower in eval loss than f = 1 on three seeds; 0.5 and 1.25 did no
+// better than 1 (docs/BENCHMARKS.md, "The eager fraction"). Applying the group's average at
+// step k rather than at the round's end matters too: until then the local model carries its own round-(r−1)
 // noise instead of the group's average, and carrying it for whole rounds kept the model on a
 // plateau that synchronous DiLoCo left (batch 8, H = 10: eval loss 2.32 against 1.97 after 600
 // steps; applied at step 5: 2.12). k = H is the plain one-round delay; k must come after the

@@ -128,6 +128,7 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s, const std::filesyste
     else if (key == "outer_momentum") st = as_f64(&v1::JobSpec::set_outer_momentum);
     else if (key == "outer_warmup_rounds") st = as_u32(&v1::JobSpec::set_outer_warmup_rounds);
     else if (key == "async_apply_step") st = as_u32(&v1::JobSpec::set_async_apply_step);
+    else if (key == "async_eager_fraction") st = as_f64(&v1::JobSpec::set_async_eager_fraction);
     else if (key == "eval_every") st = as_u32(&v1::JobSpec::set_eval_every);
     else if (key == "grad_clip") st = as_f64(&v1::JobSpec::set_grad_clip);
     else if (key == "num_peers") st = as_u32(&v1::JobSpec::set_num_peers);
@@ -280,6 +281,12 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
     return fail("async_apply_step applies to diloco-async only");
   }
   if (s.async_apply_step() > s.inner_steps()) return fail("async_apply_step cannot exceed inner_steps");
+  if (!(s.async_eager_fraction() >= 0 && s.async_eager_fraction() <= 1)) {
+    return fail("async_eager_fraction must be in (0,1] (0 = the default, 0.75)");
+  }
+  if (s.async_eager_fraction() > 0 && s.mode() != v1::MODE_DILOCO_ASYNC) {
+    return fail("async_eager_fraction applies to diloco-async only");
+  }
   if (s.streams() > collectives::ParallelRing::kMaxStreams) {
     return fail("streams must be 0.." + std::to_string(collectives::ParallelRing::kMaxStreams));
   }
@@ -329,6 +336,10 @@ bool UsesRing(const v1::JobSpec& spec) {
 }
 
 uint32_t StreamsPerEdge(const v1::JobSpec& spec) { return spec.streams() > 1 ? spec.streams() : 1; }
+
+double AsyncEagerFraction(const v1::JobSpec& spec) {
+  return spec.async_eager_fraction() > 0 ? spec.async_eager_fraction() : 0.75;
+}
 
 uint32_t AsyncApplyStep(const v1::JobSpec& spec) {
   if (spec.async_apply_step() > 0) return std::min(spec.async_apply_step(), spec.inner_steps());

@@ -48,6 +48,9 @@ uint32_t StreamsPerEdge(const v1::JobSpec& spec);  // 1 when unset
 // diloco-async: the inner step (1..inner_steps) before which the previous round's average is
 // applied; ceil(inner_steps / 2) when unset.
 uint32_t AsyncApplyStep(const v1::JobSpec& spec);
+// diloco-async: the share f of its own previous Δ by which a peer's round starts ahead of θ
+// (θ − f·Δ_own, the eager start); 0.75 when unset (docs/BENCHMARKS.md, "The eager fraction").
+double AsyncEagerFraction(const v1::JobSpec& spec);
 // Whether rank 0 evaluates at the end of round `round` (0-based): every eval_every rounds and
 // after the last.
 bool EvaluatesAfterRound(const v1::JobSpec& spec, uint64_t round);

@@ -400,15 +400,16 @@ struct Trainer::Impl {
     return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
   }
 
-  // Where round `round`'s inner steps start, given the θ it starts with. diloco-async: θ − this
-  // peer's own Δ of round − 1 (the tentative round's, or the pending one once committed): its own
-  // progress stands in for the group's until the group's average arrives (eager local update),
-  // so no round restarts from a point that lacks the previous round's work. A peer without that
-  // Δ (it synced in) starts from θ.
+  // Where round `round`'s inner steps start, given the θ it starts with. diloco-async: θ − f × this
+  // peer's own Δ of round − 1 (the tentative round's, or the pending one once committed; f is
+  // async_eager_fraction): its own progress stands in for the group's until the group's average
+  // arrives (eager local update), so no round restarts from a point that lacks the previous
+  // round's work. A peer without that Δ (it synced in) starts from θ.
   torch::Tensor RoundStart(uint64_t round, const torch::Tensor& theta) const {
     if (spec.mode() != v1::MODE_DILOCO_ASYNC || round == 0) return theta;
-    if (tentative && delta_round + 1 == round && cached_delta.defined()) return theta - cached_delta;
-    if (pending_delta.defined() && pending_round + 1 == round) return theta - pending_delta;
+    const double fraction = AsyncEagerFraction(spec);
+    if (tentative && delta_round + 1 == round && cached_delta.defined()) return theta - cached_delta * fraction;
+    if (pending_delta.defined() && pending_round + 1 == round) return theta - pending_delta * fraction;
     return theta;
   }
 

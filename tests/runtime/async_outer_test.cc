@@ -301,6 +301,42 @@ INSTANTIATE_TEST_SUITE_P(Modes, RunAheadTest,
                                            AheadCase{v1::MODE_DILOCO_ASYNC, 2},
                                            AheadCase{v1::MODE_DILOCO_ASYNC, -1}));
 
+// The eager start: round r's inner steps begin at θ_r − f·(this peer's own Δ_{r−1}), f being
+// async_eager_fraction (0 = the default, 0.75). Round 1's first step must start exactly there.
+class EagerStartTest : public AsyncOuterTest, public ::testing::WithParamInterface<double> {};
+
+TEST_P(EagerStartTest, RoundOneStartsTheEagerFractionOfItsOwnDeltaAheadOfTheta) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_async_eager_fraction(GetParam());
+  ASSERT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  const double f = GetParam() > 0 ? GetParam() : 0.75;
+  EXPECT_EQ(AsyncEagerFraction(spec), f);
+  auto t = Make(spec);
+  ASSERT_TRUE(t->RunRound(kAlone).ok());
+  const std::vector<float> theta1 = ThetaOf(*t);  // round 0 applies no update: θ_1 = θ_0
+  std::vector<float> start, own_delta;
+  t->SetStepObserver([&](StepRecord record) {
+    if (record.round == 1 && record.step == 0) start = record.before.params;
+  });
+  const Averager group = [&](std::span<float> v) {
+    own_delta.assign(v.begin(), v.end());
+    return Status::Ok();
+  };
+  ASSERT_TRUE(t->RunRound(group).ok());
+  ASSERT_EQ(start.size(), theta1.size());
+  ASSERT_EQ(own_delta.size(), theta1.size());
+  size_t moved = 0;
+  for (size_t i = 0; i < theta1.size(); ++i) {
+    const float expect = theta1[i] - own_delta[i] * static_cast<float>(f);
+    ASSERT_FLOAT_EQ(start[i], expect) << "parameter " << i;
+    if (own_delta[i] != 0) ++moved;
+  }
+  EXPECT_GT(moved, theta1.size() / 2) << "round 0 trained: its Δ is not zero";
+}
+
+// 0: the default (0.75); 1: the whole own Δ (before session 18).
+INSTANTIATE_TEST_SUITE_P(Fractions, EagerStartTest, ::testing::Values(0.0, 0.5, 1.0));
+
 // A peer that imported the shared state did not train the previous round: it contributes zeros
 // (and still takes part, so the others' collective completes), and then θ matches the veteran's.
 TEST_F(AsyncOuterTest, LateJoinerContributesZerosAndStaysIdentical) {

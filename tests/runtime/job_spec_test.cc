@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -107,6 +109,28 @@ TEST(JobSpecTest, AsyncApplyStepDefaultsToMidRoundAndBelongsToAsyncJobs) {
   for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO}) {
     spec.set_mode(mode);
     EXPECT_NE(ValidateJobSpec(spec).message().find("async_apply_step applies to diloco-async only"),
+              std::string::npos);
+  }
+}
+
+TEST(JobSpecTest, AsyncEagerFractionDefaultsToThreeQuartersAndBelongsToAsyncJobs) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_DILOCO_ASYNC);
+  EXPECT_EQ(AsyncEagerFraction(spec), 0.75);
+  ASSERT_TRUE(ApplyTomlString("async_eager_fraction = 0.5\n", spec).ok());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  EXPECT_EQ(AsyncEagerFraction(spec), 0.5);
+  spec.set_async_eager_fraction(1.0);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << "1: the whole own Δ";
+  for (double bad : {-0.1, 1.01, std::nan("")}) {
+    spec.set_async_eager_fraction(bad);
+    EXPECT_NE(ValidateJobSpec(spec).message().find("async_eager_fraction must be in (0,1]"), std::string::npos)
+        << bad;
+  }
+  spec.set_async_eager_fraction(0.5);
+  for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO}) {
+    spec.set_mode(mode);
+    EXPECT_NE(ValidateJobSpec(spec).message().find("async_eager_fraction applies to diloco-async only"),
               std::string::npos);
   }
 }
