@@ -72,6 +72,9 @@ struct Config {
   bool restart_cc = false;
   // Idle time before each repetition's barrier, as between the rounds of a training job.
   int idle_ms = 0;
+  // false: no one-float barrier before each repetition (the ranks then start where the previous
+  // repetition left them, at most one hop apart; "from last start" still times them fairly).
+  bool barrier = true;
   // Our connections' TCP congestion control (net/tcp_tuning.h) and iperf3's, so both run the same
   // algorithm; "" leaves the kernel's default to both.
   std::string tcp_congestion = net::kDefaultCongestionControl;
@@ -190,7 +193,7 @@ Status WorkerMain(const Config& c) {
       }
       if (c.idle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(c.idle_ms));
       float token = 1;
-      TRIB_RETURN_IF_ERROR(allreduce({&token, 1}, "b" + std::to_string(call++)));
+      if (c.barrier || it == 0) TRIB_RETURN_IF_ERROR(allreduce({&token, 1}, "b" + std::to_string(call++)));
       const auto t0 = Clock::now();
       TRIB_RETURN_IF_ERROR(allreduce(data, "a" + std::to_string(call++)));
       if (it > 0) {
@@ -261,6 +264,7 @@ Result<std::vector<json>> RunWorkers(const Config& c, const wan::WanEmulator& wa
     }
     if (c.restart_cc) argv.push_back("--restart-cc");
     if (c.idle_ms > 0) argv.insert(argv.end(), {"--idle-ms", std::to_string(c.idle_ms)});
+    if (!c.barrier) argv.insert(argv.end(), {"--barrier", "false"});
     const pid_t pid = fork();
     if (pid == 0) {
       std::vector<char*> args;
@@ -344,7 +348,7 @@ int Launcher(const Config& c) {
     return 3;
   }
   json doc = {{"benchmark", "allreduce_wan"}, {"loadavg_before", LoadAverages()}, {"streams", c.streams},
-              {"slow_start_after_idle", c.slow_start_after_idle}, {"restart_cc", c.restart_cc}, {"idle_ms", c.idle_ms},
+              {"slow_start_after_idle", c.slow_start_after_idle}, {"restart_cc", c.restart_cc}, {"idle_ms", c.idle_ms}, {"barrier", c.barrier},
               {"tcp_congestion", c.tcp_congestion}, {"kernel_default_congestion", net::KernelDefaultCongestionControl()},
               {"rate_mbit", c.rate_mbit}, {"tcp_buffer_bytes", c.tcp_buffer_bytes}};
   json rows = json::array();
@@ -552,6 +556,7 @@ int main(int argc, char** argv) {
   app.add_option("--tcp-buffer-bytes", c.tcp_buffer_bytes);
   app.add_option("--slow-start-after-idle", c.slow_start_after_idle,
                  "false: net.ipv4.tcp_slow_start_after_idle=0 in every peer");
+  app.add_option("--barrier", c.barrier, "false: no barrier before each repetition");
   app.add_option("--idle-ms", c.idle_ms,
                  "idle time before each repetition (ms), as between a training job's rounds");
   app.add_flag("--restart-cc", c.restart_cc,
