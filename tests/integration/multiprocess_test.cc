@@ -498,6 +498,35 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
   EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
 }
 
+// A butterfly job (int8) probes no links, so its async group forms on a thread of its own during
+// round 0, which has no collective; round 1's delayed collective then starts on it at once
+// instead of forming first.
+TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
+  Cluster cluster("it-async-form0");
+  cluster.StartCoordinator({"--peers", "3", "--rounds", "3", "--inner-steps", "6", "--mode", "diloco-async",
+                            "--codec", "int8", "--round-timeout-ms", "60000"});
+  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
+  auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
+  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  ASSERT_EQ(*code, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1", "p2"}) {
+    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(peer.ok());
+    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(peer_log));
+    EXPECT_NE(peer_log.find("round 0 attempt 0: group of 3 formed beside round 0's inner steps"), std::string::npos)
+        << peer_log;
+    EXPECT_EQ(peer_log.find("formed beside the inner steps"), std::string::npos)
+        << "round 1 should have found its group formed:\n" << peer_log;
+  }
+  EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
+  auto rounds = ParseRounds(ReadFileOrEmpty(cluster.coordinator_log()));
+  ASSERT_EQ(rounds.size(), 3u);
+  EXPECT_NE(rounds[1].theta, rounds[0].theta) << "round 1 applied round 0's average";
+}
+
 // eval_beside_training: rank 0 evaluates committed rounds on a thread of its own while the next
 // rounds train, and the loss comes with a later report. The losses are the same bits as in a
 // job whose reports wait for them (int8 over the butterfly: runs are bit-reproducible), and
