@@ -531,24 +531,38 @@ class PeerSession {
                           FormationDeadline(deadline), [this] { return Superseded(); });
     // Forming the group takes a few round trips per member (0.5–0.7 s on a 100 ms link).
     // diloco-async needs the group only for the delayed collective, which runs on its own thread
-    // beside the inner steps (and not at all in round 0), so it forms there, hidden behind
-    // compute. Every member makes the same choice from the same spec, so all of them form in the
-    // same call. The other modes need the group before their first step.
+    // beside the inner steps, so the group forms on a thread of its own from the round's start,
+    // hidden behind compute, and the first collective waits for it. That includes round 0, which
+    // has no collective (unless it is the last): round 1's collective then starts at once. Only a
+    // round 0 that probes links leaves it to round 1, whose ring the coordinator may reorder
+    // from those probes. Every member decides this from the same spec and RoundStart, so all of
+    // them form in the same attempt. The other modes need the group before their first step.
     bool group_ready =
         group_ && !group_->broken() && SameMembers(members, ring_members_) && start.attempt() == 0;
-    bool formation_failed = false;
-    std::optional<uint32_t> formation_suspect;
-    auto form = [&]() -> Status {
+    struct Formation {
+      Status status;
+      std::optional<uint32_t> suspect;
+    };
+    // Owns group_ and ring_members_ while it runs.
+    auto form_group = [&]() -> Formation {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };
       Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
-      formation_failed = !formed.ok();
-      formation_suspect = control.blamed_rank;
-      if (formed.ok()) {
-        ring_members_ = members;
-        group_ready = true;
-      }
-      return formed;
+      if (formed.ok()) ring_members_ = members;
+      return {formed, control.blamed_rank};
+    };
+    std::future<Formation> forming;
+    if (!group_ready && spec_.mode() == v1::MODE_DILOCO_ASYNC && !(round == 0 && start.probe_links())) {
+      forming = std::async(std::launch::async, form_group);
+    }
+    bool formation_failed = false;
+    std::optional<uint32_t> formation_suspect;
+    auto form = [&]() -> Status {
+      Formation formed = forming.valid() ? forming.get() : form_group();
+      formation_failed = !formed.status.ok();
+      formation_suspect = formed.suspect;
+      if (formed.status.ok()) group_ready = true;
+      return formed.status;
     };
     if (!group_ready && spec_.mode() != v1::MODE_DILOCO_ASYNC) {
       if (Status formed = form(); !formed.ok()) {
@@ -618,35 +632,16 @@ class PeerSession {
     Averager mix;
     if (start.mix()) mix = [&](std::span<float> values) { return allreduce(values, "fp32", "mix", /*bind=*/false); };
     if (group_ready) SetActiveGroup(group_);
-    // diloco-async, round 0: there is no collective, so the group forms on its own thread while
-    // round 0's inner steps run, and round 1's delayed collective starts on it at once instead
-    // of forming first (0.5–0.9 s on a 100 ms link). Not when round 0 is also the last: its
-    // blocking average forms the group itself, nor when the coordinator asked for link probes:
-    // it may reorder round 1's ring from them, and a reordered ring forms again anyway. A
-    // failure here costs nothing; round 1 forms again.
-    // The thread owns group_ and ring_members_ until it is joined below; TryRound does not touch
-    // them in round 0.
-    std::future<Status> formed_beside_round_zero;
-    if (!group_ready && spec_.mode() == v1::MODE_DILOCO_ASYNC && round == 0 && spec_.rounds() > 1 &&
-        !start.probe_links()) {
-      formed_beside_round_zero = std::async(std::launch::async, [&]() -> Status {
-        collectives::FormControl control;
-        control.cancelled = [this] { return Superseded(); };
-        Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
-        if (formed.ok()) ring_members_ = members;
-        return formed;
-      });
-    }
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
                               : trainer_->TryRound(average, mix);
-    if (formed_beside_round_zero.valid()) {
-      if (Status formed = formed_beside_round_zero.get(); formed.ok()) {
-        spdlog::info("round {} attempt {}: group of {} formed beside round 0's inner steps", round,
-                     start.attempt(), members.size());
+    if (forming.valid()) {  // no collective waited for it (round 0, or a round that failed first)
+      if (Formation formed = forming.get(); formed.status.ok()) {
+        spdlog::info("round {} attempt {}: group of {} formed beside round {}'s inner steps", round,
+                     start.attempt(), members.size(), round);
       } else {
-        spdlog::info("round {} attempt {}: forming the group beside round 0 failed ({}); round 1 forms it",
-                     round, start.attempt(), formed.ToString());
+        spdlog::info("round {} attempt {}: forming the group beside the inner steps failed ({}); the next round forms it",
+                     round, start.attempt(), formed.status.ToString());
         DropGroup();
       }
     }

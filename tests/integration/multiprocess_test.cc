@@ -454,10 +454,11 @@ TEST(Integration, TrainCommandResumesBitExactly) {
 // previous round's pseudo-gradient while the inner steps run (runtime/async_outer.h). Every
 // member must still hold the same θ after every round (the coordinator commits only on agreeing
 // digests) and the loss must fall.
-TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
-  Cluster cluster("it-async");
-  cluster.StartCoordinator({"--peers", "3", "--rounds", "5", "--inner-steps", "8", "--mode",
-                            "diloco-async", "--round-timeout-ms", "60000"});
+// Runs a job of three peers (p0, p1, p2) to its end: the coordinator and every peer exit 0, and
+// every peer ends with the same θ. `peer_logs` gets their logs in that order, `theta` the θ.
+void RunThreePeersToTheEnd(Cluster& cluster, std::vector<std::string> job_args,
+                           std::vector<std::string>* peer_logs, std::string* theta) {
+  cluster.StartCoordinator(std::move(job_args));
   for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
   auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
   ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
@@ -466,17 +467,29 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
   for (const char* name : {"p0", "p1", "p2"}) {
     auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
     ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
-    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_EQ(*peer, 0) << peer_log;
+    thetas.insert(FinalTheta(peer_log));
+    peer_logs->push_back(peer_log);
   }
   EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
-  // The group forms on the collective's thread, beside round 1's inner steps: round 0 has no
-  // collective and so needs none. (It forms again, the same way, when the coordinator reorders
-  // the ring from the links probed in round 0; every member in the same rounds.)
+  *theta = *thetas.begin();
+}
+
+TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
+  Cluster cluster("it-async");
+  std::vector<std::string> peer_logs;
+  std::string theta;
+  ASSERT_NO_FATAL_FAILURE(RunThreePeersToTheEnd(
+      cluster, {"--peers", "3", "--rounds", "5", "--inner-steps", "8", "--mode", "diloco-async", "--round-timeout-ms", "60000"},
+      &peer_logs, &theta));
+  // This fp32 ring job probes its links in round 0, so the group forms beside round 1's inner
+  // steps, on a thread of its own, and the first collective waits for it. (It forms again, the
+  // same way, when the coordinator reorders the ring from those probes; every member in the
+  // same rounds.)
   const std::regex formed(R"(round (\d+) attempt 0: group of 3 formed beside the inner steps)");
   std::set<std::vector<int>> formations;
-  for (const char* name : {"p0", "p1", "p2"}) {
-    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+  for (const std::string& peer_log : peer_logs) {
     std::vector<int> rounds_formed;
     for (std::sregex_iterator it(peer_log.begin(), peer_log.end(), formed), end; it != end; ++it) {
       rounds_formed.push_back(std::stoi((*it)[1]));
@@ -495,7 +508,7 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
   EXPECT_NE(rounds[1].theta, rounds[0].theta);
   EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss - 0.1);
   EXPECT_LT(rounds.back().train_loss, rounds.front().train_loss);
-  EXPECT_EQ(thetas.begin()->substr(0, 12), rounds.back().theta);
+  EXPECT_EQ(theta.substr(0, 12), rounds.back().theta);
 }
 
 // A butterfly job (int8) probes no links, so its async group forms on a thread of its own during
@@ -503,25 +516,18 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
 // instead of forming first.
 TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
   Cluster cluster("it-async-form0");
-  cluster.StartCoordinator({"--peers", "3", "--rounds", "3", "--inner-steps", "6", "--mode", "diloco-async",
-                            "--codec", "int8", "--round-timeout-ms", "60000"});
-  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
-  auto code = cluster.coordinator().Wait(DeadlineAfter(240s));
-  ASSERT_TRUE(code.ok()) << "coordinator hung:\n" << ReadFileOrEmpty(cluster.coordinator_log());
-  ASSERT_EQ(*code, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  std::set<std::string> thetas;
-  for (const char* name : {"p0", "p1", "p2"}) {
-    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
-    ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
-    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
-    thetas.insert(FinalTheta(peer_log));
+  std::vector<std::string> peer_logs;
+  std::string theta;
+  ASSERT_NO_FATAL_FAILURE(RunThreePeersToTheEnd(cluster,
+                                                {"--peers", "3", "--rounds", "3", "--inner-steps", "6", "--mode",
+                                                 "diloco-async", "--codec", "int8", "--round-timeout-ms", "60000"},
+                                                &peer_logs, &theta));
+  for (const std::string& peer_log : peer_logs) {
     EXPECT_NE(peer_log.find("round 0 attempt 0: group of 3 formed beside round 0's inner steps"), std::string::npos)
         << peer_log;
     EXPECT_EQ(peer_log.find("formed beside the inner steps"), std::string::npos)
         << "round 1 should have found its group formed:\n" << peer_log;
   }
-  EXPECT_EQ(thetas.size(), 1u) << "peers ended with different θ";
   auto rounds = ParseRounds(ReadFileOrEmpty(cluster.coordinator_log()));
   ASSERT_EQ(rounds.size(), 3u);
   EXPECT_NE(rounds[1].theta, rounds[0].theta) << "round 1 applied round 0's average";
