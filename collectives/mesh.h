@@ -33,6 +33,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -132,7 +133,7 @@ class Mesh {
   // Dialed connections live here, so sending and receiving are spread over two io threads.
   std::unique_ptr<net::IoThread> dial_io_;
   std::vector<std::shared_ptr<net::Connection>> peers_;  // by rank; null at rank_
-  bool broken_ = false;
+  std::atomic<bool> broken_{false};  // read by other threads (a peer deciding whether to re-form)
   std::optional<PeerFailure> failure_;
 };
 

@@ -12,6 +12,7 @@
 // (both connections closed, so the neighbours fail fast too) and a new one must be formed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -123,7 +124,7 @@ class Ring {
   std::unique_ptr<net::IoThread> send_io_;
   std::shared_ptr<net::Connection> next_;
   std::shared_ptr<net::Connection> prev_;
-  bool broken_ = false;
+  std::atomic<bool> broken_{false};  // read by other threads (a peer deciding whether to re-form)
 };
 
 }  // namespace tributary::collectives

@@ -9,6 +9,10 @@
 //                  moves by θ_{r+1} − x_r; steps k..H−1 continue; Δ_r = θ_{r+1} − local
 //   last round   : also averages Δ_last (blocking) and applies it, so every token counts.
 //
+// The collective of Δ_{r−1} need not wait for round r's RoundStart: a peer starts it when it
+// reports round r−1 (Trainer::StartNextDelayedAverage), and round r takes it if the group is
+// unchanged, so the coordinator's round trip overlaps it too.
+//
 // Starting from θ_r − f·own Δ_{r−1} (the "eager" local update) matters: θ_r lacks round r−1's
 // work, and restarting from it makes round r re-learn it and the outer step apply it twice
 // (that variant diverged; docs/BENCHMARKS.md). f (job key async_eager_fraction, 0.75 by default)

@@ -155,6 +155,7 @@ class PeerSession {
       : options_(options), io_("peer-io"), heartbeat_timer_(io_.context()) {}
 
   ~PeerSession() {
+    DiscardEarlyCollective();  // its thread uses this session's group and io thread
     std::promise<void> stopped;
     asio::post(io_.context(), [this, &stopped] {
       heartbeat_timer_.cancel();
@@ -392,6 +393,7 @@ class PeerSession {
   }
 
   Status Reconnect() {
+    DiscardEarlyCollective();
     DropGroup();  // a tentative round stays: the coordinator may have committed it (OnHelloAck)
     const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
     Millis backoff{200};
@@ -539,6 +541,10 @@ class PeerSession {
     // them form in the same attempt. The other modes need the group before their first step.
     bool group_ready =
         group_ && !group_->broken() && SameMembers(members, ring_members_) && start.attempt() == 0;
+    // The delayed collective this round would start may already run (StartEarlyCollective): kept
+    // only when this round is the one it was started for, on the group it was started on.
+    const bool early_kept = early_ && early_->round == round && group_ready && early_->group == group_;
+    if (!early_kept) DiscardEarlyCollective();
     struct Formation {
       Status status;
       std::optional<uint32_t> suspect;
@@ -572,7 +578,7 @@ class PeerSession {
         return ReportFailure(start, formed, suspects);
       }
     }
-    uint64_t collective = 0, sent = 0, received = 0;
+    uint64_t collective = early_kept ? 1 : 0, sent = 0, received = 0;
     // A verifying DiLoCo job binds the Δ it sends to a manifest it signs (docs/VERIFIER.md).
     std::optional<AttemptBinding> binding;
     if (BindsContributions()) {
@@ -600,14 +606,8 @@ class PeerSession {
         SetActiveGroup(group_);
         if (Superseded()) return Aborted("the attempt was superseded");
       }
-      collectives::CollectiveOptions opts;
-      opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(start.attempt()) + "/c" +
-                 std::to_string(collective++);
-      opts.deadline = deadline;
-      opts.average = true;
-      opts.codec = std::move(codec);
-      opts.aggregator = aggregator_;
-      opts.stream = std::move(stream);
+      collectives::CollectiveOptions opts =
+          CollectiveOptionsFor(round, start.attempt(), collective++, deadline, std::move(codec), std::move(stream));
       const auto* hooks = options_.adversary;
       bind = bind && binding.has_value();
       if (bind) {
@@ -635,8 +635,16 @@ class PeerSession {
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
                               : trainer_->TryRound(average, mix);
+    if (early_kept && trainer_->has_next_delayed_average()) {
+      DiscardEarlyCollective();  // the round ended before the trainer took it (superseded)
+    } else if (early_kept) {     // the trainer took it and waited for its thread
+      sent += early_->sent;
+      received += early_->received;
+      early_.reset();
+    }
     if (forming.valid()) {  // no collective waited for it (round 0, or a round that failed first)
       if (Formation formed = forming.get(); formed.status.ok()) {
+        group_ready = true;
         spdlog::info("round {} attempt {}: group of {} formed beside round {}'s inner steps", round,
                      start.attempt(), members.size(), round);
       } else {
@@ -724,6 +732,7 @@ class PeerSession {
     Status st = SendSigned(report);
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
     for (auto& e : late_commitments) (void)SendSigned(std::move(e));
+    if (group_ready) StartEarlyCollective(round);
     spdlog::info("round {} attempt {}{}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
                  round, start.attempt(),
                  start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(),
@@ -758,6 +767,71 @@ class PeerSession {
   // round: a member that cannot be reached is reported well before the round's deadline.
   Deadline FormationDeadline(Deadline round_deadline) const {
     return std::min(round_deadline, DeadlineAfter(std::max(Millis(10000), 2 * LivenessTimeout(spec_))));
+  }
+
+  // Every rank names a collective alike: round, attempt and its index within the attempt.
+  collectives::CollectiveOptions CollectiveOptionsFor(uint64_t round, uint32_t attempt, uint64_t index,
+                                                      Deadline deadline, std::string codec, std::string stream) const {
+    collectives::CollectiveOptions opts;
+    opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/c" + std::to_string(index);
+    opts.deadline = deadline;
+    opts.average = true;
+    opts.codec = std::move(codec);
+    opts.aggregator = aggregator_;
+    opts.stream = std::move(stream);
+    return opts;
+  }
+
+  // diloco-async: round r+1's delayed collective averages the Δ each member reported for round r
+  // over the group that ran round r. Waiting for round r+1's RoundStart to start it put the
+  // coordinator's round trip (the last report in, the start out) on the critical path: the
+  // apply step came before the average. Every member that reported round r starts it at once,
+  // as attempt 0 of round r+1 on the group it holds; round r+1 keeps it when its RoundStart
+  // names that group and attempt 0 (RunAttempt), and anything else discards it. A member that
+  // failed round r drops its group, which fails the others' early collective at once.
+  void StartEarlyCollective(uint64_t round) {
+    if (spec_.mode() != v1::MODE_DILOCO_ASYNC || round + 1 >= spec_.rounds() || !group_ || group_->broken()) return;
+    auto early = std::make_unique<EarlyCollective>();
+    early->round = round + 1;
+    early->group = group_;
+    if (butterfly_) {
+      for (const char* stream : kCodecStreams) {
+        const collectives::CodecState* state = butterfly_->codec_state(stream);
+        early->codecs_before[stream] = state ? state->Clone() : nullptr;
+      }
+    }
+    const collectives::CollectiveOptions opts = CollectiveOptionsFor(
+        round + 1, 0, 0, DeadlineAfter(Millis(spec_.round_timeout_ms())), runtime::JobCodec(spec_), "pseudo-gradient");
+    EarlyCollective* e = early.get();  // outlives the call: DiscardEarlyCollective waits for it
+    Status started = trainer_->StartNextDelayedAverage([e, opts](std::span<float> values) -> Status {
+      auto stats = e->group->Allreduce(values, opts);
+      if (!stats.ok()) return stats.status();
+      e->sent = stats->bytes_sent;
+      e->received = stats->bytes_received;
+      return Status::Ok();
+    });
+    if (!started.ok()) {
+      spdlog::warn("cannot start round {}'s collective early: {}", round + 1, started.ToString());
+      return;
+    }
+    spdlog::info("round {}'s delayed collective started as round {} was reported", round + 1, round);
+    early_ = std::move(early);
+  }
+
+  // Stops the early collective (its group's connections close, so the other members' fail too)
+  // and waits for it; the codec streams go back to the state it started from.
+  void DiscardEarlyCollective() {
+    if (!early_) return;
+    early_->group->Interrupt();
+    trainer_->DiscardNextDelayedAverage();
+    if (group_ == early_->group) DropGroup();
+    if (butterfly_) {
+      for (auto& [stream, state] : early_->codecs_before) {
+        butterfly_->RestoreCodecState(stream, state ? state->Clone() : nullptr);
+      }
+    }
+    spdlog::info("round {}'s early collective discarded", early_->round);
+    early_.reset();
   }
 
   std::shared_ptr<Mailbox> mailbox() {
@@ -823,12 +897,17 @@ class PeerSession {
   static constexpr std::array<const char*, 2> kCodecStreams = {"pseudo-gradient", "gradients"};
   void KeepCommittedCodecStates() {
     if (!butterfly_) return;
+    if (early_) {  // the live state is the early collective's, which runs on: keep what it started from
+      for (auto& [stream, state] : early_->codecs_before) committed_codecs_[stream] = state ? state->Clone() : nullptr;
+      return;
+    }
     for (const char* stream : kCodecStreams) {
       const collectives::CodecState* state = butterfly_->codec_state(stream);
       committed_codecs_[stream] = state ? state->Clone() : nullptr;
     }
   }
   void AbandonTentativeRound() {
+    DiscardEarlyCollective();  // it averages the abandoned round's Δ
     trainer_->Abandon();
     if (!butterfly_) return;
     for (const char* stream : kCodecStreams) {
@@ -951,6 +1030,7 @@ class PeerSession {
       return;
     }
     if (trainer_->has_tentative_round()) AbandonTentativeRound();
+    DiscardEarlyCollective();
     if (trainer_->completed_rounds() == sync.committed_rounds() && trainer_->CommittedStateDigest() == *digest) {
       SendReady();  // already there (an earlier instruction for this round got us here)
       return;
@@ -998,6 +1078,7 @@ class PeerSession {
   }
 
   Result<PeerOutcome> Leave(const std::string& reason) {
+    DiscardEarlyCollective();
     v1::Envelope leave = net::MakeEnvelope(job_id_.empty() ? options_.job_id : job_id_);
     leave.mutable_leave()->set_reason(reason);
     (void)SendSigned(leave);
@@ -1039,6 +1120,16 @@ class PeerSession {
   std::shared_ptr<collectives::ButterflyCommunicator> butterfly_;  // kept: it owns error feedback
   // Each codec stream's state after the last committed round (KeepCommittedCodecStates).
   std::map<std::string, std::unique_ptr<collectives::CodecState>> committed_codecs_;
+  // diloco-async: the next round's delayed collective, started when this round was reported
+  // (StartEarlyCollective). Its thread writes `sent` and `received` before it returns; the
+  // training thread reads them only after the trainer has waited for it.
+  struct EarlyCollective {
+    uint64_t round = 0;  // the round that takes it
+    std::shared_ptr<collectives::Communicator> group;
+    std::map<std::string, std::unique_ptr<collectives::CodecState>> codecs_before;
+    uint64_t sent = 0, received = 0;
+  };
+  std::unique_ptr<EarlyCollective> early_;
   collectives::robust::AggregatorSpec aggregator_;
   std::vector<collectives::RingMember> ring_members_;
   Digest tentative_theta_{}, tentative_state_{};

@@ -282,9 +282,15 @@ struct Trainer::Impl {
     RoundStats stats;
     const uint64_t round = completed_rounds;
     const bool async = spec.mode() == v1::MODE_DILOCO_ASYNC;
-    // diloco-async: the previous round's Δ is averaged on another thread during the inner steps.
-    BackgroundAverage in_flight =
-        async && round > 0 ? BackgroundAverage::Start(average, PreviousDelta(round)) : BackgroundAverage();
+    // diloco-async: the previous round's Δ is averaged on another thread during the inner steps,
+    // by the collective started early for this round if there is one.
+    std::optional<EarlyAverage> started_early;
+    if (early && early->round == round) started_early.emplace(std::move(*early));
+    early.reset();
+    BackgroundAverage started_here = async && round > 0 && !started_early
+                                         ? BackgroundAverage::Start(average, PreviousDelta(round))
+                                         : BackgroundAverage();
+    BackgroundAverage& in_flight = started_early ? started_early->in_flight : started_here;
     // diloco-async: θ_{r+1}, once the delayed average has been applied during the inner steps.
     std::optional<torch::Tensor> applied_theta;
     if (delta_round != round) {
@@ -465,6 +471,16 @@ struct Trainer::Impl {
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   Status DecodeState(std::string_view bytes);
+
+  // diloco-async: the next round's delayed collective, started before its TryRound
+  // (Trainer::StartNextDelayedAverage). `average` is declared first so that it outlives the
+  // thread that calls it (members are destroyed in reverse order).
+  struct EarlyAverage {
+    uint64_t round = 0;  // the round whose TryRound takes it
+    std::unique_ptr<Averager> average;
+    BackgroundAverage in_flight;
+  };
+  std::optional<EarlyAverage> early;
 
   // eval_beside_training: a second instance of the model, loaded with a copy of θ and
   // evaluated on its own thread. Declared last so that destruction waits for the thread before
@@ -730,7 +746,29 @@ Status Trainer::Commit() {
   return Status::Ok();
 }
 
+Status Trainer::StartNextDelayedAverage(Averager average) {
+  Impl& m = *impl_;
+  if (m.spec.mode() != v1::MODE_DILOCO_ASYNC) return FailedPrecondition("only diloco-async delays its collective");
+  if (!m.tentative || m.delta_round != m.completed_rounds || !m.cached_delta.defined()) {
+    return FailedPrecondition("no tentative round whose Δ the next round would average");
+  }
+  const uint64_t next = m.completed_rounds + 1;
+  if (next >= m.spec.rounds()) return FailedPrecondition("the tentative round is the job's last");
+  m.early.reset();
+  torch::Tensor delta = m.cached_delta.contiguous();
+  std::vector<float> values(delta.data_ptr<float>(), delta.data_ptr<float>() + delta.numel());
+  auto owned = std::make_unique<Averager>(std::move(average));
+  BackgroundAverage in_flight = BackgroundAverage::Start(*owned, std::move(values));
+  m.early.emplace(Impl::EarlyAverage{next, std::move(owned), std::move(in_flight)});
+  return Status::Ok();
+}
+
+void Trainer::DiscardNextDelayedAverage() { impl_->early.reset(); }
+
+bool Trainer::has_next_delayed_average() const { return impl_->early.has_value(); }
+
 void Trainer::Abandon() {
+  impl_->early.reset();  // it averaged the abandoned round's Δ
   if (!impl_->tentative) return;
   (void)impl_->RestoreSnapshot(impl_->committed);
   impl_->tentative = false;
@@ -743,6 +781,7 @@ Result<std::string> Trainer::ExportCommittedState() const { return impl_->Encode
 
 Status Trainer::ImportState(std::string_view bytes) {
   if (impl_->tentative) return FailedPrecondition("cannot import state over a tentative round");
+  impl_->early.reset();
   Status st = impl_->DecodeState(bytes);
   if (!st.ok()) (void)impl_->RestoreSnapshot(impl_->committed);
   return st;
@@ -861,6 +900,7 @@ Status Trainer::SaveCheckpoint(const std::string& path) const {
 }
 
 Status Trainer::LoadCheckpoint(const std::string& path) {
+  impl_->early.reset();
   TRIB_ASSIGN_OR_RETURN(std::string file, ReadWholeFile(path));
   const size_t header = kCheckpointMagic.size() + 32;
   if (file.size() < header || file.compare(0, kCheckpointMagic.size(), kCheckpointMagic) != 0) {

@@ -105,6 +105,16 @@ class Trainer {
   // after Δ, `mix` averages [θ ‖ outer momentum] exactly (fp32 mean, no codec) and the outer
   // step starts from that mean, so every member ends bit-identical. Empty `mix` = TryRound above.
   Result<RoundStats> TryRound(const Averager& average, const Averager& mix);
+  // diloco-async: starts the next round's delayed collective now, on a thread of its own, over
+  // this peer's Δ of the tentative round (exactly what that round's TryRound would send), so it
+  // runs while the report travels to the coordinator and the next RoundStart comes back. The
+  // next TryRound waits for it at the apply step instead of starting its own. Abandon(),
+  // ImportState(), LoadCheckpoint() and DiscardNextDelayedAverage() drop it, waiting for its
+  // thread: make `average` fail first (interrupt its group). FailedPrecondition unless the job is
+  // diloco-async and a tentative round that is not the job's last holds its Δ.
+  Status StartNextDelayedAverage(Averager average);
+  void DiscardNextDelayedAverage();
+  bool has_next_delayed_average() const;
   Status Commit();
   void Abandon();
   bool has_tentative_round() const;
@@ -120,7 +130,7 @@ class Trainer {
   Digest CurrentStateDigest() const;
 
   // Trains `steps` throwaway steps on a copy of the model and returns tokens per second: the
-  // speed a provider reports when it joins. Leaves this trainer's state untouched.
+  // speed of this host at this model (the verifier benchmark). Leaves this trainer's state untouched.
   Result<double> MeasureTokensPerSecond(int steps) const;
   // Mean loss of θ on the job's fixed validation batches.
   Result<double> EvalLoss();

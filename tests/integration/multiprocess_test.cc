@@ -533,6 +533,39 @@ TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
   EXPECT_NE(rounds[1].theta, rounds[0].theta) << "round 1 applied round 0's average";
 }
 
+// diloco-async starts round r+1's delayed collective as soon as a member reports round r, on the
+// group it holds. A joiner changes the group: the next RoundStart names four members, so the
+// three veterans discard the collective they started (and the codec state it advanced) and form
+// again with the joiner, which syncs and contributes zeros. Every member ends with the same θ.
+TEST(Integration, AsyncDilocoJoinerMakesTheEarlyCollectiveGo) {
+  Cluster cluster("it-async-join");
+  cluster.StartCoordinator({"--peers", "4", "--min-peers", "3", "--gather-ms", "1000", "--rounds", "7",
+                            "--inner-steps", "6", "--mode", "diloco-async", "--codec", "int8",
+                            "--round-timeout-ms", "60000"});
+  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
+  ASSERT_TRUE(cluster.WaitForLog("round 1 complete", 120s)) << ReadFileOrEmpty(cluster.coordinator_log());
+  cluster.StartPeer("late");
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok() && *coord == 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1", "p2", "late"}) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
+    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
+  }
+  EXPECT_EQ(thetas.size(), 1u) << "the joiner and the veterans must hold the same θ";
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(log.find("disagree"), std::string::npos) << log;
+  EXPECT_NE(log.find("round 6 complete: 4 peers"), std::string::npos) << "the joiner must contribute:\n" << log;
+  for (const char* name : {"p0", "p1", "p2"}) {
+    const std::string peer_log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_NE(peer_log.find("round 2's delayed collective started as round 1 was reported"), std::string::npos)
+        << peer_log;
+    EXPECT_NE(peer_log.find("early collective discarded"), std::string::npos) << peer_log;
+  }
+}
+
 // eval_beside_training: rank 0 evaluates committed rounds on a thread of its own while the next
 // rounds train, and the loss comes with a later report. The losses are the same bits as in a
 // job whose reports wait for them (int8 over the butterfly: runs are bit-reproducible), and

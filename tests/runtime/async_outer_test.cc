@@ -337,6 +337,87 @@ TEST_P(EagerStartTest, RoundOneStartsTheEagerFractionOfItsOwnDeltaAheadOfTheta) 
 // 0: the default (0.75); 1: the whole own Δ (before session 18).
 INSTANTIATE_TEST_SUITE_P(Fractions, EagerStartTest, ::testing::Values(0.0, 0.5, 1.0));
 
+// The next round's delayed collective started as soon as a round is tentative (the peer does it
+// when it reports, StartNextDelayedAverage) is the collective that round would run: a trainer
+// that starts it early every round ends bit-identical to one that never does, the round's own
+// averager is then called only for the last round's final collective, one started over a round
+// that is abandoned is dropped (its average would be wrong), and one that fails fails the round
+// it was started for, whose retry is exact.
+TEST_F(AsyncOuterTest, DelayedCollectiveStartedEarlyIsTheOneTheRoundRuns) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_rounds(4);
+  const Averager halve = [](std::span<float> v) {
+    for (float& x : v) x *= 0.5f;
+    return Status::Ok();
+  };
+  const Averager other = [](std::span<float> v) {
+    for (float& x : v) x *= 0.25f;
+    return Status::Ok();
+  };
+  const Averager wrong = [](std::span<float> v) {  // would change θ if it were ever applied
+    for (float& x : v) x *= -3.0f;
+    return Status::Ok();
+  };
+  const Averager dies = [](std::span<float> v) {
+    std::fill(v.begin(), v.end(), 7.0f);
+    return Unavailable("neighbour died");
+  };
+
+  // Round 2's first attempt is abandoned and retried with another average.
+  auto plain = Make(spec);
+  for (int r = 0; r < 4; ++r) {
+    if (r == 2) {
+      ASSERT_TRUE(plain->TryRound(halve).ok());
+      plain->Abandon();
+    }
+    ASSERT_TRUE(plain->TryRound(r == 2 ? other : halve).ok());
+    ASSERT_TRUE(plain->Commit().ok());
+  }
+
+  auto early = Make(spec);
+  int own_calls = 0;
+  const Averager counted = [&](std::span<float> v) {
+    ++own_calls;
+    return halve(v);
+  };
+  // Round 0; round 1's collective starts early and fails, so round 1 fails and is retried.
+  ASSERT_TRUE(early->TryRound(halve).ok());
+  ASSERT_TRUE(early->StartNextDelayedAverage(dies).ok());
+  EXPECT_TRUE(early->has_next_delayed_average());
+  ASSERT_TRUE(early->Commit().ok());
+  auto failed = early->TryRound(counted);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("neighbour died"), std::string::npos);
+  EXPECT_FALSE(early->has_next_delayed_average()) << "the round took it";
+  EXPECT_EQ(own_calls, 0) << "the early collective stood for the round's own";
+  ASSERT_TRUE(early->TryRound(halve).ok()) << "the retry starts its own collective";
+  // Round 1 (tentative) starts round 2's collective; round 2 takes it.
+  ASSERT_TRUE(early->StartNextDelayedAverage(halve).ok());
+  ASSERT_TRUE(early->Commit().ok());
+  ASSERT_TRUE(early->TryRound(counted).ok());
+  EXPECT_EQ(own_calls, 0);
+  // Round 2's first attempt starts round 3's collective and is abandoned: it must go with it.
+  ASSERT_TRUE(early->StartNextDelayedAverage(wrong).ok());
+  early->Abandon();
+  EXPECT_FALSE(early->has_next_delayed_average());
+  ASSERT_TRUE(early->TryRound(other).ok());
+  ASSERT_TRUE(early->StartNextDelayedAverage(halve).ok());
+  ASSERT_TRUE(early->Commit().ok());
+  // Round 3 is the last: its delayed collective was started early, its final one is its own.
+  own_calls = 0;
+  ASSERT_TRUE(early->TryRound(counted).ok());
+  EXPECT_EQ(own_calls, 1);
+  EXPECT_FALSE(early->StartNextDelayedAverage(halve).ok()) << "no round after the last";
+  ASSERT_TRUE(early->Commit().ok());
+
+  EXPECT_EQ(early->ThetaDigest(), plain->ThetaDigest());
+  EXPECT_EQ(early->CommittedStateDigest(), plain->CommittedStateDigest());
+
+  auto sync = Make(TinySpec(v1::MODE_DILOCO));
+  ASSERT_TRUE(sync->TryRound(halve).ok());
+  EXPECT_FALSE(sync->StartNextDelayedAverage(halve).ok()) << "synchronous DiLoCo averages in the round";
+}
+
 // A peer that imported the shared state did not train the previous round: it contributes zeros
 // (and still takes part, so the others' collective completes), and then θ matches the veteran's.
 TEST_F(AsyncOuterTest, LateJoinerContributesZerosAndStaysIdentical) {
