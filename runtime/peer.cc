@@ -329,11 +329,12 @@ class PeerSession {
       }
     }
     PublishState();
-    auto speed = trainer_->MeasureTokensPerSecond(3);
-    if (speed.ok()) hardware_.set_tokens_per_second(*speed);
-    spdlog::info("joined job {} ({} mode, H={}, {} rounds) as shard {}/{}: {} parameters, {:.0f} tok/s",
-                 job_id_, ModeName(spec_.mode()), spec_.inner_steps(), spec_.rounds(), shard_,
-                 spec_.num_peers(), trainer_->num_parameters(), hardware_.tokens_per_second());
+    // The coordinator may already have started a round with us: no throwaway steps to time here
+    // (they held round 0 up by 0.35 s on a loaded host). The speed comes from the rounds trained
+    // (RunAttempt) and goes with the next Hello.
+    spdlog::info("joined job {} ({} mode, H={}, {} rounds) as shard {}/{}: {} parameters", job_id_,
+                 ModeName(spec_.mode()), spec_.inner_steps(), spec_.rounds(), shard_, spec_.num_peers(),
+                 trainer_->num_parameters());
     return Status::Ok();
   }
 
@@ -665,6 +666,7 @@ class PeerSession {
       if (Superseded()) return;
       return ReportFailure(start, stats.status(), suspects);
     }
+    if (stats->compute_seconds > 0) hardware_.set_tokens_per_second(stats->tokens / stats->compute_seconds);
     v1::Envelope report = net::MakeEnvelope(job_id_);
     v1::RoundReport* r = report.mutable_round_report();
     r->set_round(round);

@@ -8,7 +8,7 @@
 //
 //   up         its log's first line (process start, libtorch loaded, identity ready)
 //   connected  handshake + Hello + HelloAck done
-//   trainer    model built and its speed measured (3 throwaway steps): "joined job ..."
+//   trainer    model built: "joined job ..."
 //   synced     committed state fetched and verified: "synced round R (N bytes ...) in X s"
 //   ready      the coordinator accepted its Ready: "peer late synced job ... at round R"
 //   computed   it finished its first round: "round K attempt A: loss ..."
