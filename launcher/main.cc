@@ -52,7 +52,7 @@ struct JobFlags {
   int64_t verify_samples = -1, verifiers_per_step = -1, group_size = -1, streams = -1;
   double async_eager_fraction = -1;
   int64_t async_apply_step = -1, eval_every = -1, opening_bulk_min_bytes = -1;
-  bool eval_beside_training = false;
+  bool eval_beside_training = false, async_apply_when_ready = false;
   double inner_lr = -1, outer_lr = -1;
   std::vector<std::string> calibrations;
 
@@ -87,6 +87,8 @@ struct JobFlags {
                     "diloco-async: inner step at which the previous round's average is applied (0 = H/2, H = round end)");
     app->add_option("--async-eager-fraction", async_eager_fraction,
                     "diloco-async: share of its own last Δ a peer starts each round ahead by (0 = 0.75)");
+    app->add_flag("--async-apply-when-ready", async_apply_when_ready,
+                  "diloco-async: steps go on past the apply step until the average arrives (runs then depend on timing)");
     app->add_option("--eval-every", eval_every, "rank 0 evaluates every N rounds and after the last (0/1 = every round)");
     app->add_flag("--eval-beside-training", eval_beside_training,
                   "rank 0 evaluates on its own thread while training goes on; the loss is reported a round or more later");
@@ -133,6 +135,7 @@ struct JobFlags {
     if (async_eager_fraction >= 0) spec.set_async_eager_fraction(async_eager_fraction);
     if (eval_every >= 0) spec.set_eval_every(static_cast<uint32_t>(eval_every));
     if (eval_beside_training) spec.set_eval_beside_training(true);
+    if (async_apply_when_ready) spec.set_async_apply_when_ready(true);
     if (opening_bulk_min_bytes >= 0) spec.set_opening_bulk_min_bytes(static_cast<uint64_t>(opening_bulk_min_bytes));
     for (const std::string& file : calibrations) TRIB_RETURN_IF_ERROR(runtime::AddCalibrationFile(file, spec));
     TRIB_RETURN_IF_ERROR(runtime::ValidateJobSpec(spec));

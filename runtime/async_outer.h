@@ -13,6 +13,11 @@
 // reports round r−1 (Trainer::StartNextDelayedAverage), and round r takes it if the group is
 // unchanged, so the coordinator's round trip overlaps it too.
 //
+// async_apply_when_ready makes k the earliest step instead of the step: when the average has not
+// arrived by k, the steps go on and it enters before the first step after it has (before step
+// H−1 at the latest). θ_{r+1} does not depend on that step, so every member still agrees on it;
+// only each peer's own Δ_r does, and a run no longer repeats bit for bit.
+//
 // Starting from θ_r − f·own Δ_{r−1} (the "eager" local update) matters: θ_r lacks round r−1's
 // work, and restarting from it makes round r re-learn it and the outer step apply it twice
 // (that variant diverged; docs/BENCHMARKS.md). f (job key async_eager_fraction, 0.75 by default)
@@ -57,6 +62,8 @@ class BackgroundAverage {
   ~BackgroundAverage();
 
   bool started() const { return done_.valid(); }
+  // The collective has returned (Wait() will not block).
+  bool ready() const { return done_.valid() && done_.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
   // Waits for the collective; on success values() holds the group's average.
   Status Wait();
   std::span<float> values() { return state_->values; }

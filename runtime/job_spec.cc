@@ -94,10 +94,11 @@ Status ApplyTable(const toml::table& table, v1::JobSpec& s, const std::filesyste
     } else if (key == "seed") {
       TRIB_ASSIGN_OR_RETURN(int64_t v, Get<int64_t>(node, key));
       s.set_seed(static_cast<uint64_t>(v));
-    } else if (key == "eval_beside_training") {
+    } else if (key == "eval_beside_training" || key == "async_apply_when_ready") {
       const auto* flag = node.as_boolean();  // strictly: value<bool>() would take 1 as true
-      if (!flag) return InvalidArgument("job key 'eval_beside_training' must be true or false");
-      s.set_eval_beside_training(flag->get());
+      if (!flag) return InvalidArgument("job key '" + key + "' must be true or false");
+      if (key == "eval_beside_training") s.set_eval_beside_training(flag->get());
+      if (key == "async_apply_when_ready") s.set_async_apply_when_ready(flag->get());
     } else if (key == "mode") {
       TRIB_ASSIGN_OR_RETURN(std::string v, Get<std::string>(node, key));
       TRIB_ASSIGN_OR_RETURN(v1::Mode m, ParseMode(v));
@@ -283,6 +284,9 @@ Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.async_apply_step() > s.inner_steps()) return fail("async_apply_step cannot exceed inner_steps");
   if (!(s.async_eager_fraction() >= 0 && s.async_eager_fraction() <= 1)) {
     return fail("async_eager_fraction must be in (0,1] (0 = the default, 0.75)");
+  }
+  if (s.async_apply_when_ready() && s.mode() != v1::MODE_DILOCO_ASYNC) {
+    return fail("async_apply_when_ready applies to diloco-async only");
   }
   if (s.async_eager_fraction() > 0 && s.mode() != v1::MODE_DILOCO_ASYNC) {
     return fail("async_eager_fraction applies to diloco-async only");

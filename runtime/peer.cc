@@ -1009,10 +1009,8 @@ class PeerSession {
   }
 
   void PublishState() {
-    auto state = trainer_->ExportCommittedState();
-    if (!state.ok()) return;
-    auto shared = std::make_shared<const std::string>(std::move(state).value());
-    state_server_->Publish(trainer_->completed_rounds(), Sha256Of(*shared), shared);
+    state_server_->Publish(trainer_->completed_rounds(), trainer_->CommittedStateDigest(),
+                           trainer_->CommittedStateBytes());
   }
 
   void SendReady(bool sync_failed = false) {
@@ -1037,8 +1035,7 @@ class PeerSession {
       SendReady();  // already there (an earlier instruction for this round got us here)
       return;
     }
-    const auto exported = trainer_->ExportCommittedState();
-    const uint64_t max_bytes = exported.ok() ? 4 * exported->size() + (1u << 20) : (1ull << 32);
+    const uint64_t max_bytes = 4 * trainer_->CommittedStateBytes()->size() + (1u << 20);
     const auto start = Clock::now();
     for (const auto& m : sync.sources()) {
       auto source = StateSourceOf(m);

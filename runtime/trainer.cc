@@ -6,6 +6,7 @@
 #include <cstring>
 #include <future>
 #include <sstream>
+#include <utility>
 
 #include "core/clock.h"
 #include "core/files.h"
@@ -316,8 +317,14 @@ struct Trainer::Impl {
         TRIB_RETURN_IF_ERROR(internal::LoadState(*model, *inner, state));
       }
       Carried carried;
+      const uint64_t apply_from = AsyncApplyStep(spec);
       for (uint64_t step = first_step; step < spec.inner_steps(); ++step) {
-        if (async && in_flight.started() && step == AsyncApplyStep(spec)) {
+        // async_apply_when_ready: past k, the steps go on until the average has arrived, and wait
+        // for it only before the round's last step.
+        const bool apply_now = spec.async_apply_when_ready()
+                                   ? step >= apply_from && (in_flight.ready() || step + 1 == spec.inner_steps())
+                                   : step == apply_from;
+        if (async && in_flight.started() && !applied_theta && apply_now) {
           stats.compute_seconds += SecondsSince(t0);
           auto applied = ApplyDelayedAverage(in_flight, round, start, stats);
           if (!applied.ok()) {
@@ -469,6 +476,21 @@ struct Trainer::Impl {
 
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
+  // Each round's state is encoded and hashed once: CurrentStateDigest fills `tentative_bytes`
+  // for the report, Commit moves it to `committed_bytes`, which the state server publishes.
+  // Reset wherever the state they encode changes (a round tried, abandoned, imported, loaded).
+  struct EncodedState {
+    std::shared_ptr<const std::string> bytes;
+    Digest digest{};
+  };
+  mutable EncodedState tentative_bytes, committed_bytes;
+  const EncodedState& CommittedBytes() const {
+    if (!committed_bytes.bytes) {
+      committed_bytes.bytes = std::make_shared<const std::string>(EncodeState());
+      committed_bytes.digest = Sha256Of(*committed_bytes.bytes);
+    }
+    return committed_bytes;
+  }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   Status DecodeState(std::string_view bytes);
 
@@ -599,6 +621,7 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   }
   TRIB_RETURN_IF_ERROR(RestoreSnapshot(snap));
   committed = std::move(snap);
+  committed_bytes = {};
   completed_rounds = rounds;
   tentative = false;
   delta_round = UINT64_MAX;
@@ -665,6 +688,7 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
     return FailedPrecondition("mixing members' states needs diloco mode");
   }
   if (impl_->tentative) return FailedPrecondition("a tentative round is pending: Commit or Abandon it");
+  impl_->tentative_bytes = {};
   if (impl_->completed_rounds >= impl_->spec.rounds()) {
     return FailedPrecondition("all " + std::to_string(impl_->spec.rounds()) +
                               " rounds of the job are done");
@@ -735,6 +759,9 @@ Status Trainer::Speculate(const std::function<bool()>& stop) {
 Status Trainer::Commit() {
   if (!impl_->tentative) return FailedPrecondition("no tentative round to commit");
   impl_->committed = impl_->TakeSnapshot();
+  // The report's encoding is of this very state (nothing moves the model between the two;
+  // running ahead restores it): it need not be encoded again.
+  impl_->committed_bytes = std::exchange(impl_->tentative_bytes, {});
   impl_->tentative = false;
   if (impl_->spec.mode() == v1::MODE_DILOCO_ASYNC) {  // averaged and applied next round
     impl_->pending_delta = impl_->cached_delta;
@@ -769,6 +796,7 @@ bool Trainer::has_next_delayed_average() const { return impl_->early.has_value()
 
 void Trainer::Abandon() {
   impl_->early.reset();  // it averaged the abandoned round's Δ
+  impl_->tentative_bytes = {};
   if (!impl_->tentative) return;
   (void)impl_->RestoreSnapshot(impl_->committed);
   impl_->tentative = false;
@@ -777,7 +805,9 @@ void Trainer::Abandon() {
 
 bool Trainer::has_tentative_round() const { return impl_->tentative; }
 
-Result<std::string> Trainer::ExportCommittedState() const { return impl_->EncodeState(); }
+Result<std::string> Trainer::ExportCommittedState() const { return *impl_->CommittedBytes().bytes; }
+
+std::shared_ptr<const std::string> Trainer::CommittedStateBytes() const { return impl_->CommittedBytes().bytes; }
 
 Status Trainer::ImportState(std::string_view bytes) {
   if (impl_->tentative) return FailedPrecondition("cannot import state over a tentative round");
@@ -787,11 +817,16 @@ Status Trainer::ImportState(std::string_view bytes) {
   return st;
 }
 
-Digest Trainer::CommittedStateDigest() const { return Sha256Of(impl_->EncodeState()); }
+Digest Trainer::CommittedStateDigest() const { return impl_->CommittedBytes().digest; }
 
 Digest Trainer::CurrentStateDigest() const {
   if (!impl_->tentative) return CommittedStateDigest();
-  return Sha256Of(impl_->EncodeSnapshot(impl_->TakeSnapshot(), impl_->completed_rounds + 1));
+  Impl::EncodedState& t = impl_->tentative_bytes;
+  if (!t.bytes) {
+    t.bytes = std::make_shared<const std::string>(impl_->EncodeSnapshot(impl_->TakeSnapshot(), impl_->completed_rounds + 1));
+    t.digest = Sha256Of(*t.bytes);
+  }
+  return t.digest;
 }
 
 Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
@@ -951,6 +986,7 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     }
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();
+    impl_->committed_bytes = {};
     impl_->delta_round = UINT64_MAX;
     impl_->ahead = {};
     impl_->start_version++;

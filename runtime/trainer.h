@@ -123,6 +123,8 @@ class Trainer {
   // DiLoCo, θ plus the AdamW state in DDP), in a canonical byte form: what a late joiner
   // downloads. StateDigest covers all of it; importing checks the job id and the digest.
   Result<std::string> ExportCommittedState() const;
+  // The same bytes, shared: encoded once per committed state (the report's encoding is reused).
+  std::shared_ptr<const std::string> CommittedStateBytes() const;
   Status ImportState(std::string_view bytes);
   Digest CommittedStateDigest() const;
   // Digest of the state Commit() would make permanent now (the committed one if no round is

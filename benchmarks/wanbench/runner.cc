@@ -133,6 +133,7 @@ class Run {
     if (spec_.async_apply_step() > 0) {
       flags.insert(flags.end(), {"--async-apply-step", std::to_string(spec_.async_apply_step())});
     }
+    if (spec_.async_apply_when_ready()) flags.push_back("--async-apply-when-ready");
     return flags;
   }
 

@@ -18,7 +18,7 @@ namespace tributary::wanbench {
 namespace {
 
 constexpr const char* kKnownSystems =
-    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>], gloo-ddp; "
+    "tributary-ddp, tributary-diloco, tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>][-ready], gloo-ddp; "
     "a Tributary system may end in +<codec>";
 
 using Reader = wan::TomlTableReader;
@@ -56,6 +56,10 @@ Result<SystemSpec> ParseSystem(const std::string& full_name, uint32_t h, uint32_
   if (auto h_steps = take('h')) system.steps_per_round = *h_steps;
   if (system.async) {
     if (auto k = take('k')) system.async_apply_step = *k;
+    if (rest == "-ready") {  // async_apply_when_ready
+      system.async_apply_when_ready = true;
+      rest.clear();
+    }
   }
   if (!rest.empty()) return unknown();
   return system;
@@ -319,6 +323,7 @@ v1::JobSpec SpecFor(const BenchScenario& s, const SystemSpec& system) {
   spec.set_rounds(static_cast<uint32_t>(system.steps_per_peer / system.steps_per_round));
   if (!system.ddp() && s.diloco_eval_every > 0) spec.set_eval_every(s.diloco_eval_every);
   if (system.async_apply_step > 0) spec.set_async_apply_step(system.async_apply_step);
+  if (system.async_apply_when_ready) spec.set_async_apply_when_ready(true);
   if (system.tributary() && s.FaultFor(system.name) && spec.min_peers() == 0) {
     // Without this the coordinator would wait for the dead peer forever. The gather window
     // keeps round 0 from starting before every peer has joined.

@@ -5,7 +5,8 @@
 //   name = "continent"                 # optional; names the output files (default: file stem)
 //   seed = 1234                        # the job seed (model init and batches)
 //   systems = ["tributary-ddp", "tributary-diloco", "gloo-ddp"]   # a Tributary system is
-//       tributary-ddp[+<codec>] or tributary-diloco[-async][-h<N>][-k<N>][+<codec>] (-k: async_apply_step)
+//       tributary-ddp[+<codec>] or tributary-diloco[-async][-h<N>][-k<N>][-ready][+<codec>]
+//       (-k: async_apply_step; -ready: async_apply_when_ready)
 //   timeout_seconds = 900              # per system
 //   [network]    a benchmarks/wan scenario: peers, preset, [network.matrix], [[network.link]], ...
 //   [job]        job keys as in jobs/demo.toml (model size, batch, learning rates, ...)
@@ -39,6 +40,7 @@ struct SystemSpec {
   std::string codec;             // Tributary only: the job's codec; empty = the job's own
   uint64_t steps_per_peer = 0;   // this system's budget (set by the parser)
   uint32_t async_apply_step = 0; // diloco-async only ("-k<N>"): the job's async_apply_step; 0 = default
+  bool async_apply_when_ready = false;  // diloco-async only ("-ready", last): async_apply_when_ready
   bool ddp() const { return kind != SystemKind::kTributaryDiloco; }
   bool tributary() const { return kind != SystemKind::kGlooDdp; }
 };

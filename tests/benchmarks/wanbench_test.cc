@@ -139,7 +139,7 @@ TEST(BenchScenarioTest, SystemsFaultsAndTopLevelAreChecked) {
   const std::string base = std::string(kNetwork) + kBudget;
   EXPECT_THAT(Refusal("systems = [\"tributary-ddp\", \"horovod\"]\n" + base),
               HasSubstr("b.toml:1: systems: unknown system 'horovod' (known: tributary-ddp, tributary-diloco, "
-                        "tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>], gloo-ddp; a Tributary system "
+                        "tributary-diloco-h<N>, tributary-diloco-async[-h<N>][-k<N>][-ready], gloo-ddp; a Tributary system "
                         "may end in +<codec>)"));
   EXPECT_THAT(Refusal("systems = [\"gloo-ddp\", \"gloo-ddp\"]\n" + base), HasSubstr("names 'gloo-ddp' twice"));
   EXPECT_THAT(Refusal("systems = []\n" + base), HasSubstr("at least one system"));
@@ -206,7 +206,8 @@ TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
               HasSubstr("diloco_eval_every must be in 1..100000"));
   // "-k<N>": the async apply step, async systems only, checked against H by the job's validation.
   const std::string k_budget = "[budget]\nsteps = 100\nh = 10\n";
-  auto k = ParseBenchScenario("systems = [\"tributary-diloco-async-k2+int8\", \"tributary-diloco-async-h20-k7\"]\n" +
+  auto k = ParseBenchScenario("systems = [\"tributary-diloco-async-k2+int8\", \"tributary-diloco-async-h20-k7\", "
+                              "\"tributary-diloco-async-h20-k6-ready+int8\"]\n" +
                                   std::string(kNetwork) + k_budget,
                               "b.toml");
   ASSERT_TRUE(k.ok()) << k.status().ToString();
@@ -214,6 +215,15 @@ TEST(BenchScenarioTest, AsyncDilocoCodecsAndALongerDilocoBudget) {
   EXPECT_EQ(SpecFor(*k, k->systems[0]).codec(), "int8");
   EXPECT_EQ(SpecFor(*k, k->systems[1]).inner_steps(), 20u);
   EXPECT_EQ(SpecFor(*k, k->systems[1]).async_apply_step(), 7u);
+  EXPECT_FALSE(SpecFor(*k, k->systems[1]).async_apply_when_ready());
+  // "-ready": async_apply_when_ready, last before the codec.
+  EXPECT_EQ(SpecFor(*k, k->systems[2]).async_apply_step(), 6u);
+  EXPECT_TRUE(SpecFor(*k, k->systems[2]).async_apply_when_ready());
+  EXPECT_EQ(SpecFor(*k, k->systems[2]).codec(), "int8");
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-ready\"]\n" + std::string(kNetwork) + k_budget),
+              HasSubstr("unknown system"));
+  EXPECT_THAT(Refusal("systems = [\"tributary-diloco-async-ready-k2\"]\n" + std::string(kNetwork) + k_budget),
+              HasSubstr("unknown system"));
   EXPECT_THAT(Refusal("systems = [\"tributary-diloco-k2\"]\n" + std::string(kNetwork) + k_budget),
               HasSubstr("unknown system"));
   EXPECT_THAT(Refusal("systems = [\"tributary-diloco-async-k0\"]\n" + std::string(kNetwork) + k_budget),

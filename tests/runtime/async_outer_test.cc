@@ -6,7 +6,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "runtime/job_spec.h"
 #include "runtime/trainer.h"
@@ -17,6 +21,14 @@ namespace tributary::runtime {
 namespace {
 
 const Averager kAlone = [](std::span<float>) { return Status::Ok(); };
+
+// A stand-in for a group's average: every value times `factor`.
+Averager Scales(float factor) {
+  return [factor](std::span<float> v) {
+    for (float& x : v) x *= factor;
+    return Status::Ok();
+  };
+}
 
 v1::JobSpec TinySpec(v1::Mode mode) {
   v1::JobSpec spec = DefaultJobSpec();
@@ -259,14 +271,8 @@ class RunAheadTest : public AsyncOuterTest, public ::testing::WithParamInterface
 TEST_P(RunAheadTest, StepsRunAheadAreTheStepsTheRoundRuns) {
   v1::JobSpec spec = TinySpec(GetParam().mode);
   spec.set_rounds(4);
-  const Averager halve = [](std::span<float> v) {
-    for (float& x : v) x *= 0.5f;
-    return Status::Ok();
-  };
-  const Averager other = [](std::span<float> v) {
-    for (float& x : v) x *= 0.25f;
-    return Status::Ok();
-  };
+  const Averager halve = Scales(0.5f);
+  const Averager other = Scales(0.25f);
   auto run_ahead = [&](Trainer& t) {
     int left = GetParam().calls;
     const Digest theta = t.ThetaDigest(), state = t.CurrentStateDigest();
@@ -346,18 +352,9 @@ INSTANTIATE_TEST_SUITE_P(Fractions, EagerStartTest, ::testing::Values(0.0, 0.5, 
 TEST_F(AsyncOuterTest, DelayedCollectiveStartedEarlyIsTheOneTheRoundRuns) {
   v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
   spec.set_rounds(4);
-  const Averager halve = [](std::span<float> v) {
-    for (float& x : v) x *= 0.5f;
-    return Status::Ok();
-  };
-  const Averager other = [](std::span<float> v) {
-    for (float& x : v) x *= 0.25f;
-    return Status::Ok();
-  };
-  const Averager wrong = [](std::span<float> v) {  // would change θ if it were ever applied
-    for (float& x : v) x *= -3.0f;
-    return Status::Ok();
-  };
+  const Averager halve = Scales(0.5f);
+  const Averager other = Scales(0.25f);
+  const Averager wrong = Scales(-3.0f);  // would change θ if it were ever applied
   const Averager dies = [](std::span<float> v) {
     std::fill(v.begin(), v.end(), 7.0f);
     return Unavailable("neighbour died");
@@ -416,6 +413,97 @@ TEST_F(AsyncOuterTest, DelayedCollectiveStartedEarlyIsTheOneTheRoundRuns) {
   auto sync = Make(TinySpec(v1::MODE_DILOCO));
   ASSERT_TRUE(sync->TryRound(halve).ok());
   EXPECT_FALSE(sync->StartNextDelayedAverage(halve).ok()) << "synchronous DiLoCo averages in the round";
+}
+
+// async_apply_when_ready: an average that has not arrived by the apply step k does not hold the
+// steps up; it enters before the first step after it has arrived. Round 1's average here returns
+// only once step 3 has run, with k = 1: it must enter before step 4, and the round's θ (the outer
+// step from the average) is the one a trainer that waited at k reaches. Only the peer's own Δ
+// (and its loss) differ: it trained steps 1–3 from its eager start.
+TEST_F(AsyncOuterTest, WhenReadyTheAverageEntersAtTheFirstStepAfterItArrives) {
+  v1::JobSpec spec = TinySpec(v1::MODE_DILOCO_ASYNC);
+  spec.set_inner_steps(6);
+  spec.set_async_apply_step(1);
+  const Averager halve = Scales(0.5f);
+  // The steps of round 1 before which the parameters moved (the delayed average entered).
+  auto run = [&](bool when_ready, std::vector<uint64_t>* entered_before) {
+    spec.set_async_apply_when_ready(when_ready);
+    auto t = Make(spec);
+    EXPECT_TRUE(t->RunRound(kAlone).ok());
+    std::mutex mu;
+    std::condition_variable cv;
+    bool released = !when_ready;  // a trainer that waits at k would wait here
+    std::atomic<bool> returned{false};
+    std::optional<verifier::StateHalves> previous;
+    t->SetStepObserver([&](StepRecord record) {
+      if (record.round != 1) return;
+      if (previous && !(previous->parameters == record.halves_before.parameters)) {
+        entered_before->push_back(record.step);
+      }
+      previous = record.halves_after;
+      if (record.step == 3 && when_ready) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          released = true;
+        }
+        cv.notify_all();
+        while (!returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // set before step 3 if it waited
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the future becomes ready
+      }
+    });
+    const Averager late = [&](std::span<float> v) {
+      std::unique_lock<std::mutex> lock(mu);
+      // Bounded: a trainer that waits at k instead never runs step 3, and fails below.
+      cv.wait_for(lock, std::chrono::seconds(5), [&] { return released; });
+      Status st = halve(v);
+      returned = true;
+      return st;
+    };
+    auto round1 = t->RunRound(late);
+    EXPECT_TRUE(round1.ok());
+    return std::make_pair(std::move(t), round1.ok() ? round1->train_loss : 0.0);
+  };
+  std::vector<uint64_t> waited_at, entered_at;
+  auto [waiting, waiting_loss] = run(false, &waited_at);
+  auto [ready, ready_loss] = run(true, &entered_at);
+  EXPECT_EQ(waited_at, std::vector<uint64_t>{1}) << "without the key the steps wait at k";
+  EXPECT_EQ(entered_at, std::vector<uint64_t>{4}) << "it arrived after step 3";
+  EXPECT_EQ(ready->ThetaDigest(), waiting->ThetaDigest()) << "θ comes from the average alone";
+  EXPECT_NE(ready_loss, waiting_loss) << "steps 1-3 trained from the eager start, not from the average";
+}
+
+// The report's state digest encodes the tentative state once; Commit keeps those bytes as the
+// committed state's, which the peer publishes. They must be exactly what encoding the committed
+// state afresh gives, also after running ahead (which moves the model and puts it back) and
+// after an abandoned attempt. Both DiLoCo modes.
+TEST_F(AsyncOuterTest, CommittedStateIsTheReportedEncoding) {
+  const Averager halve = Scales(0.5f);
+  const Averager other = Scales(0.25f);
+  for (v1::Mode mode : {v1::MODE_DILOCO, v1::MODE_DILOCO_ASYNC}) {
+    const v1::JobSpec spec = TinySpec(mode);
+    auto reported = Make(spec);  // digests its tentative state before each commit, as a peer does
+    auto plain = Make(spec);     // encodes only when asked, after the commit
+    for (int r = 0; r < 3; ++r) {
+      if (r == 1) {  // an attempt (reported by one of them) abandoned by both
+        ASSERT_TRUE(reported->TryRound(other).ok());
+        ASSERT_TRUE(plain->TryRound(other).ok());
+        (void)reported->CurrentStateDigest();
+        reported->Abandon();
+        plain->Abandon();
+      }
+      ASSERT_TRUE(reported->TryRound(halve).ok());
+      ASSERT_TRUE(plain->TryRound(halve).ok());
+      const Digest digest = reported->CurrentStateDigest();
+      ASSERT_TRUE(reported->Speculate([] { return false; }).ok());
+      ASSERT_TRUE(reported->Commit().ok());
+      ASSERT_TRUE(plain->Commit().ok());
+      const std::string fresh = *plain->ExportCommittedState();
+      EXPECT_EQ(*reported->ExportCommittedState(), fresh) << "round " << r;
+      EXPECT_EQ(reported->CommittedStateDigest(), digest) << "round " << r;
+      EXPECT_EQ(reported->CommittedStateDigest(), Sha256Of(fresh)) << "round " << r;
+      EXPECT_EQ(reported->CommittedStateBytes(), reported->CommittedStateBytes()) << "encoded once";
+    }
+  }
 }
 
 // A peer that imported the shared state did not train the previous round: it contributes zeros

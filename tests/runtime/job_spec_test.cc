@@ -135,6 +135,23 @@ TEST(JobSpecTest, AsyncEagerFractionDefaultsToThreeQuartersAndBelongsToAsyncJobs
   }
 }
 
+TEST(JobSpecTest, AsyncApplyWhenReadyIsABooleanOfAsyncJobs) {
+  v1::JobSpec spec = DefaultJobSpec();
+  spec.set_mode(v1::MODE_DILOCO_ASYNC);
+  EXPECT_FALSE(spec.async_apply_when_ready()) << "off by default: runs repeat bit for bit";
+  ASSERT_TRUE(ApplyTomlString("async_apply_when_ready = true\n", spec).ok());
+  EXPECT_TRUE(spec.async_apply_when_ready());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec).ToString();
+  v1::JobSpec other = DefaultJobSpec();
+  EXPECT_NE(ApplyTomlString("async_apply_when_ready = 1\n", other).message().find("must be true or false"),
+            std::string::npos);
+  for (v1::Mode mode : {v1::MODE_DDP, v1::MODE_DILOCO}) {
+    spec.set_mode(mode);
+    EXPECT_NE(ValidateJobSpec(spec).message().find("async_apply_when_ready applies to diloco-async only"),
+              std::string::npos);
+  }
+}
+
 TEST(JobSpecTest, EvalEveryEvaluatesOnItsCadenceAndAfterTheLastRound) {
   v1::JobSpec spec = DefaultJobSpec();
   spec.set_rounds(7);
