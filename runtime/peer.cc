@@ -532,14 +532,15 @@ class PeerSession {
     const std::vector<v1::LinkProbe> links =
         ProbeLinksIfAsked(start, io_, *ring_listener_, members, job_id_, &identity_,
                           FormationDeadline(deadline), [this] { return Superseded(); });
-    // Forming the group takes a few round trips per member (0.5–0.7 s on a 100 ms link).
-    // diloco-async needs the group only for the delayed collective, which runs on its own thread
-    // beside the inner steps, so the group forms on a thread of its own from the round's start,
-    // hidden behind compute, and the first collective waits for it. That includes round 0, which
-    // has no collective (unless it is the last): round 1's collective then starts at once. Only a
-    // round 0 that probes links leaves it to round 1, whose ring the coordinator may reorder
-    // from those probes. Every member decides this from the same spec and RoundStart, so all of
-    // them form in the same attempt. The other modes need the group before their first step.
+    // Forming the group takes a few round trips per member (0.5–1 s on a 100 ms link). DiLoCo
+    // needs the group only for its collectives: synchronous DiLoCo after its inner steps,
+    // diloco-async for the delayed collective, which runs beside them. So the group forms on a
+    // thread of its own from the round's start, hidden behind compute, and the first collective
+    // waits for it. For diloco-async that includes round 0, which has no collective (unless it
+    // is the last): round 1's collective then starts at once. Only an async round 0 that probes
+    // links leaves it to round 1, whose ring the coordinator may reorder from those probes. Every
+    // member decides this from the same spec and RoundStart, so all of them form in the same
+    // attempt. DDP needs the group before its first step.
     bool group_ready =
         group_ && !group_->broken() && SameMembers(members, ring_members_) && start.attempt() == 0;
     // The delayed collective this round would start may already run (StartEarlyCollective): kept
@@ -559,9 +560,9 @@ class PeerSession {
       return {formed, control.blamed_rank};
     };
     std::future<Formation> forming;
-    if (!group_ready && spec_.mode() == v1::MODE_DILOCO_ASYNC && !(round == 0 && start.probe_links())) {
-      forming = std::async(std::launch::async, form_group);
-    }
+    const bool forms_beside_steps = spec_.mode() == v1::MODE_DILOCO ||
+                                    (spec_.mode() == v1::MODE_DILOCO_ASYNC && !(round == 0 && start.probe_links()));
+    if (!group_ready && forms_beside_steps) forming = std::async(std::launch::async, form_group);
     bool formation_failed = false;
     std::optional<uint32_t> formation_suspect;
     auto form = [&]() -> Status {
@@ -571,7 +572,7 @@ class PeerSession {
       if (formed.status.ok()) group_ready = true;
       return formed.status;
     };
-    if (!group_ready && spec_.mode() != v1::MODE_DILOCO_ASYNC) {
+    if (!group_ready && spec_.mode() == v1::MODE_DDP) {
       if (Status formed = form(); !formed.ok()) {
         if (Superseded()) return;  // the coordinator already moved on; nothing to report
         std::vector<uint32_t> suspects;
