@@ -476,20 +476,20 @@ struct Trainer::Impl {
 
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
-  // Each round's state is encoded and hashed once: CurrentStateDigest fills `tentative_bytes`
-  // for the report, Commit moves it to `committed_bytes`, which the state server publishes.
+  // Each round's state is encoded and hashed once: CurrentStateDigest fills `tentative_encoding`
+  // for the report, Commit moves it to `committed_encoding`, which the state server publishes.
   // Reset wherever the state they encode changes (a round tried, abandoned, imported, loaded).
   struct EncodedState {
     std::shared_ptr<const std::string> bytes;
     Digest digest{};
   };
-  mutable EncodedState tentative_bytes, committed_bytes;
-  const EncodedState& CommittedBytes() const {
-    if (!committed_bytes.bytes) {
-      committed_bytes.bytes = std::make_shared<const std::string>(EncodeState());
-      committed_bytes.digest = Sha256Of(*committed_bytes.bytes);
+  mutable EncodedState tentative_encoding, committed_encoding;
+  const EncodedState& CommittedEncoding() const {
+    if (!committed_encoding.bytes) {
+      committed_encoding.bytes = std::make_shared<const std::string>(EncodeState());
+      committed_encoding.digest = Sha256Of(*committed_encoding.bytes);
     }
-    return committed_bytes;
+    return committed_encoding;
   }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   Status DecodeState(std::string_view bytes);
@@ -621,7 +621,7 @@ Status Trainer::Impl::DecodeState(std::string_view bytes) {
   }
   TRIB_RETURN_IF_ERROR(RestoreSnapshot(snap));
   committed = std::move(snap);
-  committed_bytes = {};
+  committed_encoding = {};
   completed_rounds = rounds;
   tentative = false;
   delta_round = UINT64_MAX;
@@ -688,7 +688,7 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
     return FailedPrecondition("mixing members' states needs diloco mode");
   }
   if (impl_->tentative) return FailedPrecondition("a tentative round is pending: Commit or Abandon it");
-  impl_->tentative_bytes = {};
+  impl_->tentative_encoding = {};
   if (impl_->completed_rounds >= impl_->spec.rounds()) {
     return FailedPrecondition("all " + std::to_string(impl_->spec.rounds()) +
                               " rounds of the job are done");
@@ -761,7 +761,7 @@ Status Trainer::Commit() {
   impl_->committed = impl_->TakeSnapshot();
   // The report's encoding is of this very state (nothing moves the model between the two;
   // running ahead restores it): it need not be encoded again.
-  impl_->committed_bytes = std::exchange(impl_->tentative_bytes, {});
+  impl_->committed_encoding = std::exchange(impl_->tentative_encoding, {});
   impl_->tentative = false;
   if (impl_->spec.mode() == v1::MODE_DILOCO_ASYNC) {  // averaged and applied next round
     impl_->pending_delta = impl_->cached_delta;
@@ -796,7 +796,7 @@ bool Trainer::has_next_delayed_average() const { return impl_->early.has_value()
 
 void Trainer::Abandon() {
   impl_->early.reset();  // it averaged the abandoned round's Δ
-  impl_->tentative_bytes = {};
+  impl_->tentative_encoding = {};
   if (!impl_->tentative) return;
   (void)impl_->RestoreSnapshot(impl_->committed);
   impl_->tentative = false;
@@ -805,9 +805,9 @@ void Trainer::Abandon() {
 
 bool Trainer::has_tentative_round() const { return impl_->tentative; }
 
-Result<std::string> Trainer::ExportCommittedState() const { return *impl_->CommittedBytes().bytes; }
+Result<std::string> Trainer::ExportCommittedState() const { return *impl_->CommittedEncoding().bytes; }
 
-std::shared_ptr<const std::string> Trainer::CommittedStateBytes() const { return impl_->CommittedBytes().bytes; }
+std::shared_ptr<const std::string> Trainer::CommittedStateBytes() const { return impl_->CommittedEncoding().bytes; }
 
 Status Trainer::ImportState(std::string_view bytes) {
   if (impl_->tentative) return FailedPrecondition("cannot import state over a tentative round");
@@ -817,11 +817,11 @@ Status Trainer::ImportState(std::string_view bytes) {
   return st;
 }
 
-Digest Trainer::CommittedStateDigest() const { return impl_->CommittedBytes().digest; }
+Digest Trainer::CommittedStateDigest() const { return impl_->CommittedEncoding().digest; }
 
 Digest Trainer::CurrentStateDigest() const {
   if (!impl_->tentative) return CommittedStateDigest();
-  Impl::EncodedState& t = impl_->tentative_bytes;
+  Impl::EncodedState& t = impl_->tentative_encoding;
   if (!t.bytes) {
     t.bytes = std::make_shared<const std::string>(impl_->EncodeSnapshot(impl_->TakeSnapshot(), impl_->completed_rounds + 1));
     t.digest = Sha256Of(*t.bytes);
@@ -986,7 +986,7 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     }
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();
-    impl_->committed_bytes = {};
+    impl_->committed_encoding = {};
     impl_->delta_round = UINT64_MAX;
     impl_->ahead = {};
     impl_->start_version++;
