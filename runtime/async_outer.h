@@ -28,10 +28,11 @@
 // own round-(r−1) noise instead of the group's average, and carrying it for whole rounds kept
 // the model on a plateau that synchronous DiLoCo left (batch 8, H = 10: eval loss 2.32 against
 // 1.97 after 600 steps; applied at step 5: 2.12). k = H is the plain one-round delay; k must
-// come after the collective or the steps wait for it. The steps before k do not depend on the collective, so a
-// retry after it failed resumes at k (exact retry). θ and the outer momentum stay bit-identical
-// on every member; the pending Δ is each peer's own and is not part of the shared state: a peer
-// that did not train round r−1 (a late joiner) starts from θ_r and contributes zeros.
+// come after the collective or the steps wait for it. The steps before k do not depend on the
+// collective, so a retry after it failed resumes at k (exact retry). θ and the outer momentum
+// stay bit-identical on every member; the pending Δ is each peer's own and is not part of the
+// shared state: a peer that did not train round r−1 (a late joiner) starts from θ_r and
+// contributes zeros.
 #pragma once
 
 #include <chrono>

@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "collectives/allreduce.h"
 #include "collectives/communicator.h"
@@ -668,6 +669,7 @@ class PeerSession {
       return ReportFailure(start, stats.status(), suspects);
     }
     if (stats->compute_seconds > 0) hardware_.set_tokens_per_second(stats->tokens / stats->compute_seconds);
+    reported_codecs_ = CodecStatesNow();
     v1::Envelope report = net::MakeEnvelope(job_id_);
     v1::RoundReport* r = report.mutable_round_report();
     r->set_round(round);
@@ -797,12 +799,6 @@ class PeerSession {
     auto early = std::make_unique<EarlyCollective>();
     early->round = round + 1;
     early->group = group_;
-    if (butterfly_) {
-      for (const char* stream : kCodecStreams) {
-        const collectives::CodecState* state = butterfly_->codec_state(stream);
-        early->codecs_before[stream] = state ? state->Clone() : nullptr;
-      }
-    }
     const collectives::CollectiveOptions opts = CollectiveOptionsFor(
         round + 1, 0, 0, DeadlineAfter(Millis(spec_.round_timeout_ms())), runtime::JobCodec(spec_), "pseudo-gradient");
     EarlyCollective* e = early.get();  // outlives the call: DiscardEarlyCollective waits for it
@@ -822,17 +818,14 @@ class PeerSession {
   }
 
   // Stops the early collective (its group's connections close, so the other members' fail too)
-  // and waits for it; the codec streams go back to the state it started from.
+  // and waits for it; the codec streams go back to the state it started from: the reported
+  // round's, committed or not.
   void DiscardEarlyCollective() {
     if (!early_) return;
     early_->group->Interrupt();
     trainer_->DiscardNextDelayedAverage();
     if (group_ == early_->group) DropGroup();
-    if (butterfly_) {
-      for (auto& [stream, state] : early_->codecs_before) {
-        butterfly_->RestoreCodecState(stream, state ? state->Clone() : nullptr);
-      }
-    }
+    RestoreCodecStates(trainer_->has_tentative_round() ? reported_codecs_ : committed_codecs_);
     spdlog::info("round {}'s early collective discarded", early_->round);
     early_.reset();
   }
@@ -897,27 +890,31 @@ class PeerSession {
   // not commit (a retry, a failed or superseded round) is undone with it, so every attempt
   // encodes from the residual the last committed round left. That keeps a retry exact, and it
   // is the chain a verifying job's manifests must continue (docs/VERIFIER.md, "Sent Δ").
+  // The states are taken when a round is reported (its collectives are done) and kept when it
+  // commits: diloco-async's next collective may already be changing the live ones by then.
   static constexpr std::array<const char*, 2> kCodecStreams = {"pseudo-gradient", "gradients"};
-  void KeepCommittedCodecStates() {
-    if (!butterfly_) return;
-    if (early_) {  // the live state is the early collective's, which runs on: keep what it started from
-      for (auto& [stream, state] : early_->codecs_before) committed_codecs_[stream] = state ? state->Clone() : nullptr;
-      return;
-    }
+  using CodecStates = std::map<std::string, std::unique_ptr<collectives::CodecState>>;
+  CodecStates CodecStatesNow() const {
+    CodecStates out;
+    if (!butterfly_) return out;
     for (const char* stream : kCodecStreams) {
       const collectives::CodecState* state = butterfly_->codec_state(stream);
-      committed_codecs_[stream] = state ? state->Clone() : nullptr;
+      out[stream] = state ? state->Clone() : nullptr;
+    }
+    return out;
+  }
+  void RestoreCodecStates(const CodecStates& states) {
+    if (!butterfly_) return;
+    for (const char* stream : kCodecStreams) {
+      auto saved = states.find(stream);
+      butterfly_->RestoreCodecState(stream, saved != states.end() && saved->second ? saved->second->Clone() : nullptr);
     }
   }
   void AbandonTentativeRound() {
     DiscardEarlyCollective();  // it averages the abandoned round's Δ
     trainer_->Abandon();
-    if (!butterfly_) return;
-    for (const char* stream : kCodecStreams) {
-      auto saved = committed_codecs_.find(stream);
-      butterfly_->RestoreCodecState(stream, saved != committed_codecs_.end() && saved->second ? saved->second->Clone()
-                                                                                            : nullptr);
-    }
+    RestoreCodecStates(committed_codecs_);
+    reported_codecs_.clear();
   }
 
   void DropGroup() {
@@ -962,7 +959,7 @@ class PeerSession {
   Status CommitReportedRound(uint64_t round) {
     TRIB_RETURN_IF_ERROR(trainer_->Commit());
     pending_evals_.Committed(round);
-    KeepCommittedCodecStates();
+    committed_codecs_ = std::exchange(reported_codecs_, {});
     outcome_.rounds_completed = trainer_->completed_rounds();
     outcome_.rounds_contributed++;
     outcome_.bytes_sent += pending_sent_;
@@ -1078,7 +1075,6 @@ class PeerSession {
   }
 
   Result<PeerOutcome> Leave(const std::string& reason) {
-    DiscardEarlyCollective();
     v1::Envelope leave = net::MakeEnvelope(job_id_.empty() ? options_.job_id : job_id_);
     leave.mutable_leave()->set_reason(reason);
     (void)SendSigned(leave);
@@ -1118,15 +1114,15 @@ class PeerSession {
   std::mutex active_mu_;  // guards active_group_: read on the io thread, set on the training thread
   std::shared_ptr<collectives::Communicator> active_group_;  // set while TryRound runs
   std::shared_ptr<collectives::ButterflyCommunicator> butterfly_;  // kept: it owns error feedback
-  // Each codec stream's state after the last committed round (KeepCommittedCodecStates).
-  std::map<std::string, std::unique_ptr<collectives::CodecState>> committed_codecs_;
+  // Each codec stream's state after the last committed round, and after the round reported and
+  // not yet committed (see CodecStatesNow).
+  CodecStates committed_codecs_, reported_codecs_;
   // diloco-async: the next round's delayed collective, started when this round was reported
   // (StartEarlyCollective). Its thread writes `sent` and `received` before it returns; the
   // training thread reads them only after the trainer has waited for it.
   struct EarlyCollective {
     uint64_t round = 0;  // the round that takes it
     std::shared_ptr<collectives::Communicator> group;
-    std::map<std::string, std::unique_ptr<collectives::CodecState>> codecs_before;
     uint64_t sent = 0, received = 0;
   };
   std::unique_ptr<EarlyCollective> early_;

@@ -18,12 +18,12 @@ torch::Tensor View(const std::vector<float>& v) {
                           torch::kFloat32);
 }
 
+}  // namespace
+
 std::vector<float> ToVector(const torch::Tensor& t) {
   torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous().reshape({-1});
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
-
-}  // namespace
 
 Result<double> ForwardBackward(models::LanguageModel& model, const models::Batch& batch) {
   for (auto& p : model.parameters()) p.mutable_grad() = torch::Tensor();

@@ -34,6 +34,9 @@ auto OptimizerStateKey(Optimizer& optimizer, const torch::Tensor& p) {
 // The spec's model fields as a models::ModelConfig with `vocab_size` tokens.
 models::ModelConfig ModelConfigOf(const v1::JobSpec& spec, int vocab_size);
 
+// The values of `t` as float32, flattened, copied to the CPU.
+std::vector<float> ToVector(const torch::Tensor& t);
+
 // Forward + backward on `batch`, leaving the gradient in the parameters. Every gradient is reset
 // to undefined first (set-to-none), so a step's gradient is its own bits and never `0 + g` (which
 // would turn a −0.0 entry into +0.0 and change a gradient digest). FailedPrecondition if the loss

@@ -409,8 +409,7 @@ struct Trainer::Impl {
     if (!pending_delta.defined() || pending_round + 1 != round) {
       return std::vector<float>(static_cast<size_t>(committed.params.numel()), 0.0f);
     }
-    torch::Tensor c = pending_delta.contiguous();
-    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    return internal::ToVector(pending_delta);
   }
 
   // Where round `round`'s inner steps start, given the θ it starts with. diloco-async: θ − f × this
@@ -476,12 +475,14 @@ struct Trainer::Impl {
 
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
-  // Each round's state is encoded and hashed once: CurrentStateDigest fills `tentative_encoding`
-  // for the report, Commit moves it to `committed_encoding`, which the state server publishes.
-  // Reset wherever the state they encode changes (a round tried, abandoned, imported, loaded).
+  // Each round's state is snapshot, encoded and hashed once: CurrentStateDigest fills
+  // `tentative_encoding` for the report, Commit takes its snapshot as the committed state and its
+  // bytes as `committed_encoding`, which the state server publishes. Reset wherever the state
+  // they encode changes (a round tried, abandoned, imported, loaded).
   struct EncodedState {
     std::shared_ptr<const std::string> bytes;
     Digest digest{};
+    std::optional<Snapshot> snapshot;  // tentative only: the state the bytes encode
   };
   mutable EncodedState tentative_encoding, committed_encoding;
   const EncodedState& CommittedEncoding() const {
@@ -758,10 +759,11 @@ Status Trainer::Speculate(const std::function<bool()>& stop) {
 
 Status Trainer::Commit() {
   if (!impl_->tentative) return FailedPrecondition("no tentative round to commit");
-  impl_->committed = impl_->TakeSnapshot();
   // The report's encoding is of this very state (nothing moves the model between the two;
-  // running ahead restores it): it need not be encoded again.
-  impl_->committed_encoding = std::exchange(impl_->tentative_encoding, {});
+  // running ahead restores it): it need not be snapshot or encoded again.
+  Impl::EncodedState reported = std::exchange(impl_->tentative_encoding, {});
+  impl_->committed = reported.snapshot ? std::move(*reported.snapshot) : impl_->TakeSnapshot();
+  impl_->committed_encoding = {reported.bytes, reported.digest, std::nullopt};
   impl_->tentative = false;
   if (impl_->spec.mode() == v1::MODE_DILOCO_ASYNC) {  // averaged and applied next round
     impl_->pending_delta = impl_->cached_delta;
@@ -782,10 +784,8 @@ Status Trainer::StartNextDelayedAverage(Averager average) {
   const uint64_t next = m.completed_rounds + 1;
   if (next >= m.spec.rounds()) return FailedPrecondition("the tentative round is the job's last");
   m.early.reset();
-  torch::Tensor delta = m.cached_delta.contiguous();
-  std::vector<float> values(delta.data_ptr<float>(), delta.data_ptr<float>() + delta.numel());
   auto owned = std::make_unique<Averager>(std::move(average));
-  BackgroundAverage in_flight = BackgroundAverage::Start(*owned, std::move(values));
+  BackgroundAverage in_flight = BackgroundAverage::Start(*owned, internal::ToVector(m.cached_delta));
   m.early.emplace(Impl::EarlyAverage{next, std::move(owned), std::move(in_flight)});
   return Status::Ok();
 }
@@ -823,7 +823,8 @@ Digest Trainer::CurrentStateDigest() const {
   if (!impl_->tentative) return CommittedStateDigest();
   Impl::EncodedState& t = impl_->tentative_encoding;
   if (!t.bytes) {
-    t.bytes = std::make_shared<const std::string>(impl_->EncodeSnapshot(impl_->TakeSnapshot(), impl_->completed_rounds + 1));
+    t.snapshot = impl_->TakeSnapshot();
+    t.bytes = std::make_shared<const std::string>(impl_->EncodeSnapshot(*t.snapshot, impl_->completed_rounds + 1));
     t.digest = Sha256Of(*t.bytes);
   }
   return t.digest;
