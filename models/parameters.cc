@@ -18,6 +18,13 @@ void UpdateFloatBytes(Sha256& h, const torch::Tensor& t) {
                                       static_cast<size_t>(c.numel()) * sizeof(float)));
 }
 
+void UpdateParameterHeader(Sha256& h, const std::string& name, c10::IntArrayRef sizes) {
+  h.UpdateU64(name.size());
+  h.Update(name);
+  h.UpdateU64(static_cast<uint64_t>(sizes.size()));
+  for (int64_t d : sizes) h.UpdateU64(static_cast<uint64_t>(d));
+}
+
 enum class Part { kValues, kGrads };
 
 torch::Tensor Flatten(const torch::nn::Module& module, Part part) {
@@ -87,13 +94,35 @@ Status AssignFlatGradients(torch::nn::Module& module, const torch::Tensor& flat)
 Digest ParameterDigest(const torch::nn::Module& module) {
   Sha256 h;
   for (const auto& item : module.named_parameters()) {
-    const std::string& name = item.key();
-    const torch::Tensor& p = item.value();
-    h.UpdateU64(name.size());
-    h.Update(name);
-    h.UpdateU64(static_cast<uint64_t>(p.dim()));
-    for (int64_t d : p.sizes()) h.UpdateU64(static_cast<uint64_t>(d));
-    UpdateFloatBytes(h, p);
+    UpdateParameterHeader(h, item.key(), item.value().sizes());
+    UpdateFloatBytes(h, item.value());
+  }
+  return h.Finish();
+}
+
+ParameterLayout LayoutOf(const torch::nn::Module& module) {
+  ParameterLayout layout;
+  for (const auto& item : module.named_parameters()) {
+    layout.names.push_back(item.key());
+    layout.shapes.push_back(item.value().sizes().vec());
+  }
+  return layout;
+}
+
+Result<Digest> ParameterDigest(const ParameterLayout& layout, std::span<const float> flat) {
+  size_t total = 0;
+  for (const auto& shape : layout.shapes) total += static_cast<size_t>(c10::multiply_integers(shape));
+  if (flat.size() != total || layout.names.size() != layout.shapes.size()) {
+    return InvalidArgument("flat parameter vector has " + std::to_string(flat.size()) +
+                           " elements, the layout " + std::to_string(total));
+  }
+  Sha256 h;
+  size_t offset = 0;
+  for (size_t i = 0; i < layout.names.size(); ++i) {
+    UpdateParameterHeader(h, layout.names[i], layout.shapes[i]);
+    const size_t n = static_cast<size_t>(c10::multiply_integers(layout.shapes[i]));
+    h.Update(std::as_bytes(flat.subspan(offset, n)));
+    offset += n;
   }
   return h.Finish();
 }

@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "core/digest.h"
 #include "core/status.h"
@@ -28,6 +31,17 @@ Status AssignFlatGradients(torch::nn::Module& module, const torch::Tensor& flat)
 // u64, then its values as little-endian float32 bytes. Equal digests <=> bit-identical parameters
 // under identical names and shapes.
 Digest ParameterDigest(const torch::nn::Module& module);
+
+// A module's parameter names and shapes, in named_parameters() order: enough to digest its
+// flattened values without the module (on another thread while the module trains on).
+struct ParameterLayout {
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+};
+ParameterLayout LayoutOf(const torch::nn::Module& module);
+// ParameterDigest of a module with `layout` whose FlattenParameters() is `flat`. InvalidArgument
+// when `flat` does not hold exactly the layout's element count.
+Result<Digest> ParameterDigest(const ParameterLayout& layout, std::span<const float> flat);
 
 // SHA-256 of the tensor's values as contiguous little-endian float32 bytes (shape not included),
 // so it equals Sha256Of() of the raw bytes of FlattenParameters()/FlattenGradients() payloads.

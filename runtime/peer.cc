@@ -156,6 +156,7 @@ class PeerSession {
       : options_(options), io_("peer-io"), heartbeat_timer_(io_.context()) {}
 
   ~PeerSession() {
+    FinishReport();
     DiscardEarlyCollective();  // its thread uses this session's group and io thread
     std::promise<void> stopped;
     asio::post(io_.context(), [this, &stopped] {
@@ -395,6 +396,7 @@ class PeerSession {
   }
 
   Status Reconnect() {
+    FinishReport();
     DiscardEarlyCollective();
     DropGroup();  // a tentative round stays: the coordinator may have committed it (OnHelloAck)
     const Deadline give_up = DeadlineAfter(Millis(options_.reconnect_timeout_ms));
@@ -474,6 +476,7 @@ class PeerSession {
 
   // ---------------------------------------------------------------- message handling
   Result<Next> Handle(const v1::Envelope& message) {
+    FinishReport();
     switch (message.payload_case()) {
       case v1::Envelope::kRoundStart:
         if (Superseded()) {
@@ -552,22 +555,27 @@ class PeerSession {
       Status status;
       std::optional<uint32_t> suspect;
     };
+    const bool forms_beside_steps = spec_.mode() == v1::MODE_DILOCO ||
+                                    (spec_.mode() == v1::MODE_DILOCO_ASYNC && !(round == 0 && start.probe_links()));
+    // diloco-async's round 0 has no collective (unless it is the job's only round): the group it
+    // forms beside the steps warms its connections up for round 1's (WarmUpGroup).
+    const bool warms_up = forms_beside_steps && spec_.mode() == v1::MODE_DILOCO_ASYNC && round == 0 &&
+                          spec_.rounds() > 1;
     // Owns group_ and ring_members_ while it runs.
-    auto form_group = [&]() -> Formation {
+    auto form_group = [&](bool warm_up) -> Formation {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };
       Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
       if (formed.ok()) ring_members_ = members;
+      if (formed.ok() && warm_up) WarmUpGroup(round, start.attempt(), FormationDeadline(deadline), control);
       return {formed, control.blamed_rank};
     };
     std::future<Formation> forming;
-    const bool forms_beside_steps = spec_.mode() == v1::MODE_DILOCO ||
-                                    (spec_.mode() == v1::MODE_DILOCO_ASYNC && !(round == 0 && start.probe_links()));
-    if (!group_ready && forms_beside_steps) forming = std::async(std::launch::async, form_group);
+    if (!group_ready && forms_beside_steps) forming = std::async(std::launch::async, form_group, warms_up);
     bool formation_failed = false;
     std::optional<uint32_t> formation_suspect;
     auto form = [&]() -> Status {
-      Formation formed = forming.valid() ? forming.get() : form_group();
+      Formation formed = forming.valid() ? forming.get() : form_group(false);
       formation_failed = !formed.status.ok();
       formation_suspect = formed.suspect;
       if (formed.status.ok()) group_ready = true;
@@ -670,15 +678,16 @@ class PeerSession {
     }
     if (stats->compute_seconds > 0) hardware_.set_tokens_per_second(stats->tokens / stats->compute_seconds);
     reported_codecs_ = CodecStatesNow();
+    // Before the report's digests: the collective waits on the slowest member's Δ, and every
+    // millisecond it starts sooner is one the next round's apply step may not wait.
+    if (group_ready) StartEarlyCollective(round);
     v1::Envelope report = net::MakeEnvelope(job_id_);
     v1::RoundReport* r = report.mutable_round_report();
     r->set_round(round);
     r->set_attempt(start.attempt());
     r->set_rank(rank_);
-    tentative_theta_ = trainer_->ThetaDigest();
-    tentative_state_ = trainer_->CurrentStateDigest();
-    r->set_theta_digest(DigestToBytes(tentative_theta_));
-    r->set_state_digest(DigestToBytes(tentative_state_));
+    // Snapshot now; encoded and hashed beside the next round's first steps (SendReport).
+    auto encoding = trainer_->EncodeTentativeState();
     r->set_train_loss(stats->train_loss);
     r->set_tokens(stats->tokens);
     r->set_bytes_sent(sent);
@@ -734,16 +743,64 @@ class PeerSession {
         }
       }
     }
-    Status st = SendSigned(report);
+    const std::string summary = fmt::format(
+        "round {} attempt {}{}: loss {:.4f}, θ {{}}, compute {:.2f} s, comm {:.2f} s, {} bytes sent", round,
+        start.attempt(),
+        start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(), start.mix() ? ", mixed" : "")
+                           : std::string(start.mix() ? " (mixed)" : ""),
+        stats->train_loss, stats->compute_seconds, stats->comm_seconds, sent);
+    if (!encoding.ok()) return ReportFailure(start, encoding.status());  // not after a TryRound that succeeded
+    report_in_flight_ = std::async(std::launch::async, [this, report = std::move(report), encoding = *encoding,
+                                                        late = std::move(late_commitments), summary]() mutable {
+      SendReport(std::move(report), encoding, std::move(late), summary);
+    });
+  }
+
+  // On the report's own thread, while the training thread runs the next round's first steps:
+  // waits for the state's digests, then sends the report and the commitments that follow it.
+  // Writes tentative_theta_ and tentative_state_, which the training thread reads only after
+  // FinishReport.
+  void SendReport(v1::Envelope report, const std::shared_future<runtime::StateEncoding>& encoding,
+                  std::vector<v1::Envelope> late_commitments, const std::string& summary) {
+    const runtime::StateEncoding& e = encoding.get();
+    tentative_theta_ = e.theta;
+    tentative_state_ = e.state;
+    report.mutable_round_report()->set_theta_digest(DigestToBytes(e.theta));
+    report.mutable_round_report()->set_state_digest(DigestToBytes(e.state));
+    Status st = SendSigned(std::move(report));
     if (!st.ok()) spdlog::warn("could not send the round report: {}", st.ToString());
-    for (auto& e : late_commitments) (void)SendSigned(std::move(e));
-    if (group_ready) StartEarlyCollective(round);
-    spdlog::info("round {} attempt {}{}: loss {:.4f}, θ {}, compute {:.2f} s, comm {:.2f} s, {} bytes sent",
-                 round, start.attempt(),
-                 start.groups() > 1 ? fmt::format(" (group {} of {}{})", start.group(), start.groups(),
-                                                  start.mix() ? ", mixed" : "")
-                                    : std::string(start.mix() ? " (mixed)" : ""),
-                 stats->train_loss, ShortHex(tentative_theta_), stats->compute_seconds, stats->comm_seconds, sent);
+    for (auto& c : late_commitments) (void)SendSigned(std::move(c));
+    spdlog::info(fmt::runtime(summary), ShortHex(e.theta));
+  }
+
+  // Waits until the last report has gone: whatever comes from the coordinator may answer it, and
+  // reads what SendReport wrote.
+  void FinishReport() {
+    if (report_in_flight_.valid()) report_in_flight_.get();
+  }
+
+  // A new group's connections start in TCP slow start, and BBR has not measured their bandwidth
+  // yet: the first collective on them took 2-3x a later one (0.5-0.86 s against 0.2-0.3 s on the
+  // transatlantic link), past the apply step of diloco-async's round 1. One all-reduce of zeros
+  // of the job's size and codec, on a stream of its own (the job's error feedback is untouched),
+  // sends what the first real one will over the same links. Every member decides to run it from
+  // the same spec and RoundStart. Failing only costs the group: the next collective forms anew.
+  void WarmUpGroup(uint64_t round, uint32_t attempt, Deadline deadline, const collectives::FormControl& control) {
+    std::vector<float> zeros(static_cast<size_t>(trainer_->num_parameters()), 0.0f);
+    collectives::CollectiveOptions opts =
+        CollectiveOptionsFor(round, attempt, 0, deadline, runtime::JobCodec(spec_), "warm-up");
+    opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/warm-up";
+    opts.control = &control;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto stats = group_->Allreduce(zeros, opts);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (stats.ok()) {
+      spdlog::info("round {} attempt {}: warmed the group's connections up in {:.2f} s ({} bytes sent)", round,
+                   attempt, seconds, stats->bytes_sent);
+    } else {
+      spdlog::info("round {} attempt {}: warming the group's connections up failed: {}", round, attempt,
+                   stats.status().ToString());
+    }
   }
 
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the
@@ -1075,6 +1132,7 @@ class PeerSession {
   }
 
   Result<PeerOutcome> Leave(const std::string& reason) {
+    FinishReport();  // the report goes before the leave
     v1::Envelope leave = net::MakeEnvelope(job_id_.empty() ? options_.job_id : job_id_);
     leave.mutable_leave()->set_reason(reason);
     (void)SendSigned(leave);
@@ -1129,6 +1187,7 @@ class PeerSession {
   collectives::robust::AggregatorSpec aggregator_;
   std::vector<collectives::RingMember> ring_members_;
   Digest tentative_theta_{}, tentative_state_{};
+  std::future<void> report_in_flight_;  // SendReport's thread
   std::optional<double> pending_eval_;
   std::optional<uint64_t> evaluate_after_commit_;  // this attempt's round, when we evaluate it beside training
   std::vector<Trainer::BackgroundEval> finished_evals_;  // collected, not yet in pending_evals_

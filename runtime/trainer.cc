@@ -475,24 +475,29 @@ struct Trainer::Impl {
 
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
-  // Each round's state is snapshot, encoded and hashed once: CurrentStateDigest fills
-  // `tentative_encoding` for the report, Commit takes its snapshot as the committed state and its
-  // bytes as `committed_encoding`, which the state server publishes. Reset wherever the state
-  // they encode changes (a round tried, abandoned, imported, loaded).
-  struct EncodedState {
-    std::shared_ptr<const std::string> bytes;
-    Digest digest{};
-    std::optional<Snapshot> snapshot;  // tentative only: the state the bytes encode
-  };
-  mutable EncodedState tentative_encoding, committed_encoding;
-  const EncodedState& CommittedEncoding() const {
+  // Each round's state is snapshot, encoded and hashed once: EncodeTentative snapshots the
+  // tentative round for the report and encodes it on another thread (the training thread runs
+  // ahead meanwhile); Commit takes the snapshot as the committed state and the bytes as
+  // `committed_encoding`, which the state server publishes. Reset wherever the state they
+  // encode changes (a round tried, abandoned, imported, loaded).
+  std::shared_ptr<const models::ParameterLayout> layout;  // the model's; never changes
+  mutable std::optional<Snapshot> tentative_snapshot;
+  mutable std::shared_future<StateEncoding> tentative_encoding;  // of tentative_snapshot
+  mutable StateEncoding committed_encoding;
+  const StateEncoding& CommittedEncoding() const {
     if (!committed_encoding.bytes) {
       committed_encoding.bytes = std::make_shared<const std::string>(EncodeState());
-      committed_encoding.digest = Sha256Of(*committed_encoding.bytes);
+      committed_encoding.state = Sha256Of(*committed_encoding.bytes);
     }
     return committed_encoding;
   }
+  const std::shared_future<StateEncoding>& EncodeTentative() const;
+  void DropTentativeEncoding() {
+    tentative_encoding = {};  // waits for its thread, if it still runs and no one else holds it
+    tentative_snapshot.reset();
+  }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
+  static std::string EncodeStateBytes(const std::string& job_id, const Snapshot& snap, uint64_t rounds);
   Status DecodeState(std::string_view bytes);
 
   // diloco-async: the next round's delayed collective, started before its TryRound
@@ -562,6 +567,31 @@ class Reader {
 }  // namespace
 
 std::string Trainer::Impl::EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const {
+  return EncodeStateBytes(job_id, snap, rounds);
+}
+
+// The encoding runs on its own thread: it reads the snapshot's tensors, which nothing writes
+// (fresh copies, moved into `committed` only after Commit waited for it), and copies of the job
+// id and layout, not the Impl.
+const std::shared_future<StateEncoding>& Trainer::Impl::EncodeTentative() const {
+  if (tentative_encoding.valid()) return tentative_encoding;
+  tentative_snapshot = TakeSnapshot();
+  tentative_encoding =
+      std::async(std::launch::async, [snap = *tentative_snapshot, id = job_id, layout = layout,
+                                      rounds = completed_rounds + 1] {
+        StateEncoding e;
+        e.bytes = std::make_shared<const std::string>(EncodeStateBytes(id, snap, rounds));
+        e.state = Sha256Of(*e.bytes);
+        const std::span<const float> theta(snap.params.data_ptr<float>(), static_cast<size_t>(snap.params.numel()));
+        // The layout is the model's, so the sizes agree; were they not to, the zero digest would
+        // differ from every other member's and the round would not commit.
+        if (auto digest = models::ParameterDigest(*layout, theta); digest.ok()) e.theta = *digest;
+        return e;
+      }).share();
+  return tentative_encoding;
+}
+
+std::string Trainer::Impl::EncodeStateBytes(const std::string& job_id, const Snapshot& snap, uint64_t rounds) {
   std::string out(kStateMagic);
   PutU64(out, job_id.size());
   out += job_id;
@@ -663,6 +693,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const v1::JobSpec& spec, Traini
                         models::MakeModel(ModelConfigOf(spec, impl->data.vocab_size), spec.seed()));
   impl->model->to(torch::Device(resolved));
   impl->model->train();
+  impl->layout = std::make_shared<const models::ParameterLayout>(models::LayoutOf(*impl->model));
   impl->inner = std::make_unique<torch::optim::AdamW>(
       impl->model->parameters(),
       torch::optim::AdamWOptions(spec.inner_lr()).weight_decay(spec.weight_decay()).betas({0.9, 0.95}));
@@ -689,7 +720,7 @@ Result<RoundStats> Trainer::TryRound(const Averager& average, const Averager& mi
     return FailedPrecondition("mixing members' states needs diloco mode");
   }
   if (impl_->tentative) return FailedPrecondition("a tentative round is pending: Commit or Abandon it");
-  impl_->tentative_encoding = {};
+  impl_->DropTentativeEncoding();
   if (impl_->completed_rounds >= impl_->spec.rounds()) {
     return FailedPrecondition("all " + std::to_string(impl_->spec.rounds()) +
                               " rounds of the job are done");
@@ -761,9 +792,14 @@ Status Trainer::Commit() {
   if (!impl_->tentative) return FailedPrecondition("no tentative round to commit");
   // The report's encoding is of this very state (nothing moves the model between the two;
   // running ahead restores it): it need not be snapshot or encoded again.
-  Impl::EncodedState reported = std::exchange(impl_->tentative_encoding, {});
-  impl_->committed = reported.snapshot ? std::move(*reported.snapshot) : impl_->TakeSnapshot();
-  impl_->committed_encoding = {reported.bytes, reported.digest, std::nullopt};
+  if (impl_->tentative_encoding.valid()) {
+    impl_->committed_encoding = impl_->tentative_encoding.get();  // waits for its thread
+    impl_->committed = std::move(*impl_->tentative_snapshot);
+  } else {
+    impl_->committed = impl_->TakeSnapshot();
+    impl_->committed_encoding = {};
+  }
+  impl_->DropTentativeEncoding();
   impl_->tentative = false;
   if (impl_->spec.mode() == v1::MODE_DILOCO_ASYNC) {  // averaged and applied next round
     impl_->pending_delta = impl_->cached_delta;
@@ -796,7 +832,7 @@ bool Trainer::has_next_delayed_average() const { return impl_->early.has_value()
 
 void Trainer::Abandon() {
   impl_->early.reset();  // it averaged the abandoned round's Δ
-  impl_->tentative_encoding = {};
+  impl_->DropTentativeEncoding();
   if (!impl_->tentative) return;
   (void)impl_->RestoreSnapshot(impl_->committed);
   impl_->tentative = false;
@@ -817,17 +853,16 @@ Status Trainer::ImportState(std::string_view bytes) {
   return st;
 }
 
-Digest Trainer::CommittedStateDigest() const { return impl_->CommittedEncoding().digest; }
+Digest Trainer::CommittedStateDigest() const { return impl_->CommittedEncoding().state; }
 
 Digest Trainer::CurrentStateDigest() const {
   if (!impl_->tentative) return CommittedStateDigest();
-  Impl::EncodedState& t = impl_->tentative_encoding;
-  if (!t.bytes) {
-    t.snapshot = impl_->TakeSnapshot();
-    t.bytes = std::make_shared<const std::string>(impl_->EncodeSnapshot(*t.snapshot, impl_->completed_rounds + 1));
-    t.digest = Sha256Of(*t.bytes);
-  }
-  return t.digest;
+  return impl_->EncodeTentative().get().state;
+}
+
+Result<std::shared_future<StateEncoding>> Trainer::EncodeTentativeState() {
+  if (!impl_->tentative) return FailedPrecondition("no tentative round to encode");
+  return impl_->EncodeTentative();
 }
 
 Result<double> Trainer::MeasureTokensPerSecond(int steps) const {
@@ -988,6 +1023,8 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     impl_->completed_rounds = static_cast<uint64_t>(rounds);
     impl_->committed = impl_->TakeSnapshot();
     impl_->committed_encoding = {};
+    impl_->tentative = false;  // the checkpoint is a committed state
+    impl_->DropTentativeEncoding();
     impl_->delta_round = UINT64_MAX;
     impl_->ahead = {};
     impl_->start_version++;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,6 +32,13 @@ namespace tributary::runtime {
 // Replaces `values` in place by their average over the group. Must give bit-identical results on
 // every member. For a single process it is the identity.
 using Averager = std::function<Status(std::span<float> values)>;
+
+// A state in its canonical bytes (Trainer::ExportCommittedState) with its digests.
+struct StateEncoding {
+  std::shared_ptr<const std::string> bytes;
+  Digest state{};  // SHA-256 of bytes (CommittedStateDigest / CurrentStateDigest)
+  Digest theta{};  // ThetaDigest of the state's θ (tentative encodings only)
+};
 
 struct RoundStats {
   uint64_t round = 0;
@@ -130,6 +138,11 @@ class Trainer {
   // Digest of the state Commit() would make permanent now (the committed one if no round is
   // tentative): what members compare before the coordinator commits a round.
   Digest CurrentStateDigest() const;
+  // The tentative round's encoding, for its report: the state is snapshot on the calling thread
+  // and encoded and hashed on another, so the training thread can run ahead meanwhile. The
+  // future reads nothing this trainer changes and may be waited on from any thread;
+  // CurrentStateDigest and Commit reuse it. FailedPrecondition without a tentative round.
+  Result<std::shared_future<StateEncoding>> EncodeTentativeState();
 
   // Trains `steps` throwaway steps on a copy of the model and returns tokens per second: the
   // speed of this host at this model (the verifier benchmark). Leaves this trainer's state untouched.

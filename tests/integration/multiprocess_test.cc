@@ -513,7 +513,8 @@ TEST(Integration, AsyncDilocoThreePeersAgreeAndLearn) {
 
 // A butterfly job (int8) probes no links, so its async group forms on a thread of its own during
 // round 0, which has no collective; round 1's delayed collective then starts on it at once
-// instead of forming first.
+// instead of forming first. Round 0 also warms the new connections up with one all-reduce of
+// zeros on a stream of its own, in every member, once.
 TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
   Cluster cluster("it-async-form0");
   std::vector<std::string> peer_logs;
@@ -527,6 +528,14 @@ TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
         << peer_log;
     EXPECT_EQ(peer_log.find("formed beside the inner steps"), std::string::npos)
         << "round 1 should have found its group formed:\n" << peer_log;
+    const std::regex warmed(R"(round (\d+) attempt 0: warmed the group's connections up in [0-9.]+ s \((\d+) bytes sent\))");
+    std::vector<std::pair<int, long>> warm_ups;
+    for (std::sregex_iterator it(peer_log.begin(), peer_log.end(), warmed), end; it != end; ++it) {
+      warm_ups.emplace_back(std::stoi((*it)[1]), std::stol((*it)[2]));
+    }
+    ASSERT_EQ(warm_ups.size(), 1u) << peer_log;
+    EXPECT_EQ(warm_ups[0].first, 0) << peer_log;
+    EXPECT_GT(warm_ups[0].second, 0) << peer_log;
   }
   auto rounds = ParseRounds(ReadFileOrEmpty(cluster.coordinator_log()));
   ASSERT_EQ(rounds.size(), 3u);

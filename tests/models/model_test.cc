@@ -176,6 +176,33 @@ TEST_P(ModelKindTest, ValidateTokensRejectsWhatLogitsCannotTake) {
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ModelKindTest, ::testing::Values("gpt", "mlp"));
 
+// The report digests θ from a flat snapshot on another thread: it must name the same bits as
+// the module's own digest, and differ where the values, a name or a shape does.
+TEST_P(ModelKindTest, LayoutDigestOfTheFlatValuesIsTheModulesDigest) {
+  auto a = Make(SmallConfig(GetParam()), 7);
+  ASSERT_TRUE(a);
+  const ParameterLayout layout = LayoutOf(*a);
+  torch::Tensor flat = FlattenParameters(*a);
+  std::span<const float> values(flat.data_ptr<float>(), static_cast<size_t>(flat.numel()));
+  auto digest = ParameterDigest(layout, values);
+  ASSERT_TRUE(digest.ok()) << digest.status().ToString();
+  EXPECT_EQ(*digest, ParameterDigest(*a));
+
+  flat[3] = flat[3].item<float>() + 1.0f;
+  EXPECT_NE(*ParameterDigest(layout, values), ParameterDigest(*a));
+  flat[3] = flat[3].item<float>() - 1.0f;
+  ParameterLayout renamed = layout;
+  renamed.names[0] += "x";
+  EXPECT_NE(*ParameterDigest(renamed, values), *digest);
+  ParameterLayout reshaped = layout;
+  std::swap(reshaped.shapes[0], reshaped.shapes[1]);  // same total, different shapes
+  if (reshaped.shapes[0] != layout.shapes[0]) EXPECT_NE(*ParameterDigest(reshaped, values), *digest);
+
+  auto short_by_one = ParameterDigest(layout, values.first(values.size() - 1));
+  ASSERT_FALSE(short_by_one.ok());
+  EXPECT_EQ(short_by_one.status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(ParametersTest, FlattenAssignRoundTrip) {
   auto a = Make(SmallConfig("gpt"), 1);
   auto b = Make(SmallConfig("gpt"), 2);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -502,6 +503,40 @@ TEST_F(AsyncOuterTest, CommittedStateIsTheReportedEncoding) {
       EXPECT_EQ(reported->CommittedStateDigest(), digest) << "round " << r;
       EXPECT_EQ(reported->CommittedStateDigest(), Sha256Of(fresh)) << "round " << r;
       EXPECT_EQ(reported->CommittedStateBytes(), reported->CommittedStateBytes()) << "encoded once";
+    }
+  }
+}
+
+// The peer snapshots the reported state, then runs the next round's first steps while another
+// thread encodes and hashes it for the report: those digests must be of the reported state (not
+// of the steps run meanwhile), be what the trainer itself states, and be what Commit keeps.
+TEST_F(AsyncOuterTest, ReportEncodingMadeBesideTheStepsRunAheadIsOfTheReportedState) {
+  const Averager halve = Scales(0.5f);
+  for (v1::Mode mode : {v1::MODE_DILOCO, v1::MODE_DILOCO_ASYNC}) {
+    const v1::JobSpec spec = TinySpec(mode);
+    auto beside = Make(spec);
+    auto plain = Make(spec);
+    EXPECT_EQ(beside->EncodeTentativeState().status().code(), StatusCode::kFailedPrecondition);
+    for (int r = 0; r < 3; ++r) {
+      ASSERT_TRUE(beside->TryRound(halve).ok());
+      ASSERT_TRUE(plain->TryRound(halve).ok());
+      auto encoding = beside->EncodeTentativeState();
+      ASSERT_TRUE(encoding.ok()) << encoding.status().ToString();
+      std::shared_future<StateEncoding> future = *encoding;
+      // Waited for on a thread of its own, as the peer's report does, while this one trains on.
+      auto waited = std::async(std::launch::async, [future] { return future.get(); });
+      ASSERT_TRUE(beside->Speculate([] { return false; }).ok());
+      const StateEncoding e = waited.get();
+      EXPECT_EQ(e.theta, plain->ThetaDigest()) << "round " << r;
+      EXPECT_EQ(e.theta, beside->ThetaDigest()) << "round " << r;
+      EXPECT_EQ(e.state, plain->CurrentStateDigest()) << "round " << r;
+      EXPECT_EQ(e.state, beside->CurrentStateDigest()) << "round " << r;
+      EXPECT_EQ(e.state, Sha256Of(*e.bytes)) << "round " << r;
+      ASSERT_TRUE(beside->Commit().ok());
+      ASSERT_TRUE(plain->Commit().ok());
+      EXPECT_EQ(*beside->ExportCommittedState(), *plain->ExportCommittedState()) << "round " << r;
+      EXPECT_EQ(beside->CommittedStateBytes(), e.bytes) << "the report's bytes are the committed ones";
+      EXPECT_EQ(beside->ThetaDigest(), plain->ThetaDigest()) << "round " << r;
     }
   }
 }
