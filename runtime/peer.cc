@@ -5,7 +5,9 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -561,13 +563,14 @@ class PeerSession {
     // forms beside the steps warms its connections up for round 1's (WarmUpGroup).
     const bool warms_up = forms_beside_steps && spec_.mode() == v1::MODE_DILOCO_ASYNC && round == 0 &&
                           spec_.rounds() > 1;
+    std::atomic<bool> steps_done = false;  // the warm-up stops once this round's steps are
     // Owns group_ and ring_members_ while it runs.
     auto form_group = [&](bool warm_up) -> Formation {
       collectives::FormControl control;
       control.cancelled = [this] { return Superseded(); };
       Status formed = FormGroup(members, round, start.attempt(), FormationDeadline(deadline), &control);
       if (formed.ok()) ring_members_ = members;
-      if (formed.ok() && warm_up) WarmUpGroup(round, start.attempt(), FormationDeadline(deadline), control);
+      if (formed.ok() && warm_up) WarmUpGroup(round, start.attempt(), FormationDeadline(deadline), control, steps_done);
       return {formed, control.blamed_rank};
     };
     std::future<Formation> forming;
@@ -646,6 +649,7 @@ class PeerSession {
     // A start that arrived before the group became interruptible would be missed: look again.
     auto stats = Superseded() ? Result<RoundStats>(Aborted("the attempt was superseded"))
                               : trainer_->TryRound(average, mix);
+    steps_done = true;
     if (early_kept && trainer_->has_next_delayed_average()) {
       DiscardEarlyCollective();  // the round ended before the trainer took it (superseded)
     } else if (early_kept) {     // the trainer took it and waited for its thread
@@ -781,26 +785,44 @@ class PeerSession {
 
   // A new group's connections start in TCP slow start, and BBR has not measured their bandwidth
   // yet: the first collective on them took 2-3x a later one (0.5-0.86 s against 0.2-0.3 s on the
-  // transatlantic link), past the apply step of diloco-async's round 1. One all-reduce of zeros
-  // of the job's size and codec, on a stream of its own (the job's error feedback is untouched),
-  // sends what the first real one will over the same links. Every member decides to run it from
-  // the same spec and RoundStart. Failing only costs the group: the next collective forms anew.
-  void WarmUpGroup(uint64_t round, uint32_t attempt, Deadline deadline, const collectives::FormControl& control) {
-    std::vector<float> zeros(static_cast<size_t>(trainer_->num_parameters()), 0.0f);
-    collectives::CollectiveOptions opts =
-        CollectiveOptionsFor(round, attempt, 0, deadline, runtime::JobCodec(spec_), "warm-up");
-    opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/warm-up";
-    opts.control = &control;
+  // transatlantic link), past the apply step of diloco-async's round 1. Two all-reduces of zeros
+  // with the job's codec and aggregator (so the same path over the same links) warm them up:
+  // 1/8 of the job's size, then all of it (at most kWarmUpMaxFloats), which sends what round 1's
+  // collective will. The report should not wait for them, and the members must run the same
+  // calls: the first carries a flag, 1 from a member whose steps are done, and no member makes
+  // the second when its result holds one (the same bits everywhere). Doubling sizes, as slow
+  // start does, took twice as long (four calls, 1.06 s against 0.5 s, each paying the latency). Each call has a codec stream
+  // of its own, forgotten after it, so the job's error feedback is untouched. Failing only costs
+  // the group: the next collective forms anew.
+  static constexpr size_t kWarmUpMaxFloats = size_t{1} << 22;
+  void WarmUpGroup(uint64_t round, uint32_t attempt, Deadline deadline, const collectives::FormControl& control,
+                   const std::atomic<bool>& steps_done) {
+    const size_t full = std::min(static_cast<size_t>(trainer_->num_parameters()), kWarmUpMaxFloats);
+    if (full == 0) return;
+    std::vector<float> values(full);
     const auto t0 = std::chrono::steady_clock::now();
-    auto stats = group_->Allreduce(zeros, opts);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (stats.ok()) {
-      spdlog::info("round {} attempt {}: warmed the group's connections up in {:.2f} s ({} bytes sent)", round,
-                   attempt, seconds, stats->bytes_sent);
-    } else {
-      spdlog::info("round {} attempt {}: warming the group's connections up failed: {}", round, attempt,
-                   stats.status().ToString());
+    uint64_t sent = 0;
+    int calls = 0;
+    for (const size_t size : {std::max<size_t>(full / 8, 1), full}) {
+      std::fill(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(size), 0.0f);
+      values[0] = steps_done.load() ? 1.0f : 0.0f;
+      collectives::CollectiveOptions opts =
+          CollectiveOptionsFor(round, attempt, 0, deadline, runtime::JobCodec(spec_), "warm-up/" + std::to_string(calls));
+      opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/warm-up/" + std::to_string(calls);
+      opts.control = &control;
+      auto stats = group_->Allreduce(std::span<float>(values.data(), size), opts);
+      if (butterfly_ && group_ == butterfly_) butterfly_->RestoreCodecState(opts.stream, nullptr);
+      if (!stats.ok()) {
+        spdlog::info("round {} attempt {}: warming the group's connections up failed: {}", round, attempt,
+                     stats.status().ToString());
+        return;
+      }
+      sent += stats->bytes_sent;
+      ++calls;
+      if (values[0] != 0.0f) break;
     }
+    spdlog::info("round {} attempt {}: warmed the group's connections up in {:.2f} s ({} calls, {} bytes sent)", round,
+                 attempt, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), calls, sent);
   }
 
   // fp32 + mean averages over the pipelined ring; a codec or a robust aggregator needs the

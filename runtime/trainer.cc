@@ -476,7 +476,7 @@ struct Trainer::Impl {
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
   std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
   // Each round's state is snapshot, encoded and hashed once: EncodeTentative snapshots the
-  // tentative round for the report and encodes it on another thread (the training thread runs
+  // tentative round for the report, which encodes it on its own thread (the training thread runs
   // ahead meanwhile); Commit takes the snapshot as the committed state and the bytes as
   // `committed_encoding`, which the state server publishes. Reset wherever the state they
   // encode changes (a round tried, abandoned, imported, loaded).
@@ -493,7 +493,7 @@ struct Trainer::Impl {
   }
   const std::shared_future<StateEncoding>& EncodeTentative() const;
   void DropTentativeEncoding() {
-    tentative_encoding = {};  // waits for its thread, if it still runs and no one else holds it
+    tentative_encoding = {};  // a thread that waits for it holds its own copy
     tentative_snapshot.reset();
   }
   std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
@@ -570,14 +570,15 @@ std::string Trainer::Impl::EncodeSnapshot(const Snapshot& snap, uint64_t rounds)
   return EncodeStateBytes(job_id, snap, rounds);
 }
 
-// The encoding runs on its own thread: it reads the snapshot's tensors, which nothing writes
-// (fresh copies, moved into `committed` only after Commit waited for it), and copies of the job
-// id and layout, not the Impl.
+// The encoding runs on the first thread that waits for it (deferred: the peer's report thread,
+// not a thread of its own): it reads the snapshot's tensors, which nothing writes (fresh copies,
+// moved into `committed` only after Commit waited for it), and copies of the job id and layout,
+// not the Impl.
 const std::shared_future<StateEncoding>& Trainer::Impl::EncodeTentative() const {
   if (tentative_encoding.valid()) return tentative_encoding;
   tentative_snapshot = TakeSnapshot();
   tentative_encoding =
-      std::async(std::launch::async, [snap = *tentative_snapshot, id = job_id, layout = layout,
+      std::async(std::launch::deferred, [snap = *tentative_snapshot, id = job_id, layout = layout,
                                       rounds = completed_rounds + 1] {
         StateEncoding e;
         e.bytes = std::make_shared<const std::string>(EncodeStateBytes(id, snap, rounds));

@@ -138,10 +138,10 @@ class Trainer {
   // Digest of the state Commit() would make permanent now (the committed one if no round is
   // tentative): what members compare before the coordinator commits a round.
   Digest CurrentStateDigest() const;
-  // The tentative round's encoding, for its report: the state is snapshot on the calling thread
-  // and encoded and hashed on another, so the training thread can run ahead meanwhile. The
-  // future reads nothing this trainer changes and may be waited on from any thread;
-  // CurrentStateDigest and Commit reuse it. FailedPrecondition without a tentative round.
+  // The tentative round's encoding, for its report: the state is snapshot on the calling thread,
+  // and the first thread to wait for the future encodes and hashes it (deferred), so the report's
+  // thread can while the training thread runs ahead. The future reads nothing this trainer
+  // changes; CurrentStateDigest and Commit reuse it. FailedPrecondition without a tentative round.
   Result<std::shared_future<StateEncoding>> EncodeTentativeState();
 
   // Trains `steps` throwaway steps on a copy of the model and returns tokens per second: the

@@ -523,20 +523,25 @@ TEST(Integration, AsyncDilocoFormsItsGroupBesideRoundZero) {
                                                 {"--peers", "3", "--rounds", "3", "--inner-steps", "6", "--mode",
                                                  "diloco-async", "--codec", "int8", "--round-timeout-ms", "60000"},
                                                 &peer_logs, &theta));
+  std::set<long> calls;
   for (const std::string& peer_log : peer_logs) {
     EXPECT_NE(peer_log.find("round 0 attempt 0: group of 3 formed beside round 0's inner steps"), std::string::npos)
         << peer_log;
     EXPECT_EQ(peer_log.find("formed beside the inner steps"), std::string::npos)
         << "round 1 should have found its group formed:\n" << peer_log;
-    const std::regex warmed(R"(round (\d+) attempt 0: warmed the group's connections up in [0-9.]+ s \((\d+) bytes sent\))");
-    std::vector<std::pair<int, long>> warm_ups;
+    const std::regex warmed(
+        R"(round (\d+) attempt 0: warmed the group's connections up in [0-9.]+ s \((\d+) calls, (\d+) bytes sent\))");
+    std::vector<std::vector<long>> warm_ups;
     for (std::sregex_iterator it(peer_log.begin(), peer_log.end(), warmed), end; it != end; ++it) {
-      warm_ups.emplace_back(std::stoi((*it)[1]), std::stol((*it)[2]));
+      warm_ups.push_back({std::stol((*it)[1]), std::stol((*it)[2]), std::stol((*it)[3])});
     }
     ASSERT_EQ(warm_ups.size(), 1u) << peer_log;
-    EXPECT_EQ(warm_ups[0].first, 0) << peer_log;
-    EXPECT_GT(warm_ups[0].second, 0) << peer_log;
+    EXPECT_EQ(warm_ups[0][0], 0) << peer_log;
+    EXPECT_GE(warm_ups[0][1], 1) << peer_log;
+    EXPECT_GT(warm_ups[0][2], 0) << peer_log;
+    calls.insert(warm_ups[0][1]);
   }
+  EXPECT_EQ(calls.size(), 1u) << "members stopped warming up after different calls";
   auto rounds = ParseRounds(ReadFileOrEmpty(cluster.coordinator_log()));
   ASSERT_EQ(rounds.size(), 3u);
   EXPECT_NE(rounds[1].theta, rounds[0].theta) << "round 1 applied round 0's average";
