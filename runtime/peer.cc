@@ -563,7 +563,7 @@ class PeerSession {
     // forms beside the steps warms its connections up for round 1's (WarmUpGroup).
     const bool warms_up = forms_beside_steps && spec_.mode() == v1::MODE_DILOCO_ASYNC && round == 0 &&
                           spec_.rounds() > 1;
-    std::atomic<bool> steps_done = false;  // the warm-up stops once this round's steps are
+    std::atomic<bool> steps_done = false;  // set when TryRound returns; ends the warm-up
     // Owns group_ and ring_members_ while it runs.
     auto form_group = [&](bool warm_up) -> Formation {
       collectives::FormControl control;
@@ -788,12 +788,13 @@ class PeerSession {
   // transatlantic link), past the apply step of diloco-async's round 1. Two all-reduces of zeros
   // with the job's codec and aggregator (so the same path over the same links) warm them up:
   // 1/8 of the job's size, then all of it (at most kWarmUpMaxFloats), which sends what round 1's
-  // collective will. The report should not wait for them, and the members must run the same
-  // calls: the first carries a flag, 1 from a member whose steps are done, and no member makes
-  // the second when its result holds one (the same bits everywhere). Doubling sizes, as slow
-  // start does, took twice as long (four calls, 1.06 s against 0.5 s, each paying the latency). Each call has a codec stream
-  // of its own, forgotten after it, so the job's error feedback is untouched. Failing only costs
-  // the group: the next collective forms anew.
+  // collective will. Doubling sizes, as slow start does, took twice as long (four calls, 1.06 s
+  // against 0.5 s, each paying the latency).
+  // The report should not wait for them, and the members must run the same calls: the first
+  // carries a flag, 1 from a member whose steps are done, and no member makes the second when
+  // its result holds one (the same bits everywhere). Each call has a codec stream of its own,
+  // forgotten after it, so the job's error feedback is untouched. Failing only costs the group:
+  // the next collective forms anew.
   static constexpr size_t kWarmUpMaxFloats = size_t{1} << 22;
   void WarmUpGroup(uint64_t round, uint32_t attempt, Deadline deadline, const collectives::FormControl& control,
                    const std::atomic<bool>& steps_done) {
