@@ -654,6 +654,42 @@ TEST(Integration, AsyncDilocoPeerKilledMidCollectiveIsRetried) {
   EXPECT_LT(rounds.back().eval_loss, rounds.front().eval_loss);
 }
 
+// A member that dies while round 0 forms its group and warms it up (beside the steps, on a thread
+// of its own) must not take the others with it: their warm-up fails or finishes, the round is
+// retried or committed without it, and the job ends with the survivors agreeing. The kill comes
+// as soon as the victim has joined; where it lands in round 0 depends on timing, and every
+// outcome must end this way.
+TEST(Integration, AsyncDilocoPeerKilledWhileRoundZeroFormsOrWarmsUp) {
+  Cluster cluster("it-async-kill0");
+  cluster.StartCoordinator({"--peers", "3", "--min-peers", "2", "--gather-ms", "3000", "--rounds", "4",
+                            "--inner-steps", "60", "--mode", "diloco-async", "--codec", "int8",
+                            "--round-timeout-ms", "20000"});
+  for (const char* name : {"p0", "p1", "p2"}) cluster.StartPeer(name);
+  const auto joined_by = DeadlineAfter(60s);
+  while (ReadFileOrEmpty(cluster.peer_log("p2")).find("joined job") == std::string::npos) {
+    ASSERT_LT(Clock::now(), joined_by) << ReadFileOrEmpty(cluster.peer_log("p2"));
+    std::this_thread::sleep_for(2ms);
+  }
+  cluster.peer("p2").Signal(SIGKILL);
+
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const char* name : {"p0", "p1"}) {
+    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(peer.ok());
+    const std::string log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_EQ(*peer, 0) << log;
+    thetas.insert(FinalTheta(log));
+  }
+  EXPECT_EQ(thetas.size(), 1u);
+  const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
+  auto rounds = ParseRounds(log);
+  ASSERT_EQ(rounds.size(), 4u) << log;
+  EXPECT_EQ(rounds.back().theta, thetas.begin()->substr(0, 12)) << log;
+}
+
 // ---- groups (JobSpec.group_size) ------------------------------------------------------------------
 
 // "job J round R: 2 groups of 6 ready peers: [0 mix: p0 p3 p4] [1 mix: p1 p2 p5]" (the last line
