@@ -474,7 +474,7 @@ struct Trainer::Impl {
   }
 
   // Canonical bytes of a global state (see Trainer::ExportCommittedState).
-  std::string EncodeState() const { return EncodeSnapshot(committed, completed_rounds); }
+  std::string EncodeState() const { return EncodeStateBytes(job_id, committed, completed_rounds); }
   // Each round's state is snapshot, encoded and hashed once: EncodeTentative snapshots the
   // tentative round for the report, which encodes it on its own thread (the training thread runs
   // ahead meanwhile); Commit takes the snapshot as the committed state and the bytes as
@@ -496,7 +496,6 @@ struct Trainer::Impl {
     tentative_encoding = {};  // a thread that waits for it holds its own copy
     tentative_snapshot.reset();
   }
-  std::string EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const;
   static std::string EncodeStateBytes(const std::string& job_id, const Snapshot& snap, uint64_t rounds);
   Status DecodeState(std::string_view bytes);
 
@@ -565,10 +564,6 @@ class Reader {
   size_t pos_ = 0;
 };
 }  // namespace
-
-std::string Trainer::Impl::EncodeSnapshot(const Snapshot& snap, uint64_t rounds) const {
-  return EncodeStateBytes(job_id, snap, rounds);
-}
 
 // The encoding runs on the first thread that waits for it (deferred: the peer's report thread,
 // not a thread of its own): it reads the snapshot's tensors, which nothing writes (fresh copies,

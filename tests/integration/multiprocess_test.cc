@@ -179,6 +179,24 @@ INSTANTIATE_TEST_SUITE_P(Modes, ThreePeers, ::testing::Values("diloco", "ddp", "
                            return name;
                          });
 
+// After a member was killed: the coordinator finishes the job, every survivor exits cleanly, and
+// they all end with the same θ (its full hex in *theta).
+void SurvivorsFinishAndAgree(Cluster& cluster, const std::vector<std::string>& survivors, std::string* theta) {
+  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
+  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
+  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
+  std::set<std::string> thetas;
+  for (const std::string& name : survivors) {
+    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
+    ASSERT_TRUE(code.ok());
+    const std::string log = ReadFileOrEmpty(cluster.peer_log(name));
+    EXPECT_EQ(*code, 0) << log;
+    thetas.insert(FinalTheta(log));
+  }
+  ASSERT_EQ(thetas.size(), 1u);
+  *theta = *thetas.begin();
+}
+
 // kill -9 of a member mid-round: the survivors retry the round without it and the job finishes;
 // every round (including the interrupted one) completes within its deadline.
 TEST(Integration, PeerKilledMidRoundIsRetriedWithoutIt) {
@@ -193,17 +211,8 @@ TEST(Integration, PeerKilledMidRoundIsRetriedWithoutIt) {
   std::this_thread::sleep_for(30ms);  // inside round 3's inner steps
   cluster.peer("p2").Signal(SIGKILL);
 
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  std::set<std::string> thetas;
-  for (const char* name : {"p0", "p1"}) {
-    auto code = cluster.peer(name).Wait(DeadlineAfter(30s));
-    ASSERT_TRUE(code.ok());
-    EXPECT_EQ(*code, 0) << ReadFileOrEmpty(cluster.peer_log(name));
-    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
-  }
-  EXPECT_EQ(thetas.size(), 1u);
+  std::string theta;
+  ASSERT_NO_FATAL_FAILURE(SurvivorsFinishAndAgree(cluster, {"p0", "p1"}, &theta));
   const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_NE(log.find("retrying with 2 peers"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
@@ -636,17 +645,8 @@ TEST(Integration, AsyncDilocoPeerKilledMidCollectiveIsRetried) {
   std::this_thread::sleep_for(20ms);  // inside round 3: its collective runs beside the steps
   cluster.peer("p2").Signal(SIGKILL);
 
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  std::set<std::string> thetas;
-  for (const char* name : {"p0", "p1"}) {
-    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
-    ASSERT_TRUE(peer.ok());
-    EXPECT_EQ(*peer, 0) << ReadFileOrEmpty(cluster.peer_log(name));
-    thetas.insert(FinalTheta(ReadFileOrEmpty(cluster.peer_log(name))));
-  }
-  EXPECT_EQ(thetas.size(), 1u);
+  std::string theta;
+  ASSERT_NO_FATAL_FAILURE(SurvivorsFinishAndAgree(cluster, {"p0", "p1"}, &theta));
   const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   EXPECT_NE(log.find("retrying with 2 peers"), std::string::npos) << log;
   auto rounds = ParseRounds(log);
@@ -672,22 +672,12 @@ TEST(Integration, AsyncDilocoPeerKilledWhileRoundZeroFormsOrWarmsUp) {
   }
   cluster.peer("p2").Signal(SIGKILL);
 
-  auto coord = cluster.coordinator().Wait(DeadlineAfter(180s));
-  ASSERT_TRUE(coord.ok()) << "job stalled after the kill:\n" << ReadFileOrEmpty(cluster.coordinator_log());
-  EXPECT_EQ(*coord, 0) << ReadFileOrEmpty(cluster.coordinator_log());
-  std::set<std::string> thetas;
-  for (const char* name : {"p0", "p1"}) {
-    auto peer = cluster.peer(name).Wait(DeadlineAfter(30s));
-    ASSERT_TRUE(peer.ok());
-    const std::string log = ReadFileOrEmpty(cluster.peer_log(name));
-    EXPECT_EQ(*peer, 0) << log;
-    thetas.insert(FinalTheta(log));
-  }
-  EXPECT_EQ(thetas.size(), 1u);
+  std::string theta;
+  ASSERT_NO_FATAL_FAILURE(SurvivorsFinishAndAgree(cluster, {"p0", "p1"}, &theta));
   const std::string log = ReadFileOrEmpty(cluster.coordinator_log());
   auto rounds = ParseRounds(log);
   ASSERT_EQ(rounds.size(), 4u) << log;
-  EXPECT_EQ(rounds.back().theta, thetas.begin()->substr(0, 12)) << log;
+  EXPECT_EQ(rounds.back().theta, theta.substr(0, 12)) << log;
 }
 
 // ---- groups (JobSpec.group_size) ------------------------------------------------------------------
