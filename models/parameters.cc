@@ -28,13 +28,18 @@ void UpdateParameterHeader(Sha256& h, const std::string& name, c10::IntArrayRef 
 enum class Part { kValues, kGrads };
 
 torch::Tensor Flatten(const torch::nn::Module& module, Part part) {
-  torch::Tensor flat = torch::zeros({NumParameters(module)}, torch::kFloat);
+  // Every element is written below (zeros where a gradient is undefined), so no fill first.
+  torch::Tensor flat = torch::empty({NumParameters(module)}, torch::kFloat);
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
   for (const auto& p : module.parameters()) {
     const int64_t n = p.numel();
     const torch::Tensor& source = part == Part::kValues ? p : p.grad();
-    if (source.defined()) flat.narrow(0, offset, n).copy_(source.detach().reshape({-1}));
+    if (source.defined()) {
+      flat.narrow(0, offset, n).copy_(source.detach().reshape({-1}));
+    } else {
+      flat.narrow(0, offset, n).zero_();
+    }
     offset += n;
   }
   return flat;

@@ -262,7 +262,8 @@ INSTANTIATE_TEST_SUITE_P(ApplySteps, RetryTest, ::testing::Values(0u, 1u, 3u));
 // are exactly the steps the round would run: a trainer that runs ahead after every round, for
 // a few steps or as many as it may, ends bit-identical to one that never does, and running
 // ahead leaves θ and the state digest untouched. A round retried with another group's average
-// starts elsewhere, and the steps run ahead are dropped, not used.
+// starts elsewhere, and the steps run ahead are dropped, not used. Running ahead of round 0,
+// before the optimizer holds any state, trades an empty optimizer state with the steps' one.
 struct AheadCase {
   v1::Mode mode;
   int calls;  // stop() answers false this many times (-1: never stops)
@@ -285,6 +286,7 @@ TEST_P(RunAheadTest, StepsRunAheadAreTheStepsTheRoundRuns) {
   // with one average, is abandoned (not committed), and is retried with another.
   auto plain = Make(spec);
   auto ahead = Make(spec);
+  run_ahead(*ahead);  // round 0: no optimizer state yet
   for (int r = 0; r < 4; ++r) {
     for (Trainer* t : {plain.get(), ahead.get()}) {
       const bool speculate = t == ahead.get();
