@@ -621,7 +621,8 @@ class PeerSession {
         if (Superseded()) return Aborted("the attempt was superseded");
       }
       collectives::CollectiveOptions opts =
-          CollectiveOptionsFor(round, start.attempt(), collective++, deadline, std::move(codec), std::move(stream));
+          CollectiveOptionsFor(round, start.attempt(), "c" + std::to_string(collective++), deadline, std::move(codec),
+                               std::move(stream));
       const auto* hooks = options_.adversary;
       bind = bind && binding.has_value();
       if (bind) {
@@ -807,9 +808,10 @@ class PeerSession {
     for (const size_t size : {std::max<size_t>(full / 8, 1), full}) {
       std::fill(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(size), 0.0f);
       values[0] = steps_done.load() ? 1.0f : 0.0f;
+      // Its own name on the wire and its own codec stream: it cannot meet the round's "c0".
+      const std::string name = "warm-up/" + std::to_string(calls);
       collectives::CollectiveOptions opts =
-          CollectiveOptionsFor(round, attempt, 0, deadline, runtime::JobCodec(spec_), "warm-up/" + std::to_string(calls));
-      opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/warm-up/" + std::to_string(calls);
+          CollectiveOptionsFor(round, attempt, name, deadline, runtime::JobCodec(spec_), name);
       opts.control = &control;
       auto stats = group_->Allreduce(std::span<float>(values.data(), size), opts);
       if (butterfly_ && group_ == butterfly_) butterfly_->RestoreCodecState(opts.stream, nullptr);
@@ -855,10 +857,11 @@ class PeerSession {
   }
 
   // Every rank names a collective alike: round, attempt and its index within the attempt.
-  collectives::CollectiveOptions CollectiveOptionsFor(uint64_t round, uint32_t attempt, uint64_t index,
+  // `name` tells the attempt's collectives apart on the wire: "c<index>" for the round's own.
+  collectives::CollectiveOptions CollectiveOptionsFor(uint64_t round, uint32_t attempt, const std::string& name,
                                                       Deadline deadline, std::string codec, std::string stream) const {
     collectives::CollectiveOptions opts;
-    opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/c" + std::to_string(index);
+    opts.tag = "r" + std::to_string(round) + "/a" + std::to_string(attempt) + "/" + name;
     opts.deadline = deadline;
     opts.average = true;
     opts.codec = std::move(codec);
@@ -880,7 +883,7 @@ class PeerSession {
     early->round = round + 1;
     early->group = group_;
     const collectives::CollectiveOptions opts = CollectiveOptionsFor(
-        round + 1, 0, 0, DeadlineAfter(Millis(spec_.round_timeout_ms())), runtime::JobCodec(spec_), "pseudo-gradient");
+        round + 1, 0, "c0", DeadlineAfter(Millis(spec_.round_timeout_ms())), runtime::JobCodec(spec_), "pseudo-gradient");
     EarlyCollective* e = early.get();  // outlives the call: DiscardEarlyCollective waits for it
     Status started = trainer_->StartNextDelayedAverage([e, opts](std::span<float> values) -> Status {
       auto stats = e->group->Allreduce(values, opts);
