@@ -856,8 +856,8 @@ class PeerSession {
     return std::min(round_deadline, DeadlineAfter(std::max(Millis(10000), 2 * LivenessTimeout(spec_))));
   }
 
-  // Every rank names a collective alike: round, attempt and its index within the attempt.
-  // `name` tells the attempt's collectives apart on the wire: "c<index>" for the round's own.
+  // Every rank names a collective alike: round, attempt and `name`, which tells the attempt's
+  // collectives apart on the wire ("c<index>" for the round's own, in the order they run).
   collectives::CollectiveOptions CollectiveOptionsFor(uint64_t round, uint32_t attempt, const std::string& name,
                                                       Deadline deadline, std::string codec, std::string stream) const {
     collectives::CollectiveOptions opts;
