@@ -125,7 +125,9 @@ struct Trainer::Impl {
     std::vector<torch::Tensor> out;
     int64_t offset = 0;
     for (const auto& p : Params()) {
-      out.push_back(flat.narrow(0, offset, p.numel()).reshape(p.sizes()).to(p.device(), p.scalar_type(), false, true));
+      out.push_back(flat.narrow(0, offset, p.numel())
+                        .reshape(p.sizes())
+                        .to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true));
       offset += p.numel();
     }
     return out;
