@@ -104,6 +104,33 @@ struct Trainer::Impl {
     return static_cast<torch::optim::AdamWParamState*>(it->second.get());
   }
 
+  // The optimizer's state for `p` as a slot that shares its tensors (absent: not present).
+  AdamSlot SlotOf(const torch::Tensor& p) const {
+    const torch::optim::AdamWParamState* st = AdamState(p);
+    if (st == nullptr) return {};
+    return {.present = true, .step = st->step(), .exp_avg = st->exp_avg(), .exp_avg_sq = st->exp_avg_sq()};
+  }
+
+  // Makes `slot`'s tensors (not copies) the optimizer's state for `p`; an absent slot erases it.
+  void PutSlot(const torch::Tensor& p, AdamSlot slot) {
+    auto& state = inner->state();
+    const auto key = internal::OptimizerStateKey(*inner, p);
+    if (!slot.present) {
+      state.erase(key);
+      return;
+    }
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    st->step(slot.step);
+    st->exp_avg(std::move(slot.exp_avg));
+    st->exp_avg_sq(std::move(slot.exp_avg_sq));
+    state[key] = std::move(st);
+  }
+
+  static AdamSlot CloneSlot(const AdamSlot& slot) {
+    if (!slot.present) return {};
+    return {.present = true, .step = slot.step, .exp_avg = slot.exp_avg.clone(), .exp_avg_sq = slot.exp_avg_sq.clone()};
+  }
+
   Snapshot TakeSnapshot() const {
     Snapshot snap;
     snap.params = models::FlattenParameters(*model);
@@ -139,62 +166,25 @@ struct Trainer::Impl {
   void SwapAhead() {
     torch::NoGradGuard no_grad;
     auto params = Params();
-    auto& state = inner->state();
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor visible = params[i].detach();  // a second handle on the same storage
       params[i].set_data(ahead.params[i]);
       ahead.params[i] = std::move(visible);
-      AdamSlot& slot = ahead.adam[i];
-      const auto key = internal::OptimizerStateKey(*inner, params[i]);
-      auto it = state.find(key);
-      AdamSlot was;
-      if (it != state.end()) {
-        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-        was = {.present = true, .step = st.step(), .exp_avg = st.exp_avg(), .exp_avg_sq = st.exp_avg_sq()};
-      }
-      if (!slot.present) {
-        if (it != state.end()) state.erase(it);
-      } else {
-        if (it == state.end()) it = state.emplace(key, std::make_unique<torch::optim::AdamWParamState>()).first;
-        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-        st.step(slot.step);
-        st.exp_avg(std::move(slot.exp_avg));
-        st.exp_avg_sq(std::move(slot.exp_avg_sq));
-      }
-      slot = std::move(was);
+      AdamSlot visible_adam = SlotOf(params[i]);
+      PutSlot(params[i], std::move(ahead.adam[i]));
+      ahead.adam[i] = std::move(visible_adam);
     }
   }
 
   std::vector<AdamSlot> CopyAdam() const {
     std::vector<AdamSlot> out;
-    for (const auto& p : Params()) {
-      AdamSlot slot;
-      if (auto* st = AdamState(p)) {
-        slot.present = true;
-        slot.step = st->step();
-        slot.exp_avg = st->exp_avg().clone();
-        slot.exp_avg_sq = st->exp_avg_sq().clone();
-      }
-      out.push_back(std::move(slot));
-    }
+    for (const auto& p : Params()) out.push_back(CloneSlot(SlotOf(p)));
     return out;
   }
 
   void RestoreAdam(const std::vector<AdamSlot>& slots) {
     auto params = Params();
-    auto& state = inner->state();
-    for (size_t i = 0; i < params.size() && i < slots.size(); ++i) {
-      const auto key = internal::OptimizerStateKey(*inner, params[i]);
-      if (!slots[i].present) {
-        state.erase(key);
-        continue;
-      }
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(slots[i].step);
-      st->exp_avg(slots[i].exp_avg.clone());
-      st->exp_avg_sq(slots[i].exp_avg_sq.clone());
-      state[key] = std::move(st);
-    }
+    for (size_t i = 0; i < params.size() && i < slots.size(); ++i) PutSlot(params[i], CloneSlot(slots[i]));
   }
 
   Status RestoreSnapshot(const Snapshot& snap) {
